@@ -1,0 +1,1 @@
+//! Pharaoh shards arrive with issue 3.

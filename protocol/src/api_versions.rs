@@ -1,0 +1,85 @@
+//! The one table of Kafka APIs and versions Karnak serves. ApiVersions is
+//! answered from it and every request is checked against it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One served API: the range advertised in ApiVersions and the range we can
+/// actually decode. They differ only for Produce: Kafka 4.x advertises
+/// Produce from v0 because librdkafka disables compression unless it sees
+/// v0 there (KAFKA-18659), yet answers v0-2 with UNSUPPORTED_VERSION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedApi {
+    pub key: ApiKey,
+    pub advertised_min: i16,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
+    ServedApi { key, advertised_min: min, min, max }
+}
+
+/// Served APIs, in api-key order. Upper bounds are what the `kafka-protocol`
+/// crate decodes and our handlers implement.
+pub const SERVED_APIS: &[ServedApi] = &[
+    ServedApi { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served entry for an API key, if we serve it at all.
+pub fn served(api_key: i16) -> Option<&'static ServedApi> {
+    SERVED_APIS.iter().find(|a| a.key as i16 == api_key)
+}
+
+/// Whether `version` of `api_key` is one we decode and answer.
+pub fn is_supported(api_key: i16, version: i16) -> bool {
+    served(api_key).is_some_and(|a| (a.min..=a.max).contains(&version))
+}
+
+/// The header versions to use for a request/response, for APIs the crate knows.
+pub fn header_versions(key: ApiKey, version: i16) -> (i16, i16) {
+    (key.request_header_version(version), key.response_header_version(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn table_fits_what_the_crate_decodes() {
+        use kafka_protocol::messages::*;
+        let crate_ranges = [
+            (ApiKey::Produce, ProduceRequest::VERSIONS),
+            (ApiKey::Fetch, FetchRequest::VERSIONS),
+            (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),
+            (ApiKey::Metadata, MetadataRequest::VERSIONS),
+            (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS),
+            (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS),
+            (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
+            (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
+        ];
+        assert_eq!(crate_ranges.len(), SERVED_APIS.len());
+        for (key, range) in crate_ranges {
+            let s = served(key as i16).unwrap();
+            assert!(s.min >= range.min && s.max <= range.max, "{key:?} {s:?} vs {range}");
+        }
+        assert!(SERVED_APIS.windows(2).all(|w| (w[0].key as i16) < (w[1].key as i16)));
+    }
+
+    #[test]
+    fn produce_is_advertised_from_zero_but_decoded_from_three() {
+        let p = served(0).unwrap();
+        assert_eq!(p.advertised_min, 0);
+        assert!(!is_supported(0, 2));
+        assert!(is_supported(0, 3));
+        assert!(!is_supported(999, 0));
+        assert!(!is_supported(18, 5));
+    }
+}

@@ -1,0 +1,16 @@
+//! Kafka wire protocol pieces Karnak owns, with no I/O.
+//!
+//! Typed request and response messages come from the `kafka-protocol` crate;
+//! this crate adds what a broker needs around them: frame bounds, the one
+//! table of APIs and versions we serve, a zero-copy view of v2 record batches
+//! (validation and in-place offset assignment), and a Fetch response encoder
+//! that leaves the records as file regions so they can be `sendfile`d.
+
+pub mod api_versions;
+pub mod error;
+pub mod fetch_response;
+pub mod frame;
+pub mod record_batch;
+
+pub use error::ProtocolError;
+pub use kafka_protocol;

@@ -1,0 +1,1 @@
+//! SQL gateway arrives with issue 4.
