@@ -1,0 +1,73 @@
+//! Shared broker state handed to every connection and handler.
+
+use std::path::Path;
+
+use anyhow::Context;
+use karnak_storage::LogManager;
+
+use crate::config::Config;
+
+pub struct Broker {
+    pub config: Config,
+    pub logs: LogManager,
+    pub cluster_id: String,
+    /// host and port clients are told to connect to.
+    pub advertised: (String, i32),
+}
+
+impl Broker {
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+}
+
+/// The cluster id is made once per data dir and kept, like Kafka's meta.properties.
+pub fn load_cluster_id(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<String> {
+    let path = data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            let id = id.trim().to_string();
+            if let Some(want) = configured.filter(|w| *w != id) {
+                anyhow::bail!("data dir {} belongs to cluster {id}, not {want}", data_dir.display());
+            }
+            return Ok(id);
+        }
+    }
+    let id = match configured {
+        Some(id) => id.to_string(),
+        None => {
+            // Kafka cluster ids are 16 random bytes in URL-safe base64 (22 chars).
+            let raw = *uuid::Uuid::new_v4().as_bytes();
+            base64_url(&raw)
+        }
+    };
+    let tmp = data_dir.join("meta.properties.tmp");
+    std::fs::write(&tmp, format!("version=1\ncluster.id={id}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_id_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = super::load_cluster_id(dir.path(), None).unwrap();
+        assert_eq!(a.len(), 22);
+        assert_eq!(super::load_cluster_id(dir.path(), None).unwrap(), a);
+        assert!(super::load_cluster_id(dir.path(), Some("other")).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Broker configuration: command-line flags, `KARNAK_*` environment variables
+//! and an optional TOML file, in that order of precedence, over defaults that
+//! let `karnak` with no flags serve Kafka on 127.0.0.1:9092 with data in ./data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// A Kafka-wire-compatible broker whose log is also queryable with SQL.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "karnak",
+    version,
+    about = "Karnak: a Kafka-wire-compatible broker. Every flag can also be set as a KARNAK_* environment variable or in a TOML --config file."
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (keys use underscores, e.g. `data_dir`).
+    #[arg(long, env = "KARNAK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding topic-partition logs. [default: ./data]
+    #[arg(long, env = "KARNAK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds. [default: 127.0.0.1:9092]
+    #[arg(long, env = "KARNAK_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// host:port clients are told to connect to (Metadata). [default: the Kafka listener address]
+    #[arg(long, env = "KARNAK_ADVERTISED_KAFKA_ADDR")]
+    pub advertised_kafka_addr: Option<String>,
+    /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
+    #[arg(long, env = "KARNAK_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// This broker's node id (Kafka `node.id`). [default: 0]
+    #[arg(long, env = "KARNAK_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Cluster id reported in Metadata. [default: generated once and stored in the data dir]
+    #[arg(long, env = "KARNAK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Partitions of auto-created topics (Kafka `num.partitions`). [default: 1]
+    #[arg(long, env = "KARNAK_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Create topics on first produce or metadata request (Kafka `auto.create.topics.enable`). [default: true]
+    #[arg(long, env = "KARNAK_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Largest request accepted, in bytes (Kafka `socket.request.max.bytes`). [default: 104857600]
+    #[arg(long, env = "KARNAK_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Segment size before rolling (Kafka `log.segment.bytes`). [default: 1073741824]
+    #[arg(long, env = "KARNAK_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Segment age before rolling, ms (Kafka `log.roll.ms`). [default: 604800000]
+    #[arg(long, env = "KARNAK_LOG_ROLL_MS")]
+    pub log_roll_ms: Option<u64>,
+    /// fsync a partition after this many messages (Kafka `log.flush.interval.messages`). [default: never]
+    #[arg(long, env = "KARNAK_LOG_FLUSH_INTERVAL_MESSAGES")]
+    pub log_flush_interval_messages: Option<u64>,
+    /// fsync every partition at this interval, ms (Kafka `log.flush.interval.ms`). [default: never]
+    #[arg(long, env = "KARNAK_LOG_FLUSH_INTERVAL_MS")]
+    pub log_flush_interval_ms: Option<u64>,
+    /// fsync before answering an acks=all produce (group commit). [default: true]
+    #[arg(long, env = "KARNAK_FLUSH_ON_ACKS_ALL")]
+    pub flush_on_acks_all: Option<bool>,
+    /// Kafka `log.message.timestamp.type` for new topics: CreateTime or LogAppendTime. [default: CreateTime]
+    #[arg(long, env = "KARNAK_LOG_MESSAGE_TIMESTAMP_TYPE")]
+    pub log_message_timestamp_type: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<SocketAddr>,
+    advertised_kafka_addr: Option<String>,
+    admin_addr: Option<SocketAddr>,
+    node_id: Option<i32>,
+    cluster_id: Option<String>,
+    num_partitions: Option<i32>,
+    auto_create_topics: Option<bool>,
+    socket_request_max_bytes: Option<usize>,
+    log_segment_bytes: Option<u64>,
+    log_roll_ms: Option<u64>,
+    log_flush_interval_messages: Option<u64>,
+    log_flush_interval_ms: Option<u64>,
+    flush_on_acks_all: Option<bool>,
+    log_message_timestamp_type: Option<String>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub kafka_addr: SocketAddr,
+    /// `None` until the listener is bound: then it defaults to the bound address.
+    pub advertised_kafka_addr: Option<(String, i32)>,
+    pub admin_addr: SocketAddr,
+    pub node_id: i32,
+    pub cluster_id: Option<String>,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub socket_request_max_bytes: usize,
+    pub flush_on_acks_all: bool,
+    pub log_defaults: karnak_storage::LogConfig,
+}
+
+fn parse_host_port(s: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = s.rsplit_once(':').with_context(|| format!("`{s}` is not host:port"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in `{s}`"))?;
+    if host.is_empty() {
+        bail!("empty host in `{s}`");
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
+}
+
+impl Config {
+    pub fn load(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($f:ident, $default:expr) => {
+                args.$f.or(file.$f).unwrap_or($default)
+            };
+        }
+        let mut log_defaults = karnak_storage::LogConfig::default();
+        log_defaults.segment_bytes = pick!(log_segment_bytes, log_defaults.segment_bytes);
+        log_defaults.segment_ms = pick!(log_roll_ms, log_defaults.segment_ms);
+        log_defaults.flush_messages = args.log_flush_interval_messages.or(file.log_flush_interval_messages);
+        log_defaults.flush_ms = args.log_flush_interval_ms.or(file.log_flush_interval_ms);
+        if let Some(t) = args.log_message_timestamp_type.or(file.log_message_timestamp_type) {
+            let overrides = [("message.timestamp.type".to_string(), t)].into_iter().collect();
+            log_defaults = log_defaults.with_overrides(&overrides).context("log_message_timestamp_type")?;
+        }
+        let advertised = args.advertised_kafka_addr.or(file.advertised_kafka_addr);
+        let config = Config {
+            data_dir: pick!(data_dir, PathBuf::from("./data")),
+            kafka_addr: pick!(kafka_addr, SocketAddr::from(([127, 0, 0, 1], 9092))),
+            advertised_kafka_addr: advertised.as_deref().map(parse_host_port).transpose()?,
+            admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
+            node_id: pick!(node_id, 0),
+            cluster_id: args.cluster_id.or(file.cluster_id),
+            num_partitions: pick!(num_partitions, 1),
+            auto_create_topics: pick!(auto_create_topics, true),
+            socket_request_max_bytes: pick!(
+                socket_request_max_bytes,
+                karnak_protocol::frame::DEFAULT_MAX_REQUEST_BYTES
+            ),
+            flush_on_acks_all: pick!(flush_on_acks_all, true),
+            log_defaults,
+        };
+        if config.num_partitions < 1 {
+            bail!("num_partitions must be at least 1");
+        }
+        if config.node_id < 0 {
+            bail!("node_id must not be negative");
+        }
+        if config.socket_request_max_bytes < karnak_protocol::frame::MIN_REQUEST_BYTES
+            || config.socket_request_max_bytes > i32::MAX as usize
+        {
+            bail!("socket_request_max_bytes must be between 10 and {}", i32::MAX);
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let c = Config::load(Args::default()).unwrap();
+        assert_eq!(c.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9644");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics && c.flush_on_acks_all);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "num_partitions = 3\nnode_id = 4\nadvertised_kafka_addr = \"kafka.local:19092\"\n").unwrap();
+        let args = Args { config: Some(path), node_id: Some(7), ..Default::default() };
+        let c = Config::load(args).unwrap();
+        assert_eq!((c.num_partitions, c.node_id), (3, 7));
+        assert_eq!(c.advertised_kafka_addr, Some(("kafka.local".into(), 19092)));
+    }
+
+    #[test]
+    fn bad_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let err = Config::load(Args { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("k.toml"));
+    }
+}

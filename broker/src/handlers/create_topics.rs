@@ -1,0 +1,110 @@
+//! CreateTopics (key 19).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::handlers::storage_error_code;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const INVALID_REQUEST: i16 = 42;
+/// Kafka's DescribeConfigs source codes.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: CreateTopicsRequest = decode(body, "CreateTopics", version)?;
+    let mut seen = std::collections::HashSet::new();
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.as_str().to_string();
+            let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+            let fail = |code: i16, msg: String| {
+                result.clone().with_error_code(code).with_error_message(Some(StrBytes::from_string(msg)))
+            };
+            if !seen.insert(name.clone()) {
+                return fail(INVALID_REQUEST, format!("topic {name} appears more than once in the request"));
+            }
+            let nodes = [broker.node_id()];
+            let partitions = if !t.assignments.is_empty() {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return fail(INVALID_REQUEST, "both assignments and partitions/replication factor given".into());
+                }
+                let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+                idx.sort_unstable();
+                let contiguous = idx.iter().enumerate().all(|(i, p)| *p == i as i32);
+                let on_us = t.assignments.iter().all(|a| a.broker_ids.iter().all(|b| nodes.contains(&b.0)) && !a.broker_ids.is_empty());
+                if !contiguous || !on_us {
+                    return fail(INVALID_REPLICA_ASSIGNMENT, "replicas must be this broker, partitions numbered from 0".into());
+                }
+                idx.len() as i32
+            } else {
+                if !(t.replication_factor == -1 || t.replication_factor == 1) {
+                    return fail(
+                        INVALID_REPLICATION_FACTOR,
+                        format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor),
+                    );
+                }
+                if t.num_partitions == -1 { broker.config.num_partitions } else { t.num_partitions }
+            };
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                match &c.value {
+                    Some(v) => {
+                        configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
+                    }
+                    None => return fail(40, format!("config {} has a null value", c.name.as_str())),
+                }
+            }
+            let effective = match broker.logs.defaults().with_overrides(&configs) {
+                Ok(c) => c,
+                Err(e) => return fail(storage_error_code(&e), e.to_string()),
+            };
+            if let Err(e) = karnak_storage::validate_topic_name(&name) {
+                return fail(storage_error_code(&e), e.to_string());
+            }
+            let id = if request.validate_only {
+                if broker.logs.topic(&name).is_some() {
+                    return fail(36, format!("Topic '{name}' already exists."));
+                }
+                if partitions < 1 {
+                    return fail(37, "Number of partitions must be larger than 0.".into());
+                }
+                Uuid::nil()
+            } else {
+                match crate::topics::create(broker, &name, partitions, configs.clone()) {
+                    Ok(topic) => Uuid::from_bytes(topic.meta.id),
+                    Err(e) => return fail(storage_error_code(&e), e.to_string()),
+                }
+            };
+            let described = effective
+                .describe()
+                .into_iter()
+                .map(|(k, v)| {
+                    let source = if configs.contains_key(&k) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                    CreatableTopicConfigs::default()
+                        .with_name(StrBytes::from_string(k))
+                        .with_value(Some(StrBytes::from_string(v)))
+                        .with_config_source(source)
+                })
+                .collect();
+            result
+                .with_topic_id(id)
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+                .with_configs(Some(described))
+        })
+        .collect();
+    let response = CreateTopicsResponse::default().with_topics(results);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}

@@ -1,0 +1,48 @@
+//! DeleteTopics (key 20): by name (v1-5) or by name or topic id (v6).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tracing::info;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::handlers::storage_error_code;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: DeleteTopicsRequest = decode(body, "DeleteTopics", version)?;
+    let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+    } else {
+        request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+    };
+    let responses = wanted
+        .into_iter()
+        .map(|(name, id)| {
+            let resolved = match &name {
+                Some(n) => Ok(n.as_str().to_string()),
+                None => broker.logs.topic_by_id(id.as_bytes()).map(|t| t.meta.name.clone()).ok_or(100),
+            };
+            let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+            let name = match resolved {
+                Ok(n) => n,
+                Err(code) => return result.with_error_code(code),
+            };
+            match broker.logs.delete_topic(&name) {
+                Ok(meta) => {
+                    info!(topic = name, "deleted topic");
+                    result
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_topic_id(Uuid::from_bytes(meta.id))
+                }
+                Err(e) => result.with_error_code(storage_error_code(&e)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+            }
+        })
+        .collect();
+    let response = DeleteTopicsResponse::default().with_responses(responses);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}

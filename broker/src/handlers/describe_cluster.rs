@@ -1,0 +1,36 @@
+//! DescribeCluster (key 60): this node, as the whole cluster and its controller.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: DescribeClusterRequest = decode(body, "DescribeCluster", version)?;
+    // endpoint_type 1 = brokers; 2 = controllers, which a combined node also is.
+    if version >= 1 && !(1..=2).contains(&request.endpoint_type) {
+        let response = DescribeClusterResponse::default()
+            .with_error_code(42)
+            .with_error_message(Some(StrBytes::from_static_str("unknown endpoint type")))
+            .with_endpoint_type(request.endpoint_type);
+        return Ok(Reply::Ready(Response::encode(&response, version, 42)?));
+    }
+    let (host, port) = broker.advertised.clone();
+    let response = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_endpoint_type(if version >= 1 { request.endpoint_type } else { 1 })
+        .with_cluster_authorized_operations(i32::MIN)
+        .with_brokers(vec![
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.node_id()))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+        ]);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}

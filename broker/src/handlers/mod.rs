@@ -1,0 +1,145 @@
+//! One module per Kafka API. `dispatch` routes a frame to its handler after
+//! checking the API and version against the table in `karnak-protocol`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use karnak_protocol::{api_versions as table, frame};
+
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply};
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+mod unsupported;
+
+/// A dispatched request: what the writer needs to answer it in order.
+pub struct Dispatched {
+    pub correlation_id: i32,
+    pub header_version: i16,
+    pub api: &'static str,
+    pub reply: Reply,
+}
+
+/// Kafka API name as it appears in metrics and logs.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Protocol(#[from] karnak_protocol::ProtocolError),
+    #[error("{api:?} v{version} is not a version we serve (closing, as Kafka does)")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("bad request header for {api:?} v{version}: {reason}")]
+    Header { api: ApiKey, version: i16, reason: String },
+    #[error(transparent)]
+    Handler(#[from] HandlerError),
+}
+
+pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, DispatchError> {
+    let prefix = frame::peek_request_prefix(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|_| karnak_protocol::ProtocolError::UnknownApiKey(prefix.api_key))?;
+    let version = prefix.api_version;
+
+    // KIP-511: a client newer than us gets a v0-format answer listing our
+    // versions, so it can retry with one we know.
+    if key == ApiKey::ApiVersions && !table::is_supported(prefix.api_key, version) {
+        return Ok(Dispatched {
+            correlation_id: prefix.correlation_id,
+            header_version: 0,
+            api: "ApiVersions",
+            reply: Reply::Ready(api_versions::unsupported_version_response()?),
+        });
+    }
+    if !table::is_supported(prefix.api_key, version) {
+        if table::served(prefix.api_key).is_none() {
+            // An API we do not serve yet: answer UNSUPPORTED_VERSION in its own
+            // response format where the crate can encode that version.
+            if let Some(reply) = unsupported::response(key, version) {
+                return Ok(Dispatched {
+                    correlation_id: prefix.correlation_id,
+                    header_version: key.response_header_version(version),
+                    api: "Unsupported",
+                    reply: Reply::Ready(reply?),
+                });
+            }
+        }
+        return Err(DispatchError::UnsupportedVersion { api: key, version });
+    }
+
+    let (request_header_version, header_version) = table::header_versions(key, version);
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, request_header_version).map_err(|e| {
+        DispatchError::Header { api: key, version, reason: format!("{e:#}") }
+    })?;
+    let span = tracing::debug_span!(
+        "request",
+        api = api_name(key),
+        version,
+        correlation_id = header.correlation_id,
+        client_id = header.client_id.as_deref().unwrap_or("")
+    );
+    let _enter = span.enter();
+    let reply = match key {
+        ApiKey::ApiVersions => api_versions::handle(&mut body, version)?,
+        ApiKey::Metadata => metadata::handle(broker, &mut body, version)?,
+        ApiKey::Produce => produce::handle(broker, &mut body, version)?,
+        ApiKey::Fetch => fetch::handle(broker, &mut body, version)?,
+        ApiKey::ListOffsets => list_offsets::handle(broker, &mut body, version)?,
+        ApiKey::CreateTopics => create_topics::handle(broker, &mut body, version)?,
+        ApiKey::DeleteTopics => delete_topics::handle(broker, &mut body, version)?,
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, &mut body, version)?,
+        other => return Err(DispatchError::UnsupportedVersion { api: other, version }),
+    };
+    Ok(Dispatched {
+        correlation_id: header.correlation_id,
+        header_version,
+        api: api_name(key),
+        reply,
+    })
+}
+
+/// Current wall-clock time in Kafka's unit (ms since the epoch).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps storage errors to Kafka error codes.
+pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
+    use karnak_storage::StorageError as E;
+    match e {
+        E::OffsetOutOfRange { .. } => 1,
+        E::UnknownTopic(_) => 3,
+        E::RecordTooLarge { .. } => 10,
+        E::InvalidTopic { .. } => 17,
+        E::TopicAlreadyExists(_) => 36,
+        E::InvalidPartitions(_) => 37,
+        E::InvalidConfig { .. } => 40,
+        E::Corrupt { .. } => 2,
+        _ => -1, // UNKNOWN_SERVER_ERROR: logged where it happens
+    }
+}

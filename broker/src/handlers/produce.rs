@@ -1,0 +1,139 @@
+//! Produce (key 0): validate each partition's v2 batches, append them as
+//! received (offsets assigned in place by storage), answer per `acks`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use karnak_protocol::record_batch::{self, TimestampType, ValidationPolicy};
+use karnak_storage::Log;
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::handlers::{now_ms, storage_error_code};
+use crate::metrics as m;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: ProduceRequest = decode(body, "Produce", version)?;
+    let acks = request.acks;
+    let now = now_ms();
+    // Logs that took an append, with the offset that must be durable before acks=all is answered.
+    let mut to_flush: Vec<(Arc<Log>, i64, usize, usize)> = Vec::new();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let name = topic_data.name.as_str();
+        let topic = resolve_topic(broker, name);
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for pd in topic_data.partition_data {
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let outcome = if !matches!(acks, -1..=1) {
+                Err((INVALID_REQUIRED_ACKS, None))
+            } else {
+                match &topic {
+                    Err(code) => Err((*code, None)),
+                    Ok(t) => match t.logs.get(pd.index as usize).filter(|_| pd.index >= 0) {
+                        None => Err((3, None)),
+                        Some(log) => append(log, pd.records.unwrap_or_default(), now),
+                    },
+                }
+            };
+            match outcome {
+                Ok((log, info)) => {
+                    resp = resp
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(info.log_start_offset);
+                    metrics::gauge!(m::LOG_END_OFFSET, "topic" => name.to_string(), "partition" => pd.index.to_string())
+                        .set(info.last_offset as f64 + 1.0);
+                    to_flush.push((log, info.last_offset + 1, responses.len(), partitions.len()));
+                }
+                Err((code, message)) => {
+                    resp = resp.with_error_code(code).with_error_message(message.map(StrBytes::from_string));
+                }
+            }
+            partitions.push(resp);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return Ok(Reply::Nothing);
+    }
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if acks == -1 && broker.config.flush_on_acks_all && !to_flush.is_empty() {
+        // Durable before acknowledged. fsync runs off the reactor; storage
+        // groups concurrent flushes of the same log into one fsync.
+        return Ok(Reply::Later(Box::pin(async move {
+            let flushed = tokio::task::spawn_blocking(move || {
+                to_flush
+                    .into_iter()
+                    .map(|(log, upto, t, p)| (log.flush_up_to(upto), t, p))
+                    .filter_map(|(r, t, p)| r.err().map(|e| (e, t, p)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| HandlerError::Internal(format!("flush task: {e}")))?;
+            for (e, t, p) in flushed {
+                warn!("fsync failed, produce not acknowledged: {e}");
+                let part = &mut response.responses[t].partition_responses[p];
+                part.error_code = KAFKA_STORAGE_ERROR;
+                part.base_offset = -1;
+            }
+            Response::encode(&response, version, 0)
+        })));
+    }
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}
+
+fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topic>, i16> {
+    if let Some(t) = broker.logs.topic(name) {
+        return Ok(t);
+    }
+    if let Err(e) = karnak_storage::validate_topic_name(name) {
+        return Err(storage_error_code(&e));
+    }
+    if !broker.config.auto_create_topics {
+        return Err(3);
+    }
+    crate::topics::auto_create(broker, name)
+}
+
+type AppendOutcome = Result<(Arc<Log>, karnak_storage::AppendInfo), (i16, Option<String>)>;
+
+fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
+    let config = log.config();
+    let policy = ValidationPolicy {
+        timestamp_type: config.message_timestamp_type,
+        timestamp_before_max_ms: config.timestamp_before_max_ms,
+        timestamp_after_max_ms: config.timestamp_after_max_ms,
+    };
+    let summary = record_batch::validate_batches(&records, &policy, now)
+        .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))?;
+    let append_time = (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
+    match log.append(&records, 0, append_time) {
+        Ok(info) => {
+            metrics::counter!(m::PRODUCED_RECORDS).increment(summary.records as u64);
+            Ok((log.clone(), info))
+        }
+        Err(e) => {
+            let code = storage_error_code(&e);
+            if code == -1 {
+                warn!(topic = log.topic(), partition = log.partition(), "append failed: {e}");
+            }
+            Err((code, Some(e.to_string())))
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `karnak`: a Kafka-wire-compatible broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::info;
+
+mod broker;
+mod config;
+mod connection;
+mod handlers;
+mod metrics;
+mod response;
+mod server;
+mod topics;
+
+use broker::Broker;
+use config::{Args, Config};
+
+/// How often partitions with `flush.ms` set are checked for a due fsync.
+const FLUSH_TICK: Duration = Duration::from_millis(200);
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::load(Args::parse())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KARNAK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let cluster_id = broker::load_cluster_id(&config.data_dir, config.cluster_id.as_deref())?;
+    let started = std::time::Instant::now();
+    let logs = karnak_storage::LogManager::open(&config.data_dir, config.log_defaults.clone())
+        .with_context(|| format!("opening logs in {}", config.data_dir.display()))?;
+    info!(
+        topics = logs.topics().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded logs from {}",
+        config.data_dir.display()
+    );
+    let listener = TcpListener::bind(config.kafka_addr)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {}", config.kafka_addr))?;
+    let bound = listener.local_addr()?;
+    let advertised = config
+        .advertised_kafka_addr
+        .clone()
+        .unwrap_or_else(|| (bound.ip().to_string(), bound.port() as i32));
+    metrics::install(config.admin_addr)?;
+    info!(
+        node_id = config.node_id,
+        %cluster_id,
+        "Karnak serving Kafka on {bound} (advertised {}:{}), metrics on http://{}/metrics",
+        advertised.0,
+        advertised.1,
+        config.admin_addr
+    );
+    let broker = Arc::new(Broker { config, logs, cluster_id, advertised });
+
+    let flusher = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let b = flusher.clone();
+            let _ = tokio::task::spawn_blocking(move || b.logs.flush_due(handlers::now_ms())).await;
+        }
+    });
+
+    server::run(listener, broker, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("received Ctrl-C"),
+        _ = term.recv() => info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,236 @@
+//! Starts the real `karnak` binary on free ports with a temp data dir, and
+//! speaks Kafka to it over real sockets using the `kafka-protocol` crate.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+pub struct Broker {
+    pub child: Option<Child>,
+    pub kafka_port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    pub fn start(extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            kafka_port: free_port(),
+            admin_port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_karnak"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--kafka-addr")
+            .arg(format!("127.0.0.1:{}", self.kafka_port))
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{}", self.admin_port))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn karnak");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.kafka_port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("karnak exited early ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "karnak did not listen in time: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns whether the exit was clean.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "karnak did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn connect(&self) -> Client {
+        connect(self.kafka_port)
+    }
+
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Sum of a metric's samples whose label set contains every `label=value` given.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| {
+                let rest = &l[name.len()..];
+                (rest.starts_with(' ') || rest.starts_with('{')) && labels.iter().all(|lv| l.contains(lv))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn connect(port: u16) -> Client {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_nodelay(true).unwrap();
+    Client { stream, correlation: 0 }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    /// Sends a typed request and decodes the typed response.
+    pub fn call<Req: Encodable, Resp: Decodable>(&mut self, key: ApiKey, version: i16, req: &Req) -> Resp {
+        let mut body = BytesMut::new();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = self.frame(key, version, &body);
+        let header_version = key.response_header_version(version);
+        let correlation = self.correlation;
+        self.stream.write_all(&frame.split()).unwrap();
+        let mut resp = self.read_frame().expect("response");
+        assert_eq!(resp.get_i32(), correlation);
+        if header_version >= 1 {
+            assert_eq!(resp.get_u8(), 0, "no tagged fields in response header");
+        }
+        Resp::decode(&mut resp, version).unwrap()
+    }
+
+    pub fn frame(&mut self, key: ApiKey, version: i16, body: &[u8]) -> BytesMut {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
+        let mut h = BytesMut::new();
+        header.encode(&mut h, key.request_header_version(version)).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32((h.len() + body.len()) as i32);
+        frame.put_slice(&h);
+        frame.put_slice(body);
+        frame
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response frame; None when the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// True when the broker closed the connection (EOF within the timeout).
+    pub fn closed_by_broker(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Encodes `values` (with keys `k<i>` and one header) as one v2 batch.
+pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression) -> Bytes {
+    use kafka_protocol::records::*;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut headers = indexmap::IndexMap::new();
+            headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")));
+            Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: now,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::copy_from_slice(v)),
+                headers,
+                delete_horizon: false,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .unwrap();
+    buf.freeze()
+}
