@@ -1,0 +1,342 @@
+//! Per-topic log configuration: Kafka's topic config names, defaults and
+//! validation of overrides.
+
+use std::collections::BTreeMap;
+
+use karnak_protocol::record_batch::TimestampType;
+
+use crate::error::StorageError;
+
+/// `cleanup.policy`. Stored; compaction is not implemented yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    #[default]
+    Delete,
+    Compact,
+    /// "compact,delete"
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn as_kafka_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    fn parse(v: &str) -> Option<Self> {
+        let mut parts: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        match parts.as_slice() {
+            ["delete"] => Some(CleanupPolicy::Delete),
+            ["compact"] => Some(CleanupPolicy::Compact),
+            ["compact", "delete"] => Some(CleanupPolicy::CompactDelete),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub index_interval_bytes: u32,
+    pub segment_index_bytes: u32,
+    pub flush_messages: Option<u64>,
+    pub flush_ms: Option<u64>,
+    pub max_message_bytes: u32,
+    pub message_timestamp_type: TimestampType,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub cleanup_policy: CleanupPolicy,
+    /// Known Kafka topic configs we store and report but do not act on
+    /// (e.g. compression.type), by name. Only overridden ones are held;
+    /// `describe` fills in the defaults.
+    pub other: BTreeMap<String, String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        // Kafka 4.x defaults.
+        LogConfig {
+            segment_bytes: 1_073_741_824,
+            segment_ms: 604_800_000,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10_485_760,
+            flush_messages: None,
+            flush_ms: None,
+            max_message_bytes: 1_048_588,
+            message_timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            retention_ms: 604_800_000,
+            retention_bytes: -1,
+            cleanup_policy: CleanupPolicy::Delete,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+/// Stored-only configs and Kafka's default for each.
+const PASSTHROUGH: &[(&str, &str, Kind)] = &[
+    (
+        "compression.type",
+        "producer",
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+    ),
+    ("compression.gzip.level", "-1", Kind::Int),
+    ("compression.lz4.level", "9", Kind::Int),
+    ("compression.zstd.level", "3", Kind::Int),
+    ("min.insync.replicas", "1", Kind::Int),
+    ("unclean.leader.election.enable", "false", Kind::Bool),
+    ("min.compaction.lag.ms", "0", Kind::Long),
+    ("max.compaction.lag.ms", "9223372036854775807", Kind::Long),
+    ("delete.retention.ms", "86400000", Kind::Long),
+    ("message.downconversion.enable", "true", Kind::Bool),
+    ("preallocate", "false", Kind::Bool),
+    ("file.delete.delay.ms", "60000", Kind::Long),
+    ("min.cleanable.dirty.ratio", "0.5", Kind::Ratio),
+    ("segment.jitter.ms", "0", Kind::Long),
+    ("local.retention.ms", "-2", Kind::Long),
+    ("local.retention.bytes", "-2", Kind::Long),
+    ("remote.storage.enable", "false", Kind::Bool),
+    ("follower.replication.throttled.replicas", "", Kind::Any),
+    ("leader.replication.throttled.replicas", "", Kind::Any),
+    (
+        "message.timestamp.difference.max.ms",
+        "9223372036854775807",
+        Kind::Long,
+    ),
+    ("message.format.version", "3.0-IV1", Kind::Any),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Int,
+    Long,
+    Bool,
+    Ratio,
+    OneOf(&'static [&'static str]),
+    Any,
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> StorageError {
+    StorageError::InvalidConfig {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: &str,
+    min: T,
+) -> Result<T, StorageError> {
+    let v: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, format!("value {value:?} is not a valid number")))?;
+    if v < min {
+        return Err(invalid(
+            name,
+            format!("value {v} is below the minimum {min}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn check_kind(name: &str, value: &str, kind: Kind) -> Result<(), StorageError> {
+    let v = value.trim();
+    let ok = match kind {
+        Kind::Int => v.parse::<i32>().is_ok(),
+        Kind::Long => v.parse::<i64>().is_ok(),
+        Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
+        Kind::Ratio => v.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
+        Kind::OneOf(options) => options.contains(&v),
+        Kind::Any => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(name, format!("invalid value {value:?}")))
+    }
+}
+
+impl LogConfig {
+    /// Kafka topic-config overrides on top of `self` (the broker defaults).
+    /// Unknown names and unparsable values are `InvalidConfig`.
+    pub fn with_overrides(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<LogConfig, StorageError> {
+        let mut c = self.clone();
+        for (name, value) in overrides {
+            let n = name.as_str();
+            match n {
+                "segment.bytes" => c.segment_bytes = parse_num(n, value, 14u64)?,
+                "segment.ms" => c.segment_ms = parse_num(n, value, 1u64)?,
+                "index.interval.bytes" => c.index_interval_bytes = parse_num(n, value, 0u32)?,
+                "segment.index.bytes" => c.segment_index_bytes = parse_num(n, value, 8u32)?,
+                "flush.messages" => {
+                    let v: i64 = parse_num(n, value, 1i64)?;
+                    // Kafka's default is Long.MAX_VALUE, meaning "never".
+                    c.flush_messages = (v != i64::MAX).then_some(v as u64);
+                }
+                "flush.ms" => {
+                    let v: i64 = parse_num(n, value, 0i64)?;
+                    c.flush_ms = (v != i64::MAX).then_some(v as u64);
+                }
+                "max.message.bytes" => c.max_message_bytes = parse_num(n, value, 0u32)?,
+                "message.timestamp.type" => {
+                    c.message_timestamp_type = match value.trim() {
+                        "CreateTime" => TimestampType::CreateTime,
+                        "LogAppendTime" => TimestampType::LogAppendTime,
+                        _ => return Err(invalid(n, format!("invalid value {value:?}"))),
+                    }
+                }
+                "message.timestamp.before.max.ms" => {
+                    c.timestamp_before_max_ms = parse_num(n, value, 0i64)?
+                }
+                "message.timestamp.after.max.ms" => {
+                    c.timestamp_after_max_ms = parse_num(n, value, 0i64)?
+                }
+                "retention.ms" => c.retention_ms = parse_num(n, value, -1i64)?,
+                "retention.bytes" => c.retention_bytes = parse_num(n, value, i64::MIN)?,
+                "cleanup.policy" => {
+                    c.cleanup_policy = CleanupPolicy::parse(value)
+                        .ok_or_else(|| invalid(n, format!("invalid value {value:?}")))?
+                }
+                _ => match PASSTHROUGH.iter().find(|(k, _, _)| *k == n) {
+                    Some((_, _, kind)) => {
+                        check_kind(n, value, *kind)?;
+                        c.other.insert(name.clone(), value.trim().to_string());
+                    }
+                    None => return Err(invalid(n, "unknown topic config")),
+                },
+            }
+        }
+        Ok(c)
+    }
+
+    /// The effective value of every known topic config as Kafka would
+    /// report it (name -> value string).
+    pub fn describe(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("segment.bytes", self.segment_bytes.to_string());
+        put("segment.ms", self.segment_ms.to_string());
+        put(
+            "index.interval.bytes",
+            self.index_interval_bytes.to_string(),
+        );
+        put("segment.index.bytes", self.segment_index_bytes.to_string());
+        put(
+            "flush.messages",
+            self.flush_messages
+                .map_or(i64::MAX.to_string(), |v| v.to_string()),
+        );
+        put(
+            "flush.ms",
+            self.flush_ms
+                .map_or(i64::MAX.to_string(), |v| v.to_string()),
+        );
+        put("max.message.bytes", self.max_message_bytes.to_string());
+        put(
+            "message.timestamp.type",
+            match self.message_timestamp_type {
+                TimestampType::CreateTime => "CreateTime",
+                TimestampType::LogAppendTime => "LogAppendTime",
+            }
+            .to_string(),
+        );
+        put(
+            "message.timestamp.before.max.ms",
+            self.timestamp_before_max_ms.to_string(),
+        );
+        put(
+            "message.timestamp.after.max.ms",
+            self.timestamp_after_max_ms.to_string(),
+        );
+        put("retention.ms", self.retention_ms.to_string());
+        put("retention.bytes", self.retention_bytes.to_string());
+        put(
+            "cleanup.policy",
+            self.cleanup_policy.as_kafka_str().to_string(),
+        );
+        for (k, default, _) in PASSTHROUGH {
+            let v = self.other.get(*k).map_or(*default, String::as_str);
+            put(k, v.to_string());
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_apply_and_describe_reports_them() {
+        let c = LogConfig::default()
+            .with_overrides(&o(&[
+                ("segment.bytes", "1024"),
+                ("cleanup.policy", "delete,compact"),
+                ("compression.type", "zstd"),
+                ("message.timestamp.type", "LogAppendTime"),
+                ("flush.messages", "1"),
+            ]))
+            .unwrap();
+        assert_eq!(c.segment_bytes, 1024);
+        assert_eq!(c.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert_eq!(c.flush_messages, Some(1));
+        assert_eq!(c.message_timestamp_type, TimestampType::LogAppendTime);
+        let d = c.describe();
+        assert_eq!(d["compression.type"], "zstd");
+        assert_eq!(d["segment.bytes"], "1024");
+        assert_eq!(d["cleanup.policy"], "compact,delete");
+        assert_eq!(d["min.insync.replicas"], "1");
+        assert_eq!(
+            LogConfig::default().describe()["flush.ms"],
+            i64::MAX.to_string()
+        );
+    }
+
+    #[test]
+    fn bad_overrides_are_rejected() {
+        for (k, v) in [
+            ("no.such.config", "1"),
+            ("segment.bytes", "abc"),
+            ("segment.bytes", "-5"),
+            ("cleanup.policy", "shred"),
+            ("preallocate", "maybe"),
+            ("message.timestamp.type", "Now"),
+            ("min.cleanable.dirty.ratio", "2"),
+        ] {
+            let err = LogConfig::default()
+                .with_overrides(&o(&[(k, v)]))
+                .unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidConfig { ref name, .. } if name == k),
+                "{k}={v}"
+            );
+        }
+    }
+}

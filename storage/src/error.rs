@@ -1,0 +1,60 @@
+//! Errors of the storage layer, with enough context (path, offset) for an
+//! operator to find what went wrong.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("I/O error: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "offset {offset} is out of range (log start offset {log_start_offset}, log end offset {log_end_offset})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("invalid number of partitions {0} (must be 1..=10000)")]
+    InvalidPartitions(i32),
+    #[error("invalid config {name}: {reason}")]
+    InvalidConfig { name: String, reason: String },
+    #[error("data directory {0} is locked by another process")]
+    DataDirLocked(PathBuf),
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    RecordTooLarge { size: usize, max: u32 },
+}
+
+impl StorageError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Attaches context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError> {
+        self.map_err(|e| StorageError::io(f(), e))
+    }
+}

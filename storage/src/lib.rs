@@ -1,0 +1,22 @@
+//! Partition logs on local disk, Kafka's design: a directory per
+//! topic-partition holding segments (`.log` of v2 record batches as produced,
+//! sparse memory-mapped `.index` and `.timeindex`), crash recovery of the
+//! active segment's tail, a flush policy, and reads as file slices for
+//! `sendfile`.
+
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod manager;
+pub mod segment;
+pub mod topic;
+
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::StorageError;
+pub use log::{AppendInfo, FileSlice, Log, ReadResult};
+pub use manager::{LogManager, Topic, TopicMeta};
+pub use topic::validate_topic_name;
+
+#[doc(hidden)]
+pub mod test_support;

@@ -1,0 +1,618 @@
+//! A partition log: an ordered set of segments, the last one active.
+//! Appends are serialized by one mutex; reads go through an RwLock'd
+//! segment map and atomics, so they never wait for an append's I/O.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::IoSlice;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use karnak_protocol::record_batch::{
+    BatchHeader, BatchIter, Compression, HEADER_LEN, TimestampType, assign_offsets,
+    set_log_append_time,
+};
+
+use crate::config::LogConfig;
+use crate::error::{IoContext, StorageError};
+use crate::segment::{IndexCursor, LogSegment};
+
+/// Marker written by a clean close; its presence lets open skip CRC checks.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".karnak_clean_shutdown";
+
+/// A region of a segment file to `sendfile`.
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReadResult {
+    /// None when there is nothing to return (fetch at log end).
+    pub slice: Option<FileSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 for CreateTime topics.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+struct AppendState {
+    active: Arc<LogSegment>,
+    cursor: IndexCursor,
+    unflushed_messages: u64,
+    closed: bool,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    topic: String,
+    partition: i32,
+    config: LogConfig,
+    segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
+    append: Mutex<AppendState>,
+    log_end_offset: AtomicI64,
+    log_start_offset: AtomicI64,
+    flushed_offset: AtomicI64,
+    flush_lock: Mutex<()>,
+    fsyncs: AtomicU64,
+    last_flush_ms: AtomicI64,
+    dirty_dir: AtomicBool,
+    hw: tokio::sync::watch::Sender<i64>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// Opens or creates the log in `dir` and recovers it (see the crate docs).
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".swap") {
+                std::fs::remove_file(entry.path()).ctx(|| format!("removing stray {name}"))?;
+            } else if let Some(stem) = name.strip_suffix(".log")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let index_bytes = config.segment_index_bytes as u64;
+        let now = now_ms();
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            let seg = LogSegment::open(
+                dir,
+                base,
+                index_bytes,
+                next,
+                clean,
+                config.index_interval_bytes,
+                now,
+            )?;
+            segments.insert(base, Arc::new(seg));
+        }
+        let active = match segments.last_key_value() {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = Arc::new(LogSegment::create(dir, 0, index_bytes, -1)?);
+                segments.insert(0, s.clone());
+                s
+            }
+        };
+        active.prepare_active(index_bytes)?;
+        if clean {
+            std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+        }
+        let leo = active.next_offset();
+        let start = segments.first_key_value().map_or(0, |(b, _)| *b);
+        let (hw, _) = tokio::sync::watch::channel(leo);
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            topic: topic.to_string(),
+            partition,
+            config,
+            segments: RwLock::new(segments),
+            append: Mutex::new(AppendState {
+                active,
+                cursor: IndexCursor::default(),
+                unflushed_messages: 0,
+                closed: false,
+            }),
+            log_end_offset: AtomicI64::new(leo),
+            log_start_offset: AtomicI64::new(start),
+            // Whatever survived recovery is on disk as far as we can tell.
+            flushed_offset: AtomicI64::new(leo),
+            flush_lock: Mutex::new(()),
+            fsyncs: AtomicU64::new(0),
+            last_flush_ms: AtomicI64::new(now),
+            dirty_dir: AtomicBool::new(false),
+            hw,
+        })
+    }
+
+    /// Appends validated v2 batches, assigning offsets from the log end offset.
+    pub fn append(
+        &self,
+        records: &Bytes,
+        leader_epoch: i32,
+        log_append_time: Option<i64>,
+    ) -> Result<AppendInfo, StorageError> {
+        let mut batches: Vec<(usize, BatchHeader)> = Vec::new();
+        let mut records_count = 0u64;
+        for item in BatchIter::new(records) {
+            let (pos, h) = item.map_err(|e| StorageError::Corrupt {
+                path: self.dir.clone(),
+                reason: format!("records to append are malformed: {e}"),
+            })?;
+            if h.total_size() > self.config.max_message_bytes as usize {
+                return Err(StorageError::RecordTooLarge {
+                    size: h.total_size(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            records_count += h.last_offset_delta as u64 + 1;
+            batches.push((pos, h));
+        }
+        let total: usize = batches.last().map_or(0, |(p, h)| p + h.total_size());
+        if batches.is_empty() || total != records.len() {
+            return Err(StorageError::Corrupt {
+                path: self.dir.clone(),
+                reason: "records to append hold no whole batches".into(),
+            });
+        }
+        let mut st = lock(&self.append);
+        if st.closed {
+            return Err(StorageError::io(
+                format!("appending to {}-{}", self.topic, self.partition),
+                std::io::Error::other("log is closed"),
+            ));
+        }
+        let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        let now = now_ms();
+        self.maybe_roll(&mut st, total as u64, base_offset, records_count, now)?;
+        // Final headers (offsets assigned) for indexing.
+        let mut next = base_offset;
+        for (_, h) in batches.iter_mut() {
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            if let Some(t) = log_append_time {
+                h.max_timestamp = t;
+            }
+            next = h.next_offset();
+        }
+        let active = st.active.clone();
+        let interval = self.config.index_interval_bytes;
+        match log_append_time {
+            Some(t) => {
+                // LogAppendTime rewrites CRC'd fields, so this path copies.
+                let mut buf = BytesMut::from(&records[..]);
+                assign_offsets(&mut buf, base_offset, leader_epoch);
+                set_log_append_time(&mut buf, t);
+                let mut iov = [IoSlice::new(&buf)];
+                active.append(&mut iov, &batches, interval, &mut st.cursor)?;
+            }
+            None => {
+                let offsets: Vec<[u8; 8]> = batches
+                    .iter()
+                    .map(|(_, h)| h.base_offset.to_be_bytes())
+                    .collect();
+                let epoch = leader_epoch.to_be_bytes();
+                let mut iov = Vec::with_capacity(batches.len() * 4);
+                for ((pos, h), off) in batches.iter().zip(&offsets) {
+                    let end = pos + h.total_size();
+                    iov.push(IoSlice::new(off));
+                    iov.push(IoSlice::new(&records[pos + 8..pos + 12]));
+                    iov.push(IoSlice::new(&epoch));
+                    iov.push(IoSlice::new(&records[pos + 16..end]));
+                }
+                active.append(&mut iov, &batches, interval, &mut st.cursor)?;
+            }
+        }
+        if active.created_ms.load(Ordering::Relaxed) < 0 {
+            active.created_ms.store(now, Ordering::Relaxed);
+        }
+        self.log_end_offset.store(next, Ordering::Release);
+        self.hw.send_replace(next);
+        st.unflushed_messages += records_count;
+        let flush_now = self
+            .config
+            .flush_messages
+            .is_some_and(|n| st.unflushed_messages >= n);
+        if flush_now {
+            st.unflushed_messages = 0;
+        }
+        drop(st);
+        if flush_now {
+            self.flush_up_to(next)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: log_append_time.unwrap_or(-1),
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn maybe_roll(
+        &self,
+        st: &mut AppendState,
+        size: u64,
+        next_offset: i64,
+        records: u64,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let active = &st.active;
+        if active.size() == 0 {
+            return Ok(());
+        }
+        // Positions and relative offsets are u32 in the indexes.
+        let max_seg = self.config.segment_bytes.min(i32::MAX as u64);
+        let created = active.created_ms.load(Ordering::Relaxed);
+        let roll = active.size() + size > max_seg
+            || (created >= 0 && now.saturating_sub(created) >= self.config.segment_ms as i64)
+            || active.indexes_full()
+            || (next_offset + records as i64 - active.base_offset) > u32::MAX as i64;
+        if !roll {
+            return Ok(());
+        }
+        active.seal()?;
+        let seg = Arc::new(LogSegment::create(
+            &self.dir,
+            next_offset,
+            self.config.segment_index_bytes as u64,
+            now,
+        )?);
+        seg.prepare_active(self.config.segment_index_bytes as u64)?;
+        // The new file's directory entry must survive a crash too.
+        self.dirty_dir.store(true, Ordering::Release);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(next_offset, seg.clone());
+        tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = next_offset, "rolled new log segment");
+        st.active = seg;
+        st.cursor = IndexCursor::default();
+        Ok(())
+    }
+
+    fn segment_list(&self) -> Vec<Arc<LogSegment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let first = segs
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        segs.range(first..).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (KIP-74 aware).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, StorageError> {
+        let leo = self.log_end_offset.load(Ordering::Acquire);
+        let start = self.log_start_offset();
+        let result = |slice| ReadResult {
+            slice,
+            high_watermark: leo,
+            log_start_offset: start,
+        };
+        if offset < start || offset > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: leo,
+            });
+        }
+        if offset == leo {
+            return Ok(result(None));
+        }
+        for seg in self.segments_from(offset) {
+            let end = seg.size();
+            let Some((pos, h)) = seg.find_batch(offset, end)? else {
+                continue;
+            };
+            let first = h.total_size() as u64;
+            let len = if end - pos <= max_bytes as u64 {
+                end - pos
+            } else if first > max_bytes as u64 {
+                if !min_one_batch {
+                    return Ok(result(None));
+                }
+                first
+            } else {
+                seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
+            };
+            return Ok(result(Some(FileSlice {
+                file: seg.file.clone(),
+                position: pos,
+                len: len as usize,
+            })));
+        }
+        Ok(result(None))
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Equal to the log end offset on a single node.
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Size on disk of all segments' log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segment_list().iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of fsync rounds performed (for tests and metrics).
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Makes every offset < `offset` durable. Concurrent callers share one
+    /// fsync round; a call already covered returns without a syscall.
+    pub fn flush_up_to(&self, offset: i64) -> Result<(), StorageError> {
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _g = lock(&self.flush_lock);
+        let from = self.flushed_offset.load(Ordering::Acquire);
+        if from >= offset {
+            return Ok(());
+        }
+        // Cover everything committed so far, so waiters behind us are done too.
+        let target = self.log_end_offset();
+        if self.dirty_dir.swap(false, Ordering::AcqRel) {
+            sync_dir(&self.dir)?;
+        }
+        for seg in self.segment_list() {
+            if seg.next_offset() > from && seg.base_offset < target {
+                seg.sync()?;
+            }
+        }
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.flushed_offset.fetch_max(target, Ordering::AcqRel);
+        self.last_flush_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.flush_up_to(self.log_end_offset())
+    }
+
+    /// Background flush by `flush.ms`; the broker calls this from a timer.
+    pub fn flush_if_due(&self, now_ms: i64) {
+        let Some(interval) = self.config.flush_ms else {
+            return;
+        };
+        if now_ms.saturating_sub(self.last_flush_ms.load(Ordering::Relaxed)) < interval as i64 {
+            return;
+        }
+        if let Err(e) = self.flush() {
+            tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "scheduled log flush failed");
+        }
+        self.last_flush_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// ListOffsets by timestamp: (offset, timestamp) of the first record
+    /// with timestamp >= `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        for seg in self.segment_list() {
+            if seg.max_ts().timestamp < ts {
+                continue;
+            }
+            let end = seg.size();
+            let mut pos = seg.time_lookup_position(ts);
+            while let Some(h) = seg.header_at(pos, end)? {
+                if h.max_timestamp >= ts {
+                    return Ok(Some(self.record_for_timestamp(&seg, pos, &h, ts)?));
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Within a batch whose max timestamp >= ts, the exact record when the
+    /// batch is uncompressed CreateTime; otherwise the batch itself.
+    fn record_for_timestamp(
+        &self,
+        seg: &LogSegment,
+        pos: u64,
+        h: &BatchHeader,
+        ts: i64,
+    ) -> Result<(i64, i64), StorageError> {
+        if h.timestamp_type() != TimestampType::CreateTime
+            || h.compression() != Ok(Compression::None)
+        {
+            return Ok((h.base_offset, h.max_timestamp));
+        }
+        let mut buf = vec![0u8; h.total_size()];
+        seg.file.read_exact_at_ctx(&mut buf, pos, &seg.path)?;
+        let mut rest = &buf[HEADER_LEN..];
+        for _ in 0..h.record_count {
+            let Some((len, n)) = varint(rest) else { break };
+            let Some(body) = rest.get(n..n + len.max(0) as usize) else {
+                break;
+            };
+            // attributes (1 byte), timestamp delta, offset delta
+            let Some((ts_delta, n1)) = body.get(1..).and_then(varint) else {
+                break;
+            };
+            let Some((off_delta, _)) = body.get(1 + n1..).and_then(varint) else {
+                break;
+            };
+            let rts = h.base_timestamp + ts_delta;
+            if rts >= ts {
+                return Ok((h.base_offset + off_delta, rts));
+            }
+            rest = &rest[n + len.max(0) as usize..];
+        }
+        Ok((h.base_offset, h.max_timestamp))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the batch with the
+    /// largest max timestamp (its last offset). None when empty.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let mut best: Option<(i64, i64)> = None;
+        for seg in self.segment_list() {
+            let m = seg.max_ts();
+            if m.timestamp >= 0 && best.is_none_or(|(t, _)| m.timestamp > t) {
+                best = Some((m.timestamp, m.offset));
+            }
+        }
+        if best.is_none() && self.log_end_offset() > self.log_start_offset() {
+            // Batches without timestamps: Kafka answers with the last record.
+            return Ok(Some((-1, self.log_end_offset() - 1)));
+        }
+        Ok(best)
+    }
+
+    /// Watch the high watermark, for fetch long-polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// Deletes whole sealed segments past retention.ms / retention.bytes.
+    /// Returns how many were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let st = lock(&self.append);
+        let mut deleted = 0;
+        loop {
+            let segs = self.segment_list();
+            let total: u64 = segs.iter().map(|s| s.size()).sum();
+            let Some(first) = segs.first() else { break };
+            if Arc::ptr_eq(first, &st.active) {
+                break;
+            }
+            let by_time = self.config.retention_ms >= 0
+                && first.max_ts().timestamp >= 0
+                && now_ms.saturating_sub(first.max_ts().timestamp) > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0
+                && total.saturating_sub(first.size()) >= self.config.retention_bytes as u64;
+            if !(by_time || by_size) {
+                break;
+            }
+            let next = segs.get(1).map_or(first.next_offset(), |s| s.base_offset);
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&first.base_offset);
+            self.log_start_offset.fetch_max(next, Ordering::AcqRel);
+            first.delete_files(&self.dir)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Clean shutdown: flush, seal the active segment's indexes, write the
+    /// clean-shutdown marker. Later appends fail.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut st = lock(&self.append);
+        if st.closed {
+            return Ok(());
+        }
+        st.closed = true;
+        let active = st.active.clone();
+        drop(st);
+        self.dirty_dir.store(true, Ordering::Release);
+        self.flush()?;
+        active.sync()?;
+        active.seal()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        File::create(&marker).ctx(|| format!("writing {}", marker.display()))?;
+        sync_dir(&self.dir)
+    }
+}
+
+trait ReadAtCtx {
+    fn read_exact_at_ctx(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<(), StorageError>;
+}
+impl ReadAtCtx for File {
+    fn read_exact_at_ctx(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt;
+        self.read_exact_at(buf, pos)
+            .ctx(|| format!("reading {} at {pos}", path.display()))
+    }
+}
+
+/// Zigzag varint (Kafka's signed varint) from the front of `buf`.
+fn varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((value >> 1) as i64) ^ -((value & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}

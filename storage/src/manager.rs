@@ -1,0 +1,345 @@
+//! The set of topics in a data directory: metadata persistence, creation,
+//! deletion, and one exclusive lock per data dir.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogConfig;
+use crate::error::{IoContext, StorageError};
+use crate::log::{Log, sync_dir};
+use crate::topic::validate_topic_name;
+
+const META_DIR: &str = "__karnak_meta";
+const MAX_PARTITIONS: i32 = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Kafka topic id (uuid v4 bytes, never all-zero).
+    pub id: [u8; 16],
+    pub partitions: i32,
+    /// Overrides only.
+    pub configs: BTreeMap<String, String>,
+}
+
+pub struct Topic {
+    pub meta: TopicMeta,
+    pub config: LogConfig,
+    pub logs: Vec<Arc<Log>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaFile {
+    name: String,
+    id: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+pub struct LogManager {
+    data_dir: PathBuf,
+    defaults: LogConfig,
+    /// Holds the flock for as long as the manager lives.
+    _lock: File,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes create/delete so their filesystem steps do not interleave.
+    admin: Mutex<()>,
+}
+
+impl LogManager {
+    /// Opens (creating) the data dir, locks it, and loads and recovers every topic.
+    pub fn open(data_dir: &Path, defaults: LogConfig) -> Result<LogManager, StorageError> {
+        let topics_dir = data_dir.join(META_DIR).join("topics");
+        std::fs::create_dir_all(&topics_dir)
+            .ctx(|| format!("creating {}", topics_dir.display()))?;
+        let lock_path = data_dir.join(".lock");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .ctx(|| format!("opening {}", lock_path.display()))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StorageError::DataDirLocked(data_dir.to_path_buf()));
+            }
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("locking {}", lock_path.display()),
+                    e.into(),
+                ));
+            }
+        }
+        // Finish deletions a crash interrupted.
+        for entry in
+            std::fs::read_dir(data_dir).ctx(|| format!("listing {}", data_dir.display()))?
+        {
+            let entry = entry.ctx(|| format!("listing {}", data_dir.display()))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with("-delete"))
+            {
+                std::fs::remove_dir_all(entry.path())
+                    .ctx(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        let mut topics = BTreeMap::new();
+        for entry in
+            std::fs::read_dir(&topics_dir).ctx(|| format!("listing {}", topics_dir.display()))?
+        {
+            let path = entry
+                .ctx(|| format!("listing {}", topics_dir.display()))?
+                .path();
+            if path.extension().is_none_or(|e| e != "json") {
+                let _ = std::fs::remove_file(&path); // leftover tmp file of an interrupted write
+                continue;
+            }
+            let meta = read_meta(&path)?;
+            let config = defaults.with_overrides(&meta.configs)?;
+            let logs = (0..meta.partitions)
+                .map(|p| {
+                    Log::open(
+                        &partition_dir(data_dir, &meta.name, p),
+                        &meta.name,
+                        p,
+                        config.clone(),
+                    )
+                    .map(Arc::new)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
+            topics.insert(meta.name.clone(), Arc::new(Topic { meta, config, logs }));
+        }
+        Ok(LogManager {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            _lock: lock,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+        })
+    }
+
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
+        validate_topic_name(name)?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(StorageError::InvalidPartitions(partitions));
+        }
+        let config = self.defaults.with_overrides(&configs)?;
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.map().contains_key(name) {
+            return Err(StorageError::TopicAlreadyExists(name.to_string()));
+        }
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let mut logs = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let dir = partition_dir(&self.data_dir, name, p);
+            if dir.exists() {
+                // An orphan of a topic whose metadata never made it to disk.
+                std::fs::remove_dir_all(&dir)
+                    .ctx(|| format!("removing orphan {}", dir.display()))?;
+            }
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            let pm = format!("version: 0\ntopic_id: {}\n", base64url(&id));
+            write_atomic(&dir.join("partition.metadata"), pm.as_bytes())?;
+            logs.push(Arc::new(Log::open(&dir, name, p, config.clone())?));
+        }
+        sync_dir(&self.data_dir)?;
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs,
+        };
+        let file = MetaFile {
+            name: meta.name.clone(),
+            id: uuid::Uuid::from_bytes(id).to_string(),
+            partitions,
+            configs: meta.configs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| StorageError::io("encoding topic metadata", e.into()))?;
+        write_atomic(&self.meta_path(name), &json)?;
+        let topic = Arc::new(Topic { meta, config, logs });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        for log in &topic.logs {
+            if let Err(e) = log.close() {
+                tracing::warn!(topic = name, partition = log.partition(), error = %e, "closing log of deleted topic");
+            }
+        }
+        // Metadata first: after a crash the topic is gone, never half there.
+        let meta_path = self.meta_path(name);
+        std::fs::remove_file(&meta_path).ctx(|| format!("removing {}", meta_path.display()))?;
+        sync_dir(meta_path.parent().unwrap_or(&self.data_dir))?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        for p in 0..topic.meta.partitions {
+            let dir = partition_dir(&self.data_dir, name, p);
+            // Kafka's `<topic>-<p>.<hex>-delete`, the name cut to fit 255 bytes.
+            let tail = format!("-{p}.{suffix}-delete");
+            let keep = name.len().min(255 - tail.len());
+            let doomed = self.data_dir.join(format!("{}{tail}", &name[..keep]));
+            match std::fs::rename(&dir, &doomed) {
+                Ok(()) => std::fs::remove_dir_all(&doomed)
+                    .ctx(|| format!("removing {}", doomed.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(format!("renaming {}", dir.display()), e)),
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.meta.clone())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.map().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<Arc<Topic>> {
+        self.map().values().find(|t| &t.meta.id == id).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.map().values().cloned().collect()
+    }
+
+    pub fn log(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {
+        let t = self.topic(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.logs.get(p).cloned())
+    }
+
+    pub fn defaults(&self) -> &LogConfig {
+        &self.defaults
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Calls `flush_if_due` on every log.
+    pub fn flush_due(&self, now_ms: i64) {
+        for t in self.topics() {
+            for log in &t.logs {
+                log.flush_if_due(now_ms);
+            }
+        }
+    }
+
+    /// Clean shutdown of every log; the first error is returned after all are tried.
+    pub fn shutdown(&self) -> Result<(), StorageError> {
+        let mut first = None;
+        for t in self.topics() {
+            for log in &t.logs {
+                if let Err(e) = log.close() {
+                    tracing::error!(topic = %t.meta.name, partition = log.partition(), error = %e, "closing log");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.data_dir
+            .join(META_DIR)
+            .join("topics")
+            .join(format!("{name}.json"))
+    }
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{p}"))
+}
+
+fn read_meta(path: &Path) -> Result<TopicMeta, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+    let f: MetaFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let id = uuid::Uuid::parse_str(&f.id).map_err(|e| corrupt(format!("bad topic id: {e}")))?;
+    validate_topic_name(&f.name).map_err(|e| corrupt(e.to_string()))?;
+    if !(1..=MAX_PARTITIONS).contains(&f.partitions) {
+        return Err(corrupt(format!("bad partition count {}", f.partitions)));
+    }
+    Ok(TopicMeta {
+        name: f.name,
+        id: *id.as_bytes(),
+        partitions: f.partitions,
+        configs: f.configs,
+    })
+}
+
+/// Write tmp, fsync, rename, fsync dir: readers see the old or the new file.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// base64url without padding, as Kafka prints topic ids.
+pub fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64url_matches_rfc4648() {
+        assert_eq!(super::base64url(b"f"), "Zg");
+        assert_eq!(super::base64url(b"fo"), "Zm8");
+        assert_eq!(super::base64url(b"foo"), "Zm9v");
+        assert_eq!(super::base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(super::base64url(&[0u8; 16]).len(), 22);
+    }
+}
