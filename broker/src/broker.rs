@@ -13,6 +13,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// host and port clients are told to connect to.
     pub advertised: (String, i32),
+    /// Turns true when shutdown starts: parked long polls answer at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Broker {
@@ -24,14 +26,17 @@ impl Broker {
 /// The cluster id is made once per data dir and kept, like Kafka's meta.properties.
 pub fn load_cluster_id(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<String> {
     let path = data_dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            let id = id.trim().to_string();
-            if let Some(want) = configured.filter(|w| *w != id) {
-                anyhow::bail!("data dir {} belongs to cluster {id}, not {want}", data_dir.display());
-            }
-            return Ok(id);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id="))
+    {
+        let id = id.trim().to_string();
+        if let Some(want) = configured.filter(|w| *w != id) {
+            anyhow::bail!(
+                "data dir {} belongs to cluster {id}, not {want}",
+                data_dir.display()
+            );
         }
+        return Ok(id);
     }
     let id = match configured {
         Some(id) => id.to_string(),

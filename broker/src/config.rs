@@ -106,7 +106,9 @@ pub struct Config {
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = s.rsplit_once(':').with_context(|| format!("`{s}` is not host:port"))?;
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("`{s}` is not host:port"))?;
     let port: u16 = port.parse().with_context(|| format!("bad port in `{s}`"))?;
     if host.is_empty() {
         bail!("empty host in `{s}`");
@@ -128,11 +130,20 @@ impl Config {
         let mut log_defaults = karnak_storage::LogConfig::default();
         log_defaults.segment_bytes = pick!(log_segment_bytes, log_defaults.segment_bytes);
         log_defaults.segment_ms = pick!(log_roll_ms, log_defaults.segment_ms);
-        log_defaults.flush_messages = args.log_flush_interval_messages.or(file.log_flush_interval_messages);
+        log_defaults.flush_messages = args
+            .log_flush_interval_messages
+            .or(file.log_flush_interval_messages);
         log_defaults.flush_ms = args.log_flush_interval_ms.or(file.log_flush_interval_ms);
-        if let Some(t) = args.log_message_timestamp_type.or(file.log_message_timestamp_type) {
-            let overrides = [("message.timestamp.type".to_string(), t)].into_iter().collect();
-            log_defaults = log_defaults.with_overrides(&overrides).context("log_message_timestamp_type")?;
+        if let Some(t) = args
+            .log_message_timestamp_type
+            .or(file.log_message_timestamp_type)
+        {
+            let overrides = [("message.timestamp.type".to_string(), t)]
+                .into_iter()
+                .collect();
+            log_defaults = log_defaults
+                .with_overrides(&overrides)
+                .context("log_message_timestamp_type")?;
         }
         let advertised = args.advertised_kafka_addr.or(file.advertised_kafka_addr);
         let config = Config {
@@ -160,7 +171,10 @@ impl Config {
         if config.socket_request_max_bytes < karnak_protocol::frame::MIN_REQUEST_BYTES
             || config.socket_request_max_bytes > i32::MAX as usize
         {
-            bail!("socket_request_max_bytes must be between 10 and {}", i32::MAX);
+            bail!(
+                "socket_request_max_bytes must be between 10 and {}",
+                i32::MAX
+            );
         }
         Ok(config)
     }
@@ -190,8 +204,16 @@ mod tests {
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(&path, "num_partitions = 3\nnode_id = 4\nadvertised_kafka_addr = \"kafka.local:19092\"\n").unwrap();
-        let args = Args { config: Some(path), node_id: Some(7), ..Default::default() };
+        std::fs::write(
+            &path,
+            "num_partitions = 3\nnode_id = 4\nadvertised_kafka_addr = \"kafka.local:19092\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path),
+            node_id: Some(7),
+            ..Default::default()
+        };
         let c = Config::load(args).unwrap();
         assert_eq!((c.num_partitions, c.node_id), (3, 7));
         assert_eq!(c.advertised_kafka_addr, Some(("kafka.local".into(), 19092)));
@@ -202,7 +224,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
-        let err = Config::load(Args { config: Some(path), ..Default::default() }).unwrap_err();
+        let err = Config::load(Args {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(format!("{err:#}").contains("k.toml"));
     }
 }

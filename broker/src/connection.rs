@@ -44,7 +44,10 @@ struct InFlight {
 }
 
 pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (mut reader, writer) = stream.into_split();
@@ -68,8 +71,19 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
         metrics::counter!(m::BYTES_IN).increment(frame.len() as u64 + 4);
         let started = Instant::now();
         match handlers::dispatch(&broker, frame) {
-            Ok(Dispatched { correlation_id, header_version, api, reply }) => {
-                let item = InFlight { correlation_id, header_version, api, started, reply };
+            Ok(Dispatched {
+                correlation_id,
+                header_version,
+                api,
+                reply,
+            }) => {
+                let item = InFlight {
+                    correlation_id,
+                    header_version,
+                    api,
+                    started,
+                    reply,
+                };
                 if tx.send(item).await.is_err() {
                     break; // the writer hit a socket error
                 }
@@ -101,9 +115,15 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
     while buf.len() < size {
         let want = (size - buf.len()).min(READ_CHUNK);
         buf.reserve(want);
-        let n = reader.read_buf(&mut (&mut buf).limit(want)).await.map_err(ConnError::Io)?;
+        let n = reader
+            .read_buf(&mut (&mut buf).limit(want))
+            .await
+            .map_err(ConnError::Io)?;
         if n == 0 {
-            return Err(ConnError::Truncated { expected: size, got: buf.len() });
+            return Err(ConnError::Truncated {
+                expected: size,
+                got: buf.len(),
+            });
         }
     }
     Ok(Some(buf.freeze()))
@@ -139,7 +159,14 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
             }
         };
         let code = response.error_code;
-        if let Err(e) = write_response(&mut writer, item.correlation_id, item.header_version, response).await {
+        if let Err(e) = write_response(
+            &mut writer,
+            item.correlation_id,
+            item.header_version,
+            response,
+        )
+        .await
+        {
             // A client that disconnects mid-response is normal; nothing else is affected.
             debug!(api = item.api, "write failed: {e}");
             return;
@@ -191,8 +218,15 @@ async fn write_response(
     Ok(())
 }
 
-async fn write_all_vectored(writer: &mut OwnedWriteHalf, bufs: &mut Vec<Bytes>) -> Result<(), ConnError> {
-    let mut slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
+async fn write_all_vectored(
+    writer: &mut OwnedWriteHalf,
+    bufs: &mut Vec<Bytes>,
+) -> Result<(), ConnError> {
+    let mut slices: Vec<IoSlice<'_>> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| IoSlice::new(b))
+        .collect();
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
         let n = writer.write_vectored(slices).await?;
@@ -214,8 +248,13 @@ async fn send_file(writer: &mut OwnedWriteHalf, slice: &FileSlice) -> Result<(),
     while remaining > 0 {
         stream.writable().await?;
         let res = stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(stream.as_fd(), slice.file.as_fd(), Some(&mut offset), remaining)
-                .map_err(std::io::Error::from)
+            rustix::fs::sendfile(
+                stream.as_fd(),
+                slice.file.as_fd(),
+                Some(&mut offset),
+                remaining,
+            )
+            .map_err(std::io::Error::from)
         });
         match res {
             Ok(0) => return Err(ConnError::ShortFile(remaining)),

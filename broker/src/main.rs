@@ -62,6 +62,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| (bound.ip().to_string(), bound.port() as i32));
     metrics::install(config.admin_addr)?;
+    metrics::record_log_end_offsets(&logs);
     info!(
         node_id = config.node_id,
         %cluster_id,
@@ -70,7 +71,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         advertised.1,
         config.admin_addr
     );
-    let broker = Arc::new(Broker { config, logs, cluster_id, advertised });
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let broker = Arc::new(Broker {
+        config,
+        logs,
+        cluster_id,
+        advertised,
+        stopping,
+    });
 
     let flusher = broker.clone();
     tokio::spawn(async move {
@@ -83,7 +91,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    server::run(listener, broker, shutdown_signal()).await
+    server::run(listener, broker, stop_tx, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

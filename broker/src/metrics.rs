@@ -22,6 +22,8 @@ pub const PRODUCED_RECORDS: &str = "karnak_produced_records_total";
 pub const FETCH_SENDFILE_BYTES: &str = "karnak_fetch_sendfile_bytes_total";
 /// Record bytes that went through a user-space buffer instead (fallback path).
 pub const FETCH_COPIED_BYTES: &str = "karnak_fetch_copied_bytes_total";
+/// Fetches parked waiting for `min_bytes` (Kafka's fetch purgatory).
+pub const FETCH_PURGATORY: &str = "karnak_fetch_purgatory_size";
 pub const LOG_END_OFFSET: &str = "karnak_log_end_offset";
 pub const CONNECTIONS: &str = "karnak_connections";
 pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
@@ -44,19 +46,39 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     // Exported from the start so a scrape shows 0 rather than nothing.
     metrics::counter!(FETCH_COPIED_BYTES).absolute(0);
     metrics::counter!(FETCH_SENDFILE_BYTES).absolute(0);
+    metrics::gauge!(FETCH_PURGATORY).set(0.0);
     Ok(())
 }
 
 fn describe() {
-    metrics::describe_counter!(REQUESTS, "Requests answered, by Kafka API and top-level error");
-    metrics::describe_histogram!(REQUEST_LATENCY, "Time from request read to response written");
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests answered, by Kafka API and top-level error"
+    );
+    metrics::describe_histogram!(
+        REQUEST_LATENCY,
+        "Time from request read to response written"
+    );
     metrics::describe_histogram!(PRODUCE_LATENCY, "Produce: request read to acknowledgement");
-    metrics::describe_histogram!(FETCH_LATENCY, "Fetch: request read to response written, long-poll included");
+    metrics::describe_histogram!(
+        FETCH_LATENCY,
+        "Fetch: request read to response written, long-poll included"
+    );
     metrics::describe_counter!(BYTES_IN, "Bytes read from Kafka clients");
     metrics::describe_counter!(BYTES_OUT, "Bytes written to Kafka clients");
     metrics::describe_counter!(FETCH_SENDFILE_BYTES, "Record bytes sent with sendfile(2)");
     metrics::describe_counter!(FETCH_COPIED_BYTES, "Record bytes copied through user space");
     metrics::describe_gauge!(LOG_END_OFFSET, "Log end offset per topic-partition");
+}
+
+/// Sets the log-end-offset gauge of every partition (at start, before any produce).
+pub fn record_log_end_offsets(logs: &karnak_storage::LogManager) {
+    for topic in logs.topics() {
+        for log in &topic.logs {
+            metrics::gauge!(LOG_END_OFFSET, "topic" => topic.meta.name.clone(), "partition" => log.partition().to_string())
+                .set(log.log_end_offset() as f64);
+        }
+    }
 }
 
 /// Kafka's name for an error code, e.g. 3 -> `UNKNOWN_TOPIC_OR_PARTITION`.

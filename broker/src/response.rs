@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::Encodable;
 use karnak_protocol::fetch_response::Part;
 use karnak_storage::FileSlice;
-use kafka_protocol::protocol::Encodable;
 
 /// An encoded response body (without the size prefix and response header).
 pub struct Response {
@@ -20,11 +20,19 @@ pub struct Response {
 impl Response {
     pub fn from_bytes(bytes: Bytes, error_code: i16) -> Self {
         let len = bytes.len();
-        Response { parts: vec![Part::Bytes(bytes)], len, error_code }
+        Response {
+            parts: vec![Part::Bytes(bytes)],
+            len,
+            error_code,
+        }
     }
 
     /// Encodes a typed message from the `kafka-protocol` crate.
-    pub fn encode<M: Encodable>(msg: &M, version: i16, error_code: i16) -> Result<Self, HandlerError> {
+    pub fn encode<M: Encodable>(
+        msg: &M,
+        version: i16,
+        error_code: i16,
+    ) -> Result<Self, HandlerError> {
         let mut buf = BytesMut::with_capacity(msg.compute_size(version).unwrap_or(64));
         msg.encode(&mut buf, version)
             .map_err(|e| HandlerError::Encode(format!("{e:#}")))?;
@@ -49,7 +57,11 @@ pub enum Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("could not decode {api} v{version}: {reason}")]
-    Decode { api: &'static str, version: i16, reason: String },
+    Decode {
+        api: &'static str,
+        version: i16,
+        reason: String,
+    },
     #[error("could not encode response: {0}")]
     Encode(String),
     #[error("{0}")]
@@ -62,5 +74,9 @@ pub fn decode<M: kafka_protocol::protocol::Decodable>(
     api: &'static str,
     version: i16,
 ) -> Result<M, HandlerError> {
-    M::decode(body, version).map_err(|e| HandlerError::Decode { api, version, reason: format!("{e:#}") })
+    M::decode(body, version).map_err(|e| HandlerError::Decode {
+        api,
+        version,
+        reason: format!("{e:#}"),
+    })
 }

@@ -19,9 +19,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
+    stop_tx: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = stop_tx.subscribe();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -40,7 +41,10 @@ pub async fn run(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    info!(connections = connections.len(), "shutting down: answering in-flight requests");
+    info!(
+        connections = connections.len(),
+        "shutting down: answering in-flight requests"
+    );
     drop(listener);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -28,7 +28,10 @@ pub fn create(
     match broker.logs.create_topic(name, partitions, configs) {
         Ok(topic) => Ok(topic),
         Err(e) => {
-            if !matches!(e, StorageError::TopicAlreadyExists(_) | StorageError::InvalidTopic { .. }) {
+            if !matches!(
+                e,
+                StorageError::TopicAlreadyExists(_) | StorageError::InvalidTopic { .. }
+            ) {
                 warn!(topic = name, "topic creation failed: {e}");
             }
             Err(e)

@@ -13,39 +13,75 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn produce(c: &mut support::Client, version: i16, topic: &str, partition: i32, records: Bytes, acks: i16) -> produce_response::PartitionProduceResponse {
-    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
-        produce_request::TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-            produce_request::PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-        ]),
-    ]);
+fn produce(
+    c: &mut support::Client,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> produce_response::PartitionProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
     let resp: ProduceResponse = c.call(ApiKey::Produce, version, &req);
     resp.responses[0].partition_responses[0].clone()
 }
 
-fn fetch(c: &mut support::Client, version: i16, topic: &str, id: uuid::Uuid, partition: i32, offset: i64, max_wait: i32) -> fetch_response::PartitionData {
+fn fetch(
+    c: &mut support::Client,
+    version: i16,
+    topic: &str,
+    id: uuid::Uuid,
+    partition: i32,
+    offset: i64,
+    max_wait: i32,
+) -> fetch_response::PartitionData {
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait)
         .with_min_bytes(1)
         .with_max_bytes(50 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(if version < 13 { topic_name(topic) } else { Default::default() })
-            .with_topic_id(id)
-            .with_partitions(vec![fetch_request::FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(if version < 13 {
+                    topic_name(topic)
+                } else {
+                    Default::default()
+                })
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
     let resp: FetchResponse = c.call(ApiKey::Fetch, version, &req);
     assert_eq!(resp.error_code, 0);
     resp.responses[0].partitions[0].clone()
 }
 
 fn metadata(c: &mut support::Client, version: i16, topics: Option<Vec<&str>>) -> MetadataResponse {
-    let req = MetadataRequest::default().with_allow_auto_topic_creation(true).with_topics(topics.map(|t| {
-        t.into_iter().map(|n| metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect()
-    }));
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(topics.map(|t| {
+            t.into_iter()
+                .map(|n| {
+                    metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(n)))
+                })
+                .collect()
+        }));
     c.call(ApiKey::Metadata, version, &req)
 }
 
@@ -61,7 +97,11 @@ fn api_versions_lists_the_table_at_every_version() {
         assert_eq!(resp.error_code, 0, "v{version}");
         assert_eq!(resp.api_keys.len(), SERVED_APIS.len());
         let produce = resp.api_keys.iter().find(|k| k.api_key == 0).unwrap();
-        assert_eq!((produce.min_version, produce.max_version), (0, 12), "KAFKA-18659: advertise Produce from v0");
+        assert_eq!(
+            (produce.min_version, produce.max_version),
+            (0, 12),
+            "KAFKA-18659: advertise Produce from v0"
+        );
     }
 }
 
@@ -71,7 +111,9 @@ fn unknown_api_versions_version_gets_a_v0_answer() {
     let mut c = broker.connect();
     let frame = c.frame(ApiKey::ApiVersions, 77, &[0]);
     c.send_raw(&frame);
-    let mut resp = c.read_frame().expect("a KIP-511 answer, not a closed socket");
+    let mut resp = c
+        .read_frame()
+        .expect("a KIP-511 answer, not a closed socket");
     use bytes::Buf;
     resp.advance(4); // correlation id; header v0
     let decoded = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
@@ -91,8 +133,16 @@ fn produce_then_fetch_round_trips_at_every_version() {
     assert!(!id.is_nil());
     let mut expected = Vec::new();
     for (i, version) in (3..=12).enumerate() {
-        let codec = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][i % 5];
-        let values: Vec<Vec<u8>> = (0..3).map(|j| format!("v{version}-{j}").into_bytes()).collect();
+        let codec = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ][i % 5];
+        let values: Vec<Vec<u8>> = (0..3)
+            .map(|j| format!("v{version}-{j}").into_bytes())
+            .collect();
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
         let p = produce(&mut c, version, "rt", 0, batch(&refs, codec), 1);
         assert_eq!(p.error_code, 0, "produce v{version}");
@@ -105,8 +155,16 @@ fn produce_then_fetch_round_trips_at_every_version() {
         assert_eq!(p.high_watermark, expected.len() as i64);
         let mut records = p.records.unwrap();
         let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
-        let got: Vec<Vec<u8>> = sets.iter().flat_map(|s| s.records.iter()).map(|r| r.value.clone().unwrap().to_vec()).collect();
-        let offsets: Vec<i64> = sets.iter().flat_map(|s| s.records.iter()).map(|r| r.offset).collect();
+        let got: Vec<Vec<u8>> = sets
+            .iter()
+            .flat_map(|s| s.records.iter())
+            .map(|r| r.value.clone().unwrap().to_vec())
+            .collect();
+        let offsets: Vec<i64> = sets
+            .iter()
+            .flat_map(|s| s.records.iter())
+            .map(|r| r.offset)
+            .collect();
         assert_eq!(got, expected, "fetch v{version}");
         assert_eq!(offsets, (0..expected.len() as i64).collect::<Vec<_>>());
     }
@@ -120,18 +178,33 @@ fn fetch_long_poll_is_woken_by_a_produce() {
     let broker = Broker::start(&[]);
     let mut c = broker.connect();
     let id = metadata(&mut c, 12, Some(vec!["lp"])).topics[0].topic_id;
-    let port = broker.kafka_port;
-    let producer = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let mut p = support::connect(port);
-        produce(&mut p, 9, "lp", 0, batch(&[b"wake"], Compression::None), 1).error_code
-    });
     let started = std::time::Instant::now();
-    let p = fetch(&mut c, 12, "lp", id, 0, 0, 20_000);
-    assert_eq!(producer.join().unwrap(), 0);
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "woken by the append, not the timeout");
-    assert_eq!(p.high_watermark, 1);
-    assert!(p.records.unwrap().len() > 0);
+    let poller = std::thread::spawn(move || fetch(&mut c, 12, "lp", id, 0, 0, 20_000));
+    wait_parked(&broker);
+    let mut p = broker.connect();
+    assert_eq!(
+        produce(&mut p, 9, "lp", 0, batch(&[b"wake"], Compression::None), 1).error_code,
+        0
+    );
+    let got = poller.join().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "woken by the append, not the timeout"
+    );
+    assert_eq!(got.high_watermark, 1);
+    assert!(!got.records.unwrap().is_empty());
+}
+
+/// Polls the purgatory gauge until a fetch is parked.
+fn wait_parked(broker: &Broker) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while broker.metric("karnak_fetch_purgatory_size", &[]) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never parked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -139,38 +212,96 @@ fn errors_are_kafkas() {
     let broker = Broker::start(&["--auto-create-topics", "false"]);
     let mut c = broker.connect();
     // Unknown topic without auto-creation.
-    assert_eq!(produce(&mut c, 9, "missing", 0, batch(&[b"x"], Compression::None), 1).error_code, 3);
+    assert_eq!(
+        produce(
+            &mut c,
+            9,
+            "missing",
+            0,
+            batch(&[b"x"], Compression::None),
+            1
+        )
+        .error_code,
+        3
+    );
     // Invalid topic name.
-    assert_eq!(produce(&mut c, 9, "bad name!", 0, batch(&[b"x"], Compression::None), 1).error_code, 17);
-    let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default().with_name(topic_name("e")).with_num_partitions(1).with_replication_factor(1),
-    ]));
+    assert_eq!(
+        produce(
+            &mut c,
+            9,
+            "bad name!",
+            0,
+            batch(&[b"x"], Compression::None),
+            1
+        )
+        .error_code,
+        17
+    );
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name("e"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]),
+    );
     assert_eq!(created.topics[0].error_code, 0);
     let id = created.topics[0].topic_id;
     // Partition that does not exist.
-    assert_eq!(produce(&mut c, 9, "e", 5, batch(&[b"x"], Compression::None), 1).error_code, 3);
+    assert_eq!(
+        produce(&mut c, 9, "e", 5, batch(&[b"x"], Compression::None), 1).error_code,
+        3
+    );
     // Bad CRC: CORRUPT_MESSAGE and nothing appended.
     let mut bad = BytesMut::from(&batch(&[b"hello"], Compression::None)[..]);
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     assert_eq!(produce(&mut c, 9, "e", 0, bad.freeze(), 1).error_code, 2);
-    assert_eq!(produce(&mut c, 9, "e", 0, batch(&[b"ok"], Compression::None), -1).base_offset, 0, "bad batch took no offset");
+    assert_eq!(
+        produce(&mut c, 9, "e", 0, batch(&[b"ok"], Compression::None), -1).base_offset,
+        0,
+        "bad batch took no offset"
+    );
     // Invalid acks.
-    assert_eq!(produce(&mut c, 9, "e", 0, batch(&[b"x"], Compression::None), 2).error_code, 21);
+    assert_eq!(
+        produce(&mut c, 9, "e", 0, batch(&[b"x"], Compression::None), 2).error_code,
+        21
+    );
     // Fetch out of range.
-    let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![
-        fetch_request::FetchTopic::default().with_topic(topic_name("e")).with_topic_id(id).with_partitions(vec![
-            fetch_request::FetchPartition::default().with_fetch_offset(99).with_partition_max_bytes(1 << 20),
-        ]),
-    ]);
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(topic_name("e"))
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_fetch_offset(99)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
     let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
     assert_eq!(resp.responses[0].partitions[0].error_code, 1);
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 1);
     // Existing topic, bad replication factor.
-    let again: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default().with_name(topic_name("e")).with_num_partitions(1).with_replication_factor(1),
-        create_topics_request::CreatableTopic::default().with_name(topic_name("r3")).with_num_partitions(1).with_replication_factor(3),
-    ]));
+    let again: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name("e"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name("r3"))
+                .with_num_partitions(1)
+                .with_replication_factor(3),
+        ]),
+    );
     assert_eq!(again.topics[0].error_code, 36);
     assert_eq!(again.topics[1].error_code, 38);
 }
@@ -179,15 +310,29 @@ fn errors_are_kafkas() {
 fn bad_frames_close_only_their_connection() {
     let broker = Broker::start(&["--socket-request-max-bytes", "1048576"]);
     let mut good = broker.connect();
-    assert_eq!(metadata(&mut good, 12, Some(vec!["keep"])).topics[0].error_code, 0);
-    assert_eq!(produce(&mut good, 9, "keep", 0, batch(&[b"acked"], Compression::None), -1).error_code, 0);
+    assert_eq!(
+        metadata(&mut good, 12, Some(vec!["keep"])).topics[0].error_code,
+        0
+    );
+    assert_eq!(
+        produce(
+            &mut good,
+            9,
+            "keep",
+            0,
+            batch(&[b"acked"], Compression::None),
+            -1
+        )
+        .error_code,
+        0
+    );
 
     for raw in [
-        (-1i32).to_be_bytes().to_vec(),                 // negative size
-        (2 * 1048576i32).to_be_bytes().to_vec(),        // over socket.request.max.bytes
+        (-1i32).to_be_bytes().to_vec(),          // negative size
+        (2 * 1048576i32).to_be_bytes().to_vec(), // over socket.request.max.bytes
         [&6i32.to_be_bytes()[..], &[0, 3, 0, 1, 0, 0]].concat(), // truncated header
         {
-            let mut f = BytesMut::new();                // unknown API key
+            let mut f = BytesMut::new(); // unknown API key
             f.put_i32(10);
             f.put_i16(999);
             f.put_i16(0);
@@ -196,7 +341,7 @@ fn bad_frames_close_only_their_connection() {
             f.to_vec()
         },
         {
-            let mut f = BytesMut::new();                // Metadata at a version we do not serve
+            let mut f = BytesMut::new(); // Metadata at a version we do not serve
             f.put_i32(10);
             f.put_i16(3);
             f.put_i16(99);
@@ -205,7 +350,7 @@ fn bad_frames_close_only_their_connection() {
             f.to_vec()
         },
         {
-            let mut f = BytesMut::new();                // Produce body cut short
+            let mut f = BytesMut::new(); // Produce body cut short
             f.put_i32(14);
             f.put_i16(0);
             f.put_i16(9);
@@ -220,24 +365,39 @@ fn bad_frames_close_only_their_connection() {
     ] {
         let mut bad = broker.connect();
         bad.send_raw(&raw);
-        assert!(bad.closed_by_broker(), "broker closes a connection that sent {raw:?}");
+        assert!(
+            bad.closed_by_broker(),
+            "broker closes a connection that sent {raw:?}"
+        );
     }
     // A client that asks for data and leaves before reading it.
     let id = metadata(&mut good, 12, Some(vec!["keep"])).topics[0].topic_id;
     {
         let mut rude = broker.connect();
-        let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![
-            fetch_request::FetchTopic::default().with_topic(topic_name("keep")).with_topic_id(id).with_partitions(vec![
-                fetch_request::FetchPartition::default().with_fetch_offset(0).with_partition_max_bytes(1 << 20),
-            ]),
-        ]);
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(topic_name("keep"))
+                    .with_topic_id(id)
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
         let mut body = BytesMut::new();
         kafka_protocol::protocol::Encodable::encode(&req, &mut body, 12).unwrap();
         let frame = rude.frame(ApiKey::Fetch, 12, &body);
         rude.send_raw(&frame);
     }
     let p = fetch(&mut good, 12, "keep", id, 0, 0, 0);
-    assert_eq!(p.high_watermark, 1, "acked data intact, old connection still served");
+    assert_eq!(
+        p.high_watermark, 1,
+        "acked data intact, old connection still served"
+    );
 }
 
 #[test]
@@ -246,14 +406,32 @@ fn restart_keeps_acked_data_and_offsets_continue() {
     {
         let mut c = broker.connect();
         for i in 0..10 {
-            let p = produce(&mut c, 9, "durable", 0, batch(&[format!("r{i}").as_bytes()], Compression::Lz4), -1);
+            let p = produce(
+                &mut c,
+                9,
+                "durable",
+                0,
+                batch(&[format!("r{i}").as_bytes()], Compression::Lz4),
+                -1,
+            );
             assert_eq!(p.base_offset, i);
         }
     }
     assert!(broker.stop(), "clean exit on SIGTERM: {}", broker.log());
     broker.spawn();
     let mut c = broker.connect();
-    assert_eq!(produce(&mut c, 9, "durable", 0, batch(&[b"after"], Compression::None), -1).base_offset, 10);
+    assert_eq!(
+        produce(
+            &mut c,
+            9,
+            "durable",
+            0,
+            batch(&[b"after"], Compression::None),
+            -1
+        )
+        .base_offset,
+        10
+    );
     broker.kill9();
     broker.spawn();
     let mut c = broker.connect();
@@ -261,7 +439,11 @@ fn restart_keeps_acked_data_and_offsets_continue() {
     let p = fetch(&mut c, 12, "durable", id, 0, 0, 0);
     assert_eq!(p.high_watermark, 11);
     let mut records = p.records.unwrap();
-    let n: usize = RecordBatchDecoder::decode_all(&mut records).unwrap().iter().map(|s| s.records.len()).sum();
+    let n: usize = RecordBatchDecoder::decode_all(&mut records)
+        .unwrap()
+        .iter()
+        .map(|s| s.records.len())
+        .sum();
     assert_eq!(n, 11);
 }
 
@@ -270,15 +452,32 @@ fn list_offsets_and_admin_apis() {
     let broker = Broker::start(&["--num-partitions", "3"]);
     let mut c = broker.connect();
     let md = metadata(&mut c, 1, Some(vec!["lo"]));
-    assert_eq!(md.topics[0].partitions.len(), 3, "num.partitions applies to auto-created topics");
-    let t0 = produce(&mut c, 9, "lo", 1, batch(&[b"a", b"b"], Compression::None), 1);
+    assert_eq!(
+        md.topics[0].partitions.len(),
+        3,
+        "num.partitions applies to auto-created topics"
+    );
+    let t0 = produce(
+        &mut c,
+        9,
+        "lo",
+        1,
+        batch(&[b"a", b"b"], Compression::None),
+        1,
+    );
     assert_eq!(t0.base_offset, 0);
     let list = |c: &mut support::Client, version: i16, ts: i64| -> (i64, i16) {
-        let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-            list_offsets_request::ListOffsetsTopic::default().with_name(topic_name("lo")).with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default().with_partition_index(1).with_timestamp(ts),
-            ]),
-        ]);
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic_name("lo"))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(1)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
         let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, version, &req);
         let p = &resp.topics[0].partitions[0];
         (p.offset, p.error_code)
@@ -287,19 +486,33 @@ fn list_offsets_and_admin_apis() {
         assert_eq!(list(&mut c, version, -1), (2, 0), "latest v{version}");
         assert_eq!(list(&mut c, version, -2), (0, 0), "earliest v{version}");
         assert_eq!(list(&mut c, version, 0), (0, 0), "by timestamp v{version}");
-        assert_eq!(list(&mut c, version, i64::MAX).0, -1, "no record that new v{version}");
+        assert_eq!(
+            list(&mut c, version, i64::MAX).0,
+            -1,
+            "no record that new v{version}"
+        );
     }
     for version in 0..=1 {
-        let resp: DescribeClusterResponse = c.call(ApiKey::DescribeCluster, version, &DescribeClusterRequest::default().with_endpoint_type(1));
+        let resp: DescribeClusterResponse = c.call(
+            ApiKey::DescribeCluster,
+            version,
+            &DescribeClusterRequest::default().with_endpoint_type(1),
+        );
         assert_eq!(resp.brokers.len(), 1);
         assert_eq!(resp.brokers[0].port, broker.kafka_port as i32);
         assert_eq!(resp.cluster_id.len(), 22);
     }
     for version in 1..=6 {
         let name = format!("del{version}");
-        assert_eq!(metadata(&mut c, 12, Some(vec![&name])).topics[0].error_code, 0);
+        assert_eq!(
+            metadata(&mut c, 12, Some(vec![&name])).topics[0].error_code,
+            0
+        );
         let req = if version >= 6 {
-            DeleteTopicsRequest::default().with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(topic_name(&name)))])
+            DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(topic_name(&name))),
+            ])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&name)])
         };
@@ -309,5 +522,28 @@ fn list_offsets_and_admin_apis() {
         assert_eq!(resp.responses[0].error_code, 3, "second delete v{version}");
     }
     let all = metadata(&mut c, 12, None);
-    assert_eq!(all.topics.iter().map(|t| t.name.as_ref().unwrap().as_str()).collect::<Vec<_>>(), vec!["lo"]);
+    assert_eq!(
+        all.topics
+            .iter()
+            .map(|t| t.name.as_ref().unwrap().as_str())
+            .collect::<Vec<_>>(),
+        vec!["lo"]
+    );
+}
+
+#[test]
+fn shutdown_answers_parked_long_polls_at_once() {
+    let mut broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    let id = metadata(&mut c, 12, Some(vec!["park"])).topics[0].topic_id;
+    let poller =
+        std::thread::spawn(move || fetch(&mut c, 12, "park", id, 0, 0, 60_000).high_watermark);
+    wait_parked(&broker);
+    let started = std::time::Instant::now();
+    assert!(broker.stop(), "clean exit: {}", broker.log());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown waited for the long poll"
+    );
+    assert_eq!(poller.join().unwrap(), 0, "the parked fetch got its answer");
 }

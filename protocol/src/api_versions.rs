@@ -16,13 +16,23 @@ pub struct ServedApi {
 }
 
 const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
-    ServedApi { key, advertised_min: min, min, max }
+    ServedApi {
+        key,
+        advertised_min: min,
+        min,
+        max,
+    }
 }
 
 /// Served APIs, in api-key order. Upper bounds are what the `kafka-protocol`
 /// crate decodes and our handlers implement.
 pub const SERVED_APIS: &[ServedApi] = &[
-    ServedApi { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
+    ServedApi {
+        key: ApiKey::Produce,
+        advertised_min: 0,
+        min: 3,
+        max: 12,
+    },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 12),
@@ -44,7 +54,10 @@ pub fn is_supported(api_key: i16, version: i16) -> bool {
 
 /// The header versions to use for a request/response, for APIs the crate knows.
 pub fn header_versions(key: ApiKey, version: i16) -> (i16, i16) {
-    (key.request_header_version(version), key.response_header_version(version))
+    (
+        key.request_header_version(version),
+        key.response_header_version(version),
+    )
 }
 
 #[cfg(test)]
@@ -68,9 +81,16 @@ mod tests {
         assert_eq!(crate_ranges.len(), SERVED_APIS.len());
         for (key, range) in crate_ranges {
             let s = served(key as i16).unwrap();
-            assert!(s.min >= range.min && s.max <= range.max, "{key:?} {s:?} vs {range}");
+            assert!(
+                s.min >= range.min && s.max <= range.max,
+                "{key:?} {s:?} vs {range}"
+            );
         }
-        assert!(SERVED_APIS.windows(2).all(|w| (w[0].key as i16) < (w[1].key as i16)));
+        assert!(
+            SERVED_APIS
+                .windows(2)
+                .all(|w| (w[0].key as i16) < (w[1].key as i16))
+        );
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub enum BatchError {
     #[error("records are {len} bytes, shorter than a batch header ({min} bytes)")]
     TooShort { len: usize, min: usize },
     #[error("batch length {length} at position {position} runs past the {available} bytes sent")]
-    BadLength { position: usize, length: i32, available: usize },
+    BadLength {
+        position: usize,
+        length: i32,
+        available: usize,
+    },
     #[error("unsupported magic byte {0} (only v2 batches are accepted)")]
     Magic(i8),
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]

@@ -171,7 +171,10 @@ mod tests {
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 2,
-                        aborted_transactions: Some(vec![AbortedTransaction { producer_id: 9, first_offset: 3 }]),
+                        aborted_transactions: Some(vec![AbortedTransaction {
+                            producer_id: 9,
+                            first_offset: 3,
+                        }]),
                         records: None,
                     },
                 ],
@@ -202,7 +205,10 @@ mod tests {
             assert_eq!(t.partitions[0].high_watermark, 42);
             assert_eq!(t.partitions[1].error_code, 1);
             assert_eq!(t.partitions[1].records.as_deref(), Some(&b""[..]));
-            assert_eq!(t.partitions[1].aborted_transactions.as_ref().unwrap()[0].producer_id, 9);
+            assert_eq!(
+                t.partitions[1].aborted_transactions.as_ref().unwrap()[0].producer_id,
+                9
+            );
             if version >= 5 {
                 assert_eq!(t.partitions[1].log_start_offset, 2);
             }
@@ -212,7 +218,10 @@ mod tests {
     #[test]
     fn records_are_left_as_a_separate_region() {
         let (parts, _) = sample(b"abc").encode(12);
-        let regions = parts.iter().filter(|p| matches!(p, Part::Region(_))).count();
+        let regions = parts
+            .iter()
+            .filter(|p| matches!(p, Part::Region(_)))
+            .count();
         assert_eq!(regions, 1);
     }
 }

@@ -13,7 +13,10 @@ pub const MIN_REQUEST_BYTES: usize = 10;
 /// and sizes over `limit` are refused before any buffer is allocated.
 pub fn check_frame_size(raw: i32, limit: usize) -> Result<usize, ProtocolError> {
     if raw < 0 || raw as usize > limit {
-        return Err(ProtocolError::FrameSize { size: raw as i64, limit });
+        return Err(ProtocolError::FrameSize {
+            size: raw as i64,
+            limit,
+        });
     }
     Ok(raw as usize)
 }
@@ -56,6 +59,13 @@ mod tests {
     fn prefix_needs_eight_bytes() {
         assert!(peek_request_prefix(&[0, 18, 0, 3, 0, 0, 0]).is_err());
         let p = peek_request_prefix(&[0, 18, 0, 3, 0, 0, 0, 7]).unwrap();
-        assert_eq!(p, RequestPrefix { api_key: 18, api_version: 3, correlation_id: 7 });
+        assert_eq!(
+            p,
+            RequestPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 7
+            }
+        );
     }
 }

@@ -114,7 +114,10 @@ impl BatchHeader {
     /// is there and the magic is 2; see [`validate_batches`] for the rest.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::TooShort { len: buf.len(), min: HEADER_LEN });
+            return Err(BatchError::TooShort {
+                len: buf.len(),
+                min: HEADER_LEN,
+            });
         }
         let magic = buf[OFF_MAGIC] as i8;
         if magic != 2 {
@@ -200,7 +203,10 @@ impl Iterator for BatchIter<'_> {
             return None;
         }
         if rest.len() < LOG_OVERHEAD {
-            return Some(Err(BatchError::TooShort { len: rest.len(), min: HEADER_LEN }));
+            return Some(Err(BatchError::TooShort {
+                len: rest.len(),
+                min: HEADER_LEN,
+            }));
         }
         let length = be_i32(rest, OFF_BATCH_LENGTH);
         if length < (HEADER_LEN - LOG_OVERHEAD) as i32
@@ -226,7 +232,10 @@ impl Iterator for BatchIter<'_> {
 pub fn check_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     let computed = crc32c::crc32c(&batch[CRC_START..header.total_size()]);
     if computed != header.crc {
-        return Err(BatchError::Crc { stored: header.crc, computed });
+        return Err(BatchError::Crc {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(())
 }
@@ -274,7 +283,11 @@ pub fn validate_batches(
     policy: &ValidationPolicy,
     now_ms: i64,
 ) -> Result<BatchesSummary, BatchError> {
-    let mut summary = BatchesSummary { max_timestamp: -1, first_timestamp: -1, ..Default::default() };
+    let mut summary = BatchesSummary {
+        max_timestamp: -1,
+        first_timestamp: -1,
+        ..Default::default()
+    };
     let mut iter = BatchIter::new(records);
     for item in iter.by_ref() {
         let (pos, h) = item?;
@@ -294,8 +307,15 @@ pub fn validate_batches(
                 && now_ms.saturating_sub(h.base_timestamp) > policy.timestamp_before_max_ms;
             let too_new = h.max_timestamp.saturating_sub(now_ms) > policy.timestamp_after_max_ms;
             if too_old || too_new {
-                let timestamp = if too_old { h.base_timestamp } else { h.max_timestamp };
-                return Err(BatchError::Timestamp { timestamp, now: now_ms });
+                let timestamp = if too_old {
+                    h.base_timestamp
+                } else {
+                    h.max_timestamp
+                };
+                return Err(BatchError::Timestamp {
+                    timestamp,
+                    now: now_ms,
+                });
             }
         }
         if summary.batches == 0 {
@@ -369,7 +389,8 @@ pub fn set_log_append_time(records: &mut [u8], now_ms: i64) {
         let length = be_i32(records, pos + OFF_BATCH_LENGTH) as usize;
         let end = pos + LOG_OVERHEAD + length;
         let attrs = be_i16(records, pos + OFF_ATTRIBUTES) | ATTR_TIMESTAMP_TYPE;
-        records[pos + OFF_ATTRIBUTES..pos + OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+        records[pos + OFF_ATTRIBUTES..pos + OFF_ATTRIBUTES + 2]
+            .copy_from_slice(&attrs.to_be_bytes());
         records[pos + OFF_MAX_TIMESTAMP..pos + OFF_MAX_TIMESTAMP + 8]
             .copy_from_slice(&now_ms.to_be_bytes());
         let crc = crc32c::crc32c(&records[pos + CRC_START..end]);
@@ -478,7 +499,8 @@ pub(crate) mod tests {
     fn lying_record_count_is_rejected() {
         let mut records = build_batch(NOW, &[b"a", b"b"]);
         records[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&3i32.to_be_bytes());
-        records[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&2i32.to_be_bytes());
+        records[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&2i32.to_be_bytes());
         let crc = crc32c::crc32c(&records[CRC_START..]);
         records[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
@@ -498,7 +520,10 @@ pub(crate) mod tests {
         let future = build_batch(NOW + 2 * 3_600_000, &[b"a"]);
         let err = validate_batches(&future, &ValidationPolicy::default(), NOW).unwrap_err();
         assert_eq!(err.kafka_error_code(), 32);
-        let policy = ValidationPolicy { timestamp_type: TimestampType::LogAppendTime, ..Default::default() };
+        let policy = ValidationPolicy {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..Default::default()
+        };
         validate_batches(&future, &policy, NOW).unwrap();
     }
 

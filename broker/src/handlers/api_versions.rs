@@ -22,7 +22,10 @@ fn api_keys() -> Vec<ApiVersion> {
 pub fn handle(body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: ApiVersionsRequest = decode(body, "ApiVersions", version)?;
     // v3+ clients name themselves; Kafka rejects names outside [a-zA-Z0-9._-].
-    let valid = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let valid = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
     let error_code = if version >= 3
         && !(valid(&request.client_software_name) && valid(&request.client_software_version))
     {
@@ -34,11 +37,15 @@ pub fn handle(body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
         .with_error_code(error_code)
         .with_api_keys(api_keys())
         .with_finalized_features_epoch(-1);
-    Ok(Reply::Ready(Response::encode(&response, version, error_code)?))
+    Ok(Reply::Ready(Response::encode(
+        &response, version, error_code,
+    )?))
 }
 
 /// The KIP-511 fallback: a v0-format answer with UNSUPPORTED_VERSION and our table.
 pub fn unsupported_version_response() -> Result<Response, HandlerError> {
-    let response = ApiVersionsResponse::default().with_error_code(35).with_api_keys(api_keys());
+    let response = ApiVersionsResponse::default()
+        .with_error_code(35)
+        .with_api_keys(api_keys());
     Response::encode(&response, 0, 35)
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -28,34 +30,58 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .into_iter()
         .map(|t| {
             let name = t.name.as_str().to_string();
-            let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
             let fail = |code: i16, msg: String| {
-                result.clone().with_error_code(code).with_error_message(Some(StrBytes::from_string(msg)))
+                result
+                    .clone()
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(msg)))
             };
             if !seen.insert(name.clone()) {
-                return fail(INVALID_REQUEST, format!("topic {name} appears more than once in the request"));
+                return fail(
+                    INVALID_REQUEST,
+                    format!("topic {name} appears more than once in the request"),
+                );
             }
             let nodes = [broker.node_id()];
             let partitions = if !t.assignments.is_empty() {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
-                    return fail(INVALID_REQUEST, "both assignments and partitions/replication factor given".into());
+                    return fail(
+                        INVALID_REQUEST,
+                        "both assignments and partitions/replication factor given".into(),
+                    );
                 }
                 let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
                 idx.sort_unstable();
                 let contiguous = idx.iter().enumerate().all(|(i, p)| *p == i as i32);
-                let on_us = t.assignments.iter().all(|a| a.broker_ids.iter().all(|b| nodes.contains(&b.0)) && !a.broker_ids.is_empty());
+                let on_us = t.assignments.iter().all(|a| {
+                    a.broker_ids.iter().all(|b| nodes.contains(&b.0)) && !a.broker_ids.is_empty()
+                });
                 if !contiguous || !on_us {
-                    return fail(INVALID_REPLICA_ASSIGNMENT, "replicas must be this broker, partitions numbered from 0".into());
+                    return fail(
+                        INVALID_REPLICA_ASSIGNMENT,
+                        "replicas must be this broker, partitions numbered from 0".into(),
+                    );
                 }
                 idx.len() as i32
             } else {
                 if !(t.replication_factor == -1 || t.replication_factor == 1) {
                     return fail(
                         INVALID_REPLICATION_FACTOR,
-                        format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor),
+                        format!(
+                            "Replication factor: {} larger than available brokers: 1.",
+                            t.replication_factor
+                        ),
                     );
                 }
-                if t.num_partitions == -1 { broker.config.num_partitions } else { t.num_partitions }
+                if t.num_partitions == -1 {
+                    broker.config.num_partitions
+                } else {
+                    t.num_partitions
+                }
             };
             let mut configs = BTreeMap::new();
             for c in &t.configs {
@@ -63,7 +89,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     Some(v) => {
                         configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
                     }
-                    None => return fail(40, format!("config {} has a null value", c.name.as_str())),
+                    None => {
+                        return fail(40, format!("config {} has a null value", c.name.as_str()));
+                    }
                 }
             }
             let effective = match broker.logs.defaults().with_overrides(&configs) {
@@ -91,7 +119,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 .describe()
                 .into_iter()
                 .map(|(k, v)| {
-                    let source = if configs.contains_key(&k) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                    let source = if configs.contains_key(&k) {
+                        SOURCE_TOPIC
+                    } else {
+                        SOURCE_DEFAULT
+                    };
                     CreatableTopicConfigs::default()
                         .with_name(StrBytes::from_string(k))
                         .with_value(Some(StrBytes::from_string(v)))

@@ -16,18 +16,32 @@ use crate::response::{HandlerError, Reply, Response, decode};
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: DeleteTopicsRequest = decode(body, "DeleteTopics", version)?;
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
             let resolved = match &name {
                 Some(n) => Ok(n.as_str().to_string()),
-                None => broker.logs.topic_by_id(id.as_bytes()).map(|t| t.meta.name.clone()).ok_or(100),
+                None => broker
+                    .logs
+                    .topic_by_id(id.as_bytes())
+                    .map(|t| t.meta.name.clone())
+                    .ok_or(100),
             };
-            let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone())
+                .with_topic_id(id);
             let name = match resolved {
                 Ok(n) => n,
                 Err(code) => return result.with_error_code(code),
@@ -39,7 +53,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
                         .with_topic_id(Uuid::from_bytes(meta.id))
                 }
-                Err(e) => result.with_error_code(storage_error_code(&e)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                Err(e) => result
+                    .with_error_code(storage_error_code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
             }
         })
         .collect();

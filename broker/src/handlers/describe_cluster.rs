@@ -24,7 +24,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.node_id()))
-        .with_endpoint_type(if version >= 1 { request.endpoint_type } else { 1 })
+        .with_endpoint_type(if version >= 1 {
+            request.endpoint_type
+        } else {
+            1
+        })
         .with_cluster_authorized_operations(i32::MIN)
         .with_brokers(vec![
             DescribeClusterBroker::default()

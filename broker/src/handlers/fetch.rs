@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::handlers::storage_error_code;
+use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -57,7 +58,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             topics: vec![],
         };
         let (parts, len) = body.encode(version);
-        return Ok(Reply::Ready(Response { parts, len, error_code: session_error }));
+        return Ok(Reply::Ready(Response {
+            parts,
+            len,
+            error_code: session_error,
+        }));
     }
 
     let topics: Vec<WantedTopic> = request
@@ -65,7 +70,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .into_iter()
         .map(|t| {
             let topic = if version >= 13 {
-                broker.logs.topic_by_id(t.topic_id.as_bytes()).ok_or(UNKNOWN_TOPIC_ID)
+                broker
+                    .logs
+                    .topic_by_id(t.topic_id.as_bytes())
+                    .ok_or(UNKNOWN_TOPIC_ID)
             } else {
                 broker.logs.topic(t.topic.as_str()).ok_or(3)
             };
@@ -89,7 +97,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     },
                 })
                 .collect();
-            WantedTopic { name, topic_id: *t.topic_id.as_bytes(), partitions }
+            WantedTopic {
+                name,
+                topic_id: *t.topic_id.as_bytes(),
+                partitions,
+            }
         })
         .collect();
 
@@ -110,29 +122,61 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
         let (parts, len) = body.encode(version);
-        return Ok(Reply::Ready(Response { parts, len, error_code: 0 }));
+        return Ok(Reply::Ready(Response {
+            parts,
+            len,
+            error_code: 0,
+        }));
     }
     drop(body);
     let deadline = Instant::now() + wait;
+    let mut stopping = broker.stopping.clone();
     Ok(Reply::Later(Box::pin(async move {
+        let _parked = Parked::new();
         loop {
             for w in &mut watchers {
                 w.borrow_and_update();
             }
-            let timed_out = tokio::time::timeout_at(deadline, any_changed(&mut watchers)).await.is_err();
+            let timed_out = tokio::select! {
+                r = tokio::time::timeout_at(deadline, any_changed(&mut watchers)) => r.is_err(),
+                // Shutting down: answer with what there is now.
+                _ = stopping.wait_for(|s| *s) => true,
+            };
             let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
             if timed_out || bytes >= min_bytes || has_error {
                 let (parts, len) = body.encode(version);
-                return Ok(Response { parts, len, error_code: 0 });
+                return Ok(Response {
+                    parts,
+                    len,
+                    error_code: 0,
+                });
             }
         }
     })))
 }
 
+/// Counts a fetch in the purgatory gauge for as long as it is parked.
+struct Parked;
+
+impl Parked {
+    fn new() -> Self {
+        metrics::gauge!(m::FETCH_PURGATORY).increment(1.0);
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::gauge!(m::FETCH_PURGATORY).decrement(1.0);
+    }
+}
+
 /// Resolves when any watched high watermark moves (or its log goes away).
 async fn any_changed(watchers: &mut [watch::Receiver<i64>]) {
-    let mut futures: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> =
-        watchers.iter_mut().map(|w| Box::pin(w.changed()) as Pin<Box<dyn Future<Output = _> + Send>>).collect();
+    let mut futures: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = watchers
+        .iter_mut()
+        .map(|w| Box::pin(w.changed()) as Pin<Box<dyn Future<Output = _> + Send>>)
+        .collect();
     std::future::poll_fn(|cx| {
         for f in futures.iter_mut() {
             if f.as_mut().poll(cx).is_ready() {
@@ -198,7 +242,20 @@ fn read_all(
             }
             partitions.push(p);
         }
-        out.push(FetchTopic { name: t.name.clone(), topic_id: t.topic_id, partitions });
+        out.push(FetchTopic {
+            name: t.name.clone(),
+            topic_id: t.topic_id,
+            partitions,
+        });
     }
-    (FetchResponseBody { throttle_time_ms: 0, error_code: 0, session_id: 0, topics: out }, total, has_error)
+    (
+        FetchResponseBody {
+            throttle_time_ms: 0,
+            error_code: 0,
+            session_id: 0,
+            topics: out,
+        },
+        total,
+        has_error,
+    )
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::broker::Broker;
@@ -31,9 +33,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let log = topic
-                        .as_ref()
-                        .and_then(|t| usize::try_from(p.partition_index).ok().and_then(|i| t.logs.get(i)));
+                    let log = topic.as_ref().and_then(|t| {
+                        usize::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|i| t.logs.get(i))
+                    });
                     let Some(log) = log else {
                         return resp.with_error_code(3);
                     };
@@ -42,7 +46,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, log.log_start_offset()))),
                         LATEST_TIERED => Ok(None), // no tiered storage
                         MAX_TIMESTAMP => log.max_timestamp_and_offset(),
-                        ts => log.offset_for_timestamp(ts).map(|o| o.map(|(off, ts)| (ts, off))),
+                        ts => log
+                            .offset_for_timestamp(ts)
+                            .map(|o| o.map(|(off, ts)| (ts, off))),
                     };
                     match found {
                         Ok(Some((ts, offset))) => resp.with_timestamp(ts).with_offset(offset),
@@ -51,7 +57,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     let response = ListOffsetsResponse::default().with_topics(topics);

@@ -25,7 +25,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         other => other,
     };
     let topics = match requested {
-        None => broker.logs.topics().iter().map(|t| topic_entry(broker, t, version)).collect(),
+        None => broker
+            .logs
+            .topics()
+            .iter()
+            .map(|t| topic_entry(broker, t, version))
+            .collect(),
         Some(wanted) => wanted
             .into_iter()
             .map(|w| match w.name {
@@ -49,7 +54,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))
 }
 
-fn by_name(broker: &Broker, name: &TopicName, allow_create: bool, version: i16) -> MetadataResponseTopic {
+fn by_name(
+    broker: &Broker,
+    name: &TopicName,
+    allow_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     let name_str = name.as_str();
     if let Some(topic) = broker.logs.topic(name_str) {
         return topic_entry(broker, &topic, version);
@@ -95,7 +105,9 @@ fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataRespons
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(topic.meta.name.clone()))))
+        .with_name(Some(TopicName(StrBytes::from_string(
+            topic.meta.name.clone(),
+        ))))
         .with_topic_id(Uuid::from_bytes(topic.meta.id))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)

@@ -51,7 +51,11 @@ pub enum DispatchError {
     #[error("{api:?} v{version} is not a version we serve (closing, as Kafka does)")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("bad request header for {api:?} v{version}: {reason}")]
-    Header { api: ApiKey, version: i16, reason: String },
+    Header {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error(transparent)]
     Handler(#[from] HandlerError),
 }
@@ -91,7 +95,11 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, Dispat
     let (request_header_version, header_version) = table::header_versions(key, version);
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, request_header_version).map_err(|e| {
-        DispatchError::Header { api: key, version, reason: format!("{e:#}") }
+        DispatchError::Header {
+            api: key,
+            version,
+            reason: format!("{e:#}"),
+        }
     })?;
     let span = tracing::debug_span!(
         "request",
@@ -110,7 +118,12 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, Dispat
         ApiKey::CreateTopics => create_topics::handle(broker, &mut body, version)?,
         ApiKey::DeleteTopics => delete_topics::handle(broker, &mut body, version)?,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &mut body, version)?,
-        other => return Err(DispatchError::UnsupportedVersion { api: other, version }),
+        other => {
+            return Err(DispatchError::UnsupportedVersion {
+                api: other,
+                version,
+            });
+        }
     };
     Ok(Dispatched {
         correlation_id: header.correlation_id,

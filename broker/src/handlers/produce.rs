@@ -58,7 +58,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     to_flush.push((log, info.last_offset + 1, responses.len(), partitions.len()));
                 }
                 Err((code, message)) => {
-                    resp = resp.with_error_code(code).with_error_message(message.map(StrBytes::from_string));
+                    resp = resp
+                        .with_error_code(code)
+                        .with_error_message(message.map(StrBytes::from_string));
                 }
             }
             partitions.push(resp);
@@ -122,7 +124,8 @@ fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
     };
     let summary = record_batch::validate_batches(&records, &policy, now)
         .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))?;
-    let append_time = (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
+    let append_time =
+        (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
     match log.append(&records, 0, append_time) {
         Ok(info) => {
             metrics::counter!(m::PRODUCED_RECORDS).increment(summary.records as u64);
@@ -131,7 +134,11 @@ fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
         Err(e) => {
             let code = storage_error_code(&e);
             if code == -1 {
-                warn!(topic = log.topic(), partition = log.partition(), "append failed: {e}");
+                warn!(
+                    topic = log.topic(),
+                    partition = log.partition(),
+                    "append failed: {e}"
+                );
             }
             Err((code, Some(e.to_string())))
         }

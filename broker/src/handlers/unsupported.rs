@@ -21,21 +21,41 @@ fn encode<M: Encodable + Message>(msg: M, version: i16) -> Option<Result<Respons
 pub fn response(key: ApiKey, version: i16) -> Option<Result<Response, HandlerError>> {
     let e = UNSUPPORTED_VERSION;
     match key {
-        ApiKey::FindCoordinator if version < 4 => {
-            encode(FindCoordinatorResponse::default().with_error_code(e).with_node_id(BrokerId(-1)).with_port(-1), version)
-        }
+        ApiKey::FindCoordinator if version < 4 => encode(
+            FindCoordinatorResponse::default()
+                .with_error_code(e)
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+            version,
+        ),
         ApiKey::JoinGroup => encode(JoinGroupResponse::default().with_error_code(e), version),
         ApiKey::SyncGroup => encode(SyncGroupResponse::default().with_error_code(e), version),
         ApiKey::Heartbeat => encode(HeartbeatResponse::default().with_error_code(e), version),
         ApiKey::LeaveGroup => encode(LeaveGroupResponse::default().with_error_code(e), version),
         ApiKey::ListGroups => encode(ListGroupsResponse::default().with_error_code(e), version),
-        ApiKey::InitProducerId => encode(InitProducerIdResponse::default().with_error_code(e), version),
-        ApiKey::SaslHandshake => encode(SaslHandshakeResponse::default().with_error_code(e), version),
-        ApiKey::SaslAuthenticate => encode(SaslAuthenticateResponse::default().with_error_code(e), version),
-        ApiKey::AddOffsetsToTxn => encode(AddOffsetsToTxnResponse::default().with_error_code(e), version),
+        ApiKey::InitProducerId => encode(
+            InitProducerIdResponse::default().with_error_code(e),
+            version,
+        ),
+        ApiKey::SaslHandshake => {
+            encode(SaslHandshakeResponse::default().with_error_code(e), version)
+        }
+        ApiKey::SaslAuthenticate => encode(
+            SaslAuthenticateResponse::default().with_error_code(e),
+            version,
+        ),
+        ApiKey::AddOffsetsToTxn => encode(
+            AddOffsetsToTxnResponse::default().with_error_code(e),
+            version,
+        ),
         ApiKey::EndTxn => encode(EndTxnResponse::default().with_error_code(e), version),
-        ApiKey::OffsetFetch if version >= 2 => encode(OffsetFetchResponse::default().with_error_code(e), version),
-        ApiKey::DescribeClientQuotas => encode(DescribeClientQuotasResponse::default().with_error_code(e), version),
+        ApiKey::OffsetFetch if version >= 2 => {
+            encode(OffsetFetchResponse::default().with_error_code(e), version)
+        }
+        ApiKey::DescribeClientQuotas => encode(
+            DescribeClientQuotasResponse::default().with_error_code(e),
+            version,
+        ),
         _ => None,
     }
 }

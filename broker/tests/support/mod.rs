@@ -21,7 +21,11 @@ pub struct Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -65,7 +69,11 @@ impl Broker {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("karnak exited early ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "karnak did not listen in time: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "karnak did not listen in time: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -100,7 +108,8 @@ impl Broker {
 
     pub fn metrics(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -113,7 +122,8 @@ impl Broker {
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter(|l| {
                 let rest = &l[name.len()..];
-                (rest.starts_with(' ') || rest.starts_with('{')) && labels.iter().all(|lv| l.contains(lv))
+                (rest.starts_with(' ') || rest.starts_with('{'))
+                    && labels.iter().all(|lv| l.contains(lv))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -121,7 +131,11 @@ impl Broker {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -136,9 +150,14 @@ impl Drop for Broker {
 
 pub fn connect(port: u16) -> Client {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
-    Client { stream, correlation: 0 }
+    Client {
+        stream,
+        correlation: 0,
+    }
 }
 
 pub struct Client {
@@ -148,7 +167,12 @@ pub struct Client {
 
 impl Client {
     /// Sends a typed request and decodes the typed response.
-    pub fn call<Req: Encodable, Resp: Decodable>(&mut self, key: ApiKey, version: i16, req: &Req) -> Resp {
+    pub fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
         let mut body = BytesMut::new();
         req.encode(&mut body, version).unwrap();
         let mut frame = self.frame(key, version, &body);
@@ -171,7 +195,9 @@ impl Client {
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str("wire-test")));
         let mut h = BytesMut::new();
-        header.encode(&mut h, key.request_header_version(version)).unwrap();
+        header
+            .encode(&mut h, key.request_header_version(version))
+            .unwrap();
         let mut frame = BytesMut::new();
         frame.put_i32((h.len() + body.len()) as i32);
         frame.put_slice(&h);
@@ -211,7 +237,10 @@ pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression
         .enumerate()
         .map(|(i, v)| {
             let mut headers = indexmap::IndexMap::new();
-            headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")));
+            headers.insert(
+                StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"x")),
+            );
             Record {
                 transactional: false,
                 control: false,
@@ -230,7 +259,14 @@ pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-        .unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }

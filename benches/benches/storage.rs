@@ -1,0 +1,99 @@
+//! Micro-benchmarks of the produce and fetch hot paths, each beside a
+//! same-run reference (raw CRC32C over the same bytes; memcpy).
+//!
+//!   cargo bench -p karnak-benches --bench storage
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use karnak_protocol::fetch_response::{FetchPartition, FetchResponseBody, FetchTopic};
+use karnak_protocol::record_batch::{ValidationPolicy, assign_offsets, validate_batches};
+use karnak_storage::test_support::build_batch;
+use karnak_storage::{Log, LogConfig};
+
+const RECORD: usize = 1024;
+const RECORDS_PER_BATCH: usize = 64;
+
+fn batch() -> Bytes {
+    let now = karnak_benches::now_ms();
+    let value = vec![b'x'; RECORD];
+    let values: Vec<&[u8]> = (0..RECORDS_PER_BATCH).map(|_| value.as_slice()).collect();
+    Bytes::from(build_batch(now, &values))
+}
+
+fn produce_path(c: &mut Criterion) {
+    let b = batch();
+    let mut g = c.benchmark_group("produce");
+    g.throughput(Throughput::Bytes(b.len() as u64));
+    g.bench_function("reference_crc32c", |bench| {
+        bench.iter(|| crc32c::crc32c(&b))
+    });
+    g.bench_function("validate_batch_64x1KiB", |bench| {
+        let now = karnak_benches::now_ms();
+        bench.iter(|| validate_batches(&b, &ValidationPolicy::default(), now).unwrap())
+    });
+    g.bench_function("assign_offsets_in_place", |bench| {
+        bench.iter_batched(
+            || b.to_vec(),
+            |mut v| assign_offsets(&mut v, 42, 0),
+            BatchSize::SmallInput,
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir.path().join("bench-0"), "bench", 0, config).unwrap();
+    g.bench_function("log_append_page_cache", |bench| {
+        bench.iter(|| log.append(&b, 0, None).unwrap())
+    });
+    g.finish();
+}
+
+fn fetch_path(c: &mut Criterion) {
+    let b = batch();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&dir.path().join("f-0"), "f", 0, LogConfig::default()).unwrap();
+    for _ in 0..2000 {
+        log.append(&b, 0, None).unwrap();
+    }
+    let end = log.log_end_offset();
+    let mut g = c.benchmark_group("fetch");
+    g.bench_function("log_read_lookup_1MiB", |bench| {
+        let mut offset = 0;
+        bench.iter(|| {
+            offset = (offset + 7919) % end;
+            log.read(offset, 1 << 20, true).unwrap()
+        })
+    });
+    g.bench_function("encode_response_100_partitions", |bench| {
+        bench.iter(|| {
+            let partitions = (0..100)
+                .map(|p| FetchPartition {
+                    partition_index: p,
+                    error_code: 0,
+                    high_watermark: end,
+                    last_stable_offset: end,
+                    log_start_offset: 0,
+                    aborted_transactions: None,
+                    records: Some(((), 1 << 20)),
+                })
+                .collect();
+            let body = FetchResponseBody {
+                throttle_time_ms: 0,
+                error_code: 0,
+                session_id: 0,
+                topics: vec![FetchTopic {
+                    name: Bytes::from_static(b"f"),
+                    topic_id: [1; 16],
+                    partitions,
+                }],
+            };
+            body.encode(12)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, produce_path, fetch_path);
+criterion_main!(benches);
