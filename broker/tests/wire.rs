@@ -547,3 +547,61 @@ fn shutdown_answers_parked_long_polls_at_once() {
     );
     assert_eq!(poller.join().unwrap(), 0, "the parked fetch got its answer");
 }
+
+#[test]
+fn describe_configs_shows_overrides_and_defaults() {
+    let broker = Broker::start(&["--node-id", "3"]);
+    let mut c = broker.connect();
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name("cfg"))
+                .with_num_partitions(2)
+                .with_replication_factor(-1)
+                .with_configs(vec![
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("3600000"))),
+                ]),
+        ]),
+    );
+    assert_eq!(created.topics[0].error_code, 0);
+    for version in 1..=4 {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("cfg")),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("nope")),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("3"))
+                .with_configuration_keys(Some(vec![StrBytes::from_static_str("node.id")])),
+        ]);
+        let resp: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, version, &req);
+        let get = |i: usize, name: &str| {
+            resp.results[i]
+                .configs
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .map(|c| (c.value.as_ref().unwrap().to_string(), c.config_source))
+        };
+        assert_eq!(resp.results[0].error_code, 0);
+        assert_eq!(
+            get(0, "retention.ms"),
+            Some(("3600000".into(), 1)),
+            "override, v{version}"
+        );
+        assert_eq!(
+            get(0, "segment.bytes"),
+            Some(("1073741824".into(), 5)),
+            "default, v{version}"
+        );
+        assert_eq!(resp.results[1].error_code, 3);
+        assert_eq!(resp.results[2].configs.len(), 1);
+        assert_eq!(get(2, "node.id"), Some(("3".into(), 4)));
+    }
+}

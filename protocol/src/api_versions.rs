@@ -39,6 +39,7 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::DescribeCluster, 0, 1),
 ];
 
@@ -76,6 +77,7 @@ mod tests {
             (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS),
             (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS),
             (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
+            (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
             (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
         ];
         assert_eq!(crate_ranges.len(), SERVED_APIS.len());

@@ -18,9 +18,6 @@ use crate::response::{HandlerError, Reply, Response, decode};
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_REQUEST: i16 = 42;
-/// Kafka's DescribeConfigs source codes.
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: CreateTopicsRequest = decode(body, "CreateTopics", version)?;
@@ -115,19 +112,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     Err(e) => return fail(storage_error_code(&e), e.to_string()),
                 }
             };
-            let described = effective
-                .describe()
+            let described = crate::topics::topic_configs(&effective, &configs)
                 .into_iter()
-                .map(|(k, v)| {
-                    let source = if configs.contains_key(&k) {
-                        SOURCE_TOPIC
-                    } else {
-                        SOURCE_DEFAULT
-                    };
+                .map(|e| {
                     CreatableTopicConfigs::default()
-                        .with_name(StrBytes::from_string(k))
-                        .with_value(Some(StrBytes::from_string(v)))
-                        .with_config_source(source)
+                        .with_name(StrBytes::from_string(e.name))
+                        .with_value(Some(StrBytes::from_string(e.value)))
+                        .with_config_source(e.source)
                 })
                 .collect();
             result

@@ -15,6 +15,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
@@ -40,6 +41,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
         _ => "Other",
     }
 }
@@ -118,6 +120,7 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, Dispat
         ApiKey::CreateTopics => create_topics::handle(broker, &mut body, version)?,
         ApiKey::DeleteTopics => delete_topics::handle(broker, &mut body, version)?,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &mut body, version)?,
+        ApiKey::DescribeConfigs => describe_configs::handle(broker, &mut body, version)?,
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,

@@ -1,0 +1,76 @@
+//! DescribeConfigs (key 32): topic configs (overrides and defaults) and the
+//! broker's own settings under Kafka's names.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+use crate::topics::{ConfigEntry, broker_configs, topic_configs};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: DescribeConfigsRequest = decode(body, "DescribeConfigs", version)?;
+    let results = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.as_str();
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let entries = match r.resource_type {
+                RESOURCE_TOPIC => match broker.logs.topic(name) {
+                    Some(t) => Ok(topic_configs(&t.config, &t.meta.configs)),
+                    None => Err((3, format!("Topic {name} does not exist"))),
+                },
+                RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => {
+                    Ok(broker_configs(broker))
+                }
+                RESOURCE_BROKER => Err((
+                    42,
+                    format!("broker {name} is not this broker ({})", broker.node_id()),
+                )),
+                other => Err((42, format!("resource type {other} is not supported"))),
+            };
+            match entries {
+                Err((code, msg)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+                Ok(entries) => {
+                    // Null or empty both mean "all", as in Kafka.
+                    let wanted = r.configuration_keys.as_ref().filter(|k| !k.is_empty());
+                    let configs = entries
+                        .into_iter()
+                        .filter(|e| {
+                            wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                        })
+                        .map(|e| to_result(e, version))
+                        .collect();
+                    result.with_configs(configs)
+                }
+            }
+        })
+        .collect();
+    let response = DescribeConfigsResponse::default().with_results(results);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}
+
+fn to_result(e: ConfigEntry, version: i16) -> DescribeConfigsResourceResult {
+    let mut r = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(e.name))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source);
+    if version >= 3 {
+        r = r.with_config_type(e.config_type);
+    }
+    r.with_value(Some(StrBytes::from_string(e.value)))
+}
