@@ -1,0 +1,315 @@
+"""Fixtures that run the real `karnak` binary for the compatibility tests.
+
+Every broker gets its own free Kafka and admin ports and a fresh data dir, so
+test modules (and tests) can run in parallel and never share state, except the
+module-scoped `shared_broker` used by cheap read-only tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+START_TIMEOUT = float(os.environ.get("KARNAK_START_TIMEOUT", "60"))
+STOP_TIMEOUT = float(os.environ.get("KARNAK_STOP_TIMEOUT", "30"))
+
+
+def karnak_binary() -> Path:
+    env = os.environ.get("KARNAK_BIN")
+    return Path(env) if env else REPO_ROOT / "target" / "debug" / "karnak"
+
+
+@pytest.fixture(scope="session")
+def karnak_bin() -> Path:
+    p = karnak_binary()
+    if not p.is_file() or not os.access(p, os.X_OK):
+        pytest.fail(
+            f"karnak binary not found or not executable at {p} "
+            "(build it with `cargo build --bins` or set KARNAK_BIN)",
+            pytrace=False,
+        )
+    return p
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique_topic(prefix="t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+_LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> dict:
+    """-> {(name, frozenset(labels.items())): float}"""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$", line)
+        if not m:
+            raise AssertionError(f"unparseable metrics line: {line!r}")
+        name, labels_s, value = m.group(1), m.group(3) or "", m.group(4)
+        labels = {k: v.encode().decode("unicode_escape") for k, v in _LABEL_RE.findall(labels_s)}
+        out[(name, frozenset(labels.items()))] = float(value)
+    return out
+
+
+class Metrics(dict):
+    def get_value(self, name, **labels):
+        """Value of the series with exactly these labels (or None)."""
+        return self.get((name, frozenset((k, str(v)) for k, v in labels.items())))
+
+    def find(self, name, **labels):
+        """All series of `name` whose labels include `labels`."""
+        want = {(k, str(v)) for k, v in labels.items()}
+        return {lbl: v for (n, lbl), v in self.items() if n == name and want <= lbl}
+
+
+class Broker:
+    """One karnak process. Ports and data dir survive restart()."""
+
+    def __init__(self, binary: Path, data_dir: Path, log_dir: Path, extra_args=(), node_id=0,
+                 env=None):
+        self.binary = Path(binary)
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir)
+        self.extra_args = list(extra_args)
+        self.node_id = node_id
+        self.env = env or {}
+        self.kafka_port = None
+        self.admin_port = None
+        self.proc = None
+        self.starts = 0
+        self.log_paths = []
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- addresses -----------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # -- lifecycle -----------------------------------------------------
+    def args(self):
+        return [
+            str(self.binary),
+            "--data-dir", str(self.data_dir),
+            "--kafka-addr", self.bootstrap,
+            "--admin-addr", f"127.0.0.1:{self.admin_port}",
+            "--node-id", str(self.node_id),
+            *self.extra_args,
+        ]
+
+    def start(self):
+        # Picking a port by binding 0 and closing leaves a tiny race with other
+        # processes; if the broker cannot bind, pick new ports and try again
+        # (only on the first start: restarts must keep their ports).
+        attempts = 3 if self.kafka_port is None else 1
+        last_err = None
+        for _ in range(attempts):
+            if self.starts == 0:
+                self.kafka_port, self.admin_port = free_port(), free_port()
+                while self.admin_port == self.kafka_port:
+                    self.admin_port = free_port()
+            try:
+                self._spawn_and_wait()
+                return self
+            except BrokerStartError as e:
+                last_err = e
+                if "in use" not in e.log.lower():
+                    break
+        raise AssertionError(str(last_err))
+
+    def _spawn_and_wait(self):
+        self.starts += 1
+        log_path = self.log_dir / f"karnak-{self.kafka_port}-start{self.starts}.stderr.log"
+        self.log_paths.append(log_path)
+        self._log_file = open(log_path, "wb")
+        env = dict(os.environ)
+        env.setdefault("NO_COLOR", "1")  # plain logs in failure reports
+        env.update(self.env)
+        self.proc = subprocess.Popen(
+            self.args(), stdout=self._log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._log_file.close()
+                raise BrokerStartError(
+                    f"karnak exited with code {rc} before accepting connections; "
+                    f"args={self.args()}\n--- log ---\n{self.log_tail()}",
+                    self.log_tail(),
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.kill9()
+        raise BrokerStartError(
+            f"karnak did not accept connections on {self.bootstrap} within {START_TIMEOUT}s"
+            f"\n--- log ---\n{self.log_tail()}",
+            self.log_tail(),
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT) -> int:
+        """Signal the broker and wait for it to exit; returns its exit code
+        (negative = killed by that signal, as in subprocess)."""
+        if self.proc is None:
+            raise AssertionError("broker not started")
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                self._log_file.close()
+                raise AssertionError(
+                    f"karnak did not exit within {timeout}s of signal {sig!r}; killed\n"
+                    f"--- log ---\n{self.log_tail()}"
+                )
+        self._log_file.close()
+        return self.proc.returncode
+
+    def kill9(self) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            self._log_file.close()
+            return self.proc.returncode
+        return 0
+
+    def restart(self):
+        if self.alive():
+            rc = self.stop()
+            assert rc == 0, f"karnak exited with {rc} on SIGTERM\n{self.log_tail()}"
+        self._spawn_and_wait()
+        return self
+
+    # -- observation ---------------------------------------------------
+    def log_text(self) -> str:
+        parts = []
+        for p in self.log_paths:
+            try:
+                parts.append(f"===== {p.name} =====\n" + p.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def log_tail(self, n=200) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def metrics_text(self, timeout=10.0) -> str:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=timeout) as r:
+            assert r.status == 200, r.status
+            return r.read().decode()
+
+    def metrics(self) -> Metrics:
+        return Metrics(parse_prometheus(self.metrics_text()))
+
+    def __repr__(self):
+        return f"<Broker {self.bootstrap} data={self.data_dir}>"
+
+
+class BrokerStartError(Exception):
+    def __init__(self, msg, log):
+        super().__init__(msg)
+        self.log = log
+
+
+# -- report hook: show every broker log of a failed test -------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    # A test that cannot run must fail, not skip: CI would otherwise go green
+    # on a suite that never exercised the broker.
+    if rep.skipped and not hasattr(rep, "wasxfail"):
+        rep.outcome = "failed"
+        rep.longrepr = f"skip is a failure in this suite: {rep.longrepr}"
+    if rep.failed:
+        for b in getattr(item, "_karnak_brokers", []):
+            rep.sections.append((f"karnak log {b.bootstrap}", b.log_tail(300)))
+        for b in getattr(item.module, "_karnak_module_brokers", []) if item.module else []:
+            rep.sections.append((f"karnak (module) log {b.bootstrap}", b.log_tail(300)))
+
+
+@pytest.fixture
+def broker_factory(karnak_bin, tmp_path, request):
+    """broker_factory(*extra_args, node_id=0) -> started Broker."""
+    brokers = []
+    request.node._karnak_brokers = brokers
+
+    def make(*extra_args, node_id=0, env=None):
+        n = len(brokers)
+        b = Broker(karnak_bin, tmp_path / f"data{n}", tmp_path / "logs", extra_args,
+                   node_id=node_id, env=env)
+        brokers.append(b)
+        return b.start()
+
+    yield make
+    for b in brokers:
+        b.kill9()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_broker(karnak_bin, tmp_path_factory, request):
+    """One broker per module, for cheap tests that use their own topics."""
+    d = tmp_path_factory.mktemp("shared")
+    b = Broker(karnak_bin, d / "data", d / "logs")
+    request.module._karnak_module_brokers = [b]
+    b.start()
+    yield b
+    b.kill9()
+
+
+# -- small helpers shared by test modules ----------------------------------
+
+
+def wait_until(pred, timeout, interval=0.05, msg="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {msg} (last={last!r})")
