@@ -289,3 +289,53 @@ def test_many_partitions(broker):
         c.close()
     for p in range(parts):
         assert got.get(p) == [(i, b"p%d-%d" % (p, i)) for i in range(30)], p
+
+
+def test_admin_describe_topics_cluster_and_configs(broker):
+    """What `kafka-topics --describe` and `kafka-configs --describe` users see
+    through librdkafka's AdminClient."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    a = ck.admin(broker.bootstrap)
+    topic = unique_topic("desc")
+    a.create_topics(
+        [NewTopic(topic, num_partitions=3, replication_factor=1,
+                  config={"retention.ms": "3600000", "cleanup.policy": "compact"})],
+        operation_timeout=30, request_timeout=30,
+    )[topic].result(timeout=30)
+
+    td = a.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
+    assert td.name == topic
+    assert td.topic_id is not None and str(td.topic_id) != "AAAAAAAAAAAAAAAAAAAAAA", td.topic_id
+    assert not td.is_internal
+    assert [p.id for p in td.partitions] == [0, 1, 2]
+    for p in td.partitions:
+        assert p.leader.id == broker.node_id
+        assert [n.id for n in p.replicas] == [broker.node_id]
+        assert [n.id for n in p.isr] == [broker.node_id]
+
+    cluster = a.describe_cluster(request_timeout=30).result(timeout=30)
+    assert cluster.cluster_id, cluster
+    assert [n.id for n in cluster.nodes] == [broker.node_id]
+    assert cluster.controller is not None and cluster.controller.id == broker.node_id
+
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    cfg = a.describe_configs([res], request_timeout=30)[res].result(timeout=30)
+    assert cfg["retention.ms"].value == "3600000"
+    assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert not cfg["retention.ms"].is_default
+    assert cfg["cleanup.policy"].value == "compact"
+    # An untouched setting shows Kafka's default, marked as such.
+    assert cfg["segment.bytes"].value == "1073741824"
+    assert cfg["segment.bytes"].is_default
+
+    res = ConfigResource(ResourceType.BROKER, str(broker.node_id))
+    bcfg = a.describe_configs([res], request_timeout=30)[res].result(timeout=30)
+    assert bcfg["num.partitions"].value == "1"
+    assert bcfg["auto.create.topics.enable"].value == "true"
+
+    missing = ConfigResource(ResourceType.TOPIC, unique_topic("nope"))
+    with pytest.raises(KafkaException) as e:
+        a.describe_configs([missing], request_timeout=30)[missing].result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART

@@ -9,6 +9,7 @@ import time
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.admin import ConfigResource, ConfigResourceType
 
 import ck
 from bulk import BulkVerifier, make_key, make_value
@@ -168,6 +169,16 @@ def test_admin_client(broker):
                 assert p["leader_id"] == broker.node_id, p
                 assert p["error_code"] == 0, p
                 assert broker.node_id in p["replica_nodes"], p
+        # Default filter: only what differs from Kafka's defaults.
+        modified = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t2)])
+        assert set(modified["topic"][t2]) == {"retention.ms"}, modified
+        entry = modified["topic"][t2]["retention.ms"]
+        assert entry["value"] == "3600000"
+        assert entry["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+        every = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t1)],
+                                   config_filter="all")["topic"][t1]
+        assert every["cleanup.policy"]["value"] == "delete"
+        assert every["cleanup.policy"]["config_source"] == "DEFAULT_CONFIG"
         cluster = a.describe_cluster()
         brokers = cluster["brokers"]
         assert [b["broker_id"] for b in brokers] == [broker.node_id], cluster

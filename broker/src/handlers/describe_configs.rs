@@ -72,5 +72,8 @@ fn to_result(e: ConfigEntry, version: i16) -> DescribeConfigsResourceResult {
     if version >= 3 {
         r = r.with_config_type(e.config_type);
     }
+    // Kafka sends documentation only when asked (v3+ include_documentation);
+    // null, not "", tells clients there is none.
     r.with_value(Some(StrBytes::from_string(e.value)))
+        .with_documentation(None)
 }
