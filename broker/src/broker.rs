@@ -15,6 +15,8 @@ pub struct Broker {
     pub advertised: (String, i32),
     /// Turns true when shutdown starts: parked long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Consumer groups and committed offsets, over the Pharaoh shards.
+    pub groups: karnak_coordinator::GroupCoordinator,
 }
 
 impl Broker {

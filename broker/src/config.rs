@@ -65,6 +65,21 @@ pub struct Args {
     /// Kafka `log.message.timestamp.type` for new topics: CreateTime or LogAppendTime. [default: CreateTime]
     #[arg(long, env = "KARNAK_LOG_MESSAGE_TIMESTAMP_TYPE")]
     pub log_message_timestamp_type: Option<String>,
+    /// Coordinator shards (Pharaoh shards) groups are spread over; fixed for a data dir. [default: 64]
+    #[arg(long, env = "KARNAK_GROUP_COORDINATOR_SHARDS")]
+    pub group_coordinator_shards: Option<u32>,
+    /// Kafka `group.initial.rebalance.delay.ms`: how long a new group waits for more members. [default: 3000]
+    #[arg(long, env = "KARNAK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Kafka `group.min.session.timeout.ms`. [default: 6000]
+    #[arg(long, env = "KARNAK_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Kafka `group.max.session.timeout.ms`. [default: 1800000]
+    #[arg(long, env = "KARNAK_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Kafka `group.max.size`: members (and joining members) per group. [default: 10000]
+    #[arg(long, env = "KARNAK_GROUP_MAX_SIZE")]
+    pub group_max_size: Option<usize>,
 }
 
 /// The same settings as read from a TOML file.
@@ -86,6 +101,11 @@ struct FileConfig {
     log_flush_interval_ms: Option<u64>,
     flush_on_acks_all: Option<bool>,
     log_message_timestamp_type: Option<String>,
+    group_coordinator_shards: Option<u32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_max_size: Option<usize>,
 }
 
 /// Resolved configuration.
@@ -103,6 +123,8 @@ pub struct Config {
     pub socket_request_max_bytes: usize,
     pub flush_on_acks_all: bool,
     pub log_defaults: karnak_storage::LogConfig,
+    pub group_coordinator_shards: u32,
+    pub groups: karnak_coordinator::GroupConfig,
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<(String, i32)> {
@@ -161,7 +183,33 @@ impl Config {
             ),
             flush_on_acks_all: pick!(flush_on_acks_all, true),
             log_defaults,
+            group_coordinator_shards: pick!(group_coordinator_shards, 64),
+            groups: {
+                let d = karnak_coordinator::GroupConfig::default();
+                karnak_coordinator::GroupConfig {
+                    initial_rebalance_delay: std::time::Duration::from_millis(pick!(
+                        group_initial_rebalance_delay_ms,
+                        d.initial_rebalance_delay.as_millis() as u64
+                    )),
+                    min_session_timeout_ms: pick!(
+                        group_min_session_timeout_ms,
+                        d.min_session_timeout_ms
+                    ),
+                    max_session_timeout_ms: pick!(
+                        group_max_session_timeout_ms,
+                        d.max_session_timeout_ms
+                    ),
+                    max_size: pick!(group_max_size, d.max_size),
+                    ..d
+                }
+            },
         };
+        if !(1..=1024).contains(&config.group_coordinator_shards) {
+            bail!("group_coordinator_shards must be between 1 and 1024");
+        }
+        if config.groups.min_session_timeout_ms > config.groups.max_session_timeout_ms {
+            bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
+        }
         if config.num_partitions < 1 {
             bail!("num_partitions must be at least 1");
         }

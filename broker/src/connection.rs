@@ -44,10 +44,10 @@ struct InFlight {
 }
 
 pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let peer = stream
+    let peer_addr = stream
         .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = peer_addr.to_string();
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (mut reader, writer) = stream.into_split();
@@ -70,7 +70,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
         };
         metrics::counter!(m::BYTES_IN).increment(frame.len() as u64 + 4);
         let started = Instant::now();
-        match handlers::dispatch(&broker, frame) {
+        match handlers::dispatch(&broker, frame, peer_addr) {
             Ok(Dispatched {
                 correlation_id,
                 header_version,

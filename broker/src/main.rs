@@ -71,8 +71,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         advertised.1,
         config.admin_addr
     );
+    let groups = karnak_coordinator::GroupCoordinator::open(
+        &logs,
+        &config.data_dir,
+        config.group_coordinator_shards,
+        config.groups.clone(),
+    )
+    .context("opening the group coordinator")?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    groups.start_timers(stopping.clone());
     let broker = Arc::new(Broker {
+        groups,
         config,
         logs,
         cluster_id,

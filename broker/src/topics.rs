@@ -132,3 +132,8 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
     })
     .collect()
 }
+
+/// Topics the broker keeps for itself (the coordinator shards' logs).
+pub fn is_internal(name: &str) -> bool {
+    name == karnak_coordinator::COORDINATOR_TOPIC
+}

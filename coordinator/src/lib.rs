@@ -1,1 +1,22 @@
-//! Pharaoh shards arrive with issue 3.
+//! Pharaoh coordinator shards and Obelisk sequencers.
+//!
+//! Group state (membership, generations, committed offsets) is split over N
+//! shards by a stable hash of the group id. Each shard is a state machine
+//! whose every change is a record in its own partition of an internal,
+//! compacted topic, replayed on start; ids it hands out come from its own
+//! Obelisk sequencer and carry the shard number, so shards never coordinate.
+
+pub mod consumer_protocol;
+pub mod coordinator;
+pub mod errors;
+pub mod group;
+pub mod obelisk;
+pub mod records;
+pub mod shard;
+
+pub use coordinator::{COORDINATOR_TOPIC, CoordinatorError, GroupCoordinator, shard_for};
+pub use group::{
+    GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
+};
+pub use obelisk::Sequencer;
+pub use shard::{OffsetCommit, Shard};

@@ -46,6 +46,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 Ok(n) => n,
                 Err(code) => return result.with_error_code(code),
             };
+            if crate::topics::is_internal(&name) {
+                return result
+                    .with_error_code(17)
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "{name} is an internal topic and cannot be deleted"
+                    ))));
+            }
             match broker.logs.delete_topic(&name) {
                 Ok(meta) => {
                     info!(topic = name, "deleted topic");

@@ -109,6 +109,7 @@ fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataRespons
             topic.meta.name.clone(),
         ))))
         .with_topic_id(Uuid::from_bytes(topic.meta.id))
+        .with_is_internal(crate::topics::is_internal(&topic.meta.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

@@ -13,13 +13,25 @@ use crate::response::{HandlerError, Reply};
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod group_common;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 mod unsupported;
 
 /// A dispatched request: what the writer needs to answer it in order.
@@ -42,6 +54,17 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }
@@ -62,7 +85,11 @@ pub enum DispatchError {
     Handler(#[from] HandlerError),
 }
 
-pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, DispatchError> {
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Dispatched, DispatchError> {
     let prefix = frame::peek_request_prefix(&frame)?;
     let key = ApiKey::try_from(prefix.api_key)
         .map_err(|_| karnak_protocol::ProtocolError::UnknownApiKey(prefix.api_key))?;
@@ -121,6 +148,24 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Dispatched, Dispat
         ApiKey::DeleteTopics => delete_topics::handle(broker, &mut body, version)?,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &mut body, version)?,
         ApiKey::DescribeConfigs => describe_configs::handle(broker, &mut body, version)?,
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, &mut body, version)?,
+        ApiKey::JoinGroup => {
+            let caller = group_common::Caller {
+                client_id: header.client_id.as_deref().unwrap_or("").to_string(),
+                // Kafka shows the host as "/<ip>".
+                host: format!("/{}", peer.ip()),
+            };
+            join_group::handle(broker, &mut body, version, &caller)?
+        }
+        ApiKey::SyncGroup => sync_group::handle(broker, &mut body, version)?,
+        ApiKey::Heartbeat => heartbeat::handle(broker, &mut body, version)?,
+        ApiKey::LeaveGroup => leave_group::handle(broker, &mut body, version)?,
+        ApiKey::OffsetCommit => offset_commit::handle(broker, &mut body, version)?,
+        ApiKey::OffsetFetch => offset_fetch::handle(broker, &mut body, version)?,
+        ApiKey::ListGroups => list_groups::handle(broker, &mut body, version)?,
+        ApiKey::DescribeGroups => describe_groups::handle(broker, &mut body, version)?,
+        ApiKey::DeleteGroups => delete_groups::handle(broker, &mut body, version)?,
+        ApiKey::OffsetDelete => offset_delete::handle(broker, &mut body, version)?,
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,

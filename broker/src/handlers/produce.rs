@@ -101,6 +101,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
 }
 
 fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topic>, i16> {
+    if crate::topics::is_internal(name) {
+        // Only the coordinator writes its own partitions, as in Kafka.
+        return Err(17); // INVALID_TOPIC_EXCEPTION
+    }
     if let Some(t) = broker.logs.topic(name) {
         return Ok(t);
     }

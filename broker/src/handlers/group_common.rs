@@ -1,0 +1,28 @@
+//! Shared checks for the group APIs.
+
+use kafka_protocol::protocol::StrBytes;
+use karnak_coordinator::errors::INVALID_GROUP_ID;
+
+/// Longest group id accepted. Kafka sets no limit; an unbounded id would be
+/// persisted in every record of the group, so we bound it generously.
+pub const MAX_GROUP_ID_BYTES: usize = 1024;
+
+/// INVALID_GROUP_ID for an empty or oversized group id, as Kafka answers.
+pub fn check_group_id(id: &str) -> Result<(), i16> {
+    if id.is_empty() || id.len() > MAX_GROUP_ID_BYTES {
+        Err(INVALID_GROUP_ID)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// Who sent the request, for DescribeGroups' client_id/client_host.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: String,
+    pub host: String,
+}

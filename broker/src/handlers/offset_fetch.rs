@@ -1,0 +1,134 @@
+//! OffsetFetch (key 9): committed offsets of one group (v1-7) or several
+//! (v8+); -1 where nothing is committed, as Kafka answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use karnak_coordinator::errors::NONE;
+use karnak_coordinator::records::StoredOffset;
+
+use super::group_common::{check_group_id, s};
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+type Fetched = Vec<((String, i32), Option<StoredOffset>)>;
+type TopicRows = Vec<(String, Vec<(i32, Option<StoredOffset>)>)>;
+
+fn fetch(broker: &Broker, group: &str, wanted: Option<Vec<(String, i32)>>) -> Result<Fetched, i16> {
+    check_group_id(group)?;
+    Ok(broker.groups.shard(group).fetch_offsets(group, wanted))
+}
+
+/// Groups partitions by topic, keeping the order they came in.
+fn by_topic(rows: Fetched) -> TopicRows {
+    let mut out: TopicRows = Vec::new();
+    for ((t, p), o) in rows {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, v)) => v.push((p, o)),
+            None => out.push((t, vec![(p, o)])),
+        }
+    }
+    out
+}
+
+fn fields(o: &Option<StoredOffset>) -> (i64, i32, Option<String>) {
+    match o {
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(o.metadata.clone().unwrap_or_default()),
+        ),
+        None => (-1, -1, Some(String::new())),
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let req: OffsetFetchRequest = decode(body, "OffsetFetch", version)?;
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in req.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .flat_map(|t| {
+                        let name = t.name.to_string();
+                        t.partition_indexes
+                            .into_iter()
+                            .map(move |p| (name.clone(), p))
+                    })
+                    .collect()
+            });
+            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            match fetch(broker, g.group_id.as_str(), wanted) {
+                Err(code) => group.error_code = code,
+                Ok(rows) => {
+                    group.topics = by_topic(rows)
+                        .into_iter()
+                        .map(|(t, parts)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(s(t).into())
+                                .with_partitions(
+                                    parts
+                                        .into_iter()
+                                        .map(|(p, o)| {
+                                            let (off, epoch, meta) = fields(&o);
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(off)
+                                                .with_committed_leader_epoch(epoch)
+                                                .with_metadata(meta.map(s))
+                                                .with_error_code(NONE)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                }
+            }
+            resp.groups.push(group);
+        }
+        return Ok(Reply::Ready(Response::encode(&resp, version, NONE)?));
+    }
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .flat_map(|t| {
+                let name = t.name.to_string();
+                t.partition_indexes
+                    .into_iter()
+                    .map(move |p| (name.clone(), p))
+            })
+            .collect()
+    });
+    match fetch(broker, req.group_id.as_str(), wanted) {
+        Err(code) => resp.error_code = code,
+        Ok(rows) => {
+            resp.topics = by_topic(rows)
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(s(t).into())
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, o)| {
+                                    let (off, epoch, meta) = fields(&o);
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(off)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(meta.map(s))
+                                        .with_error_code(NONE)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+        }
+    }
+    let code = resp.error_code;
+    Ok(Reply::Ready(Response::encode(&resp, version, code)?))
+}

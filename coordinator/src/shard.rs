@@ -1,0 +1,573 @@
+//! A Pharaoh shard: the groups whose ids hash to it, their committed
+//! offsets, an Obelisk sequencer for the ids it hands out, and its own
+//! internal partition where every change is a record, replayed on start.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use karnak_storage::Log;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::errors::*;
+use crate::group::{Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
+use crate::obelisk::Sequencer;
+use crate::records::{RecordKey, StoredGroup, StoredOffset};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {shard}: {source}")]
+    Storage {
+        shard: u32,
+        source: karnak_storage::StorageError,
+    },
+    #[error("shard {shard}: reading its log at offset {offset}: {reason}")]
+    Replay {
+        shard: u32,
+        offset: i64,
+        reason: String,
+    },
+}
+
+pub struct ShardState {
+    pub groups: HashMap<String, Group>,
+}
+
+pub struct Shard {
+    pub id: u32,
+    pub log: Arc<Log>,
+    pub seq: Sequencer,
+    pub cfg: GroupConfig,
+    state: Mutex<ShardState>,
+    /// (deadline, group id); stale entries are harmless: `on_timer` checks.
+    timers: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
+    /// Woken when a deadline earlier than the current head is added.
+    timer_changed: Notify,
+}
+
+/// One committed offset as a request carries it.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shard {
+    /// Opens the shard over its partition log, replaying every record.
+    pub fn open(
+        id: u32,
+        log: Arc<Log>,
+        seq: Sequencer,
+        cfg: GroupConfig,
+    ) -> Result<Self, ShardError> {
+        let now = Instant::now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut offsets: Vec<(String, (String, i32), Option<StoredOffset>)> = Vec::new();
+        let mut stored_groups: HashMap<String, Option<StoredGroup>> = HashMap::new();
+        let mut offset = log.log_start_offset();
+        let end = log.log_end_offset();
+        while offset < end {
+            let replay = |reason: String| ShardError::Replay {
+                shard: id,
+                offset,
+                reason,
+            };
+            let read = log
+                .read(offset, 4 << 20, true)
+                .map_err(|source| ShardError::Storage { shard: id, source })?;
+            let Some(slice) = read.slice else { break };
+            let mut buf = vec![0u8; slice.len];
+            slice
+                .file
+                .read_exact_at(&mut buf, slice.position)
+                .map_err(|e| replay(e.to_string()))?;
+            let mut bytes = Bytes::from(buf);
+            let sets =
+                RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| replay(format!("{e:#}")))?;
+            let mut last = offset - 1;
+            for set in sets {
+                for r in set.records {
+                    last = last.max(r.offset);
+                    let Some(key) = r.key else { continue };
+                    match RecordKey::decode(key) {
+                        Ok(RecordKey::Group(g)) => {
+                            let v = match r.value {
+                                Some(v) => Some(
+                                    StoredGroup::decode(v).map_err(|e| replay(e.to_string()))?,
+                                ),
+                                None => None,
+                            };
+                            stored_groups.insert(g, v);
+                        }
+                        Ok(RecordKey::Offset {
+                            group,
+                            topic,
+                            partition,
+                        }) => {
+                            let v = match r.value {
+                                Some(v) => Some(
+                                    StoredOffset::decode(v).map_err(|e| replay(e.to_string()))?,
+                                ),
+                                None => None,
+                            };
+                            offsets.push((group, (topic, partition), v));
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = id, offset = r.offset, error = %e, "skipping unreadable coordinator record")
+                        }
+                    }
+                }
+            }
+            if last < offset {
+                break;
+            }
+            offset = last + 1;
+        }
+        for (g, stored) in stored_groups {
+            if let Some(s) = stored {
+                groups.insert(g.clone(), Group::restore(&g, s, now));
+            } else {
+                groups.remove(&g);
+            }
+        }
+        for (g, tp, v) in offsets {
+            match v {
+                Some(o) => {
+                    groups
+                        .entry(g.clone())
+                        .or_insert_with(|| Group::new(&g))
+                        .offsets
+                        .insert(tp, o);
+                }
+                None => {
+                    if let Some(group) = groups.get_mut(&g) {
+                        group.offsets.remove(&tp);
+                    }
+                }
+            }
+        }
+        let shard = Shard {
+            id,
+            log,
+            seq,
+            cfg,
+            state: Mutex::new(ShardState { groups }),
+            timers: Mutex::new(BinaryHeap::new()),
+            timer_changed: Notify::new(),
+        };
+        {
+            let st = shard.lock();
+            for g in st.groups.values() {
+                shard.arm(g);
+            }
+        }
+        Ok(shard)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn arm(&self, g: &Group) {
+        if let Some(d) = g.next_deadline() {
+            let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            let earlier = t.peek().is_none_or(|Reverse((head, _))| d < *head);
+            t.push(Reverse((d, g.id.clone())));
+            if earlier {
+                self.timer_changed.notify_one();
+            }
+        }
+    }
+
+    /// Persists what changed and re-arms the group's timer. Called with
+    /// the shard lock held, so records land in the order changes happened.
+    fn after_change(&self, g: &mut Group) {
+        if g.take_dirty() {
+            let value = g.to_stored().encode();
+            if let Err(e) = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))]) {
+                tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
+            }
+        }
+        self.arm(g);
+    }
+
+    fn append(&self, records: Vec<(RecordKey, Option<Bytes>)>) -> Result<i64, ShardError> {
+        let ts = now_ms();
+        let recs: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: ts,
+                key: Some(k.encode()),
+                value: v,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| ShardError::Replay {
+            shard: self.id,
+            offset: -1,
+            reason: format!("encoding: {e:#}"),
+        })?;
+        let info =
+            self.log
+                .append(&buf.freeze(), 0, None)
+                .map_err(|source| ShardError::Storage {
+                    shard: self.id,
+                    source,
+                })?;
+        Ok(info.last_offset)
+    }
+
+    fn mint_member_id(&self, client_id: &str) -> Result<String, i16> {
+        match self.seq.next() {
+            // Kafka's form is "<client.id>-<uuid>"; ours carries the shard in
+            // the high bits of a never-repeating 64-bit id instead.
+            Ok(n) => Ok(format!(
+                "{}-{:016x}",
+                client_id,
+                ((self.id as u64) << 48) | (n & ((1 << 48) - 1))
+            )),
+            Err(e) => {
+                tracing::error!(shard = self.id, error = %e, "member id sequencer failed");
+                Err(COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- membership
+
+    pub fn join(&self, req: JoinRequest) -> oneshot::Receiver<JoinOutcome> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if !req.member_id.is_empty() && !st.groups.contains_key(&req.group_id) {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(JoinOutcome::error(UNKNOWN_MEMBER_ID, &req.member_id));
+            return rx;
+        }
+        let g = st
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(&req.group_id));
+        let rx = g.join(req, &self.cfg, now, &mut |c| self.mint_member_id(c));
+        self.after_change(g);
+        rx
+    }
+
+    pub fn sync(&self, req: SyncRequest) -> oneshot::Receiver<SyncOutcome> {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get_mut(&req.group_id) else {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(SyncOutcome::error(UNKNOWN_MEMBER_ID));
+            return rx;
+        };
+        let rx = g.sync(req);
+        self.after_change(g);
+        rx
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
+        let mut st = self.lock();
+        match st.groups.get_mut(group_id) {
+            None => UNKNOWN_MEMBER_ID,
+            Some(g) => g.heartbeat(generation, member_id, instance_id, Instant::now()),
+        }
+    }
+
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(g) = st.groups.get_mut(group_id) else {
+            return Err(UNKNOWN_MEMBER_ID);
+        };
+        let codes = members
+            .iter()
+            .map(|(m, i)| g.leave(m, i.as_deref(), &self.cfg, now))
+            .collect();
+        self.after_change(g);
+        Ok(codes)
+    }
+
+    /// Runs due timers; returns when the next one is due (None: none armed).
+    pub fn fire_timers(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut due = Vec::new();
+            while let Some(Reverse((d, _))) = t.peek() {
+                if *d > now {
+                    break;
+                }
+                if let Some(Reverse((_, g))) = t.pop() {
+                    due.push(g);
+                }
+            }
+            due
+        };
+        if !due.is_empty() {
+            let mut st = self.lock();
+            for gid in due {
+                if let Some(g) = st.groups.get_mut(&gid) {
+                    g.on_timer(&self.cfg, now);
+                    self.after_change(g);
+                }
+            }
+        }
+        let t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        t.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// The shard's timer loop: sleeps until the next deadline, wakes early
+    /// when an earlier one is armed. Idle shards cost nothing.
+    pub async fn run_timers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let next = self.fire_timers();
+            let sleep = async {
+                match next {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.timer_changed.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- offsets
+
+    /// Validates and writes committed offsets. Returns per-partition codes
+    /// and the log offset to flush up to before answering (if any write).
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<OffsetCommit>,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+    ) -> (Vec<i16>, Option<i64>) {
+        let mut st = self.lock();
+        let exists = st.groups.contains_key(group_id);
+        let code = match st.groups.get(group_id) {
+            Some(g) => g.check_commit(generation, member_id, instance_id),
+            // A group that does not exist takes simple commits only.
+            None if generation < 0 && member_id.is_empty() => NONE,
+            None => UNKNOWN_MEMBER_ID,
+        };
+        if code != NONE {
+            return (vec![code; offsets.len()], None);
+        }
+        let ts = now_ms();
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for o in offsets {
+            let code = if !partition_exists(&o.topic, o.partition) {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if o
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.cfg.offset_metadata_max_bytes)
+            {
+                OFFSET_METADATA_TOO_LARGE
+            } else {
+                NONE
+            };
+            codes.push(code);
+            if code == NONE {
+                let stored = StoredOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                    commit_timestamp_ms: ts,
+                };
+                records.push((
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                    },
+                    Some(stored.encode()),
+                ));
+                accepted.push(((o.topic, o.partition), stored));
+            }
+        }
+        if records.is_empty() {
+            return (codes, None);
+        }
+        match self.append(records) {
+            Ok(last) => {
+                let g = st
+                    .groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| Group::new(group_id));
+                if !exists {
+                    tracing::debug!(
+                        shard = self.id,
+                        group = group_id,
+                        "group created by a simple offset commit"
+                    );
+                }
+                for (tp, o) in accepted {
+                    g.offsets.insert(tp, o);
+                }
+                (codes, Some(last))
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offsets");
+                let codes = codes
+                    .into_iter()
+                    .map(|c| if c == NONE { UNKNOWN_SERVER_ERROR } else { c })
+                    .collect();
+                (codes, None)
+            }
+        }
+    }
+
+    /// Committed offsets: the ones asked for (-1 where none), or all.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> Vec<((String, i32), Option<StoredOffset>)> {
+        let st = self.lock();
+        let g = st.groups.get(group_id);
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|tp| {
+                    let o = g.and_then(|g| g.offsets.get(&tp).cloned());
+                    (tp, o)
+                })
+                .collect(),
+            None => g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|(tp, o)| (tp.clone(), Some(o.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn delete_group(&self, group_id: &str) -> i16 {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get(group_id) else {
+            return GROUP_ID_NOT_FOUND;
+        };
+        if !g.is_empty() {
+            return NON_EMPTY_GROUP;
+        }
+        let mut records: Vec<(RecordKey, Option<Bytes>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        records.push((RecordKey::Group(group_id.to_string()), None));
+        match self.append(records) {
+            Ok(_) => {
+                st.groups.remove(group_id);
+                NONE
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist group deletion");
+                UNKNOWN_SERVER_ERROR
+            }
+        }
+    }
+
+    /// OffsetDelete: Err is the top-level code, Ok the per-partition ones.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get_mut(group_id) else {
+            return Err(GROUP_ID_NOT_FOUND);
+        };
+        let subscribed = g.subscribed_topics();
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.as_ref().is_some_and(|s| s.contains(t)) {
+                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                continue;
+            }
+            codes.push(NONE);
+            if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                records.push((
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                ));
+            }
+        }
+        if !records.is_empty()
+            && let Err(e) = self.append(records)
+        {
+            tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offset deletion");
+            return Err(UNKNOWN_SERVER_ERROR);
+        }
+        Ok(codes)
+    }
+}
