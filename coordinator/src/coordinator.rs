@@ -68,7 +68,8 @@ impl GroupCoordinator {
             None => {
                 let configs = BTreeMap::from([
                     ("cleanup.policy".to_string(), "compact".to_string()),
-                    ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+                    // Small segments: checkpoints delete whole segments behind them.
+                    ("segment.bytes".to_string(), (16u64 << 20).to_string()),
                 ]);
                 logs.create_topic(COORDINATOR_TOPIC, shards as i32, configs)
                     .map_err(CoordinatorError::Create)?

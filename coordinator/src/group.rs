@@ -41,6 +41,9 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     pub max_size: usize,
     pub offset_metadata_max_bytes: usize,
+    /// Bytes a shard appends before it rewrites its live state and drops
+    /// the segments behind it (compaction by checkpoint).
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +54,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             max_size: 10_000,
             offset_metadata_max_bytes: 4096,
+            checkpoint_bytes: 32 << 20,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +50,8 @@ pub struct Shard {
     timers: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
     /// Woken when a deadline earlier than the current head is added.
     timer_changed: Notify,
+    /// Bytes appended since the last checkpoint.
+    since_checkpoint: AtomicU64,
 }
 
 /// One committed offset as a request carries it.
@@ -162,7 +165,9 @@ impl Shard {
                 }
             }
         }
+        let since_checkpoint = AtomicU64::new(log.size_bytes());
         let shard = Shard {
+            since_checkpoint,
             id,
             log,
             seq,
@@ -242,6 +247,8 @@ impl Shard {
             offset: -1,
             reason: format!("encoding: {e:#}"),
         })?;
+        self.since_checkpoint
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         let info =
             self.log
                 .append(&buf.freeze(), 0, None)
@@ -250,6 +257,62 @@ impl Shard {
                     source,
                 })?;
         Ok(info.last_offset)
+    }
+
+    /// Compaction by checkpoint: once enough has been appended, write every
+    /// live record again (each group's metadata, each committed offset) and
+    /// delete the segments wholly behind that rewrite. Replay then reads at
+    /// most a checkpoint plus `checkpoint_bytes`, however long the shard has
+    /// lived. Called with the shard lock held, so nothing interleaves.
+    fn maybe_checkpoint(&self, st: &ShardState) {
+        if self.since_checkpoint.load(Ordering::Relaxed) < self.cfg.checkpoint_bytes {
+            return;
+        }
+        if let Err(e) = self.checkpoint(st) {
+            tracing::error!(shard = self.id, error = %e, "coordinator checkpoint failed; will retry");
+        }
+    }
+
+    fn checkpoint(&self, st: &ShardState) -> Result<(), ShardError> {
+        let storage = |source| ShardError::Storage {
+            shard: self.id,
+            source,
+        };
+        self.log.roll().map_err(storage)?;
+        let first = self.log.log_end_offset();
+        let mut records: Vec<(RecordKey, Option<Bytes>)> = Vec::new();
+        for g in st.groups.values() {
+            if g.generation > 0 || !g.members.is_empty() {
+                records.push((RecordKey::Group(g.id.clone()), Some(g.to_stored().encode())));
+            }
+            for ((topic, partition), o) in &g.offsets {
+                records.push((
+                    RecordKey::Offset {
+                        group: g.id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(o.encode()),
+                ));
+            }
+        }
+        let live = records.len();
+        let mut it = records.into_iter().peekable();
+        while it.peek().is_some() {
+            self.append(it.by_ref().take(1000).collect())?;
+        }
+        // The rewrite must be durable before what it replaces is unlinked.
+        self.log.flush().map_err(storage)?;
+        let deleted = self.log.delete_segments_below(first).map_err(storage)?;
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        tracing::info!(
+            shard = self.id,
+            live,
+            deleted_segments = deleted,
+            from_offset = first,
+            "coordinator shard checkpointed"
+        );
+        Ok(())
     }
 
     fn mint_member_id(&self, client_id: &str) -> Result<String, i16> {
@@ -284,6 +347,7 @@ impl Shard {
             .or_insert_with(|| Group::new(&req.group_id));
         let rx = g.join(req, &self.cfg, now, &mut |c| self.mint_member_id(c));
         self.after_change(g);
+        self.maybe_checkpoint(&st);
         rx
     }
 
@@ -296,6 +360,7 @@ impl Shard {
         };
         let rx = g.sync(req);
         self.after_change(g);
+        self.maybe_checkpoint(&st);
         rx
     }
 
@@ -328,6 +393,7 @@ impl Shard {
             .map(|(m, i)| g.leave(m, i.as_deref(), &self.cfg, now))
             .collect();
         self.after_change(g);
+        self.maybe_checkpoint(&st);
         Ok(codes)
     }
 
@@ -457,6 +523,7 @@ impl Shard {
                 for (tp, o) in accepted {
                     g.offsets.insert(tp, o);
                 }
+                self.maybe_checkpoint(&st);
                 (codes, Some(last))
             }
             Err(e) => {
@@ -569,5 +636,66 @@ impl Shard {
             return Err(UNKNOWN_SERVER_ERROR);
         }
         Ok(codes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karnak_storage::LogConfig;
+
+    fn open(dir: &std::path::Path, cfg: &GroupConfig) -> Shard {
+        let log_cfg = LogConfig {
+            segment_bytes: 16 << 10,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(Log::open(&dir.join("p-0"), "p", 0, log_cfg).unwrap());
+        let seq = Sequencer::open(&dir.join("seq"), 1, 16, 1 << 48).unwrap();
+        Shard::open(0, log, seq, cfg.clone()).unwrap()
+    }
+
+    #[test]
+    fn checkpoints_bound_the_log_and_replay_to_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GroupConfig {
+            checkpoint_bytes: 64 << 10,
+            ..GroupConfig::default()
+        };
+        let shard = open(dir.path(), &cfg);
+        let exists = |_: &str, _: i32| true;
+        for round in 0..3000i64 {
+            for g in ["a", "b"] {
+                let commits = (0..10)
+                    .map(|p| OffsetCommit {
+                        topic: "t".into(),
+                        partition: p,
+                        offset: round * 100 + p as i64,
+                        leader_epoch: -1,
+                        metadata: None,
+                    })
+                    .collect();
+                let (codes, _) = shard.commit(g, -1, "", None, commits, &exists);
+                assert!(codes.iter().all(|c| *c == NONE));
+            }
+        }
+        let size = shard.log.size_bytes();
+        assert!(
+            size < 256 << 10,
+            "log grew to {size} bytes despite checkpoints"
+        );
+        assert!(
+            shard.log.log_start_offset() > 0,
+            "old segments were deleted"
+        );
+        drop(shard);
+        let shard = open(dir.path(), &cfg);
+        for g in ["a", "b"] {
+            let got = shard.fetch_offsets(g, Some((0..10).map(|p| ("t".to_string(), p)).collect()));
+            let offsets: Vec<i64> = got
+                .iter()
+                .map(|(_, o)| o.as_ref().unwrap().offset)
+                .collect();
+            assert_eq!(offsets, (0..10).map(|p| 2999 * 100 + p).collect::<Vec<_>>());
+        }
     }
 }

@@ -536,6 +536,37 @@ impl Log {
         self.hw.subscribe()
     }
 
+    /// Rolls a new active segment now (if the current one holds anything),
+    /// so everything written so far sits in sealed segments.
+    pub fn roll(&self) -> Result<(), StorageError> {
+        let mut st = lock(&self.append);
+        let next = self.log_end_offset();
+        // A size no segment can take forces the roll.
+        self.maybe_roll(&mut st, u64::MAX / 4, next, 0, now_ms())
+    }
+
+    /// Deletes sealed segments holding only offsets below `offset`: for a
+    /// log whose live state has been rewritten past them (the coordinator's
+    /// checkpoints). Returns how many were deleted.
+    pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
+        let st = lock(&self.append);
+        let mut deleted = 0;
+        for seg in self.segment_list() {
+            if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
+                break;
+            }
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&seg.base_offset);
+            self.log_start_offset
+                .fetch_max(seg.next_offset(), Ordering::AcqRel);
+            seg.delete_files(&self.dir)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Deletes whole sealed segments past retention.ms / retention.bytes.
     /// Returns how many were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
