@@ -18,7 +18,9 @@ fn sequencer(c: &mut Criterion) {
     let leased = Sequencer::open(&dir.path().join("leased"), 1, 4096, u64::MAX).unwrap();
     g.bench_function("next_lease_4096", |b| b.iter(|| leased.next().unwrap()));
     let durable = Sequencer::open(&dir.path().join("per-id"), 1, 1, u64::MAX).unwrap();
-    g.bench_function("next_fdatasync_per_id", |b| b.iter(|| durable.next().unwrap()));
+    g.bench_function("next_fdatasync_per_id", |b| {
+        b.iter(|| durable.next().unwrap())
+    });
     g.finish();
 }
 

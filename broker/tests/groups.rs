@@ -629,3 +629,72 @@ fn offsets_and_groups_survive_restart_and_kill9() {
         vec![41, 42]
     );
 }
+
+#[test]
+fn join_and_sync_at_every_version() {
+    let b = start();
+    let mut c = b.connect();
+    for v in 0..=9i16 {
+        let group = format!("v{v}");
+        let mut req = join_req(&group, "", "consumer", &["t"]);
+        let mut j: JoinGroupResponse = c.call(ApiKey::JoinGroup, v, &req);
+        if v >= 4 {
+            assert_eq!(j.error_code, MEMBER_ID_REQUIRED, "v{v}");
+            req = req.with_member_id(j.member_id.clone());
+            j = c.call(ApiKey::JoinGroup, v, &req);
+        }
+        assert_eq!(j.error_code, NONE, "join v{v}");
+        assert_eq!(j.generation_id, 1, "v{v}");
+        assert_eq!(j.leader, j.member_id, "v{v}");
+        assert!(
+            j.member_id.starts_with("wire-test-"),
+            "{}",
+            j.member_id.as_str()
+        );
+        if v >= 7 {
+            assert_eq!(j.protocol_name.as_deref(), Some("range"));
+        }
+        let sv = v.min(5);
+        let sr: SyncGroupResponse = c.call(
+            ApiKey::SyncGroup,
+            sv,
+            &SyncGroupRequest::default()
+                .with_group_id(s(&group).into())
+                .with_generation_id(j.generation_id)
+                .with_member_id(j.member_id.clone())
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(j.member_id.clone())
+                        .with_assignment(Bytes::from_static(b"a")),
+                ]),
+        );
+        assert_eq!(sr.error_code, NONE, "sync v{sv}");
+        assert_eq!(&sr.assignment[..], b"a");
+        let hv = v.min(4);
+        let h: HeartbeatResponse = c.call(
+            ApiKey::Heartbeat,
+            hv,
+            &HeartbeatRequest::default()
+                .with_group_id(s(&group).into())
+                .with_generation_id(j.generation_id)
+                .with_member_id(j.member_id.clone()),
+        );
+        assert_eq!(h.error_code, NONE, "heartbeat v{hv}");
+        let lv = v.min(5);
+        let leave = if lv >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(s(&group).into())
+                .with_members(vec![
+                    leave_group_request::MemberIdentity::default()
+                        .with_member_id(j.member_id.clone()),
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(s(&group).into())
+                .with_member_id(j.member_id.clone())
+        };
+        let l: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, lv, &leave);
+        assert_eq!(l.error_code, NONE, "leave v{lv}");
+        assert_eq!(describe(&mut c, 0, &group).group_state.as_str(), "Empty");
+    }
+}
