@@ -433,7 +433,6 @@ impl Group {
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(SyncOutcome::error(FENCED_INSTANCE_ID));
         }
-        let unchanged = m.protocols == req.protocols;
         m.id = id.clone();
         m.protocols = req.protocols;
         m.client_id = req.client_id;
@@ -449,6 +448,9 @@ impl Group {
         }
         self.members.insert(id.clone(), m);
         self.dirty = true;
+        // As Kafka: no rebalance unless the rejoin would change the group's
+        // protocol (the member's metadata may differ, e.g. owned partitions).
+        let unchanged = self.select_protocol() == self.protocol;
         match self.state {
             GroupState::Stable if unchanged => {
                 // No rebalance: the member gets its old assignment back on
