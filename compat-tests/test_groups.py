@@ -81,12 +81,14 @@ TAKEOVER = [
     ("confluent", "stop-polling"),
     ("kafka-python", "close"), ("kafka-python", "kill9"),
     ("aiokafka", "close"), ("aiokafka", "kill9"),
+    # KIP-848 (group.protocol=consumer): the broker sets the session timeout.
+    ("confluent-848", "close"), ("confluent-848", "kill9"),
 ]
 
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("client,departure", TAKEOVER, ids=[f"{c}-{d}" for c, d in TAKEOVER])
-def test_split_and_takeover(broker, tmp_path, client, departure):
+def test_split_and_takeover(broker_factory, tmp_path, client, departure):
     """3 members split 6 partitions 2/2/2. Phase 1 is consumed and
     committed; the victim then receives phase 2a without committing it and
     leaves (close = LeaveGroup), dies (kill -9), freezes (SIGSTOP: its
@@ -95,15 +97,23 @@ def test_split_and_takeover(broker, tmp_path, client, departure):
     survivors must take its partitions over within the bound, resume exactly
     at its last commit (phase 2a is redelivered, phase 1 never is), and
     consume everything produced afterwards."""
-    topic, group = unique_topic("gsplit"), unique_topic("g")
-    ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
     # close: a longer session, so a takeover within it proves LeaveGroup
     # was honoured rather than the session expiring.
     session_ms = 10000 if departure == "close" else SESSION_MS
     max_poll_ms = 7000 if departure == "stop-polling" else MAX_POLL_MS
+    protocol = "classic"
+    if client == "confluent-848":
+        client, protocol = "confluent", "consumer"
+        broker = broker_factory("--group-consumer-session-timeout-ms", str(session_ms),
+                                "--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS))
+    else:
+        broker = broker_factory()
+    topic, group = unique_topic("gsplit"), unique_topic("g")
+    ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
     with Members(broker.bootstrap, tmp_path / "members") as ms:
         mem = [ms.start(f"m{i}", client, group, topic, session_ms=session_ms,
-                        max_poll_ms=max_poll_ms, client_id=f"split-{i}") for i in range(3)]
+                        max_poll_ms=max_poll_ms, client_id=f"split-{i}", protocol=protocol)
+               for i in range(3)]
         wait_split(mem, topic, PARTS, JOIN_TIMEOUT, sizes=[2, 2, 2], msg="3 members own 2 each")
 
         produced = produce_tagged(broker.bootstrap, topic, PARTS, 50, "one")
@@ -650,3 +660,32 @@ def test_commit_to_unknown_partition_fails_per_partition(broker):
         assert [(r.partition, r.offset) for r in got] == [(0, 7), (1, -1001)]
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------
+# KIP-848: the consumer group protocol (ConsumerGroupHeartbeat)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_kip848_consumer_protocol_group(broker, tmp_path):
+    """confluent-kafka with group.protocol=consumer (server-side assignment,
+    ConsumerGroupHeartbeat): two members split 6 partitions 3/3, consume
+    every record once and commit; when one leaves the other gets all six and
+    continues from the commits."""
+    topic, group = unique_topic("g848"), unique_topic("g")
+    ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
+    with Members(broker.bootstrap, tmp_path / "members") as ms:
+        mem = [ms.start(f"n{i}", "confluent", group, topic, protocol="consumer")
+               for i in range(2)]
+        wait_split(mem, topic, PARTS, JOIN_TIMEOUT, sizes=[3, 3])
+        produced = produce_tagged(broker.bootstrap, topic, PARTS, 20, "one")
+        wait_committed(mem, topic, {p: 20 for p in range(PARTS)}, 60)
+        mem[0].close()
+        wait_split(mem[1:], topic, PARTS, SESSION_MS / 1000 + MARGIN_S, sizes=[PARTS])
+        produced.update(produce_tagged(broker.bootstrap, topic, PARTS, 5, "two"))
+        wait_committed(mem[1:], topic, {p: 25 for p in range(PARTS)}, 60)
+        recs = delivered(mem, topic)
+        assert_values_match(recs, produced)
+        assert sorted(counts(recs).values()) == [1] * len(produced)
+    assert committed_offsets(broker.bootstrap, group, topic, PARTS) == {p: 25 for p in range(PARTS)}

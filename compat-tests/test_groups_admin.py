@@ -440,3 +440,31 @@ def test_aiokafka_admin_groups(broker, tmp_path):
         wait_until(lambda: committed_offsets(broker.bootstrap, live, topic, 2) == {0: 7, 1: 7},
                    30, msg="aiokafka members committed")
         asyncio.run(run(mem))
+
+
+# ---------------------------------------------------------------------------
+# KIP-848 (consumer protocol groups).
+# ---------------------------------------------------------------------------
+
+
+def test_kip848_describe_consumer_protocol_group(broker, tmp_path):
+    """A group.protocol=consumer group is listed and described as a
+    CONSUMER-type group (ListGroups v5 types, ConsumerGroupDescribe) with
+    its members and their assignments."""
+    topic, group = unique_topic("adm"), unique_topic("g848")
+    ck.create_topic(broker.bootstrap, topic, partitions=4)
+    a = ck.admin(broker.bootstrap)
+    with Members(broker.bootstrap, tmp_path / "members") as ms:
+        mem = start_stable_group(ms, broker.bootstrap, topic, group, 4, protocol="consumer")
+        listed = listing(a, types={ConsumerGroupType.CONSUMER})
+        assert group in listed, sorted(listed)
+        assert group not in listing(a, types={ConsumerGroupType.CLASSIC})
+        d = a.describe_consumer_groups([group], request_timeout=T)[group].result(T)
+        assert d.type == ConsumerGroupType.CONSUMER
+        assert d.state == ConsumerGroupState.STABLE
+        by_client = {m.client_id: m for m in d.members}
+        assert set(by_client) == {"adm-confluent-0", "adm-confluent-1"}
+        for i, proc in enumerate(mem):
+            got = {(tp.topic, tp.partition)
+                   for tp in by_client[f"adm-confluent-{i}"].assignment.topic_partitions}
+            assert got == {(topic, p) for p in proc.owned(topic)}

@@ -80,6 +80,12 @@ pub struct Args {
     /// Kafka `group.max.size`: members (and joining members) per group. [default: 10000]
     #[arg(long, env = "KARNAK_GROUP_MAX_SIZE")]
     pub group_max_size: Option<usize>,
+    /// Kafka `group.consumer.session.timeout.ms`: KIP-848 (group.protocol=consumer) members are fenced after this long without a heartbeat. [default: 45000]
+    #[arg(long, env = "KARNAK_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Kafka `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat. [default: 5000]
+    #[arg(long, env = "KARNAK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
 }
 
 /// The same settings as read from a TOML file.
@@ -106,6 +112,8 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
+    group_consumer_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
 }
 
 /// Resolved configuration.
@@ -200,6 +208,14 @@ impl Config {
                         d.max_session_timeout_ms
                     ),
                     max_size: pick!(group_max_size, d.max_size),
+                    consumer_session_timeout_ms: pick!(
+                        group_consumer_session_timeout_ms,
+                        d.consumer_session_timeout_ms
+                    ),
+                    consumer_heartbeat_interval_ms: pick!(
+                        group_consumer_heartbeat_interval_ms,
+                        d.consumer_heartbeat_interval_ms
+                    ),
                     ..d
                 }
             },
@@ -209,6 +225,14 @@ impl Config {
         }
         if config.groups.min_session_timeout_ms > config.groups.max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
+        }
+        if config.groups.consumer_heartbeat_interval_ms < 1
+            || config.groups.consumer_heartbeat_interval_ms
+                >= config.groups.consumer_session_timeout_ms
+        {
+            bail!(
+                "group_consumer_heartbeat_interval_ms must be at least 1 and below group_consumer_session_timeout_ms"
+            );
         }
         if config.num_partitions < 1 {
             bail!("num_partitions must be at least 1");

@@ -6,6 +6,7 @@
 //! compacted topic, replayed on start; ids it hands out come from its own
 //! Obelisk sequencer and carry the shard number, so shards never coordinate.
 
+pub mod consumer;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod errors;
@@ -14,9 +15,10 @@ pub mod obelisk;
 pub mod records;
 pub mod shard;
 
+pub use consumer::{Assignment, ConsumerHeartbeat, HeartbeatOutcome, TopicId, TopicView};
 pub use coordinator::{COORDINATOR_TOPIC, CoordinatorError, GroupCoordinator, shard_for};
 pub use group::{
     GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
 };
 pub use obelisk::Sequencer;
-pub use shard::{OffsetCommit, Shard};
+pub use shard::{Committer, OffsetCommit, Shard};

@@ -57,7 +57,7 @@ pub struct StoredOffset {
     pub commit_timestamp_ms: i64,
 }
 
-fn put_str(buf: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_str(buf: &mut BytesMut, s: Option<&str>) {
     match s {
         None => buf.put_i16(-1),
         Some(s) => {
@@ -70,34 +70,34 @@ fn put_str(buf: &mut BytesMut, s: Option<&str>) {
     }
 }
 
-fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+pub(crate) fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_i32(b.len() as i32);
     buf.put_slice(b);
 }
 
-fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
+pub(crate) fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
     if buf.remaining() < n {
         return Err(RecordError("truncated"));
     }
     Ok(())
 }
 
-fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
+pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
     need(buf, 4)?;
     Ok(buf.get_i32())
 }
 
-fn get_i64(buf: &mut Bytes) -> Result<i64, RecordError> {
+pub(crate) fn get_i64(buf: &mut Bytes) -> Result<i64, RecordError> {
     need(buf, 8)?;
     Ok(buf.get_i64())
 }
 
-fn get_u8(buf: &mut Bytes) -> Result<u8, RecordError> {
+pub(crate) fn get_u8(buf: &mut Bytes) -> Result<u8, RecordError> {
     need(buf, 1)?;
     Ok(buf.get_u8())
 }
 
-fn get_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
+pub(crate) fn get_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
     need(buf, 2)?;
     let len = buf.get_i16();
     if len < 0 {
@@ -110,11 +110,11 @@ fn get_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
         .map_err(|_| RecordError("string is not UTF-8"))
 }
 
-fn get_string(buf: &mut Bytes) -> Result<String, RecordError> {
+pub(crate) fn get_string(buf: &mut Bytes) -> Result<String, RecordError> {
     get_str(buf)?.ok_or(RecordError("null where a string is required"))
 }
 
-fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
+pub(crate) fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
     let len = get_i32(buf)?;
     if len < 0 {
         return Err(RecordError("negative length"));
@@ -123,7 +123,7 @@ fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
     Ok(buf.split_to(len as usize))
 }
 
-fn get_count(buf: &mut Bytes, min_each: usize) -> Result<usize, RecordError> {
+pub(crate) fn get_count(buf: &mut Bytes, min_each: usize) -> Result<usize, RecordError> {
     let n = get_i32(buf)?;
     // A count can never exceed what the remaining bytes could hold.
     if n < 0 || n as usize * min_each > buf.remaining() {

@@ -52,6 +52,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The served entry for an API key, if we serve it at all.
@@ -101,6 +103,14 @@ mod tests {
             (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
             (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
             (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
+            (
+                ApiKey::ConsumerGroupHeartbeat,
+                ConsumerGroupHeartbeatRequest::VERSIONS,
+            ),
+            (
+                ApiKey::ConsumerGroupDescribe,
+                ConsumerGroupDescribeRequest::VERSIONS,
+            ),
         ];
         assert_eq!(crate_ranges.len(), SERVED_APIS.len());
         for (key, range) in crate_ranges {

@@ -36,6 +36,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     out
                 };
             };
+            if g.consumer.is_some() {
+                // Kafka: a KIP-848 group is described by ConsumerGroupDescribe.
+                return out
+                    .with_group_state(s("Dead"))
+                    .with_error_code(GROUP_ID_NOT_FOUND)
+                    .with_error_message(
+                        (version >= 6)
+                            .then(|| s(format!("Group {} is not a classic group.", id.as_str()))),
+                    );
+            }
             let stable = g.state == karnak_coordinator::GroupState::Stable;
             out.with_error_code(NONE)
                 .with_group_state(s(g.state.name()))

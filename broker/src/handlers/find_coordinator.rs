@@ -19,6 +19,9 @@ const KEY_TRANSACTION: i8 = 1;
 fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
     let (host, port) = broker.advertised.clone();
     let error = match key_type {
+        // Kafka answers an empty group id with the coordinator; the group
+        // APIs then refuse it with INVALID_GROUP_ID.
+        KEY_GROUP if key.is_empty() => NONE,
         KEY_GROUP => check_group_id(key).err().unwrap_or(NONE),
         KEY_TRANSACTION if key.is_empty() => INVALID_REQUEST,
         KEY_TRANSACTION => NONE,

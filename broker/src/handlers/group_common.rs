@@ -26,3 +26,33 @@ pub struct Caller {
     pub client_id: String,
     pub host: String,
 }
+
+/// The broker's topics as KIP-848 groups see them. Internal topics are not
+/// subscribable (as `exclude.internal.topics` does for regexes in Kafka).
+pub struct BrokerTopics<'a>(pub &'a crate::broker::Broker);
+
+impl karnak_coordinator::TopicView for BrokerTopics<'_> {
+    fn lookup(&self, name: &str) -> Option<(karnak_coordinator::TopicId, i32)> {
+        if crate::topics::is_internal(name) {
+            return None;
+        }
+        self.0
+            .logs
+            .topic(name)
+            .map(|t| (t.meta.id, t.meta.partitions))
+    }
+
+    fn name_of(&self, id: &karnak_coordinator::TopicId) -> Option<String> {
+        self.0.logs.topic_by_id(id).map(|t| t.meta.name.clone())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .logs
+            .topics()
+            .into_iter()
+            .map(|t| t.meta.name.clone())
+            .filter(|n| !crate::topics::is_internal(n))
+            .collect()
+    }
+}

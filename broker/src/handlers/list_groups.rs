@@ -20,11 +20,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     for shard in broker.groups.shards() {
         let st = shard.lock();
         for g in st.groups.values() {
-            let state = g.state.name();
+            let (state, kind) = match &g.consumer {
+                Some(c) => (c.state_name(), "consumer"),
+                None => (g.state.name(), "classic"),
+            };
             if !states.is_empty() && !states.iter().any(|s| s == &state.to_lowercase()) {
                 continue;
             }
-            if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            if !types.is_empty() && !types.iter().any(|t| t == kind) {
                 continue;
             }
             groups.push(
@@ -32,7 +35,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .with_group_id(s(g.id.clone()).into())
                     .with_protocol_type(s(g.protocol_type.clone().unwrap_or_default()))
                     .with_group_state(s(state))
-                    .with_group_type(s("classic")),
+                    .with_group_type(s(kind)),
             );
         }
     }

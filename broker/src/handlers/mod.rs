@@ -12,6 +12,8 @@ use crate::broker::Broker;
 use crate::response::{HandlerError, Reply};
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
@@ -65,6 +67,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "Other",
     }
 }
@@ -150,12 +154,13 @@ pub fn dispatch(
         ApiKey::DescribeConfigs => describe_configs::handle(broker, &mut body, version)?,
         ApiKey::FindCoordinator => find_coordinator::handle(broker, &mut body, version)?,
         ApiKey::JoinGroup => {
-            let caller = group_common::Caller {
-                client_id: header.client_id.as_deref().unwrap_or("").to_string(),
-                // Kafka shows the host as "/<ip>".
-                host: format!("/{}", peer.ip()),
-            };
-            join_group::handle(broker, &mut body, version, &caller)?
+            join_group::handle(broker, &mut body, version, &caller(&header, peer))?
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            consumer_group_heartbeat::handle(broker, &mut body, version, &caller(&header, peer))?
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            consumer_group_describe::handle(broker, &mut body, version)?
         }
         ApiKey::SyncGroup => sync_group::handle(broker, &mut body, version)?,
         ApiKey::Heartbeat => heartbeat::handle(broker, &mut body, version)?,
@@ -179,6 +184,14 @@ pub fn dispatch(
         api: api_name(key),
         reply,
     })
+}
+
+fn caller(header: &RequestHeader, peer: std::net::SocketAddr) -> group_common::Caller {
+    group_common::Caller {
+        client_id: header.client_id.as_deref().unwrap_or("").to_string(),
+        // Kafka shows the host as "/<ip>".
+        host: format!("/{}", peer.ip()),
+    }
 }
 
 /// Current wall-clock time in Kafka's unit (ms since the epoch).

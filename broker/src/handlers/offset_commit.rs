@@ -9,8 +9,8 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-use karnak_coordinator::OffsetCommit;
 use karnak_coordinator::errors::{NONE, UNKNOWN_SERVER_ERROR};
+use karnak_coordinator::{Committer, OffsetCommit};
 
 use super::group_common::check_group_id;
 use crate::broker::Broker;
@@ -43,9 +43,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             let logs = &broker.logs;
             broker.groups.shard(group).commit(
                 group,
-                req.generation_id_or_member_epoch,
-                req.member_id.as_str(),
-                req.group_instance_id.as_deref(),
+                &Committer {
+                    generation: req.generation_id_or_member_epoch,
+                    member_id: req.member_id.as_str(),
+                    instance_id: req.group_instance_id.as_deref(),
+                    version,
+                },
                 commits,
                 &|t, p| !t.starts_with("__karnak") && logs.log(t, p).is_some(),
             )

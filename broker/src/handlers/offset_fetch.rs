@@ -19,9 +19,19 @@ use crate::response::{HandlerError, Reply, Response, decode};
 type Fetched = Vec<((String, i32), Option<StoredOffset>)>;
 type TopicRows = Vec<(String, Vec<(i32, Option<StoredOffset>)>)>;
 
-fn fetch(broker: &Broker, group: &str, wanted: Option<Vec<(String, i32)>>) -> Result<Fetched, i16> {
+fn fetch(
+    broker: &Broker,
+    group: &str,
+    member: Option<(&str, i32)>,
+    wanted: Option<Vec<(String, i32)>>,
+) -> Result<Fetched, i16> {
     check_group_id(group)?;
-    Ok(broker.groups.shard(group).fetch_offsets(group, wanted))
+    let shard = broker.groups.shard(group);
+    if let Some((member_id, epoch)) = member {
+        // v9 from a KIP-848 member: its epoch must be current.
+        shard.check_offset_fetch(group, member_id, epoch)?;
+    }
+    Ok(shard.fetch_offsets(group, wanted))
 }
 
 /// Groups partitions by topic, keeping the order they came in.
@@ -63,7 +73,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .collect()
             });
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match fetch(broker, g.group_id.as_str(), wanted) {
+            let member = g.member_id.as_deref().map(|m| (m, g.member_epoch));
+            match fetch(broker, g.group_id.as_str(), member, wanted) {
                 Err(code) => group.error_code = code,
                 Ok(rows) => {
                     group.topics = by_topic(rows)
@@ -103,7 +114,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             })
             .collect()
     });
-    match fetch(broker, req.group_id.as_str(), wanted) {
+    match fetch(broker, req.group_id.as_str(), None, wanted) {
         Err(code) => resp.error_code = code,
         Ok(rows) => {
             resp.topics = by_topic(rows)

@@ -270,3 +270,24 @@ pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression
     .unwrap();
     buf.freeze()
 }
+
+/// Creates a topic over the wire (CreateTopics v7) and returns its id.
+pub fn create_topic(c: &mut Client, name: &str, partitions: i32) -> uuid::Uuid {
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, create_topics_request,
+    };
+    let r: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(StrBytes::from_string(name.to_string()).into())
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(r.topics[0].error_code, 0, "creating {name}");
+    r.topics[0].topic_id
+}

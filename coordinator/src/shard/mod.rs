@@ -13,9 +13,13 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use karnak_storage::Log;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod membership;
+mod offsets;
+
+use crate::consumer::{self, ConsumerGroup, ConsumerHeartbeat, HeartbeatOutcome, TopicView};
 use crate::errors::*;
 use crate::group::{Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::obelisk::Sequencer;
@@ -54,6 +58,26 @@ pub struct Shard {
     since_checkpoint: AtomicU64,
 }
 
+/// The member fields of an OffsetCommit: who commits, at which generation
+/// (classic) or member epoch (KIP-848), with which request version.
+#[derive(Debug, Clone, Copy)]
+pub struct Committer<'a> {
+    pub generation: i32,
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub version: i16,
+}
+
+impl Committer<'_> {
+    /// A commit from outside the group (admin tools, standalone consumers).
+    pub const SIMPLE: Committer<'static> = Committer {
+        generation: -1,
+        member_id: "",
+        instance_id: None,
+        version: 9,
+    };
+}
+
 /// One committed offset as a request carries it.
 #[derive(Debug, Clone)]
 pub struct OffsetCommit {
@@ -82,7 +106,9 @@ impl Shard {
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut offsets: Vec<(String, (String, i32), Option<StoredOffset>)> = Vec::new();
-        let mut stored_groups: HashMap<String, Option<StoredGroup>> = HashMap::new();
+        let mut stored_groups: HashMap<String, Option<Group>> = HashMap::new();
+        let session =
+            tokio::time::Duration::from_millis(cfg.consumer_session_timeout_ms.max(0) as u64);
         let mut offset = log.log_start_offset();
         let end = log.log_end_offset();
         while offset < end {
@@ -111,9 +137,16 @@ impl Shard {
                     match RecordKey::decode(key) {
                         Ok(RecordKey::Group(g)) => {
                             let v = match r.value {
-                                Some(v) => Some(
+                                Some(v) if consumer::stored::is_consumer_value(&v) => {
+                                    let c = ConsumerGroup::decode(v, now, session)
+                                        .map_err(|e| replay(e.to_string()))?;
+                                    Some(Group::restore_consumer(&g, c))
+                                }
+                                Some(v) => Some(Group::restore(
+                                    &g,
                                     StoredGroup::decode(v).map_err(|e| replay(e.to_string()))?,
-                                ),
+                                    now,
+                                )),
                                 None => None,
                             };
                             stored_groups.insert(g, v);
@@ -143,8 +176,8 @@ impl Shard {
             offset = last + 1;
         }
         for (g, stored) in stored_groups {
-            if let Some(s) = stored {
-                groups.insert(g.clone(), Group::restore(&g, s, now));
+            if let Some(restored) = stored {
+                groups.insert(g.clone(), restored);
             } else {
                 groups.remove(&g);
             }
@@ -204,7 +237,7 @@ impl Shard {
     /// the shard lock held, so records land in the order changes happened.
     fn after_change(&self, g: &mut Group) {
         if g.take_dirty() {
-            let value = g.to_stored().encode();
+            let value = g.encode_value();
             if let Err(e) = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))]) {
                 tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
             }
@@ -282,8 +315,8 @@ impl Shard {
         let first = self.log.log_end_offset();
         let mut records: Vec<(RecordKey, Option<Bytes>)> = Vec::new();
         for g in st.groups.values() {
-            if g.generation > 0 || !g.members.is_empty() {
-                records.push((RecordKey::Group(g.id.clone()), Some(g.to_stored().encode())));
+            if g.has_metadata() {
+                records.push((RecordKey::Group(g.id.clone()), Some(g.encode_value())));
             }
             for ((topic, partition), o) in &g.offsets {
                 records.push((
@@ -329,72 +362,6 @@ impl Shard {
                 Err(COORDINATOR_NOT_AVAILABLE)
             }
         }
-    }
-
-    // ---------------------------------------------------------------- membership
-
-    pub fn join(&self, req: JoinRequest) -> oneshot::Receiver<JoinOutcome> {
-        let now = Instant::now();
-        let mut st = self.lock();
-        if !req.member_id.is_empty() && !st.groups.contains_key(&req.group_id) {
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(JoinOutcome::error(UNKNOWN_MEMBER_ID, &req.member_id));
-            return rx;
-        }
-        let g = st
-            .groups
-            .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(&req.group_id));
-        let rx = g.join(req, &self.cfg, now, &mut |c| self.mint_member_id(c));
-        self.after_change(g);
-        self.maybe_checkpoint(&st);
-        rx
-    }
-
-    pub fn sync(&self, req: SyncRequest) -> oneshot::Receiver<SyncOutcome> {
-        let mut st = self.lock();
-        let Some(g) = st.groups.get_mut(&req.group_id) else {
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(SyncOutcome::error(UNKNOWN_MEMBER_ID));
-            return rx;
-        };
-        let rx = g.sync(req);
-        self.after_change(g);
-        self.maybe_checkpoint(&st);
-        rx
-    }
-
-    pub fn heartbeat(
-        &self,
-        group_id: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: Option<&str>,
-    ) -> i16 {
-        let mut st = self.lock();
-        match st.groups.get_mut(group_id) {
-            None => UNKNOWN_MEMBER_ID,
-            Some(g) => g.heartbeat(generation, member_id, instance_id, Instant::now()),
-        }
-    }
-
-    pub fn leave(
-        &self,
-        group_id: &str,
-        members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
-        let now = Instant::now();
-        let mut st = self.lock();
-        let Some(g) = st.groups.get_mut(group_id) else {
-            return Err(UNKNOWN_MEMBER_ID);
-        };
-        let codes = members
-            .iter()
-            .map(|(m, i)| g.leave(m, i.as_deref(), &self.cfg, now))
-            .collect();
-        self.after_change(g);
-        self.maybe_checkpoint(&st);
-        Ok(codes)
     }
 
     /// Runs due timers; returns when the next one is due (None: none armed).
@@ -444,199 +411,6 @@ impl Shard {
             }
         }
     }
-
-    // ---------------------------------------------------------------- offsets
-
-    /// Validates and writes committed offsets. Returns per-partition codes
-    /// and the log offset to flush up to before answering (if any write).
-    pub fn commit(
-        &self,
-        group_id: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: Option<&str>,
-        offsets: Vec<OffsetCommit>,
-        partition_exists: &dyn Fn(&str, i32) -> bool,
-    ) -> (Vec<i16>, Option<i64>) {
-        let mut st = self.lock();
-        let exists = st.groups.contains_key(group_id);
-        let code = match st.groups.get(group_id) {
-            Some(g) => g.check_commit(generation, member_id, instance_id),
-            // A group that does not exist takes simple commits only.
-            None if generation < 0 && member_id.is_empty() => NONE,
-            None => UNKNOWN_MEMBER_ID,
-        };
-        if code != NONE {
-            return (vec![code; offsets.len()], None);
-        }
-        let ts = now_ms();
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for o in offsets {
-            let code = if !partition_exists(&o.topic, o.partition) {
-                UNKNOWN_TOPIC_OR_PARTITION
-            } else if o
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > self.cfg.offset_metadata_max_bytes)
-            {
-                OFFSET_METADATA_TOO_LARGE
-            } else {
-                NONE
-            };
-            codes.push(code);
-            if code == NONE {
-                let stored = StoredOffset {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata,
-                    commit_timestamp_ms: ts,
-                };
-                records.push((
-                    RecordKey::Offset {
-                        group: group_id.to_string(),
-                        topic: o.topic.clone(),
-                        partition: o.partition,
-                    },
-                    Some(stored.encode()),
-                ));
-                accepted.push(((o.topic, o.partition), stored));
-            }
-        }
-        if records.is_empty() {
-            return (codes, None);
-        }
-        match self.append(records) {
-            Ok(last) => {
-                let g = st
-                    .groups
-                    .entry(group_id.to_string())
-                    .or_insert_with(|| Group::new(group_id));
-                if !exists {
-                    tracing::debug!(
-                        shard = self.id,
-                        group = group_id,
-                        "group created by a simple offset commit"
-                    );
-                }
-                for (tp, o) in accepted {
-                    g.offsets.insert(tp, o);
-                }
-                self.maybe_checkpoint(&st);
-                (codes, Some(last))
-            }
-            Err(e) => {
-                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offsets");
-                let codes = codes
-                    .into_iter()
-                    .map(|c| if c == NONE { UNKNOWN_SERVER_ERROR } else { c })
-                    .collect();
-                (codes, None)
-            }
-        }
-    }
-
-    /// Committed offsets: the ones asked for (-1 where none), or all.
-    pub fn fetch_offsets(
-        &self,
-        group_id: &str,
-        wanted: Option<Vec<(String, i32)>>,
-    ) -> Vec<((String, i32), Option<StoredOffset>)> {
-        let st = self.lock();
-        let g = st.groups.get(group_id);
-        match wanted {
-            Some(list) => list
-                .into_iter()
-                .map(|tp| {
-                    let o = g.and_then(|g| g.offsets.get(&tp).cloned());
-                    (tp, o)
-                })
-                .collect(),
-            None => g
-                .map(|g| {
-                    g.offsets
-                        .iter()
-                        .map(|(tp, o)| (tp.clone(), Some(o.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-
-    pub fn delete_group(&self, group_id: &str) -> i16 {
-        let mut st = self.lock();
-        let Some(g) = st.groups.get(group_id) else {
-            return GROUP_ID_NOT_FOUND;
-        };
-        if !g.is_empty() {
-            return NON_EMPTY_GROUP;
-        }
-        let mut records: Vec<(RecordKey, Option<Bytes>)> = g
-            .offsets
-            .keys()
-            .map(|(t, p)| {
-                (
-                    RecordKey::Offset {
-                        group: group_id.to_string(),
-                        topic: t.clone(),
-                        partition: *p,
-                    },
-                    None,
-                )
-            })
-            .collect();
-        records.push((RecordKey::Group(group_id.to_string()), None));
-        match self.append(records) {
-            Ok(_) => {
-                st.groups.remove(group_id);
-                NONE
-            }
-            Err(e) => {
-                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist group deletion");
-                UNKNOWN_SERVER_ERROR
-            }
-        }
-    }
-
-    /// OffsetDelete: Err is the top-level code, Ok the per-partition ones.
-    pub fn delete_offsets(
-        &self,
-        group_id: &str,
-        partitions: &[(String, i32)],
-    ) -> Result<Vec<i16>, i16> {
-        let mut st = self.lock();
-        let Some(g) = st.groups.get_mut(group_id) else {
-            return Err(GROUP_ID_NOT_FOUND);
-        };
-        let subscribed = g.subscribed_topics();
-        let mut codes = Vec::with_capacity(partitions.len());
-        let mut records = Vec::new();
-        for (t, p) in partitions {
-            if subscribed.as_ref().is_some_and(|s| s.contains(t)) {
-                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
-                continue;
-            }
-            codes.push(NONE);
-            if g.offsets.remove(&(t.clone(), *p)).is_some() {
-                records.push((
-                    RecordKey::Offset {
-                        group: group_id.to_string(),
-                        topic: t.clone(),
-                        partition: *p,
-                    },
-                    None,
-                ));
-            }
-        }
-        if !records.is_empty()
-            && let Err(e) = self.append(records)
-        {
-            tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offset deletion");
-            return Err(UNKNOWN_SERVER_ERROR);
-        }
-        Ok(codes)
-    }
 }
 
 #[cfg(test)]
@@ -674,7 +448,7 @@ mod tests {
                         metadata: None,
                     })
                     .collect();
-                let (codes, _) = shard.commit(g, -1, "", None, commits, &exists);
+                let (codes, _) = shard.commit(g, &Committer::SIMPLE, commits, &exists);
                 assert!(codes.iter().all(|c| *c == NONE));
             }
         }

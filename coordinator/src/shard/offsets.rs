@@ -1,0 +1,220 @@
+//! Committed offsets through a shard: OffsetCommit (validated against the
+//! group's generation or member epoch), OffsetFetch, DeleteGroups and
+//! OffsetDelete, each a record (or tombstone) in the shard's partition.
+
+use super::*;
+
+impl Shard {
+    // ---------------------------------------------------------------- offsets
+
+    /// Validates and writes committed offsets. Returns per-partition codes
+    /// and the log offset to flush up to before answering (if any write).
+    pub fn commit(
+        &self,
+        group_id: &str,
+        who: &Committer<'_>,
+        offsets: Vec<OffsetCommit>,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+    ) -> (Vec<i16>, Option<i64>) {
+        let mut st = self.lock();
+        let exists = st.groups.contains_key(group_id);
+        let code = match st.groups.get(group_id) {
+            Some(g) => g.check_commit(who.generation, who.member_id, who.instance_id, who.version),
+            // A group that does not exist takes simple commits only.
+            None if who.generation < 0 && who.member_id.is_empty() => NONE,
+            None => UNKNOWN_MEMBER_ID,
+        };
+        if code != NONE {
+            return (vec![code; offsets.len()], None);
+        }
+        let ts = now_ms();
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for o in offsets {
+            let code = if !partition_exists(&o.topic, o.partition) {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if o
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.cfg.offset_metadata_max_bytes)
+            {
+                OFFSET_METADATA_TOO_LARGE
+            } else {
+                NONE
+            };
+            codes.push(code);
+            if code == NONE {
+                let stored = StoredOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                    commit_timestamp_ms: ts,
+                };
+                records.push((
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                    },
+                    Some(stored.encode()),
+                ));
+                accepted.push(((o.topic, o.partition), stored));
+            }
+        }
+        if records.is_empty() {
+            return (codes, None);
+        }
+        match self.append(records) {
+            Ok(last) => {
+                let g = st
+                    .groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| Group::new(group_id));
+                if !exists {
+                    tracing::debug!(
+                        shard = self.id,
+                        group = group_id,
+                        "group created by a simple offset commit"
+                    );
+                }
+                for (tp, o) in accepted {
+                    g.offsets.insert(tp, o);
+                }
+                self.maybe_checkpoint(&st);
+                (codes, Some(last))
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offsets");
+                let codes = codes
+                    .into_iter()
+                    .map(|c| if c == NONE { UNKNOWN_SERVER_ERROR } else { c })
+                    .collect();
+                (codes, None)
+            }
+        }
+    }
+
+    /// OffsetFetch v9 names the member: in a KIP-848 group it must exist and
+    /// carry its current epoch (classic groups ignore it, as Kafka does).
+    pub fn check_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        epoch: i32,
+    ) -> Result<(), i16> {
+        let st = self.lock();
+        let Some(c) = st.groups.get(group_id).and_then(|g| g.consumer.as_ref()) else {
+            return Ok(());
+        };
+        if epoch < 0 && member_id.is_empty() {
+            return Ok(());
+        }
+        match c.members.get(member_id) {
+            None => Err(UNKNOWN_MEMBER_ID),
+            Some(m) if m.epoch != epoch => Err(STALE_MEMBER_EPOCH),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Committed offsets: the ones asked for (-1 where none), or all.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> Vec<((String, i32), Option<StoredOffset>)> {
+        let st = self.lock();
+        let g = st.groups.get(group_id);
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|tp| {
+                    let o = g.and_then(|g| g.offsets.get(&tp).cloned());
+                    (tp, o)
+                })
+                .collect(),
+            None => g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|(tp, o)| (tp.clone(), Some(o.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn delete_group(&self, group_id: &str) -> i16 {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get(group_id) else {
+            return GROUP_ID_NOT_FOUND;
+        };
+        if !g.is_empty() {
+            return NON_EMPTY_GROUP;
+        }
+        let mut records: Vec<(RecordKey, Option<Bytes>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        records.push((RecordKey::Group(group_id.to_string()), None));
+        match self.append(records) {
+            Ok(_) => {
+                st.groups.remove(group_id);
+                NONE
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist group deletion");
+                UNKNOWN_SERVER_ERROR
+            }
+        }
+    }
+
+    /// OffsetDelete: Err is the top-level code, Ok the per-partition ones.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get_mut(group_id) else {
+            return Err(GROUP_ID_NOT_FOUND);
+        };
+        let subscribed = g.subscribed_topics();
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.as_ref().is_some_and(|s| s.contains(t)) {
+                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                continue;
+            }
+            codes.push(NONE);
+            if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                records.push((
+                    RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                ));
+            }
+        }
+        if !records.is_empty()
+            && let Err(e) = self.append(records)
+        {
+            tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offset deletion");
+            return Err(UNKNOWN_SERVER_ERROR);
+        }
+        Ok(codes)
+    }
+}
