@@ -326,11 +326,16 @@ def test_cooperative_sticky_is_incremental(broker, tmp_path, client):
 # rebalance is the client's doing, not the broker's.
 STATIC = [("confluent", "close", "leader"), ("confluent", "close", "follower"),
           ("confluent", "kill9", "follower"), ("kafka-python", "close", "follower"),
-          ("aiokafka", "close", "follower")]
+          ("aiokafka", "close", "follower"),
+          # KIP-848: close is a static leave (member epoch -2). After kill -9
+          # the instance id stays held until the session expires
+          # (UNRELEASED_INSTANCE_ID, fatal in librdkafka), as in Kafka.
+          ("confluent-848", "close", "follower")]
 
 
 @pytest.mark.parametrize("client,departure,who", STATIC, ids=["-".join(c) for c in STATIC])
-def test_static_member_restart_keeps_partitions(broker, tmp_path, client, departure, who):
+def test_static_member_restart_keeps_partitions(broker_factory, tmp_path, client, departure,
+                                                who):
     """Static membership (KIP-345, group.instance.id): a member that goes
     away (close sends no LeaveGroup for static members; kill -9 sends
     nothing) and comes back with the same instance id before its session
@@ -341,10 +346,18 @@ def test_static_member_restart_keeps_partitions(broker, tmp_path, client, depart
     rebalance too."""
     topic, group = unique_topic("gstat"), unique_topic("g")
     session_ms = 10000
+    protocol = "classic"
+    if client == "confluent-848":
+        client, protocol = "confluent", "consumer"
+        broker = broker_factory("--group-consumer-session-timeout-ms", str(session_ms),
+                                "--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS))
+    else:
+        broker = broker_factory()
     ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
     with Members(broker.bootstrap, tmp_path / "members") as ms:
         def start(name, inst):
-            return ms.start(name, client, group, topic, instance_id=inst, session_ms=session_ms)
+            return ms.start(name, client, group, topic, instance_id=inst, session_ms=session_ms,
+                            protocol=protocol)
         # s0 joins an empty group first: it is the leader
         mem = [start("s0", "inst-0")]
         wait_split(mem, topic, PARTS, JOIN_TIMEOUT, sizes=[PARTS], msg="first member owns all")
@@ -689,3 +702,41 @@ def test_kip848_consumer_protocol_group(broker, tmp_path):
         assert_values_match(recs, produced)
         assert sorted(counts(recs).values()) == [1] * len(produced)
     assert committed_offsets(broker.bootstrap, group, topic, PARTS) == {p: 25 for p in range(PARTS)}
+
+
+@pytest.mark.timeout(120)
+def test_kip848_regex_subscription_follows_new_topics(broker_factory):
+    """group.protocol=consumer with a regex subscription (sent as
+    SubscribedTopicRegex, matched by the broker against the whole topic
+    name): the member gets every matching topic's partitions, not the
+    others, and a matching topic created later is assigned on a following
+    heartbeat and consumed."""
+    broker = broker_factory("--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS))
+    prefix = unique_topic("rx")
+    for t in (f"{prefix}-a", f"{prefix}-b", f"other-{prefix}"):
+        ck.create_topic(broker.bootstrap, t, partitions=2)
+    c = ck.consumer(broker.bootstrap, **{"group.id": unique_topic("g"),
+                                         "group.protocol": "consumer",
+                                         "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe([f"^{prefix}-.*"])
+
+        def assigned():
+            c.poll(0.1)
+            return {(tp.topic, tp.partition) for tp in c.assignment()}
+        want = {(f"{prefix}-{x}", p) for x in "ab" for p in range(2)}
+        wait_until(lambda: assigned() == want, 45, msg=f"regex assignment {want}")
+        ck.create_topic(broker.bootstrap, f"{prefix}-c", partitions=2)
+        want |= {(f"{prefix}-c", p) for p in range(2)}
+        wait_until(lambda: assigned() == want, 45, msg="new matching topic assigned")
+        ck.produce_and_wait(broker.bootstrap, f"{prefix}-c", [{"value": b"late", "partition": 1}])
+        got = []
+
+        def consumed():
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append((m.topic(), m.value()))
+            return (f"{prefix}-c", b"late") in got
+        wait_until(consumed, 30, msg="record on the new topic consumed")
+    finally:
+        c.close()

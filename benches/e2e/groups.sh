@@ -31,4 +31,16 @@ for shards in 1 64; do
     fi
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   done
+  # KIP-848 (group.protocol=consumer): no join phase and no initial delay;
+  # members converge over heartbeats (Kafka's default interval, then 500 ms).
+  for hb in 5000 500; do
+    rm -rf "$WORK/data"
+    "$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19192 --admin-addr 127.0.0.1:19744 \
+      --group-coordinator-shards "$shards" --group-consumer-heartbeat-interval-ms "$hb" 2>"$WORK/broker.log" &
+    PID=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19192) 2>/dev/null && break; sleep 0.1; done
+    echo "## shards=$shards KIP-848 group_consumer_heartbeat_interval_ms=$hb"
+    "$PY" "$ROOT/benches/e2e/groups_bench.py" --bootstrap 127.0.0.1:19192 --mode stabilise --protocol consumer
+    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  done
 done

@@ -2,7 +2,8 @@
 """Consumer-group figures through librdkafka (confluent-kafka):
 
   stabilise: time from 10 consumers subscribing (same group, one topic with
-             10 partitions) until every one holds exactly one partition.
+             10 partitions) until every one holds exactly one partition;
+             --protocol consumer runs the KIP-848 protocol instead.
   commit:    synchronous OffsetCommit round trips per second from W worker
              processes, each committing for its own group; --spread picks
              group ids that hash to W different shards, --same-shard ids
@@ -59,13 +60,13 @@ def stabilise(args):
     topic = f"stab-{int(time.time() * 1000)}"
     ensure_topic(args.bootstrap, topic, 10)
     group = f"g-{topic}"
+    if args.protocol == "consumer":
+        # KIP-848: the broker sets session timeout and heartbeat interval.
+        conf = {"group.protocol": "consumer"}
+    else:
+        conf = {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
     consumers = [
-        Consumer({
-            "bootstrap.servers": args.bootstrap,
-            "group.id": group,
-            "session.timeout.ms": 10000,
-            "heartbeat.interval.ms": 500,
-        })
+        Consumer({"bootstrap.servers": args.bootstrap, "group.id": group, **conf})
         for _ in range(10)
     ]
     t0 = time.monotonic()
@@ -81,7 +82,8 @@ def stabilise(args):
     ok = all(len(c.assignment()) == 1 for c in consumers)
     for c in consumers:
         c.close()
-    return {"mode": "stabilise", "members": 10, "seconds": round(elapsed, 3), "ok": ok}
+    return {"mode": "stabilise", "protocol": args.protocol, "members": 10,
+            "seconds": round(elapsed, 3), "ok": ok}
 
 
 def commit_worker(bootstrap, group, topic, seconds, out):
@@ -120,6 +122,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--shards", type=int, default=64, help="the broker's --group-coordinator-shards")
     ap.add_argument("--same-shard", action="store_true")
+    ap.add_argument("--protocol", choices=["classic", "consumer"], default="classic",
+                    help="stabilise: group.protocol (consumer = KIP-848)")
     args = ap.parse_args()
     r = stabilise(args) if args.mode == "stabilise" else commit(args)
     print(json.dumps(r), flush=True)

@@ -172,12 +172,16 @@ fn two_members_share_a_topic_and_describe_shows_it() {
         .unwrap();
     assert_eq!(g.group_type.as_str(), "consumer");
     assert_eq!(g.group_state.as_str(), "Stable");
-    let dg: DescribeGroupsResponse = c.call(
-        ApiKey::DescribeGroups,
-        5,
-        &DescribeGroupsRequest::default().with_groups(vec![s("g1").into()]),
-    );
-    assert_eq!(dg.groups[0].error_code, GROUP_ID_NOT_FOUND);
+    for (v, code) in [(5, NONE), (6, GROUP_ID_NOT_FOUND)] {
+        let dg: DescribeGroupsResponse = c.call(
+            ApiKey::DescribeGroups,
+            v,
+            &DescribeGroupsRequest::default().with_groups(vec![s("g1").into()]),
+        );
+        assert_eq!(dg.groups[0].error_code, code, "v{v}");
+        assert_eq!(dg.groups[0].group_state.as_str(), "Dead");
+        assert!(dg.groups[0].members.is_empty());
+    }
 
     // Offsets: v9 with the member epoch; stale epochs and old versions refused.
     assert_eq!(commit(&mut c, 9, "g1", ea, "member-a"), NONE);

@@ -37,14 +37,18 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 };
             };
             if g.consumer.is_some() {
-                // Kafka: a KIP-848 group is described by ConsumerGroupDescribe.
-                return out
-                    .with_group_state(s("Dead"))
-                    .with_error_code(GROUP_ID_NOT_FOUND)
-                    .with_error_message(
-                        (version >= 6)
-                            .then(|| s(format!("Group {} is not a classic group.", id.as_str()))),
-                    );
+                // Kafka: a KIP-848 group is described by ConsumerGroupDescribe;
+                // here it looks like an unknown group (Dead; v6 adds the error).
+                let out = out.with_group_state(s("Dead"));
+                return if version >= 6 {
+                    out.with_error_code(GROUP_ID_NOT_FOUND)
+                        .with_error_message(Some(s(format!(
+                            "Group {} is not a classic group.",
+                            id.as_str()
+                        ))))
+                } else {
+                    out
+                };
             }
             let stable = g.state == karnak_coordinator::GroupState::Stable;
             out.with_error_code(NONE)

@@ -40,6 +40,17 @@ pub enum ShardError {
     },
 }
 
+/// Deadlines of the shard's groups.
+#[derive(Default)]
+struct Timers {
+    /// (deadline, group id); stale entries are harmless: `on_timer` checks.
+    heap: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Each group's earliest pending entry. A heartbeat that only pushes a
+    /// deadline later adds nothing: the pending entry fires first, and the
+    /// group re-arms for its real next deadline then.
+    armed: HashMap<String, Instant>,
+}
+
 pub struct ShardState {
     pub groups: HashMap<String, Group>,
 }
@@ -50,8 +61,7 @@ pub struct Shard {
     pub seq: Sequencer,
     pub cfg: GroupConfig,
     state: Mutex<ShardState>,
-    /// (deadline, group id); stale entries are harmless: `on_timer` checks.
-    timers: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
+    timers: Mutex<Timers>,
     /// Woken when a deadline earlier than the current head is added.
     timer_changed: Notify,
     /// Bytes appended since the last checkpoint.
@@ -206,7 +216,7 @@ impl Shard {
             seq,
             cfg,
             state: Mutex::new(ShardState { groups }),
-            timers: Mutex::new(BinaryHeap::new()),
+            timers: Mutex::new(Timers::default()),
             timer_changed: Notify::new(),
         };
         {
@@ -225,8 +235,12 @@ impl Shard {
     fn arm(&self, g: &Group) {
         if let Some(d) = g.next_deadline() {
             let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
-            let earlier = t.peek().is_none_or(|Reverse((head, _))| d < *head);
-            t.push(Reverse((d, g.id.clone())));
+            if t.armed.get(&g.id).is_some_and(|pending| *pending <= d) {
+                return;
+            }
+            let earlier = t.heap.peek().is_none_or(|Reverse((head, _))| d < *head);
+            t.heap.push(Reverse((d, g.id.clone())));
+            t.armed.insert(g.id.clone(), d);
             if earlier {
                 self.timer_changed.notify_one();
             }
@@ -370,11 +384,14 @@ impl Shard {
         let due: Vec<String> = {
             let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
             let mut due = Vec::new();
-            while let Some(Reverse((d, _))) = t.peek() {
+            while let Some(Reverse((d, _))) = t.heap.peek() {
                 if *d > now {
                     break;
                 }
-                if let Some(Reverse((_, g))) = t.pop() {
+                if let Some(Reverse((d, g))) = t.heap.pop() {
+                    if t.armed.get(&g) == Some(&d) {
+                        t.armed.remove(&g);
+                    }
                     due.push(g);
                 }
             }
@@ -390,7 +407,7 @@ impl Shard {
             }
         }
         let t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
-        t.peek().map(|Reverse((d, _))| *d)
+        t.heap.peek().map(|Reverse((d, _))| *d)
     }
 
     /// The shard's timer loop: sleeps until the next deadline, wakes early
