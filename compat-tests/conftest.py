@@ -98,6 +98,7 @@ class Broker:
         self.env = env or {}
         self.kafka_port = None
         self.admin_port = None
+        self.sql_port = None
         self.proc = None
         self.starts = 0
         self.log_paths = []
@@ -120,6 +121,7 @@ class Broker:
             "--data-dir", str(self.data_dir),
             "--kafka-addr", self.bootstrap,
             "--admin-addr", f"127.0.0.1:{self.admin_port}",
+            "--sql-addr", f"127.0.0.1:{self.sql_port}",
             "--node-id", str(self.node_id),
             *self.extra_args,
         ]
@@ -135,6 +137,9 @@ class Broker:
                 self.kafka_port, self.admin_port = free_port(), free_port()
                 while self.admin_port == self.kafka_port:
                     self.admin_port = free_port()
+                self.sql_port = free_port()
+                while self.sql_port in (self.kafka_port, self.admin_port):
+                    self.sql_port = free_port()
             try:
                 self._spawn_and_wait()
                 return self

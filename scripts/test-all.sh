@@ -26,6 +26,7 @@ section() {
 section "system tools"
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
@@ -35,8 +36,10 @@ if ((${#need_apt[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
 command -v kcat >/dev/null || { echo "FATAL: kcat still missing" >&2; exit 1; }
+command -v psql >/dev/null || { echo "FATAL: psql still missing" >&2; exit 1; }
 python3 -c 'import venv, ensurepip' || { echo "FATAL: python3 venv support missing" >&2; exit 1; }
 kcat -V 2>&1 | head -n 4 | tail -n 1
+psql --version
 python3 --version
 
 # ---------------------------------------------------------------- (b) venv
@@ -52,6 +55,7 @@ else
     "$VENV/bin/python" -m pip install -q -r "$COMPAT/requirements.txt"
     echo "$REQ_HASH" > "$STAMP"
 fi
+"$VENV/bin/python" -c 'import psycopg, asyncpg; print("psycopg", psycopg.__version__, "| asyncpg", asyncpg.__version__)'
 "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest; print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__, "| pytest", pytest.__version__)'
 
 # ---------------------------------------------------------------- (c)+(d) cargo

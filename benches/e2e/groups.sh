@@ -18,7 +18,7 @@ rm -f "$WORK/dd.bin"
 for shards in 1 64; do
   for delay in 0 3000; do
     rm -rf "$WORK/data"
-    "$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19192 --admin-addr 127.0.0.1:19744 \
+    "$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19192 --admin-addr 127.0.0.1:19744 --sql-enabled false \
       --group-coordinator-shards "$shards" --group-initial-rebalance-delay-ms "$delay" 2>"$WORK/broker.log" &
     PID=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19192) 2>/dev/null && break; sleep 0.1; done
@@ -35,7 +35,7 @@ for shards in 1 64; do
   # members converge over heartbeats (Kafka's default interval, then 500 ms).
   for hb in 5000 500; do
     rm -rf "$WORK/data"
-    "$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19192 --admin-addr 127.0.0.1:19744 \
+    "$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19192 --admin-addr 127.0.0.1:19744 --sql-enabled false \
       --group-coordinator-shards "$shards" --group-consumer-heartbeat-interval-ms "$hb" 2>"$WORK/broker.log" &
     PID=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19192) 2>/dev/null && break; sleep 0.1; done

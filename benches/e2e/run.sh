@@ -24,7 +24,7 @@ iperf3 -s -1 -p 15201 >/dev/null 2>&1 &
 sleep 0.5
 iperf3 -c 127.0.0.1 -p 15201 -t 5 -f m | grep -E "sender|receiver"
 
-"$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19092 --admin-addr 127.0.0.1:19644 2>"$WORK/broker.log" &
+"$BIN" --data-dir "$WORK/data" --kafka-addr 127.0.0.1:19092 --admin-addr 127.0.0.1:19644 --sql-enabled false 2>"$WORK/broker.log" &
 PID=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && break; sleep 0.1; done
 

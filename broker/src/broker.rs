@@ -1,6 +1,7 @@
 //! Shared broker state handed to every connection and handler.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use karnak_storage::LogManager;
@@ -9,7 +10,7 @@ use crate::config::Config;
 
 pub struct Broker {
     pub config: Config,
-    pub logs: LogManager,
+    pub logs: Arc<LogManager>,
     pub cluster_id: String,
     /// host and port clients are told to connect to.
     pub advertised: (String, i32),

@@ -32,6 +32,15 @@ pub struct Args {
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Address of the Postgres-wire SQL gateway (psql -h .. -p ..). [default: 127.0.0.1:5433]
+    #[arg(long, env = "KARNAK_SQL_ADDR")]
+    pub sql_addr: Option<SocketAddr>,
+    /// Serve SQL at all. [default: true]
+    #[arg(long, env = "KARNAK_SQL_ENABLED")]
+    pub sql_enabled: Option<bool>,
+    /// SQL connections served at once; more are refused. [default: 256]
+    #[arg(long, env = "KARNAK_SQL_MAX_CONNECTIONS")]
+    pub sql_max_connections: Option<usize>,
     /// This broker's node id (Kafka `node.id`). [default: 0]
     #[arg(long, env = "KARNAK_NODE_ID")]
     pub node_id: Option<i32>,
@@ -96,6 +105,9 @@ struct FileConfig {
     kafka_addr: Option<SocketAddr>,
     advertised_kafka_addr: Option<String>,
     admin_addr: Option<SocketAddr>,
+    sql_addr: Option<SocketAddr>,
+    sql_enabled: Option<bool>,
+    sql_max_connections: Option<usize>,
     node_id: Option<i32>,
     cluster_id: Option<String>,
     num_partitions: Option<i32>,
@@ -124,6 +136,8 @@ pub struct Config {
     /// `None` until the listener is bound: then it defaults to the bound address.
     pub advertised_kafka_addr: Option<(String, i32)>,
     pub admin_addr: SocketAddr,
+    /// None: SQL is off.
+    pub sql: Option<karnak_sql::SqlConfig>,
     pub node_id: i32,
     pub cluster_id: Option<String>,
     pub num_partitions: i32,
@@ -181,6 +195,10 @@ impl Config {
             kafka_addr: pick!(kafka_addr, SocketAddr::from(([127, 0, 0, 1], 9092))),
             advertised_kafka_addr: advertised.as_deref().map(parse_host_port).transpose()?,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
+            sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
+                addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
+                max_connections: pick!(sql_max_connections, 256),
+            }),
             node_id: pick!(node_id, 0),
             cluster_id: args.cluster_id.or(file.cluster_id),
             num_partitions: pick!(num_partitions, 1),
@@ -267,6 +285,10 @@ mod tests {
         let c = Config::load(Args::default()).unwrap();
         assert_eq!(c.kafka_addr.to_string(), "127.0.0.1:9092");
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9644");
+        assert_eq!(
+            c.sql.as_ref().map(|s| s.addr.to_string()).as_deref(),
+            Some("127.0.0.1:5433")
+        );
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics && c.flush_on_acks_all);

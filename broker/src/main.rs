@@ -47,6 +47,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let logs = karnak_storage::LogManager::open(&config.data_dir, config.log_defaults.clone())
         .with_context(|| format!("opening logs in {}", config.data_dir.display()))?;
+    let logs = Arc::new(logs);
     info!(
         topics = logs.topics().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -80,6 +81,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("opening the group coordinator")?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     groups.start_timers(stopping.clone());
+    if let Some(sql) = &config.sql {
+        let (bound, serve) = karnak_sql::start(sql, logs.clone(), stopping.clone())
+            .await
+            .context("starting the SQL gateway")?;
+        info!(
+            "Karnak serving SQL (Postgres wire) on {bound}: psql -h {} -p {}",
+            bound.ip(),
+            bound.port()
+        );
+        tokio::spawn(serve);
+    }
     let broker = Arc::new(Broker {
         groups,
         config,

@@ -1,1 +1,85 @@
-//! SQL gateway arrives with issue 4.
+//! The SQL face of Karnak: a Postgres-wire server whose tables are topics.
+//!
+//! `psql -h 127.0.0.1 -p 5433` lists topics as tables in `public` and
+//! queries them with DataFusion, reading the same partition logs the Kafka
+//! side serves (their Arrow face, `karnak_storage::columnar`). Depends on
+//! storage only, never on the broker.
+
+pub mod catalog;
+pub mod errors;
+pub mod pushdown;
+pub mod server;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use datafusion::execution::context::SessionConfig;
+use datafusion::prelude::SessionContext;
+use karnak_storage::LogManager;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("binding the SQL listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("setting up the SQL catalog: {0}")]
+    Catalog(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlConfig {
+    pub addr: SocketAddr,
+    pub max_connections: usize,
+}
+
+/// The DataFusion context every connection shares: topics in
+/// `datafusion.public`, `information_schema`, and the `pg_catalog` tables
+/// and functions psql and drivers query.
+pub fn session_context(logs: Arc<LogManager>) -> Result<Arc<SessionContext>, SqlError> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("datafusion", "public");
+    let ctx = SessionContext::new_with_config(config);
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| SqlError::Catalog("no default catalog".into()))?;
+    catalog
+        .register_schema("public", Arc::new(catalog::TopicSchema::new(logs)))
+        .map_err(|e| SqlError::Catalog(e.to_string()))?;
+    datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
+        &ctx,
+        "datafusion",
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| SqlError::Catalog(e.to_string()))?;
+    Ok(Arc::new(ctx))
+}
+
+/// Binds the listener (so a bad address fails the start) and returns the
+/// future that serves it until `stop`.
+pub async fn start(
+    cfg: &SqlConfig,
+    logs: Arc<LogManager>,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| SqlError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| SqlError::Bind {
+        addr: cfg.addr,
+        source,
+    })?;
+    let handlers = Arc::new(server::Handlers::new(session_context(logs)?));
+    Ok((
+        bound,
+        server::serve(listener, handlers, cfg.max_connections, stop),
+    ))
+}

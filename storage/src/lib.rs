@@ -4,6 +4,7 @@
 //! active segment's tail, a flush policy, and reads as file slices for
 //! `sendfile`.
 
+pub mod columnar;
 pub mod config;
 pub mod error;
 pub mod index;

@@ -16,6 +16,7 @@ pub struct Broker {
     pub child: Option<Child>,
     pub kafka_port: u16,
     pub admin_port: u16,
+    pub sql_port: u16,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
 }
@@ -34,6 +35,7 @@ impl Broker {
             child: None,
             kafka_port: free_port(),
             admin_port: free_port(),
+            sql_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -58,6 +60,8 @@ impl Broker {
             .arg(format!("127.0.0.1:{}", self.kafka_port))
             .arg("--admin-addr")
             .arg(format!("127.0.0.1:{}", self.admin_port))
+            .arg("--sql-addr")
+            .arg(format!("127.0.0.1:{}", self.sql_port))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)

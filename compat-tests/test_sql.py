@@ -1,0 +1,119 @@
+"""The SQL gateway with real Postgres clients: psql, psycopg 3 and asyncpg
+against topics produced with a real Kafka client, on the live broker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import asyncpg
+import psycopg
+import pytest
+
+import ck
+from conftest import unique_topic
+
+T = 30
+
+
+def produce(bootstrap, topic, partitions, per_partition, prefix="v"):
+    msgs = []
+    for p in range(partitions):
+        for i in range(per_partition):
+            msgs.append({"partition": p, "key": f"k{p}-{i}".encode(),
+                         "value": f"{prefix}{p}-{i}".encode(),
+                         "headers": [("h", b"x")]})
+    ck.produce_and_wait(bootstrap, topic, msgs)
+    return msgs
+
+
+def psql(broker, *args, check=True):
+    r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(broker.sql_port), "-U", "anyone",
+                        "-d", "anydb", "-X", "-v", "ON_ERROR_STOP=1", *args],
+                       capture_output=True, text=True, timeout=T,
+                       env={"PGCONNECT_TIMEOUT": "10", "PATH": "/usr/bin:/bin"})
+    if check:
+        assert r.returncode == 0, f"psql {args} failed ({r.returncode}): {r.stderr}"
+    return r
+
+
+def connect(broker, **kw):
+    return psycopg.connect(host="127.0.0.1", port=broker.sql_port, user="anyone",
+                           dbname="anydb", connect_timeout=10, autocommit=True, **kw)
+
+
+def test_psql_sees_topics_as_tables(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlpsql")
+    ck.create_topic(b.bootstrap, topic, partitions=3)
+    produce(b.bootstrap, topic, 3, 10)
+    out = psql(b, "-At", "-c", f'select count(*) from "{topic}"').stdout.strip()
+    assert out == "30"
+    listed = psql(b, "-c", r"\dt").stdout
+    assert topic in listed, listed
+    described = psql(b, "-c", rf'\d "{topic}"').stdout
+    for col in ("partition", "offset", "timestamp", "key", "value", "headers", "value_text"):
+        assert col in described, described
+    rows = psql(b, "-At", "-F", ",", "-c",
+                f'select partition, "offset", value_text from "{topic}" '
+                f"where partition = 1 and \"offset\" >= 7 order by \"offset\"").stdout.split()
+    assert rows == [f"1,{o},v1-{o}" for o in (7, 8, 9)]
+
+
+def test_psycopg_parameters_types_and_read_your_writes(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlpg")
+    ck.create_topic(b.bootstrap, topic, partitions=2)
+    produce(b.bootstrap, topic, 2, 5)
+    with connect(b) as conn:
+        rows = conn.execute(
+            f'select partition, "offset", key, value_text, timestamp from "{topic}" '
+            f'where partition = %s order by "offset"', (0,)).fetchall()
+        assert [r[1] for r in rows] == list(range(5))
+        assert rows[0][2] == b"k0-0", "bytea comes back as bytes"
+        assert rows[0][3] == "v0-0"
+        assert rows[0][4].tzinfo is not None, "timestamp is timestamptz"
+        # A record acknowledged now is in the next query.
+        ck.produce_and_wait(b.bootstrap, topic, [{"partition": 1, "value": b"late"}])
+        n = conn.execute(f'select count(*) from "{topic}" where value_text = %s',
+                         ("late",)).fetchone()[0]
+        assert n == 1
+        agg = conn.execute(f'select partition, count(*) from "{topic}" '
+                           "group by partition order by partition").fetchall()
+        assert agg == [(0, 5), (1, 6)]
+
+
+def test_errors_are_postgres_errors_and_the_connection_survives(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlerr")
+    ck.create_topic(b.bootstrap, topic, partitions=1)
+    with connect(b) as conn:
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("selec 1")
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("select * from no_such_topic_here")
+        assert "no_such_topic_here" in str(e.value)
+        with pytest.raises(psycopg.Error):
+            conn.execute(f'select no_such_column from "{topic}"')
+        assert conn.execute("select 1 + 1").fetchone()[0] == 2
+
+
+def test_asyncpg_extended_protocol(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlapg")
+    ck.create_topic(b.bootstrap, topic, partitions=2)
+    produce(b.bootstrap, topic, 2, 4)
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=b.sql_port, user="anyone",
+                                     database="anydb", timeout=10)
+        try:
+            rows = await conn.fetch(
+                f'select "offset", value_text from "{topic}" where partition = $1 '
+                f'order by "offset"', 1)
+            assert [(r[0], r[1]) for r in rows] == [(i, f"v1-{i}") for i in range(4)]
+            n = await conn.fetchval(f'select count(*) from "{topic}"')
+            assert n == 8
+        finally:
+            await conn.close()
+    asyncio.run(asyncio.wait_for(run(), T))

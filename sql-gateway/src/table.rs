@@ -1,0 +1,219 @@
+//! `TopicTable`: a topic as a DataFusion table over the Arrow face of its
+//! partitions. Each Kafka partition is one scan partition, read up to the
+//! high watermark taken when the scan is planned (a query sees every record
+//! acknowledged before it started, and nothing produced while it runs).
+//! Predicates on `partition`, `offset` and `timestamp` narrow what is read.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use karnak_storage::columnar::{self, PartitionScan};
+use karnak_storage::{Log, Topic};
+
+use crate::pushdown::{Ranges, is_pushable};
+
+pub const COL_KEY_TEXT: &str = "key_text";
+pub const COL_VALUE_TEXT: &str = "value_text";
+
+/// Rows per Arrow batch a scan hands to DataFusion, and bytes per log read.
+const SCAN_ROWS: usize = 8192;
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let base = columnar::schema();
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(COL_KEY_TEXT, DataType::Utf8, true));
+    fields.push(Field::new(COL_VALUE_TEXT, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+});
+
+/// A topic's table schema: the Arrow face plus text views of key and value.
+pub fn topic_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+pub struct TopicTable {
+    topic: Arc<Topic>,
+}
+
+impl std::fmt::Debug for TopicTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicTable")
+            .field("topic", &self.topic.meta.name)
+            .finish()
+    }
+}
+
+impl TopicTable {
+    pub fn new(topic: Arc<Topic>) -> Self {
+        TopicTable { topic }
+    }
+}
+
+#[async_trait]
+impl TableProvider for TopicTable {
+    fn schema(&self) -> SchemaRef {
+        topic_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: the scan narrows the range it reads; DataFusion still
+        // applies the predicate to what comes back.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if is_pushable(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let ranges = Ranges::from_filters(filters);
+        let schema = topic_schema();
+        let wants_text = |name: &str| {
+            let i = schema.index_of(name).ok();
+            projection.is_none_or(|p| i.is_some_and(|i| p.contains(&i)))
+        };
+        let text = (wants_text(COL_KEY_TEXT), wants_text(COL_VALUE_TEXT));
+        let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        for log in &self.topic.logs {
+            if !ranges.partition_matches(log.partition()) {
+                continue;
+            }
+            // The end is fixed now: the high watermark at query start.
+            let end = log.high_watermark().min(ranges.offset_end());
+            let mut start = ranges.offset_start().max(log.log_start_offset());
+            if let Some(ts) = ranges.timestamp_start() {
+                match log.offset_for_timestamp(ts) {
+                    Ok(Some((off, _))) => start = start.max(off),
+                    Ok(None) => start = end,
+                    Err(e) => return Err(DataFusionError::External(Box::new(e))),
+                }
+            }
+            if start >= end {
+                continue;
+            }
+            partitions.push(Arc::new(PartitionReader {
+                log: log.clone(),
+                start,
+                end,
+                text,
+                schema: schema.clone(),
+            }));
+        }
+        let exec = StreamingTableExec::try_new(schema, partitions, projection, [], false, limit)?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// One Kafka partition's share of a scan.
+struct PartitionReader {
+    log: Arc<Log>,
+    start: i64,
+    end: i64,
+    /// Whether key_text / value_text are wanted (else left null: the
+    /// projection drops them).
+    text: (bool, bool),
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for PartitionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionReader")
+            .field("partition", &self.log.partition())
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl PartitionStream for PartitionReader {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // File reads block: a blocking thread fills a small channel, so a
+        // client that stops reading (or a LIMIT) stops the scan.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let mut scan = PartitionScan::new(
+            self.log.clone(),
+            self.start,
+            self.end,
+            SCAN_ROWS,
+            SCAN_CHUNK_BYTES,
+        );
+        let (text, schema) = (self.text, self.schema.clone());
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let item = match scan.next_batch() {
+                    Ok(None) => return,
+                    Ok(Some(b)) => with_text(b, &schema, text),
+                    Err(e) => Err(DataFusionError::External(Box::new(e))),
+                };
+                let stop = item.is_err();
+                if tx.blocking_send(item).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// Adds key_text / value_text: the bytes as text where they are UTF-8.
+fn with_text(b: RecordBatch, schema: &SchemaRef, text: (bool, bool)) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let as_text = |col: &ArrayRef, wanted: bool| -> ArrayRef {
+        match (wanted, col.as_any().downcast_ref::<BinaryArray>()) {
+            (true, Some(bin)) => Arc::new(
+                bin.iter()
+                    .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
+                    .collect::<StringArray>(),
+            ),
+            _ => new_null_array(&DataType::Utf8, n),
+        }
+    };
+    let key = b.column_by_name(columnar::COL_KEY).cloned();
+    let value = b.column_by_name(columnar::COL_VALUE).cloned();
+    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+    cols.push(key.map_or_else(
+        || new_null_array(&DataType::Utf8, n),
+        |k| as_text(&k, text.0),
+    ));
+    cols.push(value.map_or_else(
+        || new_null_array(&DataType::Utf8, n),
+        |v| as_text(&v, text.1),
+    ));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
