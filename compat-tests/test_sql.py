@@ -117,3 +117,27 @@ def test_asyncpg_extended_protocol(shared_broker):
         finally:
             await conn.close()
     asyncio.run(asyncio.wait_for(run(), T))
+
+
+def test_ssl_request_is_declined_and_garbage_startup_is_survived(shared_broker):
+    """An SSLRequest gets 'N' (no TLS configured) and the client may go on in
+    plain text; a malformed or oversized startup packet closes only its own
+    connection."""
+    import socket
+    import struct
+    b = shared_broker
+    with socket.create_connection(("127.0.0.1", b.sql_port), timeout=T) as s:
+        s.sendall(struct.pack("!ii", 8, 80877103))
+        assert s.recv(1) == b"N"
+    for junk in (b"\x00\x00\x00\x04", struct.pack("!ii", 9, 196608) + b"\x01",
+                 struct.pack("!i", 0x7FFFFFFF) + b"\x00" * 16, b"GET / HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", b.sql_port), timeout=T) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                while s.recv(4096):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+    with connect(b) as conn:
+        assert conn.execute("select 41 + 1").fetchone()[0] == 42
