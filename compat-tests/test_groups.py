@@ -72,6 +72,17 @@ def counts(recs):
     return out
 
 
+def broker_for(broker_factory, client, session_ms):
+    """A broker for `client`; "confluent-848" means confluent-kafka with
+    group.protocol=consumer, whose session timeout the broker sets.
+    Returns (broker, client, protocol)."""
+    if client == "confluent-848":
+        return (broker_factory("--group-consumer-session-timeout-ms", str(session_ms),
+                               "--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS)),
+                "confluent", "consumer")
+    return broker_factory(), client, "classic"
+
+
 # ---------------------------------------------------------------------------
 # split, leave, die, takeover; nothing committed is consumed twice
 # ---------------------------------------------------------------------------
@@ -101,13 +112,7 @@ def test_split_and_takeover(broker_factory, tmp_path, client, departure):
     # was honoured rather than the session expiring.
     session_ms = 10000 if departure == "close" else SESSION_MS
     max_poll_ms = 7000 if departure == "stop-polling" else MAX_POLL_MS
-    protocol = "classic"
-    if client == "confluent-848":
-        client, protocol = "confluent", "consumer"
-        broker = broker_factory("--group-consumer-session-timeout-ms", str(session_ms),
-                                "--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS))
-    else:
-        broker = broker_factory()
+    broker, client, protocol = broker_for(broker_factory, client, session_ms)
     topic, group = unique_topic("gsplit"), unique_topic("g")
     ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
     with Members(broker.bootstrap, tmp_path / "members") as ms:
@@ -346,13 +351,7 @@ def test_static_member_restart_keeps_partitions(broker_factory, tmp_path, client
     rebalance too."""
     topic, group = unique_topic("gstat"), unique_topic("g")
     session_ms = 10000
-    protocol = "classic"
-    if client == "confluent-848":
-        client, protocol = "confluent", "consumer"
-        broker = broker_factory("--group-consumer-session-timeout-ms", str(session_ms),
-                                "--group-consumer-heartbeat-interval-ms", str(HEARTBEAT_MS))
-    else:
-        broker = broker_factory()
+    broker, client, protocol = broker_for(broker_factory, client, session_ms)
     ck.create_topic(broker.bootstrap, topic, partitions=PARTS)
     with Members(broker.bootstrap, tmp_path / "members") as ms:
         def start(name, inst):
