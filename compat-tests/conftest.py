@@ -172,8 +172,11 @@ class Broker:
                     self.log_tail(),
                 )
             try:
-                with socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.5):
-                    return
+                # Ready when every listener accepts (SQL binds last).
+                for port in self.listener_ports():
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        pass
+                return
             except OSError:
                 time.sleep(0.05)
         self.kill9()
@@ -182,6 +185,10 @@ class Broker:
             f"\n--- log ---\n{self.log_tail()}",
             self.log_tail(),
         )
+
+    def listener_ports(self):
+        sql_off = "--sql-enabled" in self.extra_args and "false" in self.extra_args
+        return [self.kafka_port] if sql_off else [self.kafka_port, self.sql_port]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

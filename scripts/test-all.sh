@@ -9,6 +9,8 @@
 # Env:
 #   PYTEST_ARGS       extra pytest arguments (e.g. "-k kcat" or "test_restart.py")
 #   KARNAK_TEST_TIMEOUT  per-test timeout in seconds (default 600)
+#   KARNAK_TEST_WORKERS  pytest-xdist workers for the compat suite (default 2;
+#                     every test has its own brokers, ports and dirs)
 #   SKIP_CARGO=1      do not build or run cargo tests (use an existing binary)
 set -euo pipefail
 
@@ -82,6 +84,7 @@ cd "$COMPAT"
 set +e
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pytest -v -p no:cacheprovider \
+    -n "${KARNAK_TEST_WORKERS:-2}" --dist load \
     --timeout="${KARNAK_TEST_TIMEOUT:-600}" --durations=15 \
     ${PYTEST_ARGS:-}
 rc=$?

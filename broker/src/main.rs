@@ -15,6 +15,7 @@ mod handlers;
 mod metrics;
 mod response;
 mod server;
+mod sql;
 mod topics;
 
 use broker::Broker;
@@ -81,8 +82,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("opening the group coordinator")?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     groups.start_timers(stopping.clone());
-    if let Some(sql) = &config.sql {
-        let (bound, serve) = karnak_sql::start(sql, logs.clone(), stopping.clone())
+    let broker = Arc::new(Broker {
+        groups,
+        config,
+        logs,
+        cluster_id,
+        advertised,
+        stopping: stopping.clone(),
+    });
+    if let Some(sql) = &broker.config.sql {
+        let producer = Arc::new(sql::BrokerProducer(broker.clone()));
+        let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, stopping)
             .await
             .context("starting the SQL gateway")?;
         info!(
@@ -92,14 +102,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
         tokio::spawn(serve);
     }
-    let broker = Arc::new(Broker {
-        groups,
-        config,
-        logs,
-        cluster_id,
-        advertised,
-        stopping,
-    });
 
     let flusher = broker.clone();
     tokio::spawn(async move {

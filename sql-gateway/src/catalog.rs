@@ -1,23 +1,40 @@
 //! The `public` schema: every topic is a table, looked up live, so a topic
 //! created a moment ago is queryable and a deleted one is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use arrow::array::AsArray;
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableProvider;
-use karnak_storage::LogManager;
+use karnak_storage::columnar::{COL_VALUE, PartitionScan};
+use karnak_storage::{LogManager, Topic};
 
-use crate::table::TopicTable;
+use crate::insert::Producer;
+use crate::json::{self, JsonColumn};
+use crate::table::{TopicTable, topic_schema};
 
 /// Topics the broker keeps for itself are not tables.
 fn visible(name: &str) -> bool {
     !name.starts_with("__karnak")
 }
 
+/// Records sampled (the newest, spread over partitions) to infer a JSON
+/// topic's columns, and how long an inferred schema is reused.
+const INFER_SAMPLE: i64 = 1000;
+const INFER_TTL: Duration = Duration::from_secs(10);
+
+type Inferred = Arc<Vec<(String, DataType)>>;
+
 pub struct TopicSchema {
     logs: Arc<LogManager>,
+    producer: Option<Arc<dyn Producer>>,
+    /// Inferred JSON fields by topic id, with when they were inferred.
+    inferred: Mutex<HashMap<[u8; 16], (Instant, Inferred)>>,
 }
 
 impl std::fmt::Debug for TopicSchema {
@@ -27,9 +44,83 @@ impl std::fmt::Debug for TopicSchema {
 }
 
 impl TopicSchema {
-    pub fn new(logs: Arc<LogManager>) -> Self {
-        TopicSchema { logs }
+    pub fn new(logs: Arc<LogManager>, producer: Option<Arc<dyn Producer>>) -> Self {
+        TopicSchema {
+            logs,
+            producer,
+            inferred: Mutex::new(HashMap::new()),
+        }
     }
+
+    /// The JSON columns of a topic: none unless `karnak.value.format=json`;
+    /// declared by `karnak.value.schema`, else inferred from its newest
+    /// records.
+    async fn json_columns(&self, topic: &Arc<Topic>) -> Result<Vec<JsonColumn>> {
+        let other = &topic.config.other;
+        if other.get(json::FORMAT_KEY).map(String::as_str) != Some("json") {
+            return Ok(Vec::new());
+        }
+        let fields = match other.get(json::SCHEMA_KEY).filter(|s| !s.trim().is_empty()) {
+            Some(declared) => json::parse_declared(declared).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "topic {} has an invalid {}: {e}",
+                    topic.meta.name,
+                    json::SCHEMA_KEY
+                ))
+            })?,
+            None => self.inferred_fields(topic).await?.as_ref().clone(),
+        };
+        let fixed: Vec<String> = topic_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let fixed: Vec<&str> = fixed.iter().map(String::as_str).collect();
+        Ok(json::columns(fields, &fixed))
+    }
+
+    async fn inferred_fields(&self, topic: &Arc<Topic>) -> Result<Inferred> {
+        let id = topic.meta.id;
+        if let Some((at, fields)) = lock(&self.inferred).get(&id)
+            && at.elapsed() < INFER_TTL
+        {
+            return Ok(fields.clone());
+        }
+        let t = topic.clone();
+        let fields = tokio::task::spawn_blocking(move || sample_and_infer(&t))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let fields = Arc::new(fields);
+        lock(&self.inferred).insert(id, (Instant::now(), fields.clone()));
+        Ok(fields)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the newest records of every partition and infers JSON fields.
+fn sample_and_infer(topic: &Topic) -> Result<Vec<(String, DataType)>> {
+    let per_partition = (INFER_SAMPLE / topic.logs.len().max(1) as i64).max(50);
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for log in &topic.logs {
+        let end = log.high_watermark();
+        let start = (end - per_partition).max(log.log_start_offset());
+        let mut scan = PartitionScan::new(log.clone(), start, end, 1024, 1 << 20);
+        while let Some(batch) = scan
+            .next_batch()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+        {
+            if let Some(col) = batch
+                .column_by_name(COL_VALUE)
+                .and_then(|c| c.as_binary_opt::<i32>())
+            {
+                values.extend(col.iter().flatten().map(<[u8]>::to_vec));
+            }
+        }
+    }
+    Ok(json::infer(values.iter().map(Vec::as_slice)))
 }
 
 #[async_trait]
@@ -47,10 +138,15 @@ impl SchemaProvider for TopicSchema {
         if !visible(name) {
             return Ok(None);
         }
-        Ok(self
-            .logs
-            .topic(name)
-            .map(|t| Arc::new(TopicTable::new(t)) as Arc<dyn TableProvider>))
+        let Some(topic) = self.logs.topic(name) else {
+            return Ok(None);
+        };
+        let json = self.json_columns(&topic).await?;
+        Ok(Some(Arc::new(TopicTable::new(
+            topic,
+            self.producer.clone(),
+            json,
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {

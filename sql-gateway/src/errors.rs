@@ -2,8 +2,11 @@
 //! the class of error Postgres would send (a driver maps `42601` to a
 //! syntax error, `42P01` to an undefined table) instead of `XX000` for all.
 
+use datafusion::common::DataFusionError;
 use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+
+use crate::insert::InsertError;
 
 /// The SQLSTATE for a DataFusion error message (by its wording; DataFusion
 /// errors carry no codes).
@@ -38,6 +41,23 @@ pub fn sqlstate_for(message: &str) -> &'static str {
     }
 }
 
+/// The SQLSTATE our own code chose for an error (an INSERT the topic
+/// cannot take), found under DataFusion's wrapping.
+fn declared<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a InsertError> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(i) = err.downcast_ref::<InsertError>() {
+            return Some(i);
+        }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>() {
+            cur = Some(inner.as_ref());
+            continue;
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// Rewrites opaque errors into Postgres errors with a SQLSTATE.
 pub struct SqlStateErrors;
 
@@ -47,8 +67,13 @@ impl ErrorHandler for SqlStateErrors {
         C: ClientInfo,
     {
         if let PgWireError::ApiError(e) = error {
-            let message = e.to_string();
-            let code = sqlstate_for(&message);
+            let (code, message) = match declared(e.as_ref()) {
+                Some(i) => (i.sqlstate, i.message.clone()),
+                None => {
+                    let message = e.to_string();
+                    (sqlstate_for(&message), message)
+                }
+            };
             tracing::debug!(code, %message, "SQL error");
             *error = PgWireError::UserError(Box::new(ErrorInfo::new(
                 "ERROR".to_string(),

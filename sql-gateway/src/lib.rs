@@ -3,12 +3,16 @@
 //! `psql -h 127.0.0.1 -p 5433` lists topics as tables in `public` and
 //! queries them with DataFusion, reading the same partition logs the Kafka
 //! side serves (their Arrow face, `karnak_storage::columnar`). Depends on
-//! storage only, never on the broker.
+//! storage only, never on the broker: INSERTs go through the [`Producer`]
+//! the broker hands in (its own produce path).
 
 pub mod catalog;
 pub mod errors;
+pub mod insert;
+pub mod json;
 pub mod pushdown;
 pub mod server;
+pub mod session;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -19,6 +23,8 @@ use datafusion::prelude::SessionContext;
 use karnak_storage::LogManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use insert::{ProduceError, Producer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -39,8 +45,12 @@ pub struct SqlConfig {
 
 /// The DataFusion context every connection shares: topics in
 /// `datafusion.public`, `information_schema`, and the `pg_catalog` tables
-/// and functions psql and drivers query.
-pub fn session_context(logs: Arc<LogManager>) -> Result<Arc<SessionContext>, SqlError> {
+/// and functions psql and drivers query. Without a producer the topics
+/// are read-only.
+pub fn session_context(
+    logs: Arc<LogManager>,
+    producer: Option<Arc<dyn Producer>>,
+) -> Result<Arc<SessionContext>, SqlError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
@@ -49,7 +59,10 @@ pub fn session_context(logs: Arc<LogManager>) -> Result<Arc<SessionContext>, Sql
         .catalog("datafusion")
         .ok_or_else(|| SqlError::Catalog("no default catalog".into()))?;
     catalog
-        .register_schema("public", Arc::new(catalog::TopicSchema::new(logs)))
+        .register_schema(
+            "public",
+            Arc::new(catalog::TopicSchema::new(logs, producer)),
+        )
         .map_err(|e| SqlError::Catalog(e.to_string()))?;
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
         &ctx,
@@ -65,6 +78,7 @@ pub fn session_context(logs: Arc<LogManager>) -> Result<Arc<SessionContext>, Sql
 pub async fn start(
     cfg: &SqlConfig,
     logs: Arc<LogManager>,
+    producer: Arc<dyn Producer>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
     let listener = TcpListener::bind(cfg.addr)
@@ -77,7 +91,10 @@ pub async fn start(
         addr: cfg.addr,
         source,
     })?;
-    let handlers = Arc::new(server::Handlers::new(session_context(logs)?));
+    let handlers = Arc::new(server::Handlers::new(session_context(
+        logs,
+        Some(producer),
+    )?));
     Ok((
         bound,
         server::serve(listener, handlers, cfg.max_connections, stop),

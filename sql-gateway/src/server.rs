@@ -1,7 +1,8 @@
 //! The Postgres wire listener. Query handling (simple and extended
 //! protocol, `pg_catalog`, SET/SHOW, Arrow → Postgres encoding) is
 //! datafusion-postgres's `DfSessionService`, used as a library; the
-//! listener, authentication, cancellation and shutdown are ours.
+//! listener, authentication, statement limits (`session`), cancellation and
+//! shutdown are ours.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+use crate::session::KarnakSession;
 
 /// Trust authentication (as a fresh Postgres on loopback): any user and
 /// database name connect without a password.
@@ -29,7 +32,7 @@ impl NoopStartupHandler for TrustStartup {
 }
 
 pub struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<KarnakSession>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -38,7 +41,7 @@ impl Handlers {
     pub fn new(ctx: Arc<SessionContext>) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
-            session: Arc::new(DfSessionService::new(ctx)),
+            session: Arc::new(KarnakSession::new(Arc::new(DfSessionService::new(ctx)))),
             startup: Arc::new(TrustStartup {
                 connections: connections.clone(),
             }),
@@ -99,6 +102,7 @@ pub async fn serve(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max_connections, "SQL connection refused: too many clients");
+            tokio::spawn(refuse_too_many(socket));
             continue;
         };
         let handlers = handlers.clone();
@@ -116,4 +120,54 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Bytes of a startup packet read before answering a refused connection.
+const MAX_STARTUP_PACKET: usize = 10_000;
+/// `SSLRequest`'s protocol code.
+const SSL_REQUEST_CODE: u32 = 80_877_103;
+
+/// Answers a connection over the limit as Postgres does: read its startup
+/// packet (declining SSL first if asked), then send FATAL 53300 and close.
+/// Bounded in time and bytes: a peer that sends nothing is dropped.
+async fn refuse_too_many(mut socket: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        for _ in 0..2 {
+            let len = socket.read_u32().await? as usize;
+            let code = socket.read_u32().await?;
+            if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+                break;
+            }
+            let mut rest = vec![0u8; len - 8];
+            socket.read_exact(&mut rest).await?;
+            if code != SSL_REQUEST_CODE {
+                break;
+            }
+            socket.write_all(b"N").await?;
+        }
+        socket.write_all(&too_many_clients_error()).await?;
+        socket.flush().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exchange).await;
+}
+
+/// An `ErrorResponse` message: FATAL, SQLSTATE 53300.
+fn too_many_clients_error() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&fields);
+    msg
 }

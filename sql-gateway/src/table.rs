@@ -11,8 +11,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -20,6 +22,8 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use karnak_storage::columnar::{self, PartitionScan};
 use karnak_storage::{Log, Topic};
 
+use crate::insert::{InsertError, Producer, TopicSink};
+use crate::json::{self, JsonColumn};
 use crate::pushdown::{Ranges, is_pushable};
 
 pub const COL_KEY_TEXT: &str = "key_text";
@@ -44,6 +48,12 @@ pub fn topic_schema() -> SchemaRef {
 
 pub struct TopicTable {
     topic: Arc<Topic>,
+    /// Where INSERTs go; `None` makes the table read-only.
+    producer: Option<Arc<dyn Producer>>,
+    /// Columns from JSON values (`karnak.value.format=json`), after the
+    /// fixed ones.
+    json: Arc<Vec<JsonColumn>>,
+    schema: SchemaRef,
 }
 
 impl std::fmt::Debug for TopicTable {
@@ -55,15 +65,38 @@ impl std::fmt::Debug for TopicTable {
 }
 
 impl TopicTable {
-    pub fn new(topic: Arc<Topic>) -> Self {
-        TopicTable { topic }
+    pub fn new(
+        topic: Arc<Topic>,
+        producer: Option<Arc<dyn Producer>>,
+        json: Vec<JsonColumn>,
+    ) -> Self {
+        let schema = if json.is_empty() {
+            topic_schema()
+        } else {
+            let mut fields: Vec<Field> = topic_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.extend(
+                json.iter()
+                    .map(|c| Field::new(&c.name, c.data_type.clone(), true)),
+            );
+            Arc::new(Schema::new(fields))
+        };
+        TopicTable {
+            topic,
+            producer,
+            json: Arc::new(json),
+            schema,
+        }
     }
 }
 
 #[async_trait]
 impl TableProvider for TopicTable {
     fn schema(&self) -> SchemaRef {
-        topic_schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -96,12 +129,13 @@ impl TableProvider for TopicTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let ranges = Ranges::from_filters(filters);
-        let schema = topic_schema();
-        let wants_text = |name: &str| {
-            let i = schema.index_of(name).ok();
-            projection.is_none_or(|p| i.is_some_and(|i| p.contains(&i)))
-        };
+        let schema = self.schema.clone();
+        let wanted = |i: usize| projection.is_none_or(|p| p.contains(&i));
+        let wants_text = |name: &str| schema.index_of(name).is_ok_and(wanted);
         let text = (wants_text(COL_KEY_TEXT), wants_text(COL_VALUE_TEXT));
+        let fixed = topic_schema().fields().len();
+        let json_wanted: Arc<Vec<bool>> =
+            Arc::new((0..self.json.len()).map(|j| wanted(fixed + j)).collect());
         let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
         for log in &self.topic.logs {
             if !ranges.partition_matches(log.partition()) {
@@ -125,11 +159,40 @@ impl TableProvider for TopicTable {
                 start,
                 end,
                 text,
+                json: self.json.clone(),
+                json_wanted: json_wanted.clone(),
                 schema: schema.clone(),
             }));
         }
         let exec = StreamingTableExec::try_new(schema, partitions, projection, [], false, limit)?;
         Ok(Arc::new(exec))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(InsertError::sql(
+                "0A000",
+                format!("{insert_op} is not supported: a topic is append-only"),
+            ));
+        }
+        let Some(producer) = &self.producer else {
+            return Err(InsertError::sql(
+                "25006",
+                "the SQL gateway is read-only here",
+            ));
+        };
+        let sink = TopicSink::new(
+            self.topic.clone(),
+            producer.clone(),
+            &self.schema,
+            self.json.clone(),
+        );
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
 
@@ -141,6 +204,8 @@ struct PartitionReader {
     /// Whether key_text / value_text are wanted (else left null: the
     /// projection drops them).
     text: (bool, bool),
+    json: Arc<Vec<JsonColumn>>,
+    json_wanted: Arc<Vec<bool>>,
     schema: SchemaRef,
 }
 
@@ -171,11 +236,12 @@ impl PartitionStream for PartitionReader {
             SCAN_CHUNK_BYTES,
         );
         let (text, schema) = (self.text, self.schema.clone());
+        let (json, json_wanted) = (self.json.clone(), self.json_wanted.clone());
         tokio::task::spawn_blocking(move || {
             loop {
                 let item = match scan.next_batch() {
                     Ok(None) => return,
-                    Ok(Some(b)) => with_text(b, &schema, text),
+                    Ok(Some(b)) => derived_columns(b, &schema, text, &json, &json_wanted),
                     Err(e) => Err(DataFusionError::External(Box::new(e))),
                 };
                 let stop = item.is_err();
@@ -191,8 +257,15 @@ impl PartitionStream for PartitionReader {
     }
 }
 
-/// Adds key_text / value_text: the bytes as text where they are UTF-8.
-fn with_text(b: RecordBatch, schema: &SchemaRef, text: (bool, bool)) -> Result<RecordBatch> {
+/// Adds key_text / value_text (the bytes as text where they are UTF-8) and
+/// the JSON columns, computing only those the query reads.
+fn derived_columns(
+    b: RecordBatch,
+    schema: &SchemaRef,
+    text: (bool, bool),
+    json: &[JsonColumn],
+    json_wanted: &[bool],
+) -> Result<RecordBatch> {
     let n = b.num_rows();
     let as_text = |col: &ArrayRef, wanted: bool| -> ArrayRef {
         match (wanted, col.as_any().downcast_ref::<BinaryArray>()) {
@@ -211,9 +284,18 @@ fn with_text(b: RecordBatch, schema: &SchemaRef, text: (bool, bool)) -> Result<R
         || new_null_array(&DataType::Utf8, n),
         |k| as_text(&k, text.0),
     ));
-    cols.push(value.map_or_else(
+    cols.push(value.as_ref().map_or_else(
         || new_null_array(&DataType::Utf8, n),
-        |v| as_text(&v, text.1),
+        |v| as_text(v, text.1),
     ));
+    if !json.is_empty() {
+        match value
+            .as_ref()
+            .and_then(|v| v.as_any().downcast_ref::<BinaryArray>())
+        {
+            Some(values) => cols.extend(json::decode(values, json, json_wanted)),
+            None => cols.extend(json.iter().map(|c| new_null_array(&c.data_type, n))),
+        }
+    }
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

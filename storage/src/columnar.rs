@@ -33,7 +33,9 @@ pub const COL_HEADERS: &str = "headers";
 
 fn header_fields() -> Fields {
     Fields::from(vec![
-        Field::new("key", DataType::Utf8, false),
+        // Never NULL in a record, but nullable so SQL-built header lists
+        // (`[named_struct('key', ...)]`) cast to this type on INSERT.
+        Field::new("key", DataType::Utf8, true),
         Field::new("value", DataType::Binary, true),
     ])
 }

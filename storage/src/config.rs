@@ -117,6 +117,14 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
         Kind::Long,
     ),
     ("message.format.version", "3.0-IV1", Kind::Any),
+    // Karnak's own: how the SQL gateway reads values (`json`: typed columns
+    // from the JSON fields, declared here or inferred when empty).
+    (
+        "karnak.value.format",
+        "binary",
+        Kind::OneOf(&["binary", "json"]),
+    ),
+    ("karnak.value.schema", "", Kind::Any),
 ];
 
 #[derive(Clone, Copy)]

@@ -117,9 +117,12 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topi
     crate::topics::auto_create(broker, name)
 }
 
-type AppendOutcome = Result<(Arc<Log>, karnak_storage::AppendInfo), (i16, Option<String>)>;
+pub(crate) type AppendOutcome =
+    Result<(Arc<Log>, karnak_storage::AppendInfo), (i16, Option<String>)>;
 
-fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
+/// Validates and appends one partition's batches; the SQL gateway's INSERTs
+/// come through here too.
+pub(crate) fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
     let config = log.config();
     let policy = ValidationPolicy {
         timestamp_type: config.message_timestamp_type,

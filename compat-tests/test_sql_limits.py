@@ -1,0 +1,134 @@
+"""The SQL gateway under queries that would not end, results too big to
+hold, cancel requests and many connections: each is bounded, the
+connection (or at least the broker) survives."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+import ck
+from conftest import unique_topic, wait_until
+from test_sql import connect
+
+T = 30
+FOREVER = "select count(*) from generate_series(1, 1000000000000)"
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_statement_timeout_ends_a_query_that_would_run_forever(shared_broker):
+    with connect(shared_broker) as conn:
+        conn.execute("set statement_timeout = '300ms'")
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as e:
+            conn.execute(FOREVER).fetchall()
+        assert time.monotonic() - t0 < 10
+        assert "statement timeout" in str(e.value)
+        # The connection is usable, and the setting can be lifted.
+        assert conn.execute("select 1").fetchone() == (1,)
+        conn.execute("set statement_timeout = 0")
+        assert conn.execute("select count(*) from generate_series(1, 1000)").fetchone() == (1000,)
+    # A timeout set earlier in the same simple-query message applies too.
+    with connect(shared_broker) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(f"set statement_timeout = '200ms'; {FOREVER}", prepare=False)
+
+
+def test_cancel_request_stops_a_running_query(shared_broker):
+    with connect(shared_broker) as conn:
+        done = threading.Event()
+
+        def canceller():
+            # The query may not have started yet: repeat until it has ended.
+            while not done.wait(0.1):
+                conn.cancel_safe(timeout=5)
+
+        th = threading.Thread(target=canceller)
+        th.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute(FOREVER).fetchall()
+        finally:
+            done.set()
+            th.join(T)
+        assert time.monotonic() - t0 < T
+        assert conn.execute("select 2").fetchone() == (2,)
+
+
+def test_huge_result_is_streamed_and_the_client_may_stop_reading(shared_broker):
+    b = shared_broker
+    before = rss_mib(b.proc.pid)
+    conn = connect(b)
+    rows = 0
+    with conn.cursor() as cur:
+        # ~100 GB if it were materialised; streamed row by row.
+        for _ in cur.stream("select value, repeat('x', 100) as pad "
+                            "from generate_series(1, 1000000000)"):
+            rows += 1
+            if rows == 50_000:
+                break
+    conn.close()
+    assert rows == 50_000
+    assert rss_mib(b.proc.pid) - before < 300, "results are not buffered in the broker"
+    # The broker keeps serving SQL and Kafka.
+    with connect(b) as c2:
+        assert c2.execute("select 3").fetchone() == (3,)
+    topic = unique_topic("sqlhuge")
+    ck.create_topic(b.bootstrap, topic)
+
+
+def test_a_hundred_concurrent_connections(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlconc")
+    ck.create_topic(b.bootstrap, topic, partitions=4)
+    ck.produce_and_wait(b.bootstrap, topic,
+                        [{"partition": i % 4, "value": b"v%d" % i} for i in range(400)])
+
+    async def one(i):
+        conn = await asyncpg.connect(host="127.0.0.1", port=b.sql_port, user=f"u{i}",
+                                     database="db", timeout=T)
+        try:
+            return await conn.fetchval(
+                f'select count(*) from "{topic}" where partition = $1', i % 4, timeout=T)
+        finally:
+            await conn.close()
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(100)))
+
+    assert asyncio.run(main()) == [100] * 100
+
+
+def test_connections_over_the_limit_get_too_many_clients(broker_factory):
+    b = broker_factory("--sql-max-connections", "3")
+    held = [connect(b) for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as e:
+            connect(b)
+        assert "too many clients" in str(e.value)
+    finally:
+        for c in held:
+            c.close()
+    # Slots free up when connections close.
+    wait_until(lambda: _can_connect(b), T, msg="a free connection slot")
+
+
+def _can_connect(b):
+    try:
+        with connect(b) as c:
+            return c.execute("select 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
