@@ -141,3 +141,35 @@ def test_ssl_request_is_declined_and_garbage_startup_is_survived(shared_broker):
                 pass
     with connect(b) as conn:
         assert conn.execute("select 41 + 1").fetchone()[0] == 42
+
+
+def test_psql_meta_commands_version_and_asyncpg_pool_reset(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlpool")
+    ck.create_topic(b.bootstrap, topic, partitions=1)
+    produce(b.bootstrap, topic, 1, 3)
+    assert "datafusion" in psql(b, "-c", r"\l").stdout
+    expanded = psql(b, "-c", r"\x", "-c", f'select "offset", value_text from "{topic}" limit 1').stdout
+    assert "-[ RECORD 1 ]" in expanded and "value_text" in expanded, expanded
+    version = psql(b, "-At", "-c", "select version()").stdout.strip()
+    assert version.startswith("PostgreSQL 16") and "Karnak" in version, version
+
+    async def pool_cycles():
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=b.sql_port, user="anyone",
+                                         database="anydb", min_size=1, max_size=1, timeout=T)
+        try:
+            seen = []
+            # One connection, given back and taken again: each release runs
+            # asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN *,
+            # RESET ALL), which must succeed for the pool to keep it.
+            for _ in range(3):
+                async with pool.acquire() as conn:
+                    seen.append(await conn.fetchval(f'select count(*) from "{topic}"'))
+                    await conn.execute("SET application_name = 'x'")
+            async with pool.acquire() as conn:
+                await conn.execute("DISCARD ALL")
+            return seen
+        finally:
+            await pool.close()
+
+    assert asyncio.run(pool_cycles()) == [3, 3, 3]

@@ -132,3 +132,28 @@ def _can_connect(b):
             return c.execute("select 1").fetchone() == (1,)
     except psycopg.OperationalError:
         return False
+
+
+def test_topic_deleted_during_a_scan(shared_broker):
+    """The query holds the partition's open segment files: it finishes with
+    the rows that existed at its start; the delete goes ahead, the broker is
+    unaffected."""
+    b = shared_broker
+    topic = unique_topic("sqldel")
+    ck.create_topic(b.bootstrap, topic, partitions=1, config={"segment.bytes": "100000"})
+    ck.produce_and_wait(b.bootstrap, topic,
+                        [{"partition": 0, "value": b"x" * 1000} for _ in range(5000)])
+    admin = ck.admin(b.bootstrap)
+    rows = 0
+    with connect(b) as conn, conn.cursor() as cur:
+        for _ in cur.stream(f'select "offset", value from "{topic}"'):
+            rows += 1
+            if rows == 100:
+                admin.delete_topics([topic])[topic].result(T)
+    assert rows == 5000
+    with connect(b) as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute(f'select count(*) from "{topic}"')
+    other = unique_topic("sqldel-after")
+    ck.create_topic(b.bootstrap, other)
+    ck.produce_and_wait(b.bootstrap, other, [{"partition": 0, "value": b"ok"}])

@@ -7,6 +7,7 @@
 //! the broker hands in (its own produce path).
 
 pub mod catalog;
+pub mod compat;
 pub mod errors;
 pub mod insert;
 pub mod json;
@@ -70,6 +71,7 @@ pub fn session_context(
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| SqlError::Catalog(e.to_string()))?;
+    compat::register_functions(&ctx);
     Ok(Arc::new(ctx))
 }
 

@@ -21,7 +21,7 @@ use datafusion_postgres::pgwire::api::portal::{Portal, PortalExecutionState};
 use datafusion_postgres::pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
 };
-use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream};
+use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream, Tag};
 use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionHandle, DEFAULT_NAME, PgWireConnectionState,
@@ -33,6 +33,8 @@ use datafusion_postgres::pgwire::messages::response::EmptyQueryResponse;
 use futures::channel::oneshot;
 use futures::{Sink, SinkExt, StreamExt};
 use tokio::time::Instant;
+
+use crate::compat::{self, Part};
 
 /// Where datafusion-postgres's `SET statement_timeout` keeps the value (ms).
 const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
@@ -168,6 +170,30 @@ async fn guard<C: ClientInfo>(client: &C, response: Response) -> Response {
 #[async_trait]
 impl SimpleQueryHandler for KarnakSession {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(parts) = compat::split_resets(query) else {
+            return self.run(client, query).await;
+        };
+        // A pool's session reset: ours answered here, the rest by the engine.
+        let mut out = Vec::new();
+        for part in parts {
+            match part {
+                Part::Reset(tag) => out.push(Response::Execution(Tag::new(tag))),
+                Part::Sql(sql) => out.extend(self.run(client, &sql).await?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl KarnakSession {
+    /// A simple-query message through the engine, under the limits.
+    async fn run<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
