@@ -187,7 +187,9 @@ class Broker:
         )
 
     def listener_ports(self):
-        sql_off = "--sql-enabled" in self.extra_args and "false" in self.extra_args
+        args = self.extra_args
+        sql_off = any(a == "--sql-enabled" and args[i + 1:i + 2] == ["false"]
+                      for i, a in enumerate(args))
         return [self.kafka_port] if sql_off else [self.kafka_port, self.sql_port]
 
     def alive(self) -> bool:

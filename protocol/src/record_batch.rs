@@ -365,6 +365,36 @@ fn check_uncompressed_records(mut section: &[u8], count: i32) -> Result<(), Batc
 /// Assigns offsets to validated batches by rewriting each base offset (and
 /// the partition leader epoch) in place. Returns the next offset after the
 /// last record. `records` must have passed [`validate_batches`].
+/// A record as a producer without idempotence or transactions writes it,
+/// for batches the broker builds itself (coordinator state, SQL INSERT).
+/// `offset` is the record's position in its batch: the log assigns the base.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+    headers: kafka_protocol::indexmap::IndexMap<
+        kafka_protocol::protocol::StrBytes,
+        Option<bytes::Bytes>,
+    >,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp,
+        key,
+        value,
+        headers,
+    }
+}
+
 pub fn assign_offsets(records: &mut [u8], mut next_offset: i64, leader_epoch: i32) -> i64 {
     let mut pos = 0;
     while pos + HEADER_LEN <= records.len() {

@@ -39,8 +39,9 @@ use futures::StreamExt;
 use karnak_protocol::kafka_protocol::indexmap::IndexMap;
 use karnak_protocol::kafka_protocol::protocol::StrBytes;
 use karnak_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
 };
+use karnak_protocol::record_batch::plain_record;
 use karnak_storage::Topic;
 use karnak_storage::columnar::{COL_HEADERS, COL_KEY, COL_PARTITION, COL_TIMESTAMP, COL_VALUE};
 use serde_json::Value;
@@ -396,31 +397,6 @@ fn json_object(cols: &[(&str, &ArrayRef)], row: usize) -> Option<Bytes> {
         obj.insert((*field).to_string(), v);
     }
     (!obj.is_empty()).then(|| Bytes::from(Value::Object(obj).to_string()))
-}
-
-/// A record of a non-idempotent, non-transactional producer.
-fn plain_record(
-    offset: i64,
-    timestamp: i64,
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-    headers: IndexMap<StrBytes, Option<Bytes>>,
-) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: -1,
-        timestamp,
-        key,
-        value,
-        headers,
-    }
 }
 
 /// Encodes records as uncompressed v2 batches of about

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use karnak_storage::Log;
 use tokio::sync::Notify;
@@ -24,6 +24,7 @@ use crate::errors::*;
 use crate::group::{Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::obelisk::Sequencer;
 use crate::records::{RecordKey, StoredGroup, StoredOffset};
+use karnak_protocol::record_batch::plain_record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -264,21 +265,7 @@ impl Shard {
         let recs: Vec<Record> = records
             .into_iter()
             .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: ts,
-                key: Some(k.encode()),
-                value: v,
-                headers: Default::default(),
-            })
+            .map(|(i, (k, v))| plain_record(i as i64, ts, Some(k.encode()), v, Default::default()))
             .collect();
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
