@@ -171,20 +171,31 @@ class Broker:
                     f"args={self.args()}\n--- log ---\n{self.log_tail()}",
                     self.log_tail(),
                 )
-            try:
-                # Ready when every listener accepts (SQL binds last).
-                for port in self.listener_ports():
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        pass
+            # Ready when the broker itself says it serves on our ports (SQL
+            # binds last): a port free_port() found may have been bound by
+            # another test's broker since, and a bare connect would reach it.
+            log = self.log_path_text()
+            if all(line in log for line in self.ready_lines()):
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         self.kill9()
         raise BrokerStartError(
             f"karnak did not accept connections on {self.bootstrap} within {START_TIMEOUT}s"
             f"\n--- log ---\n{self.log_tail()}",
             self.log_tail(),
         )
+
+    def ready_lines(self):
+        lines = [f"serving Kafka on 127.0.0.1:{self.kafka_port} "]
+        if self.sql_port in self.listener_ports():
+            lines.append(f"(Postgres wire) on 127.0.0.1:{self.sql_port}:")
+        return lines
+
+    def log_path_text(self) -> str:
+        try:
+            return self.log_paths[-1].read_text(errors="replace")
+        except OSError:
+            return ""
 
     def listener_ports(self):
         args = self.extra_args

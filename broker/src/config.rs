@@ -68,6 +68,12 @@ pub struct Args {
     /// fsync every partition at this interval, ms (Kafka `log.flush.interval.ms`). [default: never]
     #[arg(long, env = "KARNAK_LOG_FLUSH_INTERVAL_MS")]
     pub log_flush_interval_ms: Option<u64>,
+    /// How often segments past `retention.ms` / `retention.bytes` are deleted, ms (Kafka `log.retention.check.interval.ms`). [default: 300000]
+    #[arg(long, env = "KARNAK_LOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Build the Arrow face (`<base>.arrow`) of sealed segments for SQL scans; off: scans decode the log. [default: true when SQL is on]
+    #[arg(long, env = "KARNAK_SQL_ARROW_FACES")]
+    pub sql_arrow_faces: Option<bool>,
     /// fsync before answering an acks=all produce (group commit). [default: true]
     #[arg(long, env = "KARNAK_FLUSH_ON_ACKS_ALL")]
     pub flush_on_acks_all: Option<bool>,
@@ -117,6 +123,8 @@ struct FileConfig {
     log_roll_ms: Option<u64>,
     log_flush_interval_messages: Option<u64>,
     log_flush_interval_ms: Option<u64>,
+    log_retention_check_interval_ms: Option<u64>,
+    sql_arrow_faces: Option<bool>,
     flush_on_acks_all: Option<bool>,
     log_message_timestamp_type: Option<String>,
     group_coordinator_shards: Option<u32>,
@@ -144,6 +152,9 @@ pub struct Config {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub flush_on_acks_all: bool,
+    pub log_retention_check_interval: std::time::Duration,
+    /// Build Arrow faces of sealed segments (only with SQL on).
+    pub arrow_faces: bool,
     pub log_defaults: karnak_storage::LogConfig,
     pub group_coordinator_shards: u32,
     pub groups: karnak_coordinator::GroupConfig,
@@ -208,6 +219,10 @@ impl Config {
                 karnak_protocol::frame::DEFAULT_MAX_REQUEST_BYTES
             ),
             flush_on_acks_all: pick!(flush_on_acks_all, true),
+            log_retention_check_interval: std::time::Duration::from_millis(
+                pick!(log_retention_check_interval_ms, 300_000).max(1),
+            ),
+            arrow_faces: pick!(sql_enabled, true) && pick!(sql_arrow_faces, true),
             log_defaults,
             group_coordinator_shards: pick!(group_coordinator_shards, 64),
             groups: {

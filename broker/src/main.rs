@@ -23,6 +23,7 @@ use config::{Args, Config};
 
 /// How often partitions with `flush.ms` set are checked for a due fsync.
 const FLUSH_TICK: Duration = Duration::from_millis(200);
+const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
 fn main() -> anyhow::Result<()> {
     let config = Config::load(Args::parse())?;
@@ -113,8 +114,42 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || b.logs.flush_due(handlers::now_ms())).await;
         }
     });
+    spawn_log_maintenance(broker.clone());
 
     server::run(listener, broker, stop_tx, shutdown_signal()).await
+}
+
+/// Retention, and the Arrow faces of newly sealed segments: slow file work
+/// on one blocking thread at a time, off the produce path.
+fn spawn_log_maintenance(broker: Arc<Broker>) {
+    let retention_every = broker.config.log_retention_check_interval;
+    let faces = broker.config.arrow_faces;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let retention = last_retention.elapsed() >= retention_every;
+            if retention {
+                last_retention = tokio::time::Instant::now();
+            }
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if retention {
+                    let n = b.logs.enforce_retention(handlers::now_ms());
+                    if n > 0 {
+                        info!("retention deleted {n} segments");
+                    }
+                }
+                if faces {
+                    // A few segments per tick, so retention is never held up long.
+                    b.logs.attach_arrow_faces(4);
+                }
+            })
+            .await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

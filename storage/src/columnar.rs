@@ -21,6 +21,7 @@ use karnak_protocol::kafka_protocol::records::RecordBatchDecoder;
 use karnak_protocol::record_batch::{BatchIter, TimestampType};
 
 use crate::StorageError;
+use crate::arrow_face::ArrowFace;
 use crate::log::Log;
 
 pub const COL_PARTITION: &str = "partition";
@@ -193,7 +194,8 @@ impl RecordsBuilder {
 }
 
 /// Reads a partition's records in `[from, to)` as Arrow batches of about
-/// `rows` rows, reading the log in chunks of `chunk_bytes`. Blocking file
+/// `rows` rows: from the memory-mapped Arrow face where a sealed segment has
+/// one, else decoding the log in chunks of `chunk_bytes`. Blocking file
 /// I/O: call from a blocking context.
 pub struct PartitionScan {
     log: Arc<Log>,
@@ -201,6 +203,7 @@ pub struct PartitionScan {
     end: i64,
     chunk_bytes: usize,
     rows: usize,
+    use_faces: bool,
 }
 
 impl PartitionScan {
@@ -212,7 +215,29 @@ impl PartitionScan {
             end,
             chunk_bytes: chunk_bytes.max(64 << 10),
             rows: rows.max(1),
+            use_faces: true,
         }
+    }
+
+    /// Decode the log even where an Arrow face exists (to build one, or to
+    /// compare).
+    pub fn from_log_only(mut self) -> Self {
+        self.use_faces = false;
+        self
+    }
+
+    /// The offset the next read starts from.
+    pub fn position(&self) -> i64 {
+        self.next
+    }
+
+    /// The Arrow face covering the next offset, if any.
+    fn face(&self) -> Option<Arc<ArrowFace>> {
+        if !self.use_faces {
+            return None;
+        }
+        let face = self.log.segment_for(self.next)?.arrow_face()?;
+        (self.next < face.next_offset()).then_some(face)
     }
 
     /// The next batch of rows, or None at the end of the range.
@@ -221,6 +246,22 @@ impl PartitionScan {
         let partition = self.log.partition();
         let mut b = RecordsBuilder::new();
         while self.next < self.end && b.rows() < self.rows {
+            if let Some(face) = self.face() {
+                if b.rows() > 0 {
+                    // Hand over what the log gave first; the face is next.
+                    break;
+                }
+                match face.read(self.next, self.end)? {
+                    Some((batch, after)) => {
+                        self.next = after.max(self.next + 1);
+                        if batch.num_rows() > 0 {
+                            return Ok(Some(batch));
+                        }
+                    }
+                    None => self.next = face.next_offset(),
+                }
+                continue;
+            }
             let read = match self.log.read(self.next, self.chunk_bytes, true) {
                 Ok(r) => r,
                 // Retention removed what we were about to read: go on from
@@ -248,11 +289,8 @@ impl PartitionScan {
             }
             self.next = after;
         }
-        if b.rows() == 0 && self.next >= self.end {
-            return Ok(None);
-        }
         if b.rows() == 0 {
-            // Nothing readable before the end (an empty tail): stop.
+            // The range is done, or nothing readable is left before its end.
             self.next = self.end;
             return Ok(None);
         }

@@ -2,8 +2,9 @@
 //! topic-partition holding segments (`.log` of v2 record batches as produced,
 //! sparse memory-mapped `.index` and `.timeindex`), crash recovery of the
 //! active segment's tail, a flush policy, and reads as file slices for
-//! `sendfile`.
+//! `sendfile`; and the Arrow face of sealed segments for SQL scans.
 
+pub mod arrow_face;
 pub mod columnar;
 pub mod config;
 pub mod error;

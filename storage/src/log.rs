@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use karnak_protocol::record_batch::{
-    BatchHeader, BatchIter, Compression, HEADER_LEN, TimestampType, assign_offsets,
-    set_log_append_time,
-};
+use karnak_protocol::record_batch::{BatchHeader, BatchIter, assign_offsets, set_log_append_time};
 
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
+
+mod retention;
+mod timestamps;
 
 /// Marker written by a clean close; its presence lets open skip CRC checks.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".karnak_clean_shutdown";
@@ -93,19 +93,35 @@ impl Log {
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let mut bases = Vec::new();
+        let mut faces = Vec::new();
         for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
             let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".swap") {
+            if name.ends_with(".deleted")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".swap")
+                || name.ends_with(".arrow.tmp")
+            {
                 std::fs::remove_file(entry.path()).ctx(|| format!("removing stray {name}"))?;
             } else if let Some(stem) = name.strip_suffix(".log")
                 && let Ok(base) = stem.parse::<i64>()
             {
                 bases.push(base);
+            } else if let Some(stem) = name.strip_suffix(".arrow")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                faces.push((base, entry.path()));
             }
         }
         bases.sort_unstable();
+        // An Arrow face whose segment is gone (deleted before a crash).
+        for (base, path) in faces {
+            if bases.binary_search(&base).is_err() {
+                std::fs::remove_file(&path)
+                    .ctx(|| format!("removing orphan {}", path.display()))?;
+            }
+        }
         let index_bytes = config.segment_index_bytes as u64;
         let now = now_ms();
         let mut segments = BTreeMap::new();
@@ -315,6 +331,32 @@ impl Log {
             .collect()
     }
 
+    /// Sealed segments (all but the active one), oldest first.
+    pub fn sealed_segments(&self) -> Vec<Arc<LogSegment>> {
+        let mut segs = self.segment_list();
+        segs.pop();
+        segs
+    }
+
+    /// Whether `seg` is still one of this log's segments (not deleted).
+    pub fn holds_segment(&self, seg: &Arc<LogSegment>) -> bool {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seg.base_offset)
+            .is_some_and(|s| Arc::ptr_eq(s, seg))
+    }
+
+    /// The segment holding `offset` (the last one whose base is at or below).
+    pub fn segment_for(&self, offset: i64) -> Option<Arc<LogSegment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s.clone())
+    }
+
     fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let first = segs
@@ -457,80 +499,6 @@ impl Log {
         self.last_flush_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// ListOffsets by timestamp: (offset, timestamp) of the first record
-    /// with timestamp >= `ts`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        for seg in self.segment_list() {
-            if seg.max_ts().timestamp < ts {
-                continue;
-            }
-            let end = seg.size();
-            let mut pos = seg.time_lookup_position(ts);
-            while let Some(h) = seg.header_at(pos, end)? {
-                if h.max_timestamp >= ts {
-                    return Ok(Some(self.record_for_timestamp(&seg, pos, &h, ts)?));
-                }
-                pos += h.total_size() as u64;
-            }
-        }
-        Ok(None)
-    }
-
-    /// Within a batch whose max timestamp >= ts, the exact record when the
-    /// batch is uncompressed CreateTime; otherwise the batch itself.
-    fn record_for_timestamp(
-        &self,
-        seg: &LogSegment,
-        pos: u64,
-        h: &BatchHeader,
-        ts: i64,
-    ) -> Result<(i64, i64), StorageError> {
-        if h.timestamp_type() != TimestampType::CreateTime
-            || h.compression() != Ok(Compression::None)
-        {
-            return Ok((h.base_offset, h.max_timestamp));
-        }
-        let mut buf = vec![0u8; h.total_size()];
-        seg.file.read_exact_at_ctx(&mut buf, pos, &seg.path)?;
-        let mut rest = &buf[HEADER_LEN..];
-        for _ in 0..h.record_count {
-            let Some((len, n)) = varint(rest) else { break };
-            let Some(body) = rest.get(n..n + len.max(0) as usize) else {
-                break;
-            };
-            // attributes (1 byte), timestamp delta, offset delta
-            let Some((ts_delta, n1)) = body.get(1..).and_then(varint) else {
-                break;
-            };
-            let Some((off_delta, _)) = body.get(1 + n1..).and_then(varint) else {
-                break;
-            };
-            let rts = h.base_timestamp + ts_delta;
-            if rts >= ts {
-                return Ok((h.base_offset + off_delta, rts));
-            }
-            rest = &rest[n + len.max(0) as usize..];
-        }
-        Ok((h.base_offset, h.max_timestamp))
-    }
-
-    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the batch with the
-    /// largest max timestamp (its last offset). None when empty.
-    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
-        let mut best: Option<(i64, i64)> = None;
-        for seg in self.segment_list() {
-            let m = seg.max_ts();
-            if m.timestamp >= 0 && best.is_none_or(|(t, _)| m.timestamp > t) {
-                best = Some((m.timestamp, m.offset));
-            }
-        }
-        if best.is_none() && self.log_end_offset() > self.log_start_offset() {
-            // Batches without timestamps: Kafka answers with the last record.
-            return Ok(Some((-1, self.log_end_offset() - 1)));
-        }
-        Ok(best)
-    }
-
     /// Watch the high watermark, for fetch long-polling.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
         self.hw.subscribe()
@@ -543,60 +511,6 @@ impl Log {
         let next = self.log_end_offset();
         // A size no segment can take forces the roll.
         self.maybe_roll(&mut st, u64::MAX / 4, next, 0, now_ms())
-    }
-
-    /// Deletes sealed segments holding only offsets below `offset`: for a
-    /// log whose live state has been rewritten past them (the coordinator's
-    /// checkpoints). Returns how many were deleted.
-    pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
-        let st = lock(&self.append);
-        let mut deleted = 0;
-        for seg in self.segment_list() {
-            if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
-                break;
-            }
-            self.segments
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&seg.base_offset);
-            self.log_start_offset
-                .fetch_max(seg.next_offset(), Ordering::AcqRel);
-            seg.delete_files(&self.dir)?;
-            deleted += 1;
-        }
-        Ok(deleted)
-    }
-
-    /// Deletes whole sealed segments past retention.ms / retention.bytes.
-    /// Returns how many were deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        let st = lock(&self.append);
-        let mut deleted = 0;
-        loop {
-            let segs = self.segment_list();
-            let total: u64 = segs.iter().map(|s| s.size()).sum();
-            let Some(first) = segs.first() else { break };
-            if Arc::ptr_eq(first, &st.active) {
-                break;
-            }
-            let by_time = self.config.retention_ms >= 0
-                && first.max_ts().timestamp >= 0
-                && now_ms.saturating_sub(first.max_ts().timestamp) > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0
-                && total.saturating_sub(first.size()) >= self.config.retention_bytes as u64;
-            if !(by_time || by_size) {
-                break;
-            }
-            let next = segs.get(1).map_or(first.next_offset(), |s| s.base_offset);
-            self.segments
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&first.base_offset);
-            self.log_start_offset.fetch_max(next, Ordering::AcqRel);
-            first.delete_files(&self.dir)?;
-            deleted += 1;
-        }
-        Ok(deleted)
     }
 
     /// Clean shutdown: flush, seal the active segment's indexes, write the
@@ -617,29 +531,6 @@ impl Log {
         File::create(&marker).ctx(|| format!("writing {}", marker.display()))?;
         sync_dir(&self.dir)
     }
-}
-
-trait ReadAtCtx {
-    fn read_exact_at_ctx(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<(), StorageError>;
-}
-impl ReadAtCtx for File {
-    fn read_exact_at_ctx(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<(), StorageError> {
-        use std::os::unix::fs::FileExt;
-        self.read_exact_at(buf, pos)
-            .ctx(|| format!("reading {} at {pos}", path.display()))
-    }
-}
-
-/// Zigzag varint (Kafka's signed varint) from the front of `buf`.
-fn varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut value: u64 = 0;
-    for (i, &b) in buf.iter().enumerate().take(10) {
-        value |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((((value >> 1) as i64) ^ -((value & 1) as i64), i + 1));
-        }
-    }
-    None
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {

@@ -257,6 +257,54 @@ impl LogManager {
         }
     }
 
+    /// Deletes segments past retention on every log (`retention.ms`,
+    /// `retention.bytes`; compacted topics keep theirs). Returns how many.
+    pub fn enforce_retention(&self, now_ms: i64) -> usize {
+        let mut deleted = 0;
+        for t in self.topics() {
+            for log in &t.logs {
+                match log.enforce_retention(now_ms) {
+                    Ok(n) => deleted += n,
+                    Err(e) => tracing::error!(
+                        topic = %t.meta.name,
+                        partition = log.partition(),
+                        error = %e,
+                        "enforcing retention"
+                    ),
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Builds (or opens) the Arrow face of sealed segments that lack one,
+    /// at most `budget` in all, skipping internal (`__`) topics. Returns how
+    /// many it attached. Slow (reads and writes whole segments): call from a
+    /// background thread.
+    pub fn attach_arrow_faces(&self, budget: usize) -> usize {
+        let mut done = 0;
+        for t in self.topics() {
+            if t.meta.name.starts_with("__") {
+                continue;
+            }
+            for log in &t.logs {
+                if done >= budget {
+                    return done;
+                }
+                match crate::arrow_face::attach_missing(log, budget - done) {
+                    Ok(n) => done += n,
+                    Err(e) => tracing::warn!(
+                        topic = %t.meta.name,
+                        partition = log.partition(),
+                        error = %e,
+                        "building the Arrow face of a segment (scans read the log instead)"
+                    ),
+                }
+            }
+        }
+        done
+    }
+
     /// Clean shutdown of every log; the first error is returned after all are tried.
     pub fn shutdown(&self) -> Result<(), StorageError> {
         let mut first = None;

@@ -6,11 +6,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, check_crc};
 
+use crate::arrow_face::{ArrowFace, arrow_path};
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 
@@ -47,6 +48,10 @@ pub struct LogSegment {
     max_ts: Mutex<MaxTs>,
     /// Wall time of the first append (ms), -1 before; drives segment.ms.
     pub created_ms: AtomicI64,
+    /// The memory-mapped `<base>.arrow`, once built (sealed segments only).
+    arrow_face: OnceLock<Arc<ArrowFace>>,
+    /// Building the face failed once: scans read the log, no retry loop.
+    arrow_failed: AtomicBool,
 }
 
 /// Index bookkeeping carried by the appender between batches.
@@ -100,6 +105,8 @@ impl LogSegment {
                 offset: base,
             }),
             created_ms: AtomicI64::new(-1),
+            arrow_face: OnceLock::new(),
+            arrow_failed: AtomicBool::new(false),
         }
     }
 
@@ -441,8 +448,27 @@ impl LogSegment {
     }
 
     /// Deletes the segment's files.
+    /// The segment's Arrow face, once built.
+    pub fn arrow_face(&self) -> Option<Arc<ArrowFace>> {
+        self.arrow_face.get().cloned()
+    }
+
+    pub fn set_arrow_face(&self, face: Arc<ArrowFace>) {
+        let _ = self.arrow_face.set(face);
+    }
+
+    /// Whether a face is still wanted: none yet and no failed attempt.
+    pub fn wants_arrow_face(&self) -> bool {
+        self.arrow_face.get().is_none() && !self.arrow_failed.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_arrow_face_failed(&self) {
+        self.arrow_failed.store(true, Ordering::Relaxed);
+    }
+
     pub fn delete_files(&self, dir: &Path) -> Result<(), StorageError> {
         for p in [
+            arrow_path(dir, self.base_offset),
             log_path(dir, self.base_offset),
             index_path(dir, self.base_offset),
             time_index_path(dir, self.base_offset),

@@ -39,15 +39,36 @@ impl Broker {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        b.spawn();
-        b
+        // free_port() closes the port it found: another process may bind it
+        // first. Then this broker cannot bind and exits; try fresh ports.
+        for _ in 0..3 {
+            match b.try_spawn() {
+                Ok(()) => return b,
+                Err(log) if log.to_lowercase().contains("in use") => {
+                    (b.kafka_port, b.admin_port, b.sql_port) =
+                        (free_port(), free_port(), free_port());
+                }
+                Err(log) => panic!("karnak exited early: {log}"),
+            }
+        }
+        panic!("karnak found no free ports in three tries: {}", b.log());
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
+    /// (Re)starts the broker on the same ports.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("karnak exited early: {log}");
+        }
+    }
+
+    /// Starts the broker; Err(log) if it exited before serving.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        // The log is appended to across restarts: read only this start's part.
+        let from = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,15 +89,28 @@ impl Broker {
             .spawn()
             .expect("spawn karnak");
         self.child = Some(child);
+        // Ready when the broker itself says it serves on our ports: a port
+        // picked by free_port() can be taken by another test's broker in the
+        // meantime, and a connect alone would reach that one.
+        let kafka_line = format!("serving Kafka on 127.0.0.1:{} ", self.kafka_port);
+        let sql_line = format!("(Postgres wire) on 127.0.0.1:{}:", self.sql_port);
+        let sql_off = self
+            .extra
+            .windows(2)
+            .any(|w| w == ["--sql-enabled", "false"]);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.kafka_port)).is_err() {
+        loop {
+            let log = self.log().get(from..).unwrap_or_default().to_string();
+            if log.contains(&kafka_line) && (sql_off || log.contains(&sql_line)) {
+                return Ok(());
+            }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("karnak exited early ({status}): {}", self.log());
+                self.child = None;
+                return Err(format!("({status}) {log}"));
             }
             assert!(
                 Instant::now() < deadline,
-                "karnak did not listen in time: {}",
-                self.log()
+                "karnak did not listen in time: {log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
