@@ -1,0 +1,129 @@
+"""Sealed segments get an Arrow face (`<base>.arrow`, Arrow IPC) built in the
+background; SQL answers the same before and after, for every codec; retention
+runs on its schedule and takes the faces with the segments."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import ck
+from conftest import unique_topic, wait_until
+from test_sql import connect
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+def padding(p, i):
+    # Hex of a hash: compresses about 2:1, so every codec's partition rolls
+    # several segments.
+    h = hashlib.sha256(f"{p}-{i}".encode()).hexdigest()
+    return (h + h[::-1])[: 40 + i % 50]
+
+
+def value(p, i):
+    return f"value {p}-{i} " + padding(p, i)
+
+
+def faces(broker, topic, partition):
+    d = broker.data_dir / f"{topic}-{partition}"
+    logs = sorted(d.glob("*.log"))
+    arrows = sorted(d.glob("*.arrow"))
+    return logs, arrows
+
+
+def all_sealed_faced(broker, topic, partitions):
+    for p in range(partitions):
+        logs, arrows = faces(broker, topic, p)
+        # Every segment but the active (last) one has its face.
+        if len(logs) < 2 or [a.stem for a in arrows] != [l.stem for l in logs[:-1]]:
+            return False
+    return True
+
+
+def answers(conn, topic, ts_from):
+    q = lambda sql, *a: conn.execute(sql, a).fetchall()  # noqa: E731
+    return {
+        "per_partition": q(f'select partition, count(*), sum("offset"), min("offset"), '
+                           f'max("offset") from "{topic}" group by partition order by partition'),
+        "filtered": q(f"select count(*), sum(length(value)) from \"{topic}\" "
+                      f"where value_text like %s", "%7"),
+        "window": q(f'select count(*) from "{topic}" where "offset" between 333 and 1333'),
+        "time": q(f'select count(*) from "{topic}" where timestamp >= to_timestamp(%s)',
+                  ts_from / 1000),
+        "keys": q(f"select key_text, value_text from \"{topic}\" "
+                  f'where partition = 3 and "offset" in (0, 999, 1999) order by "offset"'),
+        "headers": q(f"select headers[1]['key'] from \"{topic}\" "
+                     f'where partition = 4 and "offset" = 1500'),
+    }
+
+
+def test_sealed_segments_get_arrow_faces_and_sql_agrees(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlarrow")
+    n = 2000
+    ck.create_topic(b.bootstrap, topic, partitions=len(CODECS),
+                    config={"segment.bytes": "16384"})
+    base_ts = int(time.time() * 1000) - 10 * n
+    for p, codec in enumerate(CODECS):
+        msgs = [{"partition": p, "key": f"k{p}-{i}".encode(),
+                 "value": value(p, i).encode(),
+                 "timestamp": base_ts + 10 * i, "headers": [("codec", codec.encode())]}
+                for i in range(n)]
+        # Small batches so segments roll often, each codec its own partition.
+        ck.produce_and_wait(b.bootstrap, topic, msgs, **{"compression.type": codec,
+                                                         "batch.num.messages": 100})
+    ts_from = base_ts + 10 * 1500
+    want_per_partition = [(p, n, n * (n - 1) // 2, 0, n - 1) for p in range(len(CODECS))]
+    with connect(b) as conn:
+        first = answers(conn, topic, ts_from)
+        assert first["per_partition"] == want_per_partition
+        assert first["window"] == [(1001 * len(CODECS),)]
+        assert first["time"] == [(500 * len(CODECS),)]
+        assert first["keys"] == [(f"k3-{i}", value(3, i)) for i in (0, 999, 1999)]
+        assert first["headers"] == [("codec",)]
+        wait_until(lambda: all_sealed_faced(b, topic, len(CODECS)), 60,
+                   msg="an Arrow face beside every sealed segment")
+        for p in range(len(CODECS)):
+            logs, arrows = faces(b, topic, p)
+            assert len(arrows) >= 3, (p, logs, arrows)
+            assert all(a.stat().st_size > 0 for a in arrows)
+        # Read from the faces now: the same answers, to the row.
+        assert answers(conn, topic, ts_from) == first
+        # The active tail is still decoded from the log, and new records are
+        # visible at once.
+        ck.produce_and_wait(b.bootstrap, topic, [{"partition": 0, "value": b"tail"}])
+        assert conn.execute(f'select count(*) from "{topic}" where partition = 0'
+                            ).fetchone()[0] == n + 1
+
+
+def test_retention_runs_on_schedule_and_takes_faces_along(broker_factory):
+    b = broker_factory("--log-retention-check-interval-ms", "200")
+    topic = unique_topic("retained")
+    ck.create_topic(b.bootstrap, topic, partitions=1,
+                    config={"segment.bytes": "16384", "retention.ms": "600000"})
+    old = int(time.time() * 1000) - 3_600_000
+    ck.produce_and_wait(b.bootstrap, topic, [
+        {"partition": 0, "value": b"old" * 30, "timestamp": old + i} for i in range(1000)],
+        **{"batch.num.messages": 50})
+    ck.produce_and_wait(b.bootstrap, topic, [
+        {"partition": 0, "value": b"new"} for _ in range(10)])
+    # Segments holding only hour-old records go; the one holding offset 1000
+    # (the first new record) stays, and so does everything after it.
+    bases = sorted(int(lg.stem) for lg in faces(b, topic, 0)[0])
+    keep = max(base for base in bases if base <= 1000)
+    assert keep > 0, f"the test needs several old segments: {bases}"
+    wait_until(lambda: ck.watermarks(b.bootstrap, topic, 0)[0] == keep, 30,
+               msg=f"the log start offset to move to {keep}")
+    low, high = ck.watermarks(b.bootstrap, topic, 0)
+    assert (low, high) == (keep, 1010)
+    logs, arrows = faces(b, topic, 0)
+    assert len(arrows) < len(logs)
+    assert {a.stem for a in arrows} <= {lg.stem for lg in logs}, "no orphan faces"
+    with connect(b) as conn:
+        assert conn.execute(f'select count(*), min("offset") from "{topic}"'
+                            ).fetchone() == (high - low, low)
+        assert conn.execute(f"select count(*) from \"{topic}\" where value_text = 'new'"
+                            ).fetchone()[0] == 10
+    got = ck.consume_range(b.bootstrap, topic, 0, low, high)
+    assert [m.offset() for m in got] == list(range(low, high))
