@@ -41,6 +41,12 @@ pub struct Args {
     /// SQL connections served at once; more are refused. [default: 256]
     #[arg(long, env = "KARNAK_SQL_MAX_CONNECTIONS")]
     pub sql_max_connections: Option<usize>,
+    /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (users from --sql-password-file). [default: trust]
+    #[arg(long, env = "KARNAK_SQL_AUTH")]
+    pub sql_auth: Option<String>,
+    /// `user:password` lines for --sql-auth scram-sha-256 (hashed when loaded).
+    #[arg(long, env = "KARNAK_SQL_PASSWORD_FILE")]
+    pub sql_password_file: Option<PathBuf>,
     /// This broker's node id (Kafka `node.id`). [default: 0]
     #[arg(long, env = "KARNAK_NODE_ID")]
     pub node_id: Option<i32>,
@@ -114,6 +120,8 @@ struct FileConfig {
     sql_addr: Option<SocketAddr>,
     sql_enabled: Option<bool>,
     sql_max_connections: Option<usize>,
+    sql_auth: Option<String>,
+    sql_password_file: Option<PathBuf>,
     node_id: Option<i32>,
     cluster_id: Option<String>,
     num_partitions: Option<i32>,
@@ -201,6 +209,22 @@ impl Config {
                 .context("log_message_timestamp_type")?;
         }
         let advertised = args.advertised_kafka_addr.or(file.advertised_kafka_addr);
+        let password_file = args.sql_password_file.or(file.sql_password_file);
+        let sql_auth = match args.sql_auth.or(file.sql_auth).as_deref() {
+            None | Some("trust") => {
+                if password_file.is_some() {
+                    bail!("--sql-password-file needs --sql-auth scram-sha-256");
+                }
+                karnak_sql::auth::SqlAuth::Trust
+            }
+            Some("scram-sha-256") => {
+                let path =
+                    password_file.context("--sql-auth scram-sha-256 needs --sql-password-file")?;
+                let users = karnak_sql::auth::PasswordFile::load(&path)?;
+                karnak_sql::auth::SqlAuth::ScramSha256(std::sync::Arc::new(users))
+            }
+            Some(other) => bail!("--sql-auth {other:?}: expected trust or scram-sha-256"),
+        };
         let config = Config {
             data_dir: pick!(data_dir, PathBuf::from("./data")),
             kafka_addr: pick!(kafka_addr, SocketAddr::from(([127, 0, 0, 1], 9092))),
@@ -209,6 +233,8 @@ impl Config {
             sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
                 max_connections: pick!(sql_max_connections, 256),
+                auth: sql_auth,
+                default_partitions: pick!(num_partitions, 1),
             }),
             node_id: pick!(node_id, 0),
             cluster_id: args.cluster_id.or(file.cluster_id),

@@ -96,8 +96,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, stopping)
             .await
             .context("starting the SQL gateway")?;
+        let auth = match &sql.auth {
+            karnak_sql::auth::SqlAuth::Trust => "trust".to_string(),
+            karnak_sql::auth::SqlAuth::ScramSha256(users) => {
+                format!("scram-sha-256, {} users", users.users())
+            }
+        };
         info!(
-            "Karnak serving SQL (Postgres wire) on {bound}: psql -h {} -p {}",
+            "Karnak serving SQL (Postgres wire) on {bound}: psql -h {} -p {} (auth {auth})",
             bound.ip(),
             bound.port()
         );

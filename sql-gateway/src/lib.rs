@@ -6,8 +6,10 @@
 //! storage only, never on the broker: INSERTs go through the [`Producer`]
 //! the broker hands in (its own produce path).
 
+pub mod auth;
 pub mod catalog;
 pub mod compat;
+pub mod ddl;
 pub mod errors;
 pub mod insert;
 pub mod json;
@@ -42,6 +44,9 @@ pub enum SqlError {
 pub struct SqlConfig {
     pub addr: SocketAddr,
     pub max_connections: usize,
+    pub auth: auth::SqlAuth,
+    /// Partitions of a topic made by `CREATE TABLE` without `partitions`.
+    pub default_partitions: i32,
 }
 
 /// The DataFusion context every connection shares: topics in
@@ -93,10 +98,11 @@ pub async fn start(
         addr: cfg.addr,
         source,
     })?;
-    let handlers = Arc::new(server::Handlers::new(session_context(
-        logs,
-        Some(producer),
-    )?));
+    let handlers = Arc::new(server::Handlers::new(
+        session_context(logs.clone(), Some(producer))?,
+        cfg.auth.clone(),
+        ddl::DdlHook::new(logs, cfg.default_partitions),
+    ));
     Ok((
         bound,
         server::serve(listener, handlers, cfg.max_connections, stop),

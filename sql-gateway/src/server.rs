@@ -8,19 +8,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::ScramAuth;
+use datafusion_postgres::pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::auth::SqlAuth;
+use crate::ddl::DdlHook;
 use crate::session::KarnakSession;
 
 /// Trust authentication (as a fresh Postgres on loopback): any user and
 /// database name connect without a password.
-struct TrustStartup {
+pub struct TrustStartup {
     connections: Arc<ConnectionManager>,
 }
 
@@ -31,20 +43,93 @@ impl NoopStartupHandler for TrustStartup {
     }
 }
 
+/// One connection's startup: SCRAM keeps its exchange's state in the
+/// handler, so every connection gets its own.
+pub enum Startup {
+    Trust(TrustStartup),
+    Scram {
+        handler: SASLAuthStartupHandler<DefaultServerParameterProvider>,
+        /// Whether the client's SASLInitialResponse has come.
+        initial_seen: std::sync::atomic::AtomicBool,
+    },
+}
+
+/// Whether a SASLInitialResponse body is well formed: a NUL-terminated
+/// mechanism name, then an int32 length that is -1 (no data) or the exact
+/// count of bytes that follow. pgwire 0.41 panics on some malformed ones
+/// (it reads past the end), so they are refused here first.
+fn sasl_initial_is_well_formed(body: &[u8]) -> bool {
+    let Some(nul) = body.iter().position(|b| *b == 0) else {
+        return false;
+    };
+    let rest = &body[nul + 1..];
+    let Some(len) = rest.get(..4) else {
+        return false;
+    };
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    len == -1 && rest.len() == 4 || usize::try_from(len).is_ok_and(|n| n == rest.len() - 4)
+}
+
+#[async_trait::async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Trust(h) => h.on_startup(client, message).await,
+            Startup::Scram {
+                handler,
+                initial_seen,
+            } => {
+                use datafusion_postgres::pgwire::messages::startup::PasswordMessageFamily;
+                use std::sync::atomic::Ordering;
+                if let PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Raw(
+                    body,
+                )) = &message
+                    && !initial_seen.swap(true, Ordering::Relaxed)
+                    && !sasl_initial_is_well_formed(body)
+                {
+                    return Err(PgWireError::InvalidScramMessage(
+                        "malformed SASLInitialResponse".into(),
+                    ));
+                }
+                handler.on_startup(client, message).await
+            }
+        }
+    }
+}
+
 pub struct Handlers {
     session: Arc<KarnakSession>,
-    startup: Arc<TrustStartup>,
+    auth: SqlAuth,
+    connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl Handlers {
-    pub fn new(ctx: Arc<SessionContext>) -> Self {
+    pub fn new(ctx: Arc<SessionContext>, auth: SqlAuth, ddl: DdlHook) -> Self {
         let connections = Arc::new(ConnectionManager::new());
+        // datafusion-postgres's own hooks (cursors, SET/SHOW, transaction
+        // statements), then CREATE/ALTER TABLE on topics.
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+            Arc::new(ddl),
+        ];
         Handlers {
-            session: Arc::new(KarnakSession::new(Arc::new(DfSessionService::new(ctx)))),
-            startup: Arc::new(TrustStartup {
-                connections: connections.clone(),
-            }),
+            session: Arc::new(KarnakSession::new(Arc::new(
+                DfSessionService::new_with_hooks(ctx, hooks),
+            ))),
+            auth,
+            connections: connections.clone(),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
     }
@@ -59,8 +144,21 @@ impl PgWireServerHandlers for Handlers {
         self.session.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
+    /// Called once per connection.
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(match &self.auth {
+            SqlAuth::Trust => Startup::Trust(TrustStartup {
+                connections: self.connections.clone(),
+            }),
+            SqlAuth::ScramSha256(users) => Startup::Scram {
+                handler: SASLAuthStartupHandler::new(Arc::new(
+                    DefaultServerParameterProvider::default(),
+                ))
+                .with_scram(ScramAuth::new(users.clone()))
+                .with_connection_manager(self.connections.clone()),
+                initial_seen: Default::default(),
+            },
+        })
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {

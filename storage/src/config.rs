@@ -127,6 +127,12 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
     ("karnak.value.schema", "", Kind::Any),
 ];
 
+/// Whether `name` is a config stored and reported but not acted on by the
+/// log (so it may change on a live topic without touching its partitions).
+pub fn is_stored_only(name: &str) -> bool {
+    PASSTHROUGH.iter().any(|(k, _, _)| *k == name)
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Int,

@@ -29,6 +29,10 @@ pub enum StorageError {
     UnknownTopic(String),
     #[error("invalid number of partitions {0} (must be 1..=10000)")]
     InvalidPartitions(i32),
+    #[error(
+        "config {0} cannot be altered on a live topic yet (only stored-only configs such as karnak.value.format can)"
+    )]
+    ConfigNotAlterable(String),
     #[error("invalid config {name}: {reason}")]
     InvalidConfig { name: String, reason: String },
     #[error("data directory {0} is locked by another process")]

@@ -185,6 +185,61 @@ impl LogManager {
         Ok(topic)
     }
 
+    /// Sets and removes topic config overrides. Only stored-only configs
+    /// (those the log does not act on, e.g. `karnak.value.format`) may
+    /// change for now: the partitions' logs keep the config they opened
+    /// with. The topic metadata is rewritten atomically, then the topic is
+    /// swapped in the map; readers holding the old `Arc<Topic>` finish
+    /// with the old config.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Arc<Topic>, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self
+            .topic(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        if let Some(k) = set
+            .keys()
+            .chain(remove.iter())
+            .find(|k| !crate::config::is_stored_only(k))
+        {
+            return Err(StorageError::ConfigNotAlterable(k.clone()));
+        }
+        let mut configs = old.meta.configs.clone();
+        for k in remove {
+            configs.remove(k);
+        }
+        configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let config = self.defaults.with_overrides(&configs)?;
+        let meta = TopicMeta {
+            configs,
+            ..old.meta.clone()
+        };
+        let file = MetaFile {
+            name: meta.name.clone(),
+            id: uuid::Uuid::from_bytes(meta.id).to_string(),
+            partitions: meta.partitions,
+            configs: meta.configs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| StorageError::io("encoding topic metadata", e.into()))?;
+        write_atomic(&self.meta_path(name), &json)?;
+        let topic = Arc::new(Topic {
+            meta,
+            config,
+            logs: old.logs.clone(),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, ?set, ?remove, "altered topic configs");
+        Ok(topic)
+    }
+
     pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self

@@ -212,7 +212,7 @@ pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
         E::InvalidTopic { .. } => 17,
         E::TopicAlreadyExists(_) => 36,
         E::InvalidPartitions(_) => 37,
-        E::InvalidConfig { .. } => 40,
+        E::InvalidConfig { .. } | E::ConfigNotAlterable(_) => 40,
         E::Corrupt { .. } => 2,
         _ => -1, // UNKNOWN_SERVER_ERROR: logged where it happens
     }
