@@ -5,10 +5,12 @@
 //! a topic's values read. Both work on the simple and the extended protocol
 //! (a datafusion-postgres query hook), and answer Postgres's SQLSTATEs.
 //!
-//!     CREATE TABLE orders (total double precision, status text)
-//!         WITH (partitions = 3, "retention.ms" = 86400000);
-//!     ALTER TABLE clicks SET (value_format = 'json');
-//!     ALTER TABLE clicks SET (value_schema = 'user_id bigint, url text');
+//! ```sql
+//! CREATE TABLE orders (total double precision, status text)
+//!     WITH (partitions = 3, "retention.ms" = 86400000);
+//! ALTER TABLE clicks SET (value_format = 'json');
+//! ALTER TABLE clicks SET (value_schema = 'user_id bigint, url text');
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
