@@ -18,6 +18,8 @@ pub struct Broker {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Consumer groups and committed offsets, over the Pharaoh shards.
     pub groups: karnak_coordinator::GroupCoordinator,
+    /// Producer ids and transactions, over the same shards.
+    pub txns: Arc<karnak_coordinator::TransactionCoordinator>,
 }
 
 impl Broker {

@@ -107,6 +107,15 @@ pub struct Args {
     /// Kafka `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat. [default: 5000]
     #[arg(long, env = "KARNAK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Kafka `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask for. [default: 900000]
+    #[arg(long, env = "KARNAK_TRANSACTION_MAX_TIMEOUT_MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// Kafka `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions past their timeout are aborted. [default: 10000]
+    #[arg(
+        long,
+        env = "KARNAK_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
+    )]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -142,6 +151,8 @@ struct FileConfig {
     group_max_size: Option<usize>,
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
+    transaction_max_timeout_ms: Option<i32>,
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
 }
 
 /// Resolved configuration.
@@ -166,6 +177,8 @@ pub struct Config {
     pub log_defaults: karnak_storage::LogConfig,
     pub group_coordinator_shards: u32,
     pub groups: karnak_coordinator::GroupConfig,
+    pub transactions: karnak_coordinator::TxnConfig,
+    pub transaction_cleanup_interval: std::time::Duration,
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<(String, i32)> {
@@ -278,7 +291,21 @@ impl Config {
                     ..d
                 }
             },
+            transactions: karnak_coordinator::TxnConfig {
+                max_timeout_ms: pick!(transaction_max_timeout_ms, 900_000),
+                durable: pick!(flush_on_acks_all, true),
+            },
+            transaction_cleanup_interval: std::time::Duration::from_millis(
+                pick!(
+                    transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                    10_000
+                )
+                .max(1),
+            ),
         };
+        if config.transactions.max_timeout_ms < 1 {
+            bail!("transaction_max_timeout_ms must be at least 1");
+        }
         if !(1..=1024).contains(&config.group_coordinator_shards) {
             bail!("group_coordinator_shards must be between 1 and 1024");
         }

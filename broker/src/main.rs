@@ -83,8 +83,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("opening the group coordinator")?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     groups.start_timers(stopping.clone());
+    // Start-up finishes transactions a crash left prepared, before serving.
+    let txns = Arc::new(karnak_coordinator::TransactionCoordinator::open(
+        &groups,
+        logs.clone(),
+        config.transactions.clone(),
+    ));
+    tokio::spawn(
+        txns.clone()
+            .run_timeouts(config.transaction_cleanup_interval, stopping.clone()),
+    );
     let broker = Arc::new(Broker {
         groups,
+        txns,
         config,
         logs,
         cluster_id,

@@ -41,13 +41,12 @@ impl Producer for BrokerProducer {
         let fsync = self.0.config.flush_on_acks_all;
         // Appends and fsync are file I/O: off the reactor.
         tokio::task::spawn_blocking(move || {
-            let (log, info) =
-                produce::append(&log, records, now_ms()).map_err(|(code, message)| {
-                    ProduceError {
-                        code,
-                        message: message.unwrap_or_else(|| "append failed".into()),
-                    }
-                })?;
+            let (log, info) = produce::append(&log, records, now_ms(), &|_| Ok(())).map_err(
+                |(code, message)| ProduceError {
+                    code,
+                    message: message.unwrap_or_else(|| "append failed".into()),
+                },
+            )?;
             if fsync {
                 log.flush_up_to(info.last_offset + 1)
                     .map_err(|e| ProduceError {

@@ -5,6 +5,7 @@
 //! whose every change is a record in its own partition of an internal,
 //! compacted topic, replayed on start; ids it hands out come from its own
 //! Obelisk sequencer and carry the shard number, so shards never coordinate.
+//! Transactions live in the same shards, keyed by transactional id.
 
 pub mod consumer;
 pub mod consumer_protocol;
@@ -14,6 +15,7 @@ pub mod group;
 pub mod obelisk;
 pub mod records;
 pub mod shard;
+pub mod txn;
 
 pub use consumer::{Assignment, ConsumerHeartbeat, HeartbeatOutcome, TopicId, TopicView};
 pub use coordinator::{COORDINATOR_TOPIC, CoordinatorError, GroupCoordinator, shard_for};
@@ -22,3 +24,4 @@ pub use group::{
 };
 pub use obelisk::Sequencer;
 pub use shard::{Committer, OffsetCommit, Shard};
+pub use txn::{TransactionCoordinator, TxnConfig, TxnMetadata, TxnState};

@@ -5,6 +5,9 @@
 //! Key   := version:u8 (0) kind:u8 fields...
 //!   kind 1 (group metadata): group:str16
 //!   kind 2 (committed offset): group:str16 topic:str16 partition:i32
+//!   kind 3 (transaction): transactional_id:str16
+//!   kind 4 (offset committed inside an open transaction):
+//!          group:str16 producer_id:i64 topic:str16 partition:i32
 //! Values start with their own version byte (0) and are described on the
 //! encode functions. str16 = i16 length (-1 for null) + UTF-8;
 //! bytes32 = i32 length + bytes.
@@ -20,6 +23,13 @@ pub enum RecordKey {
     Group(String),
     Offset {
         group: String,
+        topic: String,
+        partition: i32,
+    },
+    Txn(String),
+    TxnOffset {
+        group: String,
+        producer_id: i64,
         topic: String,
         partition: i32,
     },
@@ -80,6 +90,11 @@ pub(crate) fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
         return Err(RecordError("truncated"));
     }
     Ok(())
+}
+
+pub(crate) fn get_i16(buf: &mut Bytes) -> Result<i16, RecordError> {
+    need(buf, 2)?;
+    Ok(buf.get_i16())
 }
 
 pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
@@ -151,6 +166,22 @@ impl RecordKey {
                 put_str(&mut b, Some(topic));
                 b.put_i32(*partition);
             }
+            RecordKey::Txn(id) => {
+                b.put_u8(3);
+                put_str(&mut b, Some(id));
+            }
+            RecordKey::TxnOffset {
+                group,
+                producer_id,
+                topic,
+                partition,
+            } => {
+                b.put_u8(4);
+                put_str(&mut b, Some(group));
+                b.put_i64(*producer_id);
+                put_str(&mut b, Some(topic));
+                b.put_i32(*partition);
+            }
         }
         b.freeze()
     }
@@ -163,6 +194,13 @@ impl RecordKey {
             1 => Ok(RecordKey::Group(get_string(&mut buf)?)),
             2 => Ok(RecordKey::Offset {
                 group: get_string(&mut buf)?,
+                topic: get_string(&mut buf)?,
+                partition: get_i32(&mut buf)?,
+            }),
+            3 => Ok(RecordKey::Txn(get_string(&mut buf)?)),
+            4 => Ok(RecordKey::TxnOffset {
+                group: get_string(&mut buf)?,
+                producer_id: get_i64(&mut buf)?,
                 topic: get_string(&mut buf)?,
                 partition: get_i32(&mut buf)?,
             }),

@@ -7,6 +7,7 @@
 //! that leaves the records as file regions so they can be `sendfile`d.
 
 pub mod api_versions;
+pub mod control;
 pub mod error;
 pub mod fetch_response;
 pub mod frame;

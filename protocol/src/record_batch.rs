@@ -271,6 +271,12 @@ pub struct BatchesSummary {
     /// first batch's base) of the batch that carries it.
     pub max_timestamp: i64,
     pub first_timestamp: i64,
+    /// Producer id and epoch of the last batch (-1 without idempotence).
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Any batch has the transactional bit / is a control batch.
+    pub transactional: bool,
+    pub control: bool,
 }
 
 /// Validates every batch in a produce request's records: magic 2, lengths
@@ -286,6 +292,8 @@ pub fn validate_batches(
     let mut summary = BatchesSummary {
         max_timestamp: -1,
         first_timestamp: -1,
+        producer_id: -1,
+        producer_epoch: -1,
         ..Default::default()
     };
     let mut iter = BatchIter::new(records);
@@ -323,6 +331,10 @@ pub fn validate_batches(
         }
         summary.batches += 1;
         summary.records += h.record_count as i64;
+        summary.producer_id = h.producer_id;
+        summary.producer_epoch = h.producer_epoch;
+        summary.transactional |= h.is_transactional();
+        summary.control |= h.is_control();
         summary.max_timestamp = summary.max_timestamp.max(h.max_timestamp);
     }
     if summary.batches == 0 {
@@ -332,8 +344,9 @@ pub fn validate_batches(
     Ok(summary)
 }
 
-/// Reads a zigzag varint (Kafka's signed varint) from the front of `buf`.
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+/// Reads a zigzag varint (Kafka's signed varint) from the front of `buf`:
+/// the value and the bytes it took.
+pub fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for (i, &b) in buf.iter().enumerate().take(10) {
         value |= ((b & 0x7f) as u64) << (7 * i);

@@ -105,7 +105,7 @@ fn sample_and_infer(topic: &Topic) -> Result<Vec<(String, DataType)>> {
     let per_partition = (INFER_SAMPLE / topic.logs.len().max(1) as i64).max(50);
     let mut values: Vec<Vec<u8>> = Vec::new();
     for log in &topic.logs {
-        let end = log.high_watermark();
+        let end = log.last_stable_offset();
         let start = (end - per_partition).max(log.log_start_offset());
         let mut scan = PartitionScan::new(log.clone(), start, end, 1024, 1 << 20);
         while let Some(batch) = scan

@@ -141,8 +141,9 @@ impl TableProvider for TopicTable {
             if !ranges.partition_matches(log.partition()) {
                 continue;
             }
-            // The end is fixed now: the high watermark at query start.
-            let end = log.high_watermark().min(ranges.offset_end());
+            // The end is fixed now: the last stable offset at query start
+            // (the high watermark unless a transaction is open).
+            let end = log.last_stable_offset().min(ranges.offset_end());
             let mut start = ranges.offset_start().max(log.log_start_offset());
             if let Some(ts) = ranges.timestamp_start() {
                 match log.offset_for_timestamp(ts) {

@@ -23,6 +23,7 @@ use karnak_protocol::record_batch::{BatchIter, TimestampType};
 use crate::StorageError;
 use crate::arrow_face::ArrowFace;
 use crate::log::Log;
+use crate::log::txn_index::AbortedTxn;
 
 pub const COL_PARTITION: &str = "partition";
 pub const COL_OFFSET: &str = "offset";
@@ -118,13 +119,15 @@ impl RecordsBuilder {
     }
 
     /// Appends the records of the whole batches in `buf` whose offsets lie
-    /// in `[from, to)`. Returns the offset after the last batch read.
+    /// in `[from, to)`, leaving out control batches and the batches of
+    /// `aborted` transactions. Returns the offset after the last batch read.
     pub fn push_batches(
         &mut self,
         partition: i32,
         buf: &Bytes,
         from: i64,
         to: i64,
+        aborted: &[AbortedTxn],
     ) -> Result<i64, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
             path: std::path::PathBuf::from(format!("partition {partition}")),
@@ -135,6 +138,14 @@ impl RecordsBuilder {
             let (pos, h) = item.map_err(|e| corrupt(e.to_string()))?;
             next = next.max(h.next_offset());
             if h.is_control() || h.next_offset() <= from || h.base_offset >= to {
+                continue;
+            }
+            if h.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && (a.first_offset..=a.last_offset).contains(&h.base_offset)
+                })
+            {
                 continue;
             }
             let mut batch = buf.slice(pos..pos + h.total_size());
@@ -204,12 +215,16 @@ pub struct PartitionScan {
     chunk_bytes: usize,
     rows: usize,
     use_faces: bool,
+    /// Aborted transactions in the range: their batches are never rows.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl PartitionScan {
     pub fn new(log: Arc<Log>, from: i64, end: i64, rows: usize, chunk_bytes: usize) -> Self {
         let from = from.max(log.log_start_offset());
+        let aborted = log.aborted_txns(from, end);
         PartitionScan {
+            aborted,
             log,
             next: from,
             end,
@@ -236,8 +251,15 @@ impl PartitionScan {
         if !self.use_faces {
             return None;
         }
-        let face = self.log.segment_for(self.next)?.arrow_face()?;
-        (self.next < face.next_offset()).then_some(face)
+        let seg = self.log.segment_for(self.next)?;
+        let face = seg.arrow_face()?;
+        // A face built before a transaction in it was aborted still holds
+        // its records: read such a segment from the log instead.
+        let aborted_inside = self
+            .aborted
+            .iter()
+            .any(|a| a.last_offset >= seg.base_offset && a.first_offset < face.next_offset());
+        (self.next < face.next_offset() && !aborted_inside).then_some(face)
     }
 
     /// The next batch of rows, or None at the end of the range.
@@ -283,7 +305,13 @@ impl PartitionScan {
                     context: format!("reading {} for a scan", self.log.dir().display()),
                     source,
                 })?;
-            let after = b.push_batches(partition, &Bytes::from(buf), self.next, self.end)?;
+            let after = b.push_batches(
+                partition,
+                &Bytes::from(buf),
+                self.next,
+                self.end,
+                &self.aborted,
+            )?;
             if after <= self.next {
                 break;
             }
@@ -357,7 +385,7 @@ mod tests {
             all.extend_from_slice(&batch(5, 5, c));
             let all = all.freeze();
             let mut b = RecordsBuilder::new();
-            let next = b.push_batches(3, &all, 2, 8).unwrap();
+            let next = b.push_batches(3, &all, 2, 8, &[]).unwrap();
             assert_eq!(next, 10, "{c:?}");
             let rb = b.finish();
             assert_eq!(rb.num_rows(), 6, "{c:?}");
@@ -374,7 +402,10 @@ mod tests {
         let good = batch(0, 3, Compression::None);
         for n in [1, 20, 61, good.len() - 1] {
             let mut b = RecordsBuilder::new();
-            assert!(b.push_batches(0, &good.slice(..n), 0, 10).is_err(), "{n}");
+            assert!(
+                b.push_batches(0, &good.slice(..n), 0, 10, &[]).is_err(),
+                "{n}"
+            );
         }
     }
 }

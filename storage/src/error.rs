@@ -39,6 +39,8 @@ pub enum StorageError {
     DataDirLocked(PathBuf),
     #[error("corrupt file {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Producer(#[from] crate::log::producer_state::ProducerError),
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     RecordTooLarge { size: usize, max: u32 },
 }

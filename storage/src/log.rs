@@ -10,14 +10,24 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::{Bytes, BytesMut};
+use karnak_protocol::control::parse_marker;
 use karnak_protocol::record_batch::{BatchHeader, BatchIter, assign_offsets, set_log_append_time};
 
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
+pub mod producer_state;
 mod retention;
 mod timestamps;
+pub mod txn_index;
+
+use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
+use txn_index::{AbortedTxn, TxnIndex};
+
+/// `producer.id.expiration.ms` (Kafka's default, one day): an idle
+/// producer's state is dropped at the next segment roll after this.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
 /// Marker written by a clean close; its presence lets open skip CRC checks.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".karnak_clean_shutdown";
@@ -38,13 +48,18 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     /// -1 for CreateTime topics.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// The batches were a producer's retry of batches already in the log:
+    /// nothing was written and the offsets are the originals.
+    pub duplicate: bool,
+    /// Transactions the appended markers completed.
+    pub completed: Vec<CompletedTxn>,
 }
 
 struct AppendState {
@@ -52,6 +67,7 @@ struct AppendState {
     cursor: IndexCursor,
     unflushed_messages: u64,
     closed: bool,
+    producers: ProducerStateManager,
 }
 
 pub struct Log {
@@ -63,6 +79,9 @@ pub struct Log {
     append: Mutex<AppendState>,
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
+    /// Below the first open transaction's first offset (read_committed bound).
+    last_stable_offset: AtomicI64,
+    txn_index: TxnIndex,
     flushed_offset: AtomicI64,
     flush_lock: Mutex<()>,
     fsyncs: AtomicU64,
@@ -102,6 +121,7 @@ impl Log {
                 || name.ends_with(".cleaned")
                 || name.ends_with(".swap")
                 || name.ends_with(".arrow.tmp")
+                || name.ends_with(".snapshot.tmp")
             {
                 std::fs::remove_file(entry.path()).ctx(|| format!("removing stray {name}"))?;
             } else if let Some(stem) = name.strip_suffix(".log")
@@ -152,6 +172,18 @@ impl Log {
         }
         let leo = active.next_offset();
         let start = segments.first_key_value().map_or(0, |(b, _)| *b);
+        let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
+        let (producers, completed) = producer_state::rebuild(dir, &seg_list, start, leo)?;
+        let lso = producers.first_unstable_offset().unwrap_or(leo);
+        let txn_index = TxnIndex::load(dir, &bases)?;
+        // Aborts whose index entry a crash lost are found again by replay.
+        for c in completed.iter().filter(|c| c.aborted) {
+            let seg_base = segments
+                .range(..=c.last_offset)
+                .next_back()
+                .map_or(start, |(b, _)| *b);
+            txn_index.add(dir, seg_base, aborted_entry(c, lso))?;
+        }
         let (hw, _) = tokio::sync::watch::channel(leo);
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -164,9 +196,12 @@ impl Log {
                 cursor: IndexCursor::default(),
                 unflushed_messages: 0,
                 closed: false,
+                producers,
             }),
             log_end_offset: AtomicI64::new(leo),
             log_start_offset: AtomicI64::new(start),
+            last_stable_offset: AtomicI64::new(lso),
+            txn_index,
             // Whatever survived recovery is on disk as far as we can tell.
             flushed_offset: AtomicI64::new(leo),
             flush_lock: Mutex::new(()),
@@ -216,8 +251,7 @@ impl Log {
         }
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
         let now = now_ms();
-        self.maybe_roll(&mut st, total as u64, base_offset, records_count, now)?;
-        // Final headers (offsets assigned) for indexing.
+        // Final headers (offsets assigned) for indexing and producer checks.
         let mut next = base_offset;
         for (_, h) in batches.iter_mut() {
             h.base_offset = next;
@@ -227,6 +261,41 @@ impl Log {
             }
             next = h.next_offset();
         }
+        let producer_batches: Vec<BatchInfo> = batches
+            .iter()
+            .filter(|(_, h)| h.producer_id >= 0)
+            .map(|(pos, h)| {
+                let marker = h
+                    .is_control()
+                    .then(|| parse_marker(&records[*pos..pos + h.total_size()], h))
+                    .flatten();
+                BatchInfo::from_header(h, marker)
+            })
+            .collect();
+        let (updates, completed) = if producer_batches.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            match st.producers.check(&producer_batches)? {
+                Checked::Duplicate(d) => {
+                    return Ok(AppendInfo {
+                        base_offset: d.first_offset,
+                        last_offset: d.last_offset,
+                        log_append_time: log_append_time.map_or(-1, |_| d.timestamp),
+                        log_start_offset: self.log_start_offset(),
+                        duplicate: true,
+                        completed: Vec::new(),
+                    });
+                }
+                Checked::Append(u) => {
+                    let done = producer_batches
+                        .iter()
+                        .filter_map(|b| st.producers.completes(b))
+                        .collect();
+                    (u, done)
+                }
+            }
+        };
+        self.maybe_roll(&mut st, total as u64, base_offset, records_count, now)?;
         let active = st.active.clone();
         let interval = self.config.index_interval_bytes;
         match log_append_time {
@@ -258,6 +327,15 @@ impl Log {
         if active.created_ms.load(Ordering::Relaxed) < 0 {
             active.created_ms.store(now, Ordering::Relaxed);
         }
+        if !updates.is_empty() {
+            st.producers.apply(updates);
+        }
+        let lso = st.producers.first_unstable_offset().unwrap_or(next);
+        for c in completed.iter().filter(|c| c.aborted) {
+            self.txn_index
+                .add(&self.dir, active.base_offset, aborted_entry(c, lso))?;
+        }
+        self.last_stable_offset.store(lso, Ordering::Release);
         self.log_end_offset.store(next, Ordering::Release);
         self.hw.send_replace(next);
         st.unflushed_messages += records_count;
@@ -277,6 +355,8 @@ impl Log {
             last_offset: next - 1,
             log_append_time: log_append_time.unwrap_or(-1),
             log_start_offset: self.log_start_offset(),
+            duplicate: false,
+            completed,
         })
     }
 
@@ -303,6 +383,18 @@ impl Log {
             return Ok(());
         }
         active.seal()?;
+        // The sealed segment's aborted-txn entries must be on disk before a
+        // snapshot past them lets start-up skip replaying their markers.
+        let txn_idx = crate::segment::txn_index_path(&self.dir, active.base_offset);
+        if txn_idx.exists() {
+            File::open(&txn_idx)
+                .and_then(|f| f.sync_all())
+                .ctx(|| format!("fsync {}", txn_idx.display()))?;
+        }
+        // Producer state as of the new segment's base: start-up replays
+        // from here, so only the active segment's headers are read.
+        st.producers.expire(now, PRODUCER_ID_EXPIRATION_MS);
+        st.producers.write_snapshot(&self.dir, next_offset)?;
         let seg = Arc::new(LogSegment::create(
             &self.dir,
             next_offset,
@@ -373,6 +465,18 @@ impl Log {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult, StorageError> {
+        self.read_upto(offset, max_bytes, min_one_batch, i64::MAX)
+    }
+
+    /// As [`Self::read`], returning only batches that end below
+    /// `max_offset` (the last stable offset, for read_committed).
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        max_offset: i64,
+    ) -> Result<ReadResult, StorageError> {
         let leo = self.log_end_offset.load(Ordering::Acquire);
         let start = self.log_start_offset();
         let result = |slice| ReadResult {
@@ -387,11 +491,20 @@ impl Log {
                 log_end_offset: leo,
             });
         }
-        if offset == leo {
+        if offset == leo || offset >= max_offset {
             return Ok(result(None));
         }
         for seg in self.segments_from(offset) {
-            let end = seg.size();
+            if seg.base_offset >= max_offset {
+                break;
+            }
+            let mut end = seg.size();
+            if seg.next_offset() > max_offset {
+                // Stop at the batch holding max_offset.
+                if let Some((pos, _)) = seg.find_batch(max_offset, end)? {
+                    end = pos;
+                }
+            }
             let Some((pos, h)) = seg.find_batch(offset, end)? else {
                 continue;
             };
@@ -417,6 +530,33 @@ impl Log {
 
     pub fn log_end_offset(&self) -> i64 {
         self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// The read_committed bound: the first offset of the oldest open
+    /// transaction, or the high watermark when none is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable_offset
+            .load(Ordering::Acquire)
+            .min(self.high_watermark())
+    }
+
+    /// Aborted transactions overlapping `[from, upto)`, for read_committed fetches.
+    pub fn aborted_txns(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        self.txn_index.overlapping(from, upto)
+    }
+
+    /// A copy of one producer's state on this partition (DescribeProducers, tests).
+    pub fn producer_entry(&self, producer_id: i64) -> Option<producer_state::ProducerEntry> {
+        lock(&self.append).producers.entry(producer_id).cloned()
+    }
+
+    /// Every producer with state on this partition.
+    pub fn producer_entries(&self) -> Vec<(i64, producer_state::ProducerEntry)> {
+        lock(&self.append)
+            .producers
+            .producers()
+            .map(|(p, e)| (*p, e.clone()))
+            .collect()
     }
 
     /// Equal to the log end offset on a single node.
@@ -522,6 +662,8 @@ impl Log {
         }
         st.closed = true;
         let active = st.active.clone();
+        st.producers
+            .write_snapshot(&self.dir, self.log_end_offset())?;
         drop(st);
         self.dirty_dir.store(true, Ordering::Release);
         self.flush()?;
@@ -537,4 +679,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+fn aborted_entry(c: &CompletedTxn, last_stable_offset: i64) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset,
+    }
 }

@@ -27,6 +27,9 @@ pub fn index_path(dir: &Path, base: i64) -> PathBuf {
 pub fn time_index_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
 }
+pub fn txn_index_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.txnindex"))
+}
 
 /// Largest batch timestamp in the segment and the last offset of its batch.
 #[derive(Clone, Copy, Debug)]
@@ -399,6 +402,15 @@ impl LogSegment {
         Ok(Some(h))
     }
 
+    /// Reads `len` bytes at `pos` (a whole batch the caller located).
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .ctx(|| format!("reading {len} bytes at {pos} of {}", self.path.display()))?;
+        Ok(buf)
+    }
+
     /// The first batch below `end` whose last offset >= `offset`.
     pub fn find_batch(
         &self,
@@ -472,6 +484,7 @@ impl LogSegment {
             log_path(dir, self.base_offset),
             index_path(dir, self.base_offset),
             time_index_path(dir, self.base_offset),
+            txn_index_path(dir, self.base_offset),
         ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}

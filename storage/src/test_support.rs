@@ -50,3 +50,25 @@ pub fn build_batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }
+
+/// `build_batch` written by a producer: id, epoch, base sequence, and the
+/// transactional bit.
+pub fn producer_batch(
+    base_ts: i64,
+    values: &[&[u8]],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) -> Vec<u8> {
+    let mut b = build_batch(base_ts, values);
+    if transactional {
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    }
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}

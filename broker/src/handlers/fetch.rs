@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
-use karnak_protocol::fetch_response::{FetchPartition, FetchResponseBody, FetchTopic};
+use karnak_protocol::fetch_response::{
+    AbortedTransaction, FetchPartition, FetchResponseBody, FetchTopic,
+};
 use karnak_storage::{FileSlice, Log};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -219,11 +221,26 @@ fn read_all(
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                     // KIP-74: the first batch of the first partition with data
                     // is returned even when it is larger than the limits.
-                    match log.read(w.fetch_offset, budget, total == 0) {
+                    // read_committed stops at the last stable offset and is
+                    // told which aborted transactions the records overlap.
+                    let lso = log.last_stable_offset();
+                    let upto = if read_committed { lso } else { i64::MAX };
+                    match log.read_upto(w.fetch_offset, budget, total == 0, upto) {
                         Ok(r) => {
                             p.high_watermark = r.high_watermark;
-                            p.last_stable_offset = r.high_watermark;
+                            p.last_stable_offset = lso;
                             p.log_start_offset = r.log_start_offset;
+                            if read_committed && r.slice.is_some() {
+                                p.aborted_transactions = Some(
+                                    log.aborted_txns(w.fetch_offset, lso)
+                                        .into_iter()
+                                        .map(|a| AbortedTransaction {
+                                            producer_id: a.producer_id,
+                                            first_offset: a.first_offset,
+                                        })
+                                        .collect(),
+                                );
+                            }
                             if let Some(slice) = r.slice.filter(|s| s.len > 0) {
                                 total += slice.len;
                                 let len = slice.len;
@@ -233,7 +250,7 @@ fn read_all(
                         Err(e) => {
                             p.error_code = storage_error_code(&e);
                             p.high_watermark = log.high_watermark();
-                            p.last_stable_offset = p.high_watermark;
+                            p.last_stable_offset = log.last_stable_offset();
                             p.log_start_offset = log.log_start_offset();
                             has_error = true;
                         }

@@ -42,6 +42,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         return resp.with_error_code(3);
                     };
                     let found = match p.timestamp {
+                        // read_committed consumers start at the last stable offset.
+                        LATEST if request.isolation_level == 1 => {
+                            Ok(Some((-1, log.last_stable_offset())))
+                        }
                         LATEST => Ok(Some((-1, log.high_watermark()))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, log.log_start_offset()))),
                         LATEST_TIERED => Ok(None), // no tiered storage

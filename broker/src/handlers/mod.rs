@@ -11,6 +11,8 @@ use karnak_protocol::{api_versions as table, frame};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply};
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -20,21 +22,29 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group_common;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_common;
+pub mod txn_offset_commit;
 mod unsupported;
+mod write_txn_markers;
 
 /// A dispatched request: what the writer needs to answer it in order.
 pub struct Dispatched {
@@ -69,6 +79,15 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         _ => "Other",
     }
 }
@@ -171,6 +190,15 @@ pub fn dispatch(
         ApiKey::DescribeGroups => describe_groups::handle(broker, &mut body, version)?,
         ApiKey::DeleteGroups => delete_groups::handle(broker, &mut body, version)?,
         ApiKey::OffsetDelete => offset_delete::handle(broker, &mut body, version)?,
+        ApiKey::InitProducerId => init_producer_id::handle(broker, &mut body, version)?,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, &mut body, version)?,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, &mut body, version)?,
+        ApiKey::EndTxn => end_txn::handle(broker, &mut body, version)?,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, &mut body, version)?,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, &mut body, version)?,
+        ApiKey::DescribeProducers => describe_producers::handle(broker, &mut body, version)?,
+        ApiKey::DescribeTransactions => describe_transactions::handle(broker, &mut body, version)?,
+        ApiKey::ListTransactions => list_transactions::handle(broker, &mut body, version)?,
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,
@@ -203,6 +231,17 @@ pub fn now_ms() -> i64 {
 }
 
 /// Maps storage errors to Kafka error codes.
+/// The Kafka error a producer gets for a refused idempotent/transactional write.
+pub fn producer_error_code(e: &karnak_storage::log::producer_state::ProducerError) -> i16 {
+    use karnak_storage::log::producer_state::ProducerError as P;
+    match e {
+        P::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+        P::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
+        P::InvalidTxnState { .. } => 48,    // INVALID_TXN_STATE
+        P::CoordinatorFenced { .. } => 52,  // TRANSACTION_COORDINATOR_FENCED
+    }
+}
+
 pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
     use karnak_storage::StorageError as E;
     match e {
@@ -214,6 +253,7 @@ pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
         E::InvalidPartitions(_) => 37,
         E::InvalidConfig { .. } | E::ConfigNotAlterable(_) => 40,
         E::Corrupt { .. } => 2,
+        E::Producer(p) => producer_error_code(p),
         _ => -1, // UNKNOWN_SERVER_ERROR: logged where it happens
     }
 }

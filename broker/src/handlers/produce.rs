@@ -7,7 +7,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use karnak_protocol::record_batch::{self, TimestampType, ValidationPolicy};
+use karnak_protocol::record_batch::{self, BatchesSummary, TimestampType, ValidationPolicy};
 use karnak_storage::Log;
 use tracing::warn;
 
@@ -18,11 +18,14 @@ use crate::response::{HandlerError, Reply, Response, decode};
 
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const INVALID_RECORD: i16 = 87;
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: ProduceRequest = decode(body, "Produce", version)?;
     let acks = request.acks;
     let now = now_ms();
+    let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
     // Logs that took an append, with the offset that must be durable before acks=all is answered.
     let mut to_flush: Vec<(Arc<Log>, i64, usize, usize)> = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -43,7 +46,18 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     Err(code) => Err((*code, None)),
                     Ok(t) => match t.logs.get(pd.index as usize).filter(|_| pd.index >= 0) {
                         None => Err((3, None)),
-                        Some(log) => append(log, pd.records.unwrap_or_default(), now),
+                        Some(log) => {
+                            let check = |s: &BatchesSummary| {
+                                check_producer(
+                                    broker,
+                                    transactional_id.as_deref(),
+                                    name,
+                                    pd.index,
+                                    s,
+                                )
+                            };
+                            append(log, pd.records.unwrap_or_default(), now, &check)
+                        }
                     },
                 }
             };
@@ -117,12 +131,58 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topi
     crate::topics::auto_create(broker, name)
 }
 
+/// A refusal: Kafka error code and message.
+pub(crate) type Refusal = (i16, Option<String>);
+
 pub(crate) type AppendOutcome =
     Result<(Arc<Log>, karnak_storage::AppendInfo), (i16, Option<String>)>;
 
+/// Kafka's rules for who may write what: no control batches from clients,
+/// and a transactional batch only into a partition its transaction added.
+fn check_producer(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    s: &BatchesSummary,
+) -> Result<(), Refusal> {
+    if s.control {
+        return Err((
+            INVALID_RECORD,
+            Some("clients may not write control batches".into()),
+        ));
+    }
+    if !s.transactional {
+        return Ok(());
+    }
+    let Some(tid) = transactional_id else {
+        return Err((
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Some("transactional batches need a transactional id on the request".into()),
+        ));
+    };
+    broker
+        .txns
+        .verify_partition(tid, s.producer_id, s.producer_epoch, topic, partition)
+        .map_err(|code| {
+            (
+                code,
+                Some(format!(
+                    "{topic}-{partition} is not in the open transaction of {tid:?} (producer {} epoch {})",
+                    s.producer_id, s.producer_epoch
+                )),
+            )
+        })
+}
+
 /// Validates and appends one partition's batches; the SQL gateway's INSERTs
-/// come through here too.
-pub(crate) fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome {
+/// come through here too (with a check that passes everything they build).
+pub(crate) fn append(
+    log: &Arc<Log>,
+    records: Bytes,
+    now: i64,
+    check: &dyn Fn(&BatchesSummary) -> Result<(), Refusal>,
+) -> AppendOutcome {
     let config = log.config();
     let policy = ValidationPolicy {
         timestamp_type: config.message_timestamp_type,
@@ -131,11 +191,22 @@ pub(crate) fn append(log: &Arc<Log>, records: Bytes, now: i64) -> AppendOutcome 
     };
     let summary = record_batch::validate_batches(&records, &policy, now)
         .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))?;
+    check(&summary)?;
     let append_time =
         (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
     match log.append(&records, 0, append_time) {
         Ok(info) => {
-            metrics::counter!(m::PRODUCED_RECORDS).increment(summary.records as u64);
+            if info.duplicate {
+                tracing::debug!(
+                    topic = log.topic(),
+                    partition = log.partition(),
+                    producer_id = summary.producer_id,
+                    base_offset = info.base_offset,
+                    "duplicate batch from an idempotent producer answered with its first offsets"
+                );
+            } else {
+                metrics::counter!(m::PRODUCED_RECORDS).increment(summary.records as u64);
+            }
             Ok((log.clone(), info))
         }
         Err(e) => {

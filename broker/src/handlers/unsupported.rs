@@ -33,10 +33,6 @@ pub fn response(key: ApiKey, version: i16) -> Option<Result<Response, HandlerErr
         ApiKey::Heartbeat => encode(HeartbeatResponse::default().with_error_code(e), version),
         ApiKey::LeaveGroup => encode(LeaveGroupResponse::default().with_error_code(e), version),
         ApiKey::ListGroups => encode(ListGroupsResponse::default().with_error_code(e), version),
-        ApiKey::InitProducerId => encode(
-            InitProducerIdResponse::default().with_error_code(e),
-            version,
-        ),
         ApiKey::SaslHandshake => {
             encode(SaslHandshakeResponse::default().with_error_code(e), version)
         }
@@ -44,11 +40,6 @@ pub fn response(key: ApiKey, version: i16) -> Option<Result<Response, HandlerErr
             SaslAuthenticateResponse::default().with_error_code(e),
             version,
         ),
-        ApiKey::AddOffsetsToTxn => encode(
-            AddOffsetsToTxnResponse::default().with_error_code(e),
-            version,
-        ),
-        ApiKey::EndTxn => encode(EndTxnResponse::default().with_error_code(e), version),
         ApiKey::OffsetFetch if version >= 2 => {
             encode(OffsetFetchResponse::default().with_error_code(e), version)
         }

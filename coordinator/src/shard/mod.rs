@@ -3,7 +3,7 @@
 //! internal partition where every change is a record, replayed on start.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +24,7 @@ use crate::errors::*;
 use crate::group::{Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::obelisk::Sequencer;
 use crate::records::{RecordKey, StoredGroup, StoredOffset};
+use crate::txn::TxnMetadata;
 use karnak_protocol::record_batch::plain_record;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +53,16 @@ struct Timers {
     armed: HashMap<String, Instant>,
 }
 
+/// Offsets a transaction committed, by (group, producer id), waiting for
+/// its end: a commit makes them the group's offsets, an abort drops them.
+pub type PendingTxnOffsets = HashMap<(String, i64), BTreeMap<(String, i32), StoredOffset>>;
+
 pub struct ShardState {
     pub groups: HashMap<String, Group>,
+    /// Transactions whose transactional id hashes to this shard.
+    pub txns: HashMap<String, TxnMetadata>,
+    /// Transactional offset commits of groups that hash to this shard.
+    pub txn_offsets: PendingTxnOffsets,
 }
 
 pub struct Shard {
@@ -118,6 +127,8 @@ impl Shard {
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut offsets: Vec<(String, (String, i32), Option<StoredOffset>)> = Vec::new();
         let mut stored_groups: HashMap<String, Option<Group>> = HashMap::new();
+        let mut txns: HashMap<String, TxnMetadata> = HashMap::new();
+        let mut txn_offsets: PendingTxnOffsets = HashMap::new();
         let session =
             tokio::time::Duration::from_millis(cfg.consumer_session_timeout_ms.max(0) as u64);
         let mut offset = log.log_start_offset();
@@ -175,6 +186,42 @@ impl Shard {
                             };
                             offsets.push((group, (topic, partition), v));
                         }
+                        Ok(RecordKey::Txn(tid)) => match r.value {
+                            Some(v) => {
+                                let m = TxnMetadata::decode(&tid, v)
+                                    .map_err(|e| replay(e.to_string()))?;
+                                txns.insert(tid, m);
+                            }
+                            None => {
+                                txns.remove(&tid);
+                            }
+                        },
+                        Ok(RecordKey::TxnOffset {
+                            group,
+                            producer_id,
+                            topic,
+                            partition,
+                        }) => {
+                            let k = (group, producer_id);
+                            match r.value {
+                                Some(v) => {
+                                    let o = StoredOffset::decode(v)
+                                        .map_err(|e| replay(e.to_string()))?;
+                                    txn_offsets
+                                        .entry(k)
+                                        .or_default()
+                                        .insert((topic, partition), o);
+                                }
+                                None => {
+                                    if let Some(m) = txn_offsets.get_mut(&k) {
+                                        m.remove(&(topic, partition));
+                                        if m.is_empty() {
+                                            txn_offsets.remove(&k);
+                                        }
+                                    }
+                                }
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(shard = id, offset = r.offset, error = %e, "skipping unreadable coordinator record")
                         }
@@ -216,7 +263,11 @@ impl Shard {
             log,
             seq,
             cfg,
-            state: Mutex::new(ShardState { groups }),
+            state: Mutex::new(ShardState {
+                groups,
+                txns,
+                txn_offsets,
+            }),
             timers: Mutex::new(Timers::default()),
             timer_changed: Notify::new(),
         };
@@ -260,7 +311,10 @@ impl Shard {
         self.arm(g);
     }
 
-    fn append(&self, records: Vec<(RecordKey, Option<Bytes>)>) -> Result<i64, ShardError> {
+    pub(crate) fn append(
+        &self,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+    ) -> Result<i64, ShardError> {
         let ts = now_ms();
         let recs: Vec<Record> = records
             .into_iter()
@@ -298,7 +352,7 @@ impl Shard {
     /// delete the segments wholly behind that rewrite. Replay then reads at
     /// most a checkpoint plus `checkpoint_bytes`, however long the shard has
     /// lived. Called with the shard lock held, so nothing interleaves.
-    fn maybe_checkpoint(&self, st: &ShardState) {
+    pub(crate) fn maybe_checkpoint(&self, st: &ShardState) {
         if self.since_checkpoint.load(Ordering::Relaxed) < self.cfg.checkpoint_bytes {
             return;
         }
@@ -323,6 +377,22 @@ impl Shard {
                 records.push((
                     RecordKey::Offset {
                         group: g.id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(o.encode()),
+                ));
+            }
+        }
+        for (tid, m) in &st.txns {
+            records.push((RecordKey::Txn(tid.clone()), Some(m.encode())));
+        }
+        for ((group, producer_id), offsets) in &st.txn_offsets {
+            for ((topic, partition), o) in offsets {
+                records.push((
+                    RecordKey::TxnOffset {
+                        group: group.clone(),
+                        producer_id: *producer_id,
                         topic: topic.clone(),
                         partition: *partition,
                     },

@@ -4,7 +4,46 @@
 
 use super::*;
 
+/// An offset a commit may write: its partition and the value to store.
+pub(crate) type AcceptedOffset = ((String, i32), StoredOffset);
+
 impl Shard {
+    /// Checks each offset of a commit (the partition exists, the metadata
+    /// fits); returns a code per offset and the accepted ones as stored.
+    pub(crate) fn accept_offsets(
+        &self,
+        offsets: Vec<OffsetCommit>,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+    ) -> (Vec<i16>, Vec<AcceptedOffset>) {
+        let ts = now_ms();
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut accepted = Vec::new();
+        for o in offsets {
+            let code = if !partition_exists(&o.topic, o.partition) {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if o
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.cfg.offset_metadata_max_bytes)
+            {
+                OFFSET_METADATA_TOO_LARGE
+            } else {
+                NONE
+            };
+            codes.push(code);
+            if code == NONE {
+                let stored = StoredOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                    commit_timestamp_ms: ts,
+                };
+                accepted.push(((o.topic, o.partition), stored));
+            }
+        }
+        (codes, accepted)
+    }
+
     // ---------------------------------------------------------------- offsets
 
     /// Validates and writes committed offsets. Returns per-partition codes
@@ -27,41 +66,20 @@ impl Shard {
         if code != NONE {
             return (vec![code; offsets.len()], None);
         }
-        let ts = now_ms();
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for o in offsets {
-            let code = if !partition_exists(&o.topic, o.partition) {
-                UNKNOWN_TOPIC_OR_PARTITION
-            } else if o
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > self.cfg.offset_metadata_max_bytes)
-            {
-                OFFSET_METADATA_TOO_LARGE
-            } else {
-                NONE
-            };
-            codes.push(code);
-            if code == NONE {
-                let stored = StoredOffset {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata,
-                    commit_timestamp_ms: ts,
-                };
-                records.push((
+        let (codes, accepted) = self.accept_offsets(offsets, partition_exists);
+        let records: Vec<_> = accepted
+            .iter()
+            .map(|((topic, partition), stored)| {
+                (
                     RecordKey::Offset {
                         group: group_id.to_string(),
-                        topic: o.topic.clone(),
-                        partition: o.partition,
+                        topic: topic.clone(),
+                        partition: *partition,
                     },
                     Some(stored.encode()),
-                ));
-                accepted.push(((o.topic, o.partition), stored));
-            }
-        }
+                )
+            })
+            .collect();
         if records.is_empty() {
             return (codes, None);
         }

@@ -4,16 +4,28 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Log, lock};
+use super::{AppendState, Log, lock};
 use crate::config::CleanupPolicy;
 use crate::error::StorageError;
 
 impl Log {
+    /// Open transactions whose data was deleted can no longer hold the
+    /// stable offset back.
+    fn after_head_truncated(&self, st: &mut AppendState) {
+        st.producers.truncate_head(self.log_start_offset());
+        self.txn_index.truncate_head(self.log_start_offset());
+        let leo = self.log_end_offset();
+        self.last_stable_offset.store(
+            st.producers.first_unstable_offset().unwrap_or(leo),
+            Ordering::Release,
+        );
+    }
+
     /// Deletes sealed segments holding only offsets below `offset`: for a
     /// log whose live state has been rewritten past them (the coordinator's
     /// checkpoints). Returns how many were deleted.
     pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
-        let st = lock(&self.append);
+        let mut st = lock(&self.append);
         let mut deleted = 0;
         for seg in self.segment_list() {
             if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
@@ -28,6 +40,9 @@ impl Log {
             seg.delete_files(&self.dir)?;
             deleted += 1;
         }
+        if deleted > 0 {
+            self.after_head_truncated(&mut st);
+        }
         Ok(deleted)
     }
 
@@ -38,7 +53,7 @@ impl Log {
         if self.config.cleanup_policy == CleanupPolicy::Compact {
             return Ok(0);
         }
-        let st = lock(&self.append);
+        let mut st = lock(&self.append);
         let mut deleted = 0;
         loop {
             let segs = self.segment_list();
@@ -63,6 +78,9 @@ impl Log {
             self.log_start_offset.fetch_max(next, Ordering::AcqRel);
             first.delete_files(&self.dir)?;
             deleted += 1;
+        }
+        if deleted > 0 {
+            self.after_head_truncated(&mut st);
         }
         Ok(deleted)
     }

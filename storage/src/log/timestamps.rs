@@ -4,7 +4,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use karnak_protocol::record_batch::{BatchHeader, Compression, HEADER_LEN, TimestampType};
+use karnak_protocol::record_batch::{
+    BatchHeader, Compression, HEADER_LEN, TimestampType, read_varint as varint,
+};
 
 use super::Log;
 use crate::error::{IoContext, StorageError};
@@ -95,16 +97,4 @@ impl ReadAtCtx for File {
         self.read_exact_at(buf, pos)
             .ctx(|| format!("reading {} at {pos}", path.display()))
     }
-}
-
-/// Zigzag varint (Kafka's signed varint) from the front of `buf`.
-fn varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut value: u64 = 0;
-    for (i, &b) in buf.iter().enumerate().take(10) {
-        value |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((((value >> 1) as i64) ^ -((value & 1) as i64), i + 1));
-        }
-    }
-    None
 }

@@ -1,0 +1,30 @@
+//! EndTxn (key 26): commit or abort. The answer goes out once every
+//! partition of the transaction holds its marker and the transaction's
+//! offsets are settled, so the producer's next transaction starts clean.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
+
+use super::txn_common::blocking;
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let req: EndTxnRequest = decode(body, "EndTxn", version)?;
+    let broker = broker.clone();
+    Ok(blocking(move || {
+        let code = broker.txns.end_txn(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.committed,
+        );
+        let resp = EndTxnResponse::default()
+            .with_error_code(code)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        Response::encode(&resp, version, code)
+    }))
+}

@@ -1,0 +1,40 @@
+//! InitProducerId (key 22): a producer id and epoch for an idempotent
+//! producer, or for a transactional id (bumping its epoch fences the
+//! previous producer and aborts its open transaction).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+use karnak_coordinator::errors::NONE;
+
+use super::txn_common::blocking;
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let req: InitProducerIdRequest = decode(body, "InitProducerId", version)?;
+    let broker = broker.clone();
+    Ok(blocking(move || {
+        let tid = req.transactional_id.as_ref().map(|t| t.as_str());
+        let resp = match broker.txns.init_producer_id(
+            tid,
+            req.transaction_timeout_ms,
+            req.producer_id.0,
+            req.producer_epoch,
+        ) {
+            Ok((pid, epoch)) => {
+                tracing::debug!(transactional_id = ?tid, producer_id = pid, epoch, "producer id assigned");
+                InitProducerIdResponse::default()
+                    .with_producer_id(pid.into())
+                    .with_producer_epoch(epoch)
+            }
+            Err(code) => InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1),
+        };
+        let code = resp.error_code;
+        Response::encode(&resp, version, if code == NONE { NONE } else { code })
+    }))
+}

@@ -1,0 +1,64 @@
+//! WriteTxnMarkers (key 27): a transaction coordinator asks a partition
+//! leader to write COMMIT/ABORT markers. On one node the coordinator writes
+//! them itself; the API is served for cluster peers and tools.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use karnak_coordinator::errors::NONE;
+use karnak_protocol::control::ControlType;
+
+use super::txn_common::blocking;
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let req: WriteTxnMarkersRequest = decode(body, "WriteTxnMarkers", version)?;
+    let broker = broker.clone();
+    Ok(blocking(move || {
+        let markers = req
+            .markers
+            .iter()
+            .map(|m| {
+                let kind = if m.transaction_result {
+                    ControlType::Commit
+                } else {
+                    ControlType::Abort
+                };
+                let topics = m
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        let parts: Vec<(String, i32)> = t
+                            .partition_indexes
+                            .iter()
+                            .map(|p| (t.name.to_string(), *p))
+                            .collect();
+                        let results = broker
+                            .txns
+                            .write_markers(m.producer_id.0, m.producer_epoch, kind, &parts)
+                            .into_iter()
+                            .map(|((_, p), code)| {
+                                WritableTxnMarkerPartitionResult::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(code)
+                            })
+                            .collect();
+                        WritableTxnMarkerTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(results)
+                    })
+                    .collect();
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        let resp = WriteTxnMarkersResponse::default().with_markers(markers);
+        Response::encode(&resp, version, NONE)
+    }))
+}

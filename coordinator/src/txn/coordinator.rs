@@ -1,0 +1,664 @@
+//! The TransactionCoordinator: producer ids, transactional ids and their
+//! transactions, over the same Pharaoh shards as the groups. A
+//! transactional id lives in the shard it hashes to; producer ids come from
+//! the shards' Obelisk sequencers and carry the shard number in their high
+//! bits, so no two shards ever hand out the same id.
+//!
+//! Every method here may write to logs (the shard's own, and markers into
+//! data partitions): call them off the async reactor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use karnak_protocol::control::{ControlType, end_txn_marker};
+use karnak_storage::LogManager;
+
+use super::{TxnMetadata, TxnState};
+use crate::coordinator::{GroupCoordinator, shard_for};
+use crate::errors::*;
+use crate::group::Group;
+use crate::records::RecordKey;
+use crate::shard::{OffsetCommit, Shard};
+
+/// Ids a sequencer may hand out stay below this; the shard goes above.
+const ID_BITS: u32 = 48;
+/// The coordinator epoch stamped on markers. One node has one coordinator
+/// per shard for its whole life; a cluster will take it from the shard's
+/// leadership term.
+const COORDINATOR_EPOCH: i32 = 0;
+
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms`
+    /// a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// fsync the shard's records and the markers before answering.
+    pub durable: bool,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            max_timeout_ms: 900_000,
+            durable: false,
+        }
+    }
+}
+
+pub struct TransactionCoordinator {
+    shards: Vec<Arc<Shard>>,
+    logs: Arc<LogManager>,
+    cfg: TxnConfig,
+    /// Round-robin over shards for producers without a transactional id.
+    next_shard: AtomicUsize,
+}
+
+/// Producer id and epoch handed to a producer.
+pub type ProducerIdAndEpoch = (i64, i16);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl TransactionCoordinator {
+    /// Over the group coordinator's shards; finishes transactions a crash
+    /// left prepared (their markers may be partly written).
+    pub fn open(groups: &GroupCoordinator, logs: Arc<LogManager>, cfg: TxnConfig) -> Self {
+        let tc = TransactionCoordinator {
+            shards: groups.shards().to_vec(),
+            logs,
+            cfg,
+            next_shard: AtomicUsize::new(0),
+        };
+        let (prepared, ongoing) = tc.count_states();
+        let finished = tc.complete_prepared();
+        tracing::info!(
+            transactions_prepared = prepared,
+            transactions_ongoing = ongoing,
+            finished,
+            "transaction coordinator loaded"
+        );
+        tc
+    }
+
+    fn count_states(&self) -> (usize, usize) {
+        let mut prepared = 0;
+        let mut ongoing = 0;
+        for s in &self.shards {
+            for m in s.lock().txns.values() {
+                prepared += m.state.is_prepare() as usize;
+                ongoing += (m.state == TxnState::Ongoing) as usize;
+            }
+        }
+        (prepared, ongoing)
+    }
+
+    fn shard(&self, key: &str) -> &Arc<Shard> {
+        &self.shards[shard_for(key, self.shards.len() as u32) as usize]
+    }
+
+    fn new_producer_id(&self, shard: &Shard) -> Result<i64, i16> {
+        match shard.seq.next() {
+            Ok(n) => Ok(((shard.id as i64) << ID_BITS) | (n as i64 & ((1 << ID_BITS) - 1))),
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "producer id sequencer failed");
+                Err(COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    /// Persists a transaction's metadata in its shard (lock held by caller).
+    fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
+        let last = shard
+            .append(vec![(
+                RecordKey::Txn(m.transactional_id.clone()),
+                Some(m.encode()),
+            )])
+            .map_err(|e| {
+                tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
+                KAFKA_STORAGE_ERROR
+            })?;
+        if self.cfg.durable {
+            shard.log.flush_up_to(last + 1).map_err(|e| {
+                tracing::error!(shard = shard.id, error = %e, "fsync of transaction state failed");
+                KAFKA_STORAGE_ERROR
+            })?;
+        }
+        Ok(())
+    }
+
+    /// InitProducerId. Without a transactional id: a fresh producer id
+    /// (idempotence only; KIP-360 re-inits get a fresh one too, as in
+    /// Kafka). With one: the id's producer, epoch bumped, which fences any
+    /// older producer and aborts its open transaction.
+    pub fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        timeout_ms: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<ProducerIdAndEpoch, i16> {
+        let Some(tid) = transactional_id else {
+            let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            return Ok((self.new_producer_id(&self.shards[n])?, 0));
+        };
+        if tid.is_empty() {
+            return Err(INVALID_REQUEST);
+        }
+        if timeout_ms <= 0 || timeout_ms > self.cfg.max_timeout_ms {
+            return Err(INVALID_TRANSACTION_TIMEOUT);
+        }
+        let shard = self.shard(tid);
+        let now = now_ms();
+        let mut st = shard.lock();
+        let Some(m) = st.txns.get(tid).cloned() else {
+            let m = TxnMetadata {
+                transactional_id: tid.to_string(),
+                producer_id: self.new_producer_id(shard)?,
+                producer_epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: Default::default(),
+                groups: Default::default(),
+                start_ms: -1,
+                update_ms: now,
+            };
+            self.persist(shard, &m)?;
+            st.txns.insert(tid.to_string(), m.clone());
+            return Ok((m.producer_id, m.producer_epoch));
+        };
+        if m.state.is_prepare() {
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        // KIP-360: a producer re-initialising names its current id and epoch.
+        if producer_id >= 0 && (producer_id != m.producer_id || producer_epoch != m.producer_epoch)
+        {
+            return Err(PRODUCER_FENCED);
+        }
+        if m.state == TxnState::Ongoing {
+            drop(st);
+            // Fence the old producer: abort under a bumped epoch.
+            let epoch = self.end(tid, false, true)?;
+            let mut st = shard.lock();
+            let m = st.txns.get_mut(tid).ok_or(CONCURRENT_TRANSACTIONS)?;
+            m.timeout_ms = timeout_ms;
+            m.state = TxnState::Empty;
+            m.update_ms = now_ms();
+            let m = m.clone();
+            self.persist(shard, &m)?;
+            return Ok((m.producer_id, epoch));
+        }
+        let mut next = m;
+        if next.producer_epoch >= i16::MAX - 1 {
+            // Epochs exhausted: a new producer id starts again at 0.
+            next.producer_id = self.new_producer_id(shard)?;
+            next.producer_epoch = 0;
+        } else {
+            next.producer_epoch += 1;
+        }
+        next.timeout_ms = timeout_ms;
+        next.state = TxnState::Empty;
+        next.update_ms = now;
+        self.persist(shard, &next)?;
+        st.txns.insert(tid.to_string(), next.clone());
+        Ok((next.producer_id, next.producer_epoch))
+    }
+
+    /// Checks a request's producer id and epoch against the transaction.
+    fn check_producer(m: Option<&TxnMetadata>, producer_id: i64, epoch: i16) -> Result<(), i16> {
+        match m {
+            None => Err(INVALID_PRODUCER_ID_MAPPING),
+            Some(m) if m.producer_id != producer_id => Err(INVALID_PRODUCER_ID_MAPPING),
+            Some(m) if m.producer_epoch != epoch => Err(PRODUCER_FENCED),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn: the partitions (and groups)
+    /// join the transaction, which starts if it was not open.
+    pub fn add_to_txn(
+        &self,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        group: Option<&str>,
+    ) -> Result<(), i16> {
+        if tid.is_empty() {
+            return Err(INVALID_REQUEST);
+        }
+        let shard = self.shard(tid);
+        let mut st = shard.lock();
+        Self::check_producer(st.txns.get(tid), producer_id, epoch)?;
+        let Some(m) = st.txns.get(tid) else {
+            return Err(INVALID_PRODUCER_ID_MAPPING);
+        };
+        if m.state.is_prepare() {
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        let known = m.state == TxnState::Ongoing
+            && partitions.iter().all(|p| m.partitions.contains(p))
+            && group.is_none_or(|g| m.groups.contains(g));
+        if known {
+            return Ok(());
+        }
+        let mut next = m.clone();
+        let now = now_ms();
+        if next.state != TxnState::Ongoing {
+            next.state = TxnState::Ongoing;
+            next.start_ms = now;
+        }
+        next.partitions.extend(partitions.iter().cloned());
+        if let Some(g) = group {
+            next.groups.insert(g.to_string());
+        }
+        next.update_ms = now;
+        self.persist(shard, &next)?;
+        st.txns.insert(tid.to_string(), next);
+        Ok(())
+    }
+
+    /// Whether `partition` is in the producer's open transaction: what a
+    /// transactional produce and AddPartitionsToTxn v4 `verify_only` ask.
+    pub fn verify_partition(
+        &self,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), i16> {
+        let st = self.shard(tid).lock();
+        let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
+        if m.producer_id != producer_id {
+            return Err(INVALID_PRODUCER_ID_MAPPING);
+        }
+        if epoch < m.producer_epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        let added = m.state == TxnState::Ongoing
+            && epoch == m.producer_epoch
+            && m.partitions.contains(&(topic.to_string(), partition));
+        if added {
+            Ok(())
+        } else {
+            Err(INVALID_TXN_STATE)
+        }
+    }
+
+    /// EndTxn: commits or aborts the open transaction.
+    pub fn end_txn(&self, tid: &str, producer_id: i64, epoch: i16, commit: bool) -> i16 {
+        if tid.is_empty() {
+            return INVALID_REQUEST;
+        }
+        {
+            let st = self.shard(tid).lock();
+            if let Err(code) = Self::check_producer(st.txns.get(tid), producer_id, epoch) {
+                return code;
+            }
+            let Some(m) = st.txns.get(tid) else {
+                return INVALID_PRODUCER_ID_MAPPING;
+            };
+            match (m.state, commit) {
+                (TxnState::Ongoing, _) => {}
+                // A retry of an EndTxn that completed.
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return NONE,
+                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                    return CONCURRENT_TRANSACTIONS;
+                }
+                _ => return INVALID_TXN_STATE,
+            }
+        }
+        match self.end(tid, commit, false) {
+            Ok(_) => NONE,
+            Err(code) => code,
+        }
+    }
+
+    /// Moves an Ongoing transaction to Prepare*, writes its markers and
+    /// settles its offsets, then Complete*. With `fence`, the epoch is
+    /// bumped first so the current producer can write nothing more.
+    /// Returns the epoch the markers carry.
+    fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
+        let shard = self.shard(tid);
+        let prepared = {
+            let mut st = shard.lock();
+            let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
+            if m.state != TxnState::Ongoing {
+                return Err(CONCURRENT_TRANSACTIONS);
+            }
+            let mut next = m.clone();
+            if fence {
+                if next.producer_epoch >= i16::MAX - 1 {
+                    // No epoch left to fence with: retire the producer id.
+                    next.producer_id = self.new_producer_id(shard)?;
+                    next.producer_epoch = 0;
+                } else {
+                    next.producer_epoch += 1;
+                }
+            }
+            next.state = if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            next.update_ms = now_ms();
+            self.persist(shard, &next)?;
+            st.txns.insert(tid.to_string(), next.clone());
+            next
+        };
+        self.complete(&prepared)?;
+        Ok(prepared.producer_epoch)
+    }
+
+    /// Writes the markers of a prepared transaction and settles its group
+    /// offsets, then records it complete. Safe to repeat after a crash.
+    fn complete(&self, m: &TxnMetadata) -> Result<(), i16> {
+        let commit = m.state == TxnState::PrepareCommit;
+        let kind = if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let partitions: Vec<(String, i32)> = m.partitions.iter().cloned().collect();
+        let failed = self
+            .write_markers(m.producer_id, m.producer_epoch, kind, &partitions)
+            .into_iter()
+            .filter(|(_, code)| *code != NONE && *code != UNKNOWN_TOPIC_OR_PARTITION)
+            .count();
+        if failed > 0 {
+            // Stays prepared: the timer retries, start-up finishes it.
+            return Err(KAFKA_STORAGE_ERROR);
+        }
+        for g in &m.groups {
+            self.settle_offsets(g, m.producer_id, commit)?;
+        }
+        let shard = self.shard(&m.transactional_id);
+        let mut st = shard.lock();
+        let Some(cur) = st.txns.get(&m.transactional_id) else {
+            return Ok(());
+        };
+        if cur.state != m.state || cur.producer_id != m.producer_id {
+            return Ok(());
+        }
+        let mut next = cur.clone();
+        next.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        next.partitions.clear();
+        next.groups.clear();
+        next.start_ms = -1;
+        next.update_ms = now_ms();
+        self.persist(shard, &next)?;
+        st.txns.insert(m.transactional_id.clone(), next);
+        shard.maybe_checkpoint(&st);
+        Ok(())
+    }
+
+    /// Writes one marker per partition (WriteTxnMarkers does the same on
+    /// the wire). Returns each partition's error code.
+    pub fn write_markers(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        kind: ControlType,
+        partitions: &[(String, i32)],
+    ) -> Vec<((String, i32), i16)> {
+        let now = now_ms();
+        let marker = bytes::Bytes::from(end_txn_marker(
+            producer_id,
+            epoch,
+            kind,
+            COORDINATOR_EPOCH,
+            now,
+        ));
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, p) in partitions {
+            let code = match self.logs.log(topic, *p) {
+                // Deleted since it joined the transaction: nothing to mark.
+                None => UNKNOWN_TOPIC_OR_PARTITION,
+                Some(log) => match log.append(&marker, 0, None) {
+                    Ok(info) => {
+                        if self.cfg.durable
+                            && let Err(e) = log.flush_up_to(info.last_offset + 1)
+                        {
+                            tracing::error!(topic, partition = p, error = %e, "fsync of transaction marker failed");
+                            KAFKA_STORAGE_ERROR
+                        } else {
+                            NONE
+                        }
+                    }
+                    Err(karnak_storage::StorageError::Producer(e)) => {
+                        tracing::warn!(topic, partition = p, error = %e, "transaction marker refused");
+                        match e {
+                            karnak_storage::log::producer_state::ProducerError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
+                            _ => INVALID_TXN_STATE,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(topic, partition = p, error = %e, "writing transaction marker failed");
+                        KAFKA_STORAGE_ERROR
+                    }
+                },
+            };
+            out.push(((topic.clone(), *p), code));
+        }
+        out
+    }
+
+    /// TxnOffsetCommit: offsets held back until the transaction ends.
+    pub fn txn_offset_commit(
+        &self,
+        tid: &str,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        offsets: Vec<OffsetCommit>,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+    ) -> Vec<i16> {
+        let check = {
+            let st = self.shard(tid).lock();
+            match st.txns.get(tid) {
+                None => Err(INVALID_PRODUCER_ID_MAPPING),
+                Some(m) if m.producer_id != producer_id => Err(INVALID_PRODUCER_ID_MAPPING),
+                Some(m) if m.producer_epoch != epoch => Err(INVALID_PRODUCER_EPOCH),
+                Some(m) if m.state != TxnState::Ongoing || !m.groups.contains(group) => {
+                    Err(INVALID_TXN_STATE)
+                }
+                Some(_) => Ok(()),
+            }
+        };
+        if let Err(code) = check {
+            return vec![code; offsets.len()];
+        }
+        let shard = self.shard(group);
+        let mut st = shard.lock();
+        let (codes, accepted) = shard.accept_offsets(offsets, partition_exists);
+        let records: Vec<_> = accepted
+            .iter()
+            .map(|((topic, partition), stored)| {
+                (
+                    RecordKey::TxnOffset {
+                        group: group.to_string(),
+                        producer_id,
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(stored.encode()),
+                )
+            })
+            .collect();
+        if records.is_empty() {
+            return codes;
+        }
+        if let Err(e) = shard.append(records) {
+            tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
+            return codes
+                .into_iter()
+                .map(|c| if c == NONE { KAFKA_STORAGE_ERROR } else { c })
+                .collect();
+        }
+        st.txn_offsets
+            .entry((group.to_string(), producer_id))
+            .or_default()
+            .extend(accepted);
+        codes
+    }
+
+    /// At a transaction's end: its offsets become the group's (commit) or
+    /// are dropped (abort); either way their pending records are tombstoned.
+    fn settle_offsets(&self, group: &str, producer_id: i64, commit: bool) -> Result<(), i16> {
+        let shard = self.shard(group);
+        let mut st = shard.lock();
+        let Some(pending) = st.txn_offsets.remove(&(group.to_string(), producer_id)) else {
+            return Ok(());
+        };
+        let mut records = Vec::with_capacity(pending.len() * 2);
+        for ((topic, partition), o) in &pending {
+            if commit {
+                records.push((
+                    RecordKey::Offset {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(o.encode()),
+                ));
+            }
+            records.push((
+                RecordKey::TxnOffset {
+                    group: group.to_string(),
+                    producer_id,
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                None,
+            ));
+        }
+        if let Err(e) = shard.append(records) {
+            tracing::error!(shard = shard.id, group, error = %e, "could not settle transactional offsets");
+            st.txn_offsets
+                .insert((group.to_string(), producer_id), pending);
+            return Err(KAFKA_STORAGE_ERROR);
+        }
+        if commit {
+            let g = st
+                .groups
+                .entry(group.to_string())
+                .or_insert_with(|| Group::new(group));
+            g.offsets.extend(pending);
+        }
+        Ok(())
+    }
+
+    /// Whether a group has transactional offsets not yet settled on a
+    /// partition (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_offsets(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let st = self.shard(group).lock();
+        let key = (topic.to_string(), partition);
+        st.txn_offsets
+            .iter()
+            .any(|((g, _), m)| g == group && m.contains_key(&key))
+    }
+
+    /// Aborts transactions open longer than their timeout (bumping the
+    /// epoch, so the producer is fenced) and retries prepared ones whose
+    /// markers could not all be written. Returns how many it finished.
+    pub fn abort_timed_out(&self, now: i64) -> usize {
+        let mut expired = Vec::new();
+        for s in &self.shards {
+            for m in s.lock().txns.values() {
+                if m.state == TxnState::Ongoing
+                    && m.start_ms >= 0
+                    && now.saturating_sub(m.start_ms) > m.timeout_ms as i64
+                {
+                    expired.push(m.transactional_id.clone());
+                }
+            }
+        }
+        let mut done = 0;
+        for tid in expired {
+            match self.end(&tid, false, true) {
+                Ok(epoch) => {
+                    tracing::info!(transactional_id = %tid, epoch, "aborted a transaction past its timeout");
+                    done += 1;
+                }
+                Err(code) => {
+                    tracing::warn!(transactional_id = %tid, code, "could not abort a timed-out transaction")
+                }
+            }
+        }
+        done + self.complete_prepared()
+    }
+
+    fn complete_prepared(&self) -> usize {
+        let mut prepared = Vec::new();
+        for s in &self.shards {
+            prepared.extend(
+                s.lock()
+                    .txns
+                    .values()
+                    .filter(|m| m.state.is_prepare())
+                    .cloned(),
+            );
+        }
+        prepared.iter().filter(|m| self.complete(m).is_ok()).count()
+    }
+
+    /// DescribeTransactions.
+    pub fn describe(&self, tid: &str) -> Option<TxnMetadata> {
+        self.shard(tid).lock().txns.get(tid).cloned()
+    }
+
+    /// ListTransactions: every transaction matching the filters (empty
+    /// filters match all).
+    pub fn list(&self, states: &[TxnState], producer_ids: &[i64]) -> Vec<TxnMetadata> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(
+                s.lock()
+                    .txns
+                    .values()
+                    .filter(|m| states.is_empty() || states.contains(&m.state))
+                    .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+                    .cloned(),
+            );
+        }
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        out
+    }
+
+    /// Counts by state, for metrics and logs.
+    pub fn state_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for s in &self.shards {
+            for m in s.lock().txns.values() {
+                *out.entry(m.state.kafka_name()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The timer task: aborts timed-out transactions every `interval`.
+    pub async fn run_timeouts(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let tc = self.clone();
+            let _ = tokio::task::spawn_blocking(move || tc.abort_timed_out(now_ms())).await;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use karnak_storage::{LogConfig, LogManager};
+
+use super::*;
+use crate::errors::*;
+use crate::{GroupConfig, GroupCoordinator, OffsetCommit};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    Env {
+        path: dir.path().to_path_buf(),
+        _dir: dir,
+    }
+}
+
+fn open(e: &Env) -> (Arc<LogManager>, GroupCoordinator, TransactionCoordinator) {
+    let logs = Arc::new(LogManager::open(&e.path, LogConfig::default()).unwrap());
+    if logs.topic("data").is_none() {
+        logs.create_topic("data", 2, BTreeMap::new()).unwrap();
+    }
+    let groups = GroupCoordinator::open(&logs, &e.path, 4, GroupConfig::default()).unwrap();
+    let tc = TransactionCoordinator::open(&groups, logs.clone(), TxnConfig::default());
+    (logs, groups, tc)
+}
+
+fn parts() -> Vec<(String, i32)> {
+    vec![("data".to_string(), 0), ("data".to_string(), 1)]
+}
+
+#[test]
+fn commit_writes_markers_and_settles_offsets() {
+    let e = env();
+    let (logs, groups, tc) = open(&e);
+    let (pid, epoch) = tc.init_producer_id(Some("tx"), 60_000, -1, -1).unwrap();
+    assert_eq!(epoch, 0);
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), INVALID_TXN_STATE);
+    tc.add_to_txn("tx", pid, epoch, &parts(), Some("g"))
+        .unwrap();
+    assert_eq!(tc.describe("tx").unwrap().state, TxnState::Ongoing);
+    let offsets = vec![OffsetCommit {
+        topic: "data".into(),
+        partition: 0,
+        offset: 42,
+        leader_epoch: -1,
+        metadata: None,
+    }];
+    let codes = tc.txn_offset_commit("tx", "g", pid, epoch, offsets, &|_, _| true);
+    assert_eq!(codes, vec![NONE]);
+    assert!(tc.has_pending_offsets("g", "data", 0));
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), NONE);
+    // A retried EndTxn is answered the same; the other outcome is refused.
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), NONE);
+    assert_eq!(tc.end_txn("tx", pid, epoch, false), INVALID_TXN_STATE);
+    assert_eq!(tc.describe("tx").unwrap().state, TxnState::CompleteCommit);
+    for p in 0..2 {
+        let log = logs.log("data", p).unwrap();
+        assert_eq!(log.log_end_offset(), 1, "one marker in partition {p}");
+        assert_eq!(log.last_stable_offset(), 1);
+    }
+    assert!(!tc.has_pending_offsets("g", "data", 0));
+    let got = groups
+        .shard("g")
+        .fetch_offsets("g", Some(vec![("data".to_string(), 0)]));
+    assert_eq!(got[0].1.as_ref().map(|o| o.offset), Some(42));
+}
+
+#[test]
+fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
+    let e = env();
+    let (logs, _groups, tc) = open(&e);
+    let (pid, e0) = tc.init_producer_id(Some("tx"), 60_000, -1, -1).unwrap();
+    tc.add_to_txn("tx", pid, e0, &parts(), None).unwrap();
+    let (pid2, e1) = tc.init_producer_id(Some("tx"), 60_000, -1, -1).unwrap();
+    assert_eq!((pid2, e1), (pid, e0 + 1));
+    assert_eq!(tc.end_txn("tx", pid, e0, true), PRODUCER_FENCED);
+    assert_eq!(
+        tc.add_to_txn("tx", pid, e0, &parts(), None),
+        Err(PRODUCER_FENCED)
+    );
+    assert_eq!(
+        tc.add_to_txn("tx", pid + 1, e1, &parts(), None),
+        Err(INVALID_PRODUCER_ID_MAPPING)
+    );
+    assert_eq!(
+        tc.verify_partition("tx", pid, e0, "data", 0),
+        Err(INVALID_PRODUCER_EPOCH)
+    );
+    // The old transaction was aborted: a marker in each partition.
+    assert_eq!(logs.log("data", 0).unwrap().log_end_offset(), 1);
+    assert_eq!(
+        tc.init_producer_id(Some(""), 60_000, -1, -1),
+        Err(INVALID_REQUEST)
+    );
+    assert_eq!(
+        tc.init_producer_id(Some("tx"), 900_001, -1, -1),
+        Err(INVALID_TRANSACTION_TIMEOUT)
+    );
+}
+
+#[test]
+fn timeouts_abort_and_state_survives_restart() {
+    let e = env();
+    let (pid, epoch) = {
+        let (_logs, _groups, tc) = open(&e);
+        let (pid, epoch) = tc.init_producer_id(Some("slow"), 1, -1, -1).unwrap();
+        tc.add_to_txn("slow", pid, epoch, &parts(), None).unwrap();
+        let (p2, e2) = tc.init_producer_id(Some("open"), 60_000, -1, -1).unwrap();
+        tc.add_to_txn("open", p2, e2, &parts(), None).unwrap();
+        (pid, epoch)
+    };
+    // Restart: both transactions are still open, as persisted.
+    let (_logs, _groups, tc) = open(&e);
+    assert_eq!(tc.describe("open").unwrap().state, TxnState::Ongoing);
+    let slow = tc.describe("slow").unwrap();
+    assert_eq!((slow.producer_id, slow.state), (pid, TxnState::Ongoing));
+    let aborted = tc.abort_timed_out(slow.start_ms + 10);
+    assert_eq!(aborted, 1);
+    let slow = tc.describe("slow").unwrap();
+    assert_eq!(slow.state, TxnState::CompleteAbort);
+    assert_eq!(
+        slow.producer_epoch,
+        epoch + 1,
+        "the timed-out producer is fenced"
+    );
+    assert_eq!(tc.end_txn("slow", pid, epoch, true), PRODUCER_FENCED);
+    let listed = tc.list(&[TxnState::Ongoing], &[]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].transactional_id, "open");
+}
+
+#[test]
+fn idempotent_producer_ids_are_distinct_and_carry_their_shard() {
+    let e = env();
+    let (_logs, _groups, tc) = open(&e);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let (pid, epoch) = tc.init_producer_id(None, 0, -1, -1).unwrap();
+        assert_eq!(epoch, 0);
+        assert!(pid > 0 && seen.insert(pid), "{pid} repeated");
+    }
+    let shards: std::collections::HashSet<i64> = seen.iter().map(|p| p >> 48).collect();
+    assert_eq!(shards.len(), 4);
+}
