@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
-use karnak_coordinator::errors::NONE;
+use karnak_coordinator::errors::{NONE, UNSTABLE_OFFSET_COMMIT};
 use karnak_coordinator::records::StoredOffset;
 
 use super::group_common::{check_group_id, s};
@@ -60,6 +60,12 @@ fn fields(o: &Option<StoredOffset>) -> (i64, i32, Option<String>) {
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let req: OffsetFetchRequest = decode(body, "OffsetFetch", version)?;
     let mut resp = OffsetFetchResponse::default();
+    // require_stable (v7+): an offset an open transaction is about to
+    // change is not answered yet; the consumer retries (KIP-447).
+    let require_stable = req.require_stable;
+    let unstable = |group: &str, topic: &str, p: i32| {
+        require_stable && broker.txns.has_pending_offsets(group, topic, p)
+    };
     if version >= 8 {
         for g in req.groups {
             let wanted = g.topics.map(|ts| {
@@ -74,12 +80,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             });
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let member = g.member_id.as_deref().map(|m| (m, g.member_epoch));
-            match fetch(broker, g.group_id.as_str(), member, wanted) {
+            let gid = g.group_id.as_str();
+            match fetch(broker, gid, member, wanted) {
                 Err(code) => group.error_code = code,
                 Ok(rows) => {
                     group.topics = by_topic(rows)
                         .into_iter()
                         .map(|(t, parts)| {
+                            let name = t.clone();
                             OffsetFetchResponseTopics::default()
                                 .with_name(s(t).into())
                                 .with_partitions(
@@ -87,9 +95,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                                         .into_iter()
                                         .map(|(p, o)| {
                                             let (off, epoch, meta) = fields(&o);
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(off)
+                                            let part = OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p);
+                                            if unstable(gid, &name, p) {
+                                                return part
+                                                    .with_committed_offset(-1)
+                                                    .with_committed_leader_epoch(-1)
+                                                    .with_error_code(UNSTABLE_OFFSET_COMMIT);
+                                            }
+                                            part.with_committed_offset(off)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(meta.map(s))
                                                 .with_error_code(NONE)
@@ -114,12 +128,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             })
             .collect()
     });
-    match fetch(broker, req.group_id.as_str(), None, wanted) {
+    let gid = req.group_id.as_str();
+    match fetch(broker, gid, None, wanted) {
         Err(code) => resp.error_code = code,
         Ok(rows) => {
             resp.topics = by_topic(rows)
                 .into_iter()
                 .map(|(t, parts)| {
+                    let name = t.clone();
                     OffsetFetchResponseTopic::default()
                         .with_name(s(t).into())
                         .with_partitions(
@@ -127,9 +143,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                                 .into_iter()
                                 .map(|(p, o)| {
                                     let (off, epoch, meta) = fields(&o);
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(off)
+                                    let part = OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p);
+                                    if unstable(gid, &name, p) {
+                                        return part
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_error_code(UNSTABLE_OFFSET_COMMIT);
+                                    }
+                                    part.with_committed_offset(off)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(meta.map(s))
                                         .with_error_code(NONE)

@@ -110,8 +110,13 @@ impl TransactionCoordinator {
         }
     }
 
-    /// Persists a transaction's metadata in its shard (lock held by caller).
+    /// Persists a transaction's metadata in its shard (lock held by caller),
+    /// durably when the broker flushes acks=all writes.
     fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
+        self.persist_with(shard, m, self.cfg.durable)
+    }
+
+    fn persist_with(&self, shard: &Shard, m: &TxnMetadata, sync: bool) -> Result<(), i16> {
         let last = shard
             .append(vec![(
                 RecordKey::Txn(m.transactional_id.clone()),
@@ -121,7 +126,7 @@ impl TransactionCoordinator {
                 tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
                 KAFKA_STORAGE_ERROR
             })?;
-        if self.cfg.durable {
+        if sync {
             shard.log.flush_up_to(last + 1).map_err(|e| {
                 tracing::error!(shard = shard.id, error = %e, "fsync of transaction state failed");
                 KAFKA_STORAGE_ERROR
@@ -159,6 +164,7 @@ impl TransactionCoordinator {
                 transactional_id: tid.to_string(),
                 producer_id: self.new_producer_id(shard)?,
                 producer_epoch: 0,
+                last_producer_epoch: -1,
                 timeout_ms,
                 state: TxnState::Empty,
                 partitions: Default::default(),
@@ -173,9 +179,11 @@ impl TransactionCoordinator {
         if m.state.is_prepare() {
             return Err(CONCURRENT_TRANSACTIONS);
         }
-        // KIP-360: a producer re-initialising names its current id and epoch.
-        if producer_id >= 0 && (producer_id != m.producer_id || producer_epoch != m.producer_epoch)
-        {
+        // KIP-360: a producer re-initialising names its current id and
+        // epoch; after a timeout abort fenced it, its old epoch (KIP-588).
+        let known_epoch = producer_epoch == m.producer_epoch
+            || (m.last_producer_epoch >= 0 && producer_epoch == m.last_producer_epoch);
+        if producer_id >= 0 && (producer_id != m.producer_id || !known_epoch) {
             return Err(PRODUCER_FENCED);
         }
         if m.state == TxnState::Ongoing {
@@ -186,6 +194,7 @@ impl TransactionCoordinator {
             let m = st.txns.get_mut(tid).ok_or(CONCURRENT_TRANSACTIONS)?;
             m.timeout_ms = timeout_ms;
             m.state = TxnState::Empty;
+            m.last_producer_epoch = -1;
             m.update_ms = now_ms();
             let m = m.clone();
             self.persist(shard, &m)?;
@@ -201,6 +210,7 @@ impl TransactionCoordinator {
         }
         next.timeout_ms = timeout_ms;
         next.state = TxnState::Empty;
+        next.last_producer_epoch = -1;
         next.update_ms = now;
         self.persist(shard, &next)?;
         st.txns.insert(tid.to_string(), next.clone());
@@ -332,6 +342,7 @@ impl TransactionCoordinator {
             }
             let mut next = m.clone();
             if fence {
+                next.last_producer_epoch = next.producer_epoch;
                 if next.producer_epoch >= i16::MAX - 1 {
                     // No epoch left to fence with: retire the producer id.
                     next.producer_id = self.new_producer_id(shard)?;
@@ -394,14 +405,18 @@ impl TransactionCoordinator {
         next.groups.clear();
         next.start_ms = -1;
         next.update_ms = now_ms();
-        self.persist(shard, &next)?;
+        // Not fsynced: if lost, the durable prepare record completes it again.
+        self.persist_with(shard, &next, false)?;
         st.txns.insert(m.transactional_id.clone(), next);
         shard.maybe_checkpoint(&st);
         Ok(())
     }
 
     /// Writes one marker per partition (WriteTxnMarkers does the same on
-    /// the wire). Returns each partition's error code.
+    /// the wire). Returns each partition's error code. Markers are made
+    /// durable before the transaction is recorded complete: a complete
+    /// record with a lost marker would leave the partition's stable offset
+    /// stuck behind a transaction nobody will end.
     pub fn write_markers(
         &self,
         producer_id: i64,

@@ -130,6 +130,16 @@ fn timeouts_abort_and_state_survives_restart() {
         "the timed-out producer is fenced"
     );
     assert_eq!(tc.end_txn("slow", pid, epoch, true), PRODUCER_FENCED);
+    // KIP-588: the timed-out producer re-initialises with its old epoch.
+    assert_eq!(
+        tc.init_producer_id(Some("slow"), 60_000, pid, epoch),
+        Ok((pid, epoch + 2))
+    );
+    assert_eq!(
+        tc.init_producer_id(Some("slow"), 60_000, pid, epoch),
+        Err(PRODUCER_FENCED),
+        "only once"
+    );
     let listed = tc.list(&[TxnState::Ongoing], &[]);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].transactional_id, "open");

@@ -77,6 +77,9 @@ pub struct TxnMetadata {
     pub transactional_id: String,
     pub producer_id: i64,
     pub producer_epoch: i16,
+    /// The epoch before the coordinator fenced it (a timeout abort), -1 if
+    /// none: that producer may still re-initialise with it (KIP-588).
+    pub last_producer_epoch: i16,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// Partitions holding the open transaction's data.
@@ -89,13 +92,14 @@ pub struct TxnMetadata {
 }
 
 impl TxnMetadata {
-    /// version:u8 producer_id:i64 epoch:i16 timeout:i32 state:u8 start:i64
+    /// version:u8 producer_id:i64 epoch:i16 last_epoch:i16 timeout:i32 state:u8 start:i64
     /// update:i64 partitions:[topic:str16 partition:i32] groups:[str16]
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(64);
         b.put_u8(0);
         b.put_i64(self.producer_id);
         b.put_i16(self.producer_epoch);
+        b.put_i16(self.last_producer_epoch);
         b.put_i32(self.timeout_ms);
         b.put_u8(self.state.code());
         b.put_i64(self.start_ms);
@@ -118,6 +122,7 @@ impl TxnMetadata {
         }
         let producer_id = get_i64(&mut buf)?;
         let producer_epoch = get_i16(&mut buf)?;
+        let last_producer_epoch = get_i16(&mut buf)?;
         let timeout_ms = get_i32(&mut buf)?;
         let state = TxnState::from_code(get_u8(&mut buf)?)?;
         let start_ms = get_i64(&mut buf)?;
@@ -134,6 +139,7 @@ impl TxnMetadata {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
+            last_producer_epoch,
             timeout_ms,
             state,
             partitions,
@@ -153,6 +159,7 @@ mod tests {
             transactional_id: "tx".into(),
             producer_id: (3 << 48) | 17,
             producer_epoch: 4,
+            last_producer_epoch: 3,
             timeout_ms: 60_000,
             state: TxnState::Ongoing,
             partitions: [("a".to_string(), 0), ("b".to_string(), 3)].into(),
