@@ -75,3 +75,29 @@ def test_metrics_endpoint_format(broker):
     assert sum(m.values()) >= 1
     with urllib.request.urlopen(broker.admin_url + "/metrics", timeout=10) as r:
         assert r.headers.get("Content-Type", "").startswith("text/plain"), r.headers
+
+
+def test_metrics_count_transactions(broker):
+    topic = unique_topic("met-txn")
+    ck.create_topic(broker.bootstrap, topic, partitions=1)
+    p = ck.producer(broker.bootstrap, **{"transactional.id": unique_topic("met-tid")})
+    p.init_transactions(30)
+    for commit in (True, False, True):
+        p.begin_transaction()
+        p.produce(topic, value=b"x")
+        p.flush(30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+
+    def counts():
+        m = broker.metrics()
+        c = m.get_value("karnak_transactions_total", result="commit")
+        a = m.get_value("karnak_transactions_total", result="abort")
+        return (c, a) if (c, a) == (2, 1) else None
+
+    wait_until(counts, 10, msg="karnak_transactions_total commit=2 abort=1")
+    m = broker.metrics()
+    assert m.get_value("karnak_produce_duplicate_batches_total") == 0
+    assert (m.get_value("karnak_requests_total", api="EndTxn", error="NONE") or 0) == 3

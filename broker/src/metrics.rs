@@ -27,6 +27,8 @@ pub const FETCH_PURGATORY: &str = "karnak_fetch_purgatory_size";
 pub const LOG_END_OFFSET: &str = "karnak_log_end_offset";
 pub const CONNECTIONS: &str = "karnak_connections";
 pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
+/// Idempotent producers' retries answered with the original offsets.
+pub const DUPLICATE_BATCHES: &str = "karnak_produce_duplicate_batches_total";
 
 /// Installs the global recorder and serves `/metrics` on `addr`.
 pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
@@ -47,6 +49,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     metrics::counter!(FETCH_COPIED_BYTES).absolute(0);
     metrics::counter!(FETCH_SENDFILE_BYTES).absolute(0);
     metrics::gauge!(FETCH_PURGATORY).set(0.0);
+    metrics::counter!(DUPLICATE_BATCHES).absolute(0);
     Ok(())
 }
 
@@ -65,6 +68,18 @@ fn describe() {
         "Fetch: request read to response written, long-poll included"
     );
     metrics::describe_counter!(BYTES_IN, "Bytes read from Kafka clients");
+    metrics::describe_counter!(
+        DUPLICATE_BATCHES,
+        "Batches an idempotent producer sent again, answered with their first offsets"
+    );
+    metrics::describe_counter!(
+        karnak_coordinator::txn::TRANSACTIONS_METRIC,
+        "Transactions ended, by result (commit, abort)"
+    );
+    metrics::describe_counter!(
+        karnak_coordinator::txn::TIMED_OUT_METRIC,
+        "Transactions aborted by the coordinator past transaction.timeout.ms"
+    );
     metrics::describe_counter!(BYTES_OUT, "Bytes written to Kafka clients");
     metrics::describe_counter!(FETCH_SENDFILE_BYTES, "Record bytes sent with sendfile(2)");
     metrics::describe_counter!(FETCH_COPIED_BYTES, "Record bytes copied through user space");

@@ -197,6 +197,7 @@ pub(crate) fn append(
     match log.append(&records, 0, append_time) {
         Ok(info) => {
             if info.duplicate {
+                metrics::counter!(m::DUPLICATE_BATCHES).increment(1);
                 tracing::debug!(
                     topic = log.topic(),
                     partition = log.partition(),

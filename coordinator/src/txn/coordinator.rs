@@ -21,6 +21,11 @@ use crate::group::Group;
 use crate::records::RecordKey;
 use crate::shard::{OffsetCommit, Shard};
 
+/// Transactions ended, by `result` (commit, abort).
+pub const TRANSACTIONS_METRIC: &str = "karnak_transactions_total";
+/// Transactions the coordinator aborted because they outlived their timeout.
+pub const TIMED_OUT_METRIC: &str = "karnak_transactions_timed_out_total";
+
 /// Ids a sequencer may hand out stay below this; the shard goes above.
 const ID_BITS: u32 = 48;
 /// The coordinator epoch stamped on markers. One node has one coordinator
@@ -408,6 +413,8 @@ impl TransactionCoordinator {
         // Not fsynced: if lost, the durable prepare record completes it again.
         self.persist_with(shard, &next, false)?;
         st.txns.insert(m.transactional_id.clone(), next);
+        let result = if commit { "commit" } else { "abort" };
+        metrics::counter!(TRANSACTIONS_METRIC, "result" => result).increment(1);
         shard.maybe_checkpoint(&st);
         Ok(())
     }
@@ -601,6 +608,7 @@ impl TransactionCoordinator {
             match self.end(&tid, false, true) {
                 Ok(epoch) => {
                     tracing::info!(transactional_id = %tid, epoch, "aborted a transaction past its timeout");
+                    metrics::counter!(TIMED_OUT_METRIC).increment(1);
                     done += 1;
                 }
                 Err(code) => {

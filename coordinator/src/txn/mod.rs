@@ -18,7 +18,7 @@ use crate::records::{
 
 mod coordinator;
 
-pub use coordinator::{TransactionCoordinator, TxnConfig};
+pub use coordinator::{TIMED_OUT_METRIC, TRANSACTIONS_METRIC, TransactionCoordinator, TxnConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TxnState {
