@@ -116,6 +116,9 @@ pub struct Args {
         env = "KARNAK_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
     )]
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    /// Kafka `transactional.id.expiration.ms`: a transactional id idle this long (no open transaction) is forgotten. [default: 604800000]
+    #[arg(long, env = "KARNAK_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -153,6 +156,7 @@ struct FileConfig {
     group_consumer_heartbeat_interval_ms: Option<i32>,
     transaction_max_timeout_ms: Option<i32>,
     transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    transactional_id_expiration_ms: Option<i64>,
 }
 
 /// Resolved configuration.
@@ -294,6 +298,7 @@ impl Config {
             transactions: karnak_coordinator::TxnConfig {
                 max_timeout_ms: pick!(transaction_max_timeout_ms, 900_000),
                 durable: pick!(flush_on_acks_all, true),
+                id_expiration_ms: pick!(transactional_id_expiration_ms, 604_800_000).max(1),
             },
             transaction_cleanup_interval: std::time::Duration::from_millis(
                 pick!(

@@ -40,6 +40,9 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// fsync the shard's records and the markers before answering.
     pub durable: bool,
+    /// `transactional.id.expiration.ms`: an id with no open transaction
+    /// and no activity for this long is forgotten.
+    pub id_expiration_ms: i64,
 }
 
 impl Default for TxnConfig {
@@ -47,6 +50,7 @@ impl Default for TxnConfig {
         TxnConfig {
             max_timeout_ms: 900_000,
             durable: false,
+            id_expiration_ms: 604_800_000,
         }
     }
 }
@@ -616,7 +620,44 @@ impl TransactionCoordinator {
                 }
             }
         }
-        done + self.complete_prepared()
+        done + self.complete_prepared() + self.expire_ids(now)
+    }
+
+    /// Forgets transactional ids idle past `id_expiration_ms` (a tombstone
+    /// in the shard's log, so they stay forgotten after a restart).
+    pub(super) fn expire_ids(&self, now: i64) -> usize {
+        let mut expired = 0;
+        for shard in &self.shards {
+            let mut st = shard.lock();
+            let idle: Vec<String> = st
+                .txns
+                .values()
+                .filter(|m| m.state != TxnState::Ongoing && !m.state.is_prepare())
+                .filter(|m| now.saturating_sub(m.update_ms) > self.cfg.id_expiration_ms)
+                .map(|m| m.transactional_id.clone())
+                .collect();
+            if idle.is_empty() {
+                continue;
+            }
+            let records = idle
+                .iter()
+                .map(|t| (RecordKey::Txn(t.clone()), None))
+                .collect();
+            if let Err(e) = shard.append(records) {
+                tracing::error!(shard = shard.id, error = %e, "could not expire transactional ids");
+                continue;
+            }
+            for t in &idle {
+                st.txns.remove(t);
+            }
+            expired += idle.len();
+            tracing::info!(
+                shard = shard.id,
+                count = idle.len(),
+                "expired idle transactional ids"
+            );
+        }
+        expired
     }
 
     fn complete_prepared(&self) -> usize {

@@ -158,3 +158,26 @@ fn idempotent_producer_ids_are_distinct_and_carry_their_shard() {
     let shards: std::collections::HashSet<i64> = seen.iter().map(|p| p >> 48).collect();
     assert_eq!(shards.len(), 4);
 }
+
+#[test]
+fn idle_transactional_ids_expire_and_stay_expired() {
+    let e = env();
+    {
+        let (_logs, _groups, tc) = open(&e);
+        let (pid, epoch) = tc.init_producer_id(Some("idle"), 60_000, -1, -1).unwrap();
+        let (p2, e2) = tc.init_producer_id(Some("busy"), 60_000, -1, -1).unwrap();
+        tc.add_to_txn("busy", p2, e2, &parts(), None).unwrap();
+        let far = tc.describe("idle").unwrap().update_ms + 604_800_001;
+        // An open transaction is never expired (its timeout ends it).
+        assert_eq!(tc.expire_ids(far), 1);
+        assert!(tc.describe("idle").is_none());
+        assert_eq!(tc.describe("busy").unwrap().state, TxnState::Ongoing);
+        assert_eq!(
+            tc.end_txn("idle", pid, epoch, true),
+            INVALID_PRODUCER_ID_MAPPING
+        );
+    }
+    let (_logs, _groups, tc) = open(&e);
+    assert!(tc.describe("idle").is_none());
+    assert!(tc.describe("busy").is_some());
+}
