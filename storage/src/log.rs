@@ -219,6 +219,32 @@ impl Log {
         leader_epoch: i32,
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, StorageError> {
+        self.append_guarded(records, leader_epoch, log_append_time, None)
+    }
+
+    /// A verification token for a transactional produce, taken before the
+    /// coordinator is asked (see `ProducerStateManager::add_guard`).
+    pub fn txn_verification_guard(&self, producer_id: i64) -> u64 {
+        lock(&self.append).producers.add_guard(producer_id)
+    }
+
+    /// Releases a token whose produce was refused before its append.
+    pub fn release_txn_verification_guard(&self, producer_id: i64, token: u64) {
+        lock(&self.append)
+            .producers
+            .remove_guard(producer_id, token);
+    }
+
+    /// As [`Self::append`]; with `guard`, a transactional batch that opens a
+    /// transaction here is refused if a marker for its producer was written
+    /// since the token was taken.
+    pub fn append_guarded(
+        &self,
+        records: &Bytes,
+        leader_epoch: i32,
+        log_append_time: Option<i64>,
+        guard: Option<u64>,
+    ) -> Result<AppendInfo, StorageError> {
         let mut batches: Vec<(usize, BatchHeader)> = Vec::new();
         let mut records_count = 0u64;
         for item in BatchIter::new(records) {
@@ -275,7 +301,12 @@ impl Log {
         let (updates, completed) = if producer_batches.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            match st.producers.check(&producer_batches)? {
+            let checked = st.producers.check(&producer_batches, guard);
+            if let (Some(token), Some(b)) = (guard, producer_batches.first()) {
+                // Used or refused, the token is done either way.
+                st.producers.remove_guard(b.producer_id, token);
+            }
+            match checked? {
                 Checked::Duplicate(d) => {
                     return Ok(AppendInfo {
                         base_offset: d.first_offset,
@@ -329,6 +360,9 @@ impl Log {
         }
         if !updates.is_empty() {
             st.producers.apply(updates);
+        }
+        for b in producer_batches.iter().filter(|b| b.control.is_some()) {
+            st.producers.clear_guards(b.producer_id);
         }
         let lso = st.producers.first_unstable_offset().unwrap_or(next);
         for c in completed.iter().filter(|c| c.aborted) {

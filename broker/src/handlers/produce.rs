@@ -191,10 +191,19 @@ pub(crate) fn append(
     };
     let summary = record_batch::validate_batches(&records, &policy, now)
         .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))?;
-    check(&summary)?;
+    // A transactional batch takes a verification token before its
+    // transaction is checked, so an EndTxn that lands in between is seen.
+    let guard = (summary.transactional && summary.producer_id >= 0)
+        .then(|| log.txn_verification_guard(summary.producer_id));
+    if let Err(refused) = check(&summary) {
+        if let Some(token) = guard {
+            log.release_txn_verification_guard(summary.producer_id, token);
+        }
+        return Err(refused);
+    }
     let append_time =
         (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
-    match log.append(&records, 0, append_time) {
+    match log.append_guarded(&records, 0, append_time, guard) {
         Ok(info) => {
             if info.duplicate {
                 metrics::counter!(m::DUPLICATE_BATCHES).increment(1);

@@ -184,6 +184,13 @@ pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
     /// Open transactions: first offset → producer id.
     ongoing: BTreeMap<i64, i64>,
+    /// Verification guards (KIP-890 part 1): a transactional produce takes
+    /// a token before asking the coordinator whether this partition is in
+    /// the producer's transaction; a marker written meanwhile removes every
+    /// token of the producer, so an answer that went stale cannot open a
+    /// transaction here that nobody will end. In memory only.
+    guards: HashMap<i64, Vec<u64>>,
+    next_guard: u64,
 }
 
 impl ProducerStateManager {
@@ -200,9 +207,43 @@ impl ProducerStateManager {
         self.ongoing.keys().next().copied()
     }
 
+    /// A verification token for `producer_id` (see `guards`).
+    pub fn add_guard(&mut self, producer_id: i64) -> u64 {
+        self.next_guard += 1;
+        let tokens = self.guards.entry(producer_id).or_default();
+        // Bounded: a client keeps at most a few requests in flight.
+        if tokens.len() >= 64 {
+            tokens.remove(0);
+        }
+        tokens.push(self.next_guard);
+        self.next_guard
+    }
+
+    /// Drops a token whose produce will not be appended (or was).
+    pub fn remove_guard(&mut self, producer_id: i64, token: u64) {
+        if let Some(tokens) = self.guards.get_mut(&producer_id) {
+            tokens.retain(|t| *t != token);
+            if tokens.is_empty() {
+                self.guards.remove(&producer_id);
+            }
+        }
+    }
+
+    /// A marker for the producer was written: every verification before it
+    /// is stale.
+    pub fn clear_guards(&mut self, producer_id: i64) {
+        self.guards.remove(&producer_id);
+    }
+
     /// Checks a client's batches (offsets assigned) in order; nothing
-    /// changes until [`Self::apply`] is given the updates.
-    pub fn check(&self, batches: &[BatchInfo]) -> Result<Checked, ProducerError> {
+    /// changes until [`Self::apply`] is given the updates. With `guard`,
+    /// a transactional batch that would open a transaction here must hold a
+    /// token still in place.
+    pub fn check(
+        &self,
+        batches: &[BatchInfo],
+        guard: Option<u64>,
+    ) -> Result<Checked, ProducerError> {
         let mut updates: Vec<(i64, ProducerEntry)> = Vec::new();
         for b in batches.iter().filter(|b| b.producer_id >= 0) {
             let pos = updates.iter().position(|(p, _)| *p == b.producer_id);
@@ -216,6 +257,21 @@ impl ProducerStateManager {
                 && let Some(dup) = e.duplicate_of(b.first_seq, b.last_seq)
             {
                 return Ok(Checked::Duplicate(dup));
+            }
+            let opens_txn = b.transactional
+                && b.control.is_none()
+                && current.is_none_or(|e| e.txn_first_offset.is_none());
+            if let Some(token) = guard
+                && opens_txn
+                && !self
+                    .guards
+                    .get(&b.producer_id)
+                    .is_some_and(|t| t.contains(&token))
+            {
+                return Err(ProducerError::InvalidTxnState {
+                    producer_id: b.producer_id,
+                    reason: "its transaction ended while this produce was being verified".into(),
+                });
             }
             let next = check_one(current, b)?;
             match pos {

@@ -15,7 +15,7 @@ fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32, first_offset: i64) -> Bat
 }
 
 fn append(m: &mut ProducerStateManager, b: BatchInfo) -> Result<Checked, ProducerError> {
-    let c = m.check(&[b])?;
+    let c = m.check(&[b], None)?;
     if let Checked::Append(u) = &c {
         m.apply(u.clone());
     }
@@ -127,7 +127,7 @@ fn transactions_hold_the_stable_offset_until_their_marker() {
     // A marker from an older coordinator epoch is fenced.
     marker.control = Some((ControlType::Commit, 2));
     assert!(matches!(
-        m.check(&[marker]),
+        m.check(&[marker], None),
         Err(ProducerError::CoordinatorFenced { .. })
     ));
 }
@@ -188,4 +188,37 @@ fn idle_producers_expire_but_open_transactions_stay() {
     append(&mut m, t).unwrap();
     assert_eq!(m.expire(1_000_000, 10), 1);
     assert!(m.entry(1).is_none() && m.entry(2).is_some());
+}
+
+#[test]
+fn a_marker_between_verification_and_append_refuses_the_stale_produce() {
+    let mut m = ProducerStateManager::default();
+    let mut t = batch(8, 0, 0, 1, 0);
+    t.transactional = true;
+    let token = m.add_guard(8);
+    let mut marker = batch(8, 0, -1, 1, 0);
+    marker.control = Some((ControlType::Commit, 0));
+    append(&mut m, marker).unwrap();
+    m.clear_guards(8);
+    assert!(matches!(
+        m.check(&[t], Some(token)),
+        Err(ProducerError::InvalidTxnState { .. })
+    ));
+    // A fresh verification lets it in; batches continuing the transaction
+    // need no token.
+    let token = m.add_guard(8);
+    t.first_offset = 1;
+    t.last_offset = 1;
+    let c = m.check(&[t], Some(token)).unwrap();
+    let Checked::Append(u) = c else {
+        panic!("duplicate?")
+    };
+    m.apply(u);
+    m.remove_guard(8, token);
+    let mut next = batch(8, 0, 1, 1, 2);
+    next.transactional = true;
+    assert!(matches!(
+        m.check(&[next], Some(999)),
+        Ok(Checked::Append(_))
+    ));
 }
