@@ -479,7 +479,7 @@ pub fn load_snapshot(
 }
 
 /// Rebuilds the state from the newest snapshot plus the batch headers
-/// after it (all of `segments` when there is none). Returns the state and
+/// after it. Returns the state and
 /// the transactions the replayed markers completed.
 pub fn rebuild(
     dir: &Path,
@@ -487,9 +487,17 @@ pub fn rebuild(
     log_start: i64,
     log_end: i64,
 ) -> Result<(ProducerStateManager, Vec<CompletedTxn>), StorageError> {
+    // Without a snapshot (a data dir from before producer state existed, or
+    // snapshots lost) only the last two segments are replayed, as Kafka does
+    // on upgrade: start-up never scans a whole log.
+    let fallback = segments
+        .len()
+        .checked_sub(2)
+        .and_then(|i| segments.get(i))
+        .map_or(log_start, |s| s.base_offset.max(log_start));
     let (mut mgr, from) = match load_snapshot(dir, log_end)? {
         Some((m, o)) if o >= log_start => (m, o),
-        _ => (ProducerStateManager::default(), log_start),
+        _ => (ProducerStateManager::default(), fallback),
     };
     let mut completed = Vec::new();
     for seg in segments.iter().filter(|s| s.next_offset() > from) {
