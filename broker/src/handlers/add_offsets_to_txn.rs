@@ -8,7 +8,7 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use karnak_coordinator::errors::NONE;
 
 use super::group_common::check_group_id;
-use super::txn_common::blocking;
+use super::txn_common::{blocking, fenced_for_version};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -30,6 +30,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 Err(code) => code,
             },
         };
+        let code = fenced_for_version(code, version, 2);
         let resp = AddOffsetsToTxnResponse::default().with_error_code(code);
         Response::encode(&resp, version, code)
     }))

@@ -15,13 +15,14 @@ use kafka_protocol::messages::{
 };
 use karnak_coordinator::errors::{NONE, OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION};
 
-use super::txn_common::{blocking, partition_exists};
+use super::txn_common::{blocking, fenced_for_version, partition_exists};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Per-partition codes for one transaction's topics, in request order.
 fn add(
     broker: &Broker,
+    version: i16,
     tid: &str,
     producer_id: i64,
     epoch: i16,
@@ -78,7 +79,11 @@ fn add(
                         .map(|p| {
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(*p)
-                                .with_partition_error_code(it.next().unwrap_or(NONE))
+                                .with_partition_error_code(fenced_for_version(
+                                    it.next().unwrap_or(NONE),
+                                    version,
+                                    2,
+                                ))
                         })
                         .collect(),
                 )
@@ -94,6 +99,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         if version <= 3 {
             resp.results_by_topic_v3_and_below = add(
                 &broker,
+                version,
                 req.v3_and_below_transactional_id.as_str(),
                 req.v3_and_below_producer_id.0,
                 req.v3_and_below_producer_epoch,
@@ -109,6 +115,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_transactional_id(TransactionalId(t.transactional_id.0.clone()))
                         .with_topic_results(add(
                             &broker,
+                            version,
                             t.transactional_id.as_str(),
                             t.producer_id.0,
                             t.producer_epoch,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
-use super::txn_common::blocking;
+use super::txn_common::{blocking, fenced_for_version};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -21,6 +21,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             req.producer_epoch,
             req.committed,
         );
+        let code = fenced_for_version(code, version, 2);
         let resp = EndTxnResponse::default()
             .with_error_code(code)
             .with_producer_id((-1).into())

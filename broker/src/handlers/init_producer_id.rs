@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::txn_common::blocking;
+use super::txn_common::{blocking, fenced_for_version};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -30,7 +30,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .with_producer_epoch(epoch)
             }
             Err(code) => InitProducerIdResponse::default()
-                .with_error_code(code)
+                .with_error_code(fenced_for_version(code, version, 4))
                 .with_producer_id((-1).into())
                 .with_producer_epoch(-1),
         };

@@ -20,3 +20,15 @@ where
 pub fn partition_exists(broker: &crate::broker::Broker, topic: &str, partition: i32) -> bool {
     !crate::topics::is_internal(topic) && broker.logs.log(topic, partition).is_some()
 }
+
+/// PRODUCER_FENCED exists only from the request versions of KIP-588
+/// (InitProducerId v4, AddPartitionsToTxn/AddOffsetsToTxn/EndTxn v2); older
+/// clients are told INVALID_PRODUCER_EPOCH, which they handle the same way.
+pub fn fenced_for_version(code: i16, version: i16, since: i16) -> i16 {
+    use karnak_coordinator::errors::{INVALID_PRODUCER_EPOCH, PRODUCER_FENCED};
+    if code == PRODUCER_FENCED && version < since {
+        INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
