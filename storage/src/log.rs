@@ -18,12 +18,15 @@ use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
 pub mod producer_state;
+mod read;
 mod retention;
 mod timestamps;
+mod transactions;
 pub mod txn_index;
 
 use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
-use txn_index::{AbortedTxn, TxnIndex};
+use transactions::aborted_entry;
+use txn_index::TxnIndex;
 
 /// `producer.id.expiration.ms` (Kafka's default, one day): an idle
 /// producer's state is dropped at the next segment roll after this.
@@ -220,19 +223,6 @@ impl Log {
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, StorageError> {
         self.append_guarded(records, leader_epoch, log_append_time, None)
-    }
-
-    /// A verification token for a transactional produce, taken before the
-    /// coordinator is asked (see `ProducerStateManager::add_guard`).
-    pub fn txn_verification_guard(&self, producer_id: i64) -> u64 {
-        lock(&self.append).producers.add_guard(producer_id)
-    }
-
-    /// Releases a token whose produce was refused before its append.
-    pub fn release_txn_verification_guard(&self, producer_id: i64, token: u64) {
-        lock(&self.append)
-            .producers
-            .remove_guard(producer_id, token);
     }
 
     /// As [`Self::append`]; with `guard`, a transactional batch that opens a
@@ -483,114 +473,8 @@ impl Log {
             .map(|(_, s)| s.clone())
     }
 
-    fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
-        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let first = segs
-            .range(..=offset)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
-        segs.range(first..).map(|(_, s)| s.clone()).collect()
-    }
-
-    /// Reads whole batches from `offset`, up to `max_bytes` (KIP-74 aware).
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<ReadResult, StorageError> {
-        self.read_upto(offset, max_bytes, min_one_batch, i64::MAX)
-    }
-
-    /// As [`Self::read`], returning only batches that end below
-    /// `max_offset` (the last stable offset, for read_committed).
-    pub fn read_upto(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-        max_offset: i64,
-    ) -> Result<ReadResult, StorageError> {
-        let leo = self.log_end_offset.load(Ordering::Acquire);
-        let start = self.log_start_offset();
-        let result = |slice| ReadResult {
-            slice,
-            high_watermark: leo,
-            log_start_offset: start,
-        };
-        if offset < start || offset > leo {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start_offset: start,
-                log_end_offset: leo,
-            });
-        }
-        if offset == leo || offset >= max_offset {
-            return Ok(result(None));
-        }
-        for seg in self.segments_from(offset) {
-            if seg.base_offset >= max_offset {
-                break;
-            }
-            let mut end = seg.size();
-            if seg.next_offset() > max_offset {
-                // Stop at the batch holding max_offset.
-                if let Some((pos, _)) = seg.find_batch(max_offset, end)? {
-                    end = pos;
-                }
-            }
-            let Some((pos, h)) = seg.find_batch(offset, end)? else {
-                continue;
-            };
-            let first = h.total_size() as u64;
-            let len = if end - pos <= max_bytes as u64 {
-                end - pos
-            } else if first > max_bytes as u64 {
-                if !min_one_batch {
-                    return Ok(result(None));
-                }
-                first
-            } else {
-                seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
-            };
-            return Ok(result(Some(FileSlice {
-                file: seg.file.clone(),
-                position: pos,
-                len: len as usize,
-            })));
-        }
-        Ok(result(None))
-    }
-
     pub fn log_end_offset(&self) -> i64 {
         self.log_end_offset.load(Ordering::Acquire)
-    }
-
-    /// The read_committed bound: the first offset of the oldest open
-    /// transaction, or the high watermark when none is open.
-    pub fn last_stable_offset(&self) -> i64 {
-        self.last_stable_offset
-            .load(Ordering::Acquire)
-            .min(self.high_watermark())
-    }
-
-    /// Aborted transactions overlapping `[from, upto)`, for read_committed fetches.
-    pub fn aborted_txns(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
-        self.txn_index.overlapping(from, upto)
-    }
-
-    /// A copy of one producer's state on this partition (DescribeProducers, tests).
-    pub fn producer_entry(&self, producer_id: i64) -> Option<producer_state::ProducerEntry> {
-        lock(&self.append).producers.entry(producer_id).cloned()
-    }
-
-    /// Every producer with state on this partition.
-    pub fn producer_entries(&self) -> Vec<(i64, producer_state::ProducerEntry)> {
-        lock(&self.append)
-            .producers
-            .producers()
-            .map(|(p, e)| (*p, e.clone()))
-            .collect()
     }
 
     /// Equal to the log end offset on a single node.
@@ -713,13 +597,4 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync directory {}", dir.display()))
-}
-
-fn aborted_entry(c: &CompletedTxn, last_stable_offset: i64) -> AbortedTxn {
-    AbortedTxn {
-        producer_id: c.producer_id,
-        first_offset: c.first_offset,
-        last_offset: c.last_offset,
-        last_stable_offset,
-    }
 }

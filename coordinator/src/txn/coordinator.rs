@@ -7,7 +7,6 @@
 //! Every method here may write to logs (the shard's own, and markers into
 //! data partitions): call them off the async reactor.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,9 +16,8 @@ use karnak_storage::LogManager;
 use super::{TxnMetadata, TxnState};
 use crate::coordinator::{GroupCoordinator, shard_for};
 use crate::errors::*;
-use crate::group::Group;
 use crate::records::RecordKey;
-use crate::shard::{OffsetCommit, Shard};
+use crate::shard::Shard;
 
 /// Transactions ended, by `result` (commit, abort).
 pub const TRANSACTIONS_METRIC: &str = "karnak_transactions_total";
@@ -56,9 +54,9 @@ impl Default for TxnConfig {
 }
 
 pub struct TransactionCoordinator {
-    shards: Vec<Arc<Shard>>,
+    pub(super) shards: Vec<Arc<Shard>>,
     logs: Arc<LogManager>,
-    cfg: TxnConfig,
+    pub(super) cfg: TxnConfig,
     /// Round-robin over shards for producers without a transactional id.
     next_shard: AtomicUsize,
 }
@@ -66,7 +64,7 @@ pub struct TransactionCoordinator {
 /// Producer id and epoch handed to a producer.
 pub type ProducerIdAndEpoch = (i64, i16);
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -105,7 +103,7 @@ impl TransactionCoordinator {
         (prepared, ongoing)
     }
 
-    fn shard(&self, key: &str) -> &Arc<Shard> {
+    pub(super) fn shard(&self, key: &str) -> &Arc<Shard> {
         &self.shards[shard_for(key, self.shards.len() as u32) as usize]
     }
 
@@ -121,7 +119,7 @@ impl TransactionCoordinator {
 
     /// Persists a transaction's metadata in its shard (lock held by caller),
     /// durably when the broker flushes acks=all writes.
-    fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
+    pub(super) fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
         self.persist_with(shard, m, self.cfg.durable)
     }
 
@@ -341,7 +339,7 @@ impl TransactionCoordinator {
     /// settles its offsets, then Complete*. With `fence`, the epoch is
     /// bumped first so the current producer can write nothing more.
     /// Returns the epoch the markers carry.
-    fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
+    pub(super) fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
         let shard = self.shard(tid);
         let prepared = {
             let mut st = shard.lock();
@@ -376,7 +374,7 @@ impl TransactionCoordinator {
 
     /// Writes the markers of a prepared transaction and settles its group
     /// offsets, then records it complete. Safe to repeat after a crash.
-    fn complete(&self, m: &TxnMetadata) -> Result<(), i16> {
+    pub(super) fn complete(&self, m: &TxnMetadata) -> Result<(), i16> {
         let commit = m.state == TxnState::PrepareCommit;
         let kind = if commit {
             ControlType::Commit
@@ -475,254 +473,5 @@ impl TransactionCoordinator {
             out.push(((topic.clone(), *p), code));
         }
         out
-    }
-
-    /// TxnOffsetCommit: offsets held back until the transaction ends.
-    pub fn txn_offset_commit(
-        &self,
-        tid: &str,
-        group: &str,
-        producer_id: i64,
-        epoch: i16,
-        offsets: Vec<OffsetCommit>,
-        partition_exists: &dyn Fn(&str, i32) -> bool,
-    ) -> Vec<i16> {
-        let check = {
-            let st = self.shard(tid).lock();
-            match st.txns.get(tid) {
-                None => Err(INVALID_PRODUCER_ID_MAPPING),
-                Some(m) if m.producer_id != producer_id => Err(INVALID_PRODUCER_ID_MAPPING),
-                Some(m) if m.producer_epoch != epoch => Err(INVALID_PRODUCER_EPOCH),
-                Some(m) if m.state != TxnState::Ongoing || !m.groups.contains(group) => {
-                    Err(INVALID_TXN_STATE)
-                }
-                Some(_) => Ok(()),
-            }
-        };
-        if let Err(code) = check {
-            return vec![code; offsets.len()];
-        }
-        let shard = self.shard(group);
-        let mut st = shard.lock();
-        let (codes, accepted) = shard.accept_offsets(offsets, partition_exists);
-        let records: Vec<_> = accepted
-            .iter()
-            .map(|((topic, partition), stored)| {
-                (
-                    RecordKey::TxnOffset {
-                        group: group.to_string(),
-                        producer_id,
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    Some(stored.encode()),
-                )
-            })
-            .collect();
-        if records.is_empty() {
-            return codes;
-        }
-        if let Err(e) = shard.append(records) {
-            tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
-            return codes
-                .into_iter()
-                .map(|c| if c == NONE { KAFKA_STORAGE_ERROR } else { c })
-                .collect();
-        }
-        st.txn_offsets
-            .entry((group.to_string(), producer_id))
-            .or_default()
-            .extend(accepted);
-        codes
-    }
-
-    /// At a transaction's end: its offsets become the group's (commit) or
-    /// are dropped (abort); either way their pending records are tombstoned.
-    fn settle_offsets(&self, group: &str, producer_id: i64, commit: bool) -> Result<(), i16> {
-        let shard = self.shard(group);
-        let mut st = shard.lock();
-        let Some(pending) = st.txn_offsets.remove(&(group.to_string(), producer_id)) else {
-            return Ok(());
-        };
-        let mut records = Vec::with_capacity(pending.len() * 2);
-        for ((topic, partition), o) in &pending {
-            if commit {
-                records.push((
-                    RecordKey::Offset {
-                        group: group.to_string(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    Some(o.encode()),
-                ));
-            }
-            records.push((
-                RecordKey::TxnOffset {
-                    group: group.to_string(),
-                    producer_id,
-                    topic: topic.clone(),
-                    partition: *partition,
-                },
-                None,
-            ));
-        }
-        if let Err(e) = shard.append(records) {
-            tracing::error!(shard = shard.id, group, error = %e, "could not settle transactional offsets");
-            st.txn_offsets
-                .insert((group.to_string(), producer_id), pending);
-            return Err(KAFKA_STORAGE_ERROR);
-        }
-        if commit {
-            let g = st
-                .groups
-                .entry(group.to_string())
-                .or_insert_with(|| Group::new(group));
-            g.offsets.extend(pending);
-        }
-        Ok(())
-    }
-
-    /// Whether a group has transactional offsets not yet settled on a
-    /// partition (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
-    pub fn has_pending_offsets(&self, group: &str, topic: &str, partition: i32) -> bool {
-        let st = self.shard(group).lock();
-        let key = (topic.to_string(), partition);
-        st.txn_offsets
-            .iter()
-            .any(|((g, _), m)| g == group && m.contains_key(&key))
-    }
-
-    /// Aborts transactions open longer than their timeout (bumping the
-    /// epoch, so the producer is fenced) and retries prepared ones whose
-    /// markers could not all be written. Returns how many it finished.
-    pub fn abort_timed_out(&self, now: i64) -> usize {
-        let mut expired = Vec::new();
-        for s in &self.shards {
-            for m in s.lock().txns.values() {
-                if m.state == TxnState::Ongoing
-                    && m.start_ms >= 0
-                    && now.saturating_sub(m.start_ms) > m.timeout_ms as i64
-                {
-                    expired.push(m.transactional_id.clone());
-                }
-            }
-        }
-        let mut done = 0;
-        for tid in expired {
-            match self.end(&tid, false, true) {
-                Ok(epoch) => {
-                    tracing::info!(transactional_id = %tid, epoch, "aborted a transaction past its timeout");
-                    metrics::counter!(TIMED_OUT_METRIC).increment(1);
-                    done += 1;
-                }
-                Err(code) => {
-                    tracing::warn!(transactional_id = %tid, code, "could not abort a timed-out transaction")
-                }
-            }
-        }
-        done + self.complete_prepared() + self.expire_ids(now)
-    }
-
-    /// Forgets transactional ids idle past `id_expiration_ms` (a tombstone
-    /// in the shard's log, so they stay forgotten after a restart).
-    pub(super) fn expire_ids(&self, now: i64) -> usize {
-        let mut expired = 0;
-        for shard in &self.shards {
-            let mut st = shard.lock();
-            let idle: Vec<String> = st
-                .txns
-                .values()
-                .filter(|m| m.state != TxnState::Ongoing && !m.state.is_prepare())
-                .filter(|m| now.saturating_sub(m.update_ms) > self.cfg.id_expiration_ms)
-                .map(|m| m.transactional_id.clone())
-                .collect();
-            if idle.is_empty() {
-                continue;
-            }
-            let records = idle
-                .iter()
-                .map(|t| (RecordKey::Txn(t.clone()), None))
-                .collect();
-            if let Err(e) = shard.append(records) {
-                tracing::error!(shard = shard.id, error = %e, "could not expire transactional ids");
-                continue;
-            }
-            for t in &idle {
-                st.txns.remove(t);
-            }
-            expired += idle.len();
-            tracing::info!(
-                shard = shard.id,
-                count = idle.len(),
-                "expired idle transactional ids"
-            );
-        }
-        expired
-    }
-
-    fn complete_prepared(&self) -> usize {
-        let mut prepared = Vec::new();
-        for s in &self.shards {
-            prepared.extend(
-                s.lock()
-                    .txns
-                    .values()
-                    .filter(|m| m.state.is_prepare())
-                    .cloned(),
-            );
-        }
-        prepared.iter().filter(|m| self.complete(m).is_ok()).count()
-    }
-
-    /// DescribeTransactions.
-    pub fn describe(&self, tid: &str) -> Option<TxnMetadata> {
-        self.shard(tid).lock().txns.get(tid).cloned()
-    }
-
-    /// ListTransactions: every transaction matching the filters (empty
-    /// filters match all).
-    pub fn list(&self, states: &[TxnState], producer_ids: &[i64]) -> Vec<TxnMetadata> {
-        let mut out = Vec::new();
-        for s in &self.shards {
-            out.extend(
-                s.lock()
-                    .txns
-                    .values()
-                    .filter(|m| states.is_empty() || states.contains(&m.state))
-                    .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
-                    .cloned(),
-            );
-        }
-        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
-        out
-    }
-
-    /// Counts by state, for metrics and logs.
-    pub fn state_counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut out = BTreeMap::new();
-        for s in &self.shards {
-            for m in s.lock().txns.values() {
-                *out.entry(m.state.kafka_name()).or_default() += 1;
-            }
-        }
-        out
-    }
-
-    /// The timer task: aborts timed-out transactions every `interval`.
-    pub async fn run_timeouts(
-        self: Arc<Self>,
-        interval: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let tc = self.clone();
-            let _ = tokio::task::spawn_blocking(move || tc.abort_timed_out(now_ms())).await;
-        }
     }
 }

@@ -16,7 +16,10 @@ use crate::records::{
     RecordError, get_count, get_i16, get_i32, get_i64, get_string, get_u8, put_str,
 };
 
+mod admin;
 mod coordinator;
+mod expiry;
+mod offsets;
 
 pub use coordinator::{TIMED_OUT_METRIC, TRANSACTIONS_METRIC, TransactionCoordinator, TxnConfig};
 

@@ -1,3 +1,4 @@
+use super::snapshot::SNAPSHOT_MAGIC;
 use super::*;
 
 fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32, first_offset: i64) -> BatchInfo {

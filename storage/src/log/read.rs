@@ -1,0 +1,91 @@
+//! Reads: whole batches from an offset as a file slice for `sendfile`,
+//! bounded by bytes (KIP-74 aware) and, for read_committed, by the last
+//! stable offset.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{FileSlice, Log, ReadResult};
+use crate::error::StorageError;
+use crate::segment::LogSegment;
+
+impl Log {
+    fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let first = segs
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        segs.range(first..).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (KIP-74 aware).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, StorageError> {
+        self.read_upto(offset, max_bytes, min_one_batch, i64::MAX)
+    }
+
+    /// As [`Self::read`], returning only batches that end below
+    /// `max_offset` (the last stable offset, for read_committed).
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        max_offset: i64,
+    ) -> Result<ReadResult, StorageError> {
+        let leo = self.log_end_offset.load(Ordering::Acquire);
+        let start = self.log_start_offset();
+        let result = |slice| ReadResult {
+            slice,
+            high_watermark: leo,
+            log_start_offset: start,
+        };
+        if offset < start || offset > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: leo,
+            });
+        }
+        if offset == leo || offset >= max_offset {
+            return Ok(result(None));
+        }
+        for seg in self.segments_from(offset) {
+            if seg.base_offset >= max_offset {
+                break;
+            }
+            let mut end = seg.size();
+            if seg.next_offset() > max_offset {
+                // Stop at the batch holding max_offset.
+                if let Some((pos, _)) = seg.find_batch(max_offset, end)? {
+                    end = pos;
+                }
+            }
+            let Some((pos, h)) = seg.find_batch(offset, end)? else {
+                continue;
+            };
+            let first = h.total_size() as u64;
+            let len = if end - pos <= max_bytes as u64 {
+                end - pos
+            } else if first > max_bytes as u64 {
+                if !min_one_batch {
+                    return Ok(result(None));
+                }
+                first
+            } else {
+                seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
+            };
+            return Ok(result(Some(FileSlice {
+                file: seg.file.clone(),
+                position: pos,
+                len: len as usize,
+            })));
+        }
+        Ok(result(None))
+    }
+}
