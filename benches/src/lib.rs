@@ -1,5 +1,7 @@
-//! Shared helpers for Karnak's benchmarks. The end-to-end load figures come
-//! from `benches/e2e/` (a real librdkafka client); see `RESULTS.md`.
+//! Shared helpers for Karnak's benchmarks and `karnak-bench`, the load tool
+//! (`load`). Figures are in `RESULTS.md`.
+
+pub mod load;
 
 /// Wall-clock milliseconds since the epoch, for batch timestamps.
 pub fn now_ms() -> i64 {

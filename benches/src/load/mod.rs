@@ -1,0 +1,113 @@
+//! `karnak-bench`: the end-to-end load tool and the machine's limits.
+//! See `src/bin/karnak_bench.rs` for the command line.
+
+pub mod limits;
+pub mod raw;
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Latency percentiles (nanosecond resolution, 3 significant digits).
+#[derive(Debug)]
+pub struct Percentiles {
+    h: Histogram<u64>,
+}
+
+impl Default for Percentiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Percentiles {
+    pub fn new() -> Self {
+        // 1 ns .. 10 min; bounds are constants, so this cannot fail.
+        let h = Histogram::new_with_bounds(1, 600_000_000_000, 3)
+            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        Percentiles { h }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let ns = (d.as_nanos() as u64).clamp(1, self.h.high());
+        let _ = self.h.record(ns);
+    }
+
+    pub fn merge(&mut self, other: &Percentiles) {
+        let _ = self.h.add(&other.h);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.h.len()
+    }
+
+    fn ms(&self, q: f64) -> f64 {
+        if self.h.is_empty() {
+            return f64::NAN;
+        }
+        (self.h.value_at_quantile(q) as f64 / 1e6 * 1000.0).round() / 1000.0
+    }
+
+    pub fn p50_ms(&self) -> f64 {
+        self.ms(0.5)
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.ms(0.99)
+    }
+
+    pub fn p999_ms(&self) -> f64 {
+        self.ms(0.999)
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        if self.h.is_empty() {
+            return f64::NAN;
+        }
+        (self.h.max() as f64 / 1e6 * 1000.0).round() / 1000.0
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.count(),
+            "p50_ms": self.p50_ms(),
+            "p99_ms": self.p99_ms(),
+            "p99_9_ms": self.p999_ms(),
+            "max_ms": self.max_ms(),
+        })
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| anyhow::anyhow!("reading /proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces; fields resume after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no command field"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat field {i} missing"))
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 11 and 12 after ')'.
+    let ticks = field(11)? + field(12)?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Ok(ticks / hz)
+}
+
+/// Resident set size of a process in bytes, from `/proc/<pid>/status`.
+pub fn process_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| anyhow::anyhow!("reading /proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
+}
