@@ -54,7 +54,7 @@ struct Common {
     /// Connections (each its own task).
     #[arg(long, default_value_t = 1)]
     connections: usize,
-    /// Stop after this many records.
+    /// Stop after this many records (rounded up to whole requests).
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Stop after this many seconds.
