@@ -79,6 +79,11 @@ export KARNAK_BIN
 [ -x "$KARNAK_BIN" ] || { echo "FATAL: $KARNAK_BIN not built" >&2; exit 1; }
 
 # ---------------------------------------------------------------- (e) compat
+# The load tool's idle test holds 10,000 connections: both it and the
+# broker need an open-files limit above that (raise soft to hard).
+NOFILE_HARD="$(ulimit -Hn)"
+[ "$NOFILE_HARD" = unlimited ] && NOFILE_HARD=1048576
+ulimit -n "$NOFILE_HARD" || echo "warning: open-files limit stays at $(ulimit -n)" >&2
 section "compat tests (pytest) against $KARNAK_BIN"
 cd "$COMPAT"
 set +e

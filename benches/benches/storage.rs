@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the produce and fetch hot paths, each beside a
-//! same-run reference (raw CRC32C over the same bytes; memcpy).
+//! same-run reference (raw CRC32C over the same bytes; memcpy): batch
+//! validation, offset rewrite, segment append, index lookup, fetch response
+//! assembly and the Arrow decode of a batch.
 //!
 //!   cargo bench -p karnak-benches --bench storage
 
@@ -7,6 +9,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use karnak_protocol::fetch_response::{FetchPartition, FetchResponseBody, FetchTopic};
 use karnak_protocol::record_batch::{ValidationPolicy, assign_offsets, validate_batches};
+use karnak_storage::columnar::RecordsBuilder;
 use karnak_storage::test_support::build_batch;
 use karnak_storage::{Log, LogConfig};
 
@@ -95,5 +98,23 @@ fn fetch_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, produce_path, fetch_path);
+/// The Arrow face: a stored batch decoded into the SQL table's columns.
+fn arrow_decode(c: &mut Criterion) {
+    let mut b = batch().to_vec();
+    assign_offsets(&mut b, 0, 0);
+    let b = Bytes::from(b);
+    let mut g = c.benchmark_group("sql");
+    g.throughput(Throughput::Bytes(b.len() as u64));
+    g.bench_function("reference_memcpy", |bench| bench.iter(|| b.to_vec()));
+    g.bench_function("arrow_decode_batch_64x1KiB", |bench| {
+        bench.iter(|| {
+            let mut rb = RecordsBuilder::new();
+            rb.push_batches(0, &b, 0, i64::MAX, &[]).unwrap();
+            rb.finish()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, produce_path, fetch_path, arrow_decode);
 criterion_main!(benches);

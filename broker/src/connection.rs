@@ -12,11 +12,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use karnak_protocol::fetch_response::Part;
 use karnak_protocol::frame;
 use karnak_storage::FileSlice;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
@@ -35,6 +35,12 @@ const MAX_IN_FLIGHT: usize = 64;
 /// claims 100 MiB and sends 10 bytes does not cost 100 MiB.
 const READ_CHUNK: usize = 1 << 20;
 
+/// Smallest read: enough for many small pipelined requests in one `recv`.
+const READ_MIN: usize = 64 << 10;
+
+/// Responses gathered into one `writev` at most (IOV_MAX is 1024 slices).
+const MAX_GATHERED: usize = 256;
+
 struct InFlight {
     correlation_id: i32,
     header_version: i16,
@@ -50,14 +56,15 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     let peer = peer_addr.to_string();
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let bytes_in = metrics::counter!(m::BYTES_IN);
     let (tx, rx) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT);
     let writer_task = tokio::spawn(write_loop(writer, rx).instrument(info_span!("writer", %peer)));
-    let max = broker.config.socket_request_max_bytes;
+    let mut reader = FrameReader::new(reader, broker.config.socket_request_max_bytes);
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
-            f = read_frame(&mut reader, max) => f,
+            f = reader.next() => f,
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -68,7 +75,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
                 break;
             }
         };
-        metrics::counter!(m::BYTES_IN).increment(frame.len() as u64 + 4);
+        bytes_in.increment(frame.len() as u64 + 4);
         let started = Instant::now();
         match handlers::dispatch(&broker, frame, peer_addr) {
             Ok(Dispatched {
@@ -102,31 +109,73 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     debug!(%peer, "connection closed");
 }
 
-/// Reads one size-prefixed frame. `Ok(None)` on a clean EOF between frames.
-async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>, ConnError> {
-    let mut size = [0u8; 4];
-    match reader.read_exact(&mut size).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(ConnError::Io(e)),
-    }
-    let size = frame::check_frame_size(i32::from_be_bytes(size), max)?;
-    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
-    while buf.len() < size {
-        let want = (size - buf.len()).min(READ_CHUNK);
-        buf.reserve(want);
-        let n = reader
-            .read_buf(&mut (&mut buf).limit(want))
-            .await
-            .map_err(ConnError::Io)?;
-        if n == 0 {
-            return Err(ConnError::Truncated {
-                expected: size,
-                got: buf.len(),
-            });
+/// Frames requests out of a read buffer: one `recv` brings in as many
+/// pipelined requests as have arrived (not one read for the size and one for
+/// the body of each), and frames are split off the buffer without a copy.
+struct FrameReader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    fn new(rd: OwnedReadHalf, max: usize) -> Self {
+        FrameReader {
+            rd,
+            buf: BytesMut::new(),
+            max,
         }
     }
-    Ok(Some(buf.freeze()))
+
+    /// The next size-prefixed frame. `Ok(None)` on a clean EOF between frames.
+    async fn next(&mut self) -> Result<Option<Bytes>, ConnError> {
+        loop {
+            let want = if self.buf.len() >= 4 {
+                let raw = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                let size = frame::check_frame_size(raw, self.max)?;
+                if self.buf.len() - 4 >= size {
+                    self.buf.advance(4);
+                    return Ok(Some(self.buf.split_to(size).freeze()));
+                }
+                // Reserve for the rest of this frame, a chunk at a time, so a
+                // frame that claims 100 MiB and sends 10 bytes costs 1 MiB.
+                (4 + size - self.buf.len()).clamp(READ_MIN, READ_CHUNK)
+            } else {
+                READ_MIN
+            };
+            if self.buf.is_empty() {
+                // Between requests a connection holds no buffer (10,000 idle
+                // clients must stay cheap): wait for data, then allocate.
+                self.buf = BytesMut::new();
+                self.rd.readable().await.map_err(ConnError::Io)?;
+            }
+            self.buf.reserve(want);
+            let n = match self.rd.try_read_buf(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.rd.readable().await.map_err(ConnError::Io)?;
+                    continue;
+                }
+                Err(e) => return Err(ConnError::Io(e)),
+            };
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ConnError::Truncated {
+                    expected: self.expected(),
+                    got: self.buf.len().saturating_sub(4),
+                });
+            }
+        }
+    }
+
+    fn expected(&self) -> usize {
+        if self.buf.len() < 4 {
+            return 4;
+        }
+        i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]).max(0) as usize
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,81 +190,181 @@ pub enum ConnError {
     ShortFile(usize),
 }
 
+/// Sends responses in request order. Responses that are ready back to back
+/// (a pipelining client) go out in one `writev`; a response that must wait
+/// (acks=all, a fetch long-poll) first sends what is gathered.
 async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
-    while let Some(item) = rx.recv().await {
+    let mut out = Outbox::default();
+    loop {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if out.flush(&mut writer).await.is_err() {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                }
+            }
+        };
         let response = match item.reply {
             Reply::Nothing => {
-                record(item.api, 0, item.started);
+                out.metrics.record(item.api, 0, item.started);
                 continue;
             }
             Reply::Ready(r) => Ok(r),
-            Reply::Later(fut) => fut.await,
+            Reply::Later(fut) => {
+                if out.flush(&mut writer).await.is_err() {
+                    return;
+                }
+                fut.await
+            }
         };
         let response = match response {
             Ok(r) => r,
             Err(e) => {
+                let _ = out.flush(&mut writer).await;
                 warn!(api = item.api, "closing connection: {e}");
                 return;
             }
         };
-        let code = response.error_code;
-        if let Err(e) = write_response(
-            &mut writer,
-            item.correlation_id,
-            item.header_version,
-            response,
-        )
-        .await
+        if let Err(e) = out
+            .push(
+                &mut writer,
+                item.correlation_id,
+                item.header_version,
+                response,
+            )
+            .await
         {
             // A client that disconnects mid-response is normal; nothing else is affected.
             debug!(api = item.api, "write failed: {e}");
             return;
         }
-        record(item.api, code, item.started);
-    }
-    let _ = writer.shutdown().await;
-}
-
-fn record(api: &'static str, error_code: i16, started: Instant) {
-    metrics::counter!(m::REQUESTS, "api" => api, "error" => m::error_name(error_code)).increment(1);
-    let secs = started.elapsed().as_secs_f64();
-    metrics::histogram!(m::REQUEST_LATENCY, "api" => api).record(secs);
-    match api {
-        "Produce" => metrics::histogram!(m::PRODUCE_LATENCY).record(secs),
-        "Fetch" => metrics::histogram!(m::FETCH_LATENCY).record(secs),
-        _ => {}
-    }
-}
-
-async fn write_response(
-    writer: &mut OwnedWriteHalf,
-    correlation_id: i32,
-    header_version: i16,
-    response: Response,
-) -> Result<(), ConnError> {
-    let mut head = BytesMut::with_capacity(9);
-    let header_len = if header_version >= 1 { 5 } else { 4 };
-    head.put_i32((header_len + response.len) as i32);
-    head.put_i32(correlation_id);
-    if header_version >= 1 {
-        head.put_u8(0); // no tagged fields
-    }
-    metrics::counter!(m::BYTES_OUT).increment((head.len() + response.len) as u64);
-
-    // Gather runs of in-memory parts into one vectored write; records regions
-    // go by sendfile between them.
-    let mut pending: Vec<Bytes> = vec![head.freeze()];
-    for part in response.parts {
-        match part {
-            Part::Bytes(b) => pending.push(b),
-            Part::Region(slice) => {
-                write_all_vectored(writer, &mut pending).await?;
-                send_file(writer, &slice).await?;
-            }
+        out.done.push((item.api, out.last_code, item.started));
+        if out.pending.len() >= MAX_GATHERED && out.flush(&mut writer).await.is_err() {
+            return;
         }
     }
-    write_all_vectored(writer, &mut pending).await?;
-    Ok(())
+    if out.flush(&mut writer).await.is_ok() {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// Responses encoded and not yet written, and the requests they answer
+/// (counted in the metrics once their bytes are on the socket).
+#[derive(Default)]
+struct Outbox {
+    pending: Vec<Bytes>,
+    done: Vec<(&'static str, i16, Instant)>,
+    last_code: i16,
+    metrics: RequestMetrics,
+}
+
+impl Outbox {
+    /// Appends a response; record regions go out by sendfile at once, after
+    /// everything gathered before them.
+    async fn push(
+        &mut self,
+        writer: &mut OwnedWriteHalf,
+        correlation_id: i32,
+        header_version: i16,
+        response: Response,
+    ) -> Result<(), ConnError> {
+        let mut head = BytesMut::with_capacity(9);
+        let header_len = if header_version >= 1 { 5 } else { 4 };
+        head.put_i32((header_len + response.len) as i32);
+        head.put_i32(correlation_id);
+        if header_version >= 1 {
+            head.put_u8(0); // no tagged fields
+        }
+        self.metrics
+            .bytes_out
+            .increment((head.len() + response.len) as u64);
+        self.last_code = response.error_code;
+        self.pending.push(head.freeze());
+        for part in response.parts {
+            match part {
+                Part::Bytes(b) => self.pending.push(b),
+                Part::Region(slice) => {
+                    write_all_vectored(writer, &mut self.pending).await?;
+                    send_file(writer, &slice, &self.metrics.sendfile_bytes).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> Result<(), ConnError> {
+        if let Err(e) = write_all_vectored(writer, &mut self.pending).await {
+            debug!("write failed: {e}");
+            return Err(e);
+        }
+        for (api, code, started) in self.done.drain(..) {
+            self.metrics.record(api, code, started);
+        }
+        Ok(())
+    }
+}
+
+/// Metric handles, looked up once per connection rather than per request.
+struct RequestMetrics {
+    bytes_out: metrics::Counter,
+    sendfile_bytes: metrics::Counter,
+    /// (api, error code) -> requests counter, latency histograms.
+    by_api: Vec<(
+        &'static str,
+        i16,
+        metrics::Counter,
+        metrics::Histogram,
+        Option<metrics::Histogram>,
+    )>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            bytes_out: metrics::counter!(m::BYTES_OUT),
+            sendfile_bytes: metrics::counter!(m::FETCH_SENDFILE_BYTES),
+            by_api: Vec::new(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    fn record(&mut self, api: &'static str, error_code: i16, started: Instant) {
+        let i = match self
+            .by_api
+            .iter()
+            .position(|(a, c, ..)| *c == error_code && *a == api)
+        {
+            Some(i) => i,
+            None => {
+                let per_api = match api {
+                    "Produce" => Some(metrics::histogram!(m::PRODUCE_LATENCY)),
+                    "Fetch" => Some(metrics::histogram!(m::FETCH_LATENCY)),
+                    _ => None,
+                };
+                self.by_api.push((
+                    api,
+                    error_code,
+                    metrics::counter!(m::REQUESTS, "api" => api, "error" => m::error_name(error_code)),
+                    metrics::histogram!(m::REQUEST_LATENCY, "api" => api),
+                    per_api,
+                ));
+                self.by_api.len() - 1
+            }
+        };
+        let (_, _, requests, latency, per_api) = &self.by_api[i];
+        requests.increment(1);
+        let secs = started.elapsed().as_secs_f64();
+        latency.record(secs);
+        if let Some(h) = per_api {
+            h.record(secs);
+        }
+    }
 }
 
 async fn write_all_vectored(
@@ -241,7 +390,11 @@ async fn write_all_vectored(
 
 /// Sends a segment region with `sendfile(2)`: page cache to socket, no copy
 /// through this process.
-async fn send_file(writer: &mut OwnedWriteHalf, slice: &FileSlice) -> Result<(), ConnError> {
+async fn send_file(
+    writer: &mut OwnedWriteHalf,
+    slice: &FileSlice,
+    sent: &metrics::Counter,
+) -> Result<(), ConnError> {
     let stream: &TcpStream = writer.as_ref();
     let mut offset = slice.position;
     let mut remaining = slice.len;
@@ -260,7 +413,7 @@ async fn send_file(writer: &mut OwnedWriteHalf, slice: &FileSlice) -> Result<(),
             Ok(0) => return Err(ConnError::ShortFile(remaining)),
             Ok(n) => {
                 remaining -= n;
-                metrics::counter!(m::FETCH_SENDFILE_BYTES).increment(n as u64);
+                sent.increment(n as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
-use super::Percentiles;
+use super::{Pacer, Percentiles};
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -33,12 +33,12 @@ const CREATE_TOPICS_VERSION: i16 = 5;
 const MAX_RESPONSE: usize = 256 << 20;
 
 /// A request as bytes on the wire, with its correlation id patchable.
-struct Frame {
-    bytes: Vec<u8>,
+pub(crate) struct Frame {
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Frame {
-    fn encode<R: Encodable + HeaderVersion>(
+    pub(crate) fn encode<R: Encodable + HeaderVersion>(
         key: ApiKey,
         version: i16,
         body: &R,
@@ -68,7 +68,7 @@ impl Frame {
     }
 }
 
-async fn read_response(
+pub(crate) async fn read_response(
     stream: &mut (impl AsyncReadExt + Unpin),
     header_version: i16,
 ) -> anyhow::Result<(i32, Bytes)> {
@@ -86,7 +86,7 @@ async fn read_response(
     Ok((h.correlation_id, b))
 }
 
-async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
     let s = TcpStream::connect(bootstrap)
         .await
         .with_context(|| format!("connecting to {bootstrap}"))?;
@@ -289,6 +289,22 @@ impl Conn {
                 }
             })
         };
+        // Tokio's timer ticks in whole milliseconds, which would send a
+        // 20 k/s load as bursts of 20; a thread on a fine timer paces it.
+        let mut ticks = self.rate_share.map(|share| {
+            let (tx, rx) = mpsc::unbounded_channel::<()>();
+            let (start, per_request) = (self.start, self.per_request as f64);
+            std::thread::spawn(move || {
+                let pacer = Pacer::new(start, share / per_request);
+                for i in 1u64.. {
+                    pacer.wait(i);
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        });
         let mut cid = 0i32;
         let len = self.frame.bytes.len() as u64;
         loop {
@@ -303,11 +319,11 @@ impl Conn {
                 self.stop.store(true, Ordering::Relaxed);
                 break;
             }
-            if let Some(share) = self.rate_share {
+            if let Some(ticks) = ticks.as_mut() {
                 // Open-loop pacing: request i leaves at i / rate, late or not.
-                let due = self.start
-                    + Duration::from_secs_f64((cid as f64 + 1.0) * self.per_request as f64 / share);
-                tokio::time::sleep_until(due.into()).await;
+                if ticks.recv().await.is_none() {
+                    bail!("the pacer thread stopped");
+                }
             }
             window
                 .acquire()

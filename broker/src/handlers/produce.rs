@@ -67,8 +67,6 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(info.log_start_offset);
-                    metrics::gauge!(m::LOG_END_OFFSET, "topic" => name.to_string(), "partition" => pd.index.to_string())
-                        .set(info.last_offset as f64 + 1.0);
                     to_flush.push((log, info.last_offset + 1, responses.len(), partitions.len()));
                 }
                 Err((code, message)) => {
