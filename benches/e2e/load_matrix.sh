@@ -44,17 +44,20 @@ FREE_KB=$(awk '/MemFree/ {print $2}' /proc/meminfo)
 WARM_GB=$(( FREE_KB / 1048576 - 2 ))
 if [ "$WARM_GB" -gt 0 ]; then
     truncate -s "${WARM_GB}G" "$WORK/warm" && cat "$WORK/warm" >/dev/null
+else
+    WARM_GB=0
 fi
-echo "{\"row\": \"warm: page cache filled with ${WARM_GB} GiB of clean pages\"}"
+echo "{\"row\": \"warm: page cache topped up with ${WARM_GB} GiB of clean pages\"}"
 
-# Raw wire: throughput, 1 KiB and 100 B, acks=1 and all; then read it back.
+# Raw wire: throughput, 1 KiB and 100 B, acks=1 and all; the first topic is
+# read back at once (6 GB at most, so it is still in the page cache).
 "$BENCH" produce "${B[@]}" --topic kib --partitions 4 --connections 2 --record-size 1024 \
-    --batch-records 1000 --acks 1 --records 100000000
+    --batch-records 1000 --acks 1 --records 6000000
+"$BENCH" consume "${B[@]}" --topic kib --partitions 4 --connections 2 --records 100000000000
 "$BENCH" produce "${B[@]}" --topic b100 --partitions 4 --connections 2 --record-size 100 \
     --batch-records 5000 --acks 1 --records 1000000000
 "$BENCH" produce "${B[@]}" --topic kib-all --partitions 4 --connections 2 --record-size 1024 \
     --batch-records 1000 --acks -1 --records 100000000
-"$BENCH" consume "${B[@]}" --topic kib --partitions 4 --connections 2 --records 100000000000
 
 # librdkafka (the settings: 1 KiB, linger.ms=5, batch.size=1 MiB),
 # the mock cluster and Karnak interleaved.
@@ -82,9 +85,11 @@ HALF=$(( ${MAX%.*} / 2 ))
 RMAX=$("$BENCH" produce --client rdkafka "${B[@]}" --topic rl-max --record-size 1024 --acks 1 \
     --linger-ms 0 --records 4000000 | tee /dev/stderr | field "['records_per_s']")
 RHALF=$(( ${RMAX%.*} / 2 ))
-for t in mock "127.0.0.1:$PORT"; do
-    "$BENCH" produce --client rdkafka --bootstrap "$t" --duration "$SECS" --topic rl --record-size 1024 \
-        --acks 1 --linger-ms 0 --rate "$RHALF" --records 100000000
+for rate in "$RHALF" 50000; do
+    for t in mock "127.0.0.1:$PORT"; do
+        "$BENCH" produce --client rdkafka --bootstrap "$t" --duration "$SECS" --topic rl \
+            --record-size 1024 --acks 1 --linger-ms 0 --rate "$rate" --records 100000000
+    done
 done
 # Produce -> consume through librdkafka at a fixed 10 k/s.
 for t in mock "127.0.0.1:$PORT"; do

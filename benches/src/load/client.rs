@@ -140,25 +140,37 @@ fn stamp(payload: &mut [u8], start: Instant) -> u64 {
 
 /// Produces `records` records over `producers` librdkafka producers.
 /// With `stamp_payload`, each value starts with its send time (for `e2e`).
+/// Send times are measured from `epoch`; the run (pacing, duration, rate)
+/// starts once every producer has the topic's metadata, so client start-up
+/// is not counted as latency.
 pub fn produce(
     target: &Target,
     a: &ProducerArgs,
-    start: Instant,
+    epoch: Instant,
     stamp_payload: bool,
 ) -> anyhow::Result<ProduceResult> {
     let acks = Arc::new(Acks::default());
-    let deadline = start + a.duration;
     let per_producer = a.records.div_ceil(a.producers as u64);
-    let mut threads = Vec::new();
-    for i in 0..a.producers {
-        let count = per_producer.min(a.records.saturating_sub(i as u64 * per_producer));
+    let mut producers = Vec::new();
+    for _ in 0..a.producers {
         let ctx = AckContext {
-            start,
+            start: epoch,
             acks: acks.clone(),
         };
         let producer: ThreadedProducer<AckContext> = producer_config(&target.bootstrap, a)
             .create_with_context(ctx)
             .context("creating a librdkafka producer")?;
+        producer
+            .client()
+            .fetch_metadata(Some(&a.topic), Duration::from_secs(10))
+            .with_context(|| format!("fetching the metadata of {}", a.topic))?;
+        producers.push(producer);
+    }
+    let start = Instant::now();
+    let deadline = start + a.duration;
+    let mut threads = Vec::new();
+    for (i, producer) in producers.into_iter().enumerate() {
+        let count = per_producer.min(a.records.saturating_sub(i as u64 * per_producer));
         let a = a.clone();
         threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
             let mut payload = vec![b'k'; a.record_size];
@@ -173,9 +185,9 @@ pub fn produce(
                     p.wait(n);
                 }
                 let sent = if stamp_payload {
-                    stamp(&mut payload, start)
+                    stamp(&mut payload, epoch)
                 } else {
-                    start.elapsed().as_nanos() as u64
+                    epoch.elapsed().as_nanos() as u64
                 };
                 let mut record = BaseRecord::with_opaque_to(&a.topic, sent as usize)
                     .payload(&payload[..])
