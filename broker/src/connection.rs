@@ -447,3 +447,92 @@ async fn copy_file(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A FrameReader on the accepted side of a loopback connection, and the
+    /// client side to write to.
+    async fn pair(max: usize) -> (FrameReader, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        (FrameReader::new(rd, max), client)
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_whole_however_the_bytes_are_cut() {
+        // Many frames in one write, then the same frames one byte at a time.
+        let bodies: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize * 37]).collect();
+        let wire: Vec<u8> = bodies.iter().flat_map(|b| framed(b)).collect();
+        let (mut reader, mut client) = pair(1 << 20).await;
+        client.write_all(&wire).await.unwrap();
+        for b in &bodies {
+            assert_eq!(reader.next().await.unwrap().unwrap(), &b[..]);
+        }
+        let writer = tokio::spawn(async move {
+            for byte in wire {
+                client.write_all(&[byte]).await.unwrap();
+                client.flush().await.unwrap();
+            }
+            client
+        });
+        for b in &bodies {
+            assert_eq!(reader.next().await.unwrap().unwrap(), &b[..]);
+        }
+        drop(writer.await.unwrap());
+        assert!(reader.next().await.unwrap().is_none(), "clean EOF");
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_a_read_chunk_is_read_whole() {
+        let body: Vec<u8> = (0..(3 * READ_CHUNK + 17)).map(|i| i as u8).collect();
+        let (mut reader, mut client) = pair(8 << 20).await;
+        let wire = framed(&body);
+        tokio::spawn(async move { client.write_all(&wire).await.unwrap() });
+        assert_eq!(reader.next().await.unwrap().unwrap(), &body[..]);
+    }
+
+    #[tokio::test]
+    async fn oversized_negative_and_truncated_frames_are_errors() {
+        let (mut reader, mut client) = pair(1000).await;
+        client.write_all(&1001i32.to_be_bytes()).await.unwrap();
+        assert!(matches!(reader.next().await, Err(ConnError::Frame(_))));
+
+        let (mut reader, mut client) = pair(1000).await;
+        client.write_all(&(-5i32).to_be_bytes()).await.unwrap();
+        assert!(matches!(reader.next().await, Err(ConnError::Frame(_))));
+
+        // Claims 900 bytes, sends 10, hangs up.
+        let (mut reader, mut client) = pair(1000).await;
+        let mut wire = 900i32.to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7; 10]);
+        client.write_all(&wire).await.unwrap();
+        drop(client);
+        match reader.next().await {
+            Err(ConnError::Truncated { expected, got }) => assert_eq!((expected, got), (900, 10)),
+            other => panic!("expected a truncated frame, got {other:?}"),
+        }
+
+        // Half a size prefix, then EOF.
+        let (mut reader, mut client) = pair(1000).await;
+        client.write_all(&[0, 0]).await.unwrap();
+        drop(client);
+        assert!(matches!(
+            reader.next().await,
+            Err(ConnError::Truncated { .. })
+        ));
+    }
+}
