@@ -130,8 +130,7 @@ impl FrameReader {
     /// The next size-prefixed frame. `Ok(None)` on a clean EOF between frames.
     async fn next(&mut self) -> Result<Option<Bytes>, ConnError> {
         loop {
-            let want = if self.buf.len() >= 4 {
-                let raw = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            let want = if let Some(raw) = self.size_prefix() {
                 let size = frame::check_frame_size(raw, self.max)?;
                 if self.buf.len() - 4 >= size {
                     self.buf.advance(4);
@@ -163,18 +162,17 @@ impl FrameReader {
                     return Ok(None);
                 }
                 return Err(ConnError::Truncated {
-                    expected: self.expected(),
+                    expected: self.size_prefix().map_or(4, |s| s.max(0) as usize),
                     got: self.buf.len().saturating_sub(4),
                 });
             }
         }
     }
 
-    fn expected(&self) -> usize {
-        if self.buf.len() < 4 {
-            return 4;
-        }
-        i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]).max(0) as usize
+    /// The size prefix of the frame at the head of the buffer, once read.
+    fn size_prefix(&self) -> Option<i32> {
+        let b = self.buf.get(..4)?;
+        Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -230,6 +228,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
                 return;
             }
         };
+        let code = response.error_code;
         if let Err(e) = out
             .push(
                 &mut writer,
@@ -243,7 +242,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
             debug!(api = item.api, "write failed: {e}");
             return;
         }
-        out.done.push((item.api, out.last_code, item.started));
+        out.done.push((item.api, code, item.started));
         if out.pending.len() >= MAX_GATHERED && out.flush(&mut writer).await.is_err() {
             return;
         }
@@ -259,7 +258,6 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
 struct Outbox {
     pending: Vec<Bytes>,
     done: Vec<(&'static str, i16, Instant)>,
-    last_code: i16,
     metrics: RequestMetrics,
 }
 
@@ -283,7 +281,6 @@ impl Outbox {
         self.metrics
             .bytes_out
             .increment((head.len() + response.len) as u64);
-        self.last_code = response.error_code;
         self.pending.push(head.freeze());
         for part in response.parts {
             match part {

@@ -250,13 +250,12 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
         .context("creating a librdkafka consumer")
 }
 
-/// Each partition's high watermark now.
-fn end_offsets(c: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+/// Each partition's (start, end) offsets now.
+fn watermarks(c: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<Vec<(i64, i64)>> {
     (0..partitions)
         .map(|p| {
             c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(_, high)| high)
-                .with_context(|| format!("reading the end offset of {topic}-{p}"))
+                .with_context(|| format!("reading the offsets of {topic}-{p}"))
         })
         .collect()
 }
@@ -285,15 +284,9 @@ pub fn consume(
     duration: Duration,
 ) -> anyhow::Result<ConsumeResult> {
     let c = consumer(&target.bootstrap)?;
-    let ends = end_offsets(&c, topic, partitions)?;
-    let starts: Vec<i64> = (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(low, _)| low)
-                .context("reading a start offset")
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let want: u64 = ends.iter().zip(&starts).map(|(e, s)| (e - s) as u64).sum();
+    let marks = watermarks(&c, topic, partitions)?;
+    let starts: Vec<i64> = marks.iter().map(|(low, _)| *low).collect();
+    let want: u64 = marks.iter().map(|(low, high)| (high - low) as u64).sum();
     assign(&c, topic, &starts)?;
     let start = Instant::now();
     let deadline = start + duration;
@@ -328,7 +321,10 @@ pub fn end_to_end(target: &Target, a: &ProducerArgs) -> anyhow::Result<EndToEndR
         bail!("e2e needs --record-size of at least 8 (the send time rides in the value)");
     }
     let c = consumer(&target.bootstrap)?;
-    let ends = end_offsets(&c, &a.topic, a.partitions)?;
+    let ends: Vec<i64> = watermarks(&c, &a.topic, a.partitions)?
+        .into_iter()
+        .map(|(_, high)| high)
+        .collect();
     assign(&c, &a.topic, &ends)?;
     let start = Instant::now();
     let deadline = start + a.duration + Duration::from_secs(10);
