@@ -84,6 +84,18 @@ fn describe() {
     metrics::describe_counter!(FETCH_SENDFILE_BYTES, "Record bytes sent with sendfile(2)");
     metrics::describe_counter!(FETCH_COPIED_BYTES, "Record bytes copied through user space");
     metrics::describe_gauge!(LOG_END_OFFSET, "Log end offset per topic-partition");
+    metrics::describe_histogram!(
+        karnak_storage::log::LOG_FLUSH_LATENCY,
+        "Time of each log fsync (acks=all, flush.ms, flush.messages, shutdown)"
+    );
+    metrics::describe_counter!(
+        karnak_storage::group_commit::GROUP_COMMIT_PASSES,
+        "Passes of the group-commit flusher (one fsync per log written since the last)"
+    );
+    metrics::describe_counter!(
+        karnak_storage::group_commit::GROUP_COMMIT_REQUESTS,
+        "Requests the group-commit flusher made durable (acks=all produce, offset commits)"
+    );
 }
 
 /// Sets the log-end-offset gauge of every partition (at start, before any produce).

@@ -8,6 +8,7 @@ pub mod arrow_face;
 pub mod columnar;
 pub mod config;
 pub mod error;
+pub mod group_commit;
 pub mod index;
 pub mod log;
 pub mod manager;

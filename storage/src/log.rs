@@ -73,6 +73,9 @@ struct AppendState {
     producers: ProducerStateManager,
 }
 
+/// Time of each log fsync (Kafka's LogFlushRateAndTimeMs).
+pub const LOG_FLUSH_LATENCY: &str = "karnak_log_flush_seconds";
+
 pub struct Log {
     dir: PathBuf,
     topic: String,
@@ -525,8 +528,13 @@ impl Log {
         }
         // Cover everything committed so far, so waiters behind us are done too.
         let target = self.log_end_offset();
-        if self.dirty_dir.swap(false, Ordering::AcqRel) {
-            sync_dir(&self.dir)?;
+        let started = std::time::Instant::now();
+        if self.dirty_dir.swap(false, Ordering::AcqRel)
+            && let Err(e) = sync_dir(&self.dir)
+        {
+            // Still owed: the next flush must try again.
+            self.dirty_dir.store(true, Ordering::Release);
+            return Err(e);
         }
         for seg in self.segment_list() {
             if seg.next_offset() > from && seg.base_offset < target {
@@ -534,6 +542,7 @@ impl Log {
             }
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!(LOG_FLUSH_LATENCY).record(started.elapsed().as_secs_f64());
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.last_flush_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
+use crate::group_commit::{FlushOutcome, FlusherStopped, GroupCommit};
 use crate::log::{Log, sync_dir};
 use crate::topic::validate_topic_name;
 
@@ -49,6 +50,8 @@ pub struct LogManager {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes create/delete so their filesystem steps do not interleave.
     admin: Mutex<()>,
+    /// The data dir's flusher: acks=all waits here.
+    group_commit: GroupCommit,
 }
 
 impl LogManager {
@@ -118,12 +121,15 @@ impl LogManager {
             tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
             topics.insert(meta.name.clone(), Arc::new(Topic { meta, config, logs }));
         }
+        let group_commit = GroupCommit::start("logs")
+            .ctx(|| format!("starting the log flusher thread for {}", data_dir.display()))?;
         Ok(LogManager {
             data_dir: data_dir.to_path_buf(),
             defaults,
             _lock: lock,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
+            group_commit,
         })
     }
 
@@ -361,7 +367,19 @@ impl LogManager {
     }
 
     /// Clean shutdown of every log; the first error is returned after all are tried.
+    /// Makes each log durable up to its offset (acks=all): queued to the data
+    /// dir's flusher at once, grouped with every other waiter's fsync.
+    pub fn flush_logs(
+        &self,
+        logs: Vec<(Arc<Log>, i64)>,
+    ) -> impl std::future::Future<Output = Result<FlushOutcome, FlusherStopped>> + Send + 'static
+    {
+        self.group_commit.flush(logs)
+    }
+
     pub fn shutdown(&self) -> Result<(), StorageError> {
+        // Queued flushes finish first; closing flushes the rest.
+        self.group_commit.stop();
         let mut first = None;
         for t in self.topics() {
             for log in &t.logs {

@@ -124,6 +124,10 @@ struct ProduceCmd {
     /// rdkafka: compression.type (none, gzip, snappy, lz4, zstd).
     #[arg(long, default_value = "none")]
     compression: String,
+    /// Seconds at the start whose latency samples are left out (throughput
+    /// counts the whole run).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
 }
 
 #[derive(Args)]
@@ -171,6 +175,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Cmd::Produce(p) | Cmd::E2e(p) = &cli.cmd {
+        load::set_latency_warmup(Duration::from_secs_f64(p.warmup.max(0.0)));
+    }
     match cli.cmd {
         Cmd::Limits { dir, seconds } => {
             let v = limits::measure(&dir, seconds)?;

@@ -167,6 +167,7 @@ pub fn produce(
         producers.push(producer);
     }
     let start = Instant::now();
+    crate::load::start_latency_clock();
     let deadline = start + a.duration;
     let mut threads = Vec::new();
     for (i, producer) in producers.into_iter().enumerate() {
@@ -327,6 +328,7 @@ pub fn end_to_end(target: &Target, a: &ProducerArgs) -> anyhow::Result<EndToEndR
         .collect();
     assign(&c, &a.topic, &ends)?;
     let start = Instant::now();
+    crate::load::start_latency_clock();
     let deadline = start + a.duration + Duration::from_secs(10);
     // Until the producers finish, the reader wants everything asked for;
     // then exactly what was acknowledged.

@@ -6,14 +6,46 @@ pub mod idle;
 pub mod limits;
 pub mod raw;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// Latency percentiles (nanosecond resolution, 3 significant digits).
+/// Width of the windows the slowest-window report groups samples into.
+const WINDOW: Duration = Duration::from_millis(100);
+
+/// The process's clock origin, so windows recorded on different threads line up.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Latency samples from the first seconds of a run are left out (set by
+/// `--warmup`): a new partition's first fsync creates its files and syncs
+/// the directory, a one-time cost that is not the steady state.
+static WARMUP_NS: AtomicU64 = AtomicU64::new(0);
+/// Nanoseconds since `origin()` before which samples are dropped.
+static RECORD_FROM_NS: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_latency_warmup(warmup: Duration) {
+    WARMUP_NS.store(warmup.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Called where a mode starts its clock: the warmup counts from here.
+pub fn start_latency_clock() {
+    let from = origin().elapsed().as_nanos() as u64 + WARMUP_NS.load(Ordering::Relaxed);
+    RECORD_FROM_NS.store(from, Ordering::Relaxed);
+}
+
+/// Latency percentiles (nanosecond resolution, 3 significant digits), and
+/// the worst latency in each 100 ms window of completion time: a p99 made
+/// by one stall looks the same as a steady tail until you see when it came.
 #[derive(Debug)]
 pub struct Percentiles {
     h: Histogram<u64>,
+    /// (max ns, samples) per window since `origin()`.
+    windows: Vec<(u64, u64)>,
 }
 
 impl Default for Percentiles {
@@ -27,16 +59,59 @@ impl Percentiles {
         // 1 ns .. 10 min; bounds are constants, so this cannot fail.
         let h = Histogram::new_with_bounds(1, 600_000_000_000, 3)
             .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
-        Percentiles { h }
+        origin();
+        Percentiles {
+            h,
+            windows: Vec::new(),
+        }
     }
 
+    /// Records one latency that ended now.
     pub fn record(&mut self, d: Duration) {
+        let at = origin().elapsed().as_nanos();
+        if at < RECORD_FROM_NS.load(Ordering::Relaxed) as u128 {
+            return;
+        }
         let ns = (d.as_nanos() as u64).clamp(1, self.h.high());
         let _ = self.h.record(ns);
+        let w = (at / WINDOW.as_nanos()) as usize;
+        // Bounded by the run's length: one slot per 100 ms.
+        if w >= self.windows.len() {
+            self.windows.resize(w + 1, (0, 0));
+        }
+        let slot = &mut self.windows[w];
+        slot.0 = slot.0.max(ns);
+        slot.1 += 1;
     }
 
     pub fn merge(&mut self, other: &Percentiles) {
         let _ = self.h.add(&other.h);
+        if other.windows.len() > self.windows.len() {
+            self.windows.resize(other.windows.len(), (0, 0));
+        }
+        for (mine, theirs) in self.windows.iter_mut().zip(&other.windows) {
+            mine.0 = mine.0.max(theirs.0);
+            mine.1 += theirs.1;
+        }
+    }
+
+    /// The `n` windows with the worst latency: (seconds since the first
+    /// window with samples, the warmup's end, worst ms, samples in the window).
+    pub fn slowest_windows(&self, n: usize) -> Vec<(f64, f64, u64)> {
+        let first = self.windows.iter().position(|w| w.1 > 0).unwrap_or(0);
+        let mut w: Vec<(usize, (u64, u64))> = self.windows.iter().copied().enumerate().collect();
+        w.retain(|(_, (_, count))| *count > 0);
+        w.sort_by_key(|(_, (max, _))| std::cmp::Reverse(*max));
+        w.truncate(n);
+        w.into_iter()
+            .map(|(i, (max, count))| {
+                (
+                    (i - first) as f64 * WINDOW.as_secs_f64(),
+                    (max as f64 / 1e3).round() / 1e3,
+                    count,
+                )
+            })
+            .collect()
     }
 
     pub fn count(&self) -> u64 {
@@ -76,6 +151,13 @@ impl Percentiles {
             "p99_ms": self.p99_ms(),
             "p99_9_ms": self.p999_ms(),
             "max_ms": self.max_ms(),
+            "slowest_100ms_windows": self
+                .slowest_windows(3)
+                .into_iter()
+                .map(|(at_s, max_ms, samples)| serde_json::json!({
+                    "at_s": at_s, "max_ms": max_ms, "samples": samples,
+                }))
+                .collect::<Vec<_>>(),
         })
     }
 }

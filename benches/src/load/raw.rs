@@ -174,6 +174,7 @@ pub async fn produce(args: &ProduceArgs) -> anyhow::Result<ProduceResult> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent_records = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    crate::load::start_latency_clock();
     let mut tasks = Vec::new();
     let n = args.connections.max(1);
     for k in 0..n {

@@ -89,12 +89,22 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     match flush_to {
         Some(last) if broker.config.flush_on_acks_all => {
             let log = broker.groups.shard(group).log.clone();
+            // Queued now; grouped with produce's acks=all fsyncs.
+            let flushed = broker.logs.flush_logs(vec![(log, last + 1)]);
             Ok(Reply::Later(Box::pin(async move {
-                let flushed = tokio::task::spawn_blocking(move || log.flush_up_to(last + 1)).await;
-                let ok = matches!(flushed, Ok(Ok(())));
-                if !ok {
-                    tracing::error!(?flushed, "fsync of committed offsets failed");
-                }
+                let ok = match flushed.await {
+                    Ok(outcome) => match outcome.into_iter().find_map(Result::err) {
+                        None => true,
+                        Some(e) => {
+                            tracing::error!(error = %e, "fsync of committed offsets failed");
+                            false
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "fsync of committed offsets failed");
+                        false
+                    }
+                };
                 let codes = codes
                     .into_iter()
                     .map(|c| {

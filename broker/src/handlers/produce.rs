@@ -88,23 +88,25 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     }
     let mut response = ProduceResponse::default().with_responses(responses);
     if acks == -1 && broker.config.flush_on_acks_all && !to_flush.is_empty() {
-        // Durable before acknowledged. fsync runs off the reactor; storage
-        // groups concurrent flushes of the same log into one fsync.
+        // Durable before acknowledged. The flush is queued now, while the
+        // response waits its turn on the connection; the data dir's flusher
+        // groups it with every other waiter's fsync.
+        let (logs, slots): (Vec<_>, Vec<_>) = to_flush
+            .into_iter()
+            .map(|(log, upto, t, p)| ((log, upto), (t, p)))
+            .unzip();
+        let flushed = broker.logs.flush_logs(logs);
         return Ok(Reply::Later(Box::pin(async move {
-            let flushed = tokio::task::spawn_blocking(move || {
-                to_flush
-                    .into_iter()
-                    .map(|(log, upto, t, p)| (log.flush_up_to(upto), t, p))
-                    .filter_map(|(r, t, p)| r.err().map(|e| (e, t, p)))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| HandlerError::Internal(format!("flush task: {e}")))?;
-            for (e, t, p) in flushed {
-                warn!("fsync failed, produce not acknowledged: {e}");
-                let part = &mut response.responses[t].partition_responses[p];
-                part.error_code = KAFKA_STORAGE_ERROR;
-                part.base_offset = -1;
+            let outcome = flushed
+                .await
+                .map_err(|e| HandlerError::Internal(format!("acks=all flush: {e}")))?;
+            for (result, (t, p)) in outcome.into_iter().zip(slots) {
+                if let Err(e) = result {
+                    warn!("fsync failed, produce not acknowledged: {e}");
+                    let part = &mut response.responses[t].partition_responses[p];
+                    part.error_code = KAFKA_STORAGE_ERROR;
+                    part.base_offset = -1;
+                }
             }
             Response::encode(&response, version, 0)
         })));

@@ -1,0 +1,136 @@
+//! Group commit: one flusher thread per data dir makes appended data durable
+//! for every request waiting on it.
+//!
+//! A produce with acks=all hands its logs and end offsets to the flusher the
+//! moment its append is done (not when its response comes up for writing),
+//! then waits. The flusher takes every request queued since its last pass,
+//! fsyncs each log once up to its log end offset at that moment (which
+//! covers every waiter on that log, and anything appended meanwhile), and
+//! wakes the waiters. Under load one fsync serves many requests; at low rate
+//! the path is one thread hand-off each way, against a blocking-pool task per
+//! request contending on the log's flush lock before.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::error::StorageError;
+use crate::log::Log;
+
+/// fsync passes the flusher made, and the requests they answered: their
+/// ratio is how many requests one fsync served.
+pub const GROUP_COMMIT_PASSES: &str = "karnak_group_commit_passes_total";
+pub const GROUP_COMMIT_REQUESTS: &str = "karnak_group_commit_requests_total";
+
+/// What a waiter gets back: per log of its request, the fsync's failure.
+pub type FlushOutcome = Vec<Result<(), Arc<StorageError>>>;
+
+struct FlushJob {
+    logs: Vec<(Arc<Log>, i64)>,
+    done: oneshot::Sender<FlushOutcome>,
+}
+
+/// The flusher thread of one data dir. Dropping it lets the thread finish the
+/// queued jobs and exit.
+pub struct GroupCommit {
+    tx: Mutex<Option<mpsc::Sender<FlushJob>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The flusher stopped (broker shutting down) before the job was done.
+#[derive(Debug, thiserror::Error)]
+#[error("the log flusher has stopped")]
+pub struct FlusherStopped;
+
+impl GroupCommit {
+    pub fn start(name: &str) -> std::io::Result<GroupCommit> {
+        let (tx, rx) = mpsc::channel::<FlushJob>();
+        let thread = std::thread::Builder::new()
+            .name(format!("flush-{name}"))
+            .spawn(move || run(rx))?;
+        Ok(GroupCommit {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `logs` (each with the offset that must be durable) and returns
+    /// the wait for them; the fsync starts whether or not the wait is polled.
+    pub fn flush(
+        &self,
+        logs: Vec<(Arc<Log>, i64)>,
+    ) -> impl std::future::Future<Output = Result<FlushOutcome, FlusherStopped>> + Send + 'static
+    {
+        let (done, wait) = oneshot::channel();
+        let sent = match self.tx.lock() {
+            Ok(tx) => tx
+                .as_ref()
+                .is_some_and(|tx| tx.send(FlushJob { logs, done }).is_ok()),
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(FlusherStopped);
+            }
+            wait.await.map_err(|_| FlusherStopped)
+        }
+    }
+
+    /// Stops taking jobs, lets the thread finish the queue, and joins it.
+    pub fn stop(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(rx: mpsc::Receiver<FlushJob>) {
+    let mut jobs = Vec::new();
+    let mut targets: Vec<(Arc<Log>, i64, Option<Arc<StorageError>>)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        // Everything that queued up while the last pass ran joins this one.
+        jobs.extend(rx.try_iter());
+        metrics::counter!(GROUP_COMMIT_PASSES).increment(1);
+        metrics::counter!(GROUP_COMMIT_REQUESTS).increment(jobs.len() as u64);
+        for (log, upto) in jobs.iter().flat_map(|j| &j.logs) {
+            match targets.iter_mut().find(|t| Arc::ptr_eq(&t.0, log)) {
+                Some(t) => t.1 = t.1.max(*upto),
+                None => targets.push((log.clone(), *upto, None)),
+            }
+        }
+        for (log, upto, failed) in &mut targets {
+            if let Err(e) = log.flush_up_to(*upto) {
+                *failed = Some(Arc::new(e));
+            }
+        }
+        for job in jobs.drain(..) {
+            let outcome = job
+                .logs
+                .iter()
+                .map(|(log, _)| {
+                    let failed = targets
+                        .iter()
+                        .find(|t| Arc::ptr_eq(&t.0, log))
+                        .and_then(|t| t.2.clone());
+                    failed.map_or(Ok(()), Err)
+                })
+                .collect();
+            // The requester may have gone (connection closed): nothing to tell.
+            let _ = job.done.send(outcome);
+        }
+        targets.clear();
+    }
+}
