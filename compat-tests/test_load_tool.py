@@ -64,6 +64,35 @@ def test_rate_limited_produce_keeps_its_rate(broker):
     assert out["seconds"] >= 0.9, out
 
 
+def test_warmup_leaves_early_samples_out_and_windows_name_the_slowest(broker):
+    topic = unique_topic("lt-warm")
+    out = run("produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--acks", "1",
+              "--batch-records", "1", "--in-flight", "50", "--rate", "2000",
+              "--records", "4000", "--duration", "30", "--warmup", "1")
+    assert out["records"] == 4000 and out["errors"] == 0
+    lat = out["latency_send_to_ack"]
+    # About the last second's 2,000 of 4,000 requests count.
+    assert 1000 <= lat["samples"] <= 3500, lat
+    windows = lat["slowest_100ms_windows"]
+    assert 1 <= len(windows) <= 3, windows
+    assert windows[0]["max_ms"] == pytest.approx(lat["max_ms"], abs=0.002), lat
+    assert [w["max_ms"] for w in windows] == sorted((w["max_ms"] for w in windows), reverse=True)
+    assert all(w["samples"] > 0 and w["at_s"] >= 0 for w in windows), windows
+
+
+def test_delete_frees_the_topics_files(broker):
+    topic = unique_topic("lt-del")
+    run("produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--partitions", "2",
+        "--records", "1000", "--batch-records", "100", "--acks", "1")
+    assert (broker.data_dir / f"{topic}-1").is_dir()
+    out = run("delete", "--bootstrap", broker.bootstrap, topic, "no-such-topic-is-fine")
+    assert out["topics"] == [topic, "no-such-topic-is-fine"]
+    from conftest import wait_until
+    wait_until(lambda: not (broker.data_dir / f"{topic}-0").exists()
+               and not (broker.data_dir / f"{topic}-1").exists(), 30,
+               msg=f"{topic}'s partition directories removed")
+
+
 def test_limits_reports_every_reference(tmp_path):
     out = run("limits", "--dir", str(tmp_path), "--seconds", "0.2")
     lim = out["limits"]

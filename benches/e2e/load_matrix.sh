@@ -14,7 +14,9 @@
 # file (as on a long-running broker host, whose page cache is always full)
 # and every other row runs in that steady state. `limits` reports both costs.
 #
-# Bounded: each run stops at its duration or record count.
+# Bounded: each run stops at its duration or record count, and each
+# throughput topic is deleted once its rows are done, so the data dir stays
+# within ~15 GB (a whole run writes ~50 GB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 KARNAK="$ROOT/target/release/karnak"
@@ -34,6 +36,7 @@ echo "{\"machine\": \"$(nproc) cores, $(uname -r)\", \"data_dir\": \"$WORK\", \"
 PID=$!
 for _ in $(seq 200); do grep -q "transaction coordinator loaded" "$WORK/broker.log" && break; sleep 0.1; done
 B=(--bootstrap "127.0.0.1:$PORT" --broker-pid "$PID" --duration "$SECS")
+drop() { "$BENCH" delete --bootstrap "127.0.0.1:$PORT" "$@" >/dev/null; }
 
 echo '{"row": "cold: produce into guest memory not yet backed"}'
 "$BENCH" produce "${B[@]}" --topic cold --partitions 4 --connections 2 --record-size 1024 \
@@ -54,10 +57,13 @@ echo "{\"row\": \"warm: page cache topped up with ${WARM_GB} GiB of clean pages\
 "$BENCH" produce "${B[@]}" --topic kib --partitions 4 --connections 2 --record-size 1024 \
     --batch-records 1000 --acks 1 --records 6000000
 "$BENCH" consume "${B[@]}" --topic kib --partitions 4 --connections 2 --records 100000000000
+drop cold kib
 "$BENCH" produce "${B[@]}" --topic b100 --partitions 4 --connections 2 --record-size 100 \
     --batch-records 5000 --acks 1 --records 1000000000
+drop b100
 "$BENCH" produce "${B[@]}" --topic kib-all --partitions 4 --connections 2 --record-size 1024 \
     --batch-records 1000 --acks -1 --records 100000000
+drop kib-all
 
 # librdkafka (the issue's settings: 1 KiB, linger.ms=5, batch.size=1 MiB),
 # the mock cluster and Karnak interleaved.
@@ -70,6 +76,7 @@ done
 "$BENCH" consume --client rdkafka --bootstrap mock --duration 60 --topic rk --partitions 4 \
     --records 4000000
 "$BENCH" consume --client rdkafka "${B[@]}" --topic rk1 --partitions 4
+drop rk1 rk2
 
 # Latency rows start with the earlier rows' dirty pages written back (their
 # backlog of gigabytes is not the steady state of a latency-sized load) and
@@ -82,6 +89,7 @@ W=(--warmup 1)
 MAX=$("$BENCH" produce "${B[@]}" --topic lat-max --record-size 1024 --batch-records 1 \
     --in-flight 1000 --acks 1 --records 100000000 | tee /dev/stderr | field "['records_per_s']")
 HALF=$(( ${MAX%.*} / 2 ))
+drop lat-max
 "$BENCH" produce "${B[@]}" "${W[@]}" --topic lat1 --record-size 1024 --batch-records 1 \
     --in-flight 1000 --acks 1 --rate "$HALF" --records 100000000
 "$BENCH" produce "${B[@]}" "${W[@]}" --topic lat1-20k --record-size 1024 --batch-records 1 \
@@ -95,6 +103,7 @@ done
 RMAX=$("$BENCH" produce --client rdkafka "${B[@]}" --topic rl-max --record-size 1024 --acks 1 \
     --linger-ms 0 --records 4000000 | tee /dev/stderr | field "['records_per_s']")
 RHALF=$(( ${RMAX%.*} / 2 ))
+drop rl-max
 for rate in "$RHALF" 50000; do
     for t in mock "127.0.0.1:$PORT"; do
         "$BENCH" produce --client rdkafka --bootstrap "$t" --duration "$SECS" "${W[@]}" \

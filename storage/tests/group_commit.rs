@@ -79,5 +79,8 @@ fn after_shutdown_a_flush_is_refused_not_lost() {
         .unwrap();
     m.shutdown().unwrap();
     let refused = runtime().block_on(m.flush_logs(vec![(log, 1)]));
-    assert!(refused.is_err(), "a stopped flusher must not claim durability");
+    assert!(
+        refused.is_err(),
+        "a stopped flusher must not claim durability"
+    );
 }

@@ -50,6 +50,14 @@ enum Cmd {
     Consume(ConsumeCmd),
     /// Produce→consume latency through librdkafka (records carry their send time).
     E2e(ProduceCmd),
+    /// Delete topics (the load matrix frees the disk between rows).
+    Delete {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+    },
     /// Hold many idle connections open: the broker's RSS and CPU for them.
     Idle {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -182,6 +190,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Limits { dir, seconds } => {
             let v = limits::measure(&dir, seconds)?;
             println!("{}", json!({"mode": "limits", "dir": dir, "limits": v}));
+        }
+        Cmd::Delete { bootstrap, topics } => {
+            rt.block_on(raw::delete_topics(&bootstrap, &topics))?;
+            println!("{}", json!({"mode": "delete", "topics": topics}));
         }
         Cmd::Produce(p) if p.common.client == Client::Rdkafka => rdkafka_produce(&rt, &p, false)?,
         Cmd::E2e(p) => rdkafka_produce(&rt, &p, true)?,

@@ -15,8 +15,9 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use karnak_protocol::record_batch::BatchIter;
@@ -29,6 +30,7 @@ use super::{Pacer, Percentiles};
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
 const CREATE_TOPICS_VERSION: i16 = 5;
+const DELETE_TOPICS_VERSION: i16 = 4;
 /// Largest response the tool accepts (a fetch answers up to its max_bytes).
 const MAX_RESPONSE: usize = 256 << 20;
 
@@ -117,6 +119,35 @@ pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyh
     for t in resp.topics {
         if t.error_code != 0 && t.error_code != 36 {
             bail!("creating {topic}: error {}", t.error_code);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics (UNKNOWN_TOPIC_OR_PARTITION is fine): the load matrix
+/// drops each throughput topic once read, so a run fits a modest disk.
+pub async fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
+    let req = DeleteTopicsRequest::default()
+        .with_topic_names(
+            topics
+                .iter()
+                .map(|t| TopicName(StrBytes::from_string(t.clone())))
+                .collect(),
+        )
+        .with_timeout_ms(30_000);
+    let frame = Frame::encode(ApiKey::DeleteTopics, DELETE_TOPICS_VERSION, &req)?;
+    let mut s = connect(bootstrap).await?;
+    s.write_all(&frame.bytes).await?;
+    let (_, mut body) = read_response(
+        &mut s,
+        ApiKey::DeleteTopics.response_header_version(DELETE_TOPICS_VERSION),
+    )
+    .await?;
+    let resp = DeleteTopicsResponse::decode(&mut body, DELETE_TOPICS_VERSION)
+        .context("decoding DeleteTopics")?;
+    for r in resp.responses {
+        if r.error_code != 0 && r.error_code != 3 {
+            bail!("deleting {:?}: error {}", r.name, r.error_code);
         }
     }
     Ok(())
