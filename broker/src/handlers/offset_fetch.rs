@@ -46,14 +46,40 @@ fn by_topic(rows: Fetched) -> TopicRows {
     out
 }
 
-fn fields(o: &Option<StoredOffset>) -> (i64, i32, Option<String>) {
+/// One partition's answer, before it takes the shape of the request's version.
+struct Answer {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+    error: i16,
+}
+
+/// Kafka's answer for one partition: the committed offset, or -1 with
+/// UNSTABLE_OFFSET_COMMIT while an open transaction is about to change it.
+fn answer(partition: i32, o: Option<StoredOffset>, unstable: bool) -> Answer {
     match o {
-        Some(o) => (
-            o.offset,
-            o.leader_epoch,
-            Some(o.metadata.clone().unwrap_or_default()),
-        ),
-        None => (-1, -1, Some(String::new())),
+        _ if unstable => Answer {
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: Some(String::new()),
+            error: UNSTABLE_OFFSET_COMMIT,
+        },
+        Some(o) => Answer {
+            partition,
+            offset: o.offset,
+            leader_epoch: o.leader_epoch,
+            metadata: Some(o.metadata.unwrap_or_default()),
+            error: NONE,
+        },
+        None => Answer {
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: Some(String::new()),
+            error: NONE,
+        },
     }
 }
 
@@ -87,29 +113,21 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     group.topics = by_topic(rows)
                         .into_iter()
                         .map(|(t, parts)| {
-                            let name = t.clone();
+                            let partitions = parts
+                                .into_iter()
+                                .map(|(p, o)| {
+                                    let a = answer(p, o, unstable(gid, &t, p));
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(a.partition)
+                                        .with_committed_offset(a.offset)
+                                        .with_committed_leader_epoch(a.leader_epoch)
+                                        .with_metadata(a.metadata.map(s))
+                                        .with_error_code(a.error)
+                                })
+                                .collect();
                             OffsetFetchResponseTopics::default()
                                 .with_name(s(t).into())
-                                .with_partitions(
-                                    parts
-                                        .into_iter()
-                                        .map(|(p, o)| {
-                                            let (off, epoch, meta) = fields(&o);
-                                            let part = OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p);
-                                            if unstable(gid, &name, p) {
-                                                return part
-                                                    .with_committed_offset(-1)
-                                                    .with_committed_leader_epoch(-1)
-                                                    .with_error_code(UNSTABLE_OFFSET_COMMIT);
-                                            }
-                                            part.with_committed_offset(off)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(meta.map(s))
-                                                .with_error_code(NONE)
-                                        })
-                                        .collect(),
-                                )
+                                .with_partitions(partitions)
                         })
                         .collect();
                 }
@@ -135,29 +153,21 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             resp.topics = by_topic(rows)
                 .into_iter()
                 .map(|(t, parts)| {
-                    let name = t.clone();
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, o)| {
+                            let a = answer(p, o, unstable(gid, &t, p));
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(a.partition)
+                                .with_committed_offset(a.offset)
+                                .with_committed_leader_epoch(a.leader_epoch)
+                                .with_metadata(a.metadata.map(s))
+                                .with_error_code(a.error)
+                        })
+                        .collect();
                     OffsetFetchResponseTopic::default()
                         .with_name(s(t).into())
-                        .with_partitions(
-                            parts
-                                .into_iter()
-                                .map(|(p, o)| {
-                                    let (off, epoch, meta) = fields(&o);
-                                    let part = OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p);
-                                    if unstable(gid, &name, p) {
-                                        return part
-                                            .with_committed_offset(-1)
-                                            .with_committed_leader_epoch(-1)
-                                            .with_error_code(UNSTABLE_OFFSET_COMMIT);
-                                    }
-                                    part.with_committed_offset(off)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(meta.map(s))
-                                        .with_error_code(NONE)
-                                })
-                                .collect(),
-                        )
+                        .with_partitions(partitions)
                 })
                 .collect();
         }
