@@ -96,6 +96,20 @@ pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
+/// Sends one admin request on a new connection and decodes its answer.
+async fn admin_request<Resp: Decodable>(
+    bootstrap: &str,
+    api: ApiKey,
+    version: i16,
+    req: &(impl Encodable + HeaderVersion),
+) -> anyhow::Result<Resp> {
+    let frame = Frame::encode(api, version, req)?;
+    let mut s = connect(bootstrap).await?;
+    s.write_all(&frame.bytes).await?;
+    let (_, mut body) = read_response(&mut s, api.response_header_version(version)).await?;
+    Resp::decode(&mut body, version).with_context(|| format!("decoding a {api:?} response"))
+}
+
 /// Creates the topic unless it exists (TOPIC_ALREADY_EXISTS is fine).
 pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let req = CreateTopicsRequest::default()
@@ -106,16 +120,8 @@ pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyh
                 .with_replication_factor(1),
         ])
         .with_timeout_ms(30_000);
-    let frame = Frame::encode(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &req)?;
-    let mut s = connect(bootstrap).await?;
-    s.write_all(&frame.bytes).await?;
-    let (_, mut body) = read_response(
-        &mut s,
-        ApiKey::CreateTopics.response_header_version(CREATE_TOPICS_VERSION),
-    )
-    .await?;
-    let resp = CreateTopicsResponse::decode(&mut body, CREATE_TOPICS_VERSION)
-        .context("decoding CreateTopics")?;
+    let resp: CreateTopicsResponse =
+        admin_request(bootstrap, ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &req).await?;
     for t in resp.topics {
         if t.error_code != 0 && t.error_code != 36 {
             bail!("creating {topic}: error {}", t.error_code);
@@ -135,16 +141,8 @@ pub async fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result
                 .collect(),
         )
         .with_timeout_ms(30_000);
-    let frame = Frame::encode(ApiKey::DeleteTopics, DELETE_TOPICS_VERSION, &req)?;
-    let mut s = connect(bootstrap).await?;
-    s.write_all(&frame.bytes).await?;
-    let (_, mut body) = read_response(
-        &mut s,
-        ApiKey::DeleteTopics.response_header_version(DELETE_TOPICS_VERSION),
-    )
-    .await?;
-    let resp = DeleteTopicsResponse::decode(&mut body, DELETE_TOPICS_VERSION)
-        .context("decoding DeleteTopics")?;
+    let resp: DeleteTopicsResponse =
+        admin_request(bootstrap, ApiKey::DeleteTopics, DELETE_TOPICS_VERSION, &req).await?;
     for r in resp.responses {
         if r.error_code != 0 && r.error_code != 3 {
             bail!("deleting {:?}: error {}", r.name, r.error_code);

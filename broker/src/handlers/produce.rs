@@ -26,8 +26,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let acks = request.acks;
     let now = now_ms();
     let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
-    // Logs that took an append, with the offset that must be durable before acks=all is answered.
-    let mut to_flush: Vec<(Arc<Log>, i64, usize, usize)> = Vec::new();
+    // Logs that took an append, with the offset that must be durable before
+    // acks=all is answered, and where each one's answer sits in the response.
+    let mut to_flush: Vec<(Arc<Log>, i64)> = Vec::new();
+    let mut slots: Vec<(usize, usize)> = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name.as_str();
@@ -67,7 +69,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(info.log_start_offset);
-                    to_flush.push((log, info.last_offset + 1, responses.len(), partitions.len()));
+                    to_flush.push((log, info.last_offset + 1));
+                    slots.push((responses.len(), partitions.len()));
                 }
                 Err((code, message)) => {
                     resp = resp
@@ -91,11 +94,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         // Durable before acknowledged. The flush is queued now, while the
         // response waits its turn on the connection; the data dir's flusher
         // groups it with every other waiter's fsync.
-        let (logs, slots): (Vec<_>, Vec<_>) = to_flush
-            .into_iter()
-            .map(|(log, upto, t, p)| ((log, upto), (t, p)))
-            .unzip();
-        let flushed = broker.logs.flush_logs(logs);
+        let flushed = broker.logs.flush_logs(to_flush);
         return Ok(Reply::Later(Box::pin(async move {
             let outcome = flushed
                 .await
