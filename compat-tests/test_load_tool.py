@@ -75,7 +75,8 @@ def test_warmup_leaves_early_samples_out_and_windows_name_the_slowest(broker):
     assert 1000 <= lat["samples"] <= 3500, lat
     windows = lat["slowest_100ms_windows"]
     assert 1 <= len(windows) <= 3, windows
-    assert windows[0]["max_ms"] == pytest.approx(lat["max_ms"], abs=0.002), lat
+    # The histogram keeps 3 significant digits; the windows keep exact maxima.
+    assert windows[0]["max_ms"] == pytest.approx(lat["max_ms"], rel=2e-3, abs=0.002), lat
     assert [w["max_ms"] for w in windows] == sorted((w["max_ms"] for w in windows), reverse=True)
     assert all(w["samples"] > 0 and w["at_s"] >= 0 for w in windows), windows
 
