@@ -41,15 +41,26 @@ fn produce_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // Appends into the page cache, with blocks reserved ahead (the default)
+    // and without (ext4 then reserves delayed-allocation space per page).
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes: 256 << 20,
-        ..LogConfig::default()
-    };
-    let log = Log::open(&dir.path().join("bench-0"), "bench", 0, config).unwrap();
-    g.bench_function("log_append_page_cache", |bench| {
-        bench.iter(|| log.append(&b, 0, None).unwrap())
-    });
+    for (name, ahead) in [
+        (
+            "log_append_page_cache",
+            LogConfig::default().preallocate_ahead_bytes,
+        ),
+        ("log_append_page_cache_no_reserve", 0),
+    ] {
+        let config = LogConfig {
+            segment_bytes: 256 << 20,
+            preallocate_ahead_bytes: ahead,
+            ..LogConfig::default()
+        };
+        let log = Log::open(&dir.path().join(name), "bench", 0, config).unwrap();
+        g.bench_function(name, |bench| {
+            bench.iter(|| log.append(&b, 0, None).unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -65,6 +65,9 @@ pub struct Args {
     /// Segment size before rolling (Kafka `log.segment.bytes`). [default: 1073741824]
     #[arg(long, env = "KARNAK_LOG_SEGMENT_BYTES")]
     pub log_segment_bytes: Option<u64>,
+    /// Most bytes of disk blocks reserved (fallocate) ahead of a partition's active segment end, never more than the segment holds; released at roll. Makes appends cheaper on ext4; 0 turns it off. [default: 8388608]
+    #[arg(long, env = "KARNAK_LOG_PREALLOCATE_AHEAD_BYTES")]
+    pub log_preallocate_ahead_bytes: Option<u64>,
     /// Segment age before rolling, ms (Kafka `log.roll.ms`). [default: 604800000]
     #[arg(long, env = "KARNAK_LOG_ROLL_MS")]
     pub log_roll_ms: Option<u64>,
@@ -140,6 +143,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     socket_request_max_bytes: Option<usize>,
     log_segment_bytes: Option<u64>,
+    log_preallocate_ahead_bytes: Option<u64>,
     log_roll_ms: Option<u64>,
     log_flush_interval_messages: Option<u64>,
     log_flush_interval_ms: Option<u64>,
@@ -210,6 +214,10 @@ impl Config {
         let mut log_defaults = karnak_storage::LogConfig::default();
         log_defaults.segment_bytes = pick!(log_segment_bytes, log_defaults.segment_bytes);
         log_defaults.segment_ms = pick!(log_roll_ms, log_defaults.segment_ms);
+        log_defaults.preallocate_ahead_bytes = pick!(
+            log_preallocate_ahead_bytes,
+            log_defaults.preallocate_ahead_bytes
+        );
         log_defaults.flush_messages = args
             .log_flush_interval_messages
             .or(file.log_flush_interval_messages);

@@ -58,6 +58,10 @@ pub struct LogConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub cleanup_policy: CleanupPolicy,
+    /// Most disk blocks reserved ahead of an active segment's end (a broker
+    /// setting, not a topic config; 0: none). See
+    /// [`crate::segment::LogSegment::append`].
+    pub preallocate_ahead_bytes: u64,
     /// Known Kafka topic configs we store and report but do not act on
     /// (e.g. compression.type), by name. Only overridden ones are held;
     /// `describe` fills in the defaults.
@@ -81,6 +85,7 @@ impl Default for LogConfig {
             retention_ms: 604_800_000,
             retention_bytes: -1,
             cleanup_policy: CleanupPolicy::Delete,
+            preallocate_ahead_bytes: crate::segment::PREALLOCATE_AHEAD,
             other: BTreeMap::new(),
         }
     }

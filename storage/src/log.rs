@@ -322,6 +322,7 @@ impl Log {
         self.maybe_roll(&mut st, total as u64, base_offset, records_count, now)?;
         let active = st.active.clone();
         let interval = self.config.index_interval_bytes;
+        let ahead = self.config.preallocate_ahead_bytes;
         match log_append_time {
             Some(t) => {
                 // LogAppendTime rewrites CRC'd fields, so this path copies.
@@ -329,7 +330,7 @@ impl Log {
                 assign_offsets(&mut buf, base_offset, leader_epoch);
                 set_log_append_time(&mut buf, t);
                 let mut iov = [IoSlice::new(&buf)];
-                active.append(&mut iov, &batches, interval, &mut st.cursor)?;
+                active.append(&mut iov, &batches, interval, &mut st.cursor, ahead)?;
             }
             None => {
                 let offsets: Vec<[u8; 8]> = batches
@@ -345,7 +346,7 @@ impl Log {
                     iov.push(IoSlice::new(&epoch));
                     iov.push(IoSlice::new(&records[pos + 16..end]));
                 }
-                active.append(&mut iov, &batches, interval, &mut st.cursor)?;
+                active.append(&mut iov, &batches, interval, &mut st.cursor, ahead)?;
             }
         }
         if active.created_ms.load(Ordering::Relaxed) < 0 {
