@@ -77,7 +77,7 @@ pub struct Args {
     /// fsync every partition at this interval, ms (Kafka `log.flush.interval.ms`). [default: never]
     #[arg(long, env = "KARNAK_LOG_FLUSH_INTERVAL_MS")]
     pub log_flush_interval_ms: Option<u64>,
-    /// How often segments past `retention.ms` / `retention.bytes` are deleted, ms (Kafka `log.retention.check.interval.ms`). [default: 300000]
+    /// How often segments past `retention.ms` / `retention.bytes` are deleted and producers idle for a day forgotten, ms (Kafka `log.retention.check.interval.ms`). [default: 300000]
     #[arg(long, env = "KARNAK_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
     /// Build the Arrow face (`<base>.arrow`) of sealed segments for SQL scans; off: scans decode the log. [default: true when SQL is on]

@@ -151,3 +151,32 @@ fn open_transactions_hold_the_stable_offset_and_aborts_are_indexed() {
         .unwrap();
     assert_eq!(log.last_stable_offset(), log.high_watermark());
 }
+
+#[test]
+fn idle_producers_expire_on_the_retention_pass_unless_in_a_transaction() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), "t", 0, LogConfig::default()).unwrap();
+    log.append(&b(7, 0, 0, 2, false), 0, None).unwrap();
+    log.append(&b(8, 0, 0, 1, true), 0, None).unwrap();
+    let pids = |log: &Log| {
+        log.producer_entries()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>()
+    };
+    // A day after producer 7's last timestamp (its batch's max, TS + 1):
+    // both still known, so a retry of its batch is a duplicate.
+    let last = TS + 1;
+    log.enforce_retention(last + 86_400_000).unwrap();
+    assert_eq!(pids(&log), vec![7, 8]);
+    log.append(&b(7, 0, 0, 2, false), 0, None).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    // Past it: the idle producer is forgotten without a roll (its next
+    // batch starts a new entry, as in Kafka); the one with an open
+    // transaction stays until its transaction ends.
+    log.enforce_retention(last + 86_400_001).unwrap();
+    assert_eq!(pids(&log), vec![8]);
+    log.append(&b(7, 0, 0, 2, false), 0, None).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(pids(&log), vec![7, 8]);
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{AppendState, Log, lock};
+use super::{AppendState, Log, PRODUCER_ID_EXPIRATION_MS, lock};
 use crate::config::CleanupPolicy;
 use crate::error::StorageError;
 
@@ -49,11 +49,14 @@ impl Log {
     /// Deletes whole sealed segments past retention.ms / retention.bytes.
     /// Returns how many were deleted.
     /// Compacted topics (`cleanup.policy=compact` alone) keep everything.
+    /// Also forgets producers idle past Kafka's `producer.id.expiration.ms`
+    /// (a quiet partition may not roll for days).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut st = lock(&self.append);
+        st.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
         if self.config.cleanup_policy == CleanupPolicy::Compact {
             return Ok(0);
         }
-        let mut st = lock(&self.append);
         let mut deleted = 0;
         loop {
             let segs = self.segment_list();
