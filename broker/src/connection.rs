@@ -116,6 +116,10 @@ struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     max: usize,
+    /// Size of the last frame (clamped to READ_MIN..=READ_CHUNK): what a
+    /// read at a frame boundary reserves, since clients tend to send
+    /// requests of one size.
+    hint: usize,
 }
 
 impl FrameReader {
@@ -124,23 +128,40 @@ impl FrameReader {
             rd,
             buf: BytesMut::new(),
             max,
+            hint: READ_MIN,
         }
     }
 
     /// The next size-prefixed frame. `Ok(None)` on a clean EOF between frames.
     async fn next(&mut self) -> Result<Option<Bytes>, ConnError> {
         loop {
-            let want = if let Some(raw) = self.size_prefix() {
+            // Large frames are read up to their end and no further: split
+            // off, such a frame leaves the buffer empty, and the next one
+            // starts in a fresh allocation instead of having its head
+            // copied out of this one's (which the frame's Bytes still holds).
+            let (want, limit) = if let Some(raw) = self.size_prefix() {
                 let size = frame::check_frame_size(raw, self.max)?;
                 if self.buf.len() - 4 >= size {
                     self.buf.advance(4);
+                    self.hint = (4 + size).clamp(READ_MIN, READ_CHUNK);
                     return Ok(Some(self.buf.split_to(size).freeze()));
                 }
                 // Reserve for the rest of this frame, a chunk at a time, so a
                 // frame that claims 100 MiB and sends 10 bytes costs 1 MiB.
-                (4 + size - self.buf.len()).clamp(READ_MIN, READ_CHUNK)
+                let rest = 4 + size - self.buf.len();
+                let limit = if 4 + size > READ_MIN {
+                    rest
+                } else {
+                    usize::MAX
+                };
+                (rest.clamp(READ_MIN, READ_CHUNK), limit)
+            } else if self.buf.is_empty() && self.hint > READ_MIN {
+                // At a boundary after a large frame: room for one like it at
+                // once (no regrowth copy once its size is known).
+                (self.hint, self.hint)
             } else {
-                READ_MIN
+                // Small frames: as many as have arrived, in one recv.
+                (READ_MIN, usize::MAX)
             };
             if self.buf.is_empty() {
                 // Between requests a connection holds no buffer (10,000 idle
@@ -149,7 +170,7 @@ impl FrameReader {
                 self.rd.readable().await.map_err(ConnError::Io)?;
             }
             self.buf.reserve(want);
-            let n = match self.rd.try_read_buf(&mut self.buf) {
+            let n = match self.rd.try_read_buf(&mut (&mut self.buf).limit(limit)) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.rd.readable().await.map_err(ConnError::Io)?;
@@ -500,6 +521,28 @@ mod tests {
         let wire = framed(&body);
         tokio::spawn(async move { client.write_all(&wire).await.unwrap() });
         assert_eq!(reader.next().await.unwrap().unwrap(), &body[..]);
+    }
+
+    #[tokio::test]
+    async fn large_pipelined_frames_are_read_up_to_their_end() {
+        // Three 300 KiB frames in one write, then a small one: each large
+        // frame is split off an exactly filled buffer (nothing of the next
+        // frame is left behind to be copied into a new allocation).
+        let bodies: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 300 << 10]).collect();
+        let mut wire: Vec<u8> = bodies.iter().flat_map(|b| framed(b)).collect();
+        wire.extend(framed(b"small"));
+        let (mut reader, mut client) = pair(1 << 20).await;
+        tokio::spawn(async move { client.write_all(&wire).await.unwrap() });
+        for b in &bodies {
+            assert_eq!(reader.next().await.unwrap().unwrap(), &b[..]);
+            assert!(
+                reader.buf.is_empty(),
+                "{} bytes left over after frame {}",
+                reader.buf.len(),
+                b[0]
+            );
+        }
+        assert_eq!(reader.next().await.unwrap().unwrap(), &b"small"[..]);
     }
 
     #[tokio::test]
