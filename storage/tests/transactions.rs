@@ -159,10 +159,9 @@ fn idle_producers_expire_on_the_retention_pass_unless_in_a_transaction() {
     log.append(&b(7, 0, 0, 2, false), 0, None).unwrap();
     log.append(&b(8, 0, 0, 1, true), 0, None).unwrap();
     let pids = |log: &Log| {
-        log.producer_entries()
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect::<Vec<_>>()
+        let mut p: Vec<i64> = log.producer_entries().into_iter().map(|(p, _)| p).collect();
+        p.sort();
+        p
     };
     // A day after producer 7's last timestamp (its batch's max, TS + 1):
     // both still known, so a retry of its batch is a duplicate.
