@@ -9,9 +9,10 @@
 #
 # Needs perf; the software cpu-clock event is used because VMs often have no
 # hardware counters. Only the broker's process is sampled (499 Hz per core).
-# Run with the page cache already full (benches/e2e/load_matrix.sh explains
-# why on a VM): otherwise the produce graph is mostly the guest's first
-# touch of new memory.
+# Like benches/e2e/load_matrix.sh (which explains why on a VM), it first
+# drops the page cache (when root) and fills free memory with a clean cached
+# file: otherwise the produce graph is mostly the guest's first touch of
+# new memory.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 KARNAK="$ROOT/target/release/karnak"
@@ -31,6 +32,14 @@ PID=$!
 for _ in $(seq 200); do grep -q "transaction coordinator loaded" "$WORK/broker.log" && break; sleep 0.1; done
 B=(--bootstrap "127.0.0.1:$PORT" --broker-pid "$PID" --duration "$SECS")
 mkdir -p "$OUT"
+if [ -w /proc/sys/vm/drop_caches ]; then
+    sync && echo 3 >/proc/sys/vm/drop_caches
+fi
+WARM_GB=$(( $(awk '/MemFree/ {print $2}' /proc/meminfo) / 1048576 - 3 ))
+if [ "$WARM_GB" -gt 0 ]; then
+    truncate -s "${WARM_GB}G" "$WORK/warm" && cat "$WORK/warm" >/dev/null
+fi
+echo "page cache topped up with ${WARM_GB} GiB of clean pages" >&2
 
 profile() { # name, then the load command
     local name="$1"
