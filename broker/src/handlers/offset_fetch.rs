@@ -83,6 +83,51 @@ fn answer(partition: i32, o: Option<StoredOffset>, unstable: bool) -> Answer {
     }
 }
 
+/// The (topic, partition) pairs a request names, or None for all. The v8+
+/// per-group and the v0-7 request shapes hold the same fields in different
+/// generated types, hence a macro.
+macro_rules! wanted {
+    ($topics:expr) => {
+        $topics.map(|ts| {
+            ts.into_iter()
+                .flat_map(|t| {
+                    let name = t.name.to_string();
+                    t.partition_indexes
+                        .into_iter()
+                        .map(move |p| (name.clone(), p))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+}
+
+/// The fetched rows as response topics of either version's generated types,
+/// each partition given the shared `answer`.
+macro_rules! answered_topics {
+    ($rows:expr, $group:expr, $unstable:expr, $Topic:ident, $Partition:ident) => {
+        by_topic($rows)
+            .into_iter()
+            .map(|(t, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|(p, o)| {
+                        let a = answer(p, o, ($unstable)($group, &t, p));
+                        $Partition::default()
+                            .with_partition_index(a.partition)
+                            .with_committed_offset(a.offset)
+                            .with_committed_leader_epoch(a.leader_epoch)
+                            .with_metadata(a.metadata.map(s))
+                            .with_error_code(a.error)
+                    })
+                    .collect();
+                $Topic::default()
+                    .with_name(s(t).into())
+                    .with_partitions(partitions)
+            })
+            .collect()
+    };
+}
+
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let req: OffsetFetchRequest = decode(body, "OffsetFetch", version)?;
     let mut resp = OffsetFetchResponse::default();
@@ -94,82 +139,37 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     };
     if version >= 8 {
         for g in req.groups {
-            let wanted = g.topics.map(|ts| {
-                ts.into_iter()
-                    .flat_map(|t| {
-                        let name = t.name.to_string();
-                        t.partition_indexes
-                            .into_iter()
-                            .map(move |p| (name.clone(), p))
-                    })
-                    .collect()
-            });
+            let wanted = wanted!(g.topics);
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let member = g.member_id.as_deref().map(|m| (m, g.member_epoch));
             let gid = g.group_id.as_str();
             match fetch(broker, gid, member, wanted) {
                 Err(code) => group.error_code = code,
                 Ok(rows) => {
-                    group.topics = by_topic(rows)
-                        .into_iter()
-                        .map(|(t, parts)| {
-                            let partitions = parts
-                                .into_iter()
-                                .map(|(p, o)| {
-                                    let a = answer(p, o, unstable(gid, &t, p));
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(a.partition)
-                                        .with_committed_offset(a.offset)
-                                        .with_committed_leader_epoch(a.leader_epoch)
-                                        .with_metadata(a.metadata.map(s))
-                                        .with_error_code(a.error)
-                                })
-                                .collect();
-                            OffsetFetchResponseTopics::default()
-                                .with_name(s(t).into())
-                                .with_partitions(partitions)
-                        })
-                        .collect();
+                    group.topics = answered_topics!(
+                        rows,
+                        gid,
+                        unstable,
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions
+                    );
                 }
             }
             resp.groups.push(group);
         }
         return Ok(Reply::Ready(Response::encode(&resp, version, NONE)?));
     }
-    let wanted = req.topics.map(|ts| {
-        ts.into_iter()
-            .flat_map(|t| {
-                let name = t.name.to_string();
-                t.partition_indexes
-                    .into_iter()
-                    .map(move |p| (name.clone(), p))
-            })
-            .collect()
-    });
     let gid = req.group_id.as_str();
-    match fetch(broker, gid, None, wanted) {
+    match fetch(broker, gid, None, wanted!(req.topics)) {
         Err(code) => resp.error_code = code,
         Ok(rows) => {
-            resp.topics = by_topic(rows)
-                .into_iter()
-                .map(|(t, parts)| {
-                    let partitions = parts
-                        .into_iter()
-                        .map(|(p, o)| {
-                            let a = answer(p, o, unstable(gid, &t, p));
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(a.partition)
-                                .with_committed_offset(a.offset)
-                                .with_committed_leader_epoch(a.leader_epoch)
-                                .with_metadata(a.metadata.map(s))
-                                .with_error_code(a.error)
-                        })
-                        .collect();
-                    OffsetFetchResponseTopic::default()
-                        .with_name(s(t).into())
-                        .with_partitions(partitions)
-                })
-                .collect();
+            resp.topics = answered_topics!(
+                rows,
+                gid,
+                unstable,
+                OffsetFetchResponseTopic,
+                OffsetFetchResponsePartition
+            );
         }
     }
     let code = resp.error_code;
