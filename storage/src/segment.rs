@@ -336,8 +336,11 @@ impl LogSegment {
         reserve_ahead: u64,
     ) -> Result<(), StorageError> {
         let start = self.size();
-        if reserve_ahead > 0 {
-            let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if reserve_ahead > 0
+            && let Some((rel, last)) = batches.last()
+        {
+            // The batches tile the write: the last one's end is its length.
+            let len = (*rel + last.total_size()) as u64;
             self.reserve_ahead(start, start + len, reserve_ahead);
         }
         if let Err(e) = write_all_vectored(&self.file, bufs) {
