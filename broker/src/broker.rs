@@ -20,6 +20,8 @@ pub struct Broker {
     pub groups: karnak_coordinator::GroupCoordinator,
     /// Producer ids and transactions, over the same shards.
     pub txns: Arc<karnak_coordinator::TransactionCoordinator>,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
 }
 
 impl Broker {

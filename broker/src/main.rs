@@ -10,7 +10,9 @@ use tracing::info;
 
 mod broker;
 mod config;
+mod configs;
 mod connection;
+mod fetch_session;
 mod handlers;
 mod metrics;
 mod response;
@@ -101,6 +103,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id,
         advertised,
         stopping: stopping.clone(),
+        fetch_sessions: Default::default(),
     });
     if let Some(sql) = &broker.config.sql {
         let producer = Arc::new(sql::BrokerProducer(broker.clone()));

@@ -24,6 +24,8 @@ pub const FETCH_SENDFILE_BYTES: &str = "karnak_fetch_sendfile_bytes_total";
 pub const FETCH_COPIED_BYTES: &str = "karnak_fetch_copied_bytes_total";
 /// Fetches parked waiting for `min_bytes` (Kafka's fetch purgatory).
 pub const FETCH_PURGATORY: &str = "karnak_fetch_purgatory_size";
+/// Incremental fetch sessions held (Kafka's NumIncrementalFetchSessions).
+pub const FETCH_SESSIONS: &str = "karnak_fetch_sessions";
 pub const LOG_END_OFFSET: &str = "karnak_log_end_offset";
 pub const CONNECTIONS: &str = "karnak_connections";
 pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
@@ -49,6 +51,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     metrics::counter!(FETCH_COPIED_BYTES).absolute(0);
     metrics::counter!(FETCH_SENDFILE_BYTES).absolute(0);
     metrics::gauge!(FETCH_PURGATORY).set(0.0);
+    metrics::gauge!(FETCH_SESSIONS).set(0.0);
     metrics::counter!(DUPLICATE_BATCHES).absolute(0);
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use karnak_sql::{ProduceError, Producer};
 
 use crate::broker::Broker;
@@ -12,9 +13,9 @@ use crate::handlers::{now_ms, produce};
 
 pub struct BrokerProducer(pub Arc<Broker>);
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_TOPIC_EXCEPTION: i16 = 17;
-const KAFKA_STORAGE_ERROR: i16 = 56;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+const INVALID_TOPIC_EXCEPTION: i16 = ResponseError::InvalidTopicException.code();
+const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 
 #[async_trait::async_trait]
 impl Producer for BrokerProducer {
@@ -58,7 +59,7 @@ impl Producer for BrokerProducer {
         })
         .await
         .map_err(|e| ProduceError {
-            code: -1,
+            code: ResponseError::UnknownServerError.code(),
             message: format!("produce task: {e}"),
         })?
     }

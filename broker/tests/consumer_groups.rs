@@ -5,22 +5,23 @@
 mod support;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use support::{Broker, Client, create_topic};
 
 const NONE: i16 = 0;
-const UNSUPPORTED_VERSION: i16 = 35;
-const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const INVALID_REQUEST: i16 = 42;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const NON_EMPTY_GROUP: i16 = 68;
-const FENCED_MEMBER_EPOCH: i16 = 110;
-const UNSUPPORTED_ASSIGNOR: i16 = 112;
-const STALE_MEMBER_EPOCH: i16 = 113;
-const INVALID_REGULAR_EXPRESSION: i16 = 128;
+const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+const INCONSISTENT_GROUP_PROTOCOL: i16 = ResponseError::InconsistentGroupProtocol.code();
+const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
+const FENCED_MEMBER_EPOCH: i16 = ResponseError::FencedMemberEpoch.code();
+const UNSUPPORTED_ASSIGNOR: i16 = ResponseError::UnsupportedAssignor.code();
+const STALE_MEMBER_EPOCH: i16 = ResponseError::StaleMemberEpoch.code();
+const INVALID_REGULAR_EXPRESSION: i16 = ResponseError::InvalidRegularExpression.code();
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())

@@ -7,23 +7,24 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use support::{Broker, Client, create_topic};
 
 const NONE: i16 = 0;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const ILLEGAL_GENERATION: i16 = 22;
-const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-const INVALID_GROUP_ID: i16 = 24;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const INVALID_SESSION_TIMEOUT: i16 = 26;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const NON_EMPTY_GROUP: i16 = 68;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const GROUP_MAX_SIZE_REACHED: i16 = 81;
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+const ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
+const INCONSISTENT_GROUP_PROTOCOL: i16 = ResponseError::InconsistentGroupProtocol.code();
+const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
+const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+const INVALID_SESSION_TIMEOUT: i16 = ResponseError::InvalidSessionTimeout.code();
+const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
+const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
+const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
+const GROUP_MAX_SIZE_REACHED: i16 = ResponseError::GroupMaxSizeReached.code();
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = ResponseError::GroupSubscribedToTopic.code();
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())

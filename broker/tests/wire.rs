@@ -3,6 +3,7 @@
 mod support;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
@@ -117,7 +118,7 @@ fn unknown_api_versions_version_gets_a_v0_answer() {
     use bytes::Buf;
     resp.advance(4); // correlation id; header v0
     let decoded = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
-    assert_eq!(decoded.error_code, 35);
+    assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
     assert!(decoded.api_keys.iter().any(|k| k.api_key == 1));
 }
 
@@ -258,7 +259,10 @@ fn errors_are_kafkas() {
     let mut bad = BytesMut::from(&batch(&[b"hello"], Compression::None)[..]);
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
-    assert_eq!(produce(&mut c, 9, "e", 0, bad.freeze(), 1).error_code, 2);
+    assert_eq!(
+        produce(&mut c, 9, "e", 0, bad.freeze(), 1).error_code,
+        ResponseError::CorruptMessage.code()
+    );
     assert_eq!(
         produce(&mut c, 9, "e", 0, batch(&[b"ok"], Compression::None), -1).base_offset,
         0,
@@ -285,7 +289,10 @@ fn errors_are_kafkas() {
                 ]),
         ]);
     let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
-    assert_eq!(resp.responses[0].partitions[0].error_code, 1);
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 1);
     // Existing topic, bad replication factor.
     let again: CreateTopicsResponse = c.call(
@@ -302,8 +309,14 @@ fn errors_are_kafkas() {
                 .with_replication_factor(3),
         ]),
     );
-    assert_eq!(again.topics[0].error_code, 36);
-    assert_eq!(again.topics[1].error_code, 38);
+    assert_eq!(
+        again.topics[0].error_code,
+        ResponseError::TopicAlreadyExists.code()
+    );
+    assert_eq!(
+        again.topics[1].error_code,
+        ResponseError::InvalidReplicationFactor.code()
+    );
 }
 
 #[test]
@@ -608,7 +621,10 @@ fn describe_configs_shows_overrides_and_defaults() {
             Some(("1073741824".into(), 5)),
             "default, v{version}"
         );
-        assert_eq!(resp.results[1].error_code, 3);
+        assert_eq!(
+            resp.results[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
         assert_eq!(resp.results[2].configs.len(), 1);
         assert_eq!(get(2, "node.id"), Some(("3".into(), 4)));
     }

@@ -48,14 +48,20 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::AddPartitionsToTxn, 0, 4),
     api(ApiKey::AddOffsetsToTxn, 0, 3),
     api(ApiKey::EndTxn, 0, 3),
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
@@ -63,7 +69,44 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::ListTransactions, 0, 1),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
+
+/// A feature flag (KIP-584) as ApiVersions v3+ and `kafka-features` show
+/// it: the levels this broker supports and the one it runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feature {
+    pub name: &'static str,
+    pub min: i16,
+    pub max: i16,
+    pub finalized: i16,
+}
+
+/// Features at a level above 0, so listed as finalized. Left out on
+/// purpose, where Apache Kafka 4.4 finalizes them: `transaction.version` (at
+/// 2 a Java producer switches to KIP-890's implicit AddPartitionsToTxn,
+/// which is not served), `share.version` (no share groups),
+/// `streams.version` (no KIP-1071 streams groups),
+/// `eligible.leader.replicas.version` (no ELR on one node), `kraft.version`.
+pub const FEATURES: &[Feature] = &[
+    // Kafka 4.4's level; clients only display it.
+    Feature {
+        name: "metadata.version",
+        min: 7,
+        max: 33,
+        finalized: 33,
+    },
+    // 1: the KIP-848 consumer group protocol is on.
+    Feature {
+        name: "group.version",
+        min: 0,
+        max: 1,
+        finalized: 1,
+    },
+];
+
+/// The epoch of [`FEATURES`]: they never change on a running broker.
+pub const FINALIZED_FEATURES_EPOCH: i64 = 1;
 
 /// The served entry for an API key, if we serve it at all.
 pub fn served(api_key: i16) -> Option<&'static ServedApi> {
@@ -137,6 +180,22 @@ mod tests {
             (
                 ApiKey::ConsumerGroupDescribe,
                 ConsumerGroupDescribeRequest::VERSIONS,
+            ),
+            (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS),
+            (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
+            (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
+            (
+                ApiKey::IncrementalAlterConfigs,
+                IncrementalAlterConfigsRequest::VERSIONS,
+            ),
+            (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
+            (
+                ApiKey::OffsetForLeaderEpoch,
+                OffsetForLeaderEpochRequest::VERSIONS,
+            ),
+            (
+                ApiKey::DescribeTopicPartitions,
+                DescribeTopicPartitionsRequest::VERSIONS,
             ),
         ];
         assert_eq!(crate_ranges.len(), SERVED_APIS.len());

@@ -43,20 +43,19 @@ pub enum BatchError {
 impl BatchError {
     /// The Kafka error code a producer gets for this rejection.
     pub fn kafka_error_code(&self) -> i16 {
-        match self {
-            // CORRUPT_MESSAGE: the bytes are not what the producer meant to send.
+        use kafka_protocol::error::ResponseError as E;
+        let code = match self {
+            // The bytes are not what the producer meant to send.
             BatchError::Crc { .. }
             | BatchError::BadLength { .. }
             | BatchError::TooShort { .. }
             | BatchError::Records { .. }
             | BatchError::RecordCount { .. }
-            | BatchError::Empty => 2,
-            // UNSUPPORTED_FOR_MESSAGE_FORMAT
-            BatchError::Magic(_) => 43,
-            // UNSUPPORTED_COMPRESSION_TYPE
-            BatchError::Compression(_) => 76,
-            // INVALID_TIMESTAMP
-            BatchError::Timestamp { .. } => 32,
-        }
+            | BatchError::Empty => E::CorruptMessage,
+            BatchError::Magic(_) => E::UnsupportedForMessageFormat,
+            BatchError::Compression(_) => E::UnsupportedCompressionType,
+            BatchError::Timestamp { .. } => E::InvalidTimestamp,
+        };
+        code.code()
     }
 }

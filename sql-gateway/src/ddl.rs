@@ -173,7 +173,6 @@ fn storage_error(table: &str, e: StorageError) -> PgWireError {
         StorageError::InvalidPartitions(_) | StorageError::InvalidConfig { .. } => {
             error("22023", e.to_string())
         }
-        StorageError::ConfigNotAlterable(_) => error("0A000", e.to_string()),
         _ => error("58000", e.to_string()),
     }
 }
@@ -368,9 +367,16 @@ mod tests {
             )),
             "42704"
         );
+        // Any topic config may change on a live topic (as with Kafka's
+        // IncrementalAlterConfigs); an unknown one is refused.
         assert_eq!(
             code(create("ALTER TABLE plain SET (\"retention.ms\" = 5)")),
-            "0A000"
+            "ok"
+        );
+        assert_eq!(logs.log("plain", 0).unwrap().config().retention_ms, 5);
+        assert_eq!(
+            code(create("ALTER TABLE plain SET (\"retention.mss\" = 5)")),
+            "22023"
         );
         assert_eq!(code(create("ALTER TABLE plain ADD COLUMN z int")), "0A000");
         assert_eq!(

@@ -7,7 +7,7 @@ use karnak_protocol::record_batch::TimestampType;
 
 use crate::error::StorageError;
 
-/// `cleanup.policy`. Stored; compaction is not implemented yet.
+/// `cleanup.policy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CleanupPolicy {
     #[default]
@@ -106,7 +106,6 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
     ("min.compaction.lag.ms", "0", Kind::Long),
     ("max.compaction.lag.ms", "9223372036854775807", Kind::Long),
     ("delete.retention.ms", "86400000", Kind::Long),
-    ("message.downconversion.enable", "true", Kind::Bool),
     ("preallocate", "false", Kind::Bool),
     ("file.delete.delay.ms", "60000", Kind::Long),
     ("min.cleanable.dirty.ratio", "0.5", Kind::Ratio),
@@ -116,12 +115,12 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
     ("remote.storage.enable", "false", Kind::Bool),
     ("follower.replication.throttled.replicas", "", Kind::Any),
     ("leader.replication.throttled.replicas", "", Kind::Any),
-    (
-        "message.timestamp.difference.max.ms",
-        "9223372036854775807",
-        Kind::Long,
-    ),
-    ("message.format.version", "3.0-IV1", Kind::Any),
+    ("remote.copy.lag.bytes", "-1", Kind::Long),
+    ("remote.copy.lag.ms", "0", Kind::Long),
+    ("remote.log.copy.disable", "false", Kind::Bool),
+    ("remote.log.delete.on.disable", "false", Kind::Bool),
+    ("max.decompressed.message.bytes", "2147483639", Kind::Int),
+    ("errors.deadletterqueue.group.enable", "false", Kind::Bool),
     // Karnak's own: how the SQL gateway reads values (`json`: typed columns
     // from the JSON fields, declared here or inferred when empty).
     (
@@ -132,10 +131,92 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
     ("karnak.value.schema", "", Kind::Any),
 ];
 
-/// Whether `name` is a config stored and reported but not acted on by the
-/// log (so it may change on a live topic without touching its partitions).
-pub fn is_stored_only(name: &str) -> bool {
-    PASSTHROUGH.iter().any(|(k, _, _)| *k == name)
+/// Topic configs Kafka 4.0 removed. Stored overrides of them (a topic
+/// created before) are dropped when the topic is loaded, as Kafka does.
+pub const REMOVED_TOPIC_CONFIGS: &[&str] = &[
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.difference.max.ms",
+];
+
+/// Kafka broker configs that set a topic config's default, as (broker
+/// name, topic name): what `kafka-configs --entity-type brokers` may change
+/// on a live broker, and what a topic's config falls back to.
+pub const BROKER_LOG_CONFIGS: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.index.size.max.bytes", "segment.index.bytes"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+    ),
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("compression.type", "compression.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.preallocate", "preallocate"),
+    ("log.segment.delete.delay.ms", "file.delete.delay.ms"),
+];
+
+/// The topic config a broker config sets the default of.
+pub fn topic_config_for_broker_config(broker_name: &str) -> Option<&'static str> {
+    BROKER_LOG_CONFIGS
+        .iter()
+        .find(|(b, _)| *b == broker_name)
+        .map(|(_, t)| *t)
+}
+
+/// Topic configs the log acts on (typed fields of [`LogConfig`]).
+const TYPED: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "segment.index.bytes",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+];
+
+/// Every topic config name we know, acted on or stored only.
+pub fn topic_config_names() -> impl Iterator<Item = &'static str> {
+    TYPED
+        .iter()
+        .copied()
+        .chain(PASSTHROUGH.iter().map(|(k, _, _)| *k))
+}
+
+/// The known topic config called `name` (`InvalidConfig` when unknown).
+pub fn check_known(name: &str) -> Result<&'static str, StorageError> {
+    topic_config_names()
+        .find(|k| *k == name)
+        .ok_or_else(|| invalid(name, "unknown topic config"))
 }
 
 #[derive(Clone, Copy)]
@@ -336,6 +417,15 @@ mod tests {
             LogConfig::default().describe()["flush.ms"],
             i64::MAX.to_string()
         );
+    }
+
+    #[test]
+    fn every_known_name_is_described() {
+        let d = LogConfig::default().describe();
+        assert_eq!(topic_config_names().count(), d.len());
+        assert!(topic_config_names().all(|n| d.contains_key(n)));
+        assert!(check_known("retention.ms").is_ok());
+        assert!(check_known("retention.mss").is_err());
     }
 
     #[test]

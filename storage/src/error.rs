@@ -30,9 +30,13 @@ pub enum StorageError {
     #[error("invalid number of partitions {0} (must be 1..=10000)")]
     InvalidPartitions(i32),
     #[error(
-        "config {0} cannot be altered on a live topic yet (only stored-only configs such as karnak.value.format can)"
+        "Topic {topic} currently has {current} partitions, which is higher than or equal to the requested {requested}."
     )]
-    ConfigNotAlterable(String),
+    PartitionsNotIncreased {
+        topic: String,
+        current: i32,
+        requested: i32,
+    },
     #[error("invalid config {name}: {reason}")]
     InvalidConfig { name: String, reason: String },
     #[error("data directory {0} is locked by another process")]

@@ -5,6 +5,7 @@
 //! `sendfile`; and the Arrow face of sealed segments for SQL scans.
 
 pub mod arrow_face;
+mod checkpoint;
 pub mod columnar;
 pub mod config;
 pub mod error;
@@ -18,7 +19,7 @@ pub mod topic;
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, FileSlice, Log, ReadResult};
-pub use manager::{LogManager, Topic, TopicMeta};
+pub use manager::{DynamicBrokerConfigs, LogManager, Topic, TopicMeta};
 pub use topic::validate_topic_name;
 
 #[doc(hidden)]

@@ -17,6 +17,7 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
+pub mod leader_epoch;
 pub mod producer_state;
 mod read;
 mod retention;
@@ -24,6 +25,7 @@ mod timestamps;
 mod transactions;
 pub mod txn_index;
 
+use leader_epoch::LeaderEpochCache;
 use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
 use transactions::aborted_entry;
 use txn_index::TxnIndex;
@@ -80,7 +82,9 @@ pub struct Log {
     dir: PathBuf,
     topic: String,
     partition: i32,
-    config: LogConfig,
+    /// Swapped whole by [`Log::set_config`] (AlterConfigs on a live topic);
+    /// each append, roll and retention pass reads it once.
+    config: RwLock<Arc<LogConfig>>,
     segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
     append: Mutex<AppendState>,
     log_end_offset: AtomicI64,
@@ -88,6 +92,7 @@ pub struct Log {
     /// Below the first open transaction's first offset (read_committed bound).
     last_stable_offset: AtomicI64,
     txn_index: TxnIndex,
+    leader_epochs: LeaderEpochCache,
     flushed_offset: AtomicI64,
     flush_lock: Mutex<()>,
     fsyncs: AtomicU64,
@@ -177,7 +182,13 @@ impl Log {
             std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
         }
         let leo = active.next_offset();
-        let start = segments.first_key_value().map_or(0, |(b, _)| *b);
+        let first_base = segments.first_key_value().map_or(0, |(b, _)| *b);
+        // DeleteRecords may have moved the start inside the first segment.
+        let start = retention::read_log_start_offset(dir)?
+            .map_or(first_base, |s| s.max(first_base))
+            .min(leo);
+        let leader_epochs = LeaderEpochCache::load(dir)?;
+        leader_epochs.truncate_from_start(start)?;
         let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
         let (producers, completed) = producer_state::rebuild(dir, &seg_list, start, leo)?;
         let lso = producers.first_unstable_offset().unwrap_or(leo);
@@ -195,7 +206,7 @@ impl Log {
             dir: dir.to_path_buf(),
             topic: topic.to_string(),
             partition,
-            config,
+            config: RwLock::new(Arc::new(config)),
             segments: RwLock::new(segments),
             append: Mutex::new(AppendState {
                 active,
@@ -208,6 +219,7 @@ impl Log {
             log_start_offset: AtomicI64::new(start),
             last_stable_offset: AtomicI64::new(lso),
             txn_index,
+            leader_epochs,
             // Whatever survived recovery is on disk as far as we can tell.
             flushed_offset: AtomicI64::new(leo),
             flush_lock: Mutex::new(()),
@@ -238,6 +250,7 @@ impl Log {
         log_append_time: Option<i64>,
         guard: Option<u64>,
     ) -> Result<AppendInfo, StorageError> {
+        let cfg = self.config();
         let mut batches: Vec<(usize, BatchHeader)> = Vec::new();
         let mut records_count = 0u64;
         for item in BatchIter::new(records) {
@@ -245,10 +258,10 @@ impl Log {
                 path: self.dir.clone(),
                 reason: format!("records to append are malformed: {e}"),
             })?;
-            if h.total_size() > self.config.max_message_bytes as usize {
+            if h.total_size() > cfg.max_message_bytes as usize {
                 return Err(StorageError::RecordTooLarge {
                     size: h.total_size(),
-                    max: self.config.max_message_bytes,
+                    max: cfg.max_message_bytes,
                 });
             }
             records_count += h.last_offset_delta as u64 + 1;
@@ -319,10 +332,11 @@ impl Log {
                 }
             }
         };
-        self.maybe_roll(&mut st, total as u64, base_offset, records_count, now)?;
+        self.maybe_roll(&mut st, &cfg, total as u64, base_offset, records_count, now)?;
+        self.leader_epochs.assign(leader_epoch, base_offset)?;
         let active = st.active.clone();
-        let interval = self.config.index_interval_bytes;
-        let ahead = self.config.preallocate_ahead_bytes;
+        let interval = cfg.index_interval_bytes;
+        let ahead = cfg.preallocate_ahead_bytes;
         match log_append_time {
             Some(t) => {
                 // LogAppendTime rewrites CRC'd fields, so this path copies.
@@ -367,8 +381,7 @@ impl Log {
         self.log_end_offset.store(next, Ordering::Release);
         self.hw.send_replace(next);
         st.unflushed_messages += records_count;
-        let flush_now = self
-            .config
+        let flush_now = cfg
             .flush_messages
             .is_some_and(|n| st.unflushed_messages >= n);
         if flush_now {
@@ -391,6 +404,7 @@ impl Log {
     fn maybe_roll(
         &self,
         st: &mut AppendState,
+        cfg: &LogConfig,
         size: u64,
         next_offset: i64,
         records: u64,
@@ -401,10 +415,10 @@ impl Log {
             return Ok(());
         }
         // Positions and relative offsets are u32 in the indexes.
-        let max_seg = self.config.segment_bytes.min(i32::MAX as u64);
+        let max_seg = cfg.segment_bytes.min(i32::MAX as u64);
         let created = active.created_ms.load(Ordering::Relaxed);
         let roll = active.size() + size > max_seg
-            || (created >= 0 && now.saturating_sub(created) >= self.config.segment_ms as i64)
+            || (created >= 0 && now.saturating_sub(created) >= cfg.segment_ms as i64)
             || active.indexes_full()
             || (next_offset + records as i64 - active.base_offset) > u32::MAX as i64;
         if !roll {
@@ -426,10 +440,10 @@ impl Log {
         let seg = Arc::new(LogSegment::create(
             &self.dir,
             next_offset,
-            self.config.segment_index_bytes as u64,
+            cfg.segment_index_bytes as u64,
             now,
         )?);
-        seg.prepare_active(self.config.segment_index_bytes as u64)?;
+        seg.prepare_active(cfg.segment_index_bytes as u64)?;
         // The new file's directory entry must survive a crash too.
         self.dirty_dir.store(true, Ordering::Release);
         self.segments
@@ -490,6 +504,30 @@ impl Log {
         self.log_start_offset.load(Ordering::Acquire)
     }
 
+    /// The latest leader epoch that wrote to this log (0 when none has).
+    pub fn latest_epoch(&self) -> i32 {
+        self.leader_epochs.latest_epoch().unwrap_or(0)
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and the
+    /// offset where the epoch after it starts (see
+    /// [`LeaderEpochCache::end_offset_for`]).
+    /// A log with no checkpoint yet (nothing appended since the cache
+    /// existed) is all epoch 0, the only epoch a single node has led in.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        if self.leader_epochs.latest_epoch().is_none() {
+            return match epoch {
+                0 => (0, self.log_end_offset()),
+                _ => (
+                    leader_epoch::UNDEFINED_EPOCH,
+                    leader_epoch::UNDEFINED_EPOCH_OFFSET,
+                ),
+            };
+        }
+        self.leader_epochs
+            .end_offset_for(epoch, self.log_end_offset())
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
     }
@@ -498,8 +536,20 @@ impl Log {
         self.partition
     }
 
-    pub fn config(&self) -> LogConfig {
-        self.config.clone()
+    /// The config in force now (a cheap handle; a later
+    /// [`Self::set_config`] does not change it).
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the config of a live log (AlterConfigs): the next append,
+    /// roll, flush and retention pass use it. Segments already written keep
+    /// their layout (a new `segment.index.bytes` applies from the next roll).
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
     pub fn dir(&self) -> &Path {
@@ -555,7 +605,7 @@ impl Log {
 
     /// Background flush by `flush.ms`; the broker calls this from a timer.
     pub fn flush_if_due(&self, now_ms: i64) {
-        let Some(interval) = self.config.flush_ms else {
+        let Some(interval) = self.config().flush_ms else {
             return;
         };
         if now_ms.saturating_sub(self.last_flush_ms.load(Ordering::Relaxed)) < interval as i64 {
@@ -578,7 +628,8 @@ impl Log {
         let mut st = lock(&self.append);
         let next = self.log_end_offset();
         // A size no segment can take forces the roll.
-        self.maybe_roll(&mut st, u64::MAX / 4, next, 0, now_ms())
+        let cfg = self.config();
+        self.maybe_roll(&mut st, &cfg, u64::MAX / 4, next, 0, now_ms())
     }
 
     /// Clean shutdown: flush, seal the active segment's indexes, write the

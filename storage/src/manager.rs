@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::write_atomic;
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::group_commit::{FlushOutcome, FlusherStopped, GroupCommit};
@@ -17,6 +17,15 @@ use crate::topic::validate_topic_name;
 
 const META_DIR: &str = "__karnak_meta";
 const MAX_PARTITIONS: i32 = 10_000;
+
+/// Whether a topic may have `n` partitions (1..=10,000 here).
+pub fn check_partition_count(n: i32) -> Result<(), StorageError> {
+    if (1..=MAX_PARTITIONS).contains(&n) {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidPartitions(n))
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -34,6 +43,25 @@ pub struct Topic {
     pub logs: Vec<Arc<Log>>,
 }
 
+/// Dynamic broker-level log configs under their topic-config names: set
+/// for this broker (`kafka-configs --entity-name 0`) or as the cluster
+/// default (`--entity-default`); the broker's own wins.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DynamicBrokerConfigs {
+    pub broker: BTreeMap<String, String>,
+    pub cluster_default: BTreeMap<String, String>,
+}
+
+impl DynamicBrokerConfigs {
+    fn merged(&self) -> BTreeMap<String, String> {
+        let mut m = self.cluster_default.clone();
+        m.extend(self.broker.clone());
+        m
+    }
+}
+
+const BROKER_CONFIGS_FILE: &str = "broker-configs.json";
+
 #[derive(Serialize, Deserialize)]
 struct MetaFile {
     name: String,
@@ -44,7 +72,12 @@ struct MetaFile {
 
 pub struct LogManager {
     data_dir: PathBuf,
-    defaults: LogConfig,
+    /// The broker's settings (flags, file): what topics inherit unless a
+    /// dynamic broker config or a topic override says otherwise.
+    static_defaults: LogConfig,
+    /// Dynamic broker configs (IncrementalAlterConfigs on the broker
+    /// resource), by topic-config name; persisted in the metadata dir.
+    dynamic: RwLock<DynamicBrokerConfigs>,
     /// Holds the flock for as long as the manager lives.
     _lock: File,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -94,6 +127,22 @@ impl LogManager {
                     .ctx(|| format!("removing {}", entry.path().display()))?;
             }
         }
+        let dynamic_path = data_dir.join(META_DIR).join(BROKER_CONFIGS_FILE);
+        let dynamic: DynamicBrokerConfigs = match std::fs::read(&dynamic_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt {
+                path: dynamic_path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DynamicBrokerConfigs::default(),
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("reading {}", dynamic_path.display()),
+                    e,
+                ));
+            }
+        };
+        let static_defaults = defaults;
+        let defaults = static_defaults.with_overrides(&dynamic.merged())?;
         let mut topics = BTreeMap::new();
         for entry in
             std::fs::read_dir(&topics_dir).ctx(|| format!("listing {}", topics_dir.display()))?
@@ -105,7 +154,12 @@ impl LogManager {
                 let _ = std::fs::remove_file(&path); // leftover tmp file of an interrupted write
                 continue;
             }
-            let meta = read_meta(&path)?;
+            let mut meta = read_meta(&path)?;
+            for gone in crate::config::REMOVED_TOPIC_CONFIGS {
+                if meta.configs.remove(*gone).is_some() {
+                    tracing::warn!(topic = %meta.name, config = gone, "dropping a topic config Kafka 4.0 removed");
+                }
+            }
             let config = defaults.with_overrides(&meta.configs)?;
             let logs = (0..meta.partitions)
                 .map(|p| {
@@ -125,7 +179,8 @@ impl LogManager {
             .ctx(|| format!("starting the log flusher thread for {}", data_dir.display()))?;
         Ok(LogManager {
             data_dir: data_dir.to_path_buf(),
-            defaults,
+            static_defaults,
+            dynamic: RwLock::new(dynamic),
             _lock: lock,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
@@ -147,41 +202,20 @@ impl LogManager {
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(StorageError::InvalidPartitions(partitions));
         }
-        let config = self.defaults.with_overrides(&configs)?;
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.defaults().with_overrides(&configs)?;
         if self.map().contains_key(name) {
             return Err(StorageError::TopicAlreadyExists(name.to_string()));
         }
         let id = *uuid::Uuid::new_v4().as_bytes();
-        let mut logs = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            let dir = partition_dir(&self.data_dir, name, p);
-            if dir.exists() {
-                // An orphan of a topic whose metadata never made it to disk.
-                std::fs::remove_dir_all(&dir)
-                    .ctx(|| format!("removing orphan {}", dir.display()))?;
-            }
-            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-            let pm = format!("version: 0\ntopic_id: {}\n", base64url(&id));
-            write_atomic(&dir.join("partition.metadata"), pm.as_bytes())?;
-            logs.push(Arc::new(Log::open(&dir, name, p, config.clone())?));
-        }
-        sync_dir(&self.data_dir)?;
+        let logs = self.create_partition_logs(name, &id, 0..partitions, &config)?;
         let meta = TopicMeta {
             name: name.to_string(),
             id,
             partitions,
             configs,
         };
-        let file = MetaFile {
-            name: meta.name.clone(),
-            id: uuid::Uuid::from_bytes(id).to_string(),
-            partitions,
-            configs: meta.configs.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&file)
-            .map_err(|e| StorageError::io("encoding topic metadata", e.into()))?;
-        write_atomic(&self.meta_path(name), &json)?;
+        self.write_meta(&meta)?;
         let topic = Arc::new(Topic { meta, config, logs });
         self.topics
             .write()
@@ -191,12 +225,95 @@ impl LogManager {
         Ok(topic)
     }
 
-    /// Sets and removes topic config overrides. Only stored-only configs
-    /// (those the log does not act on, e.g. `karnak.value.format`) may
-    /// change for now: the partitions' logs keep the config they opened
-    /// with. The topic metadata is rewritten atomically, then the topic is
-    /// swapped in the map; readers holding the old `Arc<Topic>` finish
-    /// with the old config.
+    /// Creates the logs of partitions `range` of a new or growing topic.
+    /// A directory left by a crash before the metadata named it is removed
+    /// first; the data dir is synced so the new directories survive a crash.
+    fn create_partition_logs(
+        &self,
+        name: &str,
+        id: &[u8; 16],
+        range: std::ops::Range<i32>,
+        config: &LogConfig,
+    ) -> Result<Vec<Arc<Log>>, StorageError> {
+        let mut logs = Vec::with_capacity(range.len());
+        for p in range {
+            let dir = partition_dir(&self.data_dir, name, p);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .ctx(|| format!("removing orphan {}", dir.display()))?;
+            }
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            let pm = format!("version: 0\ntopic_id: {}\n", base64url(id));
+            write_atomic(&dir.join("partition.metadata"), pm.as_bytes())?;
+            logs.push(Arc::new(Log::open(&dir, name, p, config.clone())?));
+        }
+        sync_dir(&self.data_dir)?;
+        Ok(logs)
+    }
+
+    /// The topic's metadata file, replaced atomically: after a crash the
+    /// topic is as before or as after.
+    fn write_meta(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+        let file = MetaFile {
+            name: meta.name.clone(),
+            id: uuid::Uuid::from_bytes(meta.id).to_string(),
+            partitions: meta.partitions,
+            configs: meta.configs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| StorageError::io("encoding topic metadata", e.into()))?;
+        write_atomic(&self.meta_path(&meta.name), &json)
+    }
+
+    fn swap_topic(&self, topic: Arc<Topic>) {
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.meta.name.clone(), topic);
+    }
+
+    /// CreatePartitions: grows `name` to `total` partitions. Existing
+    /// partitions are untouched; the new ones start empty. Fewer or as many
+    /// partitions as now is `PartitionsNotIncreased`.
+    pub fn create_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self
+            .topic(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        let current = old.meta.partitions;
+        if total <= current {
+            return Err(StorageError::PartitionsNotIncreased {
+                topic: name.to_string(),
+                current,
+                requested: total,
+            });
+        }
+        check_partition_count(total)?;
+        let new_logs =
+            self.create_partition_logs(name, &old.meta.id, current..total, &old.config)?;
+        let meta = TopicMeta {
+            partitions: total,
+            ..old.meta.clone()
+        };
+        self.write_meta(&meta)?;
+        let mut logs = old.logs.clone();
+        logs.extend(new_logs);
+        let topic = Arc::new(Topic {
+            meta,
+            config: old.config.clone(),
+            logs,
+        });
+        self.swap_topic(topic.clone());
+        tracing::info!(topic = name, from = current, to = total, "added partitions");
+        Ok(topic)
+    }
+
+    /// Sets and removes topic config overrides (Kafka's AlterConfigs and
+    /// IncrementalAlterConfigs on a topic). The whole new set is validated
+    /// first; the metadata is rewritten atomically; then every partition's
+    /// log takes the new config for its next append, roll and retention
+    /// pass, and the topic is swapped in the map (readers holding the old
+    /// `Arc<Topic>` finish with the old config).
     pub fn alter_topic_configs(
         &self,
         name: &str,
@@ -207,43 +324,93 @@ impl LogManager {
         let old = self
             .topic(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
-        if let Some(k) = set
-            .keys()
-            .chain(remove.iter())
-            .find(|k| !crate::config::is_stored_only(k))
-        {
-            return Err(StorageError::ConfigNotAlterable(k.clone()));
-        }
         let mut configs = old.meta.configs.clone();
         for k in remove {
+            crate::config::check_known(k)?;
             configs.remove(k);
         }
         configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let config = self.defaults.with_overrides(&configs)?;
+        self.replace_topic_configs_locked(&old, configs)
+    }
+
+    /// As [`Self::alter_topic_configs`], replacing every override at once
+    /// (the legacy AlterConfigs: what is not given returns to its default).
+    pub fn replace_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self
+            .topic(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        self.replace_topic_configs_locked(&old, configs)
+    }
+
+    fn replace_topic_configs_locked(
+        &self,
+        old: &Topic,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let config = self.defaults().with_overrides(&configs)?;
         let meta = TopicMeta {
             configs,
             ..old.meta.clone()
         };
-        let file = MetaFile {
-            name: meta.name.clone(),
-            id: uuid::Uuid::from_bytes(meta.id).to_string(),
-            partitions: meta.partitions,
-            configs: meta.configs.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&file)
-            .map_err(|e| StorageError::io("encoding topic metadata", e.into()))?;
-        write_atomic(&self.meta_path(name), &json)?;
+        self.write_meta(&meta)?;
+        for log in &old.logs {
+            log.set_config(config.clone());
+        }
         let topic = Arc::new(Topic {
             meta,
             config,
             logs: old.logs.clone(),
         });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), topic.clone());
-        tracing::info!(topic = name, ?set, ?remove, "altered topic configs");
+        self.swap_topic(topic.clone());
+        tracing::info!(topic = %old.meta.name, configs = ?topic.meta.configs, "altered topic configs");
         Ok(topic)
+    }
+
+    /// The dynamic broker configs in force.
+    pub fn dynamic_broker_configs(&self) -> DynamicBrokerConfigs {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the dynamic broker-level log configs (topic-config names):
+    /// validated whole, persisted, then every topic's logs take the new
+    /// effective config (topic overrides still win).
+    pub fn set_dynamic_broker_configs(
+        &self,
+        configs: DynamicBrokerConfigs,
+    ) -> Result<(), StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let defaults = self.static_defaults.with_overrides(&configs.merged())?;
+        let mut updated = Vec::new();
+        for t in self.topics() {
+            let config = defaults.with_overrides(&t.meta.configs)?;
+            updated.push(Arc::new(Topic {
+                meta: t.meta.clone(),
+                config,
+                logs: t.logs.clone(),
+            }));
+        }
+        let json = serde_json::to_vec_pretty(&configs)
+            .map_err(|e| StorageError::io("encoding broker configs", e.into()))?;
+        write_atomic(
+            &self.data_dir.join(META_DIR).join(BROKER_CONFIGS_FILE),
+            &json,
+        )?;
+        *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        for t in updated {
+            for log in &t.logs {
+                log.set_config(t.config.clone());
+            }
+            self.swap_topic(t);
+        }
+        Ok(())
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, StorageError> {
@@ -301,12 +468,35 @@ impl LogManager {
             .and_then(|p| t.logs.get(p).cloned())
     }
 
-    pub fn defaults(&self) -> &LogConfig {
-        &self.defaults
+    /// What a new topic inherits: the broker's settings with the dynamic
+    /// broker configs applied.
+    pub fn defaults(&self) -> LogConfig {
+        let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+        // Validated when set (or at open), so this cannot fail; fall back
+        // to the static settings rather than panic if it somehow does.
+        self.static_defaults
+            .with_overrides(&dynamic.merged())
+            .unwrap_or_else(|_| self.static_defaults.clone())
+    }
+
+    /// The broker's own settings, without dynamic configs.
+    pub fn static_defaults(&self) -> &LogConfig {
+        &self.static_defaults
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The data dir's file system: (total bytes, bytes available to us).
+    pub fn disk_space(&self) -> Result<(u64, u64), StorageError> {
+        let st = rustix::fs::statvfs(&self.data_dir).map_err(|e| {
+            StorageError::io(format!("statvfs {}", self.data_dir.display()), e.into())
+        })?;
+        Ok((
+            st.f_blocks.saturating_mul(st.f_frsize),
+            st.f_bavail.saturating_mul(st.f_frsize),
+        ))
     }
 
     /// Calls `flush_if_due` on every log.
@@ -422,17 +612,6 @@ fn read_meta(path: &Path) -> Result<TopicMeta, StorageError> {
         partitions: f.partitions,
         configs: f.configs,
     })
-}
-
-/// Write tmp, fsync, rename, fsync dir: readers see the old or the new file.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data)
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// base64url without padding, as Kafka prints topic ids.

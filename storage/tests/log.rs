@@ -414,8 +414,9 @@ fn flush_group_commit_and_flush_messages() {
     assert_eq!(log.fsync_count(), 0);
     fill(&log, 1, T);
     assert_eq!(log.fsync_count(), 1);
+    let d = tempfile::tempdir().unwrap();
     let log = open(
-        tempfile::tempdir().unwrap().path(),
+        d.path(),
         LogConfig {
             flush_ms: Some(1000),
             ..Default::default()

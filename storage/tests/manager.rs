@@ -98,3 +98,61 @@ fn data_dir_is_locked_and_half_deleted_dirs_removed() {
     let _m = LogManager::open(d.path(), LogConfig::default()).unwrap();
     assert!(!doomed.exists());
 }
+
+#[test]
+fn partitions_grow_configs_change_live_and_removed_configs_are_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let m = LogManager::open(d.path(), LogConfig::default()).unwrap();
+    m.create_topic("grow", 2, cfg(&[("retention.ms", "1000")]))
+        .unwrap();
+    assert!(matches!(
+        m.create_partitions("grow", 2),
+        Err(StorageError::PartitionsNotIncreased { current: 2, .. })
+    ));
+    let t = m.create_partitions("grow", 4).unwrap();
+    assert_eq!((t.meta.partitions, t.logs.len()), (4, 4));
+    // A live log takes a new config; the topic's other overrides stay.
+    let log = m.log("grow", 3).unwrap();
+    m.alter_topic_configs("grow", &cfg(&[("segment.bytes", "2048")]), &[])
+        .unwrap();
+    assert_eq!(log.config().segment_bytes, 2048);
+    assert_eq!(log.config().retention_ms, 1000);
+    assert!(matches!(
+        m.alter_topic_configs("grow", &cfg(&[("segment.bytes", "abc")]), &[]),
+        Err(StorageError::InvalidConfig { .. })
+    ));
+    assert_eq!(
+        log.config().segment_bytes,
+        2048,
+        "a refused change changes nothing"
+    );
+    // A dynamic broker default reaches topics without an override.
+    let mut dynamic = m.dynamic_broker_configs();
+    dynamic
+        .broker
+        .insert("retention.bytes".into(), "5000".into());
+    m.set_dynamic_broker_configs(dynamic).unwrap();
+    assert_eq!(log.config().retention_bytes, 5000);
+    drop(log);
+    m.shutdown().unwrap();
+    drop(m);
+
+    // A topic whose metadata names a config Kafka 4.0 removed still loads.
+    let meta = d.path().join("__karnak_meta/topics/grow.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let text = text.replace(
+        "\"retention.ms\": \"1000\"",
+        "\"retention.ms\": \"1000\",\n    \"message.format.version\": \"2.8\"",
+    );
+    assert!(text.contains("message.format.version"));
+    std::fs::write(&meta, text).unwrap();
+    let m = LogManager::open(d.path(), LogConfig::default()).unwrap();
+    let t = m.topic("grow").unwrap();
+    assert_eq!(t.meta.partitions, 4);
+    assert!(!t.meta.configs.contains_key("message.format.version"));
+    assert_eq!(t.config.segment_bytes, 2048);
+    assert_eq!(
+        t.config.retention_bytes, 5000,
+        "dynamic broker configs persist"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -123,7 +124,7 @@ pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyh
     let resp: CreateTopicsResponse =
         admin_request(bootstrap, ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &req).await?;
     for t in resp.topics {
-        if t.error_code != 0 && t.error_code != 36 {
+        if t.error_code != 0 && t.error_code != ResponseError::TopicAlreadyExists.code() {
             bail!("creating {topic}: error {}", t.error_code);
         }
     }
@@ -144,7 +145,7 @@ pub async fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result
     let resp: DeleteTopicsResponse =
         admin_request(bootstrap, ApiKey::DeleteTopics, DELETE_TOPICS_VERSION, &req).await?;
     for r in resp.responses {
-        if r.error_code != 0 && r.error_code != 3 {
+        if r.error_code != 0 && r.error_code != ResponseError::UnknownTopicOrPartition.code() {
             bail!("deleting {:?}: error {}", r.name, r.error_code);
         }
     }

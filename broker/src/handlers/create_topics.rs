@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -15,9 +16,9 @@ use crate::broker::Broker;
 use crate::handlers::storage_error_code;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-const INVALID_REPLICATION_FACTOR: i16 = 38;
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-const INVALID_REQUEST: i16 = 42;
+const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
+const INVALID_REPLICA_ASSIGNMENT: i16 = ResponseError::InvalidReplicaAssignment.code();
+const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: CreateTopicsRequest = decode(body, "CreateTopics", version)?;
@@ -87,7 +88,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
                     }
                     None => {
-                        return fail(40, format!("config {} has a null value", c.name.as_str()));
+                        return fail(
+                            ResponseError::InvalidConfig.code(),
+                            format!("config {} has a null value", c.name.as_str()),
+                        );
                     }
                 }
             }
@@ -100,10 +104,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             }
             let id = if request.validate_only {
                 if broker.logs.topic(&name).is_some() {
-                    return fail(36, format!("Topic '{name}' already exists."));
+                    return fail(
+                        ResponseError::TopicAlreadyExists.code(),
+                        format!("Topic '{name}' already exists."),
+                    );
                 }
                 if partitions < 1 {
-                    return fail(37, "Number of partitions must be larger than 0.".into());
+                    return fail(
+                        ResponseError::InvalidPartitions.code(),
+                        "Number of partitions must be larger than 0.".into(),
+                    );
                 }
                 Uuid::nil()
             } else {
@@ -112,7 +122,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     Err(e) => return fail(storage_error_code(&e), e.to_string()),
                 }
             };
-            let described = crate::topics::topic_configs(&effective, &configs)
+            let described = crate::configs::topic_configs(broker, &effective, &configs)
                 .into_iter()
                 .map(|e| {
                     CreatableTopicConfigs::default()

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -37,7 +38,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .logs
                     .topic_by_id(id.as_bytes())
                     .map(|t| t.meta.name.clone())
-                    .ok_or(100),
+                    .ok_or(ResponseError::UnknownTopicId.code()),
             };
             let result = DeletableTopicResult::default()
                 .with_name(name.clone())
@@ -48,7 +49,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             };
             if crate::topics::is_internal(&name) {
                 return result
-                    .with_error_code(17)
+                    .with_error_code(ResponseError::InvalidTopicException.code())
                     .with_error_message(Some(StrBytes::from_string(format!(
                         "{name} is an internal topic and cannot be deleted"
                     ))));

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -15,7 +16,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     // endpoint_type 1 = brokers; 2 = controllers, which a combined node also is.
     if version >= 1 && !(1..=2).contains(&request.endpoint_type) {
         let response = DescribeClusterResponse::default()
-            .with_error_code(42)
+            .with_error_code(ResponseError::InvalidRequest.code())
             .with_error_message(Some(StrBytes::from_static_str("unknown endpoint type")))
             .with_endpoint_type(request.endpoint_type);
         return Ok(Reply::Ready(Response::encode(&response, version, 42)?));

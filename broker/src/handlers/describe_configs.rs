@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -11,11 +12,8 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::configs::{ConfigEntry, RESOURCE_BROKER, RESOURCE_TOPIC, broker_configs, topic_configs};
 use crate::response::{HandlerError, Reply, Response, decode};
-use crate::topics::{ConfigEntry, broker_configs, topic_configs};
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: DescribeConfigsRequest = decode(body, "DescribeConfigs", version)?;
@@ -29,17 +27,23 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match broker.logs.topic(name) {
-                    Some(t) => Ok(topic_configs(&t.config, &t.meta.configs)),
-                    None => Err((3, format!("Topic {name} does not exist"))),
+                    Some(t) => Ok(topic_configs(broker, &t.config, &t.meta.configs)),
+                    None => Err((
+                        ResponseError::UnknownTopicOrPartition.code(),
+                        format!("Topic {name} does not exist"),
+                    )),
                 },
                 RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => {
                     Ok(broker_configs(broker))
                 }
                 RESOURCE_BROKER => Err((
-                    42,
+                    ResponseError::InvalidRequest.code(),
                     format!("broker {name} is not this broker ({})", broker.node_id()),
                 )),
-                other => Err((42, format!("resource type {other} is not supported"))),
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("resource type {other} is not supported"),
+                )),
             };
             match entries {
                 Err((code, msg)) => result

@@ -1,9 +1,10 @@
 //! Fetch (key 1): per partition an index lookup to a file region, sent with
 //! `sendfile`; long-polls on `max_wait_ms`/`min_bytes`, woken by appends.
-//!
-//! Fetch sessions (KIP-227) are answered "no session" (session id 0), which
-//! clients handle by sending full fetches.
+//! Incremental fetch sessions (KIP-227) are kept in
+//! [`crate::fetch_session`]: a session's fetch names only what changed and
+//! is answered with only what changed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,22 +12,24 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 use karnak_protocol::fetch_response::{
     AbortedTransaction, FetchPartition, FetchResponseBody, FetchTopic,
 };
-use karnak_storage::{FileSlice, Log};
+use karnak_storage::{FileSlice, Log, Topic};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::fetch_session::{
+    CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, PartitionKey, SessionError, TopicKey,
+};
 use crate::handlers::storage_error_code;
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-const UNKNOWN_TOPIC_ID: i16 = 100;
 /// Upper bound on a long poll, whatever the client asks (Kafka has none, but
 /// a bound keeps a misbehaving client from parking a request forever).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
@@ -40,72 +43,136 @@ struct Wanted {
 }
 
 struct WantedTopic {
+    key: TopicKey,
     name: Bytes,
     topic_id: [u8; 16],
     partitions: Vec<Wanted>,
 }
 
+/// What the request asked of fetch sessions.
+#[derive(Clone, Copy)]
+enum SessionMode {
+    /// No session: a full answer with session id 0.
+    None,
+    /// Epoch 0: a full answer that opens a session.
+    New,
+    /// An incremental fetch in session `id`, at `epoch`.
+    Incremental { id: i32, epoch: i32 },
+}
+
+fn session_error_response(code: ResponseError, version: i16) -> Response {
+    let body = FetchResponseBody::<FileSlice> {
+        throttle_time_ms: 0,
+        error_code: code.code(),
+        session_id: 0,
+        topics: vec![],
+    };
+    let (parts, len) = body.encode(version);
+    Response {
+        parts,
+        len,
+        error_code: code.code(),
+    }
+}
+
+fn session_error(code: ResponseError, version: i16) -> Reply {
+    Reply::Ready(session_error_response(code, version))
+}
+
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: FetchRequest = decode(body, "Fetch", version)?;
-    let session_error = match (request.session_id, request.session_epoch) {
-        (0, -1) | (0, 0) => 0, // no session, or asking for one: we answer "none"
-        (0, _) => INVALID_FETCH_SESSION_EPOCH,
-        _ => FETCH_SESSION_ID_NOT_FOUND,
+    let by_id = version >= 13;
+    let topic_key = |name: &kafka_protocol::messages::TopicName, id: &uuid::Uuid| {
+        if by_id {
+            TopicKey::Id(*id.as_bytes())
+        } else {
+            TopicKey::Name(name.0.clone().into_bytes())
+        }
     };
-    if session_error != 0 {
-        let body = FetchResponseBody::<FileSlice> {
-            throttle_time_ms: 0,
-            error_code: session_error,
-            session_id: 0,
-            topics: vec![],
-        };
-        let (parts, len) = body.encode(version);
-        return Ok(Reply::Ready(Response {
-            parts,
-            len,
-            error_code: session_error,
-        }));
-    }
-
-    let topics: Vec<WantedTopic> = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = if version >= 13 {
-                broker
-                    .logs
-                    .topic_by_id(t.topic_id.as_bytes())
-                    .ok_or(UNKNOWN_TOPIC_ID)
-            } else {
-                broker.logs.topic(t.topic.as_str()).ok_or(3)
-            };
-            let name = match &topic {
-                Ok(tp) => Bytes::from(tp.meta.name.clone().into_bytes()),
-                Err(_) => t.topic.0.clone().into_bytes(),
-            };
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| Wanted {
+    let mode = match (request.session_id, request.session_epoch) {
+        (0, FINAL_EPOCH) => SessionMode::None,
+        (0, INITIAL_EPOCH) => SessionMode::New,
+        (0, _) => {
+            return Ok(session_error(
+                ResponseError::InvalidFetchSessionEpoch,
+                version,
+            ));
+        }
+        (id, FINAL_EPOCH) => {
+            broker.fetch_sessions.remove(id);
+            metrics::gauge!(m::FETCH_SESSIONS).set(broker.fetch_sessions.len() as f64);
+            SessionMode::None
+        }
+        (id, epoch) => SessionMode::Incremental { id, epoch },
+    };
+    let mut requested: Vec<(PartitionKey, i64, usize)> = Vec::new();
+    let mut names: HashMap<TopicKey, Bytes> = HashMap::new();
+    for t in &request.topics {
+        let key = topic_key(&t.topic, &t.topic_id);
+        names
+            .entry(key.clone())
+            .or_insert_with(|| t.topic.0.clone().into_bytes());
+        for p in &t.partitions {
+            requested.push((
+                PartitionKey {
+                    topic: key.clone(),
                     partition: p.partition,
-                    fetch_offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as usize,
-                    log: match &topic {
-                        Err(code) => Err(*code),
-                        Ok(tp) => usize::try_from(p.partition)
-                            .ok()
-                            .and_then(|i| tp.logs.get(i).cloned())
-                            .ok_or(3),
-                    },
+                },
+                p.fetch_offset,
+                p.partition_max_bytes.max(0) as usize,
+            ));
+        }
+    }
+    let wanted: Vec<(PartitionKey, i64, usize)> = match mode {
+        SessionMode::None | SessionMode::New => requested,
+        SessionMode::Incremental { id, epoch } => {
+            let forgotten: Vec<PartitionKey> = request
+                .forgotten_topics_data
+                .iter()
+                .flat_map(|f| {
+                    let key = topic_key(&f.topic, &f.topic_id);
+                    f.partitions.iter().map(move |p| PartitionKey {
+                        topic: key.clone(),
+                        partition: *p,
+                    })
                 })
                 .collect();
-            WantedTopic {
-                name,
-                topic_id: *t.topic_id.as_bytes(),
-                partitions,
+            let updated = broker.fetch_sessions.with_session(id, epoch, |s| {
+                for (k, offset, max) in requested {
+                    s.partitions
+                        .entry(k)
+                        .and_modify(|c| {
+                            c.fetch_offset = offset;
+                            c.max_bytes = max;
+                        })
+                        .or_insert_with(|| CachedPartition::new(offset, max));
+                }
+                for k in &forgotten {
+                    s.partitions.shift_remove(k);
+                }
+                s.partitions
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.fetch_offset, c.max_bytes))
+                    .collect()
+            });
+            match updated {
+                Ok(w) => w,
+                Err(SessionError::NotFound) => {
+                    return Ok(session_error(
+                        ResponseError::FetchSessionIdNotFound,
+                        version,
+                    ));
+                }
+                Err(SessionError::InvalidEpoch) => {
+                    return Ok(session_error(
+                        ResponseError::InvalidFetchSessionEpoch,
+                        version,
+                    ));
+                }
             }
-        })
-        .collect();
+        }
+    };
+    let topics = resolve(broker, wanted, &names);
 
     let max_bytes = request.max_bytes.max(0) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -123,16 +190,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     }
     let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
-        let (parts, len) = body.encode(version);
-        return Ok(Reply::Ready(Response {
-            parts,
-            len,
-            error_code: 0,
-        }));
+        return Ok(Reply::Ready(finish(broker, mode, &topics, body, version)));
     }
     drop(body);
     let deadline = Instant::now() + wait;
     let mut stopping = broker.stopping.clone();
+    let broker = broker.clone();
     Ok(Reply::Later(Box::pin(async move {
         let _parked = Parked::new();
         loop {
@@ -146,15 +209,156 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             };
             let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
             if timed_out || bytes >= min_bytes || has_error {
-                let (parts, len) = body.encode(version);
-                return Ok(Response {
-                    parts,
-                    len,
-                    error_code: 0,
-                });
+                return Ok(finish(&broker, mode, &topics, body, version));
             }
         }
     })))
+}
+
+/// Resolves each wanted partition to its log, grouped by topic in the
+/// order topics first appear.
+fn resolve(
+    broker: &Broker,
+    wanted: Vec<(PartitionKey, i64, usize)>,
+    names: &HashMap<TopicKey, Bytes>,
+) -> Vec<WantedTopic> {
+    let mut found: HashMap<TopicKey, Option<Arc<Topic>>> = HashMap::new();
+    let mut grouped: IndexMap<TopicKey, WantedTopic> = IndexMap::new();
+    for (key, fetch_offset, max_bytes) in wanted {
+        let topic = found
+            .entry(key.topic.clone())
+            .or_insert_with(|| match &key.topic {
+                TopicKey::Id(id) => broker.logs.topic_by_id(id),
+                TopicKey::Name(n) => std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| broker.logs.topic(n)),
+            })
+            .clone();
+        let unknown = match key.topic {
+            TopicKey::Id(_) => ResponseError::UnknownTopicId.code(),
+            TopicKey::Name(_) => ResponseError::UnknownTopicOrPartition.code(),
+        };
+        let entry = grouped.entry(key.topic.clone()).or_insert_with(|| {
+            let (name, topic_id) = match (&topic, &key.topic) {
+                (Some(t), _) => (Bytes::from(t.meta.name.clone().into_bytes()), t.meta.id),
+                (None, TopicKey::Id(id)) => (Bytes::new(), *id),
+                (None, TopicKey::Name(n)) => (n.clone(), [0; 16]),
+            };
+            let name = if name.is_empty() {
+                names.get(&key.topic).cloned().unwrap_or_default()
+            } else {
+                name
+            };
+            WantedTopic {
+                key: key.topic.clone(),
+                name,
+                topic_id,
+                partitions: Vec::new(),
+            }
+        });
+        entry.partitions.push(Wanted {
+            partition: key.partition,
+            fetch_offset,
+            max_bytes,
+            log: match &topic {
+                None => Err(unknown),
+                Some(tp) => usize::try_from(key.partition)
+                    .ok()
+                    .and_then(|i| tp.logs.get(i).cloned())
+                    .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+            },
+        });
+    }
+    grouped.into_values().collect()
+}
+
+/// Turns the last read into the answer the session calls for: a new
+/// session is stored with what it was told; an incremental answer keeps
+/// only the partitions with news, and the session remembers them.
+fn finish(
+    broker: &Broker,
+    mode: SessionMode,
+    topics: &[WantedTopic],
+    mut body: FetchResponseBody<FileSlice>,
+    version: i16,
+) -> Response {
+    let key_of = |ti: usize, p: &FetchPartition<FileSlice>| PartitionKey {
+        topic: topics[ti].key.clone(),
+        partition: p.partition_index,
+    };
+    match mode {
+        SessionMode::None => {}
+        SessionMode::New => {
+            let mut partitions = IndexMap::new();
+            for (ti, t) in body.topics.iter().enumerate() {
+                for (p, w) in t.partitions.iter().zip(&topics[ti].partitions) {
+                    partitions.insert(key_of(ti, p), told(w, p));
+                }
+            }
+            body.session_id = broker.fetch_sessions.create(partitions).unwrap_or(0);
+            metrics::gauge!(m::FETCH_SESSIONS).set(broker.fetch_sessions.len() as f64);
+        }
+        SessionMode::Incremental { id, epoch } => {
+            let kept = broker.fetch_sessions.with_session(id, epoch, |s| {
+                let mut with_data = Vec::new();
+                for (ti, t) in body.topics.iter_mut().enumerate() {
+                    let wanted = &topics[ti].partitions;
+                    let mut keep = Vec::with_capacity(t.partitions.len());
+                    for (p, w) in t.partitions.drain(..).zip(wanted) {
+                        let key = key_of(ti, &p);
+                        let now = told(w, &p);
+                        let news = match s.partitions.get_mut(&key) {
+                            Some(c) => {
+                                let changed = c.high_watermark != now.high_watermark
+                                    || c.last_stable_offset != now.last_stable_offset
+                                    || c.log_start_offset != now.log_start_offset;
+                                *c = now;
+                                changed
+                            }
+                            None => true,
+                        };
+                        if p.records.is_some() {
+                            with_data.push(key);
+                        }
+                        if news || p.records.is_some() || p.error_code != 0 {
+                            keep.push(p);
+                        }
+                    }
+                    t.partitions = keep;
+                }
+                // Round-robin: those that got data go to the back.
+                for key in with_data {
+                    if let Some(c) = s.partitions.shift_remove(&key) {
+                        s.partitions.insert(key, c);
+                    }
+                }
+                s.bump_epoch();
+            });
+            if kept.is_err() {
+                // Evicted or advanced by another request meanwhile.
+                return session_error_response(ResponseError::FetchSessionIdNotFound, version);
+            }
+            body.topics.retain(|t| !t.partitions.is_empty());
+            body.session_id = id;
+        }
+    }
+    let (parts, len) = body.encode(version);
+    Response {
+        parts,
+        len,
+        error_code: 0,
+    }
+}
+
+/// What a session remembers of a partition after an answer.
+fn told(w: &Wanted, p: &FetchPartition<FileSlice>) -> CachedPartition {
+    CachedPartition {
+        fetch_offset: w.fetch_offset,
+        max_bytes: w.max_bytes,
+        high_watermark: p.high_watermark,
+        last_stable_offset: p.last_stable_offset,
+        log_start_offset: p.log_start_offset,
+    }
 }
 
 /// Counts a fetch in the purgatory gauge for as long as it is parked.

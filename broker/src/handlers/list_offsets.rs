@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -39,7 +40,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                             .and_then(|i| t.logs.get(i))
                     });
                     let Some(log) = log else {
-                        return resp.with_error_code(3);
+                        return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let found = match p.timestamp {
                         // read_committed consumers start at the last stable offset.
@@ -55,7 +56,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                             .map(|o| o.map(|(off, ts)| (ts, off))),
                     };
                     match found {
-                        Ok(Some((ts, offset))) => resp.with_timestamp(ts).with_offset(offset),
+                        Ok(Some((ts, offset))) => {
+                            let resp = resp.with_timestamp(ts).with_offset(offset);
+                            // v4+: the epoch of the found offset; one leader
+                            // has written every batch on a single node.
+                            if version >= 4 {
+                                resp.with_leader_epoch(log.latest_epoch())
+                            } else {
+                                resp
+                            }
+                        }
                         Ok(None) => resp,
                         Err(e) => resp.with_error_code(storage_error_code(&e)),
                     }

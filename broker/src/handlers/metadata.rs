@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -33,9 +34,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .collect(),
         Some(wanted) => wanted
             .into_iter()
+            // v10+ may name a topic by id; Kafka 4.x's AdminClient then
+            // sends an empty name rather than null.
             .map(|w| match w.name {
-                Some(name) => by_name(broker, &name, allow_create, version),
-                None => by_id(broker, w.topic_id, version),
+                Some(name) if w.topic_id.is_nil() || !name.is_empty() => {
+                    by_name(broker, &name, allow_create, version)
+                }
+                _ => by_id(broker, w.topic_id, version),
             })
             .collect(),
     };
@@ -74,7 +79,7 @@ fn by_name(
         return error(storage_error_code(&e));
     }
     if !(allow_create && broker.config.auto_create_topics) {
-        return error(3); // UNKNOWN_TOPIC_OR_PARTITION
+        return error(ResponseError::UnknownTopicOrPartition.code());
     }
     match crate::topics::auto_create(broker, name_str) {
         Ok(topic) => topic_entry(broker, &topic, version),
@@ -87,19 +92,21 @@ fn by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopic {
         Some(topic) => topic_entry(broker, &topic, version),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)
-            .with_error_code(100) // UNKNOWN_TOPIC_ID
+            .with_error_code(ResponseError::UnknownTopicId.code())
             .with_topic_authorized_operations(i32::MIN),
     }
 }
 
 fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
-    let partitions = (0..topic.meta.partitions)
-        .map(|p| {
+    let partitions = topic
+        .logs
+        .iter()
+        .map(|log| {
             MetadataResponsePartition::default()
-                .with_partition_index(p)
+                .with_partition_index(log.partition())
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(log.latest_epoch())
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

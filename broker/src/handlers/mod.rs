@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use karnak_protocol::{api_versions as table, frame};
@@ -13,22 +14,28 @@ use crate::response::{HandlerError, Reply};
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group_common;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -39,6 +46,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_common;
@@ -88,6 +96,13 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeProducers => "DescribeProducers",
         ApiKey::DescribeTransactions => "DescribeTransactions",
         ApiKey::ListTransactions => "ListTransactions",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         _ => "Other",
     }
 }
@@ -199,6 +214,19 @@ pub fn dispatch(
         ApiKey::DescribeProducers => describe_producers::handle(broker, &mut body, version)?,
         ApiKey::DescribeTransactions => describe_transactions::handle(broker, &mut body, version)?,
         ApiKey::ListTransactions => list_transactions::handle(broker, &mut body, version)?,
+        ApiKey::CreatePartitions => create_partitions::handle(broker, &mut body, version)?,
+        ApiKey::DeleteRecords => delete_records::handle(broker, &mut body, version)?,
+        ApiKey::AlterConfigs => alter_configs::handle(broker, &mut body, version)?,
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(broker, &mut body, version)?
+        }
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &mut body, version)?,
+        ApiKey::DescribeTopicPartitions => {
+            describe_topic_partitions::handle(broker, &mut body, version)?
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            offset_for_leader_epoch::handle(broker, &mut body, version)?
+        }
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,
@@ -234,26 +262,31 @@ pub fn now_ms() -> i64 {
 /// The Kafka error a producer gets for a refused idempotent/transactional write.
 pub fn producer_error_code(e: &karnak_storage::log::producer_state::ProducerError) -> i16 {
     use karnak_storage::log::producer_state::ProducerError as P;
-    match e {
-        P::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
-        P::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
-        P::InvalidTxnState { .. } => 48,    // INVALID_TXN_STATE
-        P::CoordinatorFenced { .. } => 52,  // TRANSACTION_COORDINATOR_FENCED
-    }
+    let code = match e {
+        P::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        P::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        P::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+        P::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+    };
+    code.code()
 }
 
 pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
     use karnak_storage::StorageError as E;
-    match e {
-        E::OffsetOutOfRange { .. } => 1,
-        E::UnknownTopic(_) => 3,
-        E::RecordTooLarge { .. } => 10,
-        E::InvalidTopic { .. } => 17,
-        E::TopicAlreadyExists(_) => 36,
-        E::InvalidPartitions(_) => 37,
-        E::InvalidConfig { .. } | E::ConfigNotAlterable(_) => 40,
-        E::Corrupt { .. } => 2,
-        E::Producer(p) => producer_error_code(p),
-        _ => -1, // UNKNOWN_SERVER_ERROR: logged where it happens
-    }
+    let code = match e {
+        E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        E::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        E::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        E::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        E::InvalidPartitions(_) | E::PartitionsNotIncreased { .. } => {
+            ResponseError::InvalidPartitions
+        }
+        E::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        E::Corrupt { .. } => ResponseError::CorruptMessage,
+        E::Producer(p) => return producer_error_code(p),
+        // Logged where it happens.
+        _ => ResponseError::UnknownServerError,
+    };
+    code.code()
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -16,10 +17,12 @@ use crate::handlers::{now_ms, storage_error_code};
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-const INVALID_REQUIRED_ACKS: i16 = 21;
-const KAFKA_STORAGE_ERROR: i16 = 56;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-const INVALID_RECORD: i16 = 87;
+const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
+const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
+    ResponseError::TransactionalIdAuthorizationFailed.code();
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: ProduceRequest = decode(body, "Produce", version)?;
@@ -47,7 +50,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 match &topic {
                     Err(code) => Err((*code, None)),
                     Ok(t) => match t.logs.get(pd.index as usize).filter(|_| pd.index >= 0) {
-                        None => Err((3, None)),
+                        None => Err((UNKNOWN_TOPIC_OR_PARTITION, None)),
                         Some(log) => {
                             let check = |s: &BatchesSummary| {
                                 check_producer(
@@ -116,7 +119,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
 fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topic>, i16> {
     if crate::topics::is_internal(name) {
         // Only the coordinator writes its own partitions, as in Kafka.
-        return Err(17); // INVALID_TOPIC_EXCEPTION
+        return Err(ResponseError::InvalidTopicException.code());
     }
     if let Some(t) = broker.logs.topic(name) {
         return Ok(t);
@@ -125,7 +128,7 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topi
         return Err(storage_error_code(&e));
     }
     if !broker.config.auto_create_topics {
-        return Err(3);
+        return Err(UNKNOWN_TOPIC_OR_PARTITION);
     }
     crate::topics::auto_create(broker, name)
 }

@@ -4,12 +4,13 @@
 //! top-level error code, and a closed connection otherwise (as Kafka does for
 //! requests it cannot parse).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, Message};
 
 use crate::response::{HandlerError, Response};
 
-const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 
 fn encode<M: Encodable + Message>(msg: M, version: i16) -> Option<Result<Response, HandlerError>> {
     if version < M::VERSIONS.min || version > M::VERSIONS.max {

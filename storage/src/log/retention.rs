@@ -1,24 +1,76 @@
-//! Deleting whole sealed segments: by retention (`retention.ms`,
-//! `retention.bytes`) and behind a coordinator checkpoint.
+//! Moving the log start offset: whole sealed segments deleted by retention
+//! (`retention.ms`, `retention.bytes`) and behind a coordinator checkpoint,
+//! and DeleteRecords, which may move it inside a segment.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{AppendState, Log, PRODUCER_ID_EXPIRATION_MS, lock};
+use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::config::CleanupPolicy;
 use crate::error::StorageError;
+
+/// A log start offset inside the first segment (DeleteRecords), in the
+/// partition directory. Whole-segment deletions need no record of their own:
+/// the first segment's base says it.
+pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+
+pub(super) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, StorageError> {
+    Ok(read_checkpoint(&dir.join(LOG_START_OFFSET_CHECKPOINT), 1)?
+        .and_then(|e| e.first().map(|e| e[0])))
+}
 
 impl Log {
     /// Open transactions whose data was deleted can no longer hold the
     /// stable offset back.
-    fn after_head_truncated(&self, st: &mut AppendState) {
+    fn after_head_truncated(&self, st: &mut AppendState) -> Result<(), StorageError> {
         st.producers.truncate_head(self.log_start_offset());
         self.txn_index.truncate_head(self.log_start_offset());
+        self.leader_epochs
+            .truncate_from_start(self.log_start_offset())?;
         let leo = self.log_end_offset();
         self.last_stable_offset.store(
             st.producers.first_unstable_offset().unwrap_or(leo),
             Ordering::Release,
         );
+        Ok(())
+    }
+
+    /// DeleteRecords: makes `offset` the log start offset (records below it
+    /// are gone for fetch, ListOffsets and SQL), deletes the sealed segments
+    /// wholly below it, and returns the new log start offset (Kafka's low
+    /// watermark). The new start is durable before this returns. Offsets
+    /// past the high watermark are `OffsetOutOfRange`; one at or below the
+    /// current start changes nothing.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let mut st = lock(&self.append);
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        if offset < 0 || offset > hw {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: hw,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        write_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &[vec![offset]])?;
+        self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
+        for seg in self.segment_list() {
+            if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
+                break;
+            }
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&seg.base_offset);
+            seg.delete_files(&self.dir)?;
+        }
+        self.after_head_truncated(&mut st)?;
+        Ok(self.log_start_offset())
     }
 
     /// Deletes sealed segments holding only offsets below `offset`: for a
@@ -41,7 +93,7 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
-            self.after_head_truncated(&mut st);
+            self.after_head_truncated(&mut st)?;
         }
         Ok(deleted)
     }
@@ -54,7 +106,8 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let mut st = lock(&self.append);
         st.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
-        if self.config.cleanup_policy == CleanupPolicy::Compact {
+        let cfg = self.config();
+        if cfg.cleanup_policy == CleanupPolicy::Compact {
             return Ok(0);
         }
         let mut deleted = 0;
@@ -65,11 +118,11 @@ impl Log {
             if Arc::ptr_eq(first, &st.active) {
                 break;
             }
-            let by_time = self.config.retention_ms >= 0
+            let by_time = cfg.retention_ms >= 0
                 && first.max_ts().timestamp >= 0
-                && now_ms.saturating_sub(first.max_ts().timestamp) > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0
-                && total.saturating_sub(first.size()) >= self.config.retention_bytes as u64;
+                && now_ms.saturating_sub(first.max_ts().timestamp) > cfg.retention_ms;
+            let by_size = cfg.retention_bytes >= 0
+                && total.saturating_sub(first.size()) >= cfg.retention_bytes as u64;
             if !(by_time || by_size) {
                 break;
             }
@@ -83,7 +136,7 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
-            self.after_head_truncated(&mut st);
+            self.after_head_truncated(&mut st)?;
         }
         Ok(deleted)
     }

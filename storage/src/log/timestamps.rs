@@ -3,10 +3,11 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
-use karnak_protocol::record_batch::{
-    BatchHeader, Compression, HEADER_LEN, TimestampType, read_varint as varint,
-};
+use bytes::Bytes;
+use karnak_protocol::kafka_protocol::records::RecordBatchDecoder;
+use karnak_protocol::record_batch::{BatchHeader, TimestampType};
 
 use super::Log;
 use crate::error::{IoContext, StorageError};
@@ -32,8 +33,10 @@ impl Log {
         Ok(None)
     }
 
-    /// Within a batch whose max timestamp >= ts, the exact record when the
-    /// batch is uncompressed CreateTime; otherwise the batch itself.
+    /// Within a batch whose max timestamp >= ts, the first record with
+    /// timestamp >= ts (compressed batches are decompressed, as Kafka
+    /// does). LogAppendTime gives every record the batch's time, so the
+    /// batch's first record; a batch that does not decode, the batch.
     fn record_for_timestamp(
         &self,
         seg: &LogSegment,
@@ -41,50 +44,52 @@ impl Log {
         h: &BatchHeader,
         ts: i64,
     ) -> Result<(i64, i64), StorageError> {
-        if h.timestamp_type() != TimestampType::CreateTime
-            || h.compression() != Ok(Compression::None)
-        {
+        if h.timestamp_type() != TimestampType::CreateTime {
             return Ok((h.base_offset, h.max_timestamp));
         }
         let mut buf = vec![0u8; h.total_size()];
         seg.file.read_exact_at_ctx(&mut buf, pos, &seg.path)?;
-        let mut rest = &buf[HEADER_LEN..];
-        for _ in 0..h.record_count {
-            let Some((len, n)) = varint(rest) else { break };
-            let Some(body) = rest.get(n..n + len.max(0) as usize) else {
-                break;
-            };
-            // attributes (1 byte), timestamp delta, offset delta
-            let Some((ts_delta, n1)) = body.get(1..).and_then(varint) else {
-                break;
-            };
-            let Some((off_delta, _)) = body.get(1 + n1..).and_then(varint) else {
-                break;
-            };
-            let rts = h.base_timestamp + ts_delta;
-            if rts >= ts {
-                return Ok((h.base_offset + off_delta, rts));
+        let mut bytes = Bytes::from(buf);
+        match RecordBatchDecoder::decode(&mut bytes) {
+            Ok(set) => Ok(set
+                .records
+                .iter()
+                .find(|r| r.timestamp >= ts)
+                .map_or((h.base_offset, h.max_timestamp), |r| {
+                    (r.offset, r.timestamp)
+                })),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, offset = h.base_offset, error = %e, "timestamp lookup: batch does not decode");
+                Ok((h.base_offset, h.max_timestamp))
             }
-            rest = &rest[n + len.max(0) as usize..];
         }
-        Ok((h.base_offset, h.max_timestamp))
     }
 
-    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the batch with the
-    /// largest max timestamp (its last offset). None when empty.
+    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the first record
+    /// with the largest timestamp (KAFKA-16310: the record, not its batch's
+    /// last offset). None when empty.
     pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
-        let mut best: Option<(i64, i64)> = None;
+        let mut best: Option<(i64, i64, Arc<LogSegment>)> = None;
         for seg in self.segment_list() {
             let m = seg.max_ts();
-            if m.timestamp >= 0 && best.is_none_or(|(t, _)| m.timestamp > t) {
-                best = Some((m.timestamp, m.offset));
+            if m.timestamp >= 0 && best.as_ref().is_none_or(|(t, _, _)| m.timestamp > *t) {
+                best = Some((m.timestamp, m.offset, seg));
             }
         }
-        if best.is_none() && self.log_end_offset() > self.log_start_offset() {
-            // Batches without timestamps: Kafka answers with the last record.
-            return Ok(Some((-1, self.log_end_offset() - 1)));
+        let Some((ts, last_offset, seg)) = best else {
+            if self.log_end_offset() > self.log_start_offset() {
+                // Batches without timestamps: Kafka answers with the last record.
+                return Ok(Some((-1, self.log_end_offset() - 1)));
+            }
+            return Ok(None);
+        };
+        match seg.find_batch(last_offset, seg.size())? {
+            Some((pos, h)) => {
+                let (offset, found_ts) = self.record_for_timestamp(&seg, pos, &h, ts)?;
+                Ok(Some((found_ts, offset)))
+            }
+            None => Ok(Some((ts, last_offset))),
         }
-        Ok(best)
     }
 }
 

@@ -1,0 +1,58 @@
+//! AlterConfigs (key 33), the legacy whole-set form: the configs given
+//! replace every override of the resource (what is left out returns to its
+//! default), as Kafka does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::configs::{self, ConfigOp, OpType, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: AlterConfigsRequest = decode(body, "AlterConfigs", version)?;
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let ops: Vec<ConfigOp> = r
+                .configs
+                .iter()
+                .map(|c| ConfigOp {
+                    name: c.name.as_str().to_string(),
+                    op: OpType::Set,
+                    value: c.value.as_ref().map(|v| v.as_str().to_string()),
+                })
+                .collect();
+            let name = r.resource_name.as_str();
+            let outcome = match r.resource_type {
+                RESOURCE_TOPIC => {
+                    configs::alter_topic(broker, name, &ops, true, request.validate_only)
+                }
+                RESOURCE_BROKER => {
+                    configs::alter_broker(broker, name, &ops, true, request.validate_only)
+                }
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
+            };
+            let response = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match outcome {
+                Ok(()) => response,
+                Err((code, msg)) => response
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+            }
+        })
+        .collect();
+    let response = AlterConfigsResponse::default().with_responses(responses);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}

@@ -1,0 +1,120 @@
+//! CreatePartitions (key 37): grows a topic. Partitions are only ever
+//! added; on one node every new partition is led by this broker.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::StrBytes;
+use karnak_storage::StorageError;
+
+use crate::broker::Broker;
+use crate::handlers::storage_error_code;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: CreatePartitionsRequest = decode(body, "CreatePartitions", version)?;
+    let mut names = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !names.insert(t.name.as_str()))
+        .map(|t| t.name.as_str().to_string())
+        .collect();
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.as_str().to_string();
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let fail = |e: ResponseError, msg: String| {
+                result
+                    .clone()
+                    .with_error_code(e.code())
+                    .with_error_message(Some(StrBytes::from_string(msg)))
+            };
+            if duplicates.contains(&name) {
+                return fail(
+                    ResponseError::InvalidRequest,
+                    "Duplicate topic in request.".into(),
+                );
+            }
+            let Some(topic) = broker.logs.topic(&name) else {
+                return fail(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("This server does not host this topic: {name}"),
+                );
+            };
+            if crate::topics::is_internal(&name) {
+                // Its partition count is the number of coordinator shards.
+                return fail(
+                    ResponseError::InvalidRequest,
+                    format!("{name} is an internal topic: its partitions cannot be changed"),
+                );
+            }
+            let current = topic.meta.partitions;
+            if t.count < current {
+                return fail(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "Topic currently has {current} partitions, which is higher than the requested {}.",
+                        t.count
+                    ),
+                );
+            }
+            if t.count == current {
+                return fail(
+                    ResponseError::InvalidPartitions,
+                    format!("Topic already has {current} partitions."),
+                );
+            }
+            if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
+                let added = (t.count - current) as usize;
+                if assignments.len() != added {
+                    return fail(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "Increasing the number of partitions by {added} but {} assignments provided.",
+                            assignments.len()
+                        ),
+                    );
+                }
+                let node = broker.node_id();
+                if let Some(a) = assignments
+                    .iter()
+                    .find(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| b.0 != node))
+                {
+                    let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                    return fail(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("replicas {ids:?} must be exactly this broker ({node})"),
+                    );
+                }
+            }
+            if request.validate_only {
+                return match karnak_storage::manager::check_partition_count(t.count) {
+                    Ok(()) => result,
+                    Err(e) => fail_storage(result, &e),
+                };
+            }
+            match broker.logs.create_partitions(&name, t.count) {
+                Ok(_) => result,
+                Err(e) => fail_storage(result, &e),
+            }
+        })
+        .collect();
+    let response = CreatePartitionsResponse::default().with_results(results);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}
+
+fn fail_storage(
+    result: CreatePartitionsTopicResult,
+    e: &StorageError,
+) -> CreatePartitionsTopicResult {
+    result
+        .with_error_code(storage_error_code(e))
+        .with_error_message(Some(StrBytes::from_string(e.to_string())))
+}

@@ -1,0 +1,67 @@
+//! IncrementalAlterConfigs (key 44): SET, DELETE, APPEND and SUBTRACT on
+//! topic configs and on the broker's dynamic log defaults, as
+//! `kafka-configs --alter` and the AdminClient send them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::configs::{self, ConfigOp, OpType, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: IncrementalAlterConfigsRequest = decode(body, "IncrementalAlterConfigs", version)?;
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let ops: Result<Vec<ConfigOp>, _> = r
+                .configs
+                .iter()
+                .map(|c| {
+                    OpType::from_wire(c.config_operation)
+                        .map(|op| ConfigOp {
+                            name: c.name.as_str().to_string(),
+                            op,
+                            value: c.value.as_ref().map(|v| v.as_str().to_string()),
+                        })
+                        .ok_or_else(|| {
+                            (
+                                ResponseError::InvalidRequest,
+                                format!("unknown config operation {}", c.config_operation),
+                            )
+                        })
+                })
+                .collect();
+            let name = r.resource_name.as_str();
+            let outcome = ops.and_then(|ops| match r.resource_type {
+                RESOURCE_TOPIC => {
+                    configs::alter_topic(broker, name, &ops, false, request.validate_only)
+                }
+                RESOURCE_BROKER => {
+                    configs::alter_broker(broker, name, &ops, false, request.validate_only)
+                }
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
+            });
+            let response = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match outcome {
+                Ok(()) => response,
+                Err((code, msg)) => response
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+            }
+        })
+        .collect();
+    let response = IncrementalAlterConfigsResponse::default().with_responses(responses);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}

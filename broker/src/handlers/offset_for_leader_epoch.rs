@@ -1,0 +1,57 @@
+//! OffsetForLeaderEpoch (key 23): for each partition, the end offset of
+//! the requested leader epoch, from the log's leader-epoch cache. Consumers
+//! use it to validate their position after a leader change (KIP-320);
+//! followers to find where to truncate (KIP-101, KIP-279).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+
+pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+    let request: OffsetForLeaderEpochRequest = decode(body, "OffsetForLeaderEpoch", version)?;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic.as_str();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let result = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(log) = broker.logs.log(name, p.partition) else {
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    // -1: the client does not know the current epoch.
+                    let current = p.current_leader_epoch;
+                    let ours = log.latest_epoch();
+                    if current > ours {
+                        return result.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                    }
+                    if current >= 0 && current < ours {
+                        return result.with_error_code(ResponseError::FencedLeaderEpoch.code());
+                    }
+                    let (epoch, end) = log.end_offset_for_epoch(p.leader_epoch);
+                    result.with_leader_epoch(epoch).with_end_offset(end)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = OffsetForLeaderEpochResponse::default().with_topics(topics);
+    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+}
