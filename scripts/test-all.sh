@@ -12,6 +12,8 @@
 #   KARNAK_TEST_WORKERS  pytest-xdist workers for the compat suite (default 2;
 #                     every test has its own brokers, ports and dirs)
 #   SKIP_CARGO=1      do not build or run cargo tests (use an existing binary)
+#   JAVA_TEST_ARGS    extra Maven arguments for the Java compat suite (compat-tests/java)
+#   SKIP_JAVA=1       do not run the Java compat suite (local use)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +31,8 @@ section "system tools"
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
@@ -96,12 +100,55 @@ rc=$?
 set -e
 cd "$ROOT"
 
+# ---------------------------------------------------------------- (f) Java compat
+# The Java client 4.4.0 (producer, consumers, transactions, AdminClient) against the same binary, plus
+# differential tests against a real Apache Kafka 4.4.0 broker started from the Maven artifacts
+# (compat-tests/java). Maven fills ~/.m2 on the first run (about 150 MB). Any failure, including
+# Maven not resolving or no test running, fails this script.
+#   JAVA_TEST_ARGS   extra Maven arguments (e.g. "-Dtest=AdminClientTest" or "-DexcludedGroups=none")
+#   SKIP_JAVA=1      do not run the Java suite (reported as a failure-free skip, for local use only)
+java_rc=0
+if [ "${SKIP_JAVA:-0}" = "1" ]; then
+    section "Java compat tests skipped (SKIP_JAVA=1)"
+    java_rc=skipped
+else
+    section "compat tests (Java, Maven) against $KARNAK_BIN"
+    JAVA_START=$(date +%s)
+    set +e
+    if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+        echo "FAIL: java and mvn are needed for compat-tests/java" >&2
+        java_rc=127
+    else
+        java -version 2>&1 | head -n 1
+        # shellcheck disable=SC2086
+        mvn -B -ntp -Dstyle.color=never -f "$COMPAT/java/pom.xml" test -Dkarnak.bin="$KARNAK_BIN" ${JAVA_TEST_ARGS:-}
+        java_rc=$?
+    fi
+    set -e
+    echo "Java compat tests: exit code $java_rc in $(( $(date +%s) - JAVA_START ))s"
+fi
+
 section "done in $(( $(date +%s) - START ))s"
+fail=0
 if [ "$rc" -eq 5 ]; then
     echo "FAIL: pytest collected no tests" >&2
-    exit 1
+    fail=1
 elif [ "$rc" -ne 0 ]; then
     echo "FAIL: compat tests failed (pytest exit code $rc)" >&2
-    exit "$rc"
+    fail=1
+else
+    echo "pytest compat tests passed"
+fi
+if [ "$java_rc" = skipped ]; then
+    echo "Java compat tests skipped (SKIP_JAVA=1)"
+elif [ "$java_rc" -ne 0 ]; then
+    echo "FAIL: Java compat tests failed (mvn exit code $java_rc)" >&2
+    fail=1
+else
+    echo "Java compat tests passed"
+fi
+if [ "$fail" -ne 0 ]; then
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi
+    exit 1
 fi
 echo "all tests passed"
