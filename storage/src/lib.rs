@@ -5,6 +5,7 @@
 //! `sendfile`; and the Arrow face of sealed segments for SQL scans.
 
 pub mod arrow_face;
+pub mod cleaner;
 pub mod columnar;
 pub mod config;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod manager;
 pub mod segment;
 pub mod topic;
 
+pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, FileSlice, Log, ReadResult};

@@ -17,6 +17,7 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
+mod compaction;
 pub mod producer_state;
 mod read;
 mod retention;
@@ -24,6 +25,7 @@ mod timestamps;
 mod transactions;
 pub mod txn_index;
 
+pub use compaction::LastRecord;
 use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
 use transactions::aborted_entry;
 use txn_index::TxnIndex;
@@ -94,6 +96,13 @@ pub struct Log {
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
     hw: tokio::sync::watch::Sender<i64>,
+    /// The log cleaner's offset cleaned up to; -1: none yet.
+    clean_offset: AtomicI64,
+    /// Held by a cleaning of this log for its whole run.
+    cleaning: Mutex<()>,
+    /// Set on close: a running cleaning gives up.
+    clean_abort: AtomicBool,
+    uncleanable: AtomicBool,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -115,6 +124,9 @@ impl Log {
         config: LogConfig,
     ) -> Result<Log, StorageError> {
         std::fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        // Finish (or undo) a cleaner swap a crash interrupted, before the
+        // segments are listed.
+        crate::cleaner::swap::recover_swaps(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let mut bases = Vec::new();
@@ -124,8 +136,6 @@ impl Log {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap")
                 || name.ends_with(".arrow.tmp")
                 || name.ends_with(".snapshot.tmp")
             {
@@ -215,6 +225,10 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             dirty_dir: AtomicBool::new(false),
             hw,
+            clean_offset: AtomicI64::new(-1),
+            cleaning: Mutex::new(()),
+            clean_abort: AtomicBool::new(false),
+            uncleanable: AtomicBool::new(false),
         })
     }
 
@@ -261,6 +275,7 @@ impl Log {
                 reason: "records to append hold no whole batches".into(),
             });
         }
+        self.check_keys(records, &batches)?;
         let mut st = lock(&self.append);
         if st.closed {
             return Err(StorageError::io(
@@ -442,7 +457,7 @@ impl Log {
         Ok(())
     }
 
-    fn segment_list(&self) -> Vec<Arc<LogSegment>> {
+    pub(crate) fn segment_list(&self) -> Vec<Arc<LogSegment>> {
         self.segments
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -584,6 +599,8 @@ impl Log {
     /// Clean shutdown: flush, seal the active segment's indexes, write the
     /// clean-shutdown marker. Later appends fail.
     pub fn close(&self) -> Result<(), StorageError> {
+        // A cleaning must not swap segments under a closing log.
+        self.abort_cleaning();
         let mut st = lock(&self.append);
         if st.closed {
             return Ok(());

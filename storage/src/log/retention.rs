@@ -65,9 +65,13 @@ impl Log {
             if Arc::ptr_eq(first, &st.active) {
                 break;
             }
+            // A segment the cleaner emptied has no timestamp to age by and
+            // nothing to keep.
             let by_time = self.config.retention_ms >= 0
-                && first.max_ts().timestamp >= 0
-                && now_ms.saturating_sub(first.max_ts().timestamp) > self.config.retention_ms;
+                && (first.size() == 0
+                    || first.max_ts().timestamp >= 0
+                        && now_ms.saturating_sub(first.max_ts().timestamp)
+                            > self.config.retention_ms);
             let by_size = self.config.retention_bytes >= 0
                 && total.saturating_sub(first.size()) >= self.config.retention_bytes as u64;
             if !(by_time || by_size) {
