@@ -47,6 +47,9 @@ struct MetaFile {
 pub struct LogManager {
     data_dir: PathBuf,
     defaults: LogConfig,
+    /// The data dir's log cleaner (compacted topics). Declared before the
+    /// lock so its thread is stopped before the flock is released.
+    cleaner: LogCleaner,
     /// Holds the flock for as long as the manager lives.
     _lock: File,
     /// Shared with the cleaner thread, which walks the logs by itself.
@@ -55,8 +58,6 @@ pub struct LogManager {
     admin: Mutex<()>,
     /// The data dir's flusher: acks=all waits here.
     group_commit: GroupCommit,
-    /// The data dir's log cleaner (compacted topics).
-    cleaner: LogCleaner,
 }
 
 impl LogManager {
@@ -158,11 +159,11 @@ impl LogManager {
         Ok(LogManager {
             data_dir: data_dir.to_path_buf(),
             defaults,
+            cleaner,
             _lock: lock,
             topics,
             admin: Mutex::new(()),
             group_commit,
-            cleaner,
         })
     }
 
