@@ -102,6 +102,9 @@ pub struct Log {
     cleaning: Mutex<()>,
     /// Set on close: a running cleaning gives up.
     clean_abort: AtomicBool,
+    /// Held by whatever removes sealed segments (retention, deletes behind
+    /// a checkpoint, the cleaner's swap), before the append lock if both.
+    segment_removal: Mutex<()>,
     uncleanable: AtomicBool,
 }
 
@@ -228,6 +231,7 @@ impl Log {
             clean_offset: AtomicI64::new(-1),
             cleaning: Mutex::new(()),
             clean_abort: AtomicBool::new(false),
+            segment_removal: Mutex::new(()),
             uncleanable: AtomicBool::new(false),
         })
     }

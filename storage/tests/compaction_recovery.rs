@@ -298,3 +298,60 @@ fn arrow_faces_of_replaced_segments_are_rebuilt() {
     }
     assert_eq!(rows, 3);
 }
+
+#[test]
+fn appends_and_reads_go_on_while_the_cleaner_swaps_segments() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(d.path(), compact_cfg(2_000)));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut want = BTreeMap::new();
+            for i in 0..3_000 {
+                let (k, v) = (format!("k{}", i % 50), format!("v{i}"));
+                let off = put(&log, T, &[(&k, Some(&v))]);
+                want.insert(k, (off, v));
+                if i % 300 == 299 {
+                    log.roll().unwrap();
+                }
+            }
+            done.store(true, Ordering::Release);
+            want
+        })
+    };
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut passes = 0;
+            while !done.load(Ordering::Acquire) {
+                // Checks CRCs, decodability and that offsets only grow.
+                let recs = records(&log);
+                assert!(recs.windows(2).all(|w| w[0].offset < w[1].offset));
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let mut cleanings = 0;
+    while !done.load(Ordering::Acquire) {
+        if log.compact(T).unwrap().is_some() {
+            cleanings += 1;
+        }
+    }
+    let want = writer.join().unwrap();
+    assert!(reader.join().unwrap() > 0);
+    log.roll().unwrap();
+    log.compact(T).unwrap();
+    assert!(cleanings > 0);
+    let got: BTreeMap<String, (i64, String)> = records(&log)
+        .into_iter()
+        .map(|r| {
+            let (k, v) = r.kv();
+            (k, (r.offset, v.unwrap()))
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(records(&log).len(), 50);
+}

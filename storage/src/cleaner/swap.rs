@@ -17,7 +17,7 @@
 //! the cleaned one, so keeping it is harmless (it is compacted again).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::FileExt;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN};
@@ -73,16 +73,14 @@ fn remove_segment(dir: &Path, base: i64) -> Result<(), StorageError> {
 /// The offset after the last whole batch of the file at `path` (`base`
 /// when it holds none). Lengths are checked against the file's size.
 fn end_offset(path: &Path, base: i64) -> Result<i64, StorageError> {
-    let file = std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    let len = file
-        .metadata()
-        .ctx(|| format!("stat {}", path.display()))?
-        .len();
+    let ctx = || format!("reading {}", path.display());
+    let file = std::fs::File::open(path).ctx(ctx)?;
+    let len = file.metadata().ctx(ctx)?.len();
+    let mut r = BufReader::with_capacity(64 << 10, file);
     let (mut pos, mut next) = (0u64, base);
     let mut head = [0u8; HEADER_LEN];
     while pos + HEADER_LEN as u64 <= len {
-        file.read_exact_at(&mut head, pos)
-            .ctx(|| format!("reading {} at {pos}", path.display()))?;
+        r.read_exact(&mut head).ctx(ctx)?;
         let Ok(h) = BatchHeader::parse(&head) else {
             break;
         };
@@ -91,6 +89,8 @@ fn end_offset(path: &Path, base: i64) -> Result<i64, StorageError> {
             break;
         }
         next = next.max(h.next_offset());
+        r.seek_relative((total - HEADER_LEN as u64) as i64)
+            .ctx(ctx)?;
         pos += total;
     }
     Ok(next)

@@ -125,10 +125,11 @@ impl Log {
     }
 
     /// Swaps the cleaned segment `new` (its `.cleaned` files written and
-    /// synced) in for `old`, under the append lock so retention, rolls and
-    /// close see the segments before or after, never between. Readers
-    /// holding an old segment keep reading its (unlinked) file. False when
-    /// the swap was abandoned: an old segment is gone or the log closed.
+    /// synced) in for `old`. Under the segment-removal lock, so retention
+    /// sees the segments before or after, never between; appends never
+    /// wait for it (they only touch the active segment). Readers holding
+    /// an old segment keep reading its (unlinked) file. False when the
+    /// swap was abandoned: an old segment is gone or the log is closing.
     pub(crate) fn replace_segments(
         &self,
         old: &[Arc<LogSegment>],
@@ -136,12 +137,12 @@ impl Log {
         txns: Vec<AbortedTxn>,
     ) -> Result<bool, StorageError> {
         let base = new.base_offset;
-        let st = lock(&self.append);
-        let all_there = old
-            .iter()
-            .all(|s| self.holds_segment(s) && !Arc::ptr_eq(s, &st.active));
-        if st.closed || !all_there || old.first().is_none_or(|s| s.base_offset != base) {
-            drop(st);
+        let _removal = lock(&self.segment_removal);
+        let all_there = old.iter().all(|s| self.holds_segment(s));
+        if self.clean_abort.load(Ordering::Acquire)
+            || !all_there
+            || old.first().is_none_or(|s| s.base_offset != base)
+        {
             segment_io::discard_cleaned(&self.dir, base);
             return Ok(false);
         }
@@ -154,13 +155,14 @@ impl Log {
         let end = new.next_offset();
         {
             let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            // Never the active segment: everything cleaned lies below it.
+            debug_assert!(segs.last_key_value().is_some_and(|(b, _)| *b >= end));
             for s in old {
                 segs.remove(&s.base_offset);
             }
             segs.insert(base, Arc::new(new));
         }
         self.txn_index.replace_range(base, end, txns);
-        drop(st);
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = base,
             replaced = old.len(), "swapped in a cleaned segment");
         Ok(true)

@@ -25,6 +25,7 @@ impl Log {
     /// log whose live state has been rewritten past them (the coordinator's
     /// checkpoints). Returns how many were deleted.
     pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         let mut deleted = 0;
         for seg in self.segment_list() {
@@ -52,6 +53,7 @@ impl Log {
     /// Also forgets producers idle past Kafka's `producer.id.expiration.ms`
     /// (a quiet partition may not roll for days).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         st.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
         if self.config.cleanup_policy == CleanupPolicy::Compact {
