@@ -282,6 +282,18 @@ impl LogConfig {
         Ok(c)
     }
 
+    /// How long the active segment may stay open: `segment.ms`, or
+    /// `max.compaction.lag.ms` when smaller on a compacted topic (Kafka's
+    /// maxSegmentMs), since the cleaner never touches the active segment.
+    pub fn max_segment_ms(&self) -> u64 {
+        if self.cleanup_policy.compacts() {
+            self.segment_ms
+                .min(self.max_compaction_lag_ms.max(1) as u64)
+        } else {
+            self.segment_ms
+        }
+    }
+
     /// The effective value of every known topic config as Kafka would
     /// report it (name -> value string).
     pub fn describe(&self) -> BTreeMap<String, String> {
@@ -388,6 +400,29 @@ mod tests {
     }
 
     #[test]
+    fn compacted_topics_roll_by_max_compaction_lag() {
+        let c = LogConfig::default()
+            .with_overrides(&o(&[("max.compaction.lag.ms", "5000")]))
+            .unwrap();
+        assert_eq!(c.max_segment_ms(), c.segment_ms);
+        let c = LogConfig::default()
+            .with_overrides(&o(&[
+                ("max.compaction.lag.ms", "5000"),
+                ("cleanup.policy", "compact"),
+            ]))
+            .unwrap();
+        assert_eq!(c.max_segment_ms(), 5000);
+        assert!(
+            LogConfig::default()
+                .with_overrides(&o(&[
+                    ("min.compaction.lag.ms", "10"),
+                    ("max.compaction.lag.ms", "5")
+                ]))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_overrides_are_rejected() {
         for (k, v) in [
             ("no.such.config", "1"),
@@ -397,6 +432,9 @@ mod tests {
             ("preallocate", "maybe"),
             ("message.timestamp.type", "Now"),
             ("min.cleanable.dirty.ratio", "2"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+            ("max.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "-1"),
         ] {
             let err = LogConfig::default()
                 .with_overrides(&o(&[(k, v)]))

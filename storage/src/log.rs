@@ -423,7 +423,7 @@ impl Log {
         let max_seg = self.config.segment_bytes.min(i32::MAX as u64);
         let created = active.created_ms.load(Ordering::Relaxed);
         let roll = active.size() + size > max_seg
-            || (created >= 0 && now.saturating_sub(created) >= self.config.segment_ms as i64)
+            || (created >= 0 && now.saturating_sub(created) >= self.config.max_segment_ms() as i64)
             || active.indexes_full()
             || (next_offset + records as i64 - active.base_offset) > u32::MAX as i64;
         if !roll {
