@@ -105,6 +105,7 @@ pub struct Log {
     /// Held by whatever removes sealed segments (retention, deletes behind
     /// a checkpoint, the cleaner's swap), before the append lock if both.
     segment_removal: Mutex<()>,
+    /// A cleaning failed: the cleaner thread skips this log until restart.
     uncleanable: AtomicBool,
 }
 

@@ -211,17 +211,24 @@ impl CleanedWriter {
 
     /// Appends one batch (`h` is its header), indexing it as an append would.
     pub fn append(&mut self, batch: &[u8], h: &BatchHeader) -> Result<(), StorageError> {
-        debug_assert!(
-            h.base_offset >= self.next_offset,
-            "batches go in offset order"
-        );
         let len = batch.len() as u64;
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: log_path(&self.dir, self.base),
+            reason,
+        };
+        // The source segments were recovered in order; a batch out of order
+        // here would make the cleaned segment unreadable.
+        if h.base_offset < self.next_offset || len != h.total_size() as u64 {
+            return Err(corrupt(format!(
+                "cleaned batch at offset {} follows offset {} or has the wrong length",
+                h.base_offset, self.next_offset
+            )));
+        }
         // Positions and relative offsets are u32 in the indexes.
         if self.pos + len > u32::MAX as u64 || h.last_offset() - self.base > u32::MAX as i64 {
-            return Err(StorageError::Corrupt {
-                path: log_path(&self.dir, self.base),
-                reason: "cleaned segment would outgrow its 32-bit index".into(),
-            });
+            return Err(corrupt(
+                "cleaned segment would outgrow its 32-bit index".into(),
+            ));
         }
         if self.pos > 0 && self.since_entry > self.interval as u64 {
             self.index.push((h.base_offset, self.pos));
