@@ -25,14 +25,14 @@
 
 pub mod checkpoint;
 mod clean;
-pub mod codec;
-pub mod offset_map;
-pub mod records;
-pub mod segment_io;
-pub mod service;
-pub mod swap;
-pub mod throttle;
-pub mod txn;
+pub(crate) mod codec;
+pub(crate) mod offset_map;
+pub(crate) mod records;
+pub(crate) mod segment_io;
+pub(crate) mod service;
+pub(crate) mod swap;
+pub(crate) mod throttle;
+pub(crate) mod txn;
 
 use std::sync::Arc;
 

@@ -54,16 +54,8 @@ impl OffsetMap {
         }
     }
 
-    pub fn slots(&self) -> usize {
-        self.slots.len()
-    }
-
     pub fn len(&self) -> usize {
         self.entries
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 
     pub fn latest_offset(&self) -> i64 {

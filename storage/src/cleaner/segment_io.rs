@@ -199,10 +199,6 @@ impl CleanedWriter {
         })
     }
 
-    pub fn size(&self) -> u64 {
-        self.pos
-    }
-
     fn add_time(&mut self, ts: i64, offset: i64) {
         if ts >= 0 && self.times.last().is_none_or(|(t, _)| ts > *t) {
             self.times.push((ts, offset));
