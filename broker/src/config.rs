@@ -80,6 +80,18 @@ pub struct Args {
     /// How often segments past `retention.ms` / `retention.bytes` are deleted and producers idle for a day forgotten, ms (Kafka `log.retention.check.interval.ms`). [default: 300000]
     #[arg(long, env = "KARNAK_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Kafka `log.cleaner.enable`: run the log cleaner (compaction of `cleanup.policy=compact` topics). [default: true]
+    #[arg(long, env = "KARNAK_LOG_CLEANER_ENABLE")]
+    pub log_cleaner_enable: Option<bool>,
+    /// Kafka `log.cleaner.io.max.bytes.per.second`: the cleaner's reads plus writes, bytes/s, so produce latency does not move; 0: no limit (Kafka's default). [default: 67108864]
+    #[arg(long, env = "KARNAK_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Kafka `log.cleaner.dedupe.buffer.size`: most memory for one cleaning's key map, bytes. [default: 134217728]
+    #[arg(long, env = "KARNAK_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// Kafka `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning. [default: 15000]
+    #[arg(long, env = "KARNAK_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// Build the Arrow face (`<base>.arrow`) of sealed segments for SQL scans; off: scans decode the log. [default: true when SQL is on]
     #[arg(long, env = "KARNAK_SQL_ARROW_FACES")]
     pub sql_arrow_faces: Option<bool>,
@@ -148,6 +160,10 @@ struct FileConfig {
     log_flush_interval_messages: Option<u64>,
     log_flush_interval_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
+    log_cleaner_enable: Option<bool>,
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    log_cleaner_backoff_ms: Option<u64>,
     sql_arrow_faces: Option<bool>,
     flush_on_acks_all: Option<bool>,
     log_message_timestamp_type: Option<String>,
@@ -162,6 +178,9 @@ struct FileConfig {
     transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     transactional_id_expiration_ms: Option<i64>,
 }
+
+/// `--log-cleaner-io-max-bytes-per-second` when not given: 64 MiB/s.
+const DEFAULT_CLEANER_IO: u64 = 64 << 20;
 
 /// Resolved configuration.
 #[derive(Debug, Clone)]
@@ -183,6 +202,7 @@ pub struct Config {
     /// Build Arrow faces of sealed segments (only with SQL on).
     pub arrow_faces: bool,
     pub log_defaults: karnak_storage::LogConfig,
+    pub cleaner: karnak_storage::CleanerConfig,
     pub group_coordinator_shards: u32,
     pub groups: karnak_coordinator::GroupConfig,
     pub transactions: karnak_coordinator::TxnConfig,
@@ -275,6 +295,23 @@ impl Config {
             ),
             arrow_faces: pick!(sql_enabled, true) && pick!(sql_arrow_faces, true),
             log_defaults,
+            cleaner: {
+                let d = karnak_storage::CleanerConfig::default();
+                // Kafka leaves the cleaner unthrottled; a bound keeps a big
+                // first cleaning from taking the disk from producers.
+                let io = pick!(log_cleaner_io_max_bytes_per_second, DEFAULT_CLEANER_IO);
+                karnak_storage::CleanerConfig {
+                    enabled: pick!(log_cleaner_enable, d.enabled),
+                    io_max_bytes_per_second: if io == 0 { f64::INFINITY } else { io as f64 },
+                    dedupe_buffer_bytes: pick!(
+                        log_cleaner_dedupe_buffer_size,
+                        d.dedupe_buffer_bytes
+                    )
+                    .max(1 << 20),
+                    backoff_ms: pick!(log_cleaner_backoff_ms, d.backoff_ms),
+                    ..d
+                }
+            },
             group_coordinator_shards: pick!(group_coordinator_shards, 64),
             groups: {
                 let d = karnak_coordinator::GroupConfig::default();

@@ -147,6 +147,21 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
             "socket.request.max.bytes",
             c.socket_request_max_bytes.to_string(),
         ),
+        ("log.cleaner.enable", c.cleaner.enabled.to_string()),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            // Kafka prints its unlimited default as Double.MAX_VALUE.
+            if c.cleaner.io_max_bytes_per_second.is_finite() {
+                format!("{:.1}", c.cleaner.io_max_bytes_per_second)
+            } else {
+                "1.7976931348623157E308".to_string()
+            },
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            c.cleaner.dedupe_buffer_bytes.to_string(),
+        ),
+        ("log.cleaner.backoff.ms", c.cleaner.backoff_ms.to_string()),
     ]
     .into_iter()
     .map(|(name, value)| ConfigEntry {

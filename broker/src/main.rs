@@ -49,8 +49,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let cluster_id = broker::load_cluster_id(&config.data_dir, config.cluster_id.as_deref())?;
     let started = std::time::Instant::now();
-    let logs = karnak_storage::LogManager::open(&config.data_dir, config.log_defaults.clone())
-        .with_context(|| format!("opening logs in {}", config.data_dir.display()))?;
+    let logs = karnak_storage::LogManager::open_with_cleaner(
+        &config.data_dir,
+        config.log_defaults.clone(),
+        config.cleaner.clone(),
+    )
+    .with_context(|| format!("opening logs in {}", config.data_dir.display()))?;
     let logs = Arc::new(logs);
     info!(
         topics = logs.topics().len(),

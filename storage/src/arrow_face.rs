@@ -35,6 +35,9 @@ const META_VERSION: &str = "karnak.arrow_face.version";
 const META_BASE: &str = "karnak.segment.base_offset";
 const META_NEXT: &str = "karnak.segment.next_offset";
 const META_FIRSTS: &str = "karnak.block.first_offsets";
+/// The `.log`'s size when the face was built: a segment the cleaner
+/// replaced keeps its base (and often its range) but not its size.
+const META_LOG_BYTES: &str = "karnak.segment.log_bytes";
 
 /// Rows per block: DataFusion's default batch size, so blocks flow through
 /// plans without re-chunking.
@@ -79,19 +82,30 @@ impl ArrowFace {
     pub fn build(log: &Arc<Log>, seg: &LogSegment) -> Result<ArrowFace, StorageError> {
         let (dir, base, next) = (log.dir(), seg.base_offset, seg.next_offset());
         let tmp = tmp_path(dir, base);
-        let result = write_file(log, &tmp, base, next);
+        let result = write_file(log, &tmp, base, next, seg.size());
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
         let path = arrow_path(dir, base);
         std::fs::rename(&tmp, &path).ctx(|| format!("renaming {} into place", tmp.display()))?;
-        ArrowFace::open(&path, base, next)
+        ArrowFace::open_checked(&path, base, next, Some(seg.size()))
     }
 
     /// Opens and checks an existing file: it must have been built by this
     /// version from exactly the segment range `[base, next)`.
     pub fn open(path: &Path, base: i64, next: i64) -> Result<ArrowFace, StorageError> {
+        Self::open_checked(path, base, next, None)
+    }
+
+    /// As [`Self::open`]; with `log_bytes`, a file built from a `.log` of
+    /// another size (one the cleaner has since replaced) is refused too.
+    pub fn open_checked(
+        path: &Path,
+        base: i64,
+        next: i64,
+        log_bytes: Option<u64>,
+    ) -> Result<ArrowFace, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -134,6 +148,13 @@ impl ArrowFace {
         {
             return Err(corrupt(format!(
                 "built by another version or for another range than [{base}, {next})"
+            )));
+        }
+        if let (Some(want), Some(got)) = (log_bytes, meta(META_LOG_BYTES))
+            && got != want.to_string()
+        {
+            return Err(corrupt(format!(
+                "built from a {got}-byte segment, which is now {want} bytes (cleaned since)"
             )));
         }
         let firsts = meta(META_FIRSTS)
@@ -231,7 +252,13 @@ fn slice_offsets(batch: RecordBatch, from: i64, to: i64) -> RecordBatch {
     }
 }
 
-fn write_file(log: &Arc<Log>, tmp: &Path, base: i64, next: i64) -> Result<(), StorageError> {
+fn write_file(
+    log: &Arc<Log>,
+    tmp: &Path,
+    base: i64,
+    next: i64,
+    log_bytes: u64,
+) -> Result<(), StorageError> {
     let io = |e: arrow::error::ArrowError| StorageError::Corrupt {
         path: tmp.to_path_buf(),
         reason: format!("writing the Arrow face: {e}"),
@@ -258,6 +285,7 @@ fn write_file(log: &Arc<Log>, tmp: &Path, base: i64, next: i64) -> Result<(), St
     writer.write_metadata(META_BASE, base.to_string());
     writer.write_metadata(META_NEXT, next.to_string());
     writer.write_metadata(META_FIRSTS, firsts.join(","));
+    writer.write_metadata(META_LOG_BYTES, log_bytes.to_string());
     writer.finish().map_err(io)?;
     let mut out = writer.into_inner().map_err(io)?;
     out.flush().ctx(|| format!("writing {}", tmp.display()))?;
@@ -280,7 +308,12 @@ pub fn attach_missing(log: &Arc<Log>, budget: usize) -> Result<usize, StorageErr
             continue;
         }
         let path = arrow_path(log.dir(), seg.base_offset);
-        let face = match ArrowFace::open(&path, seg.base_offset, seg.next_offset()) {
+        let face = match ArrowFace::open_checked(
+            &path,
+            seg.base_offset,
+            seg.next_offset(),
+            Some(seg.size()),
+        ) {
             Ok(face) => face,
             Err(e) => {
                 if path.exists() {

@@ -7,7 +7,9 @@ use karnak_protocol::record_batch::TimestampType;
 
 use crate::error::StorageError;
 
-/// `cleanup.policy`.
+/// `cleanup.policy`: `delete` removes whole old segments (retention),
+/// `compact` keeps the newest record per key (see [`crate::cleaner`]),
+/// `compact,delete` does both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CleanupPolicy {
     #[default]
@@ -24,6 +26,11 @@ impl CleanupPolicy {
             CleanupPolicy::Compact => "compact",
             CleanupPolicy::CompactDelete => "compact,delete",
         }
+    }
+
+    /// Whether the log cleaner compacts logs with this policy.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
     }
 
     fn parse(v: &str) -> Option<Self> {
@@ -58,6 +65,17 @@ pub struct LogConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a tombstone (and a transaction
+    /// marker whose data is gone) outlives the cleaning that first saw it.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this stay uncompacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this force a
+    /// cleaning even below the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty bytes over all bytes below which
+    /// a log is not cleaned.
+    pub min_cleanable_dirty_ratio: f64,
     /// Most disk blocks reserved ahead of an active segment's end (a broker
     /// setting, not a topic config; 0: none). See
     /// [`crate::segment::LogSegment::append`].
@@ -85,6 +103,10 @@ impl Default for LogConfig {
             retention_ms: 604_800_000,
             retention_bytes: -1,
             cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
             preallocate_ahead_bytes: crate::segment::PREALLOCATE_AHEAD,
             other: BTreeMap::new(),
         }
@@ -103,12 +125,8 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
     ("compression.zstd.level", "3", Kind::Int),
     ("min.insync.replicas", "1", Kind::Int),
     ("unclean.leader.election.enable", "false", Kind::Bool),
-    ("min.compaction.lag.ms", "0", Kind::Long),
-    ("max.compaction.lag.ms", "9223372036854775807", Kind::Long),
-    ("delete.retention.ms", "86400000", Kind::Long),
     ("preallocate", "false", Kind::Bool),
     ("file.delete.delay.ms", "60000", Kind::Long),
-    ("min.cleanable.dirty.ratio", "0.5", Kind::Ratio),
     ("segment.jitter.ms", "0", Kind::Long),
     ("local.retention.ms", "-2", Kind::Long),
     ("local.retention.bytes", "-2", Kind::Long),
@@ -202,6 +220,10 @@ const TYPED: &[&str] = &[
     "retention.ms",
     "retention.bytes",
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
 ];
 
 /// Every topic config name we know, acted on or stored only.
@@ -224,7 +246,6 @@ enum Kind {
     Int,
     Long,
     Bool,
-    Ratio,
     OneOf(&'static [&'static str]),
     Any,
 }
@@ -260,7 +281,6 @@ fn check_kind(name: &str, value: &str, kind: Kind) -> Result<(), StorageError> {
         Kind::Int => v.parse::<i32>().is_ok(),
         Kind::Long => v.parse::<i64>().is_ok(),
         Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
-        Kind::Ratio => v.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
         Kind::OneOf(options) => options.contains(&v),
         Kind::Any => true,
     };
@@ -315,6 +335,16 @@ impl LogConfig {
                     c.cleanup_policy = CleanupPolicy::parse(value)
                         .ok_or_else(|| invalid(n, format!("invalid value {value:?}")))?
                 }
+                "delete.retention.ms" => c.delete_retention_ms = parse_num(n, value, 0i64)?,
+                "min.compaction.lag.ms" => c.min_compaction_lag_ms = parse_num(n, value, 0i64)?,
+                "max.compaction.lag.ms" => c.max_compaction_lag_ms = parse_num(n, value, 1i64)?,
+                "min.cleanable.dirty.ratio" => {
+                    let r: f64 = parse_num(n, value, 0.0f64)?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(invalid(n, format!("value {r} is not within [0, 1]")));
+                    }
+                    c.min_cleanable_dirty_ratio = r;
+                }
                 _ => match PASSTHROUGH.iter().find(|(k, _, _)| *k == n) {
                     Some((_, _, kind)) => {
                         check_kind(n, value, *kind)?;
@@ -324,7 +354,29 @@ impl LogConfig {
                 },
             }
         }
+        // Kafka refuses the pair that could never be satisfied.
+        if c.min_compaction_lag_ms > c.max_compaction_lag_ms {
+            return Err(invalid(
+                "min.compaction.lag.ms",
+                format!(
+                    "{} is above max.compaction.lag.ms {}",
+                    c.min_compaction_lag_ms, c.max_compaction_lag_ms
+                ),
+            ));
+        }
         Ok(c)
+    }
+
+    /// How long the active segment may stay open: `segment.ms`, or
+    /// `max.compaction.lag.ms` when smaller on a compacted topic (Kafka's
+    /// maxSegmentMs), since the cleaner never touches the active segment.
+    pub fn max_segment_ms(&self) -> u64 {
+        if self.cleanup_policy.compacts() {
+            self.segment_ms
+                .min(self.max_compaction_lag_ms.max(1) as u64)
+        } else {
+            self.segment_ms
+        }
     }
 
     /// The effective value of every known topic config as Kafka would
@@ -373,6 +425,19 @@ impl LogConfig {
         put(
             "cleanup.policy",
             self.cleanup_policy.as_kafka_str().to_string(),
+        );
+        put("delete.retention.ms", self.delete_retention_ms.to_string());
+        put(
+            "min.compaction.lag.ms",
+            self.min_compaction_lag_ms.to_string(),
+        );
+        put(
+            "max.compaction.lag.ms",
+            self.max_compaction_lag_ms.to_string(),
+        );
+        put(
+            "min.cleanable.dirty.ratio",
+            self.min_cleanable_dirty_ratio.to_string(),
         );
         for (k, default, _) in PASSTHROUGH {
             let v = self.other.get(*k).map_or(*default, String::as_str);
@@ -429,6 +494,29 @@ mod tests {
     }
 
     #[test]
+    fn compacted_topics_roll_by_max_compaction_lag() {
+        let c = LogConfig::default()
+            .with_overrides(&o(&[("max.compaction.lag.ms", "5000")]))
+            .unwrap();
+        assert_eq!(c.max_segment_ms(), c.segment_ms);
+        let c = LogConfig::default()
+            .with_overrides(&o(&[
+                ("max.compaction.lag.ms", "5000"),
+                ("cleanup.policy", "compact"),
+            ]))
+            .unwrap();
+        assert_eq!(c.max_segment_ms(), 5000);
+        assert!(
+            LogConfig::default()
+                .with_overrides(&o(&[
+                    ("min.compaction.lag.ms", "10"),
+                    ("max.compaction.lag.ms", "5")
+                ]))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_overrides_are_rejected() {
         for (k, v) in [
             ("no.such.config", "1"),
@@ -438,6 +526,9 @@ mod tests {
             ("preallocate", "maybe"),
             ("message.timestamp.type", "Now"),
             ("min.cleanable.dirty.ratio", "2"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+            ("max.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "-1"),
         ] {
             let err = LogConfig::default()
                 .with_overrides(&o(&[(k, v)]))

@@ -47,6 +47,10 @@ pub enum StorageError {
     Producer(#[from] crate::log::producer_state::ProducerError),
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     RecordTooLarge { size: usize, max: u32 },
+    /// Kafka's INVALID_RECORD (87): compaction keeps the newest record per
+    /// key, so a compacted topic refuses records that have none.
+    #[error("compacted topic {topic} partition {partition} cannot accept a record without a key")]
+    KeylessRecordOnCompactedTopic { topic: String, partition: i32 },
 }
 
 impl StorageError {

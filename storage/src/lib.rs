@@ -6,6 +6,7 @@
 
 pub mod arrow_face;
 mod checkpoint;
+pub mod cleaner;
 pub mod columnar;
 pub mod config;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod manager;
 pub mod segment;
 pub mod topic;
 
+pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, FileSlice, Log, ReadResult};

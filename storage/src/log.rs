@@ -17,6 +17,7 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
+mod compaction;
 pub mod leader_epoch;
 pub mod producer_state;
 mod read;
@@ -25,6 +26,7 @@ mod timestamps;
 mod transactions;
 pub mod txn_index;
 
+pub use compaction::LastRecord;
 use leader_epoch::LeaderEpochCache;
 use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
 use transactions::aborted_entry;
@@ -99,6 +101,17 @@ pub struct Log {
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
     hw: tokio::sync::watch::Sender<i64>,
+    /// The log cleaner's offset cleaned up to; -1: none yet.
+    clean_offset: AtomicI64,
+    /// Held by a cleaning of this log for its whole run.
+    cleaning: Mutex<()>,
+    /// Set on close: a running cleaning gives up.
+    clean_abort: AtomicBool,
+    /// Held by whatever removes sealed segments (retention, deletes behind
+    /// a checkpoint, the cleaner's swap), before the append lock if both.
+    segment_removal: Mutex<()>,
+    /// A cleaning failed: the cleaner thread skips this log until restart.
+    uncleanable: AtomicBool,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -120,6 +133,9 @@ impl Log {
         config: LogConfig,
     ) -> Result<Log, StorageError> {
         std::fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        // Finish (or undo) a cleaner swap a crash interrupted, before the
+        // segments are listed.
+        crate::cleaner::swap::recover_swaps(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let mut bases = Vec::new();
@@ -129,8 +145,6 @@ impl Log {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap")
                 || name.ends_with(".arrow.tmp")
                 || name.ends_with(".snapshot.tmp")
             {
@@ -227,6 +241,11 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             dirty_dir: AtomicBool::new(false),
             hw,
+            clean_offset: AtomicI64::new(-1),
+            cleaning: Mutex::new(()),
+            clean_abort: AtomicBool::new(false),
+            segment_removal: Mutex::new(()),
+            uncleanable: AtomicBool::new(false),
         })
     }
 
@@ -274,6 +293,7 @@ impl Log {
                 reason: "records to append hold no whole batches".into(),
             });
         }
+        self.check_keys(records, &batches)?;
         let mut st = lock(&self.append);
         if st.closed {
             return Err(StorageError::io(
@@ -418,7 +438,7 @@ impl Log {
         let max_seg = cfg.segment_bytes.min(i32::MAX as u64);
         let created = active.created_ms.load(Ordering::Relaxed);
         let roll = active.size() + size > max_seg
-            || (created >= 0 && now.saturating_sub(created) >= cfg.segment_ms as i64)
+            || (created >= 0 && now.saturating_sub(created) >= cfg.max_segment_ms() as i64)
             || active.indexes_full()
             || (next_offset + records as i64 - active.base_offset) > u32::MAX as i64;
         if !roll {
@@ -456,7 +476,7 @@ impl Log {
         Ok(())
     }
 
-    fn segment_list(&self) -> Vec<Arc<LogSegment>> {
+    pub(crate) fn segment_list(&self) -> Vec<Arc<LogSegment>> {
         self.segments
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -635,6 +655,8 @@ impl Log {
     /// Clean shutdown: flush, seal the active segment's indexes, write the
     /// clean-shutdown marker. Later appends fail.
     pub fn close(&self) -> Result<(), StorageError> {
+        // A cleaning must not swap segments under a closing log.
+        self.abort_cleaning();
         let mut st = lock(&self.append);
         if st.closed {
             return Ok(());

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
+use crate::cleaner::service::LogCleaner;
+use crate::cleaner::{CleanStats, CleanerConfig};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::group_commit::{FlushOutcome, FlusherStopped, GroupCommit};
@@ -78,9 +80,13 @@ pub struct LogManager {
     /// Dynamic broker configs (IncrementalAlterConfigs on the broker
     /// resource), by topic-config name; persisted in the metadata dir.
     dynamic: RwLock<DynamicBrokerConfigs>,
+    /// The data dir's log cleaner (compacted topics). Declared before the
+    /// lock so its thread is stopped before the flock is released.
+    cleaner: LogCleaner,
     /// Holds the flock for as long as the manager lives.
     _lock: File,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Shared with the cleaner thread, which walks the logs by itself.
+    topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
     /// Serializes create/delete so their filesystem steps do not interleave.
     admin: Mutex<()>,
     /// The data dir's flusher: acks=all waits here.
@@ -88,8 +94,19 @@ pub struct LogManager {
 }
 
 impl LogManager {
-    /// Opens (creating) the data dir, locks it, and loads and recovers every topic.
+    /// Opens (creating) the data dir, locks it, and loads and recovers every
+    /// topic; the log cleaner runs with Kafka's default settings.
     pub fn open(data_dir: &Path, defaults: LogConfig) -> Result<LogManager, StorageError> {
+        Self::open_with_cleaner(data_dir, defaults, CleanerConfig::default())
+    }
+
+    /// As [`Self::open`], with the log cleaner's settings (its thread is
+    /// started unless `cleaner.enabled` is false).
+    pub fn open_with_cleaner(
+        data_dir: &Path,
+        defaults: LogConfig,
+        cleaner: CleanerConfig,
+    ) -> Result<LogManager, StorageError> {
         let topics_dir = data_dir.join(META_DIR).join("topics");
         std::fs::create_dir_all(&topics_dir)
             .ctx(|| format!("creating {}", topics_dir.display()))?;
@@ -177,12 +194,29 @@ impl LogManager {
         }
         let group_commit = GroupCommit::start("logs")
             .ctx(|| format!("starting the log flusher thread for {}", data_dir.display()))?;
+        let topics = Arc::new(RwLock::new(topics));
+        let source = topics.clone();
+        let enabled = cleaner.enabled;
+        let cleaner = LogCleaner::new(
+            data_dir,
+            cleaner,
+            Box::new(move || {
+                let map = source.read().unwrap_or_else(|e| e.into_inner());
+                map.values().flat_map(|t| t.logs.iter().cloned()).collect()
+            }),
+        );
+        if enabled {
+            cleaner
+                .start("logs")
+                .ctx(|| format!("starting the log cleaner thread for {}", data_dir.display()))?;
+        }
         Ok(LogManager {
             data_dir: data_dir.to_path_buf(),
             static_defaults,
             dynamic: RwLock::new(dynamic),
+            cleaner,
             _lock: lock,
-            topics: RwLock::new(topics),
+            topics,
             admin: Mutex::new(()),
             group_commit,
         })
@@ -444,6 +478,9 @@ impl LogManager {
                 Err(e) => return Err(StorageError::io(format!("renaming {}", dir.display()), e)),
             }
         }
+        if let Err(e) = self.cleaner.write_checkpoint() {
+            tracing::warn!(topic = name, error = %e, "updating the cleaner checkpoint after a topic deletion");
+        }
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.meta.clone())
     }
@@ -528,6 +565,13 @@ impl LogManager {
         deleted
     }
 
+    /// Cleans, on the caller's thread, every compacted log that needs it at
+    /// `now_ms` (dirty ratio, compaction lags), as the cleaner thread would;
+    /// the checkpoint is updated. Returns what each cleaning did.
+    pub fn clean_now(&self, now_ms: i64) -> Vec<CleanStats> {
+        self.cleaner.clean_now(now_ms)
+    }
+
     /// Builds (or opens) the Arrow face of sealed segments that lack one,
     /// at most `budget` in all, skipping internal (`__`) topics. Returns how
     /// many it attached. Slow (reads and writes whole segments): call from a
@@ -568,6 +612,8 @@ impl LogManager {
     }
 
     pub fn shutdown(&self) -> Result<(), StorageError> {
+        // A cleaning in progress is abandoned (its output discarded).
+        self.cleaner.stop();
         // Queued flushes finish first; closing flushes the rest.
         self.group_commit.stop();
         let mut first = None;

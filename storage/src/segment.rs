@@ -130,6 +130,27 @@ impl LogSegment {
         }
     }
 
+    /// A sealed segment from files the log cleaner wrote (see
+    /// `crate::cleaner`): `path` is where the `.log` will live once
+    /// swapped in; the open handles stay valid across that rename.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_cleaned(
+        path: PathBuf,
+        file: File,
+        base: i64,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        size: u64,
+        next_offset: i64,
+        max_ts: MaxTs,
+    ) -> LogSegment {
+        let seg = LogSegment::assemble(path, file, base, index, time_index);
+        seg.size.store(size, Ordering::Release);
+        seg.next_offset.store(next_offset, Ordering::Release);
+        *seg.max_ts.lock().unwrap_or_else(|e| e.into_inner()) = max_ts;
+        seg
+    }
+
     /// Opens an existing segment. Sealed segments (`next_base` is Some) are
     /// trusted and only their indexes rebuilt if missing or broken; the
     /// active one has its tail scanned from the last index entry, with
@@ -166,12 +187,15 @@ impl LogSegment {
                 }
                 seg.next_offset.store(next, Ordering::Release);
             }
-            Some(_) => {
+            Some(next) => {
                 tracing::warn!(segment = %seg.path.display(), "rebuilding missing or corrupt index of sealed segment");
                 wlock(&seg.index).preallocate(index_bytes)?;
                 wlock(&seg.time_index).preallocate(index_bytes)?;
                 seg.recover(interval, 0, false)?;
                 seg.seal()?;
+                // A cleaned segment's last batch may end before the next
+                // segment's base; the offsets between belong to it.
+                seg.next_offset.store(next, Ordering::Release);
             }
             None => {
                 let start = if index_ok {
@@ -250,9 +274,12 @@ impl LogSegment {
                 ));
                 break;
             }
+            // A cleaned segment may start past its base offset (its first
+            // records were compacted away), so only a scan from an index
+            // entry knows the exact first offset.
             if h.base_offset < expected
                 || h.last_offset_delta < 0
-                || (first && h.base_offset != expected)
+                || (first && start > 0 && h.base_offset != expected)
             {
                 reason = Some(format!(
                     "batch base offset {} where {} was expected",

@@ -72,3 +72,65 @@ pub fn producer_batch(
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }
+
+/// A record's key and value (`None`: null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A CreateTime v2 batch of keyed records (`None` key or value: null),
+/// records section compressed with `codec`; record i has timestamp
+/// `base_ts + i`. `producer`: (id, epoch, base sequence, transactional).
+pub fn keyed_batch(
+    base_ts: i64,
+    records: &[KeyValue<'_>],
+    codec: karnak_protocol::record_batch::Compression,
+    producer: Option<(i64, i16, i32, bool)>,
+) -> Vec<u8> {
+    use karnak_protocol::record_batch::Compression;
+    let mut recs = Vec::new();
+    for (i, (k, v)) in records.iter().enumerate() {
+        let mut body = vec![0u8];
+        put_varint(&mut body, i as i64); // timestamp delta
+        put_varint(&mut body, i as i64); // offset delta
+        for field in [k, v] {
+            match field {
+                Some(b) => {
+                    put_varint(&mut body, b.len() as i64);
+                    body.extend_from_slice(b);
+                }
+                None => put_varint(&mut body, -1),
+            }
+        }
+        put_varint(&mut body, 0);
+        put_varint(&mut recs, body.len() as i64);
+        recs.extend_from_slice(&body);
+    }
+    let section = crate::cleaner::codec::compress(codec, &recs).expect("compress");
+    let n = records.len() as i32;
+    let (pid, epoch, seq, txn) = producer.unwrap_or((-1, -1, -1, false));
+    let codec_bits: i16 = match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    };
+    let attributes = codec_bits | if txn { 0x10 } else { 0 };
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + section.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&(base_ts + n as i64 - 1).to_be_bytes());
+    b.extend_from_slice(&pid.to_be_bytes());
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&section);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}

@@ -284,6 +284,7 @@ pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
         }
         E::InvalidConfig { .. } => ResponseError::InvalidConfig,
         E::Corrupt { .. } => ResponseError::CorruptMessage,
+        E::KeylessRecordOnCompactedTopic { .. } => ResponseError::InvalidRecord,
         E::Producer(p) => return producer_error_code(p),
         // Logged where it happens.
         _ => ResponseError::UnknownServerError,

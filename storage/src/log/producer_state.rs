@@ -369,7 +369,12 @@ pub fn rebuild(
         };
         while let Some(h) = seg.header_at(pos, end)? {
             if h.producer_id >= 0 {
-                let control = if h.is_control() {
+                let control = if h.is_control() && h.record_count == 0 {
+                    // A marker the cleaner emptied, kept for the producer's
+                    // epoch: it ended a transaction with nothing left.
+                    let epoch = mgr.entry(h.producer_id).map_or(-1, |e| e.coordinator_epoch);
+                    Some((ControlType::Commit, epoch))
+                } else if h.is_control() {
                     let batch = seg.read_at(pos, h.total_size())?;
                     parse_marker(&batch, &h)
                 } else {

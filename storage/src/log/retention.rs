@@ -44,6 +44,7 @@ impl Log {
     /// past the high watermark are `OffsetOutOfRange`; one at or below the
     /// current start changes nothing.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         let hw = self.high_watermark();
         let start = self.log_start_offset();
@@ -77,6 +78,7 @@ impl Log {
     /// log whose live state has been rewritten past them (the coordinator's
     /// checkpoints). Returns how many were deleted.
     pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         let mut deleted = 0;
         for seg in self.segment_list() {
@@ -104,6 +106,7 @@ impl Log {
     /// Also forgets producers idle past Kafka's `producer.id.expiration.ms`
     /// (a quiet partition may not roll for days).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         st.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
         let cfg = self.config();
@@ -118,9 +121,12 @@ impl Log {
             if Arc::ptr_eq(first, &st.active) {
                 break;
             }
+            // A segment the cleaner emptied has no timestamp to age by and
+            // nothing to keep.
             let by_time = cfg.retention_ms >= 0
-                && first.max_ts().timestamp >= 0
-                && now_ms.saturating_sub(first.max_ts().timestamp) > cfg.retention_ms;
+                && (first.size() == 0
+                    || first.max_ts().timestamp >= 0
+                        && now_ms.saturating_sub(first.max_ts().timestamp) > cfg.retention_ms);
             let by_size = cfg.retention_bytes >= 0
                 && total.saturating_sub(first.size()) >= cfg.retention_bytes as u64;
             if !(by_time || by_size) {

@@ -24,7 +24,7 @@ pub struct AbortedTxn {
 }
 
 impl AbortedTxn {
-    fn encode(&self) -> [u8; ENTRY] {
+    pub(crate) fn encode(&self) -> [u8; ENTRY] {
         let mut b = [0u8; ENTRY];
         b[0..8].copy_from_slice(&self.producer_id.to_be_bytes());
         b[8..16].copy_from_slice(&self.first_offset.to_be_bytes());
@@ -109,6 +109,16 @@ impl TxnIndex {
             .filter(|e| e.first_offset < upto)
             .copied()
             .collect()
+    }
+
+    /// Replaces the entries whose marker lies in `[from, to)` by `txns`
+    /// (the segments there were cleaned; the files are already swapped).
+    pub fn replace_range(&self, from: i64, to: i64, txns: Vec<AbortedTxn>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|e| e.last_offset < from || e.last_offset >= to);
+        entries.extend(txns);
+        entries.sort_by_key(|e| e.last_offset);
+        entries.dedup();
     }
 
     /// Forgets transactions wholly below the log start (their segments are gone).
