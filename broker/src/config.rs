@@ -80,6 +80,12 @@ pub struct Args {
     /// How often segments past `retention.ms` / `retention.bytes` are deleted and producers idle for a day forgotten, ms (Kafka `log.retention.check.interval.ms`). [default: 300000]
     #[arg(long, env = "KARNAK_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Kafka `offsets.retention.minutes`: committed offsets a group no longer uses are dropped after this long. [default: 10080]
+    #[arg(long, env = "KARNAK_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<u64>,
+    /// Kafka `offsets.retention.check.interval.ms`: how often expired offsets are looked for. [default: 600000]
+    #[arg(long, env = "KARNAK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<u64>,
     /// Kafka `log.cleaner.enable`: run the log cleaner (compaction of `cleanup.policy=compact` topics). [default: true]
     #[arg(long, env = "KARNAK_LOG_CLEANER_ENABLE")]
     pub log_cleaner_enable: Option<bool>,
@@ -160,6 +166,8 @@ struct FileConfig {
     log_flush_interval_messages: Option<u64>,
     log_flush_interval_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
+    offsets_retention_minutes: Option<u64>,
+    offsets_retention_check_interval_ms: Option<u64>,
     log_cleaner_enable: Option<bool>,
     log_cleaner_io_max_bytes_per_second: Option<u64>,
     log_cleaner_dedupe_buffer_size: Option<usize>,
@@ -203,6 +211,8 @@ pub struct Config {
     pub arrow_faces: bool,
     pub log_defaults: karnak_storage::LogConfig,
     pub cleaner: karnak_storage::CleanerConfig,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval: std::time::Duration,
     pub group_coordinator_shards: u32,
     pub groups: karnak_coordinator::GroupConfig,
     pub transactions: karnak_coordinator::TxnConfig,
@@ -312,6 +322,11 @@ impl Config {
                     ..d
                 }
             },
+            offsets_retention_ms: (pick!(offsets_retention_minutes, 10_080) as i64)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval: std::time::Duration::from_millis(
+                pick!(offsets_retention_check_interval_ms, 600_000).max(1),
+            ),
             group_coordinator_shards: pick!(group_coordinator_shards, 64),
             groups: {
                 let d = karnak_coordinator::GroupConfig::default();

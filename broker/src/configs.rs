@@ -44,6 +44,7 @@ const INT_CONFIGS: &[&str] = &[
     "broker.id",
     "num.partitions",
     "socket.request.max.bytes",
+    "offsets.retention.minutes",
     "segment.bytes",
     "segment.index.bytes",
     "index.interval.bytes",
@@ -146,6 +147,14 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
         (
             "socket.request.max.bytes",
             c.socket_request_max_bytes.to_string(),
+        ),
+        (
+            "offsets.retention.minutes",
+            (c.offsets_retention_ms / 60_000).to_string(),
+        ),
+        (
+            "offsets.retention.check.interval.ms",
+            c.offsets_retention_check_interval.as_millis().to_string(),
         ),
         ("log.cleaner.enable", c.cleaner.enabled.to_string()),
         (
@@ -315,9 +324,29 @@ fn known_topic_config(name: &str) -> Result<&'static str, AlterError> {
         .map_err(|_| invalid_config(format!("Unknown topic config name: {name}")))
 }
 
+/// Alters one resource of an AlterConfigs (`replace`) or
+/// IncrementalAlterConfigs request.
+pub fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    ops: &[ConfigOp],
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), AlterError> {
+    match resource_type {
+        RESOURCE_TOPIC => alter_topic(broker, name, ops, replace, validate_only),
+        RESOURCE_BROKER => alter_broker(broker, name, ops, replace, validate_only),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("resource type {other} is not supported"),
+        )),
+    }
+}
+
 /// Alters a topic's configs: incrementally (`replace` false) or, for the
 /// legacy AlterConfigs, replacing every override with `ops`' SETs.
-pub fn alter_topic(
+fn alter_topic(
     broker: &Broker,
     name: &str,
     ops: &[ConfigOp],
@@ -354,7 +383,7 @@ pub fn alter_topic(
 
 /// Alters the dynamic broker configs: this broker's (`resource_name` its
 /// id) or the cluster-wide default (`resource_name` empty).
-pub fn alter_broker(
+fn alter_broker(
     broker: &Broker,
     resource_name: &str,
     ops: &[ConfigOp],

@@ -152,20 +152,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     server::run(listener, broker, stop_tx, shutdown_signal()).await
 }
 
-/// Retention, and the Arrow faces of newly sealed segments: slow file work
+/// Retention, committed offsets' expiry, and the Arrow faces of newly sealed segments: slow file work
 /// on one blocking thread at a time, off the produce path.
 fn spawn_log_maintenance(broker: Arc<Broker>) {
     let retention_every = broker.config.log_retention_check_interval;
+    let offsets_every = broker.config.offsets_retention_check_interval;
+    let offsets_retention_ms = broker.config.offsets_retention_ms;
     let faces = broker.config.arrow_faces;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_retention = tokio::time::Instant::now();
+        let mut last_offsets = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let retention = last_retention.elapsed() >= retention_every;
             if retention {
                 last_retention = tokio::time::Instant::now();
+            }
+            let offsets = last_offsets.elapsed() >= offsets_every;
+            if offsets {
+                last_offsets = tokio::time::Instant::now();
             }
             let b = broker.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -173,6 +180,14 @@ fn spawn_log_maintenance(broker: Arc<Broker>) {
                     let n = b.logs.enforce_retention(handlers::now_ms());
                     if n > 0 {
                         info!("retention deleted {n} segments");
+                    }
+                }
+                if offsets {
+                    let n = b
+                        .groups
+                        .expire_offsets(handlers::now_ms(), offsets_retention_ms);
+                    if n > 0 {
+                        info!("expired {n} committed offsets (offsets.retention.minutes)");
                     }
                 }
                 if faces {

@@ -113,6 +113,15 @@ impl GroupCoordinator {
         }
     }
 
+    /// Expires committed offsets over every shard (Kafka's offsets
+    /// retention pass); returns how many were dropped.
+    pub fn expire_offsets(&self, now_ms: i64, retention_ms: i64) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.expire_offsets(now_ms, retention_ms))
+            .sum()
+    }
+
     pub fn shard_count(&self) -> u32 {
         self.shards.len() as u32
     }

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::configs::{self, ConfigOp, OpType, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::configs::{self, ConfigOp, OpType};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -29,19 +28,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     value: c.value.as_ref().map(|v| v.as_str().to_string()),
                 })
                 .collect();
-            let name = r.resource_name.as_str();
-            let outcome = match r.resource_type {
-                RESOURCE_TOPIC => {
-                    configs::alter_topic(broker, name, &ops, true, request.validate_only)
-                }
-                RESOURCE_BROKER => {
-                    configs::alter_broker(broker, name, &ops, true, request.validate_only)
-                }
-                other => Err((
-                    ResponseError::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                )),
-            };
+            let outcome = configs::alter_resource(
+                broker,
+                r.resource_type,
+                r.resource_name.as_str(),
+                &ops,
+                true,
+                request.validate_only,
+            );
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::fetch_session::{
-    CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, PartitionKey, SessionError, TopicKey,
+    CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, MAX_PARTITIONS_PER_SESSION, PartitionKey,
+    SessionError, TopicKey,
 };
 use crate::handlers::storage_error_code;
 use crate::metrics as m;
@@ -138,6 +139,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 })
                 .collect();
             let updated = broker.fetch_sessions.with_session(id, epoch, |s| {
+                let added = requested
+                    .iter()
+                    .filter(|(k, _, _)| !s.partitions.contains_key(k))
+                    .count();
+                if s.partitions.len() + added > MAX_PARTITIONS_PER_SESSION {
+                    return None;
+                }
                 for (k, offset, max) in requested {
                     s.partitions
                         .entry(k)
@@ -150,13 +158,24 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 for k in &forgotten {
                     s.partitions.shift_remove(k);
                 }
-                s.partitions
-                    .iter()
-                    .map(|(k, c)| (k.clone(), c.fetch_offset, c.max_bytes))
-                    .collect()
+                Some(
+                    s.partitions
+                        .iter()
+                        .map(|(k, c)| (k.clone(), c.fetch_offset, c.max_bytes))
+                        .collect(),
+                )
             });
             match updated {
-                Ok(w) => w,
+                Ok(Some(w)) => w,
+                Ok(None) => {
+                    // Grown past the bound: the session ends, and the client
+                    // falls back to a full fetch.
+                    broker.fetch_sessions.remove(id);
+                    return Ok(session_error(
+                        ResponseError::FetchSessionIdNotFound,
+                        version,
+                    ));
+                }
                 Err(SessionError::NotFound) => {
                     return Ok(session_error(
                         ResponseError::FetchSessionIdNotFound,

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::configs::{self, ConfigOp, OpType, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::configs::{self, ConfigOp, OpType};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -38,18 +38,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         })
                 })
                 .collect();
-            let name = r.resource_name.as_str();
-            let outcome = ops.and_then(|ops| match r.resource_type {
-                RESOURCE_TOPIC => {
-                    configs::alter_topic(broker, name, &ops, false, request.validate_only)
-                }
-                RESOURCE_BROKER => {
-                    configs::alter_broker(broker, name, &ops, false, request.validate_only)
-                }
-                other => Err((
-                    ResponseError::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                )),
+            let outcome = ops.and_then(|ops| {
+                configs::alter_resource(
+                    broker,
+                    r.resource_type,
+                    r.resource_name.as_str(),
+                    &ops,
+                    false,
+                    request.validate_only,
+                )
             });
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)

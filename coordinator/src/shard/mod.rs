@@ -16,6 +16,7 @@ use karnak_storage::Log;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod expiry;
 mod membership;
 mod offsets;
 
@@ -55,6 +56,10 @@ struct Timers {
 
 /// Offsets a transaction committed, by (group, producer id), waiting for
 /// its end: a commit makes them the group's offsets, an abort drops them.
+/// An offset record met in replay: group, partition, value (None: a
+/// tombstone) and its position in the shard's log.
+type ReplayedOffset = (String, (String, i32), Option<StoredOffset>, i64);
+
 pub type PendingTxnOffsets = HashMap<(String, i64), BTreeMap<(String, i32), StoredOffset>>;
 
 pub struct ShardState {
@@ -125,8 +130,11 @@ impl Shard {
     ) -> Result<Self, ShardError> {
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut offsets: Vec<(String, (String, i32), Option<StoredOffset>)> = Vec::new();
+        let mut offsets: Vec<ReplayedOffset> = Vec::new();
         let mut stored_groups: HashMap<String, Option<Group>> = HashMap::new();
+        // Where each group's last tombstone is: offsets written before it
+        // were deleted with the group (DeleteGroups, offset expiry).
+        let mut deleted_at: HashMap<String, i64> = HashMap::new();
         let mut txns: HashMap<String, TxnMetadata> = HashMap::new();
         let mut txn_offsets: PendingTxnOffsets = HashMap::new();
         let session =
@@ -171,6 +179,9 @@ impl Shard {
                                 )),
                                 None => None,
                             };
+                            if v.is_none() {
+                                deleted_at.insert(g.clone(), r.offset);
+                            }
                             stored_groups.insert(g, v);
                         }
                         Ok(RecordKey::Offset {
@@ -184,7 +195,7 @@ impl Shard {
                                 ),
                                 None => None,
                             };
-                            offsets.push((group, (topic, partition), v));
+                            offsets.push((group, (topic, partition), v, r.offset));
                         }
                         Ok(RecordKey::Txn(tid)) => match r.value {
                             Some(v) => {
@@ -240,7 +251,10 @@ impl Shard {
                 groups.remove(&g);
             }
         }
-        for (g, tp, v) in offsets {
+        for (g, tp, v, at) in offsets {
+            if deleted_at.get(&g).is_some_and(|d| at < *d) {
+                continue;
+            }
             match v {
                 Some(o) => {
                     groups

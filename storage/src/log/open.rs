@@ -1,0 +1,137 @@
+//! Opening a partition log: listing its segments, finishing what a crash
+//! interrupted (a committed compaction swap, stray temporary files, orphan
+//! Arrow faces), recovering the active segment's tail, and rebuilding the
+//! producer state, the aborted-transaction index and the leader-epoch cache.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::*;
+
+impl Log {
+    /// Opens or creates the log in `dir` and recovers it (see the crate docs).
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        // Finish (or undo) a cleaner swap a crash interrupted, before the
+        // segments are listed.
+        crate::cleaner::swap::recover_swaps(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let mut bases = Vec::new();
+        let mut faces = Vec::new();
+        for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".deleted")
+                || name.ends_with(".arrow.tmp")
+                || name.ends_with(".snapshot.tmp")
+            {
+                std::fs::remove_file(entry.path()).ctx(|| format!("removing stray {name}"))?;
+            } else if let Some(stem) = name.strip_suffix(".log")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                bases.push(base);
+            } else if let Some(stem) = name.strip_suffix(".arrow")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                faces.push((base, entry.path()));
+            }
+        }
+        bases.sort_unstable();
+        // An Arrow face whose segment is gone (deleted before a crash).
+        for (base, path) in faces {
+            if bases.binary_search(&base).is_err() {
+                std::fs::remove_file(&path)
+                    .ctx(|| format!("removing orphan {}", path.display()))?;
+            }
+        }
+        let index_bytes = config.segment_index_bytes as u64;
+        let now = now_ms();
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            let seg = LogSegment::open(
+                dir,
+                base,
+                index_bytes,
+                next,
+                clean,
+                config.index_interval_bytes,
+                now,
+            )?;
+            segments.insert(base, Arc::new(seg));
+        }
+        let active = match segments.last_key_value() {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = Arc::new(LogSegment::create(dir, 0, index_bytes, -1)?);
+                segments.insert(0, s.clone());
+                s
+            }
+        };
+        active.prepare_active(index_bytes)?;
+        if clean {
+            std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+        }
+        let leo = active.next_offset();
+        let first_base = segments.first_key_value().map_or(0, |(b, _)| *b);
+        // DeleteRecords may have moved the start inside the first segment.
+        let start = retention::read_log_start_offset(dir)?
+            .map_or(first_base, |s| s.max(first_base))
+            .min(leo);
+        let leader_epochs = LeaderEpochCache::load(dir)?;
+        leader_epochs.truncate_from_start(start)?;
+        let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
+        let (producers, completed) = producer_state::rebuild(dir, &seg_list, start, leo)?;
+        let lso = producers.first_unstable_offset().unwrap_or(leo);
+        let txn_index = TxnIndex::load(dir, &bases)?;
+        // Aborts whose index entry a crash lost are found again by replay.
+        for c in completed.iter().filter(|c| c.aborted) {
+            let seg_base = segments
+                .range(..=c.last_offset)
+                .next_back()
+                .map_or(start, |(b, _)| *b);
+            txn_index.add(dir, seg_base, aborted_entry(c, lso))?;
+        }
+        let (hw, _) = tokio::sync::watch::channel(leo);
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            topic: topic.to_string(),
+            partition,
+            config: RwLock::new(Arc::new(config)),
+            segments: RwLock::new(segments),
+            append: Mutex::new(AppendState {
+                active,
+                cursor: IndexCursor::default(),
+                unflushed_messages: 0,
+                closed: false,
+                producers,
+            }),
+            log_end_offset: AtomicI64::new(leo),
+            log_start_offset: AtomicI64::new(start),
+            last_stable_offset: AtomicI64::new(lso),
+            txn_index,
+            leader_epochs,
+            // Whatever survived recovery is on disk as far as we can tell.
+            flushed_offset: AtomicI64::new(leo),
+            flush_lock: Mutex::new(()),
+            fsyncs: AtomicU64::new(0),
+            last_flush_ms: AtomicI64::new(now),
+            dirty_dir: AtomicBool::new(false),
+            hw,
+            clean_offset: AtomicI64::new(-1),
+            cleaning: Mutex::new(()),
+            clean_abort: AtomicBool::new(false),
+            segment_removal: Mutex::new(()),
+            uncleanable: AtomicBool::new(false),
+        })
+    }
+}
