@@ -198,6 +198,25 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
     fixed.chain(log_defaults).collect()
 }
 
+/// The cluster-wide default resource (broker name ""): only the dynamic
+/// defaults set on it, as Kafka lists `--entity-default`.
+pub fn cluster_default_configs(broker: &Broker) -> Vec<ConfigEntry> {
+    let dynamic = broker.logs.dynamic_broker_configs();
+    BROKER_LOG_CONFIGS
+        .iter()
+        .filter_map(|(broker_name, topic_name)| {
+            let value = dynamic.cluster_default.get(*topic_name)?.clone();
+            Some(ConfigEntry {
+                config_type: config_type(broker_name, &value),
+                name: broker_name.to_string(),
+                value,
+                source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                read_only: false,
+            })
+        })
+        .collect()
+}
+
 /// Kafka's AlterConfigOp types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpType {
@@ -414,7 +433,7 @@ fn alter_broker(
         } else if fixed.iter().any(|f| f == name) {
             Err((
                 ResponseError::InvalidRequest,
-                format!("Cannot update these configs dynamically: Set({name})"),
+                format!("Cannot update these configs dynamically: [{name}]"),
             ))
         } else {
             Err(invalid_config(format!(
@@ -435,13 +454,20 @@ fn alter_broker(
     } else {
         all.cluster_default = updated;
     }
+    // Kafka refuses a bad broker value with INVALID_REQUEST, naming the
+    // broker config.
     let to_broker_name = |e: StorageError| match e {
         StorageError::InvalidConfig { name, reason } => {
             let shown = BROKER_LOG_CONFIGS
                 .iter()
                 .find(|(_, t)| *t == name)
                 .map_or(name.as_str(), |(b, _)| *b);
-            invalid_config(format!("Invalid value for {shown}: {reason}"))
+            let reason = reason.replacen(
+                &format!("configuration {name}:"),
+                &format!("configuration {shown}:"),
+                1,
+            );
+            (ResponseError::InvalidRequest, reason)
         }
         other => storage_refusal(other),
     };

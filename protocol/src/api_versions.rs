@@ -56,6 +56,9 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::EndTxn, 0, 3),
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 3),
+    api(ApiKey::DescribeAcls, 1, 3),
+    api(ApiKey::CreateAcls, 1, 3),
+    api(ApiKey::DeleteAcls, 1, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -197,6 +200,9 @@ mod tests {
                 ApiKey::DescribeTopicPartitions,
                 DescribeTopicPartitionsRequest::VERSIONS,
             ),
+            (ApiKey::DescribeAcls, DescribeAclsRequest::VERSIONS),
+            (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
+            (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),
         ];
         assert_eq!(crate_ranges.len(), SERVED_APIS.len());
         for (key, range) in crate_ranges {

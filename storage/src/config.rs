@@ -238,7 +238,7 @@ pub fn topic_config_names() -> impl Iterator<Item = &'static str> {
 pub fn check_known(name: &str) -> Result<&'static str, StorageError> {
     topic_config_names()
         .find(|k| *k == name)
-        .ok_or_else(|| invalid(name, "unknown topic config"))
+        .ok_or_else(|| unknown(name))
 }
 
 #[derive(Clone, Copy)]
@@ -250,10 +250,36 @@ enum Kind {
     Any,
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> StorageError {
+/// A refused value, in Kafka's words: "Invalid value X for configuration
+/// NAME: WHY".
+fn invalid(name: &str, value: &str, why: impl std::fmt::Display) -> StorageError {
     StorageError::InvalidConfig {
         name: name.to_string(),
-        reason: reason.into(),
+        reason: format!(
+            "Invalid value {} for configuration {name}: {why}",
+            value.trim()
+        ),
+    }
+}
+
+fn unknown(name: &str) -> StorageError {
+    StorageError::InvalidConfig {
+        name: name.to_string(),
+        reason: format!("Unknown topic config name: {name}"),
+    }
+}
+
+/// The type Kafka declares a numeric topic config with.
+fn kafka_type(name: &str) -> &'static str {
+    match name {
+        "segment.bytes"
+        | "index.interval.bytes"
+        | "segment.index.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "max.decompressed.message.bytes" => "INT",
+        "min.cleanable.dirty.ratio" => "DOUBLE",
+        _ => "LONG",
     }
 }
 
@@ -262,14 +288,18 @@ fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     value: &str,
     min: T,
 ) -> Result<T, StorageError> {
-    let v: T = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, format!("value {value:?} is not a valid number")))?;
+    let v: T = value.trim().parse().map_err(|_| {
+        invalid(
+            name,
+            value,
+            format!("Not a number of type {}", kafka_type(name)),
+        )
+    })?;
     if v < min {
         return Err(invalid(
             name,
-            format!("value {v} is below the minimum {min}"),
+            value,
+            format!("Value must be at least {min}"),
         ));
     }
     Ok(v)
@@ -285,10 +315,16 @@ fn check_kind(name: &str, value: &str, kind: Kind) -> Result<(), StorageError> {
         Kind::Any => true,
     };
     if ok {
-        Ok(())
-    } else {
-        Err(invalid(name, format!("invalid value {value:?}")))
+        return Ok(());
     }
+    let why = match kind {
+        Kind::Int => "Not a number of type INT".to_string(),
+        Kind::Long => "Not a number of type LONG".to_string(),
+        Kind::Bool => "Expected value to be either true or false".to_string(),
+        Kind::OneOf(options) => format!("String must be one of: {}", options.join(", ")),
+        Kind::Any => String::new(),
+    };
+    Err(invalid(name, value, why))
 }
 
 impl LogConfig {
@@ -320,7 +356,13 @@ impl LogConfig {
                     c.message_timestamp_type = match value.trim() {
                         "CreateTime" => TimestampType::CreateTime,
                         "LogAppendTime" => TimestampType::LogAppendTime,
-                        _ => return Err(invalid(n, format!("invalid value {value:?}"))),
+                        _ => {
+                            return Err(invalid(
+                                n,
+                                value,
+                                "String must be one of: CreateTime, LogAppendTime",
+                            ));
+                        }
                     }
                 }
                 "message.timestamp.before.max.ms" => {
@@ -332,8 +374,9 @@ impl LogConfig {
                 "retention.ms" => c.retention_ms = parse_num(n, value, -1i64)?,
                 "retention.bytes" => c.retention_bytes = parse_num(n, value, i64::MIN)?,
                 "cleanup.policy" => {
-                    c.cleanup_policy = CleanupPolicy::parse(value)
-                        .ok_or_else(|| invalid(n, format!("invalid value {value:?}")))?
+                    c.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
+                        invalid(n, value, "String must be one of: compact, delete")
+                    })?
                 }
                 "delete.retention.ms" => c.delete_retention_ms = parse_num(n, value, 0i64)?,
                 "min.compaction.lag.ms" => c.min_compaction_lag_ms = parse_num(n, value, 0i64)?,
@@ -341,7 +384,7 @@ impl LogConfig {
                 "min.cleanable.dirty.ratio" => {
                     let r: f64 = parse_num(n, value, 0.0f64)?;
                     if !(0.0..=1.0).contains(&r) {
-                        return Err(invalid(n, format!("value {r} is not within [0, 1]")));
+                        return Err(invalid(n, value, "Value must be no more than 1"));
                     }
                     c.min_cleanable_dirty_ratio = r;
                 }
@@ -350,7 +393,7 @@ impl LogConfig {
                         check_kind(n, value, *kind)?;
                         c.other.insert(name.clone(), value.trim().to_string());
                     }
-                    None => return Err(invalid(n, "unknown topic config")),
+                    None => return Err(unknown(n)),
                 },
             }
         }
@@ -358,8 +401,9 @@ impl LogConfig {
         if c.min_compaction_lag_ms > c.max_compaction_lag_ms {
             return Err(invalid(
                 "min.compaction.lag.ms",
+                &c.min_compaction_lag_ms.to_string(),
                 format!(
-                    "{} is above max.compaction.lag.ms {}",
+                    "conflict topic config setting min.compaction.lag.ms ({}) > max.compaction.lag.ms ({})",
                     c.min_compaction_lag_ms, c.max_compaction_lag_ms
                 ),
             ));

@@ -23,7 +23,7 @@ pub enum StorageError {
     },
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopic { name: String, reason: String },
-    #[error("topic {0:?} already exists")]
+    #[error("Topic '{0}' already exists.")]
     TopicAlreadyExists(String),
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
@@ -37,7 +37,8 @@ pub enum StorageError {
         current: i32,
         requested: i32,
     },
-    #[error("invalid config {name}: {reason}")]
+    /// `reason` is the whole message, worded as Kafka words it.
+    #[error("{reason}")]
     InvalidConfig { name: String, reason: String },
     #[error("data directory {0} is locked by another process")]
     DataDirLocked(PathBuf),

@@ -51,10 +51,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 Err(_) => out
                     .with_error_code(GROUP_ID_NOT_FOUND)
                     .with_group_state(s("Dead"))
-                    .with_error_message(Some(s(format!(
-                        "Group {} not found or not a consumer group.",
-                        id.as_str()
-                    )))),
+                    .with_error_message(Some(s(format!("Group {} not found.", id.as_str())))),
                 Ok(d) => out
                     .with_error_code(NONE)
                     .with_group_state(s(d.state))

@@ -60,7 +60,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 return fail(
                     ResponseError::InvalidPartitions,
                     format!(
-                        "Topic currently has {current} partitions, which is higher than the requested {}.",
+                        "The topic {name} currently has {current} partition(s); {} would not be an increase.",
                         t.count
                     ),
                 );
@@ -68,7 +68,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             if t.count == current {
                 return fail(
                     ResponseError::InvalidPartitions,
-                    format!("Topic already has {current} partitions."),
+                    format!("Topic already has {current} partition(s)."),
                 );
             }
             if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {

@@ -12,7 +12,10 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::configs::{ConfigEntry, RESOURCE_BROKER, RESOURCE_TOPIC, broker_configs, topic_configs};
+use crate::configs::{
+    ConfigEntry, RESOURCE_BROKER, RESOURCE_TOPIC, broker_configs, cluster_default_configs,
+    topic_configs,
+};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -33,7 +36,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         format!("Topic {name} does not exist"),
                     )),
                 },
-                RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => {
+                RESOURCE_BROKER if name.is_empty() => Ok(cluster_default_configs(broker)),
+                RESOURCE_BROKER if name == broker.node_id().to_string() => {
                     Ok(broker_configs(broker))
                 }
                 RESOURCE_BROKER => Err((

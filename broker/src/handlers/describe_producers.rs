@@ -24,10 +24,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 .iter()
                 .map(|p| {
                     let resp = PartitionResponse::default().with_partition_index(*p);
-                    let log = (!crate::topics::is_internal(&t.name))
-                        .then(|| broker.logs.log(&t.name, *p))
-                        .flatten();
-                    let Some(log) = log else {
+                    // Internal partitions too: `kafka-transactions find-hanging`
+                    // asks for every partition a broker leads.
+                    let Some(log) = broker.logs.log(&t.name, *p) else {
                         return resp
                             .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
                             .with_error_message(Some(super::group_common::s(format!(

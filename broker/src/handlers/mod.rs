@@ -18,11 +18,14 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -103,6 +106,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         _ => "Other",
     }
 }
@@ -227,6 +233,9 @@ pub fn dispatch(
         ApiKey::OffsetForLeaderEpoch => {
             offset_for_leader_epoch::handle(broker, &mut body, version)?
         }
+        ApiKey::DescribeAcls => describe_acls::handle(&mut body, version)?,
+        ApiKey::CreateAcls => create_acls::handle(&mut body, version)?,
+        ApiKey::DeleteAcls => delete_acls::handle(&mut body, version)?,
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,

@@ -410,7 +410,7 @@ impl TransactionCoordinator {
         };
         next.partitions.clear();
         next.groups.clear();
-        next.start_ms = -1;
+        // Kafka keeps the finished transaction's start time (DescribeTransactions shows it).
         next.update_ms = now_ms();
         // Not fsynced: if lost, the durable prepare record completes it again.
         self.persist_with(shard, &next, false)?;

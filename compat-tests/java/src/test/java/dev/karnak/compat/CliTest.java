@@ -12,13 +12,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Timeout;
 
-/** Smoke test of the in-process CLI runner (the full CLI suite comes later). */
+/** Smoke test of the in-process CLI runner; CliToolsTest runs the tools against Karnak and Apache Kafka. */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class CliTest {
     @RegisterExtension
     static final KarnakBroker karnak = new KarnakBroker();
-
-
 
     @Test
     void kafkaTopicsCreateListDescribe() {
