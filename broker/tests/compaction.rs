@@ -5,49 +5,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::*;
-use support::{Broker, Client};
-
-fn keyed_batch(records: &[(Option<&str>, String)]) -> Bytes {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: now,
-            key: k.map(|k| Bytes::from(k.to_string())),
-            value: Some(Bytes::from(v.clone())),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use support::{Broker, Client, keyed_batch};
 
 fn produce(c: &mut Client, topic: &str, records: Bytes) -> (i16, Option<String>) {
     let req = ProduceRequest::default()
@@ -138,21 +101,25 @@ fn the_cleaner_keeps_the_newest_record_per_key_at_its_offset() {
     assert_eq!(resp.topics[0].error_code, 0);
 
     // Keyless records are refused whole, with Kafka's error.
-    let (code, msg) = produce(
-        &mut c,
-        "table",
-        keyed_batch(&[(Some("a"), "1".into()), (None, "x".into())]),
-    );
+    let keyless = keyed_batch(&[(Some(b"a"), b"1"), (None, b"x")], Compression::None);
+    let (code, msg) = produce(&mut c, "table", keyless);
     assert_eq!(code, ResponseError::InvalidRecord.code(), "{msg:?}");
 
     // Ten rounds over five keys, one batch (and about one segment) a round.
     let pad = "p".repeat(200);
     for round in 0..10 {
-        let records: Vec<(Option<&str>, String)> = ["k0", "k1", "k2", "k3", "k4"]
+        let values: Vec<(&str, String)> = ["k0", "k1", "k2", "k3", "k4"]
             .iter()
-            .map(|k| (Some(*k), format!("{k}-{round}-{pad}")))
+            .map(|k| (*k, format!("{k}-{round}-{pad}")))
             .collect();
-        assert_eq!(produce(&mut c, "table", keyed_batch(&records)).0, 0);
+        let records: Vec<(Option<&[u8]>, &[u8])> = values
+            .iter()
+            .map(|(k, v)| (Some(k.as_bytes()), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            produce(&mut c, "table", keyed_batch(&records, Compression::None)).0,
+            0
+        );
     }
     // (The cleaner may already be at work: it wakes every 50 ms here.)
     let deadline = Instant::now() + Duration::from_secs(30);

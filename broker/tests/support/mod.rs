@@ -265,15 +265,29 @@ impl Client {
 
 /// Encodes `values` (with keys `k<i>` and one header) as one v2 batch.
 pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression) -> Bytes {
+    let keys: Vec<String> = (0..values.len()).map(|i| format!("k{i}")).collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (Some(k.as_bytes()), *v))
+        .collect();
+    keyed_batch(&records, compression)
+}
+
+/// Encodes (key, value) records (each with one header) as one v2 batch.
+pub fn keyed_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
     use kafka_protocol::records::*;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let records: Vec<Record> = values
+    let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, v)| {
+        .map(|(i, (k, v))| {
             let mut headers = indexmap::IndexMap::new();
             headers.insert(
                 StrBytes::from_static_str("h"),
@@ -289,7 +303,7 @@ pub fn batch(values: &[&[u8]], compression: kafka_protocol::records::Compression
                 offset: i as i64,
                 sequence: i as i32,
                 timestamp: now,
-                key: Some(Bytes::from(format!("k{i}"))),
+                key: k.map(Bytes::copy_from_slice),
                 value: Some(Bytes::copy_from_slice(v)),
                 headers,
                 delete_horizon: false,
