@@ -170,7 +170,8 @@ impl Log {
                 reason: "records to append hold no whole batches".into(),
             });
         }
-        self.check_keys(records, &batches)?;
+        // The config read once at the top of the append serves the check too.
+        self.check_keys(&cfg, records, &batches)?;
         let mut st = lock(&self.append);
         if st.closed {
             return Err(StorageError::io(

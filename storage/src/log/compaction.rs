@@ -14,6 +14,7 @@ use super::txn_index::AbortedTxn;
 use super::{Log, lock};
 use crate::cleaner::swap::{commit_cleaned, install_swap};
 use crate::cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig, records, segment_io};
+use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::segment::LogSegment;
 
@@ -101,10 +102,11 @@ impl Log {
     /// Refuses records without a key when the topic is compacted.
     pub(super) fn check_keys(
         &self,
+        cfg: &LogConfig,
         records: &Bytes,
         batches: &[(usize, BatchHeader)],
     ) -> Result<(), StorageError> {
-        if !self.config().cleanup_policy.compacts() {
+        if !cfg.cleanup_policy.compacts() {
             return Ok(());
         }
         for (pos, h) in batches {
