@@ -3,41 +3,47 @@
 
 use kafka_protocol::messages::ApiKey;
 
-/// One served API: the range advertised in ApiVersions and the range we can
-/// actually decode. They differ only for Produce: Kafka 4.x advertises
-/// Produce from v0 because librdkafka disables compression unless it sees
-/// v0 there (KAFKA-18659), yet answers v0-2 with UNSUPPORTED_VERSION.
+/// One served API: the versions advertised in ApiVersions and answered,
+/// and the lowest one the `kafka-protocol` crate decodes. Versions below
+/// `crate_min` are the ones Kafka 4.0 dropped (KIP-896); they are served
+/// through [`crate::legacy`], as Kafka 3.9 served them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedApi {
     pub key: ApiKey,
-    pub advertised_min: i16,
     pub min: i16,
     pub max: i16,
+    pub crate_min: i16,
 }
 
 const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
     ServedApi {
         key,
-        advertised_min: min,
         min,
         max,
+        crate_min: min,
+    }
+}
+
+/// An API whose versions from `min` up to `crate_min - 1` go through
+/// [`crate::legacy`].
+const fn with_legacy(key: ApiKey, crate_min: i16, max: i16) -> ServedApi {
+    ServedApi {
+        key,
+        min: 0,
+        max,
+        crate_min,
     }
 }
 
 /// Served APIs, in api-key order. Upper bounds are what the `kafka-protocol`
 /// crate decodes and our handlers implement.
 pub const SERVED_APIS: &[ServedApi] = &[
-    ServedApi {
-        key: ApiKey::Produce,
-        advertised_min: 0,
-        min: 3,
-        max: 12,
-    },
-    api(ApiKey::Fetch, 4, 17),
-    api(ApiKey::ListOffsets, 1, 10),
+    with_legacy(ApiKey::Produce, 3, 12),
+    with_legacy(ApiKey::Fetch, 4, 17),
+    with_legacy(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::OffsetCommit, 2, 9),
-    api(ApiKey::OffsetFetch, 1, 9),
+    with_legacy(ApiKey::OffsetCommit, 2, 9),
+    with_legacy(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
@@ -46,22 +52,22 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
-    api(ApiKey::CreateTopics, 2, 7),
-    api(ApiKey::DeleteTopics, 1, 6),
+    with_legacy(ApiKey::CreateTopics, 2, 7),
+    with_legacy(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 4),
-    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    with_legacy(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::AddPartitionsToTxn, 0, 4),
     api(ApiKey::AddOffsetsToTxn, 0, 3),
     api(ApiKey::EndTxn, 0, 3),
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 3),
-    api(ApiKey::DescribeAcls, 1, 3),
-    api(ApiKey::CreateAcls, 1, 3),
-    api(ApiKey::DeleteAcls, 1, 3),
-    api(ApiKey::DescribeConfigs, 1, 4),
+    with_legacy(ApiKey::DescribeAcls, 1, 3),
+    with_legacy(ApiKey::CreateAcls, 1, 3),
+    with_legacy(ApiKey::DeleteAcls, 1, 3),
+    with_legacy(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
-    api(ApiKey::DescribeLogDirs, 1, 4),
+    with_legacy(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -119,6 +125,11 @@ pub fn served(api_key: i16) -> Option<&'static ServedApi> {
 /// Whether `version` of `api_key` is one we decode and answer.
 pub fn is_supported(api_key: i16, version: i16) -> bool {
     served(api_key).is_some_and(|a| (a.min..=a.max).contains(&version))
+}
+
+/// Whether `version` of `api_key` is served through [`crate::legacy`].
+pub fn is_legacy(api_key: i16, version: i16) -> bool {
+    served(api_key).is_some_and(|a| (a.min..a.crate_min).contains(&version))
 }
 
 /// The header versions to use for a request/response, for APIs the crate knows.
@@ -208,7 +219,7 @@ mod tests {
         for (key, range) in crate_ranges {
             let s = served(key as i16).unwrap();
             assert!(
-                s.min >= range.min && s.max <= range.max,
+                s.crate_min >= range.min && s.max <= range.max,
                 "{key:?} {s:?} vs {range}"
             );
         }
@@ -220,11 +231,27 @@ mod tests {
     }
 
     #[test]
-    fn produce_is_advertised_from_zero_but_decoded_from_three() {
-        let p = served(0).unwrap();
-        assert_eq!(p.advertised_min, 0);
-        assert!(!is_supported(0, 2));
-        assert!(is_supported(0, 3));
+    fn kafka_3_9s_floor_is_served_with_legacy_below_the_crates() {
+        // Kafka 3.9 served every one of these from v0.
+        for key in [0i16, 1, 2, 8, 9, 19, 20, 23, 29, 30, 31, 32, 35] {
+            let a = served(key).unwrap();
+            assert_eq!(a.min, 0, "{:?}", a.key);
+            assert!(is_legacy(key, 0), "{:?}", a.key);
+            assert!(!is_legacy(key, a.crate_min), "{:?}", a.key);
+        }
+        assert!(is_supported(0, 2) && is_legacy(0, 2));
+        assert!(is_supported(0, 3) && !is_legacy(0, 3));
+        // Every legacy version has a rewrite or a converting handler.
+        for a in SERVED_APIS {
+            for v in a.min..a.crate_min {
+                assert!(
+                    matches!(a.key, ApiKey::Produce | ApiKey::Fetch)
+                        || crate::legacy::upgrade_target(a.key, v) == Some(a.crate_min),
+                    "{:?} v{v}",
+                    a.key
+                );
+            }
+        }
         assert!(!is_supported(999, 0));
         assert!(!is_supported(18, 5));
     }

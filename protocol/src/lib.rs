@@ -4,13 +4,16 @@
 //! this crate adds what a broker needs around them: frame bounds, the one
 //! table of APIs and versions we serve, a zero-copy view of v2 record batches
 //! (validation and in-place offset assignment), and a Fetch response encoder
-//! that leaves the records as file regions so they can be `sendfile`d.
+//! that leaves the records as file regions so they can be `sendfile`d; the
+//! record codecs; and the old request versions Kafka 4.0 dropped ([`legacy`]).
 
 pub mod api_versions;
+pub mod codec;
 pub mod control;
 pub mod error;
 pub mod fetch_response;
 pub mod frame;
+pub mod legacy;
 pub mod record_batch;
 
 pub use error::ProtocolError;

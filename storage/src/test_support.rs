@@ -104,7 +104,7 @@ pub fn keyed_batch(
         put_varint(&mut recs, body.len() as i64);
         recs.extend_from_slice(&body);
     }
-    let section = crate::cleaner::codec::compress(codec, &recs).expect("compress");
+    let section = karnak_protocol::codec::compress(codec, &recs).expect("compress");
     let n = records.len() as i32;
     let (pid, epoch, seq, txn) = producer.unwrap_or((-1, -1, -1, false));
     let codec_bits: i16 = match codec {

@@ -17,7 +17,7 @@ fn api_keys() -> Vec<ApiVersion> {
         .map(|a| {
             ApiVersion::default()
                 .with_api_key(a.key as i16)
-                .with_min_version(a.advertised_min)
+                .with_min_version(a.min)
                 .with_max_version(a.max)
         })
         .collect()

@@ -3,6 +3,8 @@
 //! Incremental fetch sessions (KIP-227) are kept in
 //! [`crate::fetch_session`]: a session's fetch names only what changed and
 //! is answered with only what changed.
+//! v0-3 (clients before Kafka 0.11) are served as v4 and their answer is
+//! down-converted to message sets by [`super::fetch_legacy`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +29,7 @@ use crate::fetch_session::{
     CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, MAX_PARTITIONS_PER_SESSION, PartitionKey,
     SessionError, TopicKey,
 };
-use crate::handlers::storage_error_code;
+use crate::handlers::{fetch_legacy, storage_error_code};
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -36,18 +38,18 @@ use crate::response::{HandlerError, Reply, Response, decode};
 const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
 
 /// One requested partition, resolved to its log or to an error.
-struct Wanted {
-    partition: i32,
-    fetch_offset: i64,
-    max_bytes: usize,
-    log: Result<Arc<Log>, i16>,
+pub(super) struct Wanted {
+    pub(super) partition: i32,
+    pub(super) fetch_offset: i64,
+    pub(super) max_bytes: usize,
+    pub(super) log: Result<Arc<Log>, i16>,
 }
 
-struct WantedTopic {
+pub(super) struct WantedTopic {
     key: TopicKey,
-    name: Bytes,
+    pub(super) name: Bytes,
     topic_id: [u8; 16],
-    partitions: Vec<Wanted>,
+    pub(super) partitions: Vec<Wanted>,
 }
 
 /// What the request asked of fetch sessions.
@@ -81,7 +83,13 @@ fn session_error(code: ResponseError, version: i16) -> Reply {
 }
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
-    let request: FetchRequest = decode(body, "Fetch", version)?;
+    // v0-3 read as v4 (same meaning), answered in their own format.
+    let legacy = (version < 4).then_some(version);
+    let request: FetchRequest = match legacy {
+        Some(v) => fetch_legacy::decode(body, v)?,
+        None => decode(body, "Fetch", version)?,
+    };
+    let version = version.max(4);
     let by_id = version >= 13;
     let topic_key = |name: &kafka_protocol::messages::TopicName, id: &uuid::Uuid| {
         if by_id {
@@ -209,7 +217,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     }
     let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
-        return Ok(Reply::Ready(finish(broker, mode, &topics, body, version)));
+        return Ok(Reply::Ready(answer(
+            broker, mode, &topics, body, version, legacy,
+        )));
     }
     drop(body);
     let deadline = Instant::now() + wait;
@@ -228,7 +238,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             };
             let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
             if timed_out || bytes >= min_bytes || has_error {
-                return Ok(finish(&broker, mode, &topics, body, version));
+                return Ok(answer(&broker, mode, &topics, body, version, legacy));
             }
         }
     })))
@@ -289,6 +299,20 @@ fn resolve(
         });
     }
     grouped.into_values().collect()
+}
+
+fn answer(
+    broker: &Broker,
+    mode: SessionMode,
+    topics: &[WantedTopic],
+    body: FetchResponseBody<FileSlice>,
+    version: i16,
+    legacy: Option<i16>,
+) -> Response {
+    match legacy {
+        Some(v) => fetch_legacy::answer(topics, body, v),
+        None => finish(broker, mode, topics, body, version),
+    }
 }
 
 /// Turns the last read into the answer the session calls for: a new

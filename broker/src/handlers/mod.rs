@@ -35,6 +35,7 @@ pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
+mod fetch_legacy;
 pub mod find_coordinator;
 pub mod group_common;
 pub mod heartbeat;
@@ -42,6 +43,7 @@ pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+mod legacy;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_transactions;
@@ -127,6 +129,12 @@ pub enum DispatchError {
     },
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    #[error("{api:?} v{version}: {source}")]
+    Legacy {
+        api: ApiKey,
+        version: i16,
+        source: karnak_protocol::legacy::LegacyError,
+    },
 }
 
 pub fn dispatch(
@@ -182,66 +190,14 @@ pub fn dispatch(
         client_id = header.client_id.as_deref().unwrap_or("")
     );
     let _enter = span.enter();
-    let reply = match key {
-        ApiKey::ApiVersions => api_versions::handle(&mut body, version)?,
-        ApiKey::Metadata => metadata::handle(broker, &mut body, version)?,
-        ApiKey::Produce => produce::handle(broker, &mut body, version)?,
-        ApiKey::Fetch => fetch::handle(broker, &mut body, version)?,
-        ApiKey::ListOffsets => list_offsets::handle(broker, &mut body, version)?,
-        ApiKey::CreateTopics => create_topics::handle(broker, &mut body, version)?,
-        ApiKey::DeleteTopics => delete_topics::handle(broker, &mut body, version)?,
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, &mut body, version)?,
-        ApiKey::DescribeConfigs => describe_configs::handle(broker, &mut body, version)?,
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, &mut body, version)?,
-        ApiKey::JoinGroup => {
-            join_group::handle(broker, &mut body, version, &caller(&header, peer))?
-        }
-        ApiKey::ConsumerGroupHeartbeat => {
-            consumer_group_heartbeat::handle(broker, &mut body, version, &caller(&header, peer))?
-        }
-        ApiKey::ConsumerGroupDescribe => {
-            consumer_group_describe::handle(broker, &mut body, version)?
-        }
-        ApiKey::SyncGroup => sync_group::handle(broker, &mut body, version)?,
-        ApiKey::Heartbeat => heartbeat::handle(broker, &mut body, version)?,
-        ApiKey::LeaveGroup => leave_group::handle(broker, &mut body, version)?,
-        ApiKey::OffsetCommit => offset_commit::handle(broker, &mut body, version)?,
-        ApiKey::OffsetFetch => offset_fetch::handle(broker, &mut body, version)?,
-        ApiKey::ListGroups => list_groups::handle(broker, &mut body, version)?,
-        ApiKey::DescribeGroups => describe_groups::handle(broker, &mut body, version)?,
-        ApiKey::DeleteGroups => delete_groups::handle(broker, &mut body, version)?,
-        ApiKey::OffsetDelete => offset_delete::handle(broker, &mut body, version)?,
-        ApiKey::InitProducerId => init_producer_id::handle(broker, &mut body, version)?,
-        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, &mut body, version)?,
-        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, &mut body, version)?,
-        ApiKey::EndTxn => end_txn::handle(broker, &mut body, version)?,
-        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, &mut body, version)?,
-        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, &mut body, version)?,
-        ApiKey::DescribeProducers => describe_producers::handle(broker, &mut body, version)?,
-        ApiKey::DescribeTransactions => describe_transactions::handle(broker, &mut body, version)?,
-        ApiKey::ListTransactions => list_transactions::handle(broker, &mut body, version)?,
-        ApiKey::CreatePartitions => create_partitions::handle(broker, &mut body, version)?,
-        ApiKey::DeleteRecords => delete_records::handle(broker, &mut body, version)?,
-        ApiKey::AlterConfigs => alter_configs::handle(broker, &mut body, version)?,
-        ApiKey::IncrementalAlterConfigs => {
-            incremental_alter_configs::handle(broker, &mut body, version)?
-        }
-        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &mut body, version)?,
-        ApiKey::DescribeTopicPartitions => {
-            describe_topic_partitions::handle(broker, &mut body, version)?
-        }
-        ApiKey::OffsetForLeaderEpoch => {
-            offset_for_leader_epoch::handle(broker, &mut body, version)?
-        }
-        ApiKey::DescribeAcls => describe_acls::handle(&mut body, version)?,
-        ApiKey::CreateAcls => create_acls::handle(&mut body, version)?,
-        ApiKey::DeleteAcls => delete_acls::handle(&mut body, version)?,
-        other => {
-            return Err(DispatchError::UnsupportedVersion {
-                api: other,
-                version,
-            });
-        }
+    let reply = if table::is_legacy(prefix.api_key, version)
+        && !matches!(key, ApiKey::Produce | ApiKey::Fetch)
+    {
+        legacy::serve(key, version, &body, |body, target| {
+            route(broker, key, body, target, &header, peer)
+        })?
+    } else {
+        route(broker, key, &mut body, version, &header, peer)?
     };
     Ok(Dispatched {
         correlation_id: header.correlation_id,
@@ -249,6 +205,73 @@ pub fn dispatch(
         api: api_name(key),
         reply,
     })
+}
+
+/// Hands a decoded header's body to the API's handler.
+fn route(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    body: &mut Bytes,
+    version: i16,
+    header: &RequestHeader,
+    peer: std::net::SocketAddr,
+) -> Result<Reply, DispatchError> {
+    let reply = match key {
+        ApiKey::ApiVersions => api_versions::handle(body, version)?,
+        ApiKey::Metadata => metadata::handle(broker, body, version)?,
+        ApiKey::Produce => produce::handle(broker, body, version)?,
+        ApiKey::Fetch => fetch::handle(broker, body, version)?,
+        ApiKey::ListOffsets => list_offsets::handle(broker, body, version)?,
+        ApiKey::CreateTopics => create_topics::handle(broker, body, version)?,
+        ApiKey::DeleteTopics => delete_topics::handle(broker, body, version)?,
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version)?,
+        ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version)?,
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version)?,
+        ApiKey::JoinGroup => join_group::handle(broker, body, version, &caller(header, peer))?,
+        ApiKey::ConsumerGroupHeartbeat => {
+            consumer_group_heartbeat::handle(broker, body, version, &caller(header, peer))?
+        }
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(broker, body, version)?,
+        ApiKey::SyncGroup => sync_group::handle(broker, body, version)?,
+        ApiKey::Heartbeat => heartbeat::handle(broker, body, version)?,
+        ApiKey::LeaveGroup => leave_group::handle(broker, body, version)?,
+        ApiKey::OffsetCommit => offset_commit::handle(broker, body, version)?,
+        ApiKey::OffsetFetch => offset_fetch::handle(broker, body, version)?,
+        ApiKey::ListGroups => list_groups::handle(broker, body, version)?,
+        ApiKey::DescribeGroups => describe_groups::handle(broker, body, version)?,
+        ApiKey::DeleteGroups => delete_groups::handle(broker, body, version)?,
+        ApiKey::OffsetDelete => offset_delete::handle(broker, body, version)?,
+        ApiKey::InitProducerId => init_producer_id::handle(broker, body, version)?,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, body, version)?,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, body, version)?,
+        ApiKey::EndTxn => end_txn::handle(broker, body, version)?,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, body, version)?,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, body, version)?,
+        ApiKey::DescribeProducers => describe_producers::handle(broker, body, version)?,
+        ApiKey::DescribeTransactions => describe_transactions::handle(broker, body, version)?,
+        ApiKey::ListTransactions => list_transactions::handle(broker, body, version)?,
+        ApiKey::CreatePartitions => create_partitions::handle(broker, body, version)?,
+        ApiKey::DeleteRecords => delete_records::handle(broker, body, version)?,
+        ApiKey::AlterConfigs => alter_configs::handle(broker, body, version)?,
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(broker, body, version)?
+        }
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, body, version)?,
+        ApiKey::DescribeTopicPartitions => {
+            describe_topic_partitions::handle(broker, body, version)?
+        }
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, body, version)?,
+        ApiKey::DescribeAcls => describe_acls::handle(body, version)?,
+        ApiKey::CreateAcls => create_acls::handle(body, version)?,
+        ApiKey::DeleteAcls => delete_acls::handle(body, version)?,
+        other => {
+            return Err(DispatchError::UnsupportedVersion {
+                api: other,
+                version,
+            });
+        }
+    };
+    Ok(reply)
 }
 
 fn caller(header: &RequestHeader, peer: std::net::SocketAddr) -> group_common::Caller {

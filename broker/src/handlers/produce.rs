@@ -1,5 +1,7 @@
 //! Produce (key 0): validate each partition's v2 batches, append them as
 //! received (offsets assigned in place by storage), answer per `acks`.
+//! v0-2 (clients before Kafka 0.11) send message sets, converted to one v2
+//! batch per partition first, as Kafka 3.x did.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use karnak_protocol::legacy;
 use karnak_protocol::record_batch::{self, BatchesSummary, TimestampType, ValidationPolicy};
 use karnak_storage::Log;
 use tracing::warn;
@@ -25,7 +28,16 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.c
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
-    let request: ProduceRequest = decode(body, "Produce", version)?;
+    let legacy = version < 3;
+    let request: ProduceRequest = if legacy {
+        legacy::produce::decode_request(body, version).map_err(|e| HandlerError::Decode {
+            api: "Produce",
+            version,
+            reason: e.to_string(),
+        })?
+    } else {
+        decode(body, "Produce", version)?
+    };
     let acks = request.acks;
     let now = now_ms();
     let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
@@ -61,7 +73,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                                     s,
                                 )
                             };
-                            append(log, pd.records.unwrap_or_default(), now, &check)
+                            let records = pd.records.unwrap_or_default();
+                            if legacy {
+                                up_convert(records)
+                                    .and_then(|records| append(log, records, now, &check))
+                            } else {
+                                append(log, records, now, &check)
+                            }
                         }
                     },
                 }
@@ -110,10 +128,32 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     part.base_offset = -1;
                 }
             }
-            Response::encode(&response, version, 0)
+            encode(&response, version)
         })));
     }
-    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    Ok(Reply::Ready(encode(&response, version)?))
+}
+
+fn encode(response: &ProduceResponse, version: i16) -> Result<Response, HandlerError> {
+    if version < 3 {
+        return Ok(Response::from_bytes(
+            legacy::produce::encode_response(response, version),
+            0,
+        ));
+    }
+    Response::encode(response, version, 0)
+}
+
+/// A v0-2 partition's records as one v2 batch: message sets (magic 0/1)
+/// are converted; v2 batches, which Kafka took in v0-2 too, pass as sent.
+fn up_convert(records: Bytes) -> Result<Bytes, Refusal> {
+    const MAGIC_AT: usize = 16;
+    if records.get(MAGIC_AT) == Some(&2) {
+        return Ok(records);
+    }
+    legacy::message_set::decode(&records)
+        .and_then(|set| legacy::message_set::to_batch(&set))
+        .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))
 }
 
 fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topic>, i16> {

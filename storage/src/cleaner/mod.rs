@@ -25,7 +25,6 @@
 
 pub mod checkpoint;
 mod clean;
-pub(crate) mod codec;
 pub(crate) mod offset_map;
 pub(crate) mod records;
 pub(crate) mod segment_io;

@@ -16,7 +16,7 @@ use karnak_protocol::record_batch::{
     BatchHeader, Compression, HEADER_LEN, LOG_OVERHEAD, TimestampType, read_varint,
 };
 
-use super::codec::{self, MAX_RECORDS_BYTES};
+use karnak_protocol::codec::{self, MAX_RECORDS_BYTES};
 
 /// Attributes bit 6 (KIP-534): the batch's base timestamp holds the time
 /// after which its tombstones and its marker may be removed.

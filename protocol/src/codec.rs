@@ -1,13 +1,13 @@
 //! The records section of a v2 batch through its codec: decompression with
 //! a bound on the output (a small batch must not expand into gigabytes of
 //! memory, on the produce path or in the cleaner), and compression with
-//! the same codec when the cleaner rebuilds a batch.
+//! the same codec when the cleaner rebuilds a batch, and old clients' message sets (see [`crate::legacy`]).
 
 use std::io::Read;
 
+use crate::record_batch::Compression;
 use bytes::{BufMut, BytesMut};
-use karnak_protocol::kafka_protocol::compression::{self as kc, Compressor};
-use karnak_protocol::record_batch::Compression;
+use kafka_protocol::compression::{self as kc, Compressor};
 
 /// Most bytes a batch's records section may decompress to. Kafka has no
 /// such limit (it streams), but a v2 batch is read whole here; 256 MiB is
