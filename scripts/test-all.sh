@@ -34,6 +34,11 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# test_old_clients.py: Debian's kafka-python 2.0.2 (for /usr/bin/python3) and its snappy/lz4 codecs
+/usr/bin/python3 -c 'import kafka, snappy, lz4.frame, xxhash' >/dev/null 2>&1 \
+    || need_apt+=(python3-kafka python3-snappy python3-lz4 python3-xxhash)
+# test_old_clients.py builds its Sarama / kafka-go driver (modules from the Go module proxy)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""
@@ -44,6 +49,8 @@ fi
 command -v kcat >/dev/null || { echo "FATAL: kcat still missing" >&2; exit 1; }
 command -v psql >/dev/null || { echo "FATAL: psql still missing" >&2; exit 1; }
 python3 -c 'import venv, ensurepip' || { echo "FATAL: python3 venv support missing" >&2; exit 1; }
+/usr/bin/python3 -c 'import kafka, snappy, lz4.frame, xxhash' \
+    || { echo "FATAL: python3-kafka / python3-snappy / python3-lz4 / python3-xxhash missing" >&2; exit 1; }
 kcat -V 2>&1 | head -n 4 | tail -n 1
 psql --version
 python3 --version
