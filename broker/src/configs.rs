@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use karnak_storage::config::{BROKER_LOG_CONFIGS, topic_config_for_broker_config};
-use karnak_storage::{DynamicBrokerConfigs, LogConfig, StorageError};
+use karnak_storage::{LogConfig, StorageError};
 
 use crate::broker::Broker;
+use crate::config_synonyms::{Sources, Synonym};
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -30,6 +31,15 @@ pub struct ConfigEntry {
     pub read_only: bool,
     /// Kafka's ConfigType: 1 boolean, 2 string, 3 int, 5 long, 6 double, 7 list.
     pub config_type: i8,
+    /// Where the value could come from, most precedent first (the first is
+    /// `source`); sent when the client asks for synonyms.
+    pub synonyms: Vec<Synonym>,
+}
+
+/// Kafka's rule: the source is the first synonym's, DEFAULT_CONFIG when
+/// there is none.
+fn source_of(chain: &[Synonym]) -> i8 {
+    chain.first().map_or(SOURCE_DEFAULT, |s| s.source)
 }
 
 /// Topic configs whose value is a comma-separated list (APPEND/SUBTRACT apply).
@@ -73,49 +83,42 @@ fn config_type(name: &str, value: &str) -> i8 {
     }
 }
 
-/// Where a topic config not overridden on the topic gets its value: a
-/// dynamic broker config, the broker's static settings, or Kafka's default.
-fn inherited_source(
-    topic_config: &str,
-    value: &str,
-    dynamic: &DynamicBrokerConfigs,
-    kafka_defaults: &BTreeMap<String, String>,
-) -> i8 {
-    if dynamic.broker.contains_key(topic_config) {
-        SOURCE_DYNAMIC_BROKER
-    } else if dynamic.cluster_default.contains_key(topic_config) {
-        SOURCE_DYNAMIC_DEFAULT_BROKER
-    } else if kafka_defaults.get(topic_config).is_some_and(|d| d != value) {
-        SOURCE_STATIC_BROKER
-    } else {
-        SOURCE_DEFAULT
-    }
-}
-
 /// Every topic config with its effective value and where it comes from.
 pub fn topic_configs(
     broker: &Broker,
     config: &LogConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<ConfigEntry> {
-    let dynamic = broker.logs.dynamic_broker_configs();
-    let kafka_defaults = LogConfig::default().describe();
+    let sources = Sources::new(
+        broker.logs.dynamic_broker_configs(),
+        broker.logs.static_defaults(),
+    );
     config
         .describe()
         .into_iter()
         .map(|(name, value)| {
+            let mut chain = sources.topic_chain(&name);
             // An override reads back as it was set (a list keeps its order).
-            let (value, source) = match overrides.get(&name) {
-                Some(raw) => (raw.trim().to_string(), SOURCE_TOPIC),
-                None => {
-                    let source = inherited_source(&name, &value, &dynamic, &kafka_defaults);
-                    (value, source)
+            let value = match overrides.get(&name) {
+                Some(raw) => {
+                    let raw = raw.trim().to_string();
+                    chain.insert(
+                        0,
+                        Synonym {
+                            name: name.clone(),
+                            value: raw.clone(),
+                            source: SOURCE_TOPIC,
+                        },
+                    );
+                    raw
                 }
+                None => value,
             };
             ConfigEntry {
-                source,
+                source: source_of(&chain),
                 config_type: config_type(&name, &value),
                 read_only: false,
+                synonyms: chain,
                 name,
                 value,
             }
@@ -175,21 +178,30 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
     .into_iter()
     .map(|(name, value)| ConfigEntry {
         config_type: config_type(name, &value),
+        synonyms: vec![Synonym {
+            name: name.to_string(),
+            value: value.clone(),
+            source: SOURCE_STATIC_BROKER,
+        }],
         name: name.to_string(),
         value,
         source: SOURCE_STATIC_BROKER,
         read_only: true,
     });
-    let dynamic = broker.logs.dynamic_broker_configs();
+    let sources = Sources::new(
+        broker.logs.dynamic_broker_configs(),
+        broker.logs.static_defaults(),
+    );
     let effective = broker.logs.defaults().describe();
-    let kafka_defaults = LogConfig::default().describe();
     let log_defaults = BROKER_LOG_CONFIGS
         .iter()
         .filter_map(|(broker_name, topic_name)| {
             let value = effective.get(*topic_name)?.clone();
+            let chain = sources.broker_chain(broker_name);
             Some(ConfigEntry {
-                source: inherited_source(topic_name, &value, &dynamic, &kafka_defaults),
+                source: source_of(&chain),
                 config_type: config_type(broker_name, &value),
+                synonyms: chain,
                 name: broker_name.to_string(),
                 value,
                 read_only: false,
@@ -201,13 +213,20 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
 /// The cluster-wide default resource (broker name ""): only the dynamic
 /// defaults set on it, as Kafka lists `--entity-default`.
 pub fn cluster_default_configs(broker: &Broker) -> Vec<ConfigEntry> {
-    let dynamic = broker.logs.dynamic_broker_configs();
+    let sources = Sources::new(
+        broker.logs.dynamic_broker_configs(),
+        broker.logs.static_defaults(),
+    );
     BROKER_LOG_CONFIGS
         .iter()
         .filter_map(|(broker_name, topic_name)| {
-            let value = dynamic.cluster_default.get(*topic_name)?.clone();
+            let value = sources.dynamic.cluster_default.get(*topic_name)?.clone();
+            // Kafka keeps only the cluster-default links here.
+            let mut chain = sources.broker_chain(broker_name);
+            chain.retain(|s| s.source == SOURCE_DYNAMIC_DEFAULT_BROKER);
             Some(ConfigEntry {
                 config_type: config_type(broker_name, &value),
+                synonyms: chain,
                 name: broker_name.to_string(),
                 value,
                 source: SOURCE_DYNAMIC_DEFAULT_BROKER,

@@ -10,6 +10,7 @@ use tracing::info;
 
 mod broker;
 mod config;
+mod config_synonyms;
 mod configs;
 mod connection;
 mod fetch_session;

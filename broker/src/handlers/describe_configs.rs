@@ -1,12 +1,13 @@
 //! DescribeConfigs (key 32): topic configs (overrides and defaults) and the
-//! broker's own settings under Kafka's names.
+//! broker's own settings under Kafka's names, with Kafka's synonym chains
+//! when asked (v1+ `include_synonyms`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -61,7 +62,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .filter(|e| {
                             wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
                         })
-                        .map(|e| to_result(e, version))
+                        .map(|e| to_result(e, version, request.include_synonyms))
                         .collect();
                     result.with_configs(configs)
                 }
@@ -72,9 +73,23 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))
 }
 
-fn to_result(e: ConfigEntry, version: i16) -> DescribeConfigsResourceResult {
+fn to_result(e: ConfigEntry, version: i16, synonyms: bool) -> DescribeConfigsResourceResult {
+    let synonyms = if synonyms && version >= 1 {
+        e.synonyms
+            .into_iter()
+            .map(|s| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(s.name))
+                    .with_value(Some(StrBytes::from_string(s.value)))
+                    .with_source(s.source)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(e.name))
+        .with_synonyms(synonyms)
         .with_read_only(e.read_only)
         .with_config_source(e.source);
     if version >= 3 {

@@ -314,8 +314,10 @@ impl ConsumerGroup {
         if let Some(iid) = &req.instance_id {
             self.statics.insert(iid.clone(), member_id.to_string());
         }
+        // No epoch bump here: as in Kafka, a new member moves the group
+        // epoch through what it brings (its subscription, then the topic
+        // metadata it adds), so a first join lands on epoch 2, not 3.
         self.members.insert(member_id.to_string(), m);
-        self.epoch += 1;
         self.dirty = true;
         Ok(())
     }

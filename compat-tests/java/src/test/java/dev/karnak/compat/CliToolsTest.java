@@ -103,22 +103,6 @@ class CliToolsTest {
 
     // =================================================================== the findings (karnak-gap)
 
-    /**
-     * DescribeConfigs with include_synonyms=true (what kafka-configs --describe sends, v1+): Kafka answers each
-     * entry's synonyms (e.g. {@code DYNAMIC_TOPIC_CONFIG:retention.ms=..., DEFAULT_CONFIG:log.retention.hours=168});
-     * Karnak answers an empty synonyms list for every entry, topics and brokers.
-     */
-    static final String GAP_CONFIG_SYNONYMS = "DescribeConfigs synonyms";
-
-    /**
-     * KIP-848 group epoch after the first member joins a new group: Kafka 4.4 answers the first
-     * ConsumerGroupHeartbeat (epoch 0, subscribedTopicNames=[t]) with memberEpoch=2 (group and target assignment
-     * epoch 2; the same for a topic created just before or long before); Karnak answers 3:
-     * coordinator/src/consumer/heartbeat.rs bumps once in join(), once more because the new member's
-     * subscribed_topic_names differ from its empty initial list, and refresh_metadata bumps a third time.
-     */
-    static final String GAP_KIP848_JOIN_EPOCH = "KIP-848 group epoch after the first join";
-
     // =================================================================== kafka-topics
 
     @Test
@@ -324,13 +308,6 @@ class CliToolsTest {
         compare(activeGroupsScenario(), false);
     }
 
-    /** {@link #GAP_KIP848_JOIN_EPOCH}. */
-    @Test
-    @Tag(Gap.KARNAK_GAP)
-    void consumerGroupsWithActiveMembersGaps() {
-        compare(activeGroupsScenario(), true);
-    }
-
     BiConsumer<Side, Transcript> activeGroupsScenario() {
         String t = Clients.unique("cli-active");
         String classic = Clients.unique("cli-active-classic");
@@ -342,7 +319,6 @@ class CliToolsTest {
             }
             produce(b, t, 0, -1, -1, -1);
             produce(b, t, 1, -1);
-            UnaryOperator<String> epochs848 = x.gap(GAP_KIP848_JOIN_EPOCH, table("CURRENT-EPOCH", "TARGET-EPOCH"));
             try (KafkaConsumer<byte[], byte[]> c1 = joined(b, classic, t, "classic");
                  KafkaConsumer<byte[], byte[]> c2 = joined(b, modern, t, "consumer")) {
                 c1.commitSync(Map.of(new TopicPartition(t, 0), new OffsetAndMetadata(2)));
@@ -357,10 +333,9 @@ class CliToolsTest {
                         "--describe", "--group", classic, "--state", "--verbose");
                 x.run("KIP-848: describe", members, GROUPS, "--bootstrap-server", b, "--describe", "--group",
                         modern);
-                x.run("KIP-848: describe --members --verbose", then(members, epochs848), GROUPS,
+                x.run("KIP-848: describe --members --verbose", members, GROUPS,
                         "--bootstrap-server", b, "--describe", "--group", modern, "--members", "--verbose");
-                x.run("KIP-848: describe --state --verbose", then(table(), x.gap(GAP_KIP848_JOIN_EPOCH,
-                                table("GROUP-EPOCH", "TARGET-ASSIGNMENT-EPOCH"))), GROUPS, "--bootstrap-server", b,
+                x.run("KIP-848: describe --state --verbose", table(), GROUPS, "--bootstrap-server", b,
                         "--describe", "--group", modern, "--state", "--verbose");
                 x.run("list --state --type", table().keep(l -> l.startsWith("GROUP") || l.contains(classic)
                                 || l.contains(modern)).sortRows(), GROUPS, "--bootstrap-server", b,
@@ -395,13 +370,6 @@ class CliToolsTest {
         compare(topicConfigsScenario(), false);
     }
 
-    /** {@link #GAP_CONFIG_SYNONYMS}. */
-    @Test
-    @Tag(Gap.KARNAK_GAP)
-    void configsTopicGaps() {
-        compare(topicConfigsScenario(), true);
-    }
-
     BiConsumer<Side, Transcript> topicConfigsScenario() {
         String t = Clients.unique("cli-configs");
         return (side, x) -> {
@@ -433,22 +401,14 @@ class CliToolsTest {
         };
     }
 
-    /** kafka-configs --describe output: the cluster-level min.insync.replicas on purpose, synonyms as a gap. */
+    /** kafka-configs --describe output: the cluster-level min.insync.replicas on purpose. */
     static UnaryOperator<String> configsNormalizer(Transcript x) {
-        return then(then(normalizer(), CliToolsTest::withoutClusterMinIsr),
-                x.gap(GAP_CONFIG_SYNONYMS, s -> s.replaceAll("synonyms=\\{.*}", "synonyms=<masked>")));
+        return then(normalizer(), CliToolsTest::withoutClusterMinIsr);
     }
 
     @Test
     void configsBroker() {
         compare(brokerConfigsScenario(), false);
-    }
-
-    /** {@link #GAP_CONFIG_SYNONYMS}. */
-    @Test
-    @Tag(Gap.KARNAK_GAP)
-    void configsBrokerGaps() {
-        compare(brokerConfigsScenario(), true);
     }
 
     BiConsumer<Side, Transcript> brokerConfigsScenario() {
