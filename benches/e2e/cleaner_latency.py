@@ -44,14 +44,11 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benches" / "e2e"))
+from sql_bench import free_port  # noqa: E402
+
 KARNAK = Path(os.environ.get("KARNAK_BIN", ROOT / "target" / "release" / "karnak"))
 BENCH = Path(os.environ.get("KARNAK_BENCH", ROOT / "target" / "release" / "karnak-bench"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(admin_port: int, name: str) -> float:

@@ -24,7 +24,7 @@ fsync (flush.messages is unbounded), Karnak fsyncs first; these rows use
 acks=1, where neither fsyncs before answering.
 
   cargo build --release -p karnak-broker -p karnak-benches --bins
-  python3 benches/e2e/kafka_vs.py [--rounds 3] [--records 1000000]
+  compat-tests/.venv/bin/python benches/e2e/kafka_vs.py [--rounds 3] [--records 1000000]
 
 Bounded: every tool runs with a record count and a timeout; each round's
 topics are deleted after it. Prints JSON lines, then a summary table.
@@ -46,6 +46,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benches" / "e2e"))
+from sql_bench import free_port  # noqa: E402
+
 KARNAK = Path(os.environ.get("KARNAK_BIN", ROOT / "target" / "release" / "karnak"))
 BENCH = Path(os.environ.get("KARNAK_BENCH", ROOT / "target" / "release" / "karnak-bench"))
 POM = ROOT / "compat-tests" / "java" / "pom.xml"
@@ -54,12 +57,6 @@ JAVA = "java"
 KAFKA_JVM = ["-Xms1g", "-Xmx1g", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
              "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent"]
 TOOL_JVM = ["-Xmx512m"]  # kafka-run-class.sh's default for the tools
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use karnak_storage::config::BROKER_LOG_CONFIGS;
 use karnak_storage::{DynamicBrokerConfigs, LogConfig};
 
 use crate::configs::{
@@ -27,47 +28,15 @@ pub struct Synonym {
     pub source: i8,
 }
 
-/// Kafka's topic config -> broker config (ServerTopicConfigSynonyms), for
-/// every topic config that has one.
-const TOPIC_TO_BROKER: &[(&str, &str)] = &[
-    ("segment.bytes", "log.segment.bytes"),
-    ("segment.ms", "log.roll.ms"),
+/// Kafka's topic config -> broker config pairs (ServerTopicConfigSynonyms)
+/// beyond storage's [`BROKER_LOG_CONFIGS`], whose broker configs Karnak can
+/// change: these exist in Kafka but are not settable on a Karnak broker, yet
+/// their defaults still show in the chains.
+const KAFKA_ONLY: &[(&str, &str)] = &[
     ("segment.jitter.ms", "log.roll.jitter.ms"),
-    ("segment.index.bytes", "log.index.size.max.bytes"),
-    ("flush.messages", "log.flush.interval.messages"),
-    ("flush.ms", "log.flush.interval.ms"),
-    ("retention.bytes", "log.retention.bytes"),
-    ("retention.ms", "log.retention.ms"),
-    ("max.message.bytes", "message.max.bytes"),
-    ("index.interval.bytes", "log.index.interval.bytes"),
-    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
-    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
-    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
-    ("file.delete.delay.ms", "log.segment.delete.delay.ms"),
-    (
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
-    ),
-    ("cleanup.policy", "log.cleanup.policy"),
-    (
-        "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
-    ),
-    ("min.insync.replicas", "min.insync.replicas"),
-    ("compression.type", "compression.type"),
     ("compression.gzip.level", "compression.gzip.level"),
     ("compression.lz4.level", "compression.lz4.level"),
     ("compression.zstd.level", "compression.zstd.level"),
-    ("preallocate", "log.preallocate"),
-    ("message.timestamp.type", "log.message.timestamp.type"),
-    (
-        "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
-    ),
-    (
-        "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
-    ),
     ("local.retention.ms", "log.local.retention.ms"),
     ("local.retention.bytes", "log.local.retention.bytes"),
     ("remote.copy.lag.ms", "log.remote.copy.lag.ms"),
@@ -78,18 +47,20 @@ const TOPIC_TO_BROKER: &[(&str, &str)] = &[
     ),
 ];
 
-fn broker_name_of(topic_config: &str) -> Option<&'static str> {
-    TOPIC_TO_BROKER
+/// Every (broker config, topic config) pair Kafka knows.
+fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    BROKER_LOG_CONFIGS
         .iter()
-        .find(|(t, _)| *t == topic_config)
-        .map(|(_, b)| *b)
+        .copied()
+        .chain(KAFKA_ONLY.iter().map(|(t, b)| (*b, *t)))
+}
+
+fn broker_name_of(topic_config: &str) -> Option<&'static str> {
+    pairs().find(|(_, t)| *t == topic_config).map(|(b, _)| b)
 }
 
 fn topic_name_of(broker_config: &str) -> Option<&'static str> {
-    TOPIC_TO_BROKER
-        .iter()
-        .find(|(_, b)| *b == broker_config)
-        .map(|(t, _)| *t)
+    pairs().find(|(b, _)| *b == broker_config).map(|(_, t)| t)
 }
 
 /// Kafka's broker config synonyms (DynamicBrokerConfig.brokerConfigSynonyms).

@@ -88,24 +88,12 @@ KAFKA_0_10_0_APIS = [
 
 
 # ---------------------------------------------------------------- encoding
-def i8(v): return struct.pack(">b", v)
-def i16(v): return struct.pack(">h", v)
-def i32(v): return struct.pack(">i", v)
-def i64(v): return struct.pack(">q", v)
+# The primitives are kafka_wire's (compat-tests/kafka_wire.py, stdlib only).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kafka_wire import i8, i16, i32, i64, nbytes, string  # noqa: E402
+
+
 def boolean(v): return b"\x01" if v else b"\x00"
-
-
-def string(s):
-    if s is None:
-        return i16(-1)
-    b = s.encode() if isinstance(s, str) else s
-    return i16(len(b)) + b
-
-
-def nbytes(b):
-    if b is None:
-        return i32(-1)
-    return i32(len(b)) + b
 
 
 def array(items):

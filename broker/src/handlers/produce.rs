@@ -147,8 +147,7 @@ fn encode(response: &ProduceResponse, version: i16) -> Result<Response, HandlerE
 /// A v0-2 partition's records as one v2 batch: message sets (magic 0/1)
 /// are converted; v2 batches, which Kafka took in v0-2 too, pass as sent.
 fn up_convert(records: Bytes) -> Result<Bytes, Refusal> {
-    const MAGIC_AT: usize = 16;
-    if records.get(MAGIC_AT) == Some(&2) {
+    if legacy::message_set::is_v2(&records) {
         return Ok(records);
     }
     legacy::message_set::decode(&records)

@@ -41,6 +41,14 @@ pub struct Message {
     pub value: Option<Bytes>,
 }
 
+/// Whether produced records are v2 batches rather than a message set: the
+/// magic byte sits at the same place in both (after offset, size and a
+/// 4-byte CRC or leader epoch).
+pub fn is_v2(records: &[u8]) -> bool {
+    const MAGIC_AT: usize = 16;
+    records.get(MAGIC_AT) == Some(&2)
+}
+
 /// What a produced message set held.
 #[derive(Debug)]
 pub struct MessageSet {

@@ -68,6 +68,21 @@ public final class ApacheKafka {
         return String.join("\n", Arrays.asList(all).subList(Math.max(0, all.length - lines), all.length));
     }
 
+    /** A log4j2 config (written into {@code dir}) sending a Kafka JVM's INFO log to {@code dir/file}. */
+    public static Path log4jToFile(Path dir, String file) throws IOException {
+        Path log4j = dir.resolve("log4j2.properties");
+        Files.writeString(log4j, String.join("\n", List.of(
+                "rootLogger.level=INFO",
+                "rootLogger.appenderRef.f.ref=F",
+                "appender.f.type=File",
+                "appender.f.name=F",
+                "appender.f.fileName=" + dir.resolve(file),
+                "appender.f.layout.type=PatternLayout",
+                "appender.f.layout.pattern=[%d] %p %m (%c)%n",
+                "")), StandardCharsets.UTF_8);
+        return log4j;
+    }
+
     private ApacheKafka() {
         long t0 = System.nanoTime();
         int[] ports = Karnak.freePorts(2);
@@ -103,16 +118,7 @@ public final class ApacheKafka {
                     "group.consumer.min.heartbeat.interval.ms=500",
                     "group.consumer.heartbeat.interval.ms=500",
                     "")), StandardCharsets.UTF_8);
-            Path log4j = dir.resolve("log4j2.properties");
-            Files.writeString(log4j, String.join("\n", List.of(
-                    "rootLogger.level=INFO",
-                    "rootLogger.appenderRef.f.ref=F",
-                    "appender.f.type=File",
-                    "appender.f.name=F",
-                    "appender.f.fileName=" + dir.resolve("server.log"),
-                    "appender.f.layout.type=PatternLayout",
-                    "appender.f.layout.pattern=[%d] %p %m (%c)%n",
-                    "")), StandardCharsets.UTF_8);
+            Path log4j = log4jToFile(dir, "server.log");
 
             // kafka-storage format, in-process (kafka.tools.StorageTool is what kafka-storage.sh runs).
             String clusterId = Uuid.randomUuid().toString();

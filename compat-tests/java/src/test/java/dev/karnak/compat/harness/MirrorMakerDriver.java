@@ -52,16 +52,7 @@ public final class MirrorMakerDriver implements AutoCloseable {
             List<String> lines = new ArrayList<>();
             props.forEach((k, v) -> lines.add(k + "=" + v));
             Files.write(file, lines, StandardCharsets.UTF_8);
-            Path log4j = dir.resolve("log4j2.properties");
-            Files.writeString(log4j, String.join("\n", List.of(
-                    "rootLogger.level=INFO",
-                    "rootLogger.appenderRef.f.ref=F",
-                    "appender.f.type=File",
-                    "appender.f.name=F",
-                    "appender.f.fileName=" + dir.resolve("mm2.log"),
-                    "appender.f.layout.type=PatternLayout",
-                    "appender.f.layout.pattern=[%d] %p %m (%c)%n",
-                    "")), StandardCharsets.UTF_8);
+            Path log4j = ApacheKafka.log4jToFile(dir, "mm2.log");
             Path log = dir.resolve("stdout.log");
             List<String> cmd = List.of(
                     Paths.get(System.getProperty("java.home"), "bin", "java").toString(),
