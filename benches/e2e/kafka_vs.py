@@ -24,7 +24,7 @@ fsync (flush.messages is unbounded), Karnak fsyncs first; these rows use
 acks=1, where neither fsyncs before answering.
 
   cargo build --release -p karnak-broker -p karnak-benches --bins
-  compat-tests/.venv/bin/python benches/e2e/kafka_vs.py [--rounds 3] [--records 1000000]
+  compat-tests/.venv/bin/python benches/e2e/kafka_vs.py [--rounds 5] [--records 1000000]
 
 Bounded: every tool runs with a record count and a timeout; each round's
 topics are deleted after it. Prints JSON lines, then a summary table.
@@ -182,6 +182,41 @@ def bench(*args, timeout=600) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def drop_caches() -> bool:
+    """Drop the page cache once at the start (root only): cache left by earlier
+    runs may already have been handed back to the host."""
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def top_up(work: Path, keep_free_gib: float = 2.0) -> float:
+    """Fill free memory but keep_free_gib with clean page-cache pages (as load_matrix.sh does).
+
+    On this guest, memory the host has not backed costs a fault into the host on
+    first touch, so whichever broker writes first into freed memory pays several
+    times the page-cache cost (4-9 core-s/GB against 0.29 in the first pass).
+    Freed pages (a deleted round's topics) go back to the host, so this runs
+    before every broker's turn: their writes then reclaim backed clean pages.
+    """
+    free_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                   if line.startswith("MemFree:"))
+    gib = free_kb / 1048576 - keep_free_gib
+    if gib <= 0:
+        return 0.0
+    warm = work / f"warm-{uuid.uuid4().hex[:8]}"
+    with open(warm, "wb") as f:
+        f.truncate(int(gib * 1024**3))
+    with open(warm, "rb") as f:
+        while f.read(8 << 20):
+            pass
+    # Kept until the end: deleting it would free its pages (back to the host).
+    return round(gib, 1)
+
+
 def measured(pid: int, fn) -> tuple[dict, float, float]:
     c0, t0 = cpu_seconds(pid), time.monotonic()
     result = fn()
@@ -190,7 +225,7 @@ def measured(pid: int, fn) -> tuple[dict, float, float]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--records", type=int, default=1_000_000)
     a = ap.parse_args()
     for b in (KARNAK, BENCH):
@@ -202,6 +237,7 @@ def main():
                       "records": a.records, "record_size": 1024}), flush=True)
     print(json.dumps({"limits": bench("limits", "--dir", str(work / "limits"), "--seconds", "2")}),
           flush=True)
+    print(json.dumps({"caches_dropped_first": drop_caches()}), flush=True)
     kafka, kport = start_kafka(cp, work)
     karnak, nport = start_karnak(work)
     brokers = {"kafka": (kafka, f"127.0.0.1:{kport}"), "karnak": (karnak, f"127.0.0.1:{nport}")}
@@ -213,6 +249,8 @@ def main():
             for name in order:
                 proc, bootstrap = brokers[name]
                 topic, rk = f"perf-{rnd}", f"rk-{rnd}"
+                print(json.dumps({"round": rnd, "broker": name, "warm_gib": top_up(work)}),
+                      flush=True)
                 create_topic(cp, bootstrap, topic)
                 for tool, fn in [
                     ("producer-perf", lambda: producer_perf(cp, bootstrap, topic, a.records)),
@@ -242,6 +280,8 @@ def main():
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for warm in work.glob("warm-*"):
+            warm.unlink()
 
     def rate(r):
         # MB = 10^6 bytes of record values (Kafka's tools print MiB: use their record rate).

@@ -53,10 +53,9 @@ pub fn load_cluster_id(data_dir: &Path, configured: Option<&str>) -> anyhow::Res
             base64_url(&raw)
         }
     };
-    let tmp = data_dir.join("meta.properties.tmp");
-    std::fs::write(&tmp, format!("version=1\ncluster.id={id}\n"))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    // Durable before any client sees the id: a power cut must not mint a new one.
+    karnak_storage::write_atomic(&path, format!("version=1\ncluster.id={id}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
 }
 

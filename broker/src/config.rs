@@ -352,6 +352,7 @@ impl Config {
                         group_consumer_heartbeat_interval_ms,
                         d.consumer_heartbeat_interval_ms
                     ),
+                    durable_commits: pick!(flush_on_acks_all, true),
                     ..d
                 }
             },

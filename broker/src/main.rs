@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
+    karnak_storage::create_dir_durable(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let cluster_id = broker::load_cluster_id(&config.data_dir, config.cluster_id.as_deref())?;
     let started = std::time::Instant::now();

@@ -91,6 +91,11 @@ fn describe() {
         karnak_storage::log::LOG_FLUSH_LATENCY,
         "Time of each log fsync (acks=all, flush.ms, flush.messages, shutdown)"
     );
+    metrics::describe_gauge!(
+        karnak_storage::log::OFFLINE_PARTITIONS,
+        "Partitions taken offline by a failed fsync or write (KAFKA_STORAGE_ERROR until restart)"
+    );
+    metrics::gauge!(karnak_storage::log::OFFLINE_PARTITIONS).set(0.0);
     metrics::describe_counter!(
         karnak_storage::group_commit::GROUP_COMMIT_PASSES,
         "Passes of the group-commit flusher (one fsync per log written since the last)"

@@ -31,6 +31,8 @@ pub enum CoordinatorError {
     Shard(#[from] ShardError),
     #[error(transparent)]
     Sequencer(#[from] crate::obelisk::SequencerError),
+    #[error("creating the sequencer dir: {0}")]
+    SequencerDir(#[source] karnak_storage::StorageError),
     #[error("creating {path}: {source}")]
     Io {
         path: String,
@@ -82,10 +84,7 @@ impl GroupCoordinator {
             });
         }
         let seq_dir = data_dir.join("__karnak_meta").join("obelisk");
-        std::fs::create_dir_all(&seq_dir).map_err(|source| CoordinatorError::Io {
-            path: seq_dir.display().to_string(),
-            source,
-        })?;
+        karnak_storage::create_dir_durable(&seq_dir).map_err(CoordinatorError::SequencerDir)?;
         let mut out = Vec::with_capacity(shards as usize);
         for (i, log) in topic.logs.iter().enumerate() {
             let seq = Sequencer::open(

@@ -13,7 +13,7 @@ use crate::log::sync_dir;
 const MAX_CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// Write tmp, fsync, rename, fsync dir: readers see the old or the new file.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     f.write_all(data)

@@ -40,6 +40,15 @@ pub enum StorageError {
     /// `reason` is the whole message, worded as Kafka words it.
     #[error("{reason}")]
     InvalidConfig { name: String, reason: String },
+    /// Kafka's KAFKA_STORAGE_ERROR: an fsync or write failed, so what the
+    /// page cache holds may never reach the disk ("fsyncgate"); the log
+    /// takes nothing more and acknowledges nothing more until restarted.
+    #[error("partition {topic}-{partition} is offline after a storage error: {cause}")]
+    Offline {
+        topic: String,
+        partition: i32,
+        cause: String,
+    },
     #[error("data directory {0} is locked by another process")]
     DataDirLocked(PathBuf),
     #[error("corrupt file {path}: {reason}")]

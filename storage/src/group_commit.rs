@@ -37,6 +37,9 @@ struct FlushJob {
 pub struct GroupCommit {
     tx: Mutex<Option<mpsc::Sender<FlushJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Taken by the flusher for each pass; a test holds it to queue many
+    /// jobs first and see them served by one pass.
+    gate: Arc<Mutex<()>>,
 }
 
 /// The flusher stopped (broker shutting down) before the job was done.
@@ -47,13 +50,23 @@ pub struct FlusherStopped;
 impl GroupCommit {
     pub fn start(name: &str) -> std::io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel::<FlushJob>();
+        let gate = Arc::new(Mutex::new(()));
+        let g = gate.clone();
         let thread = std::thread::Builder::new()
             .name(format!("flush-{name}"))
-            .spawn(move || run(rx))?;
+            .spawn(move || run(rx, &g))?;
         Ok(GroupCommit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            gate,
         })
+    }
+
+    /// Holds the flusher before its next pass until the guard drops (tests:
+    /// jobs queued meanwhile must share that pass's fsyncs).
+    #[doc(hidden)]
+    pub fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues `logs` (each with the offset that must be durable) and returns
@@ -96,10 +109,11 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(rx: mpsc::Receiver<FlushJob>) {
+fn run(rx: mpsc::Receiver<FlushJob>, gate: &Mutex<()>) {
     let mut jobs = Vec::new();
     let mut targets: Vec<(Arc<Log>, i64, Option<Arc<StorageError>>)> = Vec::new();
     while let Ok(first) = rx.recv() {
+        let _pass = gate.lock().unwrap_or_else(|e| e.into_inner());
         jobs.push(first);
         // Everything that queued up while the last pass ran joins this one.
         jobs.extend(rx.try_iter());

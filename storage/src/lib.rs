@@ -17,10 +17,11 @@ pub mod manager;
 pub mod segment;
 pub mod topic;
 
+pub use checkpoint::write_atomic;
 pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, FileSlice, Log, ReadResult};
+pub use log::{AppendInfo, FileSlice, Log, ReadResult, create_dir_durable};
 pub use manager::{DynamicBrokerConfigs, LogManager, Topic, TopicMeta};
 pub use topic::validate_topic_name;
 

@@ -39,6 +39,8 @@ pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
 /// Marker written by a clean close; its presence lets open skip CRC checks.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".karnak_clean_shutdown";
+/// Partitions taken offline by a storage error (Kafka's offline replicas).
+pub const OFFLINE_PARTITIONS: &str = "karnak_offline_partitions";
 
 /// A region of a segment file to `sendfile`.
 #[derive(Clone, Debug)]
@@ -101,6 +103,8 @@ pub struct Log {
     fsyncs: AtomicU64,
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
+    /// Set by the first failed fsync or write; never cleared while running.
+    offline: Mutex<Option<String>>,
     hw: tokio::sync::watch::Sender<i64>,
     /// The log cleaner's offset cleaned up to; -1: none yet.
     clean_offset: AtomicI64,
@@ -173,6 +177,7 @@ impl Log {
         // The config read once at the top of the append serves the check too.
         self.check_keys(&cfg, records, &batches)?;
         let mut st = lock(&self.append);
+        self.check_online()?;
         if st.closed {
             return Err(StorageError::io(
                 format!("appending to {}-{}", self.topic, self.partition),
@@ -242,7 +247,9 @@ impl Log {
                 assign_offsets(&mut buf, base_offset, leader_epoch);
                 set_log_append_time(&mut buf, t);
                 let mut iov = [IoSlice::new(&buf)];
-                active.append(&mut iov, &batches, interval, &mut st.cursor, ahead)?;
+                active
+                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead)
+                    .map_err(|e| self.on_write_error(e))?;
             }
             None => {
                 let offsets: Vec<[u8; 8]> = batches
@@ -258,7 +265,9 @@ impl Log {
                     iov.push(IoSlice::new(&epoch));
                     iov.push(IoSlice::new(&records[pos + 16..end]));
                 }
-                active.append(&mut iov, &batches, interval, &mut st.cursor, ahead)?;
+                active
+                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead)
+                    .map_err(|e| self.on_write_error(e))?;
             }
         }
         if active.created_ms.load(Ordering::Relaxed) < 0 {
@@ -322,6 +331,9 @@ impl Log {
         if !roll {
             return Ok(());
         }
+        // A sealed segment is trusted at start-up (only the active one's tail
+        // is checked), so its data is durable before the next segment exists.
+        active.sync().map_err(|e| self.take_offline(e))?;
         active.seal()?;
         // The sealed segment's aborted-txn entries must be on disk before a
         // snapshot past them lets start-up skip replaying their markers.
@@ -387,6 +399,12 @@ impl Log {
             .range(..=offset)
             .next_back()
             .map(|(_, s)| s.clone())
+    }
+
+    /// Every offset below this is on disk (fsynced since this process
+    /// opened the log, or before a clean shutdown).
+    pub fn durable_offset(&self) -> i64 {
+        self.flushed_offset.load(Ordering::Acquire)
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -464,6 +482,55 @@ impl Log {
         self.fsyncs.load(Ordering::Relaxed)
     }
 
+    /// Why the log is offline, if it is (a failed fsync or write).
+    pub fn offline_cause(&self) -> Option<String> {
+        lock(&self.offline).clone()
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline_cause().is_some()
+    }
+
+    pub(crate) fn check_online(&self) -> Result<(), StorageError> {
+        match self.offline_cause() {
+            None => Ok(()),
+            Some(cause) => Err(StorageError::Offline {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                cause,
+            }),
+        }
+    }
+
+    /// A full disk fails the append (the segment was put back to its
+    /// length before it); any other write error may have left what the disk
+    /// holds unknown, so the log goes offline.
+    fn on_write_error(&self, e: StorageError) -> StorageError {
+        match &e {
+            StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                e
+            }
+            _ => self.take_offline(e),
+        }
+    }
+
+    /// Takes the log offline after `e` (once; the first cause is kept) and
+    /// returns the error its caller reports.
+    fn take_offline(&self, e: StorageError) -> StorageError {
+        let mut off = lock(&self.offline);
+        if off.is_none() {
+            tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
+                "partition taken offline: a failed fsync or write may have lost acknowledged-looking data; restart the broker once the disk is fixed");
+            metrics::gauge!(OFFLINE_PARTITIONS).increment(1.0);
+            *off = Some(e.to_string());
+        }
+        StorageError::Offline {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            cause: e.to_string(),
+        }
+    }
+
     /// Makes every offset < `offset` durable. Concurrent callers share one
     /// fsync round; a call already covered returns without a syscall.
     pub fn flush_up_to(&self, offset: i64) -> Result<(), StorageError> {
@@ -471,6 +538,7 @@ impl Log {
             return Ok(());
         }
         let _g = lock(&self.flush_lock);
+        self.check_online()?;
         let from = self.flushed_offset.load(Ordering::Acquire);
         if from >= offset {
             return Ok(());
@@ -478,16 +546,17 @@ impl Log {
         // Cover everything committed so far, so waiters behind us are done too.
         let target = self.log_end_offset();
         let started = std::time::Instant::now();
+        // A failed fsync is not retried: Linux may have dropped the pages
+        // whose write-back failed and marked them clean, so a later fsync
+        // would "succeed" without them. The log goes offline instead.
         if self.dirty_dir.swap(false, Ordering::AcqRel)
             && let Err(e) = sync_dir(&self.dir)
         {
-            // Still owed: the next flush must try again.
-            self.dirty_dir.store(true, Ordering::Release);
-            return Err(e);
+            return Err(self.take_offline(e));
         }
         for seg in self.segment_list() {
             if seg.next_offset() > from && seg.base_offset < target {
-                seg.sync()?;
+                seg.sync().map_err(|e| self.take_offline(e))?;
             }
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -536,6 +605,7 @@ impl Log {
         // A cleaning must not swap segments under a closing log.
         self.abort_cleaning();
         let mut st = lock(&self.append);
+        self.check_online()?;
         if st.closed {
             return Ok(());
         }
@@ -552,6 +622,30 @@ impl Log {
         File::create(&marker).ctx(|| format!("writing {}", marker.display()))?;
         sync_dir(&self.dir)
     }
+}
+
+/// `create_dir_all` whose new directories survive a power cut: each one
+/// created is fsynced into its parent (as Kafka flushes a new log dir's
+/// parent), or a power cut could take a directory, and everything fsynced
+/// inside it, away.
+pub fn create_dir_durable(path: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut p = Some(path);
+    while let Some(d) = p {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d);
+        p = d.parent();
+    }
+    std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
+    for d in missing.iter().rev() {
+        match d.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {

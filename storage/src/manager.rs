@@ -108,8 +108,7 @@ impl LogManager {
         cleaner: CleanerConfig,
     ) -> Result<LogManager, StorageError> {
         let topics_dir = data_dir.join(META_DIR).join("topics");
-        std::fs::create_dir_all(&topics_dir)
-            .ctx(|| format!("creating {}", topics_dir.display()))?;
+        crate::log::create_dir_durable(&topics_dir)?;
         let lock_path = data_dir.join(".lock");
         let lock = OpenOptions::new()
             .read(true)
@@ -609,6 +608,12 @@ impl LogManager {
     ) -> impl std::future::Future<Output = Result<FlushOutcome, FlusherStopped>> + Send + 'static
     {
         self.group_commit.flush(logs)
+    }
+
+    /// Holds the data dir's flusher before its next pass (tests only).
+    #[doc(hidden)]
+    pub fn hold_flusher(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.group_commit.hold()
     }
 
     pub fn shutdown(&self) -> Result<(), StorageError> {

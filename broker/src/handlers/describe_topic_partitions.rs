@@ -99,14 +99,21 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .unwrap_or_default()
             .iter()
             .map(|log| {
-                DescribeTopicPartitionsResponsePartition::default()
+                let p = DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(log.partition())
                     .with_leader_id(node)
                     .with_leader_epoch(log.latest_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new()));
+                if log.is_offline() {
+                    p.with_error_code(ResponseError::LeaderNotAvailable.code())
+                        .with_leader_id(BrokerId(-1))
+                        .with_offline_replicas(vec![node])
+                } else {
+                    p
+                }
             })
             .collect();
         budget -= partitions.len() as i32;

@@ -103,12 +103,20 @@ fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataRespons
         .logs
         .iter()
         .map(|log| {
-            MetadataResponsePartition::default()
+            let p = MetadataResponsePartition::default()
                 .with_partition_index(log.partition())
                 .with_leader_id(node)
                 .with_leader_epoch(log.latest_epoch())
                 .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if log.is_offline() {
+                // As KRaft shows a partition whose only replica's log dir failed.
+                p.with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_offline_replicas(vec![node])
+            } else {
+                p
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -318,6 +318,7 @@ pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
         E::Corrupt { .. } => ResponseError::CorruptMessage,
         E::KeylessRecordOnCompactedTopic { .. } => ResponseError::InvalidRecord,
         E::Producer(p) => return producer_error_code(p),
+        E::Offline { .. } => ResponseError::KafkaStorageError,
         // Logged where it happens.
         _ => ResponseError::UnknownServerError,
     };

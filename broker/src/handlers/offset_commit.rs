@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-use karnak_coordinator::errors::{NONE, UNKNOWN_SERVER_ERROR};
+use karnak_coordinator::errors::{NONE, NOT_COORDINATOR, UNKNOWN_SERVER_ERROR};
 use karnak_coordinator::{Committer, OffsetCommit};
 
 use super::group_common::check_group_id;
@@ -88,9 +88,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     };
     match flush_to {
         Some(last) if broker.config.flush_on_acks_all => {
-            let log = broker.groups.shard(group).log.clone();
+            let shard = broker.groups.shard(group).clone();
             // Queued now; grouped with produce's acks=all fsyncs.
-            let flushed = broker.logs.flush_logs(vec![(log, last + 1)]);
+            let flushed = broker.logs.flush_logs(vec![(shard.log.clone(), last + 1)]);
             Ok(Reply::Later(Box::pin(async move {
                 let ok = match flushed.await {
                     Ok(outcome) => match outcome.into_iter().find_map(Result::err) {
@@ -105,15 +105,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         false
                     }
                 };
+                // Shown to OffsetFetch only now that it is durable.
+                shard.offsets_flushed();
+                // As Kafka answers a commit its log could not store.
                 let codes = codes
                     .into_iter()
-                    .map(|c| {
-                        if ok || c != NONE {
-                            c
-                        } else {
-                            UNKNOWN_SERVER_ERROR
-                        }
-                    })
+                    .map(|c| if ok || c != NONE { c } else { NOT_COORDINATOR })
                     .collect();
                 respond(codes)
             })))

@@ -19,6 +19,8 @@ pub struct Broker {
     pub sql_port: u16,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
+    /// Data dir elsewhere than `dir/data` (a power-cut mount).
+    pub data: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -31,6 +33,11 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(extra: &[&str]) -> Broker {
+        Self::start_in(None, extra)
+    }
+
+    /// As `start`, with the data dir at `data` if given.
+    pub fn start_in(data: Option<PathBuf>, extra: &[&str]) -> Broker {
         let mut b = Broker {
             child: None,
             kafka_port: free_port(),
@@ -38,6 +45,7 @@ impl Broker {
             sql_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            data,
         };
         // free_port() closes the port it found: another process may bind it
         // first. Then this broker cannot bind and exits; try fresh ports.
@@ -55,7 +63,9 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// (Re)starts the broker on the same ports.
@@ -223,6 +233,26 @@ impl Client {
             assert_eq!(resp.get_u8(), 0, "no tagged fields in response header");
         }
         Resp::decode(&mut resp, version).unwrap()
+    }
+
+    /// As `call`, but None when the connection fails (the broker died).
+    pub fn try_call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Option<Resp> {
+        let mut body = BytesMut::new();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = self.frame(key, version, &body);
+        let correlation = self.correlation;
+        self.stream.write_all(&frame.split()).ok()?;
+        let mut resp = self.read_frame()?;
+        assert_eq!(resp.get_i32(), correlation);
+        if key.response_header_version(version) >= 1 {
+            assert_eq!(resp.get_u8(), 0, "no tagged fields in response header");
+        }
+        Some(Resp::decode(&mut resp, version).unwrap())
     }
 
     pub fn frame(&mut self, key: ApiKey, version: i16, body: &[u8]) -> BytesMut {

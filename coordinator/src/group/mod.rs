@@ -52,6 +52,11 @@ pub struct GroupConfig {
     /// (`group.consumer.session.timeout.ms`, `.heartbeat.interval.ms`).
     pub consumer_session_timeout_ms: i32,
     pub consumer_heartbeat_interval_ms: i32,
+    /// A committed offset is shown (OffsetFetch, lag, the next checkpoint)
+    /// only once its record is fsynced, so nothing read can be lost by a
+    /// power cut. Off (the broker's `--flush-on-acks-all false`), a commit
+    /// is shown as soon as it is written.
+    pub durable_commits: bool,
 }
 
 impl Default for GroupConfig {
@@ -65,6 +70,7 @@ impl Default for GroupConfig {
             checkpoint_bytes: 32 << 20,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            durable_commits: false,
         }
     }
 }

@@ -25,7 +25,7 @@ impl Shard {
             .or_insert_with(|| Group::new(&req.group_id));
         let rx = g.join(req, &self.cfg, now, &mut |c| self.mint_member_id(c));
         self.after_change(g);
-        self.maybe_checkpoint(&st);
+        self.maybe_checkpoint(&mut st);
         rx
     }
 
@@ -38,7 +38,7 @@ impl Shard {
         };
         let rx = g.sync(req);
         self.after_change(g);
-        self.maybe_checkpoint(&st);
+        self.maybe_checkpoint(&mut st);
         rx
     }
 
@@ -71,7 +71,7 @@ impl Shard {
             .map(|(m, i)| g.leave(m, i.as_deref(), &self.cfg, now))
             .collect();
         self.after_change(g);
-        self.maybe_checkpoint(&st);
+        self.maybe_checkpoint(&mut st);
         Ok(codes)
     }
 
@@ -119,7 +119,7 @@ impl Shard {
             self.mint_member_id(&client)
         });
         self.after_change(g);
-        self.maybe_checkpoint(&st);
+        self.maybe_checkpoint(&mut st);
         outcome
     }
 

@@ -68,7 +68,13 @@ pub struct ShardState {
     pub txns: HashMap<String, TxnMetadata>,
     /// Transactional offset commits of groups that hash to this shard.
     pub txn_offsets: PendingTxnOffsets,
+    /// Offsets written but not yet durable, by the log offset of the last
+    /// record of their commit: shown in log order once fsynced.
+    pub unflushed_offsets: BTreeMap<i64, Vec<UnflushedOffset>>,
 }
+
+/// One committed offset waiting for its record's fsync: group, partition, value.
+pub type UnflushedOffset = (String, (String, i32), StoredOffset);
 
 pub struct Shard {
     pub id: u32,
@@ -281,6 +287,7 @@ impl Shard {
                 groups,
                 txns,
                 txn_offsets,
+                unflushed_offsets: BTreeMap::new(),
             }),
             timers: Mutex::new(Timers::default()),
             timer_changed: Notify::new(),
@@ -366,7 +373,7 @@ impl Shard {
     /// delete the segments wholly behind that rewrite. Replay then reads at
     /// most a checkpoint plus `checkpoint_bytes`, however long the shard has
     /// lived. Called with the shard lock held, so nothing interleaves.
-    pub(crate) fn maybe_checkpoint(&self, st: &ShardState) {
+    pub(crate) fn maybe_checkpoint(&self, st: &mut ShardState) {
         if self.since_checkpoint.load(Ordering::Relaxed) < self.cfg.checkpoint_bytes {
             return;
         }
@@ -375,11 +382,15 @@ impl Shard {
         }
     }
 
-    fn checkpoint(&self, st: &ShardState) -> Result<(), ShardError> {
+    fn checkpoint(&self, st: &mut ShardState) -> Result<(), ShardError> {
         let storage = |source| ShardError::Storage {
             shard: self.id,
             source,
         };
+        // Commits not yet shown are below the rewrite's first offset: make
+        // them durable and show them, or the rewrite would leave them out.
+        self.log.flush().map_err(storage)?;
+        self.show_durable_offsets(st);
         self.log.roll().map_err(storage)?;
         let first = self.log.log_end_offset();
         let mut records: Vec<(RecordKey, Option<Bytes>)> = Vec::new();

@@ -85,10 +85,6 @@ impl Shard {
         }
         match self.append(records) {
             Ok(last) => {
-                let g = st
-                    .groups
-                    .entry(group_id.to_string())
-                    .or_insert_with(|| Group::new(group_id));
                 if !exists {
                     tracing::debug!(
                         shard = self.id,
@@ -96,10 +92,13 @@ impl Shard {
                         "group created by a simple offset commit"
                     );
                 }
-                for (tp, o) in accepted {
-                    g.offsets.insert(tp, o);
-                }
-                self.maybe_checkpoint(&st);
+                st.unflushed_offsets.entry(last).or_default().extend(
+                    accepted
+                        .into_iter()
+                        .map(|(tp, o)| (group_id.to_string(), tp, o)),
+                );
+                self.show_durable_offsets(&mut st);
+                self.maybe_checkpoint(&mut st);
                 (codes, Some(last))
             }
             Err(e) => {
@@ -110,6 +109,43 @@ impl Shard {
                     .collect();
                 (codes, None)
             }
+        }
+    }
+
+    /// Shows the commits whose records are durable now (all of them when
+    /// commits need no fsync), in log order. The broker calls it once the
+    /// fsync a commit waited for is done; a commit never fsynced (the log
+    /// went offline) is never shown, and its client got an error.
+    pub fn offsets_flushed(&self) {
+        let mut st = self.lock();
+        self.show_durable_offsets(&mut st);
+    }
+
+    pub(crate) fn show_durable_offsets(&self, st: &mut ShardState) {
+        let durable = if self.cfg.durable_commits {
+            self.log.durable_offset()
+        } else {
+            i64::MAX
+        };
+        while let Some(entry) = st.unflushed_offsets.first_entry() {
+            if *entry.key() >= durable {
+                break;
+            }
+            for (group, tp, o) in entry.remove() {
+                st.groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group))
+                    .offsets
+                    .insert(tp, o);
+            }
+        }
+    }
+
+    /// Forgets the unshown commits of a group being deleted (or of some of
+    /// its partitions): the tombstones written after them win on replay.
+    fn drop_unflushed(&self, st: &mut ShardState, group_id: &str, only: Option<&[(String, i32)]>) {
+        for commits in st.unflushed_offsets.values_mut() {
+            commits.retain(|(g, tp, _)| g != group_id || only.is_some_and(|o| !o.contains(tp)));
         }
     }
 
@@ -170,9 +206,20 @@ impl Shard {
         if !g.is_empty() {
             return NON_EMPTY_GROUP;
         }
-        let mut records: Vec<(RecordKey, Option<Bytes>)> = g
-            .offsets
-            .keys()
+        // Commits not yet shown need their tombstones too.
+        let mut keys: Vec<&(String, i32)> = g.offsets.keys().collect();
+        for (_, tp, _) in st
+            .unflushed_offsets
+            .values()
+            .flatten()
+            .filter(|c| c.0 == group_id)
+        {
+            if !keys.contains(&tp) {
+                keys.push(tp);
+            }
+        }
+        let mut records: Vec<(RecordKey, Option<Bytes>)> = keys
+            .into_iter()
             .map(|(t, p)| {
                 (
                     RecordKey::Offset {
@@ -188,6 +235,7 @@ impl Shard {
         match self.append(records) {
             Ok(_) => {
                 st.groups.remove(group_id);
+                self.drop_unflushed(&mut st, group_id, None);
                 NONE
             }
             Err(e) => {
@@ -203,11 +251,18 @@ impl Shard {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let Some(g) = st.groups.get_mut(group_id) else {
             return Err(GROUP_ID_NOT_FOUND);
         };
         let subscribed = g.subscribed_topics();
+        let unflushed = |tp: &(String, i32)| {
+            st.unflushed_offsets
+                .values()
+                .flatten()
+                .any(|(gid, t, _)| gid == group_id && t == tp)
+        };
         let mut codes = Vec::with_capacity(partitions.len());
         let mut records = Vec::new();
         for (t, p) in partitions {
@@ -216,7 +271,8 @@ impl Shard {
                 continue;
             }
             codes.push(NONE);
-            if g.offsets.remove(&(t.clone(), *p)).is_some() {
+            let tp = (t.clone(), *p);
+            if g.offsets.remove(&tp).is_some() || unflushed(&tp) {
                 records.push((
                     RecordKey::Offset {
                         group: group_id.to_string(),
@@ -233,6 +289,7 @@ impl Shard {
             tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offset deletion");
             return Err(UNKNOWN_SERVER_ERROR);
         }
+        self.drop_unflushed(st, group_id, Some(partitions));
         Ok(codes)
     }
 }

@@ -417,7 +417,7 @@ impl TransactionCoordinator {
         st.txns.insert(m.transactional_id.clone(), next);
         let result = if commit { "commit" } else { "abort" };
         metrics::counter!(TRANSACTIONS_METRIC, "result" => result).increment(1);
-        shard.maybe_checkpoint(&st);
+        shard.maybe_checkpoint(&mut st);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ impl Log {
         partition: i32,
         config: LogConfig,
     ) -> Result<Log, StorageError> {
-        std::fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        create_dir_durable(dir)?;
         // Finish (or undo) a cleaner swap a crash interrupted, before the
         // segments are listed.
         crate::cleaner::swap::recover_swaps(dir)?;
@@ -79,7 +79,11 @@ impl Log {
         };
         active.prepare_active(index_bytes)?;
         if clean {
+            // The marker's removal must reach the disk before anything is
+            // appended: if a power cut brought it back, the next start would
+            // trust a tail written after this one without checking it.
             std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+            sync_dir(dir)?;
         }
         let leo = active.next_offset();
         let first_base = segments.first_key_value().map_or(0, |(b, _)| *b);
@@ -120,12 +124,18 @@ impl Log {
             last_stable_offset: AtomicI64::new(lso),
             txn_index,
             leader_epochs,
-            // Whatever survived recovery is on disk as far as we can tell.
-            flushed_offset: AtomicI64::new(leo),
+            // After a clean shutdown everything was fsynced. After a crash the
+            // recovered tail (and recovery's own truncation) may live only in
+            // the page cache: nothing counts as durable until the first flush
+            // has synced every segment, so an acks=all retry answered as a
+            // duplicate still waits for an fsync.
+            flushed_offset: AtomicI64::new(if clean { leo } else { start.min(first_base) }),
             flush_lock: Mutex::new(()),
             fsyncs: AtomicU64::new(0),
             last_flush_ms: AtomicI64::new(now),
-            dirty_dir: AtomicBool::new(false),
+            // Recovery may have created, truncated or removed files.
+            dirty_dir: AtomicBool::new(!clean),
+            offline: Mutex::new(None),
             hw,
             clean_offset: AtomicI64::new(-1),
             cleaning: Mutex::new(()),

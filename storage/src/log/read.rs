@@ -38,6 +38,8 @@ impl Log {
         min_one_batch: bool,
         max_offset: i64,
     ) -> Result<ReadResult, StorageError> {
+        // An offline log's page cache may hold what the disk lost: serve none of it.
+        self.check_online()?;
         let leo = self.log_end_offset.load(Ordering::Acquire);
         let start = self.log_start_offset();
         let result = |slice| ReadResult {
