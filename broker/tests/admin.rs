@@ -16,22 +16,9 @@ fn name(s: &str) -> TopicName {
 }
 
 fn produce(c: &mut Client, topic: &str, partition: i32, records: Bytes) -> i64 {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![
-            produce_request::TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, 0, "produce to {topic}-{partition}");
-    p.base_offset
+    let (code, base) = support::try_produce(c, topic, partition, -1, records).expect("response");
+    assert_eq!(code, 0, "produce to {topic}-{partition}");
+    base
 }
 
 fn earliest(c: &mut Client, topic: &str, partition: i32) -> i64 {

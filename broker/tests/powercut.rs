@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -78,64 +78,15 @@ fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
     support::create_topic(c, topic, partitions);
 }
 
-/// One v2 batch of `values`; with `pid`, an idempotent one at `seq`.
+/// One v2 batch of keyless `values`; with `pid`, an idempotent one at `seq`.
 fn batch(values: &[String], pid: Option<(i64, i16, i32)>) -> Bytes {
-    let (producer_id, producer_epoch, seq) = pid.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if seq < 0 { -1 } else { seq + i as i32 },
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(v.clone())),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        values.iter().map(|v| (None, v.as_bytes())).collect();
+    support::producer_batch(&records, Compression::None, pid)
 }
 
-/// Produce one batch; None if the connection died, else (error, base offset).
-fn produce(
-    c: &mut Client,
-    topic: &str,
-    partition: i32,
-    acks: i16,
-    records: Bytes,
-) -> Option<(i16, i64)> {
-    let req = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![
-            produce_request::TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let resp: ProduceResponse = c.try_call(ApiKey::Produce, 9, &req)?;
-    let p = &resp.responses[0].partition_responses[0];
-    Some((p.error_code, p.base_offset))
+fn produce(c: &mut Client, topic: &str, p: i32, acks: i16, records: Bytes) -> Option<(i16, i64)> {
+    support::try_produce(c, topic, p, acks, records)
 }
 
 fn init_producer_id(c: &mut Client) -> (i64, i16) {

@@ -258,6 +258,19 @@ impl PowerCutFs {
     }
 }
 
+impl PowerCutFs {
+    /// unlink and rmdir.
+    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        match self
+            .on()
+            .and_then(|mut s| s.tree.unlink(parent.0, name, dir).map_err(err))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
 impl Filesystem for PowerCutFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = self.on().and_then(|mut s| {
@@ -358,23 +371,11 @@ impl Filesystem for PowerCutFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .on()
-            .and_then(|mut s| s.tree.unlink(parent.0, name, false).map_err(err))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, false, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .on()
-            .and_then(|mut s| s.tree.unlink(parent.0, name, true).map_err(err))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, true, reply);
     }
 
     fn rename(

@@ -104,7 +104,9 @@ pub struct Log {
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
     /// Set by the first failed fsync or write; never cleared while running.
-    offline: Mutex<Option<String>>,
+    /// The flag is what append and read check (no lock on the hot path).
+    offline: AtomicBool,
+    offline_cause: Mutex<Option<String>>,
     hw: tokio::sync::watch::Sender<i64>,
     /// The log cleaner's offset cleaned up to; -1: none yet.
     clean_offset: AtomicI64,
@@ -484,11 +486,14 @@ impl Log {
 
     /// Why the log is offline, if it is (a failed fsync or write).
     pub fn offline_cause(&self) -> Option<String> {
-        lock(&self.offline).clone()
+        if !self.is_offline() {
+            return None;
+        }
+        lock(&self.offline_cause).clone()
     }
 
     pub fn is_offline(&self) -> bool {
-        self.offline_cause().is_some()
+        self.offline.load(Ordering::Acquire)
     }
 
     pub(crate) fn check_online(&self) -> Result<(), StorageError> {
@@ -517,12 +522,13 @@ impl Log {
     /// Takes the log offline after `e` (once; the first cause is kept) and
     /// returns the error its caller reports.
     fn take_offline(&self, e: StorageError) -> StorageError {
-        let mut off = lock(&self.offline);
+        let mut off = lock(&self.offline_cause);
         if off.is_none() {
             tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
                 "partition taken offline: a failed fsync or write may have lost acknowledged-looking data; restart the broker once the disk is fixed");
             metrics::gauge!(OFFLINE_PARTITIONS).increment(1.0);
             *off = Some(e.to_string());
+            self.offline.store(true, Ordering::Release);
         }
         StorageError::Offline {
             topic: self.topic.clone(),

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::handlers::leadership;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions
@@ -99,21 +100,17 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .unwrap_or_default()
             .iter()
             .map(|log| {
-                let p = DescribeTopicPartitionsResponsePartition::default()
+                let (error, leader, offline) = leadership(log, node);
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_error_code(error)
                     .with_partition_index(log.partition())
-                    .with_leader_id(node)
+                    .with_leader_id(leader)
                     .with_leader_epoch(log.latest_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new()));
-                if log.is_offline() {
-                    p.with_error_code(ResponseError::LeaderNotAvailable.code())
-                        .with_leader_id(BrokerId(-1))
-                        .with_offline_replicas(vec![node])
-                } else {
-                    p
-                }
+                    .with_last_known_elr(Some(Vec::new()))
+                    .with_offline_replicas(offline)
             })
             .collect();
         budget -= partitions.len() as i32;

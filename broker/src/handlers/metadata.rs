@@ -14,7 +14,7 @@ use karnak_storage::Topic;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::handlers::storage_error_code;
+use crate::handlers::{leadership, storage_error_code};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -103,20 +103,15 @@ fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataRespons
         .logs
         .iter()
         .map(|log| {
-            let p = MetadataResponsePartition::default()
+            let (error, leader, offline) = leadership(log, node);
+            MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(log.partition())
-                .with_leader_id(node)
+                .with_leader_id(leader)
                 .with_leader_epoch(log.latest_epoch())
                 .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
-            if log.is_offline() {
-                // As KRaft shows a partition whose only replica's log dir failed.
-                p.with_error_code(ResponseError::LeaderNotAvailable.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_offline_replicas(vec![node])
-            } else {
-                p
-            }
+                .with_isr_nodes(vec![node])
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()

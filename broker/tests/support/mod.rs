@@ -309,7 +309,18 @@ pub fn keyed_batch(
     records: &[(Option<&[u8]>, &[u8])],
     compression: kafka_protocol::records::Compression,
 ) -> Bytes {
+    producer_batch(records, compression, None)
+}
+
+/// As `keyed_batch`; with `producer` (id, epoch, base sequence) an
+/// idempotent producer's batch.
+pub fn producer_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    compression: kafka_protocol::records::Compression,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
     use kafka_protocol::records::*;
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, 0));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -327,11 +338,11 @@ pub fn keyed_batch(
                 transactional: false,
                 control: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: i as i32,
+                sequence: base_sequence + i as i32,
                 timestamp: now,
                 key: k.map(Bytes::copy_from_slice),
                 value: Some(Bytes::copy_from_slice(v)),
@@ -351,6 +362,33 @@ pub fn keyed_batch(
     )
     .unwrap();
     buf.freeze()
+}
+
+/// Produce v9 of one batch to one partition: (error code, base offset), or
+/// None when the connection failed (the broker died).
+pub fn try_produce(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> Option<(i16, i64)> {
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName, produce_request};
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let resp: ProduceResponse = c.try_call(ApiKey::Produce, 9, &req)?;
+    let p = &resp.responses[0].partition_responses[0];
+    Some((p.error_code, p.base_offset))
 }
 
 /// Creates a topic over the wire (CreateTopics v7) and returns its id.

@@ -135,7 +135,8 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             // Recovery may have created, truncated or removed files.
             dirty_dir: AtomicBool::new(!clean),
-            offline: Mutex::new(None),
+            offline: AtomicBool::new(false),
+            offline_cause: Mutex::new(None),
             hw,
             clean_offset: AtomicI64::new(-1),
             cleaning: Mutex::new(()),
