@@ -169,7 +169,12 @@ impl PowerCut {
     /// and mounts what survived the cut, with a cold page cache.
     pub fn restart(&mut self) -> io::Result<()> {
         if let Some(session) = self.session.take() {
-            session.umount_and_join()?;
+            match session.umount_and_join() {
+                // The kernel ends the session that way when it unmounts
+                // while requests of the killed process were still queued.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                other => other?,
+            }
         }
         self.lock().powered_off = false;
         self.start_session()
@@ -177,6 +182,11 @@ impl PowerCut {
 
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// Bytes the files hold now (what `Faults::capacity` is measured against).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().tree.used_bytes()
     }
 
     pub fn stats(&self) -> Stats {

@@ -39,6 +39,10 @@ pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
 /// Marker written by a clean close; its presence lets open skip CRC checks.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".karnak_clean_shutdown";
+/// Every offset below the one this file holds is on disk: start-up after a
+/// crash checks (CRC) the segments from there on and trusts the ones before
+/// (Kafka's recovery point, kept per partition).
+pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Partitions taken offline by a storage error (Kafka's offline replicas).
 pub const OFFLINE_PARTITIONS: &str = "karnak_offline_partitions";
 
@@ -103,6 +107,8 @@ pub struct Log {
     fsyncs: AtomicU64,
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
+    /// The offset last written to the recovery-point file.
+    recovery_point: AtomicI64,
     /// Set by the first failed fsync or write; never cleared while running.
     /// The flag is what append and read check (no lock on the hot path).
     offline: AtomicBool,
@@ -333,9 +339,8 @@ impl Log {
         if !roll {
             return Ok(());
         }
-        // A sealed segment is trusted at start-up (only the active one's tail
-        // is checked), so its data is durable before the next segment exists.
-        active.sync().map_err(|e| self.take_offline(e))?;
+        // The sealed segment's data is fsynced later, off this path (see
+        // `flush_sealed`); until then start-up after a crash checks it.
         active.seal()?;
         // The sealed segment's aborted-txn entries must be on disk before a
         // snapshot past them lets start-up skip replaying their markers.
@@ -576,8 +581,55 @@ impl Log {
         self.flush_up_to(self.log_end_offset())
     }
 
+    /// Makes the sealed segments durable and moves the recovery point past
+    /// them, off the produce path (a roll does not wait for the disk): the
+    /// broker's flush timer calls it. Returns whether it flushed anything.
+    pub fn flush_sealed(&self) -> Result<bool, StorageError> {
+        let Some(active_base) = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .next_back()
+            .copied()
+        else {
+            return Ok(false);
+        };
+        if self.recovery_point.load(Ordering::Acquire) >= active_base || self.is_offline() {
+            return Ok(false);
+        }
+        let from = self.flushed_offset.load(Ordering::Acquire);
+        // The data first, without the flush lock: a segment's fsync may take
+        // a while and acks=all waiters on this log must not queue behind it.
+        for seg in self.segment_list() {
+            if seg.base_offset < active_base && seg.next_offset() > from {
+                seg.sync().map_err(|e| self.take_offline(e))?;
+            }
+        }
+        {
+            let _g = lock(&self.flush_lock);
+            if self.dirty_dir.swap(false, Ordering::AcqRel)
+                && let Err(e) = sync_dir(&self.dir)
+            {
+                return Err(self.take_offline(e));
+            }
+            self.flushed_offset.fetch_max(active_base, Ordering::AcqRel);
+        }
+        self.write_recovery_point(active_base)?;
+        Ok(true)
+    }
+
+    fn write_recovery_point(&self, offset: i64) -> Result<(), StorageError> {
+        crate::checkpoint::write_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), &[vec![offset]])?;
+        self.recovery_point.fetch_max(offset, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Background flush by `flush.ms`; the broker calls this from a timer.
     pub fn flush_if_due(&self, now_ms: i64) {
+        if let Err(e) = self.flush_sealed() {
+            tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "flushing sealed segments failed");
+        }
         let Some(interval) = self.config().flush_ms else {
             return;
         };
@@ -624,6 +676,7 @@ impl Log {
         self.flush()?;
         active.sync()?;
         active.seal()?;
+        self.write_recovery_point(self.log_end_offset())?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         File::create(&marker).ctx(|| format!("writing {}", marker.display()))?;
         sync_dir(&self.dir)

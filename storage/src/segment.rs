@@ -153,14 +153,17 @@ impl LogSegment {
 
     /// Opens an existing segment. Sealed segments (`next_base` is Some) are
     /// trusted and only their indexes rebuilt if missing or broken; the
-    /// active one has its tail scanned from the last index entry, with
-    /// CRC checks unless `clean` (shutdown marker present).
+    /// active one has its tail scanned from the last index entry, or all of
+    /// it with CRC checks if `verify`. A sealed segment with `verify` (past the
+    /// recovery point after a crash) is scanned whole and cut at its first
+    /// bad batch; its next offset is where its batches end, which the
+    /// caller compares with `next_base`.
     pub fn open(
         dir: &Path,
         base: i64,
         index_bytes: u64,
         next_base: Option<i64>,
-        clean: bool,
+        verify: bool,
         interval: u32,
         now_ms: i64,
     ) -> Result<LogSegment, StorageError> {
@@ -180,6 +183,14 @@ impl LogSegment {
         let last = rlock(&seg.index).last();
         let index_ok = !missing && last.is_none_or(|(o, p)| p < file_len && o >= base);
         match next_base {
+            // Its next offset stays where its batches end: the caller tells
+            // a torn segment from a cleaned one with a gap after it.
+            Some(_) if verify => {
+                wlock(&seg.index).preallocate(index_bytes)?;
+                wlock(&seg.time_index).preallocate(index_bytes)?;
+                seg.recover(interval, 0, true)?;
+                seg.seal()?;
+            }
             Some(next) if index_ok && !rlock(&seg.time_index).is_empty() || file_len == 0 => {
                 if let Some((timestamp, offset)) = rlock(&seg.time_index).last() {
                     *seg.max_ts.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -198,12 +209,15 @@ impl LogSegment {
                 seg.next_offset.store(next, Ordering::Release);
             }
             None => {
-                let start = if index_ok {
+                // After a crash the whole segment is checked: its index
+                // (memory-mapped, written back whenever the kernel likes)
+                // may point past data a power cut lost.
+                let start = if index_ok && !verify {
                     last.map_or(0, |(_, p)| p)
                 } else {
                     0
                 };
-                if !seg.recover(interval, start, !clean)? && start > 0 {
+                if !seg.recover(interval, start, verify)? && start > 0 {
                     // The index entry itself points at a bad batch: distrust it.
                     tracing::warn!(segment = %seg.path.display(), "index entry points at a bad batch; rescanning the whole segment");
                     seg.recover(interval, 0, true)?;
@@ -332,6 +346,12 @@ impl LogSegment {
         self.next_offset.store(expected, Ordering::Release);
         *self.max_ts.lock().unwrap_or_else(|e| e.into_inner()) = max;
         Ok(true)
+    }
+
+    /// The offsets up to `next` belong to this segment (a cleaned one whose
+    /// last batches were compacted away).
+    pub(crate) fn set_next_offset(&self, next: i64) {
+        self.next_offset.store(next, Ordering::Release);
     }
 
     pub fn size(&self) -> u64 {

@@ -335,6 +335,11 @@ pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {
         E::KeylessRecordOnCompactedTopic { .. } => ResponseError::InvalidRecord,
         E::Producer(p) => return producer_error_code(p),
         E::Offline { .. } => ResponseError::KafkaStorageError,
+        // A full disk: the append was rolled back and the partition stays
+        // online, so a producer's retry succeeds once space is freed.
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            ResponseError::KafkaStorageError
+        }
         // Logged where it happens.
         _ => ResponseError::UnknownServerError,
     };

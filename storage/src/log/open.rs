@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::*;
+use crate::checkpoint::read_checkpoint;
 
 impl Log {
     /// Opens or creates the log in `dir` and recovers it (see the crate docs).
@@ -55,19 +56,56 @@ impl Log {
         }
         let index_bytes = config.segment_index_bytes as u64;
         let now = now_ms();
+        // After a crash, segments reaching past the recovery point may have
+        // been torn by a power cut: each is checked batch by batch (none
+        // without the file: a data dir from before it existed).
+        let recovery_point = if clean {
+            i64::MAX
+        } else {
+            read_checkpoint(&dir.join(RECOVERY_POINT_FILE), 1)?
+                .and_then(|e| e.first().map(|e| e[0]))
+                .unwrap_or(0)
+        };
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
             let next = bases.get(i + 1).copied();
+            let verify = !clean && next.is_none_or(|n| n > recovery_point);
             let seg = LogSegment::open(
                 dir,
                 base,
                 index_bytes,
                 next,
-                clean,
+                verify,
                 config.index_interval_bytes,
                 now,
             )?;
+            // A checked sealed segment whose batches end before the next
+            // segment starts lost its tail in the crash, unless compaction
+            // removed those offsets (then the gap is the cleaner's).
+            let mut torn = false;
+            if let Some(n) = next
+                && verify
+                && seg.next_offset() < n
+            {
+                if config.cleanup_policy.compacts() {
+                    seg.set_next_offset(n);
+                } else {
+                    torn = true;
+                }
+            }
             segments.insert(base, Arc::new(seg));
+            if torn {
+                // The offsets after a torn segment's last good batch are
+                // gone, so the segments after it cannot stay (as Kafka
+                // truncates the log at the first corrupt batch it recovers).
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(dir = %dir.display(), base_offset = later,
+                        "removing a log segment after a segment torn by a crash");
+                    remove_segment_files(dir, later)?;
+                }
+                bases.truncate(i + 1);
+                break;
+            }
         }
         let active = match segments.last_key_value() {
             Some((_, s)) => s.clone(),
@@ -135,6 +173,7 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             // Recovery may have created, truncated or removed files.
             dirty_dir: AtomicBool::new(!clean),
+            recovery_point: AtomicI64::new(if clean { leo } else { recovery_point.min(leo) }),
             offline: AtomicBool::new(false),
             offline_cause: Mutex::new(None),
             hw,
@@ -145,4 +184,22 @@ impl Log {
             uncleanable: AtomicBool::new(false),
         })
     }
+}
+
+/// Removes a segment's files (log, indexes, Arrow face), whichever exist.
+fn remove_segment_files(dir: &Path, base: i64) -> Result<(), StorageError> {
+    for path in [
+        crate::segment::log_path(dir, base),
+        crate::segment::index_path(dir, base),
+        crate::segment::time_index_path(dir, base),
+        crate::segment::txn_index_path(dir, base),
+        crate::arrow_face::arrow_path(dir, base),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    Ok(())
 }
