@@ -93,7 +93,7 @@ echo '{"row": "sync: earlier rows written back; latency rows use --warmup 1"}'
 W=(--warmup 1)
 # Latency, one record per request (raw) at half the measured maximum rate.
 MAX=$("$BENCH" produce "${B[@]}" --topic lat-max --record-size 1024 --batch-records 1 \
-    --in-flight 1000 --acks 1 --records 100000000 | tee /dev/stderr | field "['records_per_s']")
+    --in-flight 1000 --acks 1 --records 100000000 | tee -a /dev/stderr | field "['records_per_s']")
 HALF=$(( ${MAX%.*} / 2 ))
 drop lat-max
 "$BENCH" produce "${B[@]}" "${W[@]}" --topic lat1 --record-size 1024 --batch-records 1 \
@@ -107,7 +107,7 @@ for rate in 1000 2000 5000; do
 done
 # librdkafka, linger.ms=0, acks=1: the maximum on Karnak, then both at half of it.
 RMAX=$("$BENCH" produce --client rdkafka "${B[@]}" --topic rl-max --record-size 1024 --acks 1 \
-    --linger-ms 0 --records 4000000 | tee /dev/stderr | field "['records_per_s']")
+    --linger-ms 0 --records 4000000 | tee -a /dev/stderr | field "['records_per_s']")
 RHALF=$(( ${RMAX%.*} / 2 ))
 drop rl-max
 for rate in "$RHALF" 50000; do

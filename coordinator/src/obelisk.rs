@@ -94,8 +94,17 @@ impl Sequencer {
         };
         if best.is_none() {
             // Make the file's existence and first lease durable now, so a new
-            // file is never mistaken for a lost one.
+            // file is never mistaken for a lost one: its data, then its name
+            // (a power cut could otherwise take the file away and restart
+            // the counter at `start`).
             seq.extend_lease(first)?;
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("fsync the directory of a new sequencer"))?;
         }
         Ok(seq)
     }

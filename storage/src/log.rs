@@ -606,6 +606,9 @@ impl Log {
                 seg.sync().map_err(|e| self.take_offline(e))?;
             }
         }
+        // The roll's producer snapshot, now that the log below it is durable
+        // (its name with the directory fsync below).
+        producer_state::sync_snapshot(&self.dir, active_base).map_err(|e| self.take_offline(e))?;
         {
             let _g = lock(&self.flush_lock);
             if self.dirty_dir.swap(false, Ordering::AcqRel)
@@ -669,8 +672,9 @@ impl Log {
         }
         st.closed = true;
         let active = st.active.clone();
-        st.producers
-            .write_snapshot(&self.dir, self.log_end_offset())?;
+        let leo = self.log_end_offset();
+        st.producers.write_snapshot(&self.dir, leo)?;
+        producer_state::sync_snapshot(&self.dir, leo)?;
         drop(st);
         self.dirty_dir.store(true, Ordering::Release);
         self.flush()?;

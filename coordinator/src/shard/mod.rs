@@ -332,6 +332,26 @@ impl Shard {
         self.arm(g);
     }
 
+    /// As [`Self::append`], then, with `sync`, fsynced before returning
+    /// (records others rely on across a crash: transaction state, the
+    /// offsets a transaction commits).
+    pub(crate) fn append_durable(
+        &self,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+        sync: bool,
+    ) -> Result<i64, ShardError> {
+        let last = self.append(records)?;
+        if sync {
+            self.log
+                .flush_up_to(last + 1)
+                .map_err(|source| ShardError::Storage {
+                    shard: self.id,
+                    source,
+                })?;
+        }
+        Ok(last)
+    }
+
     pub(crate) fn append(
         &self,
         records: Vec<(RecordKey, Option<Bytes>)>,

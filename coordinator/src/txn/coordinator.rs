@@ -124,22 +124,14 @@ impl TransactionCoordinator {
     }
 
     fn persist_with(&self, shard: &Shard, m: &TxnMetadata, sync: bool) -> Result<(), i16> {
-        let last = shard
-            .append(vec![(
-                RecordKey::Txn(m.transactional_id.clone()),
-                Some(m.encode()),
-            )])
-            .map_err(|e| {
+        let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
+        match shard.append_durable(vec![record], sync) {
+            Ok(_) => Ok(()),
+            Err(e) => {
                 tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
-                KAFKA_STORAGE_ERROR
-            })?;
-        if sync {
-            shard.log.flush_up_to(last + 1).map_err(|e| {
-                tracing::error!(shard = shard.id, error = %e, "fsync of transaction state failed");
-                KAFKA_STORAGE_ERROR
-            })?;
+                Err(KAFKA_STORAGE_ERROR)
+            }
         }
-        Ok(())
     }
 
     /// InitProducerId. Without a transactional id: a fresh producer id

@@ -54,7 +54,10 @@ impl TransactionCoordinator {
         if records.is_empty() {
             return codes;
         }
-        if let Err(e) = shard.append(records) {
+        // Durable before the answer (Kafka writes it with acks=all): a
+        // transaction committed after it must find these offsets again
+        // after a crash, or its records would show without its offsets.
+        if let Err(e) = shard.append_durable(records, self.cfg.durable) {
             tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
             return codes
                 .into_iter()
@@ -103,7 +106,10 @@ impl TransactionCoordinator {
                 None,
             ));
         }
-        if let Err(e) = shard.append(records) {
+        // Durable before the transaction is recorded complete (that record
+        // is in another shard and may reach the disk first): otherwise a
+        // crash could keep the completion and lose the offsets.
+        if let Err(e) = shard.append_durable(records, self.cfg.durable) {
             tracing::error!(shard = shard.id, group, error = %e, "could not settle transactional offsets");
             st.txn_offsets
                 .insert((group.to_string(), producer_id), pending);

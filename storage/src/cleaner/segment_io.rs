@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN};
 
+use super::service::{CLEANER_BYTES_READ, CLEANER_BYTES_WRITTEN};
 use super::throttle::{StopSignal, Throttler};
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
@@ -63,14 +64,18 @@ impl IoGate<'_> {
         Ok(())
     }
 
+    // The metrics move as the bytes flow, not at the end of a pass, so a
+    // throttled pass that takes minutes is visible while it runs.
     pub fn read(&mut self, bytes: u64) -> Result<(), StorageError> {
         self.bytes_read += bytes;
+        metrics::counter!(CLEANER_BYTES_READ).increment(bytes);
         self.throttler.maybe_throttle(bytes, self.stop);
         self.check()
     }
 
     pub fn wrote(&mut self, bytes: u64) -> Result<(), StorageError> {
         self.bytes_written += bytes;
+        metrics::counter!(CLEANER_BYTES_WRITTEN).increment(bytes);
         self.throttler.maybe_throttle(bytes, self.stop);
         self.check()
     }

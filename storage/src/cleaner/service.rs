@@ -75,8 +75,6 @@ impl Shared {
             Ok(Some(stats)) => {
                 drop(cleaner);
                 metrics::counter!(CLEANER_RUNS).increment(1);
-                metrics::counter!(CLEANER_BYTES_READ).increment(stats.bytes_read);
-                metrics::counter!(CLEANER_BYTES_WRITTEN).increment(stats.bytes_written);
                 if let Err(e) = self.write_checkpoint() {
                     tracing::warn!(error = %e, dir = %self.data_dir.display(), "writing the cleaner checkpoint");
                 }

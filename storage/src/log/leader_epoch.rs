@@ -119,6 +119,20 @@ impl LeaderEpochCache {
         self.persist(&entries)
     }
 
+    /// The log ends at `end_offset` (recovery cut a torn tail): epochs that
+    /// start at or past it wrote nothing that survived, so they go, as
+    /// Kafka's `truncateFromEnd` (a follower comparing epochs must not be
+    /// told of offsets this log no longer has).
+    pub fn truncate_from_end(&self, end_offset: i64) -> Result<(), StorageError> {
+        let mut entries = self.lock();
+        let keep = entries.partition_point(|e| e.start_offset < end_offset);
+        if keep == entries.len() {
+            return Ok(());
+        }
+        entries.truncate(keep);
+        self.persist(&entries)
+    }
+
     /// Kafka's `endOffsetFor`: the largest epoch at or below `requested`
     /// and the offset where the next epoch starts (the log end offset for
     /// the latest epoch); `(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)` when
@@ -184,6 +198,28 @@ mod tests {
         );
         c.truncate_from_start(50).unwrap();
         assert_eq!(c.entries()[0].start_offset, 120);
+    }
+
+    #[test]
+    fn truncating_from_the_end_drops_epochs_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LeaderEpochCache::load(dir.path()).unwrap();
+        c.assign(0, 0).unwrap();
+        c.assign(2, 50).unwrap();
+        c.assign(3, 80).unwrap();
+        c.truncate_from_end(90).unwrap();
+        assert_eq!(c.latest_epoch(), Some(3));
+        c.truncate_from_end(80).unwrap();
+        assert_eq!(c.latest_epoch(), Some(2));
+        // Persisted: a reload sees the truncated cache.
+        let again = LeaderEpochCache::load(dir.path()).unwrap();
+        assert_eq!(again.latest_epoch(), Some(2));
+        assert_eq!(again.end_offset_for(2, 60), (2, 60));
+        c.truncate_from_end(0).unwrap();
+        assert_eq!(
+            LeaderEpochCache::load(dir.path()).unwrap().latest_epoch(),
+            None
+        );
     }
 
     #[test]

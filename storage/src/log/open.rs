@@ -131,10 +131,11 @@ impl Log {
             .min(leo);
         let leader_epochs = LeaderEpochCache::load(dir)?;
         leader_epochs.truncate_from_start(start)?;
+        leader_epochs.truncate_from_end(leo)?;
         let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
         let (producers, completed) = producer_state::rebuild(dir, &seg_list, start, leo)?;
         let lso = producers.first_unstable_offset().unwrap_or(leo);
-        let txn_index = TxnIndex::load(dir, &bases)?;
+        let txn_index = TxnIndex::load(dir, &bases, leo)?;
         // Aborts whose index entry a crash lost are found again by replay.
         for c in completed.iter().filter(|c| c.aborted) {
             let seg_base = segments

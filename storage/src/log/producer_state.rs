@@ -494,7 +494,7 @@ fn completed_by(current: Option<&ProducerEntry>, b: &BatchInfo) -> Option<Comple
 
 mod snapshot;
 
-pub use snapshot::{list_snapshots, load_snapshot, snapshot_path};
+pub use snapshot::{list_snapshots, load_snapshot, snapshot_path, sync_snapshot};
 
 #[cfg(test)]
 mod tests;

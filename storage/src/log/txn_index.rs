@@ -55,18 +55,43 @@ pub struct TxnIndex {
 }
 
 impl TxnIndex {
-    /// Reads the index files of `bases` (segment base offsets, ascending).
-    /// A torn last entry (a crash mid-write) is ignored; replay re-adds it.
-    pub fn load(dir: &Path, bases: &[i64]) -> Result<Self, StorageError> {
+    /// Reads the index files of `bases` (segment base offsets, ascending)
+    /// of a log ending at `log_end`. A file is read up to its first entry
+    /// that cannot be one of its segment's (a power cut can leave a torn or
+    /// zero-filled tail, or an entry whose marker the log lost) and cut
+    /// there, so later appends line up; replay re-adds what was lost.
+    pub fn load(dir: &Path, bases: &[i64], log_end: i64) -> Result<Self, StorageError> {
         let mut entries = Vec::new();
-        for base in bases {
+        for (i, base) in bases.iter().enumerate() {
+            let end = bases.get(i + 1).copied().unwrap_or(log_end).min(log_end);
             let path = txn_index_path(dir, *base);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
             };
-            entries.extend(bytes.chunks_exact(ENTRY).map(AbortedTxn::decode));
+            let mut good = 0;
+            for e in bytes.chunks_exact(ENTRY).map(AbortedTxn::decode) {
+                // A marker ends a transaction that wrote at least one batch.
+                let plausible = e.producer_id >= 0
+                    && 0 <= e.first_offset
+                    && e.first_offset < e.last_offset
+                    && (*base..end).contains(&e.last_offset);
+                if !plausible {
+                    break;
+                }
+                entries.push(e);
+                good += ENTRY;
+            }
+            if good < bytes.len() {
+                tracing::warn!(path = %path.display(), kept = good / ENTRY, dropped_bytes = bytes.len() - good,
+                    "aborted-transaction index cut at its first implausible entry");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(good as u64))
+                    .ctx(|| format!("truncating {}", path.display()))?;
+            }
         }
         entries.sort_by_key(|e| e.last_offset);
         entries.dedup();
@@ -169,9 +194,36 @@ mod tests {
         let p = txn_index_path(dir.path(), 100);
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[1, 2, 3]).unwrap();
-        let back = TxnIndex::load(dir.path(), &[0, 100]).unwrap();
+        let back = TxnIndex::load(dir.path(), &[0, 100], 200).unwrap();
         assert_eq!(back.overlapping(0, i64::MAX), idx.overlapping(0, i64::MAX));
         back.truncate_head(50);
         assert_eq!(back.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_or_zero_filled_tail_and_entries_past_the_log_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TxnIndex::default();
+        idx.add(dir.path(), 0, txn(1, 0, 10)).unwrap();
+        idx.add(dir.path(), 0, txn(2, 5, 20)).unwrap();
+        idx.add(dir.path(), 100, txn(3, 90, 120)).unwrap();
+        idx.add(dir.path(), 100, txn(4, 121, 130)).unwrap();
+        // Segment 0's file grew by a page the cut never wrote (zeros).
+        let p0 = txn_index_path(dir.path(), 0);
+        let mut f = OpenOptions::new().append(true).open(&p0).unwrap();
+        f.write_all(&[0u8; 4096 - 64]).unwrap();
+        // The log now ends at 125: the marker at 130 was lost.
+        let back = TxnIndex::load(dir.path(), &[0, 100], 125).unwrap();
+        let pids: Vec<i64> = back
+            .overlapping(0, i64::MAX)
+            .iter()
+            .map(|t| t.producer_id)
+            .collect();
+        assert_eq!(pids, vec![1, 2, 3]);
+        // The files were cut, so an append after them lines up.
+        assert_eq!(std::fs::metadata(&p0).unwrap().len(), 64);
+        back.add(dir.path(), 0, txn(5, 30, 40)).unwrap();
+        let again = TxnIndex::load(dir.path(), &[0, 100], 125).unwrap();
+        assert_eq!(again.len(), 4);
     }
 }

@@ -90,22 +90,41 @@ impl ProducerStateManager {
     }
 
     /// Writes the snapshot for `offset` (write to a temp name, then rename,
-    /// so a crash leaves either no file or a whole one) and keeps only the
-    /// newest two.
+    /// so a crash leaves either no file or a whole one). Not fsynced here:
+    /// this runs under the append lock at a roll, so [`sync_snapshot`]
+    /// makes it durable later, off that path. Until then a power cut can
+    /// leave the new name with torn contents, which the CRC rejects, and
+    /// start-up falls back to the older snapshots still kept.
     pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
         let path = snapshot_path(dir, offset);
         let tmp = path.with_extension("snapshot.tmp");
         std::fs::write(&tmp, self.encode()).ctx(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
-        let mut all = list_snapshots(dir)?;
-        all.sort_unstable();
-        let keep = all.len().saturating_sub(2);
-        for old in &all[..keep] {
-            let p = snapshot_path(dir, *old);
-            std::fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
-        }
-        Ok(())
+        std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))
     }
+}
+
+/// Makes the snapshot at `offset` durable (its data; its name with the
+/// caller's directory fsync) once the log below `offset` is, then keeps
+/// only it and the one before it: older ones are not removed until a newer
+/// one is on disk.
+pub fn sync_snapshot(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    let path = snapshot_path(dir, offset);
+    match std::fs::File::open(&path) {
+        Ok(f) => f.sync_all().ctx(|| format!("fsync {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io(format!("opening {}", path.display()), e)),
+    }
+    let mut older: Vec<i64> = list_snapshots(dir)?
+        .into_iter()
+        .filter(|o| *o < offset)
+        .collect();
+    older.sort_unstable();
+    older.pop();
+    for o in older {
+        let p = snapshot_path(dir, o);
+        std::fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// Offsets of the snapshot files in `dir`.

@@ -171,6 +171,11 @@ fn snapshots_beyond_the_log_end_are_dropped_and_two_are_kept() {
         append(&mut m, batch(1, 0, i as i32, 1, o - 1)).unwrap();
         m.write_snapshot(dir.path(), o).unwrap();
     }
+    // Nothing is pruned until a newer snapshot is durable.
+    let mut left = list_snapshots(dir.path()).unwrap();
+    left.sort_unstable();
+    assert_eq!(left, vec![10, 20, 30]);
+    sync_snapshot(dir.path(), 30).unwrap();
     let mut left = list_snapshots(dir.path()).unwrap();
     left.sort_unstable();
     assert_eq!(left, vec![20, 30]);

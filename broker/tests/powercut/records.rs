@@ -1,155 +1,18 @@
-//! Durability against power loss: the real `karnak` on the power-cut file
-//! system (`karnak-powercut`, FUSE), which throws away at a cut whatever was
-//! not fsynced (file data and sizes, and directory entries whose directory
-//! was not fsynced), optionally tearing the last writes at page boundaries.
-//! Unlike `kill -9`, this tells acks=all from acks=1.
-//!
-//! Seeds are fixed (reproducible tears); `KARNAK_POWERCUT_SEEDS=1,2,3`
-//! replaces them. Needs `/dev/fuse` and root, as CI has: a test that cannot
-//! mount fails, it does not skip.
-
-mod support;
+//! Produced records through power cuts: acks=all (plain and idempotent)
+//! under load with torn cuts, acks=1, idempotent retries, the clean-shutdown
+//! marker, and disks that fail or fill.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::*;
-use karnak_powercut::{CutReport, Faults, PowerCut};
-use support::{Broker, Client};
+use karnak_powercut::Faults;
 
-const STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
-
-struct Rig {
-    // Field order: the broker goes before the file system it runs on.
-    broker: Broker,
-    fs: PowerCut,
-    _mnt: tempfile::TempDir,
-}
-
-impl Rig {
-    fn start(extra: &[&str]) -> Rig {
-        let mnt = tempfile::tempdir().unwrap();
-        let fs = PowerCut::mount(mnt.path())
-            .expect("mounting the power-cut file system (needs /dev/fuse and root)");
-        let mut args = vec!["--sql-enabled", "false", "--group-coordinator-shards", "4"];
-        args.extend_from_slice(extra);
-        let broker = Broker::start_in(Some(mnt.path().join("data")), &args);
-        Rig {
-            broker,
-            fs,
-            _mnt: mnt,
-        }
-    }
-
-    /// The power goes: the disk keeps what was durable (torn with a seed),
-    /// the broker dies with it, then both come back.
-    fn power_cut(&mut self, tear: Option<u64>) -> CutReport {
-        let report = self.fs.cut(tear);
-        self.broker.kill9();
-        self.fs.restart().expect("remounting after the cut");
-        self.broker.spawn();
-        report
-    }
-
-    fn data(&self) -> PathBuf {
-        self.broker.data_dir()
-    }
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("KARNAK_POWERCUT_SEEDS") {
-        Ok(s) => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
-        Err(_) => vec![11, 12, 13],
-    }
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
-    support::create_topic(c, topic, partitions);
-}
-
-/// One v2 batch of keyless `values`; with `pid`, an idempotent one at `seq`.
-fn batch(values: &[String], pid: Option<(i64, i16, i32)>) -> Bytes {
-    let records: Vec<(Option<&[u8]>, &[u8])> =
-        values.iter().map(|v| (None, v.as_bytes())).collect();
-    support::producer_batch(&records, Compression::None, pid)
-}
-
-fn produce(c: &mut Client, topic: &str, p: i32, acks: i16, records: Bytes) -> Option<(i16, i64)> {
-    support::try_produce(c, topic, p, acks, records)
-}
-
-fn init_producer_id(c: &mut Client) -> (i64, i16) {
-    let r: InitProducerIdResponse = c.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(-1)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
-    assert_eq!(r.error_code, 0);
-    (r.producer_id.0, r.producer_epoch)
-}
-
-/// Every record of a partition, offset to value, each batch's CRC checked
-/// by the decoder (a batch that fails it fails the test).
-fn read_all(c: &mut Client, topic: &str, partition: i32) -> HashMap<i64, String> {
-    let mut out = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_max_bytes(8 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(name(topic))
-                    .with_partitions(vec![
-                        fetch_request::FetchPartition::default()
-                            .with_partition(partition)
-                            .with_fetch_offset(offset)
-                            .with_partition_max_bytes(4 << 20),
-                    ]),
-            ]);
-        let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
-        let p = &resp.responses[0].partitions[0];
-        assert_eq!(p.error_code, 0, "fetch {topic}-{partition} at {offset}");
-        let Some(mut records) = p.records.clone() else {
-            return out;
-        };
-        if records.is_empty() {
-            return out;
-        }
-        let batches = RecordBatchDecoder::decode_all(&mut records).unwrap_or_else(|e| {
-            panic!("{topic}-{partition} at {offset}: undecodable or CRC-bad batch: {e}")
-        });
-        let before = offset;
-        for b in batches {
-            for r in b.records {
-                let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-                out.insert(r.offset, v.unwrap_or_default());
-                offset = offset.max(r.offset + 1);
-            }
-        }
-        if offset >= p.high_watermark || offset == before {
-            return out;
-        }
-    }
-}
+use crate::rig::*;
+use crate::support::{self, Client};
 
 /// What a producer was told: partition, base offset, values.
 type Acked = Vec<(i32, i64, Vec<String>)>;
@@ -438,76 +301,6 @@ fn a_failed_fsync_takes_the_partition_offline_and_the_rest_keeps_serving() {
     assert_eq!(p1.get(&1).map(String::as_str), Some("other"));
 }
 
-fn commit(c: &mut Client, group: &str, topic: &str, offset: i64) -> Option<i16> {
-    let r: OffsetCommitResponse = c.try_call(
-        ApiKey::OffsetCommit,
-        8,
-        &OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.into())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![
-                offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(name(topic))
-                    .with_partitions(vec![
-                        offset_commit_request::OffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(offset),
-                    ]),
-            ]),
-    )?;
-    Some(r.topics[0].partitions[0].error_code)
-}
-
-fn committed(c: &mut Client, group: &str, topic: &str) -> i64 {
-    let r: OffsetFetchResponse = c.call(
-        ApiKey::OffsetFetch,
-        7,
-        &OffsetFetchRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.into())))
-            .with_topics(Some(vec![
-                offset_fetch_request::OffsetFetchRequestTopic::default()
-                    .with_name(name(topic))
-                    .with_partition_indexes(vec![0]),
-            ])),
-    );
-    r.topics[0].partitions[0].committed_offset
-}
-
-#[test]
-fn a_commit_is_shown_only_once_durable_and_acknowledged_commits_survive_cuts() {
-    let mut rig = Rig::start(&[]);
-    let mut c = rig.broker.connect();
-    create_topic(&mut c, "offs", 1);
-    assert_eq!(commit(&mut c, "g", "offs", 7), Some(0));
-    assert_eq!(committed(&mut c, "g", "offs"), 7);
-    rig.power_cut(Some(5));
-    let mut c = rig.broker.connect();
-    assert_eq!(
-        committed(&mut c, "g", "offs"),
-        7,
-        "acknowledged commit lost"
-    );
-    // A commit whose fsync fails is refused and never shown.
-    rig.fs.set_faults(Faults {
-        fsync_eio: Some("__karnak_coordinator-".into()),
-        ..Default::default()
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        match commit(&mut c, "g", "offs", 9) {
-            Some(code) => break code,
-            None if Instant::now() < deadline => c = rig.broker.connect(),
-            None => panic!("no answer to the commit"),
-        }
-    };
-    assert_eq!(code, ResponseError::NotCoordinator.code());
-    assert_eq!(
-        committed(&mut c, "g", "offs"),
-        7,
-        "a commit that never reached the disk was shown"
-    );
-}
-
 #[test]
 fn a_full_disk_refuses_produce_without_tearing_and_recovers_when_space_is_freed() {
     let mut rig = Rig::start(&[]);
@@ -571,4 +364,117 @@ fn a_failed_write_takes_the_partition_offline() {
         "what the disk holds after a failed write is unknown: the partition stays offline"
     );
     assert!(rig.broker.log().contains("partition taken offline"));
+}
+
+/// Producer state (rebuilt from the producer snapshots written at rolls
+/// and the log after them) through cuts: the last acknowledged batch,
+/// retried, is a duplicate answered with its first offset; the next
+/// sequence is taken; a gap is refused.
+#[test]
+fn an_idempotent_producer_keeps_its_sequence_state_through_cuts() {
+    let mut rig = Rig::start(&["--log-segment-bytes", "4096"]);
+    let mut c = rig.broker.connect();
+    create_topic(&mut c, "seqs", 1);
+    let (pid, epoch) = init_producer_id(&mut c);
+    let mut seq = 0;
+    let mut next_offset = 0;
+    for (round, seed) in seeds().into_iter().enumerate() {
+        // Enough batches to roll several segments (and write snapshots).
+        let mut last = None;
+        for n in 0..60 {
+            let values: Vec<String> = (0..4)
+                .map(|i| format!("r{round}-{n}-{i}-{}", "v".repeat(100)))
+                .collect();
+            let b = batch(&values, Some((pid, epoch, seq)));
+            assert_eq!(
+                produce(&mut c, "seqs", 0, -1, b.clone()),
+                Some((0, next_offset))
+            );
+            last = Some((b, next_offset));
+            seq += 4;
+            next_offset += 4;
+        }
+        rig.power_cut(Some(seed));
+        c = rig.broker.connect();
+        let (b, at) = last.expect("a batch was produced");
+        assert_eq!(
+            produce(&mut c, "seqs", 0, -1, b),
+            Some((0, at)),
+            "the retried last batch is a duplicate at its first offset (seed {seed})"
+        );
+        let gap = batch(&["gap".into()], Some((pid, epoch, seq + 1)));
+        assert_eq!(
+            produce(&mut c, "seqs", 0, -1, gap).map(|r| r.0),
+            Some(ResponseError::OutOfOrderSequenceNumber.code()),
+            "a sequence gap after the cut is refused (seed {seed})"
+        );
+        assert_eq!(read_all(&mut c, "seqs", 0).len() as i64, next_offset);
+    }
+}
+
+fn offset_for_time(c: &mut Client, topic: &str, timestamp: i64) -> i64 {
+    let r: ListOffsetsResponse = c.call(
+        ApiKey::ListOffsets,
+        8,
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(timestamp),
+                    ]),
+            ]),
+    );
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "ListOffsets {topic} at {timestamp}");
+    p.offset
+}
+
+/// The time indexes (rebuilt or checked by recovery) answer ListOffsets
+/// by timestamp for every acknowledged batch after torn cuts.
+#[test]
+fn timestamps_find_the_same_offsets_after_cuts() {
+    let mut rig = Rig::start(&["--log-segment-bytes", "8192"]);
+    let mut c = rig.broker.connect();
+    create_topic(&mut c, "times", 1);
+    let mut acked: Vec<(i64, i64)> = Vec::new(); // (timestamp, base offset)
+    for (round, seed) in seeds().into_iter().enumerate() {
+        for n in 0..80 {
+            let ts = 1_000_000 + acked.len() as i64 * 1000;
+            let values: Vec<String> = (0..3)
+                .map(|i| format!("r{round}-{n}-{i}-{}", "t".repeat(200)))
+                .collect();
+            match produce(
+                &mut c,
+                "times",
+                0,
+                -1,
+                raw_batch(&values, (-1, -1, -1), false, ts),
+            ) {
+                Some((0, base)) => acked.push((ts, base)),
+                other => panic!("produce: {other:?}"),
+            }
+        }
+        let max_before = offset_for_time(&mut c, "times", -3);
+        rig.power_cut(Some(seed));
+        c = rig.broker.connect();
+        for &(ts, base) in &acked {
+            assert_eq!(
+                offset_for_time(&mut c, "times", ts),
+                base,
+                "ListOffsets at {ts} after the cut (seed {seed})"
+            );
+            // Between two batches' timestamps: the later batch.
+            assert_eq!(offset_for_time(&mut c, "times", ts - 500), base);
+        }
+        // Kafka's max-timestamp (-3) as before the cut.
+        assert_eq!(offset_for_time(&mut c, "times", -3), max_before);
+        eprintln!(
+            "seed {seed}: {} batches found by timestamp after the cut",
+            acked.len()
+        );
+    }
 }
