@@ -12,6 +12,7 @@ pub mod consumer_protocol;
 pub mod coordinator;
 pub mod errors;
 pub mod group;
+pub mod metadata;
 pub mod obelisk;
 pub mod records;
 pub mod shard;

@@ -1,0 +1,107 @@
+//! What the metadata log records: one command per change, as proposed to
+//! the Raft leader and applied by every voter.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Listener;
+
+/// A config change's target (Kafka's ConfigResource for the types the
+/// metadata log stores).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// `None`: the cluster-wide default (`kafka-configs --entity-default`).
+    Broker(Option<i32>),
+}
+
+/// How ElectLeaders picks (Kafka's ElectionType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionKind {
+    /// The first replica, if it is live and in sync.
+    Preferred,
+    /// Any live replica when no in-sync one is: may lose acknowledged data.
+    Unclean,
+}
+
+/// A partition leader's request to change its in-sync set (Kafka's
+/// AlterPartition): accepted only against the epochs it was based on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// A broker starts (or restarts: a new incarnation). It stays fenced
+    /// until it has caught up and heartbeats ([`Self::UnfenceBroker`]).
+    RegisterBroker {
+        id: i32,
+        incarnation: [u8; 16],
+        listeners: Vec<Listener>,
+        rack: Option<String>,
+    },
+    /// Missed heartbeats or a controlled shutdown: it leads nothing and
+    /// leaves every in-sync set it can leave.
+    FenceBroker {
+        id: i32,
+    },
+    UnfenceBroker {
+        id: i32,
+    },
+    /// Assignments are decided by the proposer (one replica list per
+    /// partition); the first live replica of each leads.
+    CreateTopic {
+        name: String,
+        id: [u8; 16],
+        configs: BTreeMap<String, String>,
+        assignments: Vec<Vec<i32>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// New partitions appended, one replica list each.
+    CreatePartitions {
+        name: String,
+        assignments: Vec<Vec<i32>>,
+    },
+    /// Set (`Some`) or remove (`None`) config keys.
+    AlterConfigs {
+        resource: ConfigResource,
+        changes: BTreeMap<String, Option<String>>,
+    },
+    AlterPartition(AlterPartition),
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        kind: ElectionKind,
+    },
+    /// Leases the next `size` ids of `sequencer`; the reply carries the
+    /// first. Ids below the lease end are never handed out again.
+    AllocateIdBlock {
+        sequencer: String,
+        size: u64,
+    },
+}
+
+/// What applying a command answers the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataReply {
+    Done,
+    /// The partition's state after an AlterPartition or election.
+    Partition {
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    IdBlock {
+        first: u64,
+    },
+}

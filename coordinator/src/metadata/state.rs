@@ -1,0 +1,554 @@
+//! The metadata state and how each command changes it, with the rules of
+//! Kafka's KRaft controller (its ReplicationControlManager): the in-sync set
+//! never becomes empty, a fenced broker leads nothing, every leader change
+//! bumps the leader epoch and every change of a partition its partition
+//! epoch, and an in-sync set change is accepted only from the current
+//! leader at the current epochs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+
+use super::command::{
+    AlterPartition, ConfigResource, ElectionKind, MetadataCommand, MetadataReply,
+};
+
+/// Kafka's "no leader" (-1), shown in Metadata as LEADER_NOT_AVAILABLE.
+pub const NO_LEADER: i32 = -1;
+
+/// Most partitions one topic may have, and most replicas one may list:
+/// a command is validated before it changes anything.
+const MAX_PARTITIONS: usize = 1 << 20;
+const MAX_REPLICAS: usize = 1 << 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    /// Changes at every start: tells a restart from a repeated registration.
+    pub incarnation: [u8; 16],
+    pub listeners: Vec<Listener>,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub id: [u8; 16],
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("{0}-{1} does not exist")]
+    UnknownPartition(String, i32),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("topic id {0:?} is already used")]
+    TopicIdExists(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidAssignment(String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("leader epoch {got} is not the current {current}")]
+    FencedLeaderEpoch { got: i32, current: i32 },
+    #[error("partition epoch {got} is not the current {current}")]
+    InvalidUpdateVersion { got: i32, current: i32 },
+    #[error("broker {0} is not the leader")]
+    NotLeader(i32),
+    #[error("replica {0} is fenced or not registered and cannot join the in-sync set")]
+    IneligibleReplica(i32),
+    #[error("the election is not needed: {0}")]
+    ElectionNotNeeded(String),
+    #[error("the preferred leader {0} is not live and in sync")]
+    PreferredLeaderNotAvailable(i32),
+    #[error("no live replica can lead")]
+    EligibleLeadersNotAvailable,
+    #[error("sequencer {0:?} has no ids left")]
+    IdsExhausted(String),
+}
+
+impl MetadataError {
+    /// The Kafka error a client or peer is answered with.
+    pub fn code(&self) -> ResponseError {
+        use MetadataError::*;
+        match self {
+            UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
+            UnknownTopic(_) | UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+            TopicExists(_) | TopicIdExists(_) => ResponseError::TopicAlreadyExists,
+            InvalidAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            InvalidRequest(_) => ResponseError::InvalidRequest,
+            FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            InvalidUpdateVersion { .. } => ResponseError::InvalidUpdateVersion,
+            NotLeader(_) => ResponseError::NotLeaderOrFollower,
+            IneligibleReplica(_) => ResponseError::IneligibleReplica,
+            ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+            PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+            EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+            IdsExhausted(_) => ResponseError::UnknownServerError,
+        }
+    }
+}
+
+/// Everything the metadata log has decided, as of its last applied entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Dynamic broker configs, cluster-wide defaults and per broker.
+    pub default_broker_configs: BTreeMap<String, String>,
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// Per sequencer, the first id no lease has covered.
+    pub id_leases: BTreeMap<String, u64>,
+}
+
+type Applied = Result<MetadataReply, MetadataError>;
+
+impl ClusterMetadata {
+    /// Applies one command. A refused command changes nothing.
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Applied {
+        use MetadataCommand::*;
+        match cmd {
+            RegisterBroker {
+                id,
+                incarnation,
+                listeners,
+                rack,
+            } => self.register(*id, *incarnation, listeners, rack),
+            FenceBroker { id } => {
+                self.broker(*id)?;
+                self.fence(*id);
+                Ok(MetadataReply::Done)
+            }
+            UnfenceBroker { id } => self.unfence(*id),
+            CreateTopic {
+                name,
+                id,
+                configs,
+                assignments,
+            } => self.create_topic(name, *id, configs, assignments),
+            DeleteTopic { name } => self
+                .topics
+                .remove(name)
+                .map(|_| MetadataReply::Done)
+                .ok_or_else(|| MetadataError::UnknownTopic(name.clone())),
+            CreatePartitions { name, assignments } => self.create_partitions(name, assignments),
+            AlterConfigs { resource, changes } => self.alter_configs(resource, changes),
+            AlterPartition(a) => self.alter_partition(a),
+            ElectLeader {
+                topic,
+                partition,
+                kind,
+            } => self.elect(topic, *partition, *kind),
+            AllocateIdBlock { sequencer, size } => {
+                if *size == 0 {
+                    return Err(MetadataError::InvalidRequest("an empty id block".into()));
+                }
+                let first = self.id_leases.get(sequencer).copied().unwrap_or(0);
+                let end = first
+                    .checked_add(*size)
+                    .ok_or_else(|| MetadataError::IdsExhausted(sequencer.clone()))?;
+                self.id_leases.insert(sequencer.clone(), end);
+                Ok(MetadataReply::IdBlock { first })
+            }
+        }
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    /// Registered and not fenced: may lead and be in sync.
+    pub fn is_live(&self, broker: i32) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    fn broker(&self, id: i32) -> Result<&BrokerRegistration, MetadataError> {
+        self.brokers
+            .get(&id)
+            .ok_or(MetadataError::UnknownBroker(id))
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionState, MetadataError> {
+        let unknown = || MetadataError::UnknownPartition(topic.to_string(), partition);
+        let t = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?;
+        let p = usize::try_from(partition).map_err(|_| unknown())?;
+        t.partitions.get_mut(p).ok_or_else(unknown)
+    }
+
+    fn register(
+        &mut self,
+        id: i32,
+        incarnation: [u8; 16],
+        listeners: &[Listener],
+        rack: &Option<String>,
+    ) -> Applied {
+        if id < 0 {
+            return Err(MetadataError::InvalidRequest(format!("broker id {id}")));
+        }
+        if let Some(b) = self.brokers.get(&id)
+            && b.incarnation == incarnation
+        {
+            return Ok(MetadataReply::Done); // a repeated registration
+        }
+        // A new incarnation: the old process is gone, whatever it led.
+        if self.brokers.contains_key(&id) {
+            self.fence(id);
+        }
+        self.brokers.insert(
+            id,
+            BrokerRegistration {
+                id,
+                incarnation,
+                listeners: listeners.to_vec(),
+                rack: rack.clone(),
+                fenced: true,
+            },
+        );
+        Ok(MetadataReply::Done)
+    }
+
+    /// Takes `id` out of every leadership and in-sync set. The last member
+    /// of an in-sync set stays in it (the set never empties, so a clean
+    /// leader can come back), and its partition is left without a leader.
+    fn fence(&mut self, id: i32) {
+        if let Some(b) = self.brokers.get_mut(&id) {
+            b.fenced = true;
+        }
+        let live: BTreeSet<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if !p.isr.contains(&id) {
+                    continue;
+                }
+                let rest: Vec<i32> = p.isr.iter().copied().filter(|r| *r != id).collect();
+                let old_leader = p.leader;
+                if rest.is_empty() {
+                    p.leader = NO_LEADER;
+                } else {
+                    p.isr = rest;
+                    if p.leader == id {
+                        p.leader =
+                            first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
+                    }
+                }
+                p.bump(old_leader);
+            }
+        }
+    }
+
+    fn unfence(&mut self, id: i32) -> Applied {
+        let b = self
+            .brokers
+            .get_mut(&id)
+            .ok_or(MetadataError::UnknownBroker(id))?;
+        if !b.fenced {
+            return Ok(MetadataReply::Done);
+        }
+        b.fenced = false;
+        // Leaderless partitions whose in-sync set holds it get their leader back.
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader == NO_LEADER && p.isr.contains(&id) {
+                    p.leader = id;
+                    p.bump(NO_LEADER);
+                }
+            }
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn check_assignments(&self, assignments: &[Vec<i32>]) -> Result<(), MetadataError> {
+        if assignments.is_empty() || assignments.len() > MAX_PARTITIONS {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "{} partitions",
+                assignments.len()
+            )));
+        }
+        let width = assignments[0].len();
+        for (i, replicas) in assignments.iter().enumerate() {
+            if replicas.is_empty() || replicas.len() > MAX_REPLICAS {
+                return Err(MetadataError::InvalidAssignment(format!(
+                    "partition {i} has {} replicas",
+                    replicas.len()
+                )));
+            }
+            if replicas.len() != width {
+                return Err(MetadataError::InvalidAssignment(
+                    "every partition needs the same number of replicas".into(),
+                ));
+            }
+            let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
+            if distinct.len() != replicas.len() {
+                return Err(MetadataError::InvalidAssignment(format!(
+                    "partition {i} lists a broker twice"
+                )));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+                return Err(MetadataError::InvalidAssignment(format!(
+                    "partition {i} names broker {b}, which is not registered"
+                )));
+            }
+            if !replicas.iter().any(|b| self.is_live(*b)) {
+                return Err(MetadataError::InvalidAssignment(format!(
+                    "partition {i} has no live replica"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new partition: in sync are its live replicas, led by the first.
+    fn new_partition(&self, replicas: &[i32]) -> PartitionState {
+        let isr: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|b| self.is_live(*b))
+            .collect();
+        PartitionState {
+            replicas: replicas.to_vec(),
+            leader: isr[0],
+            isr,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: [u8; 16],
+        configs: &BTreeMap<String, String>,
+        assignments: &[Vec<i32>],
+    ) -> Applied {
+        if self.topics.contains_key(name) {
+            return Err(MetadataError::TopicExists(name.to_string()));
+        }
+        if self.topics.values().any(|t| t.id == id) {
+            return Err(MetadataError::TopicIdExists(name.to_string()));
+        }
+        self.check_assignments(assignments)?;
+        let partitions = assignments.iter().map(|r| self.new_partition(r)).collect();
+        self.topics.insert(
+            name.to_string(),
+            TopicRecord {
+                id,
+                configs: configs.clone(),
+                partitions,
+            },
+        );
+        Ok(MetadataReply::Done)
+    }
+
+    fn create_partitions(&mut self, name: &str, assignments: &[Vec<i32>]) -> Applied {
+        let t = self
+            .topics
+            .get(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        self.check_assignments(assignments)?;
+        let width = t.partitions[0].replicas.len();
+        if assignments[0].len() != width {
+            return Err(MetadataError::InvalidAssignment(format!(
+                "the topic's partitions have {width} replicas"
+            )));
+        }
+        if t.partitions.len() + assignments.len() > MAX_PARTITIONS {
+            return Err(MetadataError::InvalidPartitions(
+                "too many partitions".into(),
+            ));
+        }
+        let new: Vec<PartitionState> = assignments.iter().map(|r| self.new_partition(r)).collect();
+        if let Some(t) = self.topics.get_mut(name) {
+            t.partitions.extend(new);
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn alter_configs(
+        &mut self,
+        resource: &ConfigResource,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Applied {
+        let target = match resource {
+            ConfigResource::Topic(name) => {
+                &mut self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?
+                    .configs
+            }
+            ConfigResource::Broker(None) => &mut self.default_broker_configs,
+            ConfigResource::Broker(Some(id)) => {
+                self.broker(*id)?;
+                self.broker_configs.entry(*id).or_default()
+            }
+        };
+        for (k, v) in changes {
+            match v {
+                Some(v) => target.insert(k.clone(), v.clone()),
+                None => target.remove(k),
+            };
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn alter_partition(&mut self, a: &AlterPartition) -> Applied {
+        let live: BTreeSet<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let p = self.partition_mut(&a.topic, a.partition)?;
+        if a.leader_epoch != p.leader_epoch {
+            return Err(MetadataError::FencedLeaderEpoch {
+                got: a.leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        if a.leader != p.leader {
+            return Err(MetadataError::NotLeader(a.leader));
+        }
+        if a.partition_epoch != p.partition_epoch {
+            return Err(MetadataError::InvalidUpdateVersion {
+                got: a.partition_epoch,
+                current: p.partition_epoch,
+            });
+        }
+        let distinct: BTreeSet<i32> = a.isr.iter().copied().collect();
+        if distinct.len() != a.isr.len()
+            || !a.isr.contains(&a.leader)
+            || a.isr.iter().any(|r| !p.replicas.contains(r))
+        {
+            return Err(MetadataError::InvalidRequest(format!(
+                "in-sync set {:?} must hold the leader and only replicas of {:?}",
+                a.isr, p.replicas
+            )));
+        }
+        // Only live brokers may join (a shrink may keep anyone already in).
+        if let Some(r) = a
+            .isr
+            .iter()
+            .find(|r| !p.isr.contains(r) && !live.contains(r))
+        {
+            return Err(MetadataError::IneligibleReplica(*r));
+        }
+        p.isr = a.isr.clone();
+        p.bump(p.leader);
+        Ok(p.reply())
+    }
+
+    fn elect(&mut self, topic: &str, partition: i32, kind: ElectionKind) -> Applied {
+        let live: BTreeSet<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let p = self.partition_mut(topic, partition)?;
+        let old = p.leader;
+        match kind {
+            ElectionKind::Preferred => {
+                let preferred = p.replicas[0];
+                if old == preferred {
+                    return Err(MetadataError::ElectionNotNeeded(format!(
+                        "{preferred} already leads"
+                    )));
+                }
+                if !(p.isr.contains(&preferred) && live.contains(&preferred)) {
+                    return Err(MetadataError::PreferredLeaderNotAvailable(preferred));
+                }
+                p.leader = preferred;
+            }
+            ElectionKind::Unclean => {
+                if old != NO_LEADER {
+                    return Err(MetadataError::ElectionNotNeeded(format!("{old} leads")));
+                }
+                let clean = first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
+                let leader = if clean != NO_LEADER {
+                    clean
+                } else {
+                    first_of(&p.replicas, |r| live.contains(&r))
+                };
+                if leader == NO_LEADER {
+                    return Err(MetadataError::EligibleLeadersNotAvailable);
+                }
+                if !p.isr.contains(&leader) {
+                    // What the old in-sync set had and this replica lacks is gone.
+                    p.isr = vec![leader];
+                }
+                p.leader = leader;
+            }
+        }
+        p.bump(old);
+        Ok(p.reply())
+    }
+}
+
+impl PartitionState {
+    /// Every change bumps the partition epoch; a new leader, the leader epoch.
+    fn bump(&mut self, old_leader: i32) {
+        self.partition_epoch += 1;
+        if self.leader != old_leader {
+            self.leader_epoch += 1;
+        }
+    }
+
+    fn reply(&self) -> MetadataReply {
+        MetadataReply::Partition {
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr: self.isr.clone(),
+        }
+    }
+}
+
+/// The first replica (in assignment order, the preference) that `ok` takes.
+fn first_of(replicas: &[i32], ok: impl Fn(i32) -> bool) -> i32 {
+    replicas
+        .iter()
+        .copied()
+        .find(|r| ok(*r))
+        .unwrap_or(NO_LEADER)
+}
