@@ -191,6 +191,14 @@ impl ClusterMetadata {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
+    fn live_brokers(&self) -> BTreeSet<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
     fn broker(&self, id: i32) -> Result<&BrokerRegistration, MetadataError> {
         self.brokers
             .get(&id)
@@ -250,12 +258,7 @@ impl ClusterMetadata {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
-        let live: BTreeSet<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_brokers();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if !p.isr.contains(&id) {
@@ -433,12 +436,7 @@ impl ClusterMetadata {
     }
 
     fn alter_partition(&mut self, a: &AlterPartition) -> Applied {
-        let live: BTreeSet<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_brokers();
         let p = self.partition_mut(&a.topic, a.partition)?;
         if a.leader_epoch != p.leader_epoch {
             return Err(MetadataError::FencedLeaderEpoch {
@@ -479,12 +477,7 @@ impl ClusterMetadata {
     }
 
     fn elect(&mut self, topic: &str, partition: i32, kind: ElectionKind) -> Applied {
-        let live: BTreeSet<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_brokers();
         let p = self.partition_mut(topic, partition)?;
         let old = p.leader;
         match kind {
