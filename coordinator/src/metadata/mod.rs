@@ -11,13 +11,38 @@
 //! Tests replay commands without a socket or a Raft log.
 
 mod command;
+pub mod log_store;
 pub mod placement;
+pub mod raft;
+#[cfg(test)]
+mod raft_tests;
 mod state;
+pub mod state_machine;
 #[cfg(test)]
 mod tests;
 
 pub use command::{AlterPartition, ConfigResource, ElectionKind, MetadataCommand, MetadataReply};
+pub use log_store::RaftLogStore;
+
+/// Opening the Raft log or the state machine's snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataStoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a metadata snapshot: {source}")]
+    Decode {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] karnak_storage::StorageError),
+}
+pub use raft::{MetadataRaft, MetadataResult};
 pub use state::{
     BrokerRegistration, ClusterMetadata, Listener, MetadataError, NO_LEADER, PartitionState,
     TopicRecord,
 };
+pub use state_machine::MetadataStateMachine;

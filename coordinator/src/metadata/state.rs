@@ -56,7 +56,7 @@ pub struct TopicRecord {
     pub partitions: Vec<PartitionState>,
 }
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataError {
     #[error("broker {0} is not registered")]
     UnknownBroker(i32),
