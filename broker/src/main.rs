@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 mod broker;
+mod cluster;
 mod config;
 mod config_synonyms;
 mod configs;

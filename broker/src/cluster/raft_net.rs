@@ -1,0 +1,331 @@
+//! The metadata group's network: openraft's requests and answers, whole, as
+//! JSON in length-prefixed frames on the cluster listener. A connection
+//! opens with a hello naming the cluster and the sender; a peer from
+//! another cluster or with a node id that is not a voter is refused and
+//! logged. A frame that does not decode closes that one connection.
+//!
+//! One connection per peer and direction, one request in flight on it
+//! (openraft sends to each peer from one replication task); a failed call
+//! drops the connection and the next call dials again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use karnak_coordinator::metadata::MetadataRaft;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+type NodeId = u64;
+/// Snapshot chunks are a few MiB; nothing else comes near this.
+const MAX_FRAME: usize = 64 << 20;
+/// How long a dial may take before the peer counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum RaftRequest {
+    Hello { cluster_id: String, from: NodeId },
+    AppendEntries(AppendEntriesRequest<MetadataRaft>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<MetadataRaft>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum RaftResponse {
+    Hello(Result<(), String>),
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+}
+
+async fn write_frame<T: Serialize>(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    msg: &T,
+) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    if body.len() > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "a {} byte raft frame",
+            body.len()
+        )));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+async fn read_frame<T: for<'de> Deserialize<'de>>(
+    r: &mut (impl AsyncReadExt + Unpin),
+) -> std::io::Result<T> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a raft frame of {len} bytes (at most {MAX_FRAME})"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Who this node is, for the hello it sends and checks.
+#[derive(Clone)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub voters: Arc<BTreeSet<NodeId>>,
+}
+
+/// openraft's factory of peer clients.
+pub struct TcpNetwork {
+    pub me: Identity,
+}
+
+impl RaftNetworkFactory<MetadataRaft> for TcpNetwork {
+    type Network = TcpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpPeer {
+        TcpPeer {
+            me: self.me.clone(),
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+        }
+    }
+}
+
+pub struct TcpPeer {
+    me: Identity,
+    target: NodeId,
+    addr: String,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+enum CallError {
+    /// Could not reach the peer: openraft backs off.
+    Unreachable(std::io::Error),
+    /// Reached, then the exchange failed.
+    Network(std::io::Error),
+}
+
+impl TcpPeer {
+    async fn connect(&mut self) -> Result<(), CallError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| {
+                CallError::Unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {}", self.addr),
+                ))
+            })?
+            .map_err(CallError::Unreachable)?;
+        stream.set_nodelay(true).map_err(CallError::Network)?;
+        let mut conn = BufReader::new(stream);
+        let hello = RaftRequest::Hello {
+            cluster_id: self.me.cluster_id.clone(),
+            from: self.me.node_id,
+        };
+        write_frame(&mut conn, &hello)
+            .await
+            .map_err(CallError::Network)?;
+        match read_frame(&mut conn).await.map_err(CallError::Network)? {
+            RaftResponse::Hello(Ok(())) => {}
+            RaftResponse::Hello(Err(why)) => {
+                return Err(CallError::Unreachable(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("node {} at {} refused us: {why}", self.target, self.addr),
+                )));
+            }
+            other => {
+                return Err(CallError::Network(std::io::Error::other(format!(
+                    "answered {other:?} to a hello"
+                ))));
+            }
+        }
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn call(&mut self, req: RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
+        let exchange = async {
+            if self.conn.is_none() {
+                self.connect().await?;
+            }
+            let conn = self.conn.as_mut().ok_or_else(|| {
+                CallError::Network(std::io::Error::other("no connection after connecting"))
+            })?;
+            write_frame(conn, &req).await.map_err(CallError::Network)?;
+            read_frame(conn).await.map_err(CallError::Network)
+        };
+        let out = match tokio::time::timeout(ttl, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from node {} within {ttl:?}", self.target),
+            ))),
+        };
+        if out.is_err() {
+            self.conn = None;
+        }
+        out
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self, got: &RaftResponse) -> RPCError<NodeId, BasicNode, E> {
+        let e = std::io::Error::other(format!("node {} answered {got:?}", self.target));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl RaftNetwork<MetadataRaft> for TcpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<MetadataRaft>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self
+            .call(RaftRequest::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::AppendEntries(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.mismatch(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<MetadataRaft>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self
+            .call(RaftRequest::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::InstallSnapshot(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.mismatch(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftResponse::Vote(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.mismatch(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+}
+
+/// Serves the metadata group's peers on `listener` until the task is
+/// dropped: each connection in its own task, so one bad peer harms no other.
+pub async fn serve(listener: TcpListener, raft: Raft<MetadataRaft>, me: Identity) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a cluster connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        let me = me.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, &raft, &me).await
+                && e.kind() != std::io::ErrorKind::UnexpectedEof
+            {
+                tracing::warn!(peer = %addr, error = %e, "closed a cluster connection");
+            }
+        });
+    }
+}
+
+async fn serve_peer(
+    stream: TcpStream,
+    raft: &Raft<MetadataRaft>,
+    me: &Identity,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut conn = BufReader::new(stream);
+    let from = match read_frame(&mut conn).await? {
+        RaftRequest::Hello { cluster_id, from } => {
+            let refusal = if cluster_id != me.cluster_id {
+                Some(format!(
+                    "cluster {cluster_id:?} is not this cluster {:?}",
+                    me.cluster_id
+                ))
+            } else if !me.voters.contains(&from) {
+                Some(format!("node {from} is not a voter of this cluster"))
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                tracing::warn!(node = from, reason = %why, "refused a cluster peer");
+                write_frame(&mut conn, &RaftResponse::Hello(Err(why))).await?;
+                return Ok(());
+            }
+            write_frame(&mut conn, &RaftResponse::Hello(Ok(()))).await?;
+            from
+        }
+        other => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a cluster connection opened with {other:?}, not a hello"),
+            ));
+        }
+    };
+    loop {
+        let answer = match read_frame(&mut conn).await? {
+            RaftRequest::AppendEntries(r) => {
+                RaftResponse::AppendEntries(raft.append_entries(r).await)
+            }
+            RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
+            RaftRequest::InstallSnapshot(r) => {
+                RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            RaftRequest::Hello { .. } => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("node {from} said hello twice"),
+                ));
+            }
+        };
+        write_frame(&mut conn, &answer).await?;
+    }
+}

@@ -1,0 +1,214 @@
+//! Three metadata voters in one process, each with its own store in a temp
+//! dir and its own TCP listener on loopback: they elect a leader, replicate
+//! commands, survive losing the leader, and refuse peers that are not theirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use karnak_coordinator::metadata::{
+    MetadataCommand, MetadataRaft, MetadataReply, MetadataStateMachine, RaftLogStore,
+};
+use openraft::{BasicNode, Config, Raft};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::raft_net::{Identity, TcpNetwork, serve};
+
+struct Node {
+    raft: Raft<MetadataRaft>,
+    sm: MetadataStateMachine,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start(
+    id: u64,
+    dir: &std::path::Path,
+    listener: TcpListener,
+    voters: &BTreeSet<u64>,
+) -> Node {
+    let config = Config {
+        cluster_name: "karnak-test".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        ..Default::default()
+    };
+    let me = Identity {
+        cluster_id: "test-cluster".into(),
+        node_id: id,
+        voters: Arc::new(voters.clone()),
+    };
+    let log = RaftLogStore::open(&dir.join("raft")).unwrap();
+    let sm = MetadataStateMachine::open(&dir.join("raft")).unwrap();
+    let raft = Raft::new(
+        id,
+        Arc::new(config.validate().unwrap()),
+        TcpNetwork { me: me.clone() },
+        log,
+        sm.clone(),
+    )
+    .await
+    .unwrap();
+    let server = tokio::spawn(serve(listener, raft.clone(), me));
+    Node { raft, sm, server }
+}
+
+async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for n in nodes.values() {
+            if let Some(l) = n.raft.metrics().borrow().current_leader
+                && nodes.contains_key(&l)
+            {
+                return l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn converged(
+    nodes: &BTreeMap<u64, Node>,
+    what: impl Fn(&karnak_coordinator::metadata::ClusterMetadata) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes.values() {
+        while !what(&n.sm.current().await) {
+            assert!(
+                Instant::now() < deadline,
+                "a voter never applied the change"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_and_survive_losing_the_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.insert(id, BasicNode::new(l.local_addr().unwrap().to_string()));
+        listeners.push(l);
+    }
+    let voters: BTreeSet<u64> = members.keys().copied().collect();
+    let mut nodes = BTreeMap::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        nodes.insert(id, start(id, dirs[i].path(), l, &voters).await);
+    }
+    nodes[&1].raft.initialize(members.clone()).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    let write =
+        |raft: Raft<MetadataRaft>, cmd| async move { raft.client_write(cmd).await.map(|r| r.data) };
+    for b in 1..=3 {
+        let r = write(
+            nodes[&leader].raft.clone(),
+            MetadataCommand::RegisterBroker {
+                id: b,
+                incarnation: [b as u8; 16],
+                listeners: vec![],
+                rack: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r, Ok(MetadataReply::Done));
+    }
+    converged(&nodes, |m| m.brokers.len() == 3).await;
+
+    // The leader goes; the other two elect one and keep committing.
+    let gone = nodes.remove(&leader).unwrap();
+    gone.server.abort();
+    gone.raft.shutdown().await.unwrap();
+    let next = leader_of(&nodes).await;
+    assert_ne!(next, leader);
+    let r = write(
+        nodes[&next].raft.clone(),
+        MetadataCommand::AllocateIdBlock {
+            sequencer: "pid".into(),
+            size: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, Ok(MetadataReply::IdBlock { first: 0 }));
+    converged(&nodes, |m| m.id_leases.get("pid") == Some(&10)).await;
+    for n in nodes.values() {
+        n.server.abort();
+        n.raft.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn strangers_and_garbage_are_refused_without_harming_the_voter() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let voters = BTreeSet::from([1u64]);
+    let node = start(1, dir.path(), l, &voters).await;
+    node.raft
+        .initialize(BTreeMap::from([(1u64, BasicNode::new(addr.to_string()))]))
+        .await
+        .unwrap();
+    // Another cluster's hello is answered with a refusal.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let hello = br#"{"Hello":{"cluster_id":"other","from":1}}"#;
+    s.write_all(&(hello.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(hello).await.unwrap();
+    let len = s.read_u32().await.unwrap() as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("Err") && text.contains("other"), "{text}");
+    // A node id that is not a voter, then garbage, then an absurd length:
+    // each connection is closed, and the voter keeps committing.
+    for frame in [
+        br#"{"Hello":{"cluster_id":"test-cluster","from":9}}"#.to_vec(),
+        b"not json at all".to_vec(),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&(frame.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&frame).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .unwrap();
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "an absurd frame length gets the connection closed, nothing else"
+    );
+    node.raft
+        .wait(Some(Duration::from_secs(10)))
+        .current_leader(1, "leader")
+        .await
+        .unwrap();
+    let r = node
+        .raft
+        .client_write(MetadataCommand::AllocateIdBlock {
+            sequencer: "s".into(),
+            size: 1,
+        })
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(r, Ok(MetadataReply::IdBlock { first: 0 }));
+    node.server.abort();
+    node.raft.shutdown().await.unwrap();
+}
