@@ -102,9 +102,9 @@ impl Sequencer {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync the directory of a new sequencer"))?;
+            karnak_storage::sync_dir(dir).map_err(|e| {
+                io("fsync the directory of a new sequencer")(std::io::Error::other(e))
+            })?;
         }
         Ok(seq)
     }

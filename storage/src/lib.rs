@@ -21,7 +21,7 @@ pub use checkpoint::write_atomic;
 pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, FileSlice, Log, ReadResult, create_dir_durable};
+pub use log::{AppendInfo, FileSlice, Log, ReadResult, create_dir_durable, sync_dir};
 pub use manager::{DynamicBrokerConfigs, LogManager, Topic, TopicMeta};
 pub use topic::validate_topic_name;
 

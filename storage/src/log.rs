@@ -711,7 +711,9 @@ pub fn create_dir_durable(path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+/// fsyncs a directory, so the creates, renames and unlinks in it survive
+/// a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync directory {}", dir.display()))

@@ -91,7 +91,7 @@ impl RaftLogStore {
             .open(&path)
             .map_err(io(&path))?;
         if !existed {
-            sync_dir(dir).map_err(io(dir))?;
+            karnak_storage::sync_dir(dir)?;
         }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let (frames, good) = read_frames(&bytes);
@@ -163,10 +163,6 @@ fn frame(entry: &Entry<MetadataRaft>, out: &mut Vec<u8>) -> Result<(), serde_jso
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir).and_then(|d| d.sync_all())
-}
-
 impl Inner {
     fn save_state(&self) -> Result<(), std::io::Error> {
         let json = serde_json::to_vec(&self.state).map_err(std::io::Error::other)?;
@@ -231,7 +227,7 @@ impl Inner {
         f.write_all_at(&buf, 0)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
-        sync_dir(&self.dir)?;
+        karnak_storage::sync_dir(&self.dir).map_err(std::io::Error::other)?;
         self.file = OpenOptions::new()
             .read(true)
             .write(true)
