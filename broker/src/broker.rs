@@ -22,11 +22,47 @@ pub struct Broker {
     pub txns: Arc<karnak_coordinator::TransactionCoordinator>,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_session::FetchSessionCache,
+    /// The metadata group and this broker's registration in it.
+    pub cluster: Arc<crate::cluster::ClusterNode>,
+}
+
+/// A live broker as Metadata and DescribeCluster list it.
+pub struct BrokerAddress {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 impl Broker {
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Registered, unfenced brokers with their Kafka listener, from the
+    /// metadata log (fenced ones are left out, as Kafka does).
+    pub fn live_brokers(&self) -> Vec<BrokerAddress> {
+        let metadata = self.cluster.metadata();
+        metadata
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let l = b.listeners.first()?;
+                Some(BrokerAddress {
+                    id: b.id,
+                    host: l.host.clone(),
+                    port: i32::from(l.port),
+                    rack: b.rack.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The metadata group's leader (Kafka's active controller); -1 while
+    /// there is none.
+    pub fn controller_id(&self) -> i32 {
+        self.cluster.controller_id().unwrap_or(-1)
     }
 }
 

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::cluster::config::{ClusterConfig, parse_peers};
+
 /// A Kafka-wire-compatible broker whose log is also queryable with SQL.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -140,6 +142,33 @@ pub struct Args {
     /// Kafka `transactional.id.expiration.ms`: a transactional id idle this long (no open transaction) is forgotten. [default: 604800000]
     #[arg(long, env = "KARNAK_TRANSACTIONAL_ID_EXPIRATION_MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// The metadata quorum's voters, the same on every node (Kafka `controller.quorum.voters`): `0@host:port,1@host:port,2@host:port`, each a node id and its cluster listener. [default: this node alone]
+    #[arg(long, env = "KARNAK_CLUSTER_PEERS")]
+    pub cluster_peers: Option<String>,
+    /// Address the cluster listener (Raft and replication between brokers) binds. [default: this node's entry in --cluster-peers]
+    #[arg(long, env = "KARNAK_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+    /// Kafka `broker.rack`: replicas of a partition are spread over racks.
+    #[arg(long, env = "KARNAK_RACK")]
+    pub rack: Option<String>,
+    /// Kafka `default.replication.factor` for new topics. [default: min(3, live brokers)]
+    #[arg(long, env = "KARNAK_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Kafka `min.insync.replicas`: in-sync replicas an acks=all write needs. [default: 1]
+    #[arg(long, env = "KARNAK_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+    /// Kafka `replica.lag.time.max.ms`: a follower not caught up for this long leaves the in-sync set. [default: 30000]
+    #[arg(long, env = "KARNAK_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Kafka `unclean.leader.election.enable`: let a replica outside the in-sync set lead (may lose acknowledged writes). [default: false]
+    #[arg(long, env = "KARNAK_UNCLEAN_LEADER_ELECTION")]
+    pub unclean_leader_election: Option<bool>,
+    /// Kafka `broker.heartbeat.interval.ms`: how often a broker tells the metadata leader it is alive. [default: 250]
+    #[arg(long, env = "KARNAK_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Kafka `broker.session.timeout.ms`: a broker silent this long is fenced and its partitions move. [default: 1500]
+    #[arg(long, env = "KARNAK_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -185,6 +214,15 @@ struct FileConfig {
     transaction_max_timeout_ms: Option<i32>,
     transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     transactional_id_expiration_ms: Option<i64>,
+    cluster_peers: Option<String>,
+    cluster_addr: Option<SocketAddr>,
+    rack: Option<String>,
+    default_replication_factor: Option<i16>,
+    min_insync_replicas: Option<i32>,
+    replica_lag_time_max_ms: Option<u64>,
+    unclean_leader_election: Option<bool>,
+    broker_heartbeat_interval_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
 }
 
 /// `--log-cleaner-io-max-bytes-per-second` when not given: 64 MiB/s.
@@ -217,6 +255,7 @@ pub struct Config {
     pub groups: karnak_coordinator::GroupConfig,
     pub transactions: karnak_coordinator::TxnConfig,
     pub transaction_cleanup_interval: std::time::Duration,
+    pub cluster: ClusterConfig,
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<(String, i32)> {
@@ -368,6 +407,38 @@ impl Config {
                 )
                 .max(1),
             ),
+            cluster: {
+                let d = ClusterConfig::default();
+                let ms = std::time::Duration::from_millis;
+                ClusterConfig {
+                    peers: match args.cluster_peers.or(file.cluster_peers) {
+                        Some(p) => parse_peers(&p).context("--cluster-peers")?,
+                        None => Default::default(),
+                    },
+                    cluster_addr: args.cluster_addr.or(file.cluster_addr),
+                    rack: args.rack.or(file.rack),
+                    default_replication_factor: args
+                        .default_replication_factor
+                        .or(file.default_replication_factor),
+                    min_insync_replicas: pick!(min_insync_replicas, d.min_insync_replicas),
+                    replica_lag_time_max: ms(pick!(
+                        replica_lag_time_max_ms,
+                        d.replica_lag_time_max.as_millis() as u64
+                    )),
+                    unclean_leader_election: pick!(
+                        unclean_leader_election,
+                        d.unclean_leader_election
+                    ),
+                    heartbeat_interval: ms(pick!(
+                        broker_heartbeat_interval_ms,
+                        d.heartbeat_interval.as_millis() as u64
+                    )),
+                    session_timeout: ms(pick!(
+                        broker_session_timeout_ms,
+                        d.session_timeout.as_millis() as u64
+                    )),
+                }
+            },
         };
         if config.transactions.max_timeout_ms < 1 {
             bail!("transaction_max_timeout_ms must be at least 1");
@@ -392,6 +463,7 @@ impl Config {
         if config.node_id < 0 {
             bail!("node_id must not be negative");
         }
+        config.cluster.validate(config.node_id)?;
         if config.socket_request_max_bytes < karnak_protocol::frame::MIN_REQUEST_BYTES
             || config.socket_request_max_bytes > i32::MAX as usize
         {

@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KARNAK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -49,6 +49,15 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     karnak_storage::create_dir_durable(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    if config.cluster.is_multi_node()
+        && config.cluster_id.is_none()
+        && !config.data_dir.join("meta.properties").exists()
+    {
+        // Each node would mint its own id and refuse the others.
+        anyhow::bail!(
+            "a new cluster needs --cluster-id, the same on every node (any string; `uuidgen` makes one)"
+        );
+    }
     let cluster_id = broker::load_cluster_id(&config.data_dir, config.cluster_id.as_deref())?;
     let started = std::time::Instant::now();
     let logs = karnak_storage::LogManager::open_with_cleaner(
@@ -74,14 +83,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| (bound.ip().to_string(), bound.port() as i32));
     metrics::install(config.admin_addr)?;
     metrics::record_log_end_offsets(&logs);
-    info!(
-        node_id = config.node_id,
-        %cluster_id,
-        "Karnak serving Kafka on {bound} (advertised {}:{}), metrics on http://{}/metrics",
-        advertised.0,
-        advertised.1,
-        config.admin_addr
-    );
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let cluster = cluster::ClusterNode::start(
+        &config.cluster,
+        config.node_id,
+        &cluster_id,
+        &config.data_dir,
+        karnak_coordinator::metadata::Listener {
+            name: "PLAINTEXT".into(),
+            host: advertised.0.clone(),
+            port: u16::try_from(advertised.1).context("the advertised Kafka port")?,
+            security_protocol: "PLAINTEXT".into(),
+        },
+        stopping.clone(),
+    )
+    .await?;
     let groups = karnak_coordinator::GroupCoordinator::open(
         &logs,
         &config.data_dir,
@@ -89,7 +105,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.groups.clone(),
     )
     .context("opening the group coordinator")?;
-    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     groups.start_timers(stopping.clone());
     // Start-up finishes transactions a crash left prepared, before serving.
     let txns = Arc::new(karnak_coordinator::TransactionCoordinator::open(
@@ -110,7 +125,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         advertised,
         stopping: stopping.clone(),
         fetch_sessions: Default::default(),
+        cluster,
     });
+    // Said once registered: until then the listener only queues connections.
+    info!(
+        node_id = broker.node_id(),
+        cluster_id = %broker.cluster_id,
+        "Karnak serving Kafka on {bound} (advertised {}:{}), metrics on http://{}/metrics",
+        broker.advertised.0,
+        broker.advertised.1,
+        broker.config.admin_addr
+    );
     if let Some(sql) = &broker.config.sql {
         let producer = Arc::new(sql::BrokerProducer(broker.clone()));
         let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, stopping)

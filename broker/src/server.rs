@@ -47,6 +47,8 @@ pub async fn run(
     );
     drop(listener);
     let _ = stop_tx.send(true);
+    // Controlled shutdown first, so the cluster moves on while we drain.
+    broker.cluster.shutdown().await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })

@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karnak_coordinator::metadata::MetadataRaft;
+use karnak_coordinator::metadata::{MetadataCommand, MetadataRaft};
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -21,10 +22,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
 
 type NodeId = u64;
 /// Snapshot chunks are a few MiB; nothing else comes near this.
@@ -33,16 +35,25 @@ const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftRequest {
-    Hello { cluster_id: String, from: NodeId },
+pub(crate) enum RaftRequest {
+    Hello {
+        cluster_id: String,
+        from: NodeId,
+    },
     AppendEntries(AppendEntriesRequest<MetadataRaft>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<MetadataRaft>),
+    /// A metadata change forwarded to the Raft leader.
+    Propose(MetadataCommand),
+    /// A broker's liveness, to the Raft leader.
+    Heartbeat(BrokerHeartbeat),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftResponse {
+pub(crate) enum RaftResponse {
     Hello(Result<(), String>),
+    Propose(Result<Proposed, ProposeError>),
+    Heartbeat(HeartbeatAnswer),
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(
@@ -101,12 +112,7 @@ impl RaftNetworkFactory<MetadataRaft> for TcpNetwork {
     type Network = TcpPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpPeer {
-        TcpPeer {
-            me: self.me.clone(),
-            target,
-            addr: node.addr.clone(),
-            conn: None,
-        }
+        TcpPeer::new(self.me.clone(), target, node.addr.clone())
     }
 }
 
@@ -117,14 +123,32 @@ pub struct TcpPeer {
     conn: Option<BufReader<TcpStream>>,
 }
 
-enum CallError {
+pub(crate) enum CallError {
     /// Could not reach the peer: openraft backs off.
     Unreachable(std::io::Error),
     /// Reached, then the exchange failed.
     Network(std::io::Error),
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            CallError::Network(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 impl TcpPeer {
+    pub(crate) fn new(me: Identity, target: NodeId, addr: String) -> TcpPeer {
+        TcpPeer {
+            me,
+            target,
+            addr,
+            conn: None,
+        }
+    }
+
     async fn connect(&mut self) -> Result<(), CallError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
@@ -162,7 +186,11 @@ impl TcpPeer {
         Ok(())
     }
 
-    async fn call(&mut self, req: RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
+    pub(crate) async fn call(
+        &mut self,
+        req: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftResponse, CallError> {
         let exchange = async {
             if self.conn.is_none() {
                 self.connect().await?;
@@ -254,7 +282,7 @@ impl RaftNetwork<MetadataRaft> for TcpPeer {
 
 /// Serves the metadata group's peers on `listener` until the task is
 /// dropped: each connection in its own task, so one bad peer harms no other.
-pub async fn serve(listener: TcpListener, raft: Raft<MetadataRaft>, me: Identity) {
+pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(c) => c,
@@ -264,10 +292,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetadataRaft>, me: Identity
                 continue;
             }
         };
-        let raft = raft.clone();
-        let me = me.clone();
+        let controller = controller.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, &raft, &me).await
+            if let Err(e) = serve_peer(stream, &controller).await
                 && e.kind() != std::io::ErrorKind::UnexpectedEof
             {
                 tracing::warn!(peer = %addr, error = %e, "closed a cluster connection");
@@ -276,11 +303,8 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetadataRaft>, me: Identity
     }
 }
 
-async fn serve_peer(
-    stream: TcpStream,
-    raft: &Raft<MetadataRaft>,
-    me: &Identity,
-) -> std::io::Result<()> {
+async fn serve_peer(stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
+    let (raft, me) = (&controller.raft, &controller.me);
     stream.set_nodelay(true)?;
     let mut conn = BufReader::new(stream);
     let from = match read_frame(&mut conn).await? {
@@ -319,6 +343,8 @@ async fn serve_peer(
             RaftRequest::InstallSnapshot(r) => {
                 RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
             }
+            RaftRequest::Propose(cmd) => RaftResponse::Propose(controller.propose(cmd).await),
+            RaftRequest::Heartbeat(hb) => RaftResponse::Heartbeat(controller.heartbeat(hb).await),
             RaftRequest::Hello { .. } => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,

@@ -50,7 +50,13 @@ async fn start(
     )
     .await
     .unwrap();
-    let server = tokio::spawn(serve(listener, raft.clone(), me));
+    let controller = Arc::new(super::controller::Controller::new(
+        raft.clone(),
+        me,
+        &sm,
+        Duration::from_secs(2),
+    ));
+    let server = tokio::spawn(serve(listener, controller));
     Node { raft, sm, server }
 }
 

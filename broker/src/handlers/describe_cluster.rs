@@ -1,4 +1,4 @@
-//! DescribeCluster (key 60): this node, as the whole cluster and its controller.
+//! DescribeCluster (key 60): the live brokers and the active controller, from the metadata log.
 
 use std::sync::Arc;
 
@@ -21,21 +21,26 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .with_endpoint_type(request.endpoint_type);
         return Ok(Reply::Ready(Response::encode(&response, version, 42)?));
     }
-    let (host, port) = broker.advertised.clone();
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_endpoint_type(if version >= 1 {
             request.endpoint_type
         } else {
             1
         })
         .with_cluster_authorized_operations(i32::MIN)
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port),
-        ]);
+        .with_brokers(brokers);
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))
 }

@@ -44,16 +44,21 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             })
             .collect(),
     };
-    let (host, port) = broker.advertised.clone();
-    let response = MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port),
-        ])
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    let response = MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_cluster_authorized_operations(i32::MIN)
         .with_topics(topics);
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))

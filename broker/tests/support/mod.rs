@@ -23,7 +23,7 @@ pub struct Broker {
     pub data: Option<PathBuf>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,15 +38,7 @@ impl Broker {
 
     /// As `start`, with the data dir at `data` if given.
     pub fn start_in(data: Option<PathBuf>, extra: &[&str]) -> Broker {
-        let mut b = Broker {
-            child: None,
-            kafka_port: free_port(),
-            admin_port: free_port(),
-            sql_port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            data,
-        };
+        let mut b = Broker::unstarted(data, extra);
         // free_port() closes the port it found: another process may bind it
         // first. Then this broker cannot bind and exits; try fresh ports.
         for _ in 0..3 {
@@ -60,6 +52,19 @@ impl Broker {
             }
         }
         panic!("karnak found no free ports in three tries: {}", b.log());
+    }
+
+    /// A broker with its ports and temp dir chosen, not yet started.
+    pub fn unstarted(data: Option<PathBuf>, extra: &[&str]) -> Broker {
+        Broker {
+            child: None,
+            kafka_port: free_port(),
+            admin_port: free_port(),
+            sql_port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            data,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -77,6 +82,14 @@ impl Broker {
 
     /// Starts the broker; Err(log) if it exited before serving.
     fn try_spawn(&mut self) -> Result<(), String> {
+        let from = self.launch();
+        self.wait_ready(from)
+    }
+
+    /// Starts the process without waiting for it (the nodes of a cluster
+    /// start together: each waits for the quorum). Returns where this
+    /// start's part of the log begins, for [`Self::wait_ready`].
+    pub fn launch(&mut self) -> usize {
         // The log is appended to across restarts: read only this start's part.
         let from = self.log().len();
         let log = std::fs::OpenOptions::new()
@@ -99,6 +112,12 @@ impl Broker {
             .spawn()
             .expect("spawn karnak");
         self.child = Some(child);
+        from
+    }
+
+    /// Waits until the broker says it serves on our ports; Err(log) if it
+    /// exited first.
+    pub fn wait_ready(&mut self, from: usize) -> Result<(), String> {
         // Ready when the broker itself says it serves on our ports: a port
         // picked by free_port() can be taken by another test's broker in the
         // meantime, and a connect alone would reach that one.

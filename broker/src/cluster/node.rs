@@ -1,0 +1,352 @@
+//! This broker's place in the cluster: it runs its metadata voter, serves
+//! its peers on the cluster listener, registers itself and heartbeats to
+//! the Raft leader, and sends metadata changes there (to itself when it
+//! leads). A single node is the same with one voter and no listener.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use karnak_coordinator::metadata::{
+    ClusterMetadata, Listener, MetadataCommand, MetadataError, MetadataReply, MetadataStateMachine,
+    RaftLogStore,
+};
+use openraft::{BasicNode, Raft};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::config::ClusterConfig;
+use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
+use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, TcpPeer};
+
+/// Where the metadata group keeps its log and snapshots, in the data dir.
+pub const RAFT_DIR: &str = "__karnak_meta/raft";
+/// How long one forwarded call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between tries while there is no leader or it just changed.
+const RETRY: Duration = Duration::from_millis(25);
+
+/// A metadata change that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Applied and refused by the state machine's rules.
+    #[error(transparent)]
+    Refused(#[from] MetadataError),
+    #[error("no metadata leader answered within {0:?}")]
+    Timeout(Duration),
+}
+
+pub struct ClusterNode {
+    pub node_id: i32,
+    pub controller: Arc<Controller>,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    incarnation: [u8; 16],
+    peers: BTreeMap<u64, String>,
+    /// One connection per leader we forward to; a call holds it.
+    forward: tokio::sync::Mutex<HashMap<u64, TcpPeer>>,
+    me: Identity,
+}
+
+impl ClusterNode {
+    /// Opens the metadata voter in `data_dir`, starts serving peers, and
+    /// returns once this broker is registered and unfenced.
+    pub async fn start(
+        config: &ClusterConfig,
+        node_id: i32,
+        cluster_id: &str,
+        data_dir: &Path,
+        kafka: Listener,
+        stopping: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<ClusterNode>> {
+        let dir = data_dir.join(RAFT_DIR);
+        let log = RaftLogStore::open(&dir).context("opening the metadata log")?;
+        let sm = MetadataStateMachine::open(&dir).context("opening the metadata state")?;
+        let peers = if config.peers.is_empty() {
+            // A single node: the only voter, with no address anyone dials.
+            BTreeMap::from([(node_id as u64, String::new())])
+        } else {
+            config.peers.clone()
+        };
+        let me = Identity {
+            cluster_id: cluster_id.to_string(),
+            node_id: node_id as u64,
+            voters: Arc::new(peers.keys().copied().collect::<BTreeSet<_>>()),
+        };
+        let raft_config = openraft::Config {
+            cluster_name: cluster_id.to_string(),
+            heartbeat_interval: 100,
+            election_timeout_min: 500,
+            election_timeout_max: 1000,
+            ..Default::default()
+        };
+        let raft = Raft::new(
+            node_id as u64,
+            Arc::new(
+                raft_config
+                    .validate()
+                    .context("the metadata group's settings")?,
+            ),
+            TcpNetwork { me: me.clone() },
+            log,
+            sm.clone(),
+        )
+        .await
+        .context("starting the metadata group")?;
+        let controller = Arc::new(Controller::new(
+            raft.clone(),
+            me.clone(),
+            &sm,
+            config.session_timeout,
+        ));
+        if let Some(addr) = config.bind_addr(node_id)? {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the cluster listener on {addr}"))?;
+            tracing::info!("serving cluster peers on {addr}");
+            tokio::spawn(raft_net::serve(listener, controller.clone()));
+        }
+        if raft.is_initialized().await.context("the metadata group")? {
+            if peers.len() == 1 {
+                // Alone, there is no one to wait for: lead now.
+                let _ = raft.trigger().elect().await;
+            }
+        } else {
+            let members: BTreeMap<u64, BasicNode> = peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            // Every voter may initialize with the same members; all but the
+            // first find it already done, which is what they wanted.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!("metadata group already initialized: {e}");
+            }
+        }
+        tokio::spawn(
+            controller
+                .clone()
+                .run_session_expiry(config.heartbeat_interval, stopping.clone()),
+        );
+        let node = Arc::new(ClusterNode {
+            node_id,
+            controller,
+            metadata: sm.subscribe(),
+            incarnation: *uuid::Uuid::new_v4().as_bytes(),
+            peers,
+            forward: Default::default(),
+            me,
+        });
+        node.register(&kafka, config.rack.clone()).await;
+        tokio::spawn(node.clone().heartbeats(
+            kafka,
+            config.rack.clone(),
+            config.heartbeat_interval,
+            stopping,
+        ));
+        node.wait_unfenced().await;
+        Ok(node)
+    }
+
+    /// The metadata as this broker has applied it.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The Raft leader, which Kafka clients know as the controller.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.controller.leader().map(|l| l as i32)
+    }
+
+    /// Commits `cmd` through the Raft leader and returns once this broker
+    /// has applied it. A change lost with a leader is proposed again, so a
+    /// retried creation may answer that the topic already exists.
+    pub async fn propose(
+        &self,
+        cmd: MetadataCommand,
+        timeout: Duration,
+    ) -> Result<MetadataReply, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = match self.controller.leader() {
+                Some(l) if l == self.me.node_id => self.controller.propose(cmd.clone()).await,
+                Some(l) => self.forward(l, cmd.clone()).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(Proposed { result, index }) => {
+                    self.wait_applied(index, deadline).await?;
+                    return result.map_err(ClusterError::Refused);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "metadata change not committed yet; trying again")
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout(timeout));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn forward(&self, leader: u64, cmd: MetadataCommand) -> Result<Proposed, ProposeError> {
+        let mut conns = self.forward.lock().await;
+        let peer = self.peer(&mut conns, leader)?;
+        match peer.call(RaftRequest::Propose(cmd), CALL_TIMEOUT).await {
+            Ok(RaftResponse::Propose(r)) => r,
+            Ok(other) => Err(ProposeError::Raft(format!(
+                "node {leader} answered {other:?}"
+            ))),
+            Err(e) => Err(ProposeError::Raft(format!("node {leader}: {e}"))),
+        }
+    }
+
+    fn peer<'a>(
+        &self,
+        conns: &'a mut HashMap<u64, TcpPeer>,
+        id: u64,
+    ) -> Result<&'a mut TcpPeer, ProposeError> {
+        let addr = self
+            .peers
+            .get(&id)
+            .ok_or_else(|| ProposeError::Raft(format!("node {id} is not a voter")))?;
+        Ok(conns
+            .entry(id)
+            .or_insert_with(|| TcpPeer::new(self.me.clone(), id, addr.clone())))
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ClusterError> {
+        let mut metrics = self.controller.raft.metrics();
+        loop {
+            if metrics
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|l| l.index >= index)
+            {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(ClusterError::Timeout(left)),
+            }
+        }
+    }
+
+    /// Registers this incarnation, retrying until a leader takes it.
+    async fn register(&self, kafka: &Listener, rack: Option<String>) {
+        let started = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            let cmd = MetadataCommand::RegisterBroker {
+                id: self.node_id,
+                incarnation: self.incarnation,
+                listeners: vec![kafka.clone()],
+                rack: rack.clone(),
+            };
+            match self.propose(cmd, Duration::from_secs(5)).await {
+                Ok(_) => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "registered with the metadata group"
+                    );
+                    return;
+                }
+                Err(e) if said.elapsed() >= Duration::from_secs(5) => {
+                    said = Instant::now();
+                    tracing::warn!(
+                        voters = ?self.peers,
+                        "waiting for the metadata quorum to register this broker: {e}"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn wait_unfenced(&self) {
+        let mut m = self.metadata.clone();
+        let mut said = Instant::now();
+        loop {
+            if m.borrow_and_update()
+                .brokers
+                .get(&self.node_id)
+                .is_some_and(|b| b.incarnation == self.incarnation && !b.fenced)
+            {
+                return;
+            }
+            if said.elapsed() >= Duration::from_secs(5) {
+                said = Instant::now();
+                tracing::warn!("waiting for the metadata leader to unfence this broker");
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), m.changed()).await;
+        }
+    }
+
+    async fn heartbeat_once(&self, peer: &mut Option<(u64, TcpPeer)>) -> HeartbeatAnswer {
+        let hb = BrokerHeartbeat {
+            broker: self.node_id,
+            incarnation: self.incarnation,
+            want_fence: false,
+        };
+        let Some(leader) = self.controller.leader() else {
+            return HeartbeatAnswer::NotLeader { leader: None };
+        };
+        if leader == self.me.node_id {
+            return self.controller.heartbeat(hb).await;
+        }
+        if peer.as_ref().is_none_or(|(id, _)| *id != leader) {
+            let Some(addr) = self.peers.get(&leader) else {
+                return HeartbeatAnswer::Failed(format!("leader {leader} is not a voter"));
+            };
+            *peer = Some((leader, TcpPeer::new(self.me.clone(), leader, addr.clone())));
+        }
+        let Some((_, p)) = peer.as_mut() else {
+            return HeartbeatAnswer::NotLeader { leader: None };
+        };
+        match p.call(RaftRequest::Heartbeat(hb), CALL_TIMEOUT).await {
+            Ok(RaftResponse::Heartbeat(a)) => a,
+            Ok(other) => HeartbeatAnswer::Failed(format!("answered {other:?}")),
+            Err(e) => HeartbeatAnswer::Failed(e.to_string()),
+        }
+    }
+
+    /// Heartbeats every `every` until shutdown; registers again when the
+    /// leader no longer knows this incarnation.
+    async fn heartbeats(
+        self: Arc<Self>,
+        kafka: Listener,
+        rack: Option<String>,
+        every: Duration,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut peer = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            match self.heartbeat_once(&mut peer).await {
+                HeartbeatAnswer::Ok { .. } | HeartbeatAnswer::NotLeader { .. } => {}
+                HeartbeatAnswer::NotRegistered => self.register(&kafka, rack.clone()).await,
+                HeartbeatAnswer::Failed(why) => {
+                    tracing::debug!("heartbeat to the metadata leader failed: {why}");
+                }
+            }
+        }
+    }
+
+    /// Controlled shutdown: fence this broker so its partitions move now,
+    /// not a session later, then stop the voter.
+    pub async fn shutdown(&self) {
+        let fence = MetadataCommand::FenceBroker { id: self.node_id };
+        if let Err(e) = self.propose(fence, Duration::from_secs(2)).await {
+            tracing::warn!("could not fence this broker on shutdown: {e}");
+        }
+        if let Err(e) = self.controller.raft.shutdown().await {
+            tracing::warn!("stopping the metadata group: {e}");
+        }
+    }
+}
