@@ -24,6 +24,8 @@ pub struct Broker {
     pub fetch_sessions: crate::fetch_session::FetchSessionCache,
     /// The metadata group and this broker's registration in it.
     pub cluster: Arc<crate::cluster::ClusterNode>,
+    /// Makes the local logs follow the metadata log.
+    pub reconciler: Arc<crate::cluster::reconcile::Reconciler>,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

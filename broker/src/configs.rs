@@ -391,17 +391,19 @@ fn alter_topic(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), AlterError> {
-    let topic = broker.logs.topic(name).ok_or_else(|| {
-        (
-            ResponseError::UnknownTopicOrPartition,
-            format!("Topic {name} does not exist"),
-        )
-    })?;
-    let start = if replace {
-        BTreeMap::new()
-    } else {
-        topic.meta.configs.clone()
-    };
+    let current = broker
+        .cluster
+        .metadata()
+        .topics
+        .get(name)
+        .map(|t| t.configs.clone())
+        .ok_or_else(|| {
+            (
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic {name} does not exist"),
+            )
+        })?;
+    let start = if replace { BTreeMap::new() } else { current };
     let defaults = broker.logs.defaults().describe();
     let configs = apply_ops(start, ops, known_topic_config, &defaults)?;
     broker
@@ -412,11 +414,12 @@ fn alter_topic(
     if validate_only {
         return Ok(());
     }
-    broker
-        .logs
-        .replace_topic_configs(name, configs)
-        .map(|_| ())
-        .map_err(storage_refusal)
+    match crate::topics::set_configs(broker, name, configs) {
+        Ok(_) => Ok(()),
+        Err(crate::topics::TopicError::Storage(e)) => Err(storage_refusal(e)),
+        Err(crate::topics::TopicError::Cluster(e)) => Err((e.code(), e.to_string())),
+        Err(e) => Err((ResponseError::InvalidRequest, e.to_string())),
+    }
 }
 
 /// Alters the dynamic broker configs: this broker's (`resource_name` its

@@ -116,6 +116,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         txns.clone()
             .run_timeouts(config.transaction_cleanup_interval, stopping.clone()),
     );
+    let reconciler = Arc::new(cluster::reconcile::Reconciler::new(
+        logs.clone(),
+        config.node_id,
+    ));
     let broker = Arc::new(Broker {
         groups,
         txns,
@@ -125,8 +129,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         advertised,
         stopping: stopping.clone(),
         fetch_sessions: Default::default(),
+        reconciler,
         cluster,
     });
+    if broker.cluster.fresh {
+        topics::adopt_strays(&broker).await?;
+    }
+    tokio::spawn(
+        broker
+            .reconciler
+            .clone()
+            .follow_changes(broker.cluster.watch(), stopping.clone()),
+    );
     // Said once registered: until then the listener only queues connections.
     info!(
         node_id = broker.node_id(),
@@ -138,7 +152,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     if let Some(sql) = &broker.config.sql {
         let producer = Arc::new(sql::BrokerProducer(broker.clone()));
-        let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, stopping)
+        let admin = Arc::new(sql::BrokerTopicAdmin(broker.clone()));
+        let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, admin, stopping)
             .await
             .context("starting the SQL gateway")?;
         let auth = match &sql.auth {

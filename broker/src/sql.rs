@@ -64,3 +64,59 @@ impl Producer for BrokerProducer {
         })?
     }
 }
+
+/// The SQL gateway's CREATE TABLE and ALTER TABLE, through the metadata
+/// log as CreateTopics and IncrementalAlterConfigs go.
+pub struct BrokerTopicAdmin(pub Arc<Broker>);
+
+fn admin_error(e: crate::topics::TopicError) -> karnak_sql::ddl::AdminError {
+    match e {
+        crate::topics::TopicError::Storage(e) => e.into(),
+        crate::topics::TopicError::Cluster(crate::cluster::ClusterError::Refused(
+            karnak_coordinator::metadata::MetadataError::TopicExists(name),
+        )) => karnak_storage::StorageError::TopicAlreadyExists(name).into(),
+        crate::topics::TopicError::Cluster(crate::cluster::ClusterError::Refused(
+            karnak_coordinator::metadata::MetadataError::UnknownTopic(name),
+        )) => karnak_storage::StorageError::UnknownTopic(name).into(),
+        other => karnak_sql::ddl::AdminError::Unavailable(other.to_string()),
+    }
+}
+
+impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), karnak_sql::ddl::AdminError> {
+        let new = crate::topics::NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: -1,
+            assignments: None,
+            configs,
+        };
+        crate::topics::create(&self.0, new)
+            .map(|_| ())
+            .map_err(admin_error)
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), karnak_sql::ddl::AdminError> {
+        let mut configs = self
+            .0
+            .cluster
+            .metadata()
+            .topics
+            .get(name)
+            .map(|t| t.configs.clone())
+            .ok_or_else(|| karnak_storage::StorageError::UnknownTopic(name.to_string()))?;
+        configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        crate::topics::set_configs(&self.0, name, configs)
+            .map(|_| ())
+            .map_err(admin_error)
+    }
+}

@@ -36,15 +36,63 @@ use crate::table::topic_schema;
 /// Columns every topic table has (and `CREATE TABLE` may list).
 const DERIVED: [&str; 2] = ["key_text", "value_text"];
 
+/// Why a topic could not be created or altered.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The cluster could not make the change (no metadata leader in time).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where DDL creates and alters topics: the broker sends these through its
+/// metadata log; a bare [`LogManager`] does them on its own disk.
+pub trait TopicAdmin: Send + Sync {
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), AdminError>;
+    /// Sets `set` over the topic's current overrides.
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError>;
+}
+
+impl TopicAdmin for LogManager {
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        LogManager::create_topic(self, name, partitions, configs)?;
+        Ok(())
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        LogManager::alter_topic_configs(self, name, set, &[])?;
+        Ok(())
+    }
+}
+
 pub struct DdlHook {
-    logs: Arc<LogManager>,
+    admin: Arc<dyn TopicAdmin>,
     default_partitions: i32,
 }
 
 impl DdlHook {
-    pub fn new(logs: Arc<LogManager>, default_partitions: i32) -> Self {
+    pub fn new(admin: Arc<dyn TopicAdmin>, default_partitions: i32) -> Self {
         DdlHook {
-            logs,
+            admin,
             default_partitions,
         }
     }
@@ -110,9 +158,9 @@ impl DdlHook {
             configs.insert(json::FORMAT_KEY.into(), "json".into());
             configs.insert(json::SCHEMA_KEY.into(), schema);
         }
-        match self.logs.create_topic(&name, partitions, configs) {
+        match self.admin.create_topic(&name, partitions, configs) {
             Ok(_) => Ok(Response::Execution(Tag::new("CREATE TABLE"))),
-            Err(StorageError::TopicAlreadyExists(_)) if ct.if_not_exists => {
+            Err(AdminError::Storage(StorageError::TopicAlreadyExists(_))) if ct.if_not_exists => {
                 Ok(Response::Execution(Tag::new("CREATE TABLE")))
             }
             Err(e) => Err(storage_error(&name, e)),
@@ -143,9 +191,9 @@ impl DdlHook {
         if let Some(declared) = set.get(json::SCHEMA_KEY) {
             json::parse_declared(declared).map_err(|e| error("42704", e))?;
         }
-        match self.logs.alter_topic_configs(&name, &set, &[]) {
+        match self.admin.alter_topic_configs(&name, &set) {
             Ok(_) => Ok(Response::Execution(Tag::new("ALTER TABLE"))),
-            Err(StorageError::UnknownTopic(_)) if at.if_exists => {
+            Err(AdminError::Storage(StorageError::UnknownTopic(_))) if at.if_exists => {
                 Ok(Response::Execution(Tag::new("ALTER TABLE")))
             }
             Err(e) => Err(storage_error(&name, e)),
@@ -161,7 +209,12 @@ fn error(code: &str, message: String) -> PgWireError {
     )))
 }
 
-fn storage_error(table: &str, e: StorageError) -> PgWireError {
+fn storage_error(table: &str, e: AdminError) -> PgWireError {
+    let e = match e {
+        AdminError::Storage(e) => e,
+        // Postgres's "cannot connect now": try again.
+        AdminError::Unavailable(why) => return error("57P03", why),
+    };
     match e {
         StorageError::TopicAlreadyExists(_) => {
             error("42P07", format!("relation \"{table}\" already exists"))

@@ -86,6 +86,7 @@ pub async fn start(
     cfg: &SqlConfig,
     logs: Arc<LogManager>,
     producer: Arc<dyn Producer>,
+    admin: Arc<dyn ddl::TopicAdmin>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
     let listener = TcpListener::bind(cfg.addr)
@@ -101,7 +102,7 @@ pub async fn start(
     let handlers = Arc::new(server::Handlers::new(
         session_context(logs.clone(), Some(producer))?,
         cfg.auth.clone(),
-        ddl::DdlHook::new(logs, cfg.default_partitions),
+        ddl::DdlHook::new(admin, cfg.default_partitions),
     ));
     Ok((
         bound,

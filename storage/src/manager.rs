@@ -231,6 +231,17 @@ impl LogManager {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, StorageError> {
+        self.create_topic_with_id(name, *uuid::Uuid::new_v4().as_bytes(), partitions, configs)
+    }
+
+    /// As [`Self::create_topic`], with the topic id the cluster's metadata chose.
+    pub fn create_topic_with_id(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
         validate_topic_name(name)?;
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(StorageError::InvalidPartitions(partitions));
@@ -240,7 +251,6 @@ impl LogManager {
         if self.map().contains_key(name) {
             return Err(StorageError::TopicAlreadyExists(name.to_string()));
         }
-        let id = *uuid::Uuid::new_v4().as_bytes();
         let logs = self.create_partition_logs(name, &id, 0..partitions, &config)?;
         let meta = TopicMeta {
             name: name.to_string(),

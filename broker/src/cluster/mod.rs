@@ -9,5 +9,6 @@ pub mod node;
 pub mod raft_net;
 #[cfg(test)]
 mod raft_net_tests;
+pub mod reconcile;
 
-pub use node::ClusterNode;
+pub use node::{ClusterError, ClusterNode};

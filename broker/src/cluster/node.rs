@@ -38,8 +38,20 @@ pub enum ClusterError {
     Timeout(Duration),
 }
 
+impl ClusterError {
+    pub fn code(&self) -> kafka_protocol::error::ResponseError {
+        match self {
+            ClusterError::Refused(e) => e.code(),
+            ClusterError::Timeout(_) => kafka_protocol::error::ResponseError::RequestTimedOut,
+        }
+    }
+}
+
 pub struct ClusterNode {
     pub node_id: i32,
+    /// The metadata group was created by this start (a new cluster, or a
+    /// data dir from before clusters): its topics are to be adopted.
+    pub fresh: bool,
     pub controller: Arc<Controller>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     incarnation: [u8; 16],
@@ -107,7 +119,8 @@ impl ClusterNode {
             tracing::info!("serving cluster peers on {addr}");
             tokio::spawn(raft_net::serve(listener, controller.clone()));
         }
-        if raft.is_initialized().await.context("the metadata group")? {
+        let fresh = !raft.is_initialized().await.context("the metadata group")?;
+        if !fresh {
             if peers.len() == 1 {
                 // Alone, there is no one to wait for: lead now.
                 let _ = raft.trigger().elect().await;
@@ -130,6 +143,7 @@ impl ClusterNode {
         );
         let node = Arc::new(ClusterNode {
             node_id,
+            fresh,
             controller,
             metadata: sm.subscribe(),
             incarnation: *uuid::Uuid::new_v4().as_bytes(),
@@ -151,6 +165,11 @@ impl ClusterNode {
     /// The metadata as this broker has applied it.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// Each change of the metadata, as applied here.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.metadata.clone()
     }
 
     /// The Raft leader, which Kafka clients know as the controller.

@@ -1,5 +1,6 @@
-//! CreatePartitions (key 37): grows a topic. Partitions are only ever
-//! added; on one node every new partition is led by this broker.
+//! CreatePartitions (key 37): grows a topic through the metadata log.
+//! Partitions are only ever added, placed as Kafka places them unless the
+//! request names their replicas.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,12 +43,6 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     "Duplicate topic in request.".into(),
                 );
             }
-            let Some(topic) = broker.logs.topic(&name) else {
-                return fail(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("This server does not host this topic: {name}"),
-                );
-            };
             if crate::topics::is_internal(&name) {
                 // Its partition count is the number of coordinator shards.
                 return fail(
@@ -55,7 +50,18 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     format!("{name} is an internal topic: its partitions cannot be changed"),
                 );
             }
-            let current = topic.meta.partitions;
+            let Some(current) = broker
+                .cluster
+                .metadata()
+                .topics
+                .get(&name)
+                .map(|t| t.partitions.len() as i32)
+            else {
+                return fail(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("This server does not host this topic: {name}"),
+                );
+            };
             if t.count < current {
                 return fail(
                     ResponseError::InvalidPartitions,
@@ -82,17 +88,6 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         ),
                     );
                 }
-                let node = broker.node_id();
-                if let Some(a) = assignments
-                    .iter()
-                    .find(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| b.0 != node))
-                {
-                    let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-                    return fail(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!("replicas {ids:?} must be exactly this broker ({node})"),
-                    );
-                }
             }
             if request.validate_only {
                 return match karnak_storage::manager::check_partition_count(t.count) {
@@ -100,9 +95,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     Err(e) => fail_storage(result, &e),
                 };
             }
-            match broker.logs.create_partitions(&name, t.count) {
-                Ok(_) => result,
-                Err(e) => fail_storage(result, &e),
+            let assignments = t.assignments.filter(|a| !a.is_empty()).map(|a| {
+                a.into_iter()
+                    .map(|p| p.broker_ids.into_iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            match crate::topics::add_partitions(broker, &name, t.count, assignments) {
+                Ok(()) => result,
+                Err(e) => result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
             }
         })
         .collect();

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::handlers::storage_error_code;
+use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
@@ -44,42 +44,37 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     format!("topic {name} appears more than once in the request"),
                 );
             }
-            let nodes = [broker.node_id()];
-            let partitions = if !t.assignments.is_empty() {
+            let (partitions, assignments) = if !t.assignments.is_empty() {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return fail(
                         INVALID_REQUEST,
                         "both assignments and partitions/replication factor given".into(),
                     );
                 }
-                let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
-                idx.sort_unstable();
-                let contiguous = idx.iter().enumerate().all(|(i, p)| *p == i as i32);
-                let on_us = t.assignments.iter().all(|a| {
-                    a.broker_ids.iter().all(|b| nodes.contains(&b.0)) && !a.broker_ids.is_empty()
-                });
-                if !contiguous || !on_us {
+                let mut sorted: Vec<_> = t.assignments.iter().collect();
+                sorted.sort_by_key(|a| a.partition_index);
+                if sorted
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| a.partition_index != i as i32)
+                {
                     return fail(
                         INVALID_REPLICA_ASSIGNMENT,
-                        "replicas must be this broker, partitions numbered from 0".into(),
+                        "partitions must be numbered from 0 without gaps".into(),
                     );
                 }
-                idx.len() as i32
+                let lists: Vec<Vec<i32>> = sorted
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect();
+                (lists.len() as i32, Some(lists))
             } else {
-                if !(t.replication_factor == -1 || t.replication_factor == 1) {
-                    return fail(
-                        INVALID_REPLICATION_FACTOR,
-                        format!(
-                            "Replication factor: {} larger than available brokers: 1.",
-                            t.replication_factor
-                        ),
-                    );
-                }
-                if t.num_partitions == -1 {
+                let n = if t.num_partitions == -1 {
                     broker.config.num_partitions
                 } else {
                     t.num_partitions
-                }
+                };
+                (n, None)
             };
             let mut configs = BTreeMap::new();
             for c in &t.configs {
@@ -102,8 +97,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             if let Err(e) = karnak_storage::validate_topic_name(&name) {
                 return fail(storage_error_code(&e), e.to_string());
             }
-            let id = if request.validate_only {
-                if broker.logs.topic(&name).is_some() {
+            let (id, replication) = if request.validate_only {
+                if topic_common::topic(broker, &broker.cluster.metadata(), &name).is_some() {
                     return fail(
                         ResponseError::TopicAlreadyExists.code(),
                         format!("Topic '{name}' already exists."),
@@ -115,11 +110,41 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         "Number of partitions must be larger than 0.".into(),
                     );
                 }
-                Uuid::nil()
+                let live = broker.live_brokers().len() as i32;
+                let rf = match (&assignments, t.replication_factor) {
+                    (Some(a), _) => a.first().map_or(0, |r| r.len() as i32),
+                    (None, -1) => live.min(3),
+                    (None, rf) => i32::from(rf),
+                };
+                if rf < 1 || rf > live {
+                    return fail(
+                        INVALID_REPLICATION_FACTOR,
+                        format!("Replication factor: {rf} larger than available brokers: {live}."),
+                    );
+                }
+                (Uuid::nil(), rf)
             } else {
-                match crate::topics::create(broker, &name, partitions, configs.clone()) {
-                    Ok(topic) => Uuid::from_bytes(topic.meta.id),
-                    Err(e) => return fail(storage_error_code(&e), e.to_string()),
+                let new = crate::topics::NewTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor: i32::from(t.replication_factor),
+                    assignments,
+                    configs: configs.clone(),
+                };
+                if let Err(e) = crate::topics::create(broker, new) {
+                    return fail(e.code(), e.to_string());
+                }
+                match broker.cluster.metadata().topics.get(&name) {
+                    Some(t) => (
+                        Uuid::from_bytes(t.id),
+                        t.partitions.first().map_or(0, |p| p.replicas.len() as i32),
+                    ),
+                    None => {
+                        return fail(
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            format!("{name} was deleted as it was created"),
+                        );
+                    }
                 }
             };
             let described = crate::configs::topic_configs(broker, &effective, &configs)
@@ -134,7 +159,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             result
                 .with_topic_id(id)
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)
+                .with_replication_factor(replication as i16)
                 .with_configs(Some(described))
         })
         .collect();

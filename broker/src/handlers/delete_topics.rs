@@ -11,7 +11,6 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::handlers::storage_error_code;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -35,9 +34,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             let resolved = match &name {
                 Some(n) => Ok(n.as_str().to_string()),
                 None => broker
-                    .logs
-                    .topic_by_id(id.as_bytes())
-                    .map(|t| t.meta.name.clone())
+                    .cluster
+                    .metadata()
+                    .topics
+                    .iter()
+                    .find(|(_, t)| t.id == *id.as_bytes())
+                    .map(|(name, _)| name.clone())
                     .ok_or(ResponseError::UnknownTopicId.code()),
             };
             let result = DeletableTopicResult::default()
@@ -54,15 +56,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         "{name} is an internal topic and cannot be deleted"
                     ))));
             }
-            match broker.logs.delete_topic(&name) {
-                Ok(meta) => {
+            match crate::topics::delete(broker, &name) {
+                Ok(id) => {
                     info!(topic = name, "deleted topic");
                     result
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
-                        .with_topic_id(Uuid::from_bytes(meta.id))
+                        .with_topic_id(Uuid::from_bytes(id))
                 }
                 Err(e) => result
-                    .with_error_code(storage_error_code(&e))
+                    .with_error_code(e.code())
                     .with_error_message(Some(StrBytes::from_string(e.to_string()))),
             }
         })

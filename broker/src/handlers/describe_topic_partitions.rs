@@ -10,13 +10,13 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::handlers::leadership;
+use crate::handlers::topic_common;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions
@@ -25,13 +25,9 @@ const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let request: DescribeTopicPartitionsRequest = decode(body, "DescribeTopicPartitions", version)?;
+    let meta = broker.cluster.metadata();
     let mut names: Vec<String> = if request.topics.is_empty() {
-        broker
-            .logs
-            .topics()
-            .iter()
-            .map(|t| t.meta.name.clone())
-            .collect()
+        topic_common::topic_names(broker, &meta)
     } else {
         request
             .topics
@@ -66,12 +62,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         n => n.min(MAX_PARTITIONS_PER_RESPONSE),
     };
     let mut budget = limit;
-    let node = BrokerId(broker.node_id());
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
         let topic_name = TopicName(StrBytes::from_string(name.clone()));
-        let Some(topic) = broker.logs.topic(&name) else {
+        let Some(topic) = topic_common::topic(broker, &meta, &name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_name(Some(topic_name))
@@ -90,35 +85,30 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             );
             break;
         }
-        let count = topic.meta.partitions;
+        let count = topic.partitions;
         let end = count.min(first_partition.saturating_add(budget));
         // A cursor past the last partition yields none of this topic.
-        let range = first_partition.min(end) as usize..end as usize;
-        let partitions: Vec<_> = topic
-            .logs
-            .get(range)
-            .unwrap_or_default()
-            .iter()
-            .map(|log| {
-                let (error, leader, offline) = leadership(log, node);
+        let partitions: Vec<_> = (first_partition.min(end)..end)
+            .map(|i| {
+                let p = topic_common::partition(broker, &meta, &name, i);
                 DescribeTopicPartitionsResponsePartition::default()
-                    .with_error_code(error)
-                    .with_partition_index(log.partition())
-                    .with_leader_id(leader)
-                    .with_leader_epoch(log.latest_epoch())
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_error_code(p.error)
+                    .with_partition_index(p.index)
+                    .with_leader_id(p.leader)
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(p.replicas)
+                    .with_isr_nodes(p.isr)
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
-                    .with_offline_replicas(offline)
+                    .with_offline_replicas(p.offline)
             })
             .collect();
         budget -= partitions.len() as i32;
         topics.push(
             DescribeTopicPartitionsResponseTopic::default()
                 .with_name(Some(topic_name.clone()))
-                .with_topic_id(Uuid::from_bytes(topic.meta.id))
-                .with_is_internal(crate::topics::is_internal(&name))
+                .with_topic_id(Uuid::from_bytes(topic.id))
+                .with_is_internal(topic.internal)
                 .with_partitions(partitions)
                 .with_topic_authorized_operations(i32::MIN),
         );

@@ -1,5 +1,5 @@
-//! Metadata (key 3): brokers, topics and partition leaders. On one node every
-//! partition is led by this node with itself as the only replica.
+//! Metadata (key 3): the live brokers, and topics with each partition's
+//! leader, replicas and in-sync set, from the metadata log.
 
 use std::sync::Arc;
 
@@ -10,11 +10,11 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use karnak_storage::Topic;
+use karnak_coordinator::metadata::ClusterMetadata;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::handlers::{leadership, storage_error_code};
+use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -25,12 +25,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         Some(t) if version == 0 && t.is_empty() => None,
         other => other,
     };
+    let meta = broker.cluster.metadata();
     let topics = match requested {
-        None => broker
-            .logs
-            .topics()
+        None => topic_common::topic_names(broker, &meta)
             .iter()
-            .map(|t| topic_entry(broker, t, version))
+            .filter_map(|n| topic_common::topic(broker, &meta, n))
+            .map(|t| topic_entry(broker, &meta, &t))
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -38,9 +38,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             // sends an empty name rather than null.
             .map(|w| match w.name {
                 Some(name) if w.topic_id.is_nil() || !name.is_empty() => {
-                    by_name(broker, &name, allow_create, version)
+                    by_name(broker, &meta, &name, allow_create)
                 }
-                _ => by_id(broker, w.topic_id, version),
+                _ => by_id(broker, &meta, w.topic_id),
             })
             .collect(),
     };
@@ -66,13 +66,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
 
 fn by_name(
     broker: &Broker,
+    meta: &ClusterMetadata,
     name: &TopicName,
     allow_create: bool,
-    version: i16,
 ) -> MetadataResponseTopic {
     let name_str = name.as_str();
-    if let Some(topic) = broker.logs.topic(name_str) {
-        return topic_entry(broker, &topic, version);
+    if let Some(t) = topic_common::topic(broker, meta, name_str) {
+        return topic_entry(broker, meta, &t);
     }
     let error = |code: i16| {
         MetadataResponseTopic::default()
@@ -86,15 +86,19 @@ fn by_name(
     if !(allow_create && broker.config.auto_create_topics) {
         return error(ResponseError::UnknownTopicOrPartition.code());
     }
-    match crate::topics::auto_create(broker, name_str) {
-        Ok(topic) => topic_entry(broker, &topic, version),
-        Err(code) => error(code),
+    if let Err(code) = crate::topics::auto_create(broker, name_str) {
+        return error(code);
+    }
+    let meta = broker.cluster.metadata();
+    match topic_common::topic(broker, &meta, name_str) {
+        Some(t) => topic_entry(broker, &meta, &t),
+        None => error(ResponseError::LeaderNotAvailable.code()),
     }
 }
 
-fn by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopic {
-    match broker.logs.topic_by_id(id.as_bytes()) {
-        Some(topic) => topic_entry(broker, &topic, version),
+fn by_id(broker: &Broker, meta: &ClusterMetadata, id: Uuid) -> MetadataResponseTopic {
+    match topic_common::topic_by_id(broker, meta, id.as_bytes()) {
+        Some(t) => topic_entry(broker, meta, &t),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)
             .with_error_code(ResponseError::UnknownTopicId.code())
@@ -102,29 +106,28 @@ fn by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopic {
     }
 }
 
-fn topic_entry(broker: &Broker, topic: &Topic, _version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
-    let partitions = topic
-        .logs
-        .iter()
-        .map(|log| {
-            let (error, leader, offline) = leadership(log, node);
+fn topic_entry(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    topic: &topic_common::TopicView,
+) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|i| {
+            let p = topic_common::partition(broker, meta, &topic.name, i);
             MetadataResponsePartition::default()
-                .with_error_code(error)
-                .with_partition_index(log.partition())
-                .with_leader_id(leader)
-                .with_leader_epoch(log.latest_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
-                .with_offline_replicas(offline)
+                .with_error_code(p.error)
+                .with_partition_index(p.index)
+                .with_leader_id(p.leader)
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas)
+                .with_isr_nodes(p.isr)
+                .with_offline_replicas(p.offline)
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(
-            topic.meta.name.clone(),
-        ))))
-        .with_topic_id(Uuid::from_bytes(topic.meta.id))
-        .with_is_internal(crate::topics::is_internal(&topic.meta.name))
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(Uuid::from_bytes(topic.id))
+        .with_is_internal(topic.internal)
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, BrokerId, RequestHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use karnak_protocol::{api_versions as table, frame};
 
@@ -54,6 +54,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod topic_common;
 pub mod txn_common;
 pub mod txn_offset_commit;
 mod unsupported;
@@ -301,22 +302,6 @@ pub fn producer_error_code(e: &karnak_storage::log::producer_state::ProducerErro
         P::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
     };
     code.code()
-}
-
-/// A partition's leadership as Metadata and DescribeTopicPartitions show it:
-/// (error code, leader, offline replicas). An offline log (a failed fsync or
-/// write) is shown as KRaft shows a partition whose only replica's log dir
-/// failed: no leader, the replica offline.
-pub fn leadership(log: &karnak_storage::Log, node: BrokerId) -> (i16, BrokerId, Vec<BrokerId>) {
-    if log.is_offline() {
-        (
-            ResponseError::LeaderNotAvailable.code(),
-            BrokerId(-1),
-            vec![node],
-        )
-    } else {
-        (0, node, Vec::new())
-    }
 }
 
 pub fn storage_error_code(e: &karnak_storage::StorageError) -> i16 {

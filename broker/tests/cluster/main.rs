@@ -212,3 +212,171 @@ fn bad_cluster_flags_stop_the_broker_with_a_reason() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+/// CreateTopics v7 through `b`: (error code, replication factor, id).
+fn create(b: &Broker, name: &str, partitions: i32, rf: i16) -> (i16, i16, uuid::Uuid) {
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, create_topics_request,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let r: CreateTopicsResponse = b.connect().call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(StrBytes::from_string(name.to_string()).into())
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    let t = &r.topics[0];
+    (t.error_code, t.replication_factor, t.topic_id)
+}
+
+/// The topic as `b`'s Metadata shows it: per partition (leader, replicas, isr).
+/// One partition as Metadata shows it: (leader, replicas, in-sync set).
+type PartitionLine = (i32, Vec<i32>, Vec<i32>);
+
+fn topic_view(b: &Broker, name: &str) -> Option<Vec<PartitionLine>> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::protocol::StrBytes;
+    let r: MetadataResponse = b.connect().call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(StrBytes::from_string(name.to_string()).into())),
+            ]))
+            .with_allow_auto_topic_creation(false),
+    );
+    let t = &r.topics[0];
+    if t.error_code != 0 {
+        return None;
+    }
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Some(
+        t.partitions
+            .iter()
+            .map(|p| (p.leader_id.0, ids(&p.replica_nodes), ids(&p.isr_nodes)))
+            .collect(),
+    )
+}
+
+fn poll(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn topics_live_in_the_metadata_log_and_reach_every_replica() {
+    let c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+
+    // Too many replicas for three brokers: Kafka's error and words.
+    let (code, _, _) = create(&c.nodes[1], "too-wide", 1, 4);
+    assert_eq!(
+        code,
+        kafka_protocol::error::ResponseError::InvalidReplicationFactor.code()
+    );
+
+    // The default factor is min(3, brokers); any node takes the request.
+    let (code, rf, id) = create(&c.nodes[1], "orders", 6, -1);
+    assert_eq!((code, rf), (0, 3));
+    assert!(!id.is_nil());
+    for b in &c.nodes {
+        poll(
+            "every node lists the topic",
+            Duration::from_secs(10),
+            || topic_view(b, "orders").is_some(),
+        );
+        let view = topic_view(b, "orders").unwrap();
+        assert_eq!(view.len(), 6);
+        for (leader, replicas, isr) in &view {
+            let mut sorted = replicas.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2]);
+            assert_eq!(isr.len(), 3);
+            assert_eq!(*leader, replicas[0], "the preferred replica leads");
+        }
+        // Leaders are spread, as Kafka places them.
+        let leaders: BTreeSet<i32> = view.iter().map(|p| p.0).collect();
+        assert_eq!(leaders.len(), 3, "{view:?}");
+        // Each replica has its log on disk.
+        poll(
+            "every replica's logs exist",
+            Duration::from_secs(10),
+            || (0..6).all(|p| b.data_dir().join(format!("orders-{p}")).is_dir()),
+        );
+    }
+    // Same answer from every node.
+    let first = topic_view(&c.nodes[0], "orders");
+    assert!(c.nodes.iter().all(|b| topic_view(b, "orders") == first));
+
+    // Deleted through another node: gone everywhere, logs too.
+    use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let r: DeleteTopicsResponse = c.nodes[2].connect().call(
+        ApiKey::DeleteTopics,
+        4,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![StrBytes::from_static_str("orders").into()])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(r.responses[0].error_code, 0);
+    for b in &c.nodes {
+        poll(
+            "the topic is gone everywhere",
+            Duration::from_secs(10),
+            || topic_view(b, "orders").is_none() && !b.data_dir().join("orders-0").exists(),
+        );
+    }
+}
+
+#[test]
+fn a_single_node_data_dir_from_before_the_metadata_log_keeps_its_topics() {
+    let mut b = Broker::start(&["--sql-enabled", "false"]);
+    let id = support::create_topic(&mut b.connect(), "kept", 2);
+    let records = support::batch(&[b"a", b"b"], kafka_protocol::records::Compression::None);
+    let (code, _) = support::try_produce(&mut b.connect(), "kept", 1, -1, records).unwrap();
+    assert_eq!(code, 0);
+    assert!(b.stop());
+    // What a data dir written before the metadata log looked like.
+    std::fs::remove_dir_all(b.data_dir().join("__karnak_meta/raft")).unwrap();
+    b.spawn();
+    assert!(
+        b.log()
+            .contains("adopted a topic from before the metadata log")
+    );
+    let view = topic_view(&b, "kept").expect("the topic is listed");
+    assert_eq!(view.len(), 2);
+    assert!(
+        view.iter()
+            .all(|(l, r, i)| *l == 0 && r == &[0] && i == &[0])
+    );
+    let r: MetadataResponse = b.connect().call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    );
+    let kept = r.topics.iter().find(|t| t.topic_id == id);
+    assert!(kept.is_some(), "the topic id is unchanged");
+    // Its records are still there, and the next start does not adopt again.
+    assert!(b.stop());
+    b.spawn();
+    let log = b.log();
+    assert_eq!(log.matches("adopted a topic").count(), 1, "{log}");
+    assert!(
+        b.data_dir()
+            .join("kept-1/00000000000000000000.log")
+            .metadata()
+            .unwrap()
+            .len()
+            > 0
+    );
+}
