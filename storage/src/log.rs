@@ -22,6 +22,7 @@ pub mod leader_epoch;
 mod open;
 pub mod producer_state;
 mod read;
+pub(crate) mod replica;
 mod retention;
 mod timestamps;
 mod transactions;
@@ -113,7 +114,12 @@ pub struct Log {
     /// The flag is what append and read check (no lock on the hot path).
     offline: AtomicBool,
     offline_cause: Mutex<Option<String>>,
+    /// The high watermark: the log end offset unless replicated (then the
+    /// leader's replication moves it). Fetch long polls wait on it.
     hw: tokio::sync::watch::Sender<i64>,
+    replicated: AtomicBool,
+    /// The log end offset, for followers' fetches to wait on.
+    end: tokio::sync::watch::Sender<i64>,
     /// The log cleaner's offset cleaned up to; -1: none yet.
     clean_offset: AtomicI64,
     /// Held by a cleaning of this log for its whole run.
@@ -294,7 +300,10 @@ impl Log {
         }
         self.last_stable_offset.store(lso, Ordering::Release);
         self.log_end_offset.store(next, Ordering::Release);
-        self.hw.send_replace(next);
+        self.end.send_replace(next);
+        if !self.replicated.load(Ordering::Acquire) {
+            self.hw.send_replace(next);
+        }
         st.unflushed_messages += records_count;
         let flush_now = cfg
             .flush_messages
@@ -418,9 +427,14 @@ impl Log {
         self.log_end_offset.load(Ordering::Acquire)
     }
 
-    /// Equal to the log end offset on a single node.
+    /// Consumers read below it. The log end offset unless the partition
+    /// is replicated.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        if self.replicated.load(Ordering::Acquire) {
+            *self.hw.borrow()
+        } else {
+            self.log_end_offset()
+        }
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -507,6 +507,44 @@ impl LogManager {
         self.map().values().cloned().collect()
     }
 
+    /// Cuts a partition's log back to `offset` (a follower whose log
+    /// diverged from its new leader's). The log is closed, its files cut,
+    /// and a new `Log` opened and swapped in; holders of the old one see it
+    /// closed. Returns the log in force.
+    pub fn truncate_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Arc<Log>, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| StorageError::UnknownTopic(topic.to_string()))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .filter(|p| *p < t.logs.len())
+            .ok_or_else(|| StorageError::UnknownTopic(format!("{topic}-{partition}")))?;
+        let old = t.logs[p].clone();
+        if offset >= old.log_end_offset() {
+            return Ok(old);
+        }
+        let from = old.log_end_offset();
+        old.close()?;
+        crate::log::replica::truncate_files(old.dir(), offset.max(old.log_start_offset()))?;
+        let log = Arc::new(Log::open(old.dir(), topic, partition, t.config.clone())?);
+        log.set_replicated(old.is_replicated());
+        let mut logs = t.logs.clone();
+        logs[p] = log.clone();
+        self.swap_topic(Arc::new(Topic {
+            meta: t.meta.clone(),
+            config: t.config.clone(),
+            logs,
+        }));
+        tracing::warn!(topic, partition, from, to = log.log_end_offset(), "truncated a replica's log to its leader's");
+        Ok(log)
+    }
+
     pub fn log(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {
         let t = self.topic(topic)?;
         usize::try_from(partition)

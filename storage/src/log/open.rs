@@ -145,6 +145,7 @@ impl Log {
             txn_index.add(dir, seg_base, aborted_entry(c, lso))?;
         }
         let (hw, _) = tokio::sync::watch::channel(leo);
+        let (end, _) = tokio::sync::watch::channel(leo);
         Ok(Log {
             dir: dir.to_path_buf(),
             topic: topic.to_string(),
@@ -178,6 +179,8 @@ impl Log {
             offline: AtomicBool::new(false),
             offline_cause: Mutex::new(None),
             hw,
+            replicated: AtomicBool::new(false),
+            end,
             clean_offset: AtomicI64::new(-1),
             cleaning: Mutex::new(()),
             clean_abort: AtomicBool::new(false),
@@ -188,7 +191,7 @@ impl Log {
 }
 
 /// Removes a segment's files (log, indexes, Arrow face), whichever exist.
-fn remove_segment_files(dir: &Path, base: i64) -> Result<(), StorageError> {
+pub(super) fn remove_segment_files(dir: &Path, base: i64) -> Result<(), StorageError> {
     for path in [
         crate::segment::log_path(dir, base),
         crate::segment::index_path(dir, base),
