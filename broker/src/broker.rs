@@ -26,6 +26,8 @@ pub struct Broker {
     pub cluster: Arc<crate::cluster::ClusterNode>,
     /// Makes the local logs follow the metadata log.
     pub reconciler: Arc<crate::cluster::reconcile::Reconciler>,
+    /// Leaders, followers, high watermarks and in-sync sets.
+    pub replicas: Arc<crate::replication::ReplicaManager>,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

@@ -17,6 +17,7 @@ mod connection;
 mod fetch_session;
 mod handlers;
 mod metrics;
+mod replication;
 mod response;
 mod server;
 mod sql;
@@ -116,9 +117,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         txns.clone()
             .run_timeouts(config.transaction_cleanup_interval, stopping.clone()),
     );
+    let replicas = replication::ReplicaManager::new(
+        config.node_id,
+        logs.clone(),
+        cluster.clone(),
+        config.cluster.replica_lag_time_max,
+        config.cluster.min_insync_replicas,
+    );
     let reconciler = Arc::new(cluster::reconcile::Reconciler::new(
         logs.clone(),
         config.node_id,
+        replicas.clone(),
     ));
     let broker = Arc::new(Broker {
         groups,
@@ -130,17 +139,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stopping: stopping.clone(),
         fetch_sessions: Default::default(),
         reconciler,
+        replicas,
         cluster,
     });
     if broker.cluster.fresh {
         topics::adopt_strays(&broker).await?;
     }
+    // Roles known before the first request: no NOT_LEADER_OR_FOLLOWER at start.
+    let first = broker.clone();
+    tokio::task::spawn_blocking(move || first.reconciler.run(first.cluster.metadata())).await?;
     tokio::spawn(
         broker
             .reconciler
             .clone()
             .follow_changes(broker.cluster.watch(), stopping.clone()),
     );
+    // Kafka checks for lagging followers every replica.lag.time.max.ms / 2.
+    let shrinker = broker.replicas.clone();
+    let every = (broker.config.cluster.replica_lag_time_max / 2).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            shrinker.shrink_lagging();
+        }
+    });
     // Said once registered: until then the listener only queues connections.
     info!(
         node_id = broker.node_id(),

@@ -33,21 +33,39 @@ impl Producer for BrokerProducer {
         }
         let log = self
             .0
-            .logs
-            .log(topic, partition)
-            .ok_or_else(|| ProduceError {
-                code: UNKNOWN_TOPIC_OR_PARTITION,
-                message: format!("{topic}-{partition} does not exist"),
+            .replicas
+            .leader_log(topic, partition, -1)
+            .map_err(|code| ProduceError {
+                code,
+                message: if code == UNKNOWN_TOPIC_OR_PARTITION {
+                    format!("{topic}-{partition} does not exist")
+                } else {
+                    format!("this broker does not lead {topic}-{partition}")
+                },
             })?;
+        self.0
+            .replicas
+            .check_min_insync(topic, partition)
+            .map_err(|code| ProduceError {
+                code,
+                message: format!("too few in-sync replicas of {topic}-{partition}"),
+            })?;
+        let epoch = self
+            .0
+            .replicas
+            .leader_epoch(topic, partition)
+            .unwrap_or_else(|| log.latest_epoch());
+        let broker = self.0.clone();
+        let (topic_name, index) = (topic.to_string(), partition);
         let fsync = self.0.config.flush_on_acks_all;
         // Appends and fsync are file I/O: off the reactor.
-        tokio::task::spawn_blocking(move || {
-            let (log, info) = produce::append(&log, records, now_ms(), &|_| Ok(())).map_err(
-                |(code, message)| ProduceError {
+        let appended = tokio::task::spawn_blocking(move || {
+            let (log, info) = produce::append(&log, records, now_ms(), epoch, &|_| Ok(()))
+                .map_err(|(code, message)| ProduceError {
                     code,
                     message: message.unwrap_or_else(|| "append failed".into()),
-                },
-            )?;
+                })?;
+            broker.replicas.after_append(&topic_name, index, &log);
             if fsync {
                 log.flush_up_to(info.last_offset + 1)
                     .map_err(|e| ProduceError {
@@ -55,13 +73,31 @@ impl Producer for BrokerProducer {
                         message: format!("fsync failed: {e}"),
                     })?;
             }
-            Ok(info.base_offset)
+            Ok((log, info))
         })
         .await
         .map_err(|e| ProduceError {
             code: ResponseError::UnknownServerError.code(),
             message: format!("produce task: {e}"),
-        })?
+        })??;
+        let (log, info) = appended;
+        if log.is_replicated() {
+            // Every in-sync replica has it before the INSERT answers.
+            let target = info.last_offset + 1;
+            let mut hw = log.subscribe();
+            let reached = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                hw.wait_for(|h| *h >= target),
+            )
+            .await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return Err(ProduceError {
+                    code: ResponseError::RequestTimedOut.code(),
+                    message: "the in-sync replicas did not confirm the write in 30 s".into(),
+                });
+            }
+        }
+        Ok(info.base_offset)
     }
 }
 

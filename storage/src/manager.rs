@@ -541,7 +541,13 @@ impl LogManager {
             config: t.config.clone(),
             logs,
         }));
-        tracing::warn!(topic, partition, from, to = log.log_end_offset(), "truncated a replica's log to its leader's");
+        tracing::warn!(
+            topic,
+            partition,
+            from,
+            to = log.log_end_offset(),
+            "truncated a replica's log to its leader's"
+        );
         Ok(log)
     }
 

@@ -55,7 +55,9 @@ fn a_follower_appends_the_leaders_batches_as_they_are() {
     // In two fetches, the second starting where the first ended; a fetch
     // may end inside a batch, which waits for the next one.
     let cut = bytes.len() / 2;
-    let first = f.append_as_follower(&Bytes::copy_from_slice(&bytes[..cut])).unwrap();
+    let first = f
+        .append_as_follower(&Bytes::copy_from_slice(&bytes[..cut]))
+        .unwrap();
     assert!(first > 0 && first < l.log_end_offset());
     let start = {
         // Where the batch at `first` begins in the leader's bytes.
@@ -69,15 +71,25 @@ fn a_follower_appends_the_leaders_batches_as_they_are() {
             pos += 12 + len as usize;
         }
     };
-    let end = f.append_as_follower(&Bytes::copy_from_slice(&bytes[start..])).unwrap();
+    let end = f
+        .append_as_follower(&Bytes::copy_from_slice(&bytes[start..]))
+        .unwrap();
     assert_eq!(end, l.log_end_offset());
     f.flush().unwrap();
-    assert_eq!(segment_bytes(f.dir()), bytes, "the follower's segment is the leader's");
+    assert_eq!(
+        segment_bytes(f.dir()),
+        bytes,
+        "the follower's segment is the leader's"
+    );
     assert_eq!(f.latest_epoch(), 4);
     assert_eq!(f.end_offset_for_epoch(3), (3, 3));
     // The aborted transaction is known to read_committed readers.
     assert_eq!(f.aborted_txns(0, end).len(), 1);
-    assert_eq!(f.last_stable_offset(), 0, "nothing is committed below the high watermark yet");
+    assert_eq!(
+        f.last_stable_offset(),
+        0,
+        "nothing is committed below the high watermark yet"
+    );
 
     // Replicated: the high watermark moves when told, never past the end.
     assert_eq!(f.high_watermark(), 0);
@@ -88,13 +100,19 @@ fn a_follower_appends_the_leaders_batches_as_they_are() {
 
     // Batches that do not follow, or whose CRC is wrong, are refused whole.
     let again = f.append_as_follower(&Bytes::copy_from_slice(&bytes));
-    assert!(matches!(again, Err(StorageError::Corrupt { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StorageError::Corrupt { .. })),
+        "{again:?}"
+    );
     let mut bad = build_batch(TS, &[b"x"]);
     bad[..8].copy_from_slice(&end.to_be_bytes());
     let last = bad.len() - 1;
     bad[last] ^= 1;
     let refused = f.append_as_follower(&Bytes::from(bad));
-    assert!(matches!(refused, Err(StorageError::Corrupt { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StorageError::Corrupt { .. })),
+        "{refused:?}"
+    );
     assert_eq!(f.log_end_offset(), end);
 }
 
@@ -107,7 +125,9 @@ fn truncation_cuts_back_to_a_batch_boundary_and_the_history_replays() {
     follower.create_topic("t", 1, BTreeMap::new()).unwrap();
     let f = follower.log("t", 0).unwrap();
     f.set_replicated(true);
-    let end = f.append_as_follower(&Bytes::copy_from_slice(&bytes)).unwrap();
+    let end = f
+        .append_as_follower(&Bytes::copy_from_slice(&bytes))
+        .unwrap();
 
     // Back to offset 3: the transaction and its abort are gone.
     let f = follower.truncate_partition("t", 0, 3).unwrap();

@@ -20,6 +20,8 @@ use crate::topics::is_internal;
 pub struct Reconciler {
     logs: Arc<LogManager>,
     node: i32,
+    /// Told each new metadata once the logs follow it.
+    replicas: Arc<crate::replication::ReplicaManager>,
     /// The metadata the last pass followed: deletions are what it had and
     /// the new one does not.
     last: Mutex<Option<Arc<ClusterMetadata>>>,
@@ -29,10 +31,15 @@ pub struct Reconciler {
 pub type Failures = Vec<(String, StorageError)>;
 
 impl Reconciler {
-    pub fn new(logs: Arc<LogManager>, node: i32) -> Reconciler {
+    pub fn new(
+        logs: Arc<LogManager>,
+        node: i32,
+        replicas: Arc<crate::replication::ReplicaManager>,
+    ) -> Reconciler {
         Reconciler {
             logs,
             node,
+            replicas,
             last: Mutex::new(None),
         }
     }
@@ -64,6 +71,7 @@ impl Reconciler {
                 failures.push((name.clone(), e));
             }
         }
+        self.replicas.apply(&now);
         *last = Some(now);
         failures
     }

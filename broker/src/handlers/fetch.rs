@@ -20,7 +20,7 @@ use kafka_protocol::messages::FetchRequest;
 use karnak_protocol::fetch_response::{
     AbortedTransaction, FetchPartition, FetchResponseBody, FetchTopic,
 };
-use karnak_storage::{FileSlice, Log, Topic};
+use karnak_storage::{FileSlice, Log};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -29,7 +29,7 @@ use crate::fetch_session::{
     CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, MAX_PARTITIONS_PER_SESSION, PartitionKey,
     SessionError, TopicKey,
 };
-use crate::handlers::{fetch_legacy, storage_error_code};
+use crate::handlers::{fetch_legacy, storage_error_code, topic_common};
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -116,12 +116,27 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     };
     let mut requested: Vec<(PartitionKey, i64, usize)> = Vec::new();
     let mut names: HashMap<TopicKey, Bytes> = HashMap::new();
+    // Each partition's current leader epoch as the client knows it.
+    let mut epochs: HashMap<PartitionKey, i32> = HashMap::new();
+    // A follower's fetch names its broker id (v15+: in the replica state).
+    let replica = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
     for t in &request.topics {
         let key = topic_key(&t.topic, &t.topic_id);
         names
             .entry(key.clone())
             .or_insert_with(|| t.topic.0.clone().into_bytes());
         for p in &t.partitions {
+            epochs.insert(
+                PartitionKey {
+                    topic: key.clone(),
+                    partition: p.partition,
+                },
+                p.current_leader_epoch,
+            );
             requested.push((
                 PartitionKey {
                     topic: key.clone(),
@@ -199,7 +214,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             }
         }
     };
-    let topics = resolve(broker, wanted, &names);
+    let topics = resolve(broker, wanted, &names, &epochs, replica);
 
     let max_bytes = request.max_bytes.max(0) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -212,10 +227,20 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         watchers = topics
             .iter()
             .flat_map(|t| t.partitions.iter())
-            .filter_map(|w| w.log.as_ref().ok().map(|l| l.subscribe()))
+            .filter_map(|w| {
+                w.log.as_ref().ok().map(|l| {
+                    // Followers wait for the log to grow; consumers for
+                    // the high watermark to move.
+                    if replica >= 0 {
+                        l.subscribe_end()
+                    } else {
+                        l.subscribe()
+                    }
+                })
+            })
             .collect();
     }
-    let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
+    let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, replica >= 0);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
         return Ok(Reply::Ready(answer(
             broker, mode, &topics, body, version, legacy,
@@ -236,7 +261,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 // Shutting down: answer with what there is now.
                 _ = stopping.wait_for(|s| *s) => true,
             };
-            let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed);
+            let (body, bytes, has_error) =
+                read_all(&topics, max_bytes, read_committed, replica >= 0);
             if timed_out || bytes >= min_bytes || has_error {
                 return Ok(answer(&broker, mode, &topics, body, version, legacy));
             }
@@ -244,23 +270,30 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     })))
 }
 
-/// Resolves each wanted partition to its log, grouped by topic in the
-/// order topics first appear.
+/// Resolves each wanted partition to the log it is served from: a
+/// consumer's from the partition's leader (this broker, or
+/// NOT_LEADER_OR_FOLLOWER), a follower's likewise, its progress recorded.
 fn resolve(
     broker: &Broker,
     wanted: Vec<(PartitionKey, i64, usize)>,
     names: &HashMap<TopicKey, Bytes>,
+    epochs: &HashMap<PartitionKey, i32>,
+    replica: i32,
 ) -> Vec<WantedTopic> {
-    let mut found: HashMap<TopicKey, Option<Arc<Topic>>> = HashMap::new();
+    let meta = broker.cluster.metadata();
+    let mut found: HashMap<TopicKey, Option<(String, [u8; 16])>> = HashMap::new();
     let mut grouped: IndexMap<TopicKey, WantedTopic> = IndexMap::new();
     for (key, fetch_offset, max_bytes) in wanted {
         let topic = found
             .entry(key.topic.clone())
-            .or_insert_with(|| match &key.topic {
-                TopicKey::Id(id) => broker.logs.topic_by_id(id),
-                TopicKey::Name(n) => std::str::from_utf8(n)
-                    .ok()
-                    .and_then(|n| broker.logs.topic(n)),
+            .or_insert_with(|| {
+                let t = match &key.topic {
+                    TopicKey::Id(id) => topic_common::topic_by_id(broker, &meta, id),
+                    TopicKey::Name(n) => std::str::from_utf8(n)
+                        .ok()
+                        .and_then(|n| topic_common::topic(broker, &meta, n)),
+                };
+                t.map(|t| (t.name, t.id))
             })
             .clone();
         let unknown = match key.topic {
@@ -269,7 +302,7 @@ fn resolve(
         };
         let entry = grouped.entry(key.topic.clone()).or_insert_with(|| {
             let (name, topic_id) = match (&topic, &key.topic) {
-                (Some(t), _) => (Bytes::from(t.meta.name.clone().into_bytes()), t.meta.id),
+                (Some((n, id)), _) => (Bytes::from(n.clone().into_bytes()), *id),
                 (None, TopicKey::Id(id)) => (Bytes::new(), *id),
                 (None, TopicKey::Name(n)) => (n.clone(), [0; 16]),
             };
@@ -285,17 +318,21 @@ fn resolve(
                 partitions: Vec::new(),
             }
         });
+        let epoch = epochs.get(&key).copied().unwrap_or(-1);
+        let log = match &topic {
+            None => Err(unknown),
+            Some((name, _)) if replica >= 0 => {
+                broker
+                    .replicas
+                    .follower_fetch(name, key.partition, replica, fetch_offset, epoch)
+            }
+            Some((name, _)) => broker.replicas.leader_log(name, key.partition, epoch),
+        };
         entry.partitions.push(Wanted {
             partition: key.partition,
             fetch_offset,
             max_bytes,
-            log: match &topic {
-                None => Err(unknown),
-                Some(tp) => usize::try_from(key.partition)
-                    .ok()
-                    .and_then(|i| tp.logs.get(i).cloned())
-                    .ok_or(ResponseError::UnknownTopicOrPartition.code()),
-            },
+            log,
         });
     }
     grouped.into_values().collect()
@@ -443,6 +480,7 @@ fn read_all(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
+    follower: bool,
 ) -> (FetchResponseBody<FileSlice>, usize, bool) {
     let mut total = 0usize;
     let mut has_error = false;
@@ -470,8 +508,19 @@ fn read_all(
                     // is returned even when it is larger than the limits.
                     // read_committed stops at the last stable offset and is
                     // told which aborted transactions the records overlap.
+                    // Followers read to the log end; consumers below the
+                    // high watermark, or the last stable offset.
                     let lso = log.last_stable_offset();
-                    let upto = if read_committed { lso } else { i64::MAX };
+                    let upto = if follower {
+                        i64::MAX
+                    } else if read_committed {
+                        lso
+                    } else if log.is_replicated() {
+                        log.high_watermark()
+                    } else {
+                        // The end: no batch search at a bound.
+                        i64::MAX
+                    };
                     match log.read_upto(w.fetch_offset, budget, total == 0, upto) {
                         Ok(r) => {
                             p.high_watermark = r.high_watermark;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -25,7 +24,6 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.logs.topic(t.name.as_str());
             let partitions = t
                 .partitions
                 .into_iter()
@@ -34,13 +32,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let log = topic.as_ref().and_then(|t| {
-                        usize::try_from(p.partition_index)
-                            .ok()
-                            .and_then(|i| t.logs.get(i))
-                    });
-                    let Some(log) = log else {
-                        return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    // Answered by the partition's leader only.
+                    let log = match broker.replicas.leader_log(
+                        t.name.as_str(),
+                        p.partition_index,
+                        p.current_leader_epoch,
+                    ) {
+                        Ok(log) => log,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     let found = match p.timestamp {
                         // read_committed consumers start at the last stable offset.
@@ -58,8 +57,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     match found {
                         Ok(Some((ts, offset))) => {
                             let resp = resp.with_timestamp(ts).with_offset(offset);
-                            // v4+: the epoch of the found offset; one leader
-                            // has written every batch on a single node.
+                            // v4+: the leader epoch (the latest one; Kafka
+                            // gives the found offset's own).
                             if version >= 4 {
                                 resp.with_leader_epoch(log.latest_epoch())
                             } else {

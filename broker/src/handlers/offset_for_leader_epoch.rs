@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -30,19 +29,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(log) = broker.logs.log(name, p.partition) else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    // -1: the client does not know the current epoch.
-                    let current = p.current_leader_epoch;
-                    let ours = log.latest_epoch();
-                    if current > ours {
-                        return result.with_error_code(ResponseError::UnknownLeaderEpoch.code());
-                    }
-                    if current >= 0 && current < ours {
-                        return result.with_error_code(ResponseError::FencedLeaderEpoch.code());
-                    }
+                    // Only the leader answers, at the epoch the asker
+                    // believes current (-1: unknown).
+                    let log =
+                        match broker
+                            .replicas
+                            .leader_log(name, p.partition, p.current_leader_epoch)
+                        {
+                            Ok(log) => log,
+                            Err(code) => return result.with_error_code(code),
+                        };
                     let (epoch, end) = log.end_offset_for_epoch(p.leader_epoch);
                     result.with_leader_epoch(epoch).with_end_offset(end)
                 })

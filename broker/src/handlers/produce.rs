@@ -4,6 +4,7 @@
 //! batch per partition first, as Kafka 3.x did.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -26,6 +27,7 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
     ResponseError::TransactionalIdAuthorizationFailed.code();
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let legacy = version < 3;
@@ -61,9 +63,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             } else {
                 match &topic {
                     Err(code) => Err((*code, None)),
-                    Ok(t) => match t.logs.get(pd.index as usize).filter(|_| pd.index >= 0) {
-                        None => Err((UNKNOWN_TOPIC_OR_PARTITION, None)),
-                        Some(log) => {
+                    Ok(()) => match leader_for_produce(broker, name, pd.index, acks) {
+                        Err(code) => Err((code, None)),
+                        Ok((log, epoch)) => {
                             let check = |s: &BatchesSummary| {
                                 check_producer(
                                     broker,
@@ -74,12 +76,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                                 )
                             };
                             let records = pd.records.unwrap_or_default();
-                            if legacy {
+                            let appended = if legacy {
                                 up_convert(records)
-                                    .and_then(|records| append(log, records, now, &check))
+                                    .and_then(|records| append(&log, records, now, epoch, &check))
                             } else {
-                                append(log, records, now, &check)
+                                append(&log, records, now, epoch, &check)
+                            };
+                            if appended.is_ok() {
+                                broker.replicas.after_append(name, pd.index, &log);
                             }
+                            appended
                         }
                     },
                 }
@@ -111,27 +117,73 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         return Ok(Reply::Nothing);
     }
     let mut response = ProduceResponse::default().with_responses(responses);
-    if acks == -1 && broker.config.flush_on_acks_all && !to_flush.is_empty() {
-        // Durable before acknowledged. The flush is queued now, while the
+    let replicated: Vec<(Arc<Log>, i64)> = to_flush
+        .iter()
+        .filter(|(log, _)| log.is_replicated())
+        .cloned()
+        .collect();
+    let fsync = broker.config.flush_on_acks_all;
+    if acks == -1 && !to_flush.is_empty() && (fsync || !replicated.is_empty()) {
+        // Durable before acknowledged: the flush is queued now, while the
         // response waits its turn on the connection; the data dir's flusher
-        // groups it with every other waiter's fsync.
-        let flushed = broker.logs.flush_logs(to_flush);
+        // groups it with every other waiter's fsync. Replicated partitions
+        // also wait for their high watermark (every in-sync replica has the
+        // records), at most the request's timeout.
+        let flushed = fsync.then(|| broker.logs.flush_logs(to_flush.clone()));
+        let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
         return Ok(Reply::Later(Box::pin(async move {
-            let outcome = flushed
-                .await
-                .map_err(|e| HandlerError::Internal(format!("acks=all flush: {e}")))?;
-            for (result, (t, p)) in outcome.into_iter().zip(slots) {
-                if let Err(e) = result {
-                    warn!("fsync failed, produce not acknowledged: {e}");
-                    let part = &mut response.responses[t].partition_responses[p];
-                    part.error_code = KAFKA_STORAGE_ERROR;
-                    part.base_offset = -1;
+            if let Some(flushed) = flushed {
+                let outcome = flushed
+                    .await
+                    .map_err(|e| HandlerError::Internal(format!("acks=all flush: {e}")))?;
+                for (result, (t, p)) in outcome.into_iter().zip(&slots) {
+                    if let Err(e) = result {
+                        warn!("fsync failed, produce not acknowledged: {e}");
+                        let part = &mut response.responses[*t].partition_responses[*p];
+                        part.error_code = KAFKA_STORAGE_ERROR;
+                        part.base_offset = -1;
+                    }
+                }
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            for ((log, target), (t, p)) in to_flush.iter().zip(&slots) {
+                if !replicated.iter().any(|(l, _)| Arc::ptr_eq(l, log)) {
+                    continue;
+                }
+                let mut hw = log.subscribe();
+                let reached =
+                    tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= *target)).await;
+                if !matches!(reached, Ok(Ok(_))) {
+                    let part = &mut response.responses[*t].partition_responses[*p];
+                    if part.error_code == 0 {
+                        part.error_code = REQUEST_TIMED_OUT;
+                        part.base_offset = -1;
+                    }
                 }
             }
             encode(&response, version)
         })));
     }
     Ok(Reply::Ready(encode(&response, version)?))
+}
+
+/// The log to append to, if this broker leads the partition, with the
+/// leader epoch to stamp; acks=all also needs enough in-sync replicas.
+fn leader_for_produce(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+) -> Result<(Arc<Log>, i32), i16> {
+    let log = broker.replicas.leader_log(topic, partition, -1)?;
+    if acks == -1 {
+        broker.replicas.check_min_insync(topic, partition)?;
+    }
+    let epoch = broker
+        .replicas
+        .leader_epoch(topic, partition)
+        .unwrap_or_else(|| log.latest_epoch());
+    Ok((log, epoch))
 }
 
 fn encode(response: &ProduceResponse, version: i16) -> Result<Response, HandlerError> {
@@ -155,13 +207,15 @@ fn up_convert(records: Bytes) -> Result<Bytes, Refusal> {
         .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))
 }
 
-fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topic>, i16> {
+/// Whether the topic exists (auto-creating it if allowed); which broker
+/// leads each partition is checked per partition.
+fn resolve_topic(broker: &Broker, name: &str) -> Result<(), i16> {
     if crate::topics::is_internal(name) {
         // Only the coordinator writes its own partitions, as in Kafka.
         return Err(ResponseError::InvalidTopicException.code());
     }
-    if let Some(t) = broker.logs.topic(name) {
-        return Ok(t);
+    if broker.cluster.metadata().topics.contains_key(name) {
+        return Ok(());
     }
     if let Err(e) = karnak_storage::validate_topic_name(name) {
         return Err(storage_error_code(&e));
@@ -169,7 +223,12 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<Arc<karnak_storage::Topi
     if !broker.config.auto_create_topics {
         return Err(UNKNOWN_TOPIC_OR_PARTITION);
     }
-    crate::topics::auto_create(broker, name)
+    match crate::topics::auto_create(broker, name) {
+        Ok(_) => Ok(()),
+        // Created, with no replica here: the client asks the leader.
+        Err(code) if code == ResponseError::LeaderNotAvailable.code() => Ok(()),
+        Err(code) => Err(code),
+    }
 }
 
 /// A refusal: Kafka error code and message.
@@ -222,6 +281,7 @@ pub(crate) fn append(
     log: &Arc<Log>,
     records: Bytes,
     now: i64,
+    leader_epoch: i32,
     check: &dyn Fn(&BatchesSummary) -> Result<(), Refusal>,
 ) -> AppendOutcome {
     let config = log.config();
@@ -244,7 +304,7 @@ pub(crate) fn append(
     }
     let append_time =
         (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
-    match log.append_guarded(&records, 0, append_time, guard) {
+    match log.append_guarded(&records, leader_epoch, append_time, guard) {
         Ok(info) => {
             if info.duplicate {
                 metrics::counter!(m::DUPLICATE_BATCHES).increment(1);

@@ -124,9 +124,7 @@ pub fn partition(
             0
         },
         leader: BrokerId(leader),
-        // Until replication stamps the metadata's epochs into the logs, a
-        // local log's own epoch is the one fetches are checked against.
-        leader_epoch: local.map(|l| l.latest_epoch()).unwrap_or(p.leader_epoch),
+        leader_epoch: p.leader_epoch,
         replicas: ids(&p.replicas),
         isr: ids(&p.isr),
         offline,

@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod replication;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

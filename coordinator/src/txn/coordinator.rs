@@ -438,7 +438,7 @@ impl TransactionCoordinator {
             let code = match self.logs.log(topic, *p) {
                 // Deleted since it joined the transaction: nothing to mark.
                 None => UNKNOWN_TOPIC_OR_PARTITION,
-                Some(log) => match log.append(&marker, 0, None) {
+                Some(log) => match log.append(&marker, log.latest_epoch(), None) {
                     Ok(info) => {
                         if self.cfg.durable
                             && let Err(e) = log.flush_up_to(info.last_offset + 1)

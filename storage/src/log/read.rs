@@ -42,9 +42,10 @@ impl Log {
         self.check_online()?;
         let leo = self.log_end_offset.load(Ordering::Acquire);
         let start = self.log_start_offset();
+        let hw = self.high_watermark();
         let result = |slice| ReadResult {
             slice,
-            high_watermark: leo,
+            high_watermark: hw,
             log_start_offset: start,
         };
         if offset < start || offset > leo {

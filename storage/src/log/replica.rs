@@ -42,6 +42,21 @@ impl Log {
         hw
     }
 
+    /// This replica leads from now on in `epoch`: the epoch starts at the
+    /// log end offset in the epoch cache (as Kafka's makeLeader does), so
+    /// followers asking for an older epoch's end learn where it stopped.
+    pub fn begin_leader_epoch(&self, epoch: i32) -> Result<(), StorageError> {
+        let _st = lock(&self.append);
+        if self
+            .leader_epochs
+            .latest_epoch()
+            .is_some_and(|e| e >= epoch)
+        {
+            return Ok(());
+        }
+        self.leader_epochs.assign(epoch, self.log_end_offset())
+    }
+
     /// Watch the log end offset (followers' fetches wait on it).
     pub fn subscribe_end(&self) -> tokio::sync::watch::Receiver<i64> {
         self.end.subscribe()
@@ -86,7 +101,8 @@ impl Log {
         let first = batches[0].1.base_offset;
         self.maybe_roll(&mut st, &cfg, total as u64, first, count, now)?;
         for (_, h) in &batches {
-            self.leader_epochs.assign(h.partition_leader_epoch, h.base_offset)?;
+            self.leader_epochs
+                .assign(h.partition_leader_epoch, h.base_offset)?;
         }
         let active = st.active.clone();
         let mut iov = [IoSlice::new(&records[..total])];
@@ -121,7 +137,9 @@ impl Log {
         self.log_end_offset.store(expected, Ordering::Release);
         self.end.send_replace(expected);
         st.unflushed_messages += count;
-        let flush_now = cfg.flush_messages.is_some_and(|n| st.unflushed_messages >= n);
+        let flush_now = cfg
+            .flush_messages
+            .is_some_and(|n| st.unflushed_messages >= n);
         if flush_now {
             st.unflushed_messages = 0;
         }
@@ -193,13 +211,18 @@ pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), S
             .write(true)
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
-        let len = file.metadata().ctx(|| format!("stat {}", path.display()))?.len();
+        let len = file
+            .metadata()
+            .ctx(|| format!("stat {}", path.display()))?
+            .len();
         let mut pos = 0u64;
         let mut head = [0u8; karnak_protocol::record_batch::HEADER_LEN];
         while pos + head.len() as u64 <= len {
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, pos)
                 .ctx(|| format!("reading {}", path.display()))?;
-            let Ok(h) = BatchHeader::parse(&head) else { break };
+            let Ok(h) = BatchHeader::parse(&head) else {
+                break;
+            };
             if h.base_offset >= offset || h.next_offset() > offset {
                 break;
             }

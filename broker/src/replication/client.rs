@@ -1,0 +1,98 @@
+//! A follower's Kafka connection to a partition leader: typed requests
+//! encoded with the kafka-protocol crate, one in flight, every answer's
+//! size bounded before it is read.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Replica fetches ask for at most a few MiB; nothing else comes near this.
+const MAX_RESPONSE: usize = 128 << 20;
+
+pub struct LeaderConn {
+    stream: BufReader<TcpStream>,
+    correlation: i32,
+    client_id: StrBytes,
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+impl LeaderConn {
+    pub async fn connect(addr: &str, node: i32, timeout: Duration) -> std::io::Result<LeaderConn> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr}"),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(LeaderConn {
+            stream: BufReader::with_capacity(256 << 10, stream),
+            correlation: 0,
+            client_id: StrBytes::from_string(format!("karnak-replica-fetcher-{node}")),
+        })
+    }
+
+    /// Sends `req` as `key` v`version` and decodes the answer.
+    pub async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+        timeout: Duration,
+    ) -> std::io::Result<Resp> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .map_err(|e| invalid(format!("encoding a {key:?} header: {e}")))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| invalid(format!("encoding {key:?}: {e}")))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let exchange = async {
+            self.stream.get_mut().write_all(&buf).await?;
+            let size = self.stream.read_i32().await?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|s| *s >= 4 && *s <= MAX_RESPONSE)
+                .ok_or_else(|| invalid(format!("a {key:?} response of {size} bytes")))?;
+            let mut body = vec![0u8; size];
+            self.stream.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(Bytes::from(body))
+        };
+        let mut body = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no {key:?} answer"))
+            })??;
+        let correlation = body.get_i32();
+        if correlation != self.correlation {
+            return Err(invalid(format!(
+                "answer {correlation} to request {}",
+                self.correlation
+            )));
+        }
+        if key.response_header_version(version) >= 1 {
+            // Tagged fields of the response header: none are used.
+            if !body.has_remaining() || body.get_u8() != 0 {
+                return Err(invalid("tagged fields in a response header".into()));
+            }
+        }
+        Resp::decode(&mut body, version).map_err(|e| invalid(format!("decoding {key:?}: {e}")))
+    }
+}
