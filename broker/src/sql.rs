@@ -31,30 +31,18 @@ impl Producer for BrokerProducer {
                 message: format!("{topic} is written by the broker only"),
             });
         }
-        let log = self
+        let (log, epoch) = self
             .0
             .replicas
-            .leader_log(topic, partition, -1)
+            .leader_for_append(topic, partition, true)
             .map_err(|code| ProduceError {
                 code,
                 message: if code == UNKNOWN_TOPIC_OR_PARTITION {
                     format!("{topic}-{partition} does not exist")
                 } else {
-                    format!("this broker does not lead {topic}-{partition}")
+                    format!("this broker cannot take writes to {topic}-{partition} now")
                 },
             })?;
-        self.0
-            .replicas
-            .check_min_insync(topic, partition)
-            .map_err(|code| ProduceError {
-                code,
-                message: format!("too few in-sync replicas of {topic}-{partition}"),
-            })?;
-        let epoch = self
-            .0
-            .replicas
-            .leader_epoch(topic, partition)
-            .unwrap_or_else(|| log.latest_epoch());
         let broker = self.0.clone();
         let (topic_name, index) = (topic.to_string(), partition);
         let fsync = self.0.config.flush_on_acks_all;

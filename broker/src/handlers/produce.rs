@@ -175,15 +175,9 @@ fn leader_for_produce(
     partition: i32,
     acks: i16,
 ) -> Result<(Arc<Log>, i32), i16> {
-    let log = broker.replicas.leader_log(topic, partition, -1)?;
-    if acks == -1 {
-        broker.replicas.check_min_insync(topic, partition)?;
-    }
-    let epoch = broker
+    broker
         .replicas
-        .leader_epoch(topic, partition)
-        .unwrap_or_else(|| log.latest_epoch());
-    Ok((log, epoch))
+        .leader_for_append(topic, partition, acks == -1)
 }
 
 fn encode(response: &ProduceResponse, version: i16) -> Result<Response, HandlerError> {

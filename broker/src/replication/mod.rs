@@ -168,11 +168,35 @@ impl ReplicaManager {
     /// fetch or offset request. `epoch`: the client's current leader epoch
     /// (-1: unknown), checked as Kafka does.
     pub fn leader_log(&self, topic: &str, partition: i32, epoch: i32) -> Result<Arc<Log>, i16> {
+        self.leader(topic, partition, epoch, false)
+            .map(|(log, _)| log)
+    }
+
+    /// For an append: the leader's log and the epoch to stamp; with
+    /// `acks_all`, refused when fewer than `min.insync.replicas` are in sync.
+    pub fn leader_for_append(
+        &self,
+        topic: &str,
+        partition: i32,
+        acks_all: bool,
+    ) -> Result<(Arc<Log>, i32), i16> {
+        self.leader(topic, partition, -1, acks_all)
+    }
+
+    fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+        acks_all: bool,
+    ) -> Result<(Arc<Log>, i32), i16> {
         if is_internal(topic) {
-            return self
+            let log = self
                 .logs
                 .log(topic, partition)
-                .ok_or(ResponseError::UnknownTopicOrPartition.code());
+                .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+            let e = log.latest_epoch();
+            return Ok((log, e));
         }
         let key = (topic.to_string(), partition);
         let replicas = lock(&self.replicas);
@@ -194,30 +218,20 @@ impl ReplicaManager {
         if r.state.leader != self.node {
             return Err(NOT_LEADER);
         }
-        self.log(&key).ok_or(NOT_LEADER)
-    }
-
-    /// The leader epoch this broker leads `topic`-`partition` in.
-    pub fn leader_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
-        lock(&self.replicas)
-            .get(&(topic.to_string(), partition))
-            .filter(|r| r.state.leader == self.node)
-            .map(|r| r.state.leader_epoch)
-    }
-
-    /// Before an acks=all append: enough replicas in sync?
-    pub fn check_min_insync(&self, topic: &str, partition: i32) -> Result<(), i16> {
-        match lock(&self.replicas).get(&(topic.to_string(), partition)) {
-            Some(r) if r.state.isr.len() < r.min_insync => {
-                Err(ResponseError::NotEnoughReplicas.code())
-            }
-            _ => Ok(()),
+        if acks_all && r.state.isr.len() < r.min_insync {
+            return Err(ResponseError::NotEnoughReplicas.code());
         }
+        let leader_epoch = r.state.leader_epoch;
+        drop(replicas);
+        Ok((self.log(&key).ok_or(NOT_LEADER)?, leader_epoch))
     }
 
     /// After an append as leader: the high watermark may move (at once
     /// when no other replica is in sync).
     pub fn after_append(&self, topic: &str, partition: i32, log: &Log) {
+        if !log.is_replicated() {
+            return; // its high watermark followed the append
+        }
         if let Some(r) = lock(&self.replicas).get_mut(&(topic.to_string(), partition)) {
             update_hw(log, r, self.node);
         }
