@@ -208,6 +208,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 if n % 5 == 0 {
                     metrics::record_log_end_offsets(&b.logs);
                 }
+                // Kafka's replica.high.watermark.checkpoint.interval.ms (5 s).
+                if n % 25 == 0
+                    && let Err(e) = b.logs.checkpoint_high_watermarks()
+                {
+                    tracing::error!(error = %e, "writing the high-watermark checkpoint");
+                }
             })
             .await;
         }

@@ -118,6 +118,8 @@ pub struct Log {
     /// leader's replication moves it). Fetch long polls wait on it.
     hw: tokio::sync::watch::Sender<i64>,
     replicated: AtomicBool,
+    /// From the data dir's replication checkpoint, until replication starts (-1: none).
+    hw_checkpoint: AtomicI64,
     /// The log end offset, for followers' fetches to wait on.
     end: tokio::sync::watch::Sender<i64>,
     /// The log cleaner's offset cleaned up to; -1: none yet.

@@ -91,7 +91,14 @@ pub struct LogManager {
     admin: Mutex<()>,
     /// The data dir's flusher: acks=all waits here.
     group_commit: GroupCommit,
+    /// Replicated logs' high watermarks as last written to
+    /// `replication-offset-checkpoint`.
+    hw_written: Mutex<crate::cleaner::checkpoint::Checkpoints>,
 }
+
+/// Kafka's per-data-dir file of replicated partitions' high watermarks, so
+/// a restarted replica starts from a high watermark the in-sync set had.
+pub const REPLICATION_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 impl LogManager {
     /// Opens (creating) the data dir, locks it, and loads and recovers every
@@ -159,6 +166,12 @@ impl LogManager {
         };
         let static_defaults = defaults;
         let defaults = static_defaults.with_overrides(&dynamic.merged())?;
+        let hw_path = data_dir.join(REPLICATION_CHECKPOINT_FILE);
+        let hw_checkpoints = crate::cleaner::checkpoint::read_at(&hw_path).unwrap_or_else(|e| {
+            // Replicas then start from their log end, as before the file.
+            tracing::warn!(error = %e, "ignoring an unreadable high-watermark checkpoint");
+            Default::default()
+        });
         let mut topics = BTreeMap::new();
         for entry in
             std::fs::read_dir(&topics_dir).ctx(|| format!("listing {}", topics_dir.display()))?
@@ -188,6 +201,11 @@ impl LogManager {
                     .map(Arc::new)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            for log in &logs {
+                if let Some(hw) = hw_checkpoints.get(&(meta.name.clone(), log.partition())) {
+                    log.restore_high_watermark(*hw);
+                }
+            }
             tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
             topics.insert(meta.name.clone(), Arc::new(Topic { meta, config, logs }));
         }
@@ -218,6 +236,7 @@ impl LogManager {
             topics,
             admin: Mutex::new(()),
             group_commit,
+            hw_written: Mutex::new(hw_checkpoints),
         })
     }
 
@@ -507,6 +526,29 @@ impl LogManager {
         self.map().values().cloned().collect()
     }
 
+    /// Writes every replicated log's high watermark to the data dir's
+    /// `replication-offset-checkpoint` (one file, one fsync), if any moved
+    /// since the last write. Returns whether it wrote.
+    pub fn checkpoint_high_watermarks(&self) -> Result<bool, StorageError> {
+        let now: crate::cleaner::checkpoint::Checkpoints = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.logs.iter())
+            .filter(|l| l.is_replicated())
+            .map(|l| ((l.topic().to_string(), l.partition()), l.high_watermark()))
+            .collect();
+        let mut written = self.hw_written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written == now {
+            return Ok(false);
+        }
+        crate::cleaner::checkpoint::write_at(
+            &self.data_dir.join(REPLICATION_CHECKPOINT_FILE),
+            &now,
+        )?;
+        *written = now;
+        Ok(true)
+    }
+
     /// Cuts a partition's log back to `offset` (a follower whose log
     /// diverged from its new leader's). The log is closed, its files cut,
     /// and a new `Log` opened and swapped in; holders of the old one see it
@@ -675,6 +717,9 @@ impl LogManager {
         self.cleaner.stop();
         // Queued flushes finish first; closing flushes the rest.
         self.group_commit.stop();
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %e, "writing the high-watermark checkpoint at shutdown");
+        }
         let mut first = None;
         for t in self.topics() {
             for log in &t.logs {

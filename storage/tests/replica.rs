@@ -157,3 +157,37 @@ fn truncation_cuts_back_to_a_batch_boundary_and_the_history_replays() {
     assert_eq!(f.log_end_offset(), end);
     assert_eq!(f.latest_epoch(), 4);
 }
+
+#[test]
+fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    m.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let log = m.log("t", 0).unwrap();
+    log.set_replicated(true);
+    for _ in 0..3 {
+        log.append(&Bytes::from(build_batch(TS, &[b"x"])), 0, None)
+            .unwrap();
+    }
+    // Replicated: appends do not move the high watermark; the leader does.
+    assert_eq!(log.high_watermark(), 0);
+    log.set_high_watermark(2);
+    assert!(m.checkpoint_high_watermarks().unwrap());
+    assert!(!m.checkpoint_high_watermarks().unwrap(), "nothing moved");
+    drop(log);
+    m.shutdown().unwrap();
+    drop(m);
+
+    let m = manager(d.path());
+    let log = m.log("t", 0).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    log.set_replicated(true);
+    assert_eq!(log.high_watermark(), 2, "not the log end: 3");
+    // Without a checkpoint entry, a log starts replicated at its end.
+    let fresh = m.create_topic("u", 1, BTreeMap::new()).unwrap();
+    fresh.logs[0]
+        .append(&Bytes::from(build_batch(TS, &[b"y"])), 0, None)
+        .unwrap();
+    fresh.logs[0].set_replicated(true);
+    assert_eq!(fresh.logs[0].high_watermark(), 1);
+}

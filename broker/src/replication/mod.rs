@@ -254,11 +254,15 @@ impl ReplicaManager {
         let Some(r) = replicas.get_mut(&key) else {
             return Err(NOT_LEADER);
         };
+        let leo = log.log_end_offset();
+        if fetch_offset > leo || fetch_offset < 0 {
+            // Ahead of us: its log diverged; it must align before it counts.
+            return Err(ResponseError::OffsetOutOfRange.code());
+        }
         let Some(f) = r.followers.get_mut(&replica) else {
             return Err(NOT_LEADER);
         };
         f.leo = fetch_offset;
-        let leo = log.log_end_offset();
         if fetch_offset >= leo {
             f.caught_up = Instant::now();
         }

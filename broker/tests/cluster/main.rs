@@ -177,7 +177,7 @@ fn a_node_from_another_cluster_is_refused() {
 
 #[test]
 fn bad_cluster_flags_stop_the_broker_with_a_reason() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &[
                 "--node-id",
@@ -199,6 +199,10 @@ fn bad_cluster_flags_stop_the_broker_with_a_reason() {
             "needs --cluster-id",
         ),
         (&["--cluster-peers", "0@127.0.0.1"], "is not host:port"),
+        (
+            &["--unclean-leader-election", "true"],
+            "is not supported yet",
+        ),
     ];
     for (args, why) in cases {
         let dir = tempfile::tempdir().unwrap();

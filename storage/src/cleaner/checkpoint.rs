@@ -25,7 +25,12 @@ pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
 /// Reads the checkpoint; a missing file is empty, a malformed one is
 /// `Corrupt` (the caller may then start every log from its start).
 pub fn read(data_dir: &Path) -> Result<Checkpoints, StorageError> {
-    let path = checkpoint_path(data_dir);
+    read_at(&checkpoint_path(data_dir))
+}
+
+/// Reads a per-data-dir checkpoint of this layout at `path`.
+pub fn read_at(path: &Path) -> Result<Checkpoints, StorageError> {
+    let path = path.to_path_buf();
     let corrupt = |reason: String| StorageError::Corrupt {
         path: path.clone(),
         reason,
@@ -71,7 +76,12 @@ pub fn read(data_dir: &Path) -> Result<Checkpoints, StorageError> {
 
 /// Replaces the checkpoint with `entries`.
 pub fn write(data_dir: &Path, entries: &Checkpoints) -> Result<(), StorageError> {
-    let path = checkpoint_path(data_dir);
+    write_at(&checkpoint_path(data_dir), entries)
+}
+
+/// Replaces the checkpoint file at `path` with `entries`.
+pub fn write_at(path: &Path, entries: &Checkpoints) -> Result<(), StorageError> {
+    let path = path.to_path_buf();
     let tmp = path.with_extension("tmp");
     let mut text = format!("0\n{}\n", entries.len());
     for ((t, p), o) in entries {
@@ -82,7 +92,7 @@ pub fn write(data_dir: &Path, entries: &Checkpoints) -> Result<(), StorageError>
         .and_then(|_| f.sync_all())
         .ctx(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
-    sync_dir(data_dir)
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 #[cfg(test)]

@@ -180,6 +180,7 @@ impl Log {
             offline_cause: Mutex::new(None),
             hw,
             replicated: AtomicBool::new(false),
+            hw_checkpoint: AtomicI64::new(-1),
             end,
             clean_offset: AtomicI64::new(-1),
             cleaning: Mutex::new(()),

@@ -19,11 +19,30 @@ use crate::error::StorageError;
 impl Log {
     /// Replicated: the high watermark moves only by [`Self::set_high_watermark`].
     /// Not replicated (one replica), it follows every append.
+    /// Turned on for the first time since the log was opened, the high
+    /// watermark starts at the last one checkpointed (see
+    /// [`Self::restore_high_watermark`]), not at the log end: a restarted
+    /// replica must not show records the in-sync set may not have.
     pub fn set_replicated(&self, on: bool) {
-        self.replicated.store(on, Ordering::Release);
+        let was = self.replicated.swap(on, Ordering::AcqRel);
+        if on && !was {
+            let checkpointed = self.hw_checkpoint.swap(-1, Ordering::AcqRel);
+            let leo = self.log_end_offset();
+            let hw = if checkpointed >= 0 {
+                checkpointed.min(leo)
+            } else {
+                leo
+            };
+            self.hw.send_replace(hw);
+        }
         if !on {
             let _ = self.set_high_watermark(self.log_end_offset());
         }
+    }
+
+    /// The high watermark the data dir's checkpoint recorded for this log.
+    pub fn restore_high_watermark(&self, hw: i64) {
+        self.hw_checkpoint.store(hw.max(0), Ordering::Release);
     }
 
     pub fn is_replicated(&self) -> bool {
