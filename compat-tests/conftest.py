@@ -130,16 +130,12 @@ class Broker:
         # Picking a port by binding 0 and closing leaves a tiny race with other
         # processes; if the broker cannot bind, pick new ports and try again
         # (only on the first start: restarts must keep their ports).
-        attempts = 3 if self.kafka_port is None else 1
+        first = self.kafka_port is None
+        attempts = 3 if first else 1
         last_err = None
         for _ in range(attempts):
-            if self.starts == 0:
-                self.kafka_port, self.admin_port = free_port(), free_port()
-                while self.admin_port == self.kafka_port:
-                    self.admin_port = free_port()
-                self.sql_port = free_port()
-                while self.sql_port in (self.kafka_port, self.admin_port):
-                    self.sql_port = free_port()
+            if first:
+                self.pick_ports()
             try:
                 self._spawn_and_wait()
                 return self
@@ -150,6 +146,21 @@ class Broker:
         raise AssertionError(str(last_err))
 
     def _spawn_and_wait(self):
+        self.spawn()
+        self.wait_ready()
+
+    def pick_ports(self):
+        self.kafka_port, self.admin_port = free_port(), free_port()
+        while self.admin_port == self.kafka_port:
+            self.admin_port = free_port()
+        self.sql_port = free_port()
+        while self.sql_port in (self.kafka_port, self.admin_port):
+            self.sql_port = free_port()
+
+    def spawn(self):
+        """Starts the process without waiting (cluster nodes wait for each other)."""
+        if self.kafka_port is None:
+            self.pick_ports()
         self.starts += 1
         log_path = self.log_dir / f"karnak-{self.kafka_port}-start{self.starts}.stderr.log"
         self.log_paths.append(log_path)
@@ -161,6 +172,8 @@ class Broker:
             self.args(), stdout=self._log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env,
         )
+
+    def wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             rc = self.proc.poll()

@@ -16,8 +16,9 @@ pub struct Broker {
     pub advertised: (String, i32),
     /// Turns true when shutdown starts: parked long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// Consumer groups and committed offsets, over the Pharaoh shards.
-    pub groups: karnak_coordinator::GroupCoordinator,
+    /// Consumer groups and committed offsets, over the Pharaoh shards this
+    /// broker leads.
+    pub groups: Arc<karnak_coordinator::GroupCoordinator>,
     /// Producer ids and transactions, over the same shards.
     pub txns: Arc<karnak_coordinator::TransactionCoordinator>,
     /// Incremental fetch sessions (KIP-227).

@@ -99,30 +99,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stopping.clone(),
     )
     .await?;
-    let groups = karnak_coordinator::GroupCoordinator::open(
-        &logs,
-        &config.data_dir,
-        config.group_coordinator_shards,
-        config.groups.clone(),
-    )
-    .context("opening the group coordinator")?;
-    groups.start_timers(stopping.clone());
-    // Start-up finishes transactions a crash left prepared, before serving.
-    let txns = Arc::new(karnak_coordinator::TransactionCoordinator::open(
-        &groups,
-        logs.clone(),
-        config.transactions.clone(),
-    ));
-    tokio::spawn(
-        txns.clone()
-            .run_timeouts(config.transaction_cleanup_interval, stopping.clone()),
-    );
     let replicas = replication::ReplicaManager::new(
         config.node_id,
         logs.clone(),
         cluster.clone(),
         config.cluster.replica_lag_time_max,
         config.cluster.min_insync_replicas,
+    );
+    let on_append: karnak_coordinator::AppendHook = {
+        let replicas = replicas.clone();
+        Arc::new(move |log: &karnak_storage::Log| {
+            replicas.after_append(log.topic(), log.partition(), log)
+        })
+    };
+    let groups = Arc::new(karnak_coordinator::GroupCoordinator::new(
+        config.group_coordinator_shards,
+        config.groups.clone(),
+        cluster::shards::shard_leases(cluster.clone(), &config.data_dir),
+        Some(on_append),
+    ));
+    let markers = Arc::new(cluster::markers::BrokerMarkers::default());
+    let txns = Arc::new(karnak_coordinator::TransactionCoordinator::new(
+        groups.clone(),
+        markers.clone(),
+        cluster::shards::producer_ids(cluster.clone(), &config.data_dir, groups.shard_count())?,
+        config.transactions.clone(),
+    ));
+    tokio::spawn(
+        txns.clone()
+            .run_timeouts(config.transaction_cleanup_interval, stopping.clone()),
     );
     let reconciler = Arc::new(cluster::reconcile::Reconciler::new(
         logs.clone(),
@@ -142,12 +147,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         replicas,
         cluster,
     });
+    markers.attach(&broker);
+    {
+        let b = Arc::downgrade(&broker);
+        broker.reconciler.on_applied(Arc::new(move |meta| {
+            if let Some(b) = b.upgrade() {
+                cluster::shards::follow(&b, meta);
+            }
+        }));
+    }
     if broker.cluster.fresh {
         topics::adopt_strays(&broker).await?;
     }
-    // Roles known before the first request: no NOT_LEADER_OR_FOLLOWER at start.
+    let shards = broker.groups.shard_count();
+    if broker.config.cluster.is_multi_node() {
+        // Placed once enough brokers are up; groups wait (NOT_COORDINATOR).
+        let b = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster::shards::ensure_coordinator_topic(&b, shards).await {
+                tracing::error!(error = %e, "the coordinator shards could not be placed");
+            }
+        });
+    } else {
+        cluster::shards::ensure_coordinator_topic(&broker, shards)
+            .await
+            .context("placing the coordinator shards")?;
+    }
+    // Roles known before the first request: no NOT_LEADER_OR_FOLLOWER at
+    // start, and the shards led here replayed.
     let first = broker.clone();
     tokio::task::spawn_blocking(move || first.reconciler.run(first.cluster.metadata())).await?;
+    cluster::shards::wait_loaded(&broker).await;
     tokio::spawn(
         broker
             .reconciler

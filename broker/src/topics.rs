@@ -10,13 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use karnak_coordinator::metadata::placement::{PlacementError, assign_replicas};
 use karnak_coordinator::metadata::{ConfigResource, MetadataCommand};
-use karnak_storage::{StorageError, Topic};
+use karnak_storage::StorageError;
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -68,7 +67,7 @@ pub struct NewTopic {
 /// Creates `name` with the broker's `num.partitions` and replication
 /// factor, as Kafka's `auto.create.topics.enable` does. A concurrent
 /// creation is not an error.
-pub fn auto_create(broker: &Broker, name: &str) -> Result<Arc<Topic>, i16> {
+pub fn auto_create(broker: &Broker, name: &str) -> Result<(), i16> {
     let new = NewTopic {
         name: name.to_string(),
         partitions: broker.config.num_partitions,
@@ -77,13 +76,10 @@ pub fn auto_create(broker: &Broker, name: &str) -> Result<Arc<Topic>, i16> {
         configs: BTreeMap::new(),
     };
     match create(broker, new) {
-        Ok(t) => Ok(t),
+        Ok(()) => Ok(()),
         Err(TopicError::Cluster(ClusterError::Refused(
             karnak_coordinator::metadata::MetadataError::TopicExists(_),
-        ))) => broker
-            .logs
-            .topic(name)
-            .ok_or(ResponseError::LeaderNotAvailable.code()),
+        ))) => Ok(()),
         Err(e) => Err(e.code()),
     }
 }
@@ -146,7 +142,9 @@ fn commit(broker: &Broker, cmd: MetadataCommand) -> Result<(), TopicError> {
     }
 }
 
-pub fn create(broker: &Broker, t: NewTopic) -> Result<Arc<Topic>, TopicError> {
+/// Creates a topic in the metadata; this broker's replicas of it (if it
+/// holds any) exist when this returns.
+pub fn create(broker: &Broker, t: NewTopic) -> Result<(), TopicError> {
     karnak_storage::validate_topic_name(&t.name)?;
     if is_internal(&t.name) {
         return Err(StorageError::TopicAlreadyExists(t.name).into());
@@ -172,11 +170,7 @@ pub fn create(broker: &Broker, t: NewTopic) -> Result<Arc<Topic>, TopicError> {
         }
         return Err(e);
     }
-    // Not here when this broker holds no replica of it.
-    broker
-        .logs
-        .topic(&t.name)
-        .ok_or_else(|| StorageError::UnknownTopic(t.name).into())
+    Ok(())
 }
 
 /// Deletes `name` everywhere; returns its id.
@@ -241,7 +235,7 @@ pub fn set_configs(
     broker: &Broker,
     name: &str,
     configs: BTreeMap<String, String>,
-) -> Result<Arc<Topic>, TopicError> {
+) -> Result<(), TopicError> {
     broker.logs.defaults().with_overrides(&configs)?;
     let meta = broker.cluster.metadata();
     let old = &meta
@@ -261,11 +255,7 @@ pub fn set_configs(
             resource: ConfigResource::Topic(name.to_string()),
             changes,
         },
-    )?;
-    broker
-        .logs
-        .topic(name)
-        .ok_or_else(|| StorageError::UnknownTopic(name.to_string()).into())
+    )
 }
 
 /// Topics the broker keeps for itself (the coordinator shards' logs).

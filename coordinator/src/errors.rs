@@ -9,6 +9,7 @@ pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartiti
 pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
 pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
 pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = ResponseError::CoordinatorLoadInProgress.code();
 pub const ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
 pub const INCONSISTENT_GROUP_PROTOCOL: i16 = ResponseError::InconsistentGroupProtocol.code();
 pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();

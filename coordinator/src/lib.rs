@@ -3,9 +3,11 @@
 //! Group state (membership, generations, committed offsets) is split over N
 //! shards by a stable hash of the group id. Each shard is a state machine
 //! whose every change is a record in its own partition of an internal,
-//! compacted topic, replayed on start; ids it hands out come from its own
-//! Obelisk sequencer and carry the shard number, so shards never coordinate.
-//! Transactions live in the same shards, keyed by transactional id.
+//! compacted, replicated topic, replayed by the broker that comes to lead
+//! it; ids it hands out come from its own Obelisk sequencer (leased in the
+//! cluster metadata) and carry the shard number, so shards never
+//! coordinate. Transactions live in the same shards, keyed by
+//! transactional id.
 
 pub mod consumer;
 pub mod consumer_protocol;
@@ -19,10 +21,16 @@ pub mod shard;
 pub mod txn;
 
 pub use consumer::{Assignment, ConsumerHeartbeat, HeartbeatOutcome, TopicId, TopicView};
-pub use coordinator::{COORDINATOR_TOPIC, CoordinatorError, GroupCoordinator, shard_for};
+pub use coordinator::{
+    COORDINATOR_TOPIC, CoordinatorError, GroupCoordinator, LeaseFactory, coordinator_topic_configs,
+    shard_for,
+};
 pub use group::{
     GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
 };
-pub use obelisk::Sequencer;
-pub use shard::{Committer, OffsetCommit, Shard};
-pub use txn::{TransactionCoordinator, TxnConfig, TxnMetadata, TxnState};
+pub use obelisk::{FileLease, LeaseStore, Sequencer, SequencerError};
+pub use shard::{AppendHook, Committer, OffsetCommit, Shard, ShardError};
+pub use txn::{
+    LocalMarkers, MarkerWriter, TransactionCoordinator, TxnConfig, TxnMarker, TxnMetadata,
+    TxnState, append_marker,
+};

@@ -159,13 +159,6 @@ impl ClusterNode {
             stopping,
         ));
         node.wait_unfenced().await;
-        if node.peers.len() > 1 {
-            tracing::warn!(
-                "clusters are partly done (issue 18): partitions replicate and fail over, but \
-                 consumer groups and transactions are coordinated by each broker for itself; \
-                 point a group's or transactional producer's clients at one broker"
-            );
-        }
         Ok(node)
     }
 

@@ -138,6 +138,7 @@ async fn three_voters_replicate_and_survive_losing_the_leader() {
         MetadataCommand::AllocateIdBlock {
             sequencer: "pid".into(),
             size: 10,
+            from: 0,
         },
     )
     .await
@@ -210,6 +211,7 @@ async fn strangers_and_garbage_are_refused_without_harming_the_voter() {
         .client_write(MetadataCommand::AllocateIdBlock {
             sequencer: "s".into(),
             size: 1,
+            from: 0,
         })
         .await
         .unwrap()

@@ -1,8 +1,8 @@
 //! Makes this broker's logs follow the metadata log: a topic the metadata
 //! places a replica of here is created with the metadata's id, grows with
 //! its partitions and takes its configs; a topic the metadata drops (or
-//! recreates under a new id) is deleted here. The broker's own internal
-//! topic (the coordinator shards' log) is not the metadata's, yet.
+//! recreates under a new id) is deleted here. The coordinator shards' topic
+//! is one of them.
 //!
 //! A topic on disk that the metadata never had is left alone and reported
 //! (a stray, as Kafka calls it): it is adopted into the metadata only when
@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use karnak_coordinator::metadata::{ClusterMetadata, TopicRecord};
 use karnak_storage::{LogManager, StorageError};
 
-use crate::topics::is_internal;
+/// Told each metadata once the replicas took their roles from it.
+pub type Applied = Arc<dyn Fn(&ClusterMetadata) + Send + Sync>;
 
 pub struct Reconciler {
     logs: Arc<LogManager>,
@@ -25,6 +26,8 @@ pub struct Reconciler {
     /// The metadata the last pass followed: deletions are what it had and
     /// the new one does not.
     last: Mutex<Option<Arc<ClusterMetadata>>>,
+    /// The coordinator shards follow their partitions' leadership here.
+    on_applied: std::sync::OnceLock<Applied>,
 }
 
 /// A topic this broker should hold and could not create or change.
@@ -41,7 +44,13 @@ impl Reconciler {
             node,
             replicas,
             last: Mutex::new(None),
+            on_applied: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is told each metadata after the replicas follow it.
+    pub fn on_applied(&self, f: Applied) {
+        let _ = self.on_applied.set(f);
     }
 
     fn ours(&self, t: &TopicRecord) -> bool {
@@ -72,6 +81,9 @@ impl Reconciler {
             }
         }
         self.replicas.apply(&now);
+        if let Some(f) = self.on_applied.get() {
+            f(&now);
+        }
         *last = Some(now);
         failures
     }
@@ -102,7 +114,7 @@ impl Reconciler {
 
     fn report_strays(&self, now: &ClusterMetadata) {
         for t in self.logs.topics() {
-            if !is_internal(&t.meta.name) && !now.topics.contains_key(&t.meta.name) {
+            if !now.topics.contains_key(&t.meta.name) {
                 tracing::warn!(
                     topic = %t.meta.name,
                     "this topic is on disk but not in the cluster's metadata; leaving it as it is"
@@ -117,7 +129,7 @@ impl Reconciler {
         self.logs
             .topics()
             .into_iter()
-            .filter(|t| !is_internal(&t.meta.name) && !known.contains(&t.meta.name))
+            .filter(|t| !known.contains(&t.meta.name))
             .collect()
     }
 

@@ -43,11 +43,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             if let Err(code) = check_group_id(id.as_str()) {
                 return out.with_error_code(code).with_group_state(s("Dead"));
             }
-            match broker
-                .groups
-                .shard(id.as_str())
-                .describe_consumer(id.as_str())
-            {
+            let shard = match broker.groups.shard(id.as_str()) {
+                Ok(s) => s,
+                Err(code) => return out.with_error_code(code).with_group_state(s("Dead")),
+            };
+            match shard.describe_consumer(id.as_str()) {
                 Err(_) => out
                     .with_error_code(GROUP_ID_NOT_FOUND)
                     .with_group_state(s("Dead"))

@@ -58,10 +58,10 @@ pub fn handle(
                 client_id: caller.client_id.clone(),
                 client_host: caller.host.clone(),
             };
-            broker
-                .groups
-                .shard(&hb.group_id)
-                .consumer_heartbeat(&hb, &BrokerTopics(broker))
+            match broker.groups.shard(&hb.group_id) {
+                Ok(shard) => shard.consumer_heartbeat(&hb, &BrokerTopics(broker)),
+                Err(code) => HeartbeatOutcome::error(code, "the group's shard is not led here"),
+            }
         }
     };
     if outcome.error != 0 {

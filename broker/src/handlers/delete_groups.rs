@@ -19,7 +19,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .map(|id| {
             let code = match check_group_id(id.as_str()) {
                 Err(code) => code,
-                Ok(()) => broker.groups.shard(id.as_str()).delete_group(id.as_str()),
+                Ok(()) => match broker.groups.shard(id.as_str()) {
+                    Ok(shard) => shard.delete_group(id.as_str()),
+                    Err(code) => code,
+                },
             };
             if code == NONE {
                 tracing::info!(group = id.as_str(), "deleted group");

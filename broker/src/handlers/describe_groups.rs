@@ -24,7 +24,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             if let Err(code) = check_group_id(id.as_str()) {
                 return out.with_error_code(code).with_group_state(s("Dead"));
             }
-            let shard = broker.groups.shard(id.as_str());
+            let shard = match broker.groups.shard(id.as_str()) {
+                Ok(s) => s,
+                Err(code) => return out.with_error_code(code).with_group_state(s("Dead")),
+            };
             let st = shard.lock();
             let Some(g) = st.groups.get(id.as_str()) else {
                 // Kafka answers an unknown group as Dead; v6 adds the error.

@@ -1,13 +1,15 @@
-//! FindCoordinator (key 10): the broker leading the key's shard. On one node
-//! that is this broker for every shard; the shard is still computed so logs
-//! and a cluster see the same routing.
+//! FindCoordinator (key 10): the broker leading the key's shard, i.e. the
+//! leader of that partition of `__karnak_coordinator` in the metadata.
+//! With no leader (yet): COORDINATOR_NOT_AVAILABLE, and the client asks
+//! again, as with Kafka.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
-use karnak_coordinator::errors::{INVALID_REQUEST, NONE};
+use karnak_coordinator::COORDINATOR_TOPIC;
+use karnak_coordinator::errors::{COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE};
 
 use super::group_common::{check_group_id, s};
 use crate::broker::Broker;
@@ -17,7 +19,6 @@ const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
 fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
-    let (host, port) = broker.advertised.clone();
     let error = match key_type {
         // Kafka answers an empty group id with the coordinator; the group
         // APIs then refuse it with INVALID_GROUP_ID.
@@ -39,13 +40,36 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
             ))));
     }
     let shard = karnak_coordinator::shard_for(key, broker.groups.shard_count());
-    tracing::debug!(key, key_type, shard, "coordinator lookup");
-    Coordinator::default()
-        .with_key(s(key))
-        .with_node_id(broker.node_id().into())
-        .with_host(s(host))
-        .with_port(port)
-        .with_error_code(NONE)
+    let meta = broker.cluster.metadata();
+    let leader = meta
+        .partition(COORDINATOR_TOPIC, shard as i32)
+        .map(|p| p.leader)
+        .filter(|l| meta.is_live(*l));
+    let address = leader.and_then(|l| {
+        if l == broker.node_id() {
+            return Some((l, broker.advertised.clone()));
+        }
+        let listener = meta.brokers.get(&l)?.listeners.first()?;
+        Some((l, (listener.host.clone(), i32::from(listener.port))))
+    });
+    tracing::debug!(key, key_type, shard, ?leader, "coordinator lookup");
+    match address {
+        Some((node, (host, port))) => Coordinator::default()
+            .with_key(s(key))
+            .with_node_id(node.into())
+            .with_host(s(host))
+            .with_port(port)
+            .with_error_code(NONE),
+        None => Coordinator::default()
+            .with_key(s(key))
+            .with_node_id((-1).into())
+            .with_host(s(""))
+            .with_port(-1)
+            .with_error_code(COORDINATOR_NOT_AVAILABLE)
+            .with_error_message(Some(s(format!(
+                "coordinator shard {shard} has no leader yet"
+            )))),
+    }
 }
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {

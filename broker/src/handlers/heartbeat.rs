@@ -14,12 +14,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let req: HeartbeatRequest = decode(body, "Heartbeat", version)?;
     let code = match check_group_id(req.group_id.as_str()) {
         Err(code) => code,
-        Ok(()) => broker.groups.shard(req.group_id.as_str()).heartbeat(
-            req.group_id.as_str(),
-            req.generation_id,
-            req.member_id.as_str(),
-            req.group_instance_id.as_deref(),
-        ),
+        Ok(()) => match broker.groups.shard(req.group_id.as_str()) {
+            Err(code) => code,
+            Ok(shard) => shard.heartbeat(
+                req.group_id.as_str(),
+                req.generation_id,
+                req.member_id.as_str(),
+                req.group_instance_id.as_deref(),
+            ),
+        },
     };
     let resp = HeartbeatResponse::default().with_error_code(code);
     Ok(Reply::Ready(Response::encode(&resp, version, code)?))

@@ -43,7 +43,11 @@ pub fn handle(
         client_host: caller.host.clone(),
         require_known_member_id: version >= 4,
     };
-    let rx = broker.groups.shard(&join.group_id).join(join);
+    let shard = match broker.groups.shard(&join.group_id) {
+        Ok(s) => s,
+        Err(code) => return encode(JoinOutcome::error(code, ""), version).map(Reply::Ready),
+    };
+    let rx = shard.join(join);
     let mut stopping = broker.stopping.clone();
     Ok(Reply::Later(Box::pin(async move {
         let outcome = tokio::select! {

@@ -30,7 +30,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         broker
             .groups
             .shard(req.group_id.as_str())
-            .leave(req.group_id.as_str(), &members)
+            .and_then(|s| s.leave(req.group_id.as_str(), &members))
     });
     let mut resp = LeaveGroupResponse::default();
     match result {

@@ -17,6 +17,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();
+    // The shards loaded here; clients ask every broker (as with Kafka).
     for shard in broker.groups.shards() {
         let st = shard.lock();
         for g in st.groups.values() {

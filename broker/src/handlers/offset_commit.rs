@@ -3,6 +3,7 @@
 //! commit) before the answer, like an acks=all produce.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_response::{
@@ -15,6 +16,10 @@ use karnak_coordinator::{Committer, OffsetCommit};
 use super::group_common::check_group_id;
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
+
+/// Kafka's `offsets.commit.timeout.ms`: how long a commit waits for the
+/// shard's in-sync replicas.
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let req: OffsetCommitRequest = decode(body, "OffsetCommit", version)?;
@@ -36,12 +41,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             })
         })
         .collect();
-    let (codes, flush_to) = match check_group_id(group) {
-        Err(code) => (vec![code; commits.len()], None),
-        Ok(()) => {
+    let shard = check_group_id(group).and_then(|()| broker.groups.shard(group));
+    let (codes, flush_to) = match &shard {
+        Err(code) => (vec![*code; commits.len()], None),
+        Ok(shard) => {
             // v0 had no generation; Kafka treats it as a simple commit.
-            let logs = &broker.logs;
-            broker.groups.shard(group).commit(
+            let meta = broker.cluster.metadata();
+            shard.commit(
                 group,
                 &Committer {
                     generation: req.generation_id_or_member_epoch,
@@ -50,7 +56,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     version,
                 },
                 commits,
-                &|t, p| !t.starts_with("__karnak") && logs.log(t, p).is_some(),
+                &|t, p| !t.starts_with("__karnak") && meta.partition(t, p).is_some(),
             )
         }
     };
@@ -86,35 +92,49 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         let resp = OffsetCommitResponse::default().with_topics(topics);
         Response::encode(&resp, version, NONE)
     };
-    match flush_to {
-        Some(last) if broker.config.flush_on_acks_all => {
-            let shard = broker.groups.shard(group).clone();
-            // Queued now; grouped with produce's acks=all fsyncs.
-            let flushed = broker.logs.flush_logs(vec![(shard.log.clone(), last + 1)]);
-            Ok(Reply::Later(Box::pin(async move {
-                let ok = match flushed.await {
-                    Ok(outcome) => match outcome.into_iter().find_map(Result::err) {
-                        None => true,
-                        Some(e) => {
-                            tracing::error!(error = %e, "fsync of committed offsets failed");
-                            false
-                        }
-                    },
-                    Err(e) => {
+    let (last, shard) = match (flush_to, shard) {
+        (Some(last), Ok(shard)) if broker.config.flush_on_acks_all || shard.log.is_replicated() => {
+            (last, shard)
+        }
+        _ => return Ok(Reply::Ready(respond(codes)?)),
+    };
+    // Queued now; grouped with produce's acks=all fsyncs.
+    let flushed = broker
+        .config
+        .flush_on_acks_all
+        .then(|| broker.logs.flush_logs(vec![(shard.log.clone(), last + 1)]));
+    Ok(Reply::Later(Box::pin(async move {
+        let mut ok = match flushed {
+            None => true,
+            Some(flushed) => match flushed.await {
+                Ok(outcome) => match outcome.into_iter().find_map(Result::err) {
+                    None => true,
+                    Some(e) => {
                         tracing::error!(error = %e, "fsync of committed offsets failed");
                         false
                     }
-                };
-                // Shown to OffsetFetch only now that it is durable.
-                shard.offsets_flushed();
-                // As Kafka answers a commit its log could not store.
-                let codes = codes
-                    .into_iter()
-                    .map(|c| if ok || c != NONE { c } else { NOT_COORDINATOR })
-                    .collect();
-                respond(codes)
-            })))
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "fsync of committed offsets failed");
+                    false
+                }
+            },
+        };
+        if ok && shard.log.is_replicated() {
+            // Kafka writes commits with acks=all: answered once the shard's
+            // in-sync replicas hold them, so a failover keeps them.
+            let mut hw = shard.log.subscribe();
+            let reached =
+                tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, hw.wait_for(|h| *h > last)).await;
+            ok = matches!(reached, Ok(Ok(_)));
         }
-        _ => Ok(Reply::Ready(respond(codes)?)),
-    }
+        // Shown to OffsetFetch only now that it is durable.
+        shard.offsets_flushed();
+        // As Kafka answers a commit its log could not store.
+        let codes = codes
+            .into_iter()
+            .map(|c| if ok || c != NONE { c } else { NOT_COORDINATOR })
+            .collect();
+        respond(codes)
+    })))
 }

@@ -30,7 +30,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         broker
             .groups
             .shard(group)
-            .delete_offsets(group, &partitions)
+            .and_then(|s| s.delete_offsets(group, &partitions))
     });
     let mut resp = OffsetDeleteResponse::default();
     match result {

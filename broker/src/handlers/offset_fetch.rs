@@ -26,7 +26,7 @@ fn fetch(
     wanted: Option<Vec<(String, i32)>>,
 ) -> Result<Fetched, i16> {
     check_group_id(group)?;
-    let shard = broker.groups.shard(group);
+    let shard = broker.groups.shard(group)?;
     if let Some((member_id, epoch)) = member {
         // v9 from a KIP-848 member: its epoch must be current.
         shard.check_offset_fetch(group, member_id, epoch)?;

@@ -16,7 +16,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     if let Err(code) = check_group_id(req.group_id.as_str()) {
         return encode(SyncOutcome::error(code), version).map(Reply::Ready);
     }
-    let shard = broker.groups.shard(req.group_id.as_str());
+    let shard = match broker.groups.shard(req.group_id.as_str()) {
+        Ok(s) => s,
+        Err(code) => return encode(SyncOutcome::error(code), version).map(Reply::Ready),
+    };
     let rx = shard.sync(SyncRequest {
         group_id: req.group_id.to_string(),
         generation: req.generation_id,

@@ -1,8 +1,8 @@
 //! Topics and partitions as Metadata and DescribeTopicPartitions show them:
 //! from the metadata log (replicas, in-sync set, leader), with this
 //! broker's own log where it holds one (an offline log is shown as KRaft
-//! shows a replica whose log dir failed). The broker's internal topic is
-//! not in the metadata log yet and is shown from its local log, led here.
+//! shows a replica whose log dir failed). The coordinator shards' topic is
+//! there too, flagged internal, as Kafka shows `__consumer_offsets`.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::BrokerId;
@@ -34,43 +34,25 @@ fn ids(v: &[i32]) -> Vec<BrokerId> {
 
 /// Every topic a client may see, sorted by name.
 pub fn topic_names(broker: &Broker, meta: &ClusterMetadata) -> Vec<String> {
-    let mut names: Vec<String> = meta.topics.keys().cloned().collect();
-    names.extend(
-        broker
-            .logs
-            .topics()
-            .into_iter()
-            .filter(|t| is_internal(&t.meta.name))
-            .map(|t| t.meta.name.clone()),
-    );
-    names.sort_unstable();
-    names
+    let _ = broker;
+    // A BTreeMap's keys: sorted already.
+    meta.topics.keys().cloned().collect()
 }
 
 pub fn topic(broker: &Broker, meta: &ClusterMetadata, name: &str) -> Option<TopicView> {
-    if let Some(t) = meta.topics.get(name) {
-        return Some(TopicView {
-            name: name.to_string(),
-            id: t.id,
-            partitions: t.partitions.len() as i32,
-            internal: false,
-        });
-    }
-    let local = broker.logs.topic(name).filter(|_| is_internal(name))?;
+    let _ = broker;
+    let t = meta.topics.get(name)?;
     Some(TopicView {
         name: name.to_string(),
-        id: local.meta.id,
-        partitions: local.meta.partitions,
-        internal: true,
+        id: t.id,
+        partitions: t.partitions.len() as i32,
+        internal: is_internal(name),
     })
 }
 
 pub fn topic_by_id(broker: &Broker, meta: &ClusterMetadata, id: &[u8; 16]) -> Option<TopicView> {
-    let name = match meta.topics.iter().find(|(_, t)| &t.id == id) {
-        Some((name, _)) => name.clone(),
-        None => broker.logs.topic_by_id(id)?.meta.name.clone(),
-    };
-    topic(broker, meta, &name)
+    let (name, _) = meta.topics.iter().find(|(_, t)| &t.id == id)?;
+    topic(broker, meta, name)
 }
 
 pub fn partition(
@@ -83,24 +65,15 @@ pub fn partition(
     let local = broker.logs.log(topic, index);
     let offline_here = local.as_ref().is_some_and(|l| l.is_offline());
     let Some(p) = meta.partition(topic, index) else {
-        // The internal topic: one local replica, led here.
-        let (error, leader, offline) = if offline_here {
-            (
-                ResponseError::LeaderNotAvailable.code(),
-                BrokerId(NO_LEADER),
-                vec![BrokerId(me)],
-            )
-        } else {
-            (0, BrokerId(me), Vec::new())
-        };
+        // Callers list partitions from the same metadata; answered anyway.
         return PartitionView {
             index,
-            error,
-            leader,
-            leader_epoch: local.map(|l| l.latest_epoch()).unwrap_or(0),
-            replicas: vec![BrokerId(me)],
-            isr: vec![BrokerId(me)],
-            offline,
+            error: ResponseError::UnknownTopicOrPartition.code(),
+            leader: BrokerId(NO_LEADER),
+            leader_epoch: -1,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            offline: Vec::new(),
         };
     };
     let mut offline: Vec<BrokerId> = p

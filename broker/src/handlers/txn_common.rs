@@ -16,9 +16,15 @@ where
     }))
 }
 
-/// Whether a topic-partition exists for a client (internal topics do not).
+/// Whether a topic-partition exists for a client (internal topics do not),
+/// anywhere in the cluster.
 pub fn partition_exists(broker: &crate::broker::Broker, topic: &str, partition: i32) -> bool {
-    !crate::topics::is_internal(topic) && broker.logs.log(topic, partition).is_some()
+    !crate::topics::is_internal(topic)
+        && broker
+            .cluster
+            .metadata()
+            .partition(topic, partition)
+            .is_some()
 }
 
 /// PRODUCER_FENCED exists only from the request versions of KIP-588

@@ -1,6 +1,7 @@
 //! WriteTxnMarkers (key 27): a transaction coordinator asks a partition
-//! leader to write COMMIT/ABORT markers. On one node the coordinator writes
-//! them itself; the API is served for cluster peers and tools.
+//! leader to write COMMIT/ABORT markers (answered once the in-sync replicas
+//! hold them). A partition of the coordinator topic settles the producer's
+//! pending transactional offsets in that shard instead.
 
 use std::sync::Arc;
 
@@ -9,11 +10,13 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use karnak_coordinator::TxnMarker;
 use karnak_coordinator::errors::NONE;
 use karnak_protocol::control::ControlType;
 
 use super::txn_common::blocking;
 use crate::broker::Broker;
+use crate::cluster::markers::write_local;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
@@ -33,18 +36,19 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .topics
                     .iter()
                     .map(|t| {
-                        let parts: Vec<(String, i32)> = t
+                        let marker = TxnMarker {
+                            producer_id: m.producer_id.0,
+                            producer_epoch: m.producer_epoch,
+                            kind,
+                            coordinator_epoch: m.coordinator_epoch,
+                        };
+                        let results = t
                             .partition_indexes
                             .iter()
-                            .map(|p| (t.name.to_string(), *p))
-                            .collect();
-                        let results = broker
-                            .txns
-                            .write_markers(m.producer_id.0, m.producer_epoch, kind, &parts)
-                            .into_iter()
-                            .map(|((_, p), code)| {
+                            .map(|p| {
+                                let code = write_local(&broker, &marker, t.name.as_str(), *p);
                                 WritableTxnMarkerPartitionResult::default()
-                                    .with_partition_index(p)
+                                    .with_partition_index(*p)
                                     .with_error_code(code)
                             })
                             .collect();

@@ -358,6 +358,19 @@ async fn fetch(
                         }
                     }
                     log.set_high_watermark(p.high_watermark);
+                    // The leader's log start moved (DeleteRecords, retention,
+                    // a coordinator shard's checkpoint): so does ours.
+                    let start = p.log_start_offset.min(log.high_watermark());
+                    if start > log.log_start_offset() {
+                        let log2 = log.clone();
+                        let moved =
+                            tokio::task::spawn_blocking(move || log2.delete_records_before(start))
+                                .await
+                                .map_err(std::io::Error::other)?;
+                        if let Err(e) = moved {
+                            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not follow the leader's log start offset");
+                        }
+                    }
                 }
                 code if code == ResponseError::OffsetOutOfRange.code() => {
                     // Ahead of the leader: find where the logs agree again.

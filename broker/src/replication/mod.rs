@@ -13,7 +13,7 @@
 //! the in-sync set, and one that catches up joins it, through the metadata
 //! log (AlterPartition).
 
-mod client;
+pub mod client;
 pub mod fetcher;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +27,6 @@ use karnak_coordinator::metadata::{
 use karnak_storage::{Log, LogManager};
 
 use crate::cluster::ClusterNode;
-use crate::topics::is_internal;
 
 type Key = (String, i32);
 
@@ -159,7 +158,7 @@ impl ReplicaManager {
                 }
             }
         }
-        replicas.retain(|k, _| seen.contains(k) && !is_internal(&k.0));
+        replicas.retain(|k, _| seen.contains(k));
         drop(replicas);
         self.fetchers.assign(meta, follow);
     }
@@ -190,14 +189,6 @@ impl ReplicaManager {
         epoch: i32,
         acks_all: bool,
     ) -> Result<(Arc<Log>, i32), i16> {
-        if is_internal(topic) {
-            let log = self
-                .logs
-                .log(topic, partition)
-                .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
-            let e = log.latest_epoch();
-            return Ok((log, e));
-        }
         let key = (topic.to_string(), partition);
         let replicas = lock(&self.replicas);
         let Some(r) = replicas.get(&key) else {

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod coordinator;
 mod replication;
 
 use std::collections::BTreeSet;
@@ -376,7 +377,14 @@ fn a_single_node_data_dir_from_before_the_metadata_log_keeps_its_topics() {
     assert!(b.stop());
     b.spawn();
     let log = b.log();
-    assert_eq!(log.matches("adopted a topic").count(), 1, "{log}");
+    // Once: the topic and the coordinator shards' topic, at the first start.
+    assert_eq!(
+        log.matches("adopted a topic from before the metadata log")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("adopted a topic from before the metadata log topic=kept"));
     assert!(
         b.data_dir()
             .join("kept-1/00000000000000000000.log")

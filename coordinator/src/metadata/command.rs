@@ -82,11 +82,15 @@ pub enum MetadataCommand {
         partition: i32,
         kind: ElectionKind,
     },
-    /// Leases the next `size` ids of `sequencer`; the reply carries the
-    /// first. Ids below the lease end are never handed out again.
+    /// Leases the next `size` ids of `sequencer`, none below `from`; the
+    /// reply carries the first. Ids below the lease end are never handed
+    /// out again. (`from` lets a sequencer that leased elsewhere before,
+    /// a single node's file, continue above what it gave.)
     AllocateIdBlock {
         sequencer: String,
         size: u64,
+        #[serde(default)]
+        from: u64,
     },
 }
 

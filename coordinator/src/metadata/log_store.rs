@@ -346,6 +346,7 @@ mod tests {
             payload: EntryPayload::Normal(MetadataCommand::AllocateIdBlock {
                 sequencer: format!("s{index}-{}", "x".repeat(1000)),
                 size: index + 1,
+                from: 0,
             }),
         }
     }

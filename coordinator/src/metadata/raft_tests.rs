@@ -122,7 +122,8 @@ async fn a_one_voter_group_commits_snapshots_and_restarts_on_its_files() {
     assert_eq!(
         write(MetadataCommand::AllocateIdBlock {
             sequencer: "pid".into(),
-            size: 100
+            size: 100,
+            from: 0,
         })
         .await,
         Ok(MetadataReply::IdBlock { first: 0 })
@@ -140,7 +141,8 @@ async fn a_one_voter_group_commits_snapshots_and_restarts_on_its_files() {
     assert_eq!(
         write(MetadataCommand::AllocateIdBlock {
             sequencer: "pid".into(),
-            size: 100
+            size: 100,
+            from: 0,
         })
         .await,
         Ok(MetadataReply::IdBlock { first: 100 })
@@ -165,7 +167,8 @@ async fn a_one_voter_group_commits_snapshots_and_restarts_on_its_files() {
     assert_eq!(
         raft.client_write(MetadataCommand::AllocateIdBlock {
             sequencer: "pid".into(),
-            size: 1
+            size: 1,
+            from: 0,
         })
         .await
         .unwrap()

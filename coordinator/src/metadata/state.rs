@@ -64,7 +64,7 @@ pub enum MetadataError {
     UnknownTopic(String),
     #[error("{0}-{1} does not exist")]
     UnknownPartition(String, i32),
-    #[error("topic {0:?} already exists")]
+    #[error("Topic '{0}' already exists.")]
     TopicExists(String),
     #[error("topic id {0:?} is already used")]
     TopicIdExists(String),
@@ -165,11 +165,20 @@ impl ClusterMetadata {
                 partition,
                 kind,
             } => self.elect(topic, *partition, *kind),
-            AllocateIdBlock { sequencer, size } => {
+            AllocateIdBlock {
+                sequencer,
+                size,
+                from,
+            } => {
                 if *size == 0 {
                     return Err(MetadataError::InvalidRequest("an empty id block".into()));
                 }
-                let first = self.id_leases.get(sequencer).copied().unwrap_or(0);
+                let first = self
+                    .id_leases
+                    .get(sequencer)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(*from);
                 let end = first
                     .checked_add(*size)
                     .ok_or_else(|| MetadataError::IdsExhausted(sequencer.clone()))?;

@@ -221,12 +221,14 @@ fn elections_preferred_and_unclean() {
 #[test]
 fn id_blocks_never_overlap_and_configs_set_and_remove() {
     let mut m = three();
-    let block = |m: &mut ClusterMetadata, size| {
+    let block_from = |m: &mut ClusterMetadata, size, from| {
         m.apply(&MetadataCommand::AllocateIdBlock {
             sequencer: "producer-ids".into(),
             size,
+            from,
         })
     };
+    let block = |m: &mut ClusterMetadata, size| block_from(m, size, 0);
     assert_eq!(block(&mut m, 1000), Ok(MetadataReply::IdBlock { first: 0 }));
     assert_eq!(
         block(&mut m, 10),
@@ -235,6 +237,16 @@ fn id_blocks_never_overlap_and_configs_set_and_remove() {
     assert!(block(&mut m, 0).is_err());
     assert!(block(&mut m, u64::MAX).is_err());
     assert_eq!(m.id_leases["producer-ids"], 1010);
+    // A floor above the lease skips ahead; one below it changes nothing.
+    assert_eq!(
+        block_from(&mut m, 10, 5000),
+        Ok(MetadataReply::IdBlock { first: 5000 })
+    );
+    assert_eq!(
+        block_from(&mut m, 10, 7),
+        Ok(MetadataReply::IdBlock { first: 5010 })
+    );
+    assert_eq!(m.id_leases["producer-ids"], 5020);
 
     create(&mut m, "t", 1, vec![vec![0]]).unwrap();
     let alter = |r, k: &str, v: Option<&str>| MetadataCommand::AlterConfigs {

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -41,7 +41,15 @@ pub enum ShardError {
         offset: i64,
         reason: String,
     },
+    /// The shard moved to another broker (or is moving): Kafka's
+    /// NOT_COORDINATOR for whoever asked.
+    #[error("shard {shard} is no longer led here")]
+    NotCoordinator { shard: u32 },
 }
+
+/// Called after each append to a shard's log as its leader (the broker's
+/// replication moves the high watermark when no follower is in sync).
+pub type AppendHook = Arc<dyn Fn(&Log) + Send + Sync>;
 
 /// Deadlines of the shard's groups.
 #[derive(Default)]
@@ -81,6 +89,14 @@ pub struct Shard {
     pub log: Arc<Log>,
     pub seq: Sequencer,
     pub cfg: GroupConfig,
+    /// The leader epoch of the shard's partition this broker leads it in,
+    /// stamped into every batch it writes.
+    pub leader_epoch: i32,
+    /// See [`AppendHook`].
+    pub on_append: Option<AppendHook>,
+    /// Set when the shard is unloaded: nothing more is written, timers stop.
+    fenced: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
     state: Mutex<ShardState>,
     timers: Mutex<Timers>,
     /// Woken when a deadline earlier than the current head is added.
@@ -291,6 +307,10 @@ impl Shard {
             }),
             timers: Mutex::new(Timers::default()),
             timer_changed: Notify::new(),
+            leader_epoch: 0,
+            on_append: None,
+            fenced: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
         };
         {
             let st = shard.lock();
@@ -356,6 +376,9 @@ impl Shard {
         &self,
         records: Vec<(RecordKey, Option<Bytes>)>,
     ) -> Result<i64, ShardError> {
+        if self.is_fenced() {
+            return Err(ShardError::NotCoordinator { shard: self.id });
+        }
         let ts = now_ms();
         let recs: Vec<Record> = records
             .into_iter()
@@ -378,13 +401,16 @@ impl Shard {
         })?;
         self.since_checkpoint
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let info =
-            self.log
-                .append(&buf.freeze(), 0, None)
-                .map_err(|source| ShardError::Storage {
-                    shard: self.id,
-                    source,
-                })?;
+        let info = self
+            .log
+            .append(&buf.freeze(), self.leader_epoch, None)
+            .map_err(|source| ShardError::Storage {
+                shard: self.id,
+                source,
+            })?;
+        if let Some(hook) = &self.on_append {
+            hook(&self.log);
+        }
         Ok(info.last_offset)
     }
 
@@ -514,8 +540,25 @@ impl Shard {
 
     /// The shard's timer loop: sleeps until the next deadline, wakes early
     /// when an earlier one is armed. Idle shards cost nothing.
+    /// Unloads the shard: its leadership moved. Writes fail with
+    /// NotCoordinator from now on and its timers stop; the state stays for
+    /// holders of the `Arc` but nothing changes it.
+    pub fn fence(&self) {
+        let _st = self.lock(); // no write is half done
+        self.fenced.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
     pub async fn run_timers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut fenced = self.stop.subscribe();
         loop {
+            if *fenced.borrow() {
+                return;
+            }
             let next = self.fire_timers();
             let sleep = async {
                 match next {
@@ -527,6 +570,7 @@ impl Shard {
                 _ = sleep => {}
                 _ = self.timer_changed.notified() => {}
                 _ = stop.changed() => return,
+                _ = fenced.changed() => return,
             }
         }
     }

@@ -102,10 +102,16 @@ impl Shard {
                 (codes, Some(last))
             }
             Err(e) => {
-                tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offsets");
+                let failed = match e {
+                    ShardError::NotCoordinator { .. } => NOT_COORDINATOR,
+                    _ => {
+                        tracing::error!(shard = self.id, group = group_id, error = %e, "could not persist offsets");
+                        UNKNOWN_SERVER_ERROR
+                    }
+                };
                 let codes = codes
                     .into_iter()
-                    .map(|c| if c == NONE { UNKNOWN_SERVER_ERROR } else { c })
+                    .map(|c| if c == NONE { failed } else { c })
                     .collect();
                 (codes, None)
             }
@@ -126,6 +132,12 @@ impl Shard {
             self.log.durable_offset()
         } else {
             i64::MAX
+        };
+        // Replicated, a commit counts once the in-sync replicas hold it.
+        let durable = if self.log.is_replicated() {
+            durable.min(self.log.high_watermark())
+        } else {
+            durable
         };
         while let Some(entry) = st.unflushed_offsets.first_entry() {
             if *entry.key() >= durable {

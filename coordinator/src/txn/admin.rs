@@ -7,14 +7,14 @@ use super::{TransactionCoordinator, TxnMetadata, TxnState};
 impl TransactionCoordinator {
     /// DescribeTransactions.
     pub fn describe(&self, tid: &str) -> Option<TxnMetadata> {
-        self.shard(tid).lock().txns.get(tid).cloned()
+        self.shard(tid).ok()?.lock().txns.get(tid).cloned()
     }
 
     /// ListTransactions: every transaction matching the filters (empty
     /// filters match all).
     pub fn list(&self, states: &[TxnState], producer_ids: &[i64]) -> Vec<TxnMetadata> {
         let mut out = Vec::new();
-        for s in &self.shards {
+        for s in &self.shards() {
             out.extend(
                 s.lock()
                     .txns
@@ -31,7 +31,7 @@ impl TransactionCoordinator {
     /// Counts by state, for metrics and logs.
     pub fn state_counts(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
-        for s in &self.shards {
+        for s in &self.shards() {
             for m in s.lock().txns.values() {
                 *out.entry(m.state.kafka_name()).or_default() += 1;
             }

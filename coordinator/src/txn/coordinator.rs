@@ -1,35 +1,112 @@
 //! The TransactionCoordinator: producer ids, transactional ids and their
 //! transactions, over the same Pharaoh shards as the groups. A
-//! transactional id lives in the shard it hashes to; producer ids come from
-//! the shards' Obelisk sequencers and carry the shard number in their high
-//! bits, so no two shards ever hand out the same id.
+//! transactional id lives in the shard it hashes to, coordinated by the
+//! broker that leads the shard; producer ids come from one Obelisk
+//! sequencer whose blocks are leased in the cluster metadata (KIP-730's
+//! producer-id blocks), so no two brokers ever hand out the same id.
 //!
 //! Every method here may write to logs (the shard's own, and markers into
 //! data partitions): call them off the async reactor.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use karnak_protocol::control::{ControlType, end_txn_marker};
-use karnak_storage::LogManager;
+use karnak_storage::{Log, LogManager};
 
 use super::{TxnMetadata, TxnState};
-use crate::coordinator::{GroupCoordinator, shard_for};
+use crate::coordinator::{COORDINATOR_TOPIC, GroupCoordinator, shard_for};
 use crate::errors::*;
+use crate::obelisk::Sequencer;
 use crate::records::RecordKey;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardError};
 
 /// Transactions ended, by `result` (commit, abort).
 pub const TRANSACTIONS_METRIC: &str = "karnak_transactions_total";
 /// Transactions the coordinator aborted because they outlived their timeout.
 pub const TIMED_OUT_METRIC: &str = "karnak_transactions_timed_out_total";
 
-/// Ids a sequencer may hand out stay below this; the shard goes above.
-const ID_BITS: u32 = 48;
-/// The coordinator epoch stamped on markers. One node has one coordinator
-/// per shard for its whole life; a cluster will take it from the shard's
-/// leadership term.
-const COORDINATOR_EPOCH: i32 = 0;
+/// Where a transaction's COMMIT/ABORT markers go: each partition's leader
+/// (this broker's log, or WriteTxnMarkers to another broker).
+pub trait MarkerWriter: Send + Sync {
+    /// Writes one marker per partition; returns each partition's error code.
+    /// A partition of [`COORDINATOR_TOPIC`] names a shard whose pending
+    /// transactional offsets of the producer are settled instead.
+    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16>;
+}
+
+/// One transaction's end, as WriteTxnMarkers carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub kind: ControlType,
+    /// The leader epoch of the coordinating shard's partition.
+    pub coordinator_epoch: i32,
+}
+
+/// Appends a marker to a partition log this broker leads, stamped with
+/// `leader_epoch`; with `durable`, fsynced before it counts. Returns the
+/// partition's error code and, on success, the offset after the marker.
+pub fn append_marker(
+    log: &Log,
+    marker: &TxnMarker,
+    leader_epoch: i32,
+    durable: bool,
+) -> (i16, Option<i64>) {
+    let batch = bytes::Bytes::from(end_txn_marker(
+        marker.producer_id,
+        marker.producer_epoch,
+        marker.kind,
+        marker.coordinator_epoch,
+        now_ms(),
+    ));
+    let (topic, partition) = (log.topic(), log.partition());
+    match log.append(&batch, leader_epoch, None) {
+        Ok(info) => {
+            if durable && let Err(e) = log.flush_up_to(info.last_offset + 1) {
+                tracing::error!(topic, partition, error = %e, "fsync of transaction marker failed");
+                (KAFKA_STORAGE_ERROR, None)
+            } else {
+                (NONE, Some(info.last_offset + 1))
+            }
+        }
+        Err(karnak_storage::StorageError::Producer(e)) => {
+            tracing::warn!(topic, partition, error = %e, "transaction marker refused");
+            let code = match e {
+                karnak_storage::log::producer_state::ProducerError::InvalidProducerEpoch {
+                    ..
+                } => INVALID_PRODUCER_EPOCH,
+                _ => INVALID_TXN_STATE,
+            };
+            (code, None)
+        }
+        Err(e) => {
+            tracing::error!(topic, partition, error = %e, "writing transaction marker failed");
+            (KAFKA_STORAGE_ERROR, None)
+        }
+    }
+}
+
+/// Markers into this process's own logs: one node owning every partition.
+pub struct LocalMarkers {
+    pub logs: Arc<LogManager>,
+    pub durable: bool,
+}
+
+impl MarkerWriter for LocalMarkers {
+    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16> {
+        partitions
+            .iter()
+            .map(|(topic, p)| match self.logs.log(topic, *p) {
+                // Shards are all loaded in this process: settled already.
+                _ if topic == COORDINATOR_TOPIC => NOT_COORDINATOR,
+                // Deleted since it joined the transaction: nothing to mark.
+                None => UNKNOWN_TOPIC_OR_PARTITION,
+                Some(log) => append_marker(&log, marker, log.latest_epoch(), self.durable).0,
+            })
+            .collect()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -54,11 +131,10 @@ impl Default for TxnConfig {
 }
 
 pub struct TransactionCoordinator {
-    pub(super) shards: Vec<Arc<Shard>>,
-    logs: Arc<LogManager>,
+    pub(super) groups: Arc<GroupCoordinator>,
+    markers: Arc<dyn MarkerWriter>,
+    producer_ids: Sequencer,
     pub(super) cfg: TxnConfig,
-    /// Round-robin over shards for producers without a transactional id.
-    next_shard: AtomicUsize,
 }
 
 /// Producer id and epoch handed to a producer.
@@ -71,47 +147,83 @@ pub(super) fn now_ms() -> i64 {
 }
 
 impl TransactionCoordinator {
-    /// Over the group coordinator's shards; finishes transactions a crash
-    /// left prepared (their markers may be partly written).
-    pub fn open(groups: &GroupCoordinator, logs: Arc<LogManager>, cfg: TxnConfig) -> Self {
-        let tc = TransactionCoordinator {
-            shards: groups.shards().to_vec(),
-            logs,
+    /// Over the group coordinator's shards (transactions live in the ones
+    /// loaded here); `producer_ids` hands out producer ids.
+    pub fn new(
+        groups: Arc<GroupCoordinator>,
+        markers: Arc<dyn MarkerWriter>,
+        producer_ids: Sequencer,
+        cfg: TxnConfig,
+    ) -> Self {
+        TransactionCoordinator {
+            groups,
+            markers,
+            producer_ids,
             cfg,
-            next_shard: AtomicUsize::new(0),
-        };
-        let (prepared, ongoing) = tc.count_states();
-        let finished = tc.complete_prepared();
-        tracing::info!(
-            transactions_prepared = prepared,
-            transactions_ongoing = ongoing,
-            finished,
-            "transaction coordinator loaded"
-        );
-        tc
-    }
-
-    fn count_states(&self) -> (usize, usize) {
-        let mut prepared = 0;
-        let mut ongoing = 0;
-        for s in &self.shards {
-            for m in s.lock().txns.values() {
-                prepared += m.state.is_prepare() as usize;
-                ongoing += (m.state == TxnState::Ongoing) as usize;
-            }
         }
-        (prepared, ongoing)
     }
 
-    pub(super) fn shard(&self, key: &str) -> &Arc<Shard> {
-        &self.shards[shard_for(key, self.shards.len() as u32) as usize]
+    /// One process owning every shard and partition (tests, tools): markers
+    /// go to `logs`, producer ids come from a sequencer file in the data
+    /// dir, and transactions left prepared are finished now.
+    pub fn open_local(
+        groups: Arc<GroupCoordinator>,
+        logs: Arc<LogManager>,
+        data_dir: &std::path::Path,
+        cfg: TxnConfig,
+    ) -> Result<Self, crate::obelisk::SequencerError> {
+        let ids = Sequencer::open(
+            &crate::coordinator::legacy_sequencer_dir(data_dir).join("producer-ids.seq"),
+            0,
+            1000,
+            i64::MAX as u64,
+        )?;
+        let markers = Arc::new(LocalMarkers {
+            logs,
+            durable: cfg.durable,
+        });
+        let tc = TransactionCoordinator::new(groups, markers, ids, cfg);
+        for s in tc.shards() {
+            tc.shard_loaded(&s);
+        }
+        Ok(tc)
     }
 
-    fn new_producer_id(&self, shard: &Shard) -> Result<i64, i16> {
-        match shard.seq.next() {
-            Ok(n) => Ok(((shard.id as i64) << ID_BITS) | (n as i64 & ((1 << ID_BITS) - 1))),
+    /// A shard was loaded here: finishes the transactions it left prepared
+    /// (their markers may be partly written) before it serves.
+    pub fn shard_loaded(&self, shard: &Shard) {
+        let (mut prepared, mut ongoing) = (Vec::new(), 0);
+        for m in shard.lock().txns.values() {
+            if m.state.is_prepare() {
+                prepared.push(m.clone());
+            }
+            ongoing += (m.state == TxnState::Ongoing) as usize;
+        }
+        let finished = prepared.iter().filter(|m| self.complete(m).is_ok()).count();
+        if !prepared.is_empty() || ongoing > 0 {
+            tracing::info!(
+                shard = shard.id,
+                transactions_prepared = prepared.len(),
+                transactions_ongoing = ongoing,
+                finished,
+                "transactions loaded"
+            );
+        }
+    }
+
+    pub(super) fn shard(&self, key: &str) -> Result<Arc<Shard>, i16> {
+        self.groups.shard(key)
+    }
+
+    pub(super) fn shards(&self) -> Vec<Arc<Shard>> {
+        self.groups.shards()
+    }
+
+    fn new_producer_id(&self) -> Result<i64, i16> {
+        match self.producer_ids.next() {
+            Ok(n) => i64::try_from(n).map_err(|_| COORDINATOR_NOT_AVAILABLE),
             Err(e) => {
-                tracing::error!(shard = shard.id, error = %e, "producer id sequencer failed");
+                tracing::error!(error = %e, "producer id sequencer failed");
                 Err(COORDINATOR_NOT_AVAILABLE)
             }
         }
@@ -127,6 +239,7 @@ impl TransactionCoordinator {
         let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
         match shard.append_durable(vec![record], sync) {
             Ok(_) => Ok(()),
+            Err(ShardError::NotCoordinator { .. }) => Err(NOT_COORDINATOR),
             Err(e) => {
                 tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
                 Err(KAFKA_STORAGE_ERROR)
@@ -146,8 +259,7 @@ impl TransactionCoordinator {
         producer_epoch: i16,
     ) -> Result<ProducerIdAndEpoch, i16> {
         let Some(tid) = transactional_id else {
-            let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-            return Ok((self.new_producer_id(&self.shards[n])?, 0));
+            return Ok((self.new_producer_id()?, 0));
         };
         if tid.is_empty() {
             return Err(INVALID_REQUEST);
@@ -155,13 +267,13 @@ impl TransactionCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.cfg.max_timeout_ms {
             return Err(INVALID_TRANSACTION_TIMEOUT);
         }
-        let shard = self.shard(tid);
+        let shard = &self.shard(tid)?;
         let now = now_ms();
         let mut st = shard.lock();
         let Some(m) = st.txns.get(tid).cloned() else {
             let m = TxnMetadata {
                 transactional_id: tid.to_string(),
-                producer_id: self.new_producer_id(shard)?,
+                producer_id: self.new_producer_id()?,
                 producer_epoch: 0,
                 last_producer_epoch: -1,
                 timeout_ms,
@@ -202,7 +314,7 @@ impl TransactionCoordinator {
         let mut next = m;
         if next.producer_epoch >= i16::MAX - 1 {
             // Epochs exhausted: a new producer id starts again at 0.
-            next.producer_id = self.new_producer_id(shard)?;
+            next.producer_id = self.new_producer_id()?;
             next.producer_epoch = 0;
         } else {
             next.producer_epoch += 1;
@@ -239,7 +351,7 @@ impl TransactionCoordinator {
         if tid.is_empty() {
             return Err(INVALID_REQUEST);
         }
-        let shard = self.shard(tid);
+        let shard = &self.shard(tid)?;
         let mut st = shard.lock();
         Self::check_producer(st.txns.get(tid), producer_id, epoch)?;
         let Some(m) = st.txns.get(tid) else {
@@ -280,7 +392,8 @@ impl TransactionCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), i16> {
-        let st = self.shard(tid).lock();
+        let shard = self.shard(tid)?;
+        let st = shard.lock();
         let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
         if m.producer_id != producer_id {
             return Err(INVALID_PRODUCER_ID_MAPPING);
@@ -304,7 +417,11 @@ impl TransactionCoordinator {
             return INVALID_REQUEST;
         }
         {
-            let st = self.shard(tid).lock();
+            let shard = match self.shard(tid) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let st = shard.lock();
             if let Err(code) = Self::check_producer(st.txns.get(tid), producer_id, epoch) {
                 return code;
             }
@@ -332,7 +449,7 @@ impl TransactionCoordinator {
     /// bumped first so the current producer can write nothing more.
     /// Returns the epoch the markers carry.
     pub(super) fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
-        let shard = self.shard(tid);
+        let shard = &self.shard(tid)?;
         let prepared = {
             let mut st = shard.lock();
             let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
@@ -344,7 +461,7 @@ impl TransactionCoordinator {
                 next.last_producer_epoch = next.producer_epoch;
                 if next.producer_epoch >= i16::MAX - 1 {
                     // No epoch left to fence with: retire the producer id.
-                    next.producer_id = self.new_producer_id(shard)?;
+                    next.producer_id = self.new_producer_id()?;
                     next.producer_epoch = 0;
                 } else {
                     next.producer_epoch += 1;
@@ -373,20 +490,38 @@ impl TransactionCoordinator {
         } else {
             ControlType::Abort
         };
-        let partitions: Vec<(String, i32)> = m.partitions.iter().cloned().collect();
-        let failed = self
-            .write_markers(m.producer_id, m.producer_epoch, kind, &partitions)
+        let shard = &self.shard(&m.transactional_id)?;
+        let marker = TxnMarker {
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            kind,
+            coordinator_epoch: shard.leader_epoch,
+        };
+        // The groups' pending offsets settle in their shards, here or on
+        // the brokers leading them (as Kafka marks __consumer_offsets).
+        let mut partitions: Vec<(String, i32)> = m.partitions.iter().cloned().collect();
+        let n = self.groups.shard_count();
+        let mut shards: Vec<u32> = m.groups.iter().map(|g| shard_for(g, n)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut failed = 0;
+        for s in shards {
+            if self.groups.shard_by_id(s).is_ok() {
+                failed += (self.settle_shard_offsets(s, m.producer_id, commit) != NONE) as usize;
+            } else {
+                partitions.push((COORDINATOR_TOPIC.to_string(), s as i32));
+            }
+        }
+        failed += self
+            .markers
+            .write_markers(&marker, &partitions)
             .into_iter()
-            .filter(|(_, code)| *code != NONE && *code != UNKNOWN_TOPIC_OR_PARTITION)
+            .filter(|code| *code != NONE && *code != UNKNOWN_TOPIC_OR_PARTITION)
             .count();
         if failed > 0 {
-            // Stays prepared: the timer retries, start-up finishes it.
+            // Stays prepared: the timer retries, a new leader finishes it.
             return Err(KAFKA_STORAGE_ERROR);
         }
-        for g in &m.groups {
-            self.settle_offsets(g, m.producer_id, commit)?;
-        }
-        let shard = self.shard(&m.transactional_id);
         let mut st = shard.lock();
         let Some(cur) = st.txns.get(&m.transactional_id) else {
             return Ok(());
@@ -411,59 +546,5 @@ impl TransactionCoordinator {
         metrics::counter!(TRANSACTIONS_METRIC, "result" => result).increment(1);
         shard.maybe_checkpoint(&mut st);
         Ok(())
-    }
-
-    /// Writes one marker per partition (WriteTxnMarkers does the same on
-    /// the wire). Returns each partition's error code. Markers are made
-    /// durable before the transaction is recorded complete: a complete
-    /// record with a lost marker would leave the partition's stable offset
-    /// stuck behind a transaction nobody will end.
-    pub fn write_markers(
-        &self,
-        producer_id: i64,
-        epoch: i16,
-        kind: ControlType,
-        partitions: &[(String, i32)],
-    ) -> Vec<((String, i32), i16)> {
-        let now = now_ms();
-        let marker = bytes::Bytes::from(end_txn_marker(
-            producer_id,
-            epoch,
-            kind,
-            COORDINATOR_EPOCH,
-            now,
-        ));
-        let mut out = Vec::with_capacity(partitions.len());
-        for (topic, p) in partitions {
-            let code = match self.logs.log(topic, *p) {
-                // Deleted since it joined the transaction: nothing to mark.
-                None => UNKNOWN_TOPIC_OR_PARTITION,
-                Some(log) => match log.append(&marker, log.latest_epoch(), None) {
-                    Ok(info) => {
-                        if self.cfg.durable
-                            && let Err(e) = log.flush_up_to(info.last_offset + 1)
-                        {
-                            tracing::error!(topic, partition = p, error = %e, "fsync of transaction marker failed");
-                            KAFKA_STORAGE_ERROR
-                        } else {
-                            NONE
-                        }
-                    }
-                    Err(karnak_storage::StorageError::Producer(e)) => {
-                        tracing::warn!(topic, partition = p, error = %e, "transaction marker refused");
-                        match e {
-                            karnak_storage::log::producer_state::ProducerError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
-                            _ => INVALID_TXN_STATE,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(topic, partition = p, error = %e, "writing transaction marker failed");
-                        KAFKA_STORAGE_ERROR
-                    }
-                },
-            };
-            out.push(((topic.clone(), *p), code));
-        }
-        out
     }
 }

@@ -13,7 +13,7 @@ impl TransactionCoordinator {
     /// markers could not all be written. Returns how many it finished.
     pub fn abort_timed_out(&self, now: i64) -> usize {
         let mut expired = Vec::new();
-        for s in &self.shards {
+        for s in &self.shards() {
             for m in s.lock().txns.values() {
                 if m.state == TxnState::Ongoing
                     && m.start_ms >= 0
@@ -43,7 +43,7 @@ impl TransactionCoordinator {
     /// in the shard's log, so they stay forgotten after a restart).
     pub(super) fn expire_ids(&self, now: i64) -> usize {
         let mut expired = 0;
-        for shard in &self.shards {
+        for shard in &self.shards() {
             let mut st = shard.lock();
             let idle: Vec<String> = st
                 .txns
@@ -78,7 +78,7 @@ impl TransactionCoordinator {
 
     pub(super) fn complete_prepared(&self) -> usize {
         let mut prepared = Vec::new();
-        for s in &self.shards {
+        for s in &self.shards() {
             prepared.extend(
                 s.lock()
                     .txns

@@ -21,7 +21,10 @@ mod coordinator;
 mod expiry;
 mod offsets;
 
-pub use coordinator::{TIMED_OUT_METRIC, TRANSACTIONS_METRIC, TransactionCoordinator, TxnConfig};
+pub use coordinator::{
+    LocalMarkers, MarkerWriter, TIMED_OUT_METRIC, TRANSACTIONS_METRIC, TransactionCoordinator,
+    TxnConfig, TxnMarker, append_marker,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TxnState {

@@ -5,7 +5,7 @@ use super::TransactionCoordinator;
 use crate::errors::*;
 use crate::group::Group;
 use crate::records::RecordKey;
-use crate::shard::OffsetCommit;
+use crate::shard::{OffsetCommit, ShardError};
 use crate::txn::TxnState;
 
 impl TransactionCoordinator {
@@ -19,9 +19,12 @@ impl TransactionCoordinator {
         offsets: Vec<OffsetCommit>,
         partition_exists: &dyn Fn(&str, i32) -> bool,
     ) -> Vec<i16> {
-        let check = {
-            let st = self.shard(tid).lock();
-            match st.txns.get(tid) {
+        // The transaction's shard may be led by another broker: then this
+        // group coordinator takes the producer's word, as Kafka's did
+        // before KIP-890 verification.
+        let check = match self.shard(tid) {
+            Err(_) => Ok(()),
+            Ok(txn_shard) => match txn_shard.lock().txns.get(tid) {
                 None => Err(INVALID_PRODUCER_ID_MAPPING),
                 Some(m) if m.producer_id != producer_id => Err(INVALID_PRODUCER_ID_MAPPING),
                 Some(m) if m.producer_epoch != epoch => Err(INVALID_PRODUCER_EPOCH),
@@ -29,12 +32,15 @@ impl TransactionCoordinator {
                     Err(INVALID_TXN_STATE)
                 }
                 Some(_) => Ok(()),
-            }
+            },
         };
         if let Err(code) = check {
             return vec![code; offsets.len()];
         }
-        let shard = self.shard(group);
+        let shard = match self.shard(group) {
+            Ok(s) => s,
+            Err(code) => return vec![code; offsets.len()],
+        };
         let mut st = shard.lock();
         let (codes, accepted) = shard.accept_offsets(offsets, partition_exists);
         let records: Vec<_> = accepted
@@ -71,64 +77,82 @@ impl TransactionCoordinator {
         codes
     }
 
-    /// At a transaction's end: its offsets become the group's (commit) or
-    /// are dropped (abort); either way their pending records are tombstoned.
-    pub(super) fn settle_offsets(
-        &self,
-        group: &str,
-        producer_id: i64,
-        commit: bool,
-    ) -> Result<(), i16> {
-        let shard = self.shard(group);
-        let mut st = shard.lock();
-        let Some(pending) = st.txn_offsets.remove(&(group.to_string(), producer_id)) else {
-            return Ok(());
+    /// At a transaction's end: the producer's offsets pending in shard
+    /// `id` (any of its groups) become the groups' (commit) or are dropped;
+    /// either way their pending records are tombstoned. What a marker on a
+    /// shard's partition does (Kafka's markers on __consumer_offsets).
+    pub fn settle_shard_offsets(&self, id: u32, producer_id: i64, commit: bool) -> i16 {
+        let shard = match self.groups.shard_by_id(id) {
+            Ok(s) => s,
+            Err(code) => return code,
         };
-        let mut records = Vec::with_capacity(pending.len() * 2);
-        for ((topic, partition), o) in &pending {
-            if commit {
+        let mut st = shard.lock();
+        let keys: Vec<(String, i64)> = st
+            .txn_offsets
+            .keys()
+            .filter(|(_, pid)| *pid == producer_id)
+            .cloned()
+            .collect();
+        let mut records = Vec::new();
+        for key in &keys {
+            let group = &key.0;
+            for ((topic, partition), o) in &st.txn_offsets[key] {
+                if commit {
+                    records.push((
+                        RecordKey::Offset {
+                            group: group.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        Some(o.encode()),
+                    ));
+                }
                 records.push((
-                    RecordKey::Offset {
-                        group: group.to_string(),
+                    RecordKey::TxnOffset {
+                        group: group.clone(),
+                        producer_id,
                         topic: topic.clone(),
                         partition: *partition,
                     },
-                    Some(o.encode()),
+                    None,
                 ));
             }
-            records.push((
-                RecordKey::TxnOffset {
-                    group: group.to_string(),
-                    producer_id,
-                    topic: topic.clone(),
-                    partition: *partition,
-                },
-                None,
-            ));
+        }
+        if records.is_empty() {
+            return NONE;
         }
         // Durable before the transaction is recorded complete (that record
         // is in another shard and may reach the disk first): otherwise a
         // crash could keep the completion and lose the offsets.
         if let Err(e) = shard.append_durable(records, self.cfg.durable) {
-            tracing::error!(shard = shard.id, group, error = %e, "could not settle transactional offsets");
-            st.txn_offsets
-                .insert((group.to_string(), producer_id), pending);
-            return Err(KAFKA_STORAGE_ERROR);
+            tracing::error!(shard = shard.id, producer_id, error = %e, "could not settle transactional offsets");
+            return match e {
+                ShardError::NotCoordinator { .. } => NOT_COORDINATOR,
+                _ => KAFKA_STORAGE_ERROR,
+            };
         }
-        if commit {
-            let g = st
-                .groups
-                .entry(group.to_string())
-                .or_insert_with(|| Group::new(group));
-            g.offsets.extend(pending);
+        for key in keys {
+            let Some(pending) = st.txn_offsets.remove(&key) else {
+                continue;
+            };
+            if commit {
+                st.groups
+                    .entry(key.0.clone())
+                    .or_insert_with(|| Group::new(&key.0))
+                    .offsets
+                    .extend(pending);
+            }
         }
-        Ok(())
+        NONE
     }
 
     /// Whether a group has transactional offsets not yet settled on a
     /// partition (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
     pub fn has_pending_offsets(&self, group: &str, topic: &str, partition: i32) -> bool {
-        let st = self.shard(group).lock();
+        let Ok(shard) = self.shard(group) else {
+            return false;
+        };
+        let st = shard.lock();
         let key = (topic.to_string(), partition);
         st.txn_offsets
             .iter()

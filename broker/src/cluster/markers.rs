@@ -1,0 +1,161 @@
+//! Transaction markers go to partition leaders: this broker's own logs
+//! directly, other brokers' with WriteTxnMarkers, as Kafka's transaction
+//! coordinator sends them. A partition of `__karnak_coordinator` stands for
+//! a shard: its leader settles the producer's pending transactional
+//! offsets there (Kafka marks `__consumer_offsets` the same way).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use karnak_coordinator::errors::{COORDINATOR_NOT_AVAILABLE, NONE};
+use karnak_coordinator::metadata::NO_LEADER;
+use karnak_coordinator::{COORDINATOR_TOPIC, MarkerWriter, TxnMarker, append_marker};
+use karnak_protocol::control::ControlType;
+
+use crate::broker::Broker;
+use crate::replication::client::LeaderConn;
+use crate::topics::block_on;
+
+/// Kafka's request.timeout.ms for the markers' requests and their acks=all.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
+const NOT_LEADER: i16 = ResponseError::NotLeaderOrFollower.code();
+
+/// The broker's [`MarkerWriter`]; knows the broker once it exists.
+#[derive(Default)]
+pub struct BrokerMarkers {
+    broker: OnceLock<Weak<Broker>>,
+}
+
+impl BrokerMarkers {
+    pub fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+}
+
+impl MarkerWriter for BrokerMarkers {
+    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16> {
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return vec![COORDINATOR_NOT_AVAILABLE; partitions.len()];
+        };
+        let meta = broker.cluster.metadata();
+        let mut out = vec![NONE; partitions.len()];
+        let mut remote: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, (topic, p)) in partitions.iter().enumerate() {
+            match meta.partition(topic, *p).map(|s| s.leader) {
+                None => out[i] = ResponseError::UnknownTopicOrPartition.code(),
+                Some(l) if l == broker.node_id() => {
+                    out[i] = write_local(&broker, marker, topic, *p)
+                }
+                Some(NO_LEADER) => out[i] = NOT_LEADER,
+                Some(l) => remote.entry(l).or_default().push(i),
+            }
+        }
+        for (leader, idx) in remote {
+            let addr = meta
+                .brokers
+                .get(&leader)
+                .and_then(|b| b.listeners.first())
+                .map(|l| format!("{}:{}", l.host, l.port));
+            let parts: Vec<(String, i32)> = idx.iter().map(|i| partitions[*i].clone()).collect();
+            let codes = match addr {
+                Some(addr) => block_on(send(&addr, broker.node_id(), marker, &parts))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(leader, error = %e, "WriteTxnMarkers to a partition leader failed; the transaction stays prepared and is retried");
+                        vec![NOT_LEADER; parts.len()]
+                    }),
+                None => vec![NOT_LEADER; parts.len()],
+            };
+            for (i, code) in idx.into_iter().zip(codes) {
+                out[i] = code;
+            }
+        }
+        out
+    }
+}
+
+/// Writes a marker this broker is asked to (its own transaction or a
+/// WriteTxnMarkers): into a partition it leads, with its leader epoch, and
+/// once the in-sync replicas hold it (markers are written with acks=all).
+pub fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, partition: i32) -> i16 {
+    if topic == COORDINATOR_TOPIC {
+        let commit = marker.kind == ControlType::Commit;
+        return broker
+            .txns
+            .settle_shard_offsets(partition as u32, marker.producer_id, commit);
+    }
+    let (log, epoch) = match broker.replicas.leader_for_append(topic, partition, true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (code, end) = append_marker(&log, marker, epoch, broker.config.transactions.durable);
+    broker.replicas.after_append(topic, partition, &log);
+    match end {
+        Some(end) if log.is_replicated() => {
+            let mut hw = log.subscribe();
+            let reached = block_on(tokio::time::timeout(
+                MARKER_TIMEOUT,
+                hw.wait_for(|h| *h >= end),
+            ));
+            if matches!(reached, Ok(Ok(_))) {
+                code
+            } else {
+                ResponseError::RequestTimedOut.code()
+            }
+        }
+        _ => code,
+    }
+}
+
+async fn send(
+    addr: &str,
+    node: i32,
+    marker: &TxnMarker,
+    partitions: &[(String, i32)],
+) -> std::io::Result<Vec<i16>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in partitions {
+        topics.entry(t.as_str()).or_default().push(*p);
+    }
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![
+        WritableTxnMarker::default()
+            .with_producer_id(ProducerId(marker.producer_id))
+            .with_producer_epoch(marker.producer_epoch)
+            .with_transaction_result(marker.kind == ControlType::Commit)
+            .with_coordinator_epoch(marker.coordinator_epoch)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(t, ps)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                            .with_partition_indexes(ps.clone())
+                    })
+                    .collect(),
+            ),
+    ]);
+    let mut conn = LeaderConn::connect(addr, node, MARKER_TIMEOUT).await?;
+    let resp: WriteTxnMarkersResponse = conn
+        .call(ApiKey::WriteTxnMarkers, 1, &req, MARKER_TIMEOUT)
+        .await?;
+    let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for m in resp.markers {
+        for t in m.topics {
+            for p in t.partitions {
+                codes.insert((t.name.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|k| codes.get(k).copied().unwrap_or(NOT_LEADER))
+        .collect())
+}

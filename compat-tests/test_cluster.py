@@ -1,0 +1,149 @@
+"""A 3-broker Karnak cluster used by librdkafka (confluent-kafka) as a Kafka
+cluster (issue 18): replicated topics, a transaction whose partitions, group
+and coordinator sit on different brokers, and a consumer group whose
+coordinator is killed mid-stream."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
+
+import ck
+from conftest import Broker, free_port, unique_topic, wait_until
+
+
+@pytest.fixture
+def cluster(karnak_bin, tmp_path, request):
+    """Three brokers, each a metadata voter, started together."""
+    nodes = []
+    request.node._karnak_brokers = nodes
+    peers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in range(3))
+    cluster_id = "compat-" + uuid.uuid4().hex
+    for i in range(3):
+        nodes.append(Broker(karnak_bin, tmp_path / f"node{i}", tmp_path / "logs",
+                            ["--cluster-peers", peers, "--cluster-id", cluster_id,
+                             "--sql-enabled", "false",
+                             "--group-initial-rebalance-delay-ms", "0"],
+                            node_id=i))
+    for b in nodes:
+        b.spawn()
+    for b in nodes:
+        b.wait_ready()
+    yield nodes
+    for b in nodes:
+        b.kill9()
+
+
+def bootstrap(nodes):
+    return ",".join(b.bootstrap for b in nodes if b.alive())
+
+
+def create(nodes, topic, partitions):
+    a = ck.admin(bootstrap(nodes))
+    a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=3)],
+                    operation_timeout=30, request_timeout=30)[topic].result(30)
+
+    def in_sync():
+        md = a.list_topics(topic=topic, timeout=10).topics.get(topic)
+        return (md is not None and md.error is None and len(md.partitions) == partitions
+                and all(len(p.isrs) == 3 for p in md.partitions.values()))
+    wait_until(in_sync, 30, msg=f"{topic} in sync on 3 brokers")
+    return a.list_topics(topic=topic, timeout=10).topics[topic]
+
+
+def read_committed(nodes, topic, partitions, expect, timeout=60):
+    c = ck.consumer(bootstrap(nodes), **{"isolation.level": "read_committed",
+                                         "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            for m in c.consume(100, 0.5):
+                assert not m.error(), m.error()
+                got.append(m.value())
+        # Nothing more shows up (the aborted records stay hidden).
+        for m in c.consume(100, 1.0):
+            assert not m.error(), m.error()
+            got.append(m.value())
+    finally:
+        c.close()
+    return got
+
+
+def test_a_transaction_spanning_brokers_commits_and_aborts_everywhere(cluster):
+    topic = unique_topic("xb")
+    md = create(cluster, topic, 3)
+    leaders = {p.leader for p in md.partitions.values()}
+    assert len(leaders) > 1, f"placement put every leader on one broker: {leaders}"
+    group = unique_topic("xbg")
+    p = ck.producer(bootstrap(cluster), **{"transactional.id": unique_topic("xbt")})
+    p.init_transactions(30)
+    cons = ck.consumer(bootstrap(cluster), **{"group.id": group})
+    meta = cons.consumer_group_metadata()
+
+    def txn(tag, commit):
+        p.begin_transaction()
+        for i in range(30):
+            p.produce(topic, f"{tag}-{i}".encode(), partition=i % 3)
+        assert p.flush(30) == 0
+        p.send_offsets_to_transaction([TopicPartition(topic, 0, 100 if commit else 200)], meta, 30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+
+    txn("a", commit=True)
+    txn("b", commit=False)
+    txn("c", commit=True)
+    got = read_committed(cluster, topic, 3, 60)
+    assert sorted(got) == sorted(f"{t}-{i}".encode() for t in "ac" for i in range(30))
+    # The group's offset came with the committed transactions, not the aborted one.
+    committed = cons.committed([TopicPartition(topic, 0)], timeout=15)[0].offset
+    cons.close()
+    assert committed == 100
+
+
+def test_a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed(cluster):
+    topic = unique_topic("cg")
+    create(cluster, topic, 3)
+    ck.produce_and_wait(bootstrap(cluster), topic,
+                        [{"value": f"m-{i}".encode(), "partition": i % 3} for i in range(300)],
+                        **{"acks": "all"})
+    group = unique_topic("cgg")
+    a = ck.admin(bootstrap(cluster))
+    desc = a.describe_consumer_groups([group], request_timeout=30)[group].result(30)
+    coordinator = desc.coordinator.id
+    conf = {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "enable.auto.offset.store": True}
+    seen = []
+    c = ck.consumer(bootstrap(cluster), **conf)
+    c.subscribe([topic])
+    try:
+        while len(seen) < 150:
+            for m in c.consume(150 - len(seen), 0.5):
+                assert not m.error(), m.error()
+                seen.append(m.value())
+        c.commit(asynchronous=False)
+    finally:
+        c.close()
+    cluster[coordinator].kill9()
+    survivors = [b for b in cluster if b.alive()]
+
+    # A new member resumes where the group committed: every record once.
+    c = ck.consumer(bootstrap(survivors), **conf)
+    c.subscribe([topic])
+    rest = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(seen) + len(rest) < 300 and time.monotonic() < deadline:
+            for m in c.consume(300, 0.5):
+                assert not m.error(), m.error()
+                rest.append(m.value())
+    finally:
+        c.close()
+    assert sorted(seen + rest) == sorted(f"m-{i}".encode() for i in range(300))
