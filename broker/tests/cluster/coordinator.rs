@@ -40,7 +40,7 @@ fn find_coordinator(b: &Broker, group: &str) -> (i16, i32) {
 }
 
 /// A simple (standalone) commit of `offset` for partition 0: the error code.
-fn commit(b: &Broker, group: &str, topic: &str, offset: i64) -> i16 {
+pub(super) fn commit(b: &Broker, group: &str, topic: &str, offset: i64) -> i16 {
     let r: OffsetCommitResponse = b.connect().call(
         ApiKey::OffsetCommit,
         8,
@@ -62,7 +62,7 @@ fn commit(b: &Broker, group: &str, topic: &str, offset: i64) -> i16 {
 }
 
 /// The committed offset of partition 0, or the group's error.
-fn committed(b: &Broker, group: &str, topic: &str) -> Result<i64, i16> {
+pub(super) fn committed(b: &Broker, group: &str, topic: &str) -> Result<i64, i16> {
     let r: OffsetFetchResponse = b.connect().call(
         ApiKey::OffsetFetch,
         7,
@@ -81,7 +81,7 @@ fn committed(b: &Broker, group: &str, topic: &str) -> Result<i64, i16> {
 }
 
 /// The coordinator every running node names for `group`, once they agree.
-fn agreed_coordinator(c: &Cluster, group: &str, within: Duration) -> i32 {
+pub(super) fn agreed_coordinator(c: &Cluster, group: &str, within: Duration) -> i32 {
     let deadline = Instant::now() + within;
     loop {
         let answers: BTreeSet<(i16, i32)> = c

@@ -6,6 +6,7 @@
 mod support;
 
 mod coordinator;
+mod faults;
 mod replication;
 
 use std::collections::BTreeSet;

@@ -49,7 +49,7 @@ pub(super) fn create_with(
 
 /// The leader of partition 0 as the running nodes agree, once `isr`
 /// replicas are in sync (0: any number).
-fn leader_when_in_sync(c: &Cluster, topic: &str, isr: usize) -> i32 {
+pub(super) fn leader_when_in_sync(c: &Cluster, topic: &str, isr: usize) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let views: Vec<_> = c
@@ -94,7 +94,7 @@ fn leader_and_epoch(c: &Cluster, topic: &str) -> (i32, i32) {
 }
 
 /// Every record of partition 0 as its leader serves it: offset to value.
-fn read_all(b: &Broker, topic: &str) -> BTreeMap<i64, String> {
+pub(super) fn read_all(b: &Broker, topic: &str) -> BTreeMap<i64, String> {
     let mut c = b.connect();
     let mut out = BTreeMap::new();
     let mut offset = 0;
@@ -141,8 +141,34 @@ fn fetch(topic: &str, offset: i64, replica: i32, epoch: i32) -> FetchRequest {
         ])
 }
 
+/// Writes `n` records with acks=all to partition 0's current leader,
+/// retrying refusals; the acknowledged values go into `acked`.
+pub(super) fn write_acked(
+    c: &Cluster,
+    topic: &str,
+    n: usize,
+    acked: &mut BTreeSet<String>,
+    attempts: &mut usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while i < n {
+        assert!(Instant::now() < deadline, "writes stalled");
+        *attempts += 1;
+        let v = format!("v-{attempts}");
+        let leader = leader_when_in_sync(c, topic, 0);
+        match produce(&c.nodes[leader as usize], topic, &v) {
+            Some(0) => {
+                acked.insert(v);
+                i += 1;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// acks=all produce of one record to node `b`: the error code.
-fn produce(b: &Broker, topic: &str, value: &str) -> Option<i16> {
+pub(super) fn produce(b: &Broker, topic: &str, value: &str) -> Option<i16> {
     let records = support::batch(&[value.as_bytes()], Compression::None);
     std::net::TcpStream::connect(("127.0.0.1", b.kafka_port)).ok()?;
     let mut c = b.connect();
@@ -158,22 +184,8 @@ fn acknowledged_writes_survive_killing_the_leader_and_replicas_end_identical() {
 
     let mut acked = BTreeSet::new();
     let mut attempts = 0;
-    let write = |c: &Cluster, n: usize, acked: &mut BTreeSet<String>, attempts: &mut usize| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut i = 0;
-        while i < n {
-            assert!(Instant::now() < deadline, "writes stalled");
-            *attempts += 1;
-            let v = format!("v-{attempts}");
-            let leader = leader_when_in_sync(c, "q", 0);
-            match produce(&c.nodes[leader as usize], "q", &v) {
-                Some(0) => {
-                    acked.insert(v);
-                    i += 1;
-                }
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+    let write = |c: &Cluster, n, acked: &mut BTreeSet<String>, attempts: &mut usize| {
+        write_acked(c, "q", n, acked, attempts)
     };
     write(&c, 200, &mut acked, &mut attempts);
     let killed = Instant::now();

@@ -21,6 +21,9 @@ pub struct Broker {
     pub extra: Vec<String>,
     /// Data dir elsewhere than `dir/data` (a power-cut mount).
     pub data: Option<PathBuf>,
+    /// A process stopped with SIGSTOP (`child` is None meanwhile, so
+    /// helpers that ask the running nodes leave it out).
+    pub paused: Option<Child>,
 }
 
 pub fn free_port() -> u16 {
@@ -64,6 +67,7 @@ impl Broker {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             data,
+            paused: None,
         }
     }
 
@@ -163,6 +167,21 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP: the process is frozen (a long GC pause, a hung disk) with
+    /// its sockets open.
+    pub fn pause(&mut self) {
+        let child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "STOP");
+        self.paused = Some(child);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&mut self) {
+        let child = self.paused.take().expect("paused");
+        unsafe_kill(child.id(), "CONT");
+        self.child = Some(child);
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
@@ -208,7 +227,7 @@ fn unsafe_kill(pid: u32, sig: &str) {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(mut c) = self.child.take().or_else(|| self.paused.take()) {
             let _ = c.kill();
             let _ = c.wait();
         }

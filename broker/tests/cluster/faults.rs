@@ -1,0 +1,132 @@
+//! Faults a cluster must survive without losing an acknowledged write: a
+//! leader frozen (SIGSTOP, as a long pause or a hung disk) while the others
+//! carry on, and a rolling restart of every broker under load, with a
+//! consumer group's committed offset kept throughout.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::coordinator::{agreed_coordinator, commit, committed};
+use super::replication::{create_with, leader_when_in_sync, read_all, write_acked};
+use super::support::{self, Broker};
+use super::{Cluster, poll, wait_for_view};
+
+/// Every segment file of `topic`-0 on node `b`, in order.
+fn segments(b: &Broker, topic: &str) -> Vec<Vec<u8>> {
+    let dir = b.data_dir().join(format!("{topic}-0"));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let mut v = Vec::new();
+            std::fs::File::open(p)
+                .and_then(|mut f| f.read_to_end(&mut v))
+                .map(|_| v)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Every acknowledged value is in the leader's log, offsets dense, and
+/// once quiet every replica holds the same bytes.
+fn check_nothing_lost(c: &Cluster, topic: &str, acked: &BTreeSet<String>) {
+    let leader = leader_when_in_sync(c, topic, 3);
+    let found = read_all(&c.nodes[leader as usize], topic);
+    let values: BTreeSet<String> = found.values().cloned().collect();
+    let lost: Vec<&String> = acked.difference(&values).collect();
+    println!(
+        "{topic}: acked {} found {} lost {}",
+        acked.len(),
+        found.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        found.keys().copied().eq(0..found.len() as i64),
+        "offsets are not dense"
+    );
+    poll(
+        "replicas are byte-identical",
+        Duration::from_secs(30),
+        || {
+            let s: Vec<_> = c.nodes.iter().map(|b| segments(b, topic)).collect();
+            !s[0].is_empty() && s.iter().all(|x| *x == s[0])
+        },
+    );
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_loses_nothing_acknowledged_when_it_thaws() {
+    let mut c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "f", 1, 3, &[("min.insync.replicas", "2")]);
+    let first = leader_when_in_sync(&c, "f", 3);
+    let mut acked = BTreeSet::new();
+    let mut attempts = 0;
+    write_acked(&c, "f", 100, &mut acked, &mut attempts);
+
+    // A write sent to the leader just before it freezes, answered after.
+    let port = c.nodes[first as usize].kafka_port;
+    let stale = std::thread::spawn(move || {
+        let mut client = support::connect(port);
+        let records = support::batch(&[b"stale"], kafka_protocol::records::Compression::None);
+        support::try_produce(&mut client, "f", 0, -1, records).map(|(code, _)| code)
+    });
+    let frozen = Instant::now();
+    c.nodes[first as usize].pause();
+    let second = leader_when_in_sync(&c, "f", 2);
+    assert_ne!(second, first);
+    println!(
+        "leader {first} frozen; {second} leads after {:?}",
+        frozen.elapsed()
+    );
+    write_acked(&c, "f", 100, &mut acked, &mut attempts);
+
+    c.nodes[first as usize].resume();
+    let answer = stale.join().unwrap();
+    println!("the frozen leader's write was answered {answer:?}");
+    if answer == Some(0) {
+        acked.insert("stale".into());
+    }
+    write_acked(&c, "f", 50, &mut acked, &mut attempts);
+    check_nothing_lost(&c, "f", &acked);
+}
+
+#[test]
+fn a_rolling_restart_loses_no_write_and_keeps_the_group_offset() {
+    let mut c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "r", 1, 3, &[("min.insync.replicas", "2")]);
+    let mut acked = BTreeSet::new();
+    let mut attempts = 0;
+    let mut offset = 0;
+    for node in 0..3 {
+        write_acked(&c, "r", 50, &mut acked, &mut attempts);
+        offset += 50;
+        let coordinator = agreed_coordinator(&c, "g", Duration::from_secs(30));
+        poll("a commit", Duration::from_secs(20), || {
+            commit(&c.nodes[coordinator as usize], "g", "r", offset) == 0
+        });
+        assert!(c.nodes[node].stop(), "broker {node} stopped uncleanly");
+        write_acked(&c, "r", 50, &mut acked, &mut attempts);
+        let coordinator = agreed_coordinator(&c, "g", Duration::from_secs(30));
+        let mut seen = Err(-1);
+        poll("the group served", Duration::from_secs(20), || {
+            seen = committed(&c.nodes[coordinator as usize], "g", "r");
+            seen.is_ok()
+        });
+        assert_eq!(seen, Ok(offset), "with broker {node} down");
+        c.nodes[node].spawn();
+        leader_when_in_sync(&c, "r", 3);
+    }
+    check_nothing_lost(&c, "r", &acked);
+}
