@@ -1,7 +1,8 @@
 """A 3-broker Karnak cluster used by librdkafka (confluent-kafka) as a Kafka
 cluster (issue 18): replicated topics, a transaction whose partitions, group
-and coordinator sit on different brokers, and a consumer group whose
-coordinator is killed mid-stream."""
+and coordinator sit on different brokers, a consumer group whose
+coordinator is killed mid-stream, and a transactional id whose coordinator
+is killed with a transaction open."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import ck
+import kafka_wire as w
 from conftest import Broker, free_port, unique_topic, wait_until
 
 
@@ -147,3 +149,46 @@ def test_a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed(clust
     finally:
         c.close()
     assert sorted(seen + rest) == sorted(f"m-{i}".encode() for i in range(300))
+
+
+def txn_coordinator(bootstrap_one, tid):
+    """FindCoordinator v1 for a transactional id: the coordinator's node id."""
+    payload = w.header_v1(10, 1, 7) + w.string(tid) + w.i8(1)
+    r = w.Reader(w.roundtrip(bootstrap_one, payload))
+    assert r.i32() == 7
+    r.i32()  # throttle
+    err = r.i16()
+    r.string()
+    node = r.i32()
+    return node if err == 0 else None
+
+
+def test_an_open_transaction_is_aborted_and_a_committed_one_kept_when_its_coordinator_dies(
+        cluster):
+    topic = unique_topic("tc")
+    create(cluster, topic, 3)
+    tid = unique_topic("tct")
+    first = ck.producer(bootstrap(cluster), **{"transactional.id": tid})
+    first.init_transactions(30)
+    first.begin_transaction()
+    for i in range(30):
+        first.produce(topic, f"kept-{i}".encode(), partition=i % 3)
+    first.commit_transaction(30)
+    first.begin_transaction()
+    for i in range(30):
+        first.produce(topic, f"open-{i}".encode(), partition=i % 3)
+    assert first.flush(30) == 0
+    coordinator = txn_coordinator(cluster[0].bootstrap, tid)
+    assert coordinator is not None
+    cluster[coordinator].kill9()
+    survivors = [b for b in cluster if b.alive()]
+    # The application starts again with the same transactional id: the new
+    # coordinator fences the old producer and aborts its open transaction.
+    second = ck.producer(bootstrap(survivors), **{"transactional.id": tid})
+    second.init_transactions(60)
+    second.begin_transaction()
+    for i in range(30):
+        second.produce(topic, f"after-{i}".encode(), partition=i % 3)
+    second.commit_transaction(60)
+    got = read_committed(survivors, topic, 3, 60)
+    assert sorted(got) == sorted(f"{t}-{i}".encode() for t in ("kept", "after") for i in range(30))
