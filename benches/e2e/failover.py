@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Leader failover time of a 3-broker Karnak cluster (issue 18), for
+benches/RESULTS.md.
+
+Each round starts three fresh brokers on loopback (every one a metadata
+voter), creates a topic with one partition, replication factor 3 and
+min.insync.replicas=2, and runs a librdkafka producer (acks=all, linger.ms=0,
+one record every 2 ms, idempotent) against it. The partition's leader is
+then killed with SIGKILL. Reported per round:
+
+  detect_s    kill -> the survivors' Metadata name a new leader
+  gap_s       the longest time between two acknowledgements around the
+              kill: how long producers saw the partition unavailable
+  lost        acknowledged records missing from the new leader's log
+
+The reference is the broker session timeout the controller fences a
+silent broker after (--broker-session-timeout-ms, 1500 by default): the
+detection floor. The goal (issue 18) is a gap under 2 s in every round.
+
+  compat-tests/.venv/bin/python benches/e2e/failover.py [--rounds 5] [--bin target/release/karnak]
+
+Bounded: each round writes for at most 20 s and stops its brokers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "compat-tests"))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from conftest import Broker, free_port  # noqa: E402
+
+SESSION_TIMEOUT_MS = 1500
+
+
+def start_cluster(binary: Path, work: Path):
+    peers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in range(3))
+    cid = "bench-" + uuid.uuid4().hex
+    nodes = [Broker(binary, work / f"n{i}", work / "logs",
+                    ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false",
+                     "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS)], node_id=i)
+             for i in range(3)]
+    for b in nodes:
+        b.spawn()
+    for b in nodes:
+        b.wait_ready()
+    return nodes
+
+
+def bootstrap(nodes):
+    return ",".join(b.bootstrap for b in nodes if b.alive())
+
+
+def leader(admin, topic):
+    md = admin.list_topics(topic=topic, timeout=5).topics.get(topic)
+    if md is None or md.error is not None or 0 not in md.partitions:
+        return None, []
+    p = md.partitions[0]
+    return p.leader, p.isrs
+
+
+def one_round(binary: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="karnak-failover.") as d:
+        nodes = start_cluster(binary, Path(d))
+        try:
+            topic = "fo-" + uuid.uuid4().hex[:8]
+            admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+            admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})],
+                                operation_timeout=30)[topic].result(30)
+            deadline = time.monotonic() + 30
+            while True:
+                lead, isr = leader(admin, topic)
+                if lead is not None and lead >= 0 and len(isr) == 3:
+                    break
+                assert time.monotonic() < deadline, "no in-sync leader"
+                time.sleep(0.05)
+
+            acks = []  # (monotonic time, value)
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def on_delivery(err, msg):
+                if err is None:
+                    with lock:
+                        acks.append((time.monotonic(), msg.value()))
+
+            def produce():
+                p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all",
+                              "linger.ms": 0, "enable.idempotence": True,
+                              "message.timeout.ms": 30000,
+                              "topic.metadata.refresh.interval.ms": 1000})
+                i = 0
+                while not stop.is_set():
+                    p.produce(topic, f"v-{i}".encode(), partition=0, on_delivery=on_delivery)
+                    p.poll(0)
+                    i += 1
+                    time.sleep(0.002)
+                p.flush(30)
+
+            t = threading.Thread(target=produce)
+            t.start()
+            time.sleep(3)
+            killed_at = time.monotonic()
+            nodes[lead].kill9()
+            survivors = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+            detect = None
+            while detect is None and time.monotonic() - killed_at < 20:
+                try:
+                    new, _ = leader(survivors, topic)
+                except Exception:  # noqa: BLE001 - a dead bootstrap node
+                    new = None
+                if new is not None and new >= 0 and new != lead:
+                    detect = time.monotonic() - killed_at
+                time.sleep(0.01)
+            time.sleep(4)
+            stop.set()
+            t.join(60)
+            with lock:
+                times = [a[0] for a in acks]
+                values = {a[1] for a in acks}
+            around = [x for x in times if killed_at - 1 <= x <= killed_at + 15]
+            gap = max((b - a for a, b in zip(around, around[1:])), default=float("nan"))
+
+            c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": "unused",
+                          "enable.auto.commit": False})
+            c.assign([TopicPartition(topic, 0, 0)])
+            found = set()
+            end = time.monotonic() + 60
+            while len(found) < len(values) and time.monotonic() < end:
+                for m in c.consume(1000, 0.5):
+                    if not m.error():
+                        found.add(m.value())
+            c.close()
+            return {"killed": lead, "detect_s": round(detect or float("nan"), 3),
+                    "gap_s": round(gap, 3), "acked": len(values),
+                    "lost": len(values - found)}
+        finally:
+            for b in nodes:
+                b.kill9()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    default = ROOT / "target" / "release" / "karnak"
+    if not default.exists():
+        default = ROOT / "target" / "debug" / "karnak"
+    ap.add_argument("--bin", type=Path, default=default)
+    a = ap.parse_args()
+    print(f"# {a.bin}, {os.cpu_count()} cores, session timeout {SESSION_TIMEOUT_MS} ms")
+    rows = []
+    for r in range(a.rounds):
+        row = one_round(a.bin)
+        row["round"] = r
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    gaps = [r["gap_s"] for r in rows]
+    detects = [r["detect_s"] for r in rows]
+    print(f"detect_s {min(detects):.2f}-{max(detects):.2f} (median {statistics.median(detects):.2f}); "
+          f"gap_s {min(gaps):.2f}-{max(gaps):.2f} (median {statistics.median(gaps):.2f}); "
+          f"gap / session timeout {min(gaps) * 1000 / SESSION_TIMEOUT_MS:.2f}-"
+          f"{max(gaps) * 1000 / SESSION_TIMEOUT_MS:.2f}; lost {sum(r['lost'] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
