@@ -593,6 +593,46 @@ impl LogManager {
         Ok(log)
     }
 
+    /// Empties a partition's log and starts it at `start`: a follower whose
+    /// log ends before its leader's log start (retention or DeleteRecords
+    /// ran while it was away) can only continue from there.
+    pub fn reset_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: i64,
+    ) -> Result<Arc<Log>, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| StorageError::UnknownTopic(topic.to_string()))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .filter(|p| *p < t.logs.len())
+            .ok_or_else(|| StorageError::UnknownTopic(format!("{topic}-{partition}")))?;
+        let old = t.logs[p].clone();
+        let from = old.log_end_offset();
+        old.close()?;
+        crate::log::replica::clear_files(old.dir(), start.max(0))?;
+        let log = Arc::new(Log::open(old.dir(), topic, partition, t.config.clone())?);
+        log.set_replicated(old.is_replicated());
+        let mut logs = t.logs.clone();
+        logs[p] = log.clone();
+        self.swap_topic(Arc::new(Topic {
+            meta: t.meta.clone(),
+            config: t.config.clone(),
+            logs,
+        }));
+        tracing::warn!(
+            topic,
+            partition,
+            from,
+            start,
+            "a replica behind its leader's log start starts again there"
+        );
+        Ok(log)
+    }
+
     pub fn log(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {
         let t = self.topic(topic)?;
         usize::try_from(partition)

@@ -191,3 +191,43 @@ fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
     fresh.logs[0].set_replicated(true);
     assert_eq!(fresh.logs[0].high_watermark(), 1);
 }
+
+#[test]
+fn a_replica_behind_its_leaders_log_start_starts_again_there() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = manager(ld.path());
+    leader_history(&leader);
+    let l = leader.log("t", 0).unwrap();
+    let end = l.log_end_offset();
+    // Retention (here DeleteRecords) moved the leader's start past offset 3.
+    assert_eq!(l.delete_records_before(3).unwrap(), 3);
+    let read = l.read(3, 1 << 20, true).unwrap();
+    let slice = read.slice.unwrap();
+    let mut tail = vec![0u8; slice.len];
+    std::os::unix::fs::FileExt::read_exact_at(&*slice.file, &mut tail, slice.position).unwrap();
+
+    let follower = manager(fd.path());
+    follower.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let f = follower.log("t", 0).unwrap();
+    f.set_replicated(true);
+    f.append(&Bytes::from(build_batch(TS, &[b"only one"])), 1, None)
+        .unwrap();
+    let f = follower.reset_partition("t", 0, 3).unwrap();
+    assert!(f.is_replicated());
+    assert_eq!((f.log_start_offset(), f.log_end_offset()), (3, 3));
+    assert_ne!(
+        f.latest_epoch(),
+        1,
+        "the epoch cache of the old log is gone"
+    );
+    f.append_as_follower(&Bytes::from(tail)).unwrap();
+    assert_eq!(f.log_end_offset(), end);
+    assert_eq!(f.latest_epoch(), 4);
+    drop(f);
+    follower.shutdown().unwrap();
+    drop(follower);
+    let follower = manager(fd.path());
+    let f = follower.log("t", 0).unwrap();
+    assert_eq!((f.log_start_offset(), f.log_end_offset()), (3, end));
+    assert!(f.read(2, 1 << 20, true).is_err(), "nothing below the start");
+}

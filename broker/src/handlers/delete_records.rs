@@ -36,9 +36,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     if internal {
                         return result.with_error_code(ResponseError::InvalidTopicException.code());
                     }
-                    let Some(log) = broker.logs.log(name, p.partition_index) else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    // The leader moves the log start; followers follow it.
+                    let log = match broker.replicas.leader_log(name, p.partition_index, -1) {
+                        Ok(log) => log,
+                        Err(code) => return result.with_error_code(code),
                     };
                     let offset = if p.offset == HIGH_WATERMARK {
                         log.high_watermark()

@@ -372,6 +372,22 @@ async fn fetch(
                         }
                     }
                 }
+                code if code == ResponseError::OffsetOutOfRange.code()
+                    && p.log_start_offset > log.log_end_offset() =>
+                {
+                    // Behind the leader's log start: what we lack is gone
+                    // there too; start again at its start.
+                    let (logs, topic, start) =
+                        (manager.logs.clone(), key.0.clone(), p.log_start_offset);
+                    let reset = tokio::task::spawn_blocking(move || {
+                        logs.reset_partition(&topic, key.1, start)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)?;
+                    if let Err(e) = reset {
+                        tracing::error!(topic = %key.0, partition = key.1, error = %e, "could not reset a replica to its leader's log start");
+                    }
+                }
                 code if code == ResponseError::OffsetOutOfRange.code() => {
                     // Ahead of the leader: find where the logs agree again.
                     if let Some(f) = lock(partitions).get_mut(&key) {

@@ -130,3 +130,65 @@ fn a_rolling_restart_loses_no_write_and_keeps_the_group_offset() {
     }
     check_nothing_lost(&c, "r", &acked);
 }
+
+/// DeleteRecords v2 of partition 0 below `offset`, on node `b`: the error code.
+fn delete_records(b: &Broker, topic: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let r: DeleteRecordsResponse = b.connect().call(
+        ApiKey::DeleteRecords,
+        2,
+        &DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(offset),
+                    ]),
+            ]),
+    );
+    r.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn a_replica_back_after_its_leaders_log_start_passed_it_starts_there_and_rejoins() {
+    let mut c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "d", 1, 3, &[("min.insync.replicas", "2")]);
+    let first = leader_when_in_sync(&c, "d", 3);
+    let mut acked = BTreeSet::new();
+    let mut attempts = 0;
+    write_acked(&c, "d", 20, &mut acked, &mut attempts);
+    let away = (0..3).find(|n| *n != first).unwrap() as usize;
+    assert!(c.nodes[away].stop());
+    write_acked(&c, "d", 50, &mut acked, &mut attempts);
+    let leader = leader_when_in_sync(&c, "d", 2);
+    // Only the leader moves the log start; a follower refuses.
+    let follower = (0..3)
+        .find(|n| *n != leader && *n as usize != away)
+        .unwrap();
+    assert_eq!(
+        delete_records(&c.nodes[follower as usize], "d", 60),
+        kafka_protocol::error::ResponseError::NotLeaderOrFollower.code()
+    );
+    assert_eq!(delete_records(&c.nodes[leader as usize], "d", 60), 0);
+    c.nodes[away].spawn();
+    leader_when_in_sync(&c, "d", 3);
+    let dir = c.nodes[away].data_dir().join("d-0");
+    poll(
+        "the returned replica starts at the leader's log start",
+        Duration::from_secs(20),
+        || {
+            dir.join("00000000000000000060.log").exists()
+                && segments(&c.nodes[away], "d").len() == 1
+        },
+    );
+}

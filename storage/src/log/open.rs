@@ -110,8 +110,11 @@ impl Log {
         let active = match segments.last_key_value() {
             Some((_, s)) => s.clone(),
             None => {
-                let s = Arc::new(LogSegment::create(dir, 0, index_bytes, -1)?);
-                segments.insert(0, s.clone());
+                // Empty: from the log start offset (a replica reset to its
+                // leader's start), else 0.
+                let base = retention::read_log_start_offset(dir)?.unwrap_or(0).max(0);
+                let s = Arc::new(LogSegment::create(dir, base, index_bytes, -1)?);
+                segments.insert(base, s.clone());
                 s
             }
         };

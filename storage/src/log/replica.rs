@@ -199,6 +199,40 @@ fn whole_batches(records: &Bytes) -> Bytes {
 /// clean-shutdown marker goes so the next open checks what is left.
 /// Opening the log afterwards rebuilds producer state, the aborted-txn
 /// index and the epoch cache up to the new end.
+/// Removes every segment, index, snapshot and the leader epoch cache of a
+/// closed log and makes `start` its log start offset: the log opens empty
+/// at `start` (Kafka's truncateFullyAndStartAt, for a follower that fell
+/// behind its leader's log start).
+pub(crate) fn clear_files(dir: &std::path::Path, start: i64) -> Result<(), StorageError> {
+    use crate::error::IoContext;
+    let remove = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(format!("removing {}", p.display()), e)),
+    };
+    for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            super::open::remove_segment_files(dir, base)?;
+        }
+    }
+    for snap in super::producer_state::list_snapshots(dir)? {
+        remove(super::producer_state::snapshot_path(dir, snap))?;
+    }
+    remove(dir.join(super::leader_epoch::LEADER_EPOCH_CHECKPOINT))?;
+    remove(dir.join(super::CLEAN_SHUTDOWN_FILE))?;
+    crate::checkpoint::write_checkpoint(
+        &dir.join(super::retention::LOG_START_OFFSET_CHECKPOINT),
+        &[vec![start]],
+    )?;
+    crate::log::sync_dir(dir)
+}
+
 pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), StorageError> {
     use crate::error::IoContext;
     use crate::segment::{index_path, log_path, time_index_path};
