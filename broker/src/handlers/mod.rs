@@ -33,6 +33,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 mod fetch_legacy;
@@ -79,6 +80,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::ElectLeaders => "ElectLeaders",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::JoinGroup => "JoinGroup",
@@ -226,6 +228,7 @@ fn route(
         ApiKey::CreateTopics => create_topics::handle(broker, body, version)?,
         ApiKey::DeleteTopics => delete_topics::handle(broker, body, version)?,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version)?,
+        ApiKey::ElectLeaders => elect_leaders::handle(broker, body, version)?,
         ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version)?,
         ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version)?,
         ApiKey::JoinGroup => join_group::handle(broker, body, version, &caller(header, peer))?,

@@ -192,3 +192,61 @@ fn a_replica_back_after_its_leaders_log_start_passed_it_starts_there_and_rejoins
         },
     );
 }
+
+/// ElectLeaders v2 (preferred) for partition 0 of `topic`, or for every
+/// partition (None): (topic, partition, error) per answered partition.
+fn elect_preferred(b: &Broker, topic: Option<&str>) -> Vec<(String, i32, i16)> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let r: ElectLeadersResponse = b.connect().call(
+        ApiKey::ElectLeaders,
+        2,
+        &ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(topic.map(|t| {
+                vec![
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(vec![0]),
+                ]
+            })),
+    );
+    assert_eq!(r.error_code, 0);
+    r.replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.to_string(), p.partition_id, p.error_code))
+        })
+        .collect()
+}
+
+#[test]
+fn a_preferred_election_gives_leadership_back_to_the_first_replica() {
+    use kafka_protocol::error::ResponseError;
+    let mut c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "p", 1, 3, &[]);
+    let preferred = leader_when_in_sync(&c, "p", 3);
+    assert_eq!(
+        elect_preferred(&c.nodes[0], Some("p")),
+        [("p".to_string(), 0, ResponseError::ElectionNotNeeded.code())]
+    );
+    c.nodes[preferred as usize].kill9();
+    let other = leader_when_in_sync(&c, "p", 2);
+    assert_ne!(other, preferred);
+    // Back, in sync, but not leading: until asked.
+    c.nodes[preferred as usize].spawn();
+    assert_eq!(leader_when_in_sync(&c, "p", 3), other);
+    let asked = (0..3).find(|n| *n != preferred).unwrap() as usize;
+    let answered = elect_preferred(&c.nodes[asked], None);
+    assert!(answered.contains(&("p".to_string(), 0, 0)), "{answered:?}");
+    poll(
+        "the preferred replica leads again",
+        Duration::from_secs(20),
+        || leader_when_in_sync(&c, "p", 3) == preferred,
+    );
+}
