@@ -353,6 +353,7 @@ fn a_single_node_data_dir_from_before_the_metadata_log_keeps_its_topics() {
     let records = support::batch(&[b"a", b"b"], kafka_protocol::records::Compression::None);
     let (code, _) = support::try_produce(&mut b.connect(), "kept", 1, -1, records).unwrap();
     assert_eq!(code, 0);
+    assert_eq!(coordinator::commit(&b, "g", "kept", 2), 0);
     assert!(b.stop());
     // What a data dir written before the metadata log looked like.
     std::fs::remove_dir_all(b.data_dir().join("__karnak_meta/raft")).unwrap();
@@ -374,6 +375,8 @@ fn a_single_node_data_dir_from_before_the_metadata_log_keeps_its_topics() {
     );
     let kept = r.topics.iter().find(|t| t.topic_id == id);
     assert!(kept.is_some(), "the topic id is unchanged");
+    // The coordinator shards' topic was adopted too: the group is there.
+    assert_eq!(coordinator::committed(&b, "g", "kept"), Ok(2));
     // Its records are still there, and the next start does not adopt again.
     assert!(b.stop());
     b.spawn();
