@@ -550,46 +550,30 @@ impl LogManager {
     }
 
     /// Cuts a partition's log back to `offset` (a follower whose log
-    /// diverged from its new leader's). The log is closed, its files cut,
-    /// and a new `Log` opened and swapped in; holders of the old one see it
-    /// closed. Returns the log in force.
+    /// diverged from its new leader's). Returns the log in force.
     pub fn truncate_partition(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
     ) -> Result<Arc<Log>, StorageError> {
-        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let t = self
-            .topic(topic)
-            .ok_or_else(|| StorageError::UnknownTopic(topic.to_string()))?;
-        let p = usize::try_from(partition)
-            .ok()
-            .filter(|p| *p < t.logs.len())
-            .ok_or_else(|| StorageError::UnknownTopic(format!("{topic}-{partition}")))?;
-        let old = t.logs[p].clone();
-        if offset >= old.log_end_offset() {
-            return Ok(old);
-        }
-        let from = old.log_end_offset();
-        old.close()?;
-        crate::log::replica::truncate_files(old.dir(), offset.max(old.log_start_offset()))?;
-        let log = Arc::new(Log::open(old.dir(), topic, partition, t.config.clone())?);
-        log.set_replicated(old.is_replicated());
-        let mut logs = t.logs.clone();
-        logs[p] = log.clone();
-        self.swap_topic(Arc::new(Topic {
-            meta: t.meta.clone(),
-            config: t.config.clone(),
-            logs,
-        }));
-        tracing::warn!(
+        let (log, from) = self.rewrite_log(
             topic,
             partition,
-            from,
-            to = log.log_end_offset(),
-            "truncated a replica's log to its leader's"
-        );
+            |old| offset < old.log_end_offset(),
+            |old| {
+                crate::log::replica::truncate_files(old.dir(), offset.max(old.log_start_offset()))
+            },
+        )?;
+        if let Some(from) = from {
+            tracing::warn!(
+                topic,
+                partition,
+                from,
+                to = log.log_end_offset(),
+                "truncated a replica's log to its leader's"
+            );
+        }
         Ok(log)
     }
 
@@ -602,6 +586,33 @@ impl LogManager {
         partition: i32,
         start: i64,
     ) -> Result<Arc<Log>, StorageError> {
+        let (log, from) = self.rewrite_log(
+            topic,
+            partition,
+            |_| true,
+            |old| crate::log::replica::clear_files(old.dir(), start.max(0)),
+        )?;
+        tracing::warn!(
+            topic,
+            partition,
+            from,
+            start,
+            "a replica behind its leader's log start starts again there"
+        );
+        Ok(log)
+    }
+
+    /// If `needed`, closes a partition's log, lets `files` change its files,
+    /// and opens a new `Log` over them in its place (holders of the old one
+    /// see it closed). Returns the log in force and, when it was replaced,
+    /// the old log end offset.
+    fn rewrite_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        needed: impl FnOnce(&Log) -> bool,
+        files: impl FnOnce(&Log) -> Result<(), StorageError>,
+    ) -> Result<(Arc<Log>, Option<i64>), StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let t = self
             .topic(topic)
@@ -611,9 +622,12 @@ impl LogManager {
             .filter(|p| *p < t.logs.len())
             .ok_or_else(|| StorageError::UnknownTopic(format!("{topic}-{partition}")))?;
         let old = t.logs[p].clone();
+        if !needed(&old) {
+            return Ok((old, None));
+        }
         let from = old.log_end_offset();
         old.close()?;
-        crate::log::replica::clear_files(old.dir(), start.max(0))?;
+        files(&old)?;
         let log = Arc::new(Log::open(old.dir(), topic, partition, t.config.clone())?);
         log.set_replicated(old.is_replicated());
         let mut logs = t.logs.clone();
@@ -623,14 +637,7 @@ impl LogManager {
             config: t.config.clone(),
             logs,
         }));
-        tracing::warn!(
-            topic,
-            partition,
-            from,
-            start,
-            "a replica behind its leader's log start starts again there"
-        );
-        Ok(log)
+        Ok((log, Some(from)))
     }
 
     pub fn log(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {

@@ -29,15 +29,11 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
         _ => INVALID_REQUEST,
     };
     if error != NONE {
-        return Coordinator::default()
-            .with_key(s(key))
-            .with_node_id((-1).into())
-            .with_host(s(""))
-            .with_port(-1)
-            .with_error_code(error)
-            .with_error_message(Some(s(format!(
-                "invalid coordinator key {key:?} (type {key_type})"
-            ))));
+        return refused(
+            key,
+            error,
+            format!("invalid coordinator key {key:?} (type {key_type})"),
+        );
     }
     let shard = karnak_coordinator::shard_for(key, broker.groups.shard_count());
     let meta = broker.cluster.metadata();
@@ -60,16 +56,23 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
             .with_host(s(host))
             .with_port(port)
             .with_error_code(NONE),
-        None => Coordinator::default()
-            .with_key(s(key))
-            .with_node_id((-1).into())
-            .with_host(s(""))
-            .with_port(-1)
-            .with_error_code(COORDINATOR_NOT_AVAILABLE)
-            .with_error_message(Some(s(format!(
-                "coordinator shard {shard} has no leader yet"
-            )))),
+        None => refused(
+            key,
+            COORDINATOR_NOT_AVAILABLE,
+            format!("coordinator shard {shard} has no leader yet"),
+        ),
     }
+}
+
+/// An answer naming no coordinator.
+fn refused(key: &str, error: i16, message: String) -> Coordinator {
+    Coordinator::default()
+        .with_key(s(key))
+        .with_node_id((-1).into())
+        .with_host(s(""))
+        .with_port(-1)
+        .with_error_code(error)
+        .with_error_message(Some(s(message)))
 }
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {

@@ -193,49 +193,9 @@ fn whole_batches(records: &Bytes) -> Bytes {
     records.slice(..pos)
 }
 
-/// Cuts a closed log's files at `offset` (a batch boundary): segments from
-/// there on go, the one holding it is cut where its batch starts and loses
-/// its indexes (rebuilt on open), producer snapshots past it go, and the
-/// clean-shutdown marker goes so the next open checks what is left.
-/// Opening the log afterwards rebuilds producer state, the aborted-txn
-/// index and the epoch cache up to the new end.
-/// Removes every segment, index, snapshot and the leader epoch cache of a
-/// closed log and makes `start` its log start offset: the log opens empty
-/// at `start` (Kafka's truncateFullyAndStartAt, for a follower that fell
-/// behind its leader's log start).
-pub(crate) fn clear_files(dir: &std::path::Path, start: i64) -> Result<(), StorageError> {
+/// The base offsets of a log dir's segments, sorted.
+fn segment_bases(dir: &std::path::Path) -> Result<Vec<i64>, StorageError> {
     use crate::error::IoContext;
-    let remove = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io(format!("removing {}", p.display()), e)),
-    };
-    for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
-        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
-        if let Some(base) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_suffix(".log"))
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            super::open::remove_segment_files(dir, base)?;
-        }
-    }
-    for snap in super::producer_state::list_snapshots(dir)? {
-        remove(super::producer_state::snapshot_path(dir, snap))?;
-    }
-    remove(dir.join(super::leader_epoch::LEADER_EPOCH_CHECKPOINT))?;
-    remove(dir.join(super::CLEAN_SHUTDOWN_FILE))?;
-    crate::checkpoint::write_checkpoint(
-        &dir.join(super::retention::LOG_START_OFFSET_CHECKPOINT),
-        &[vec![start]],
-    )?;
-    crate::log::sync_dir(dir)
-}
-
-pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), StorageError> {
-    use crate::error::IoContext;
-    use crate::segment::{index_path, log_path, time_index_path};
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
         let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
@@ -249,11 +209,48 @@ pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), S
         }
     }
     bases.sort_unstable();
-    let remove = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
+    Ok(bases)
+}
+
+fn remove_if_exists(p: std::path::PathBuf) -> Result<(), StorageError> {
+    match std::fs::remove_file(&p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StorageError::io(format!("removing {}", p.display()), e)),
-    };
+    }
+}
+
+/// Removes every segment, index, snapshot and the leader epoch cache of a
+/// closed log and makes `start` its log start offset: the log opens empty
+/// at `start` (Kafka's truncateFullyAndStartAt, for a follower that fell
+/// behind its leader's log start).
+pub(crate) fn clear_files(dir: &std::path::Path, start: i64) -> Result<(), StorageError> {
+    for base in segment_bases(dir)? {
+        super::open::remove_segment_files(dir, base)?;
+    }
+    for snap in super::producer_state::list_snapshots(dir)? {
+        remove_if_exists(super::producer_state::snapshot_path(dir, snap))?;
+    }
+    remove_if_exists(dir.join(super::leader_epoch::LEADER_EPOCH_CHECKPOINT))?;
+    remove_if_exists(dir.join(super::CLEAN_SHUTDOWN_FILE))?;
+    crate::checkpoint::write_checkpoint(
+        &dir.join(super::retention::LOG_START_OFFSET_CHECKPOINT),
+        &[vec![start]],
+    )?;
+    crate::log::sync_dir(dir)
+}
+
+/// Cuts a closed log's files at `offset` (a batch boundary): segments from
+/// there on go, the one holding it is cut where its batch starts and loses
+/// its indexes (rebuilt on open), producer snapshots past it go, and the
+/// clean-shutdown marker goes so the next open checks what is left.
+/// Opening the log afterwards rebuilds producer state, the aborted-txn
+/// index and the epoch cache up to the new end.
+pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), StorageError> {
+    use crate::error::IoContext;
+    use crate::segment::{index_path, log_path, time_index_path};
+    let bases = segment_bases(dir)?;
+    let remove = remove_if_exists;
     for &base in bases.iter().filter(|b| **b >= offset && **b > bases[0]) {
         super::open::remove_segment_files(dir, base)?;
     }
