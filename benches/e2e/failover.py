@@ -8,6 +8,7 @@ min.insync.replicas=2, and runs a librdkafka producer (acks=all, linger.ms=0,
 one record every 2 ms, idempotent) against it. The partition's leader is
 then killed with SIGKILL. Reported per round:
 
+  was_controller  the killed broker was also the metadata (Raft) leader
   detect_s    kill -> the survivors' Metadata name a new leader
   gap_s       the longest time between two acknowledgements around the
               kill: how long producers saw the partition unavailable
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -112,7 +114,10 @@ def one_round(binary: Path) -> dict:
 
             t = threading.Thread(target=produce)
             t.start()
-            time.sleep(3)
+            # A random phase: the client's own timers (its 1 s partition
+            # scan) are not in step with a real failure.
+            time.sleep(3 + random.random())
+            controller = admin.list_topics(timeout=5).controller_id
             killed_at = time.monotonic()
             nodes[lead].kill9()
             survivors = AdminClient({"bootstrap.servers": bootstrap(nodes)})
@@ -144,7 +149,8 @@ def one_round(binary: Path) -> dict:
                     if not m.error():
                         found.add(m.value())
             c.close()
-            return {"killed": lead, "detect_s": round(detect or float("nan"), 3),
+            return {"killed": lead, "was_controller": controller == lead,
+                    "detect_s": round(detect or float("nan"), 3),
                     "gap_s": round(gap, 3), "acked": len(values),
                     "lost": len(values - found)}
         finally:

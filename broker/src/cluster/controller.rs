@@ -4,9 +4,18 @@
 //! KRaft's controller does with `broker.session.timeout.ms`). Sessions live
 //! in the leader's memory only: a new leader gives every broker a whole
 //! session before fencing it.
+//!
+//! A session is the bound, not the usual case: when a connection from a
+//! peer closes, a replica fetch from it fails, or (on the leader) its
+//! heartbeats are two intervals late, this node dials it. An address that
+//! refuses the dial is a killed process: every node then stops naming it as
+//! a leader in Metadata (LEADER_NOT_AVAILABLE, so clients look again soon
+//! instead of waiting on a dead connection), and the leader fences it at
+//! once. A broker that is stopped or cut off leaves the dial hanging and
+//! keeps its session to the end.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use karnak_coordinator::metadata::{
@@ -17,7 +26,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::raft_net::Identity;
+use super::raft_net::{self, Identity, Liveness};
+
+/// How long a dial to a quiet broker may take before it counts as unknown.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A committed change: what applying it answered, and its log index (the
 /// proposer waits for its own state machine to reach it).
@@ -62,6 +74,10 @@ struct Sessions {
     term: u64,
     leading_since: Instant,
     last_seen: HashMap<i32, Instant>,
+    /// The term's first look at the brokers is still to come: a new leader
+    /// dials every broker at once (the old leader's broker, often the one
+    /// that died, sends it no heartbeat).
+    first_look: bool,
 }
 
 pub struct Controller {
@@ -70,6 +86,12 @@ pub struct Controller {
     metadata: watch::Receiver<std::sync::Arc<ClusterMetadata>>,
     sessions: Mutex<Sessions>,
     session_timeout: Duration,
+    heartbeat_interval: Duration,
+    /// Brokers being dialled, so a quiet broker gets one probe at a time.
+    probing: Mutex<HashSet<i32>>,
+    /// Brokers whose address refused a dial, with the incarnation they
+    /// had then (a restarted broker is a new incarnation, never gone).
+    gone: Mutex<HashMap<i32, [u8; 16]>>,
 }
 
 impl Controller {
@@ -78,6 +100,7 @@ impl Controller {
         me: Identity,
         sm: &MetadataStateMachine,
         session_timeout: Duration,
+        heartbeat_interval: Duration,
     ) -> Controller {
         Controller {
             raft,
@@ -87,8 +110,12 @@ impl Controller {
                 term: 0,
                 leading_since: Instant::now(),
                 last_seen: HashMap::new(),
+                first_look: true,
             }),
             session_timeout,
+            heartbeat_interval,
+            probing: Mutex::new(HashSet::new()),
+            gone: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,18 +186,20 @@ impl Controller {
     }
 
     fn with_sessions<T>(&self, term: u64, f: impl FnOnce(&mut Sessions) -> T) -> T {
-        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.sessions);
         if s.term != term {
             s.term = term;
             s.leading_since = Instant::now();
             s.last_seen.clear();
+            s.first_look = true;
         }
         f(&mut s)
     }
 
-    /// Live brokers whose session has run out while this node leads. Its
+    /// Live brokers whose session has run out while this node leads, and
+    /// those whose heartbeats are late (two intervals) but within it. Its
     /// own broker is never among them: this code running is its heartbeat.
-    fn expired(&self, term: u64) -> Vec<i32> {
+    fn overdue(&self, term: u64) -> (Vec<i32>, Vec<i32>) {
         let live: Vec<i32> = self
             .metadata
             .borrow()
@@ -180,19 +209,100 @@ impl Controller {
             .map(|b| b.id)
             .collect();
         let now = Instant::now();
+        let late = self.heartbeat_interval * 2;
         self.with_sessions(term, |s| {
-            live.into_iter()
-                .filter(|id| {
-                    let seen = s.last_seen.get(id).copied().unwrap_or(s.leading_since);
-                    now.duration_since(seen) > self.session_timeout
-                })
-                .collect()
+            let first_look = std::mem::take(&mut s.first_look);
+            let mut overdue = (Vec::new(), Vec::new());
+            for id in live {
+                let seen = s.last_seen.get(&id).copied();
+                let silent = now.duration_since(seen.unwrap_or(s.leading_since));
+                if silent > self.session_timeout {
+                    overdue.0.push(id);
+                } else if silent > late || (first_look && seen.is_none()) {
+                    overdue.1.push(id);
+                }
+            }
+            overdue
         })
+    }
+
+    /// A connection from voter `node` closed.
+    pub fn peer_lost(self: Arc<Self>, node: u64) {
+        self.suspect(node as i32, "its cluster connection closed");
+    }
+
+    /// Something this node had with broker `id` failed: dial it, and if
+    /// its address refuses, take it as gone (and fence it, when leading).
+    pub fn suspect(self: Arc<Self>, id: i32, why: &'static str) {
+        let known = self.seen_gone(id);
+        if id as u64 != self.me.node_id && (!known || self.leading_term().is_some()) {
+            tokio::spawn(self.check(id, known, why));
+        }
+    }
+
+    /// Broker `id`, registered and unfenced, was found gone by this node.
+    pub fn seen_gone(&self, id: i32) -> bool {
+        let Some(incarnation) = self.live_incarnation(id) else {
+            return false;
+        };
+        lock(&self.gone).get(&id) == Some(&incarnation)
+    }
+
+    fn live_incarnation(&self, id: i32) -> Option<[u8; 16]> {
+        self.metadata
+            .borrow()
+            .brokers
+            .get(&id)
+            .filter(|b| !b.fenced)
+            .map(|b| b.incarnation)
+    }
+
+    /// Dials broker `id` (unless `known` gone already) and fences it when
+    /// it is gone and this node leads; one check per broker at a time.
+    async fn check(self: Arc<Self>, id: i32, known: bool, why: &'static str) {
+        let Some(incarnation) = self.live_incarnation(id) else {
+            return;
+        };
+        if !lock(&self.probing).insert(id) {
+            return;
+        }
+        if known || self.probe(id, incarnation).await {
+            self.fence_gone(id, incarnation, why).await;
+        }
+        lock(&self.probing).remove(&id);
+    }
+
+    /// Whether broker `id`'s address refuses a dial; remembers the answer.
+    async fn probe(&self, id: i32, incarnation: [u8; 16]) -> bool {
+        match raft_net::probe(&self.me, id as u64, PROBE_TIMEOUT).await {
+            Liveness::Gone => {
+                lock(&self.gone).insert(id, incarnation);
+                true
+            }
+            Liveness::Alive => {
+                lock(&self.gone).remove(&id);
+                false
+            }
+            Liveness::Unknown => false,
+        }
+    }
+
+    async fn fence_gone(&self, id: i32, incarnation: [u8; 16], why: &str) {
+        if self.leading_term().is_none() || self.live_incarnation(id) != Some(incarnation) {
+            return;
+        }
+        tracing::warn!(
+            broker = id,
+            "fencing a broker: {why} and its cluster listener refuses connections"
+        );
+        if let Err(e) = self.propose(MetadataCommand::FenceBroker { id }).await {
+            tracing::warn!(broker = id, error = %e, "could not fence a broker");
+        }
     }
 
     /// Fences brokers whose sessions expire, every `tick`, until `stopping`.
     pub async fn run_session_expiry(
-        self: std::sync::Arc<Self>,
+        self: Arc<Self>,
         tick: Duration,
         mut stopping: watch::Receiver<bool>,
     ) {
@@ -206,7 +316,11 @@ impl Controller {
             let Some(term) = self.leading_term() else {
                 continue;
             };
-            for id in self.expired(term) {
+            let (expired, late) = self.overdue(term);
+            for id in late {
+                self.clone().suspect(id, "its heartbeats are late");
+            }
+            for id in expired {
                 tracing::warn!(
                     broker = id,
                     timeout_ms = self.session_timeout.as_millis() as u64,
@@ -218,4 +332,8 @@ impl Controller {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

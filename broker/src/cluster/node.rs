@@ -3,7 +3,7 @@
 //! the Raft leader, and sends metadata changes there (to itself when it
 //! leads). A single node is the same with one voter and no listener.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, Tcp
 pub const RAFT_DIR: &str = "__karnak_meta/raft";
 /// How long one forwarded call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the controller looks for silent brokers.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// Pause between tries while there is no leader or it just changed.
 const RETRY: Duration = Duration::from_millis(25);
 
@@ -84,13 +86,17 @@ impl ClusterNode {
         let me = Identity {
             cluster_id: cluster_id.to_string(),
             node_id: node_id as u64,
-            voters: Arc::new(peers.keys().copied().collect::<BTreeSet<_>>()),
+            voters: Arc::new(peers.clone()),
         };
         let raft_config = openraft::Config {
             cluster_name: cluster_id.to_string(),
-            heartbeat_interval: 100,
-            election_timeout_min: 500,
-            election_timeout_max: 1000,
+            // A dead metadata leader costs an election: the survivors wait
+            // out their lease (election_timeout_max) since its last
+            // heartbeat. 250-500 ms keeps failover under 2 s with room
+            // for a loaded machine's scheduling delays.
+            heartbeat_interval: 50,
+            election_timeout_min: 250,
+            election_timeout_max: 500,
             ..Default::default()
         };
         let raft = Raft::new(
@@ -111,6 +117,7 @@ impl ClusterNode {
             me.clone(),
             &sm,
             config.session_timeout,
+            config.heartbeat_interval,
         ));
         if let Some(addr) = config.bind_addr(node_id)? {
             let listener = TcpListener::bind(addr)
@@ -139,7 +146,7 @@ impl ClusterNode {
         tokio::spawn(
             controller
                 .clone()
-                .run_session_expiry(config.heartbeat_interval, stopping.clone()),
+                .run_session_expiry(EXPIRY_TICK.min(config.heartbeat_interval), stopping.clone()),
         );
         let node = Arc::new(ClusterNode {
             node_id,
@@ -170,6 +177,12 @@ impl ClusterNode {
     /// Each change of the metadata, as applied here.
     pub fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
         self.metadata.clone()
+    }
+
+    /// Broker `id` is registered, unfenced, and not found gone by this
+    /// node: fit to be named as a leader or coordinator.
+    pub fn is_live(&self, meta: &ClusterMetadata, id: i32) -> bool {
+        meta.is_live(id) && !self.controller.seen_gone(id)
     }
 
     /// The Raft leader, which Kafka clients know as the controller.

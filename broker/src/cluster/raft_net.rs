@@ -8,7 +8,7 @@
 //! (openraft sends to each peer from one replication task); a failed call
 //! drops the connection and the next call dials again.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,7 +100,48 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(
 pub struct Identity {
     pub cluster_id: String,
     pub node_id: NodeId,
-    pub voters: Arc<BTreeSet<NodeId>>,
+    /// Every voter's cluster-listener address (empty for a single node).
+    pub voters: Arc<BTreeMap<NodeId, String>>,
+}
+
+/// What a dial says about a peer that went quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It answered a hello.
+    Alive,
+    /// Its address refuses connections, or resets one before answering:
+    /// nothing listens there any more (its process is gone).
+    Gone,
+    /// No answer in time: stopped, overloaded or cut off. Only its
+    /// session running out decides.
+    Unknown,
+}
+
+/// Dials voter `target` and says hello, within `within`. Lets the
+/// controller fence a killed broker at once instead of a session later,
+/// while a stopped or partitioned one (whose dial hangs) keeps its session.
+pub async fn probe(me: &Identity, target: NodeId, within: Duration) -> Liveness {
+    let Some(addr) = me.voters.get(&target) else {
+        return Liveness::Unknown;
+    };
+    let mut peer = TcpPeer::new(me.clone(), target, addr.clone());
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    };
+    match tokio::time::timeout(within, peer.connect()).await {
+        Ok(Ok(())) => Liveness::Alive,
+        // A refusal of our hello is still an answer.
+        Ok(Err(CallError::Unreachable(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Liveness::Alive
+        }
+        Ok(Err(CallError::Unreachable(e) | CallError::Network(e))) if gone(&e) => Liveness::Gone,
+        Ok(Err(_)) | Err(_) => Liveness::Unknown,
+    }
 }
 
 /// openraft's factory of peer clients.
@@ -303,8 +344,8 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
     }
 }
 
-async fn serve_peer(stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
-    let (raft, me) = (&controller.raft, &controller.me);
+async fn serve_peer(stream: TcpStream, controller: &Arc<Controller>) -> std::io::Result<()> {
+    let me = &controller.me;
     stream.set_nodelay(true)?;
     let mut conn = BufReader::new(stream);
     let from = match read_frame(&mut conn).await? {
@@ -314,7 +355,7 @@ async fn serve_peer(stream: TcpStream, controller: &Controller) -> std::io::Resu
                     "cluster {cluster_id:?} is not this cluster {:?}",
                     me.cluster_id
                 ))
-            } else if !me.voters.contains(&from) {
+            } else if !me.voters.contains_key(&from) {
                 Some(format!("node {from} is not a voter of this cluster"))
             } else {
                 None
@@ -334,8 +375,21 @@ async fn serve_peer(stream: TcpStream, controller: &Controller) -> std::io::Resu
             ));
         }
     };
+    let served = serve_requests(&mut conn, controller, from).await;
+    // A peer's connection closing is the first sign that its process died:
+    // look now rather than a session later.
+    controller.clone().peer_lost(from);
+    served
+}
+
+async fn serve_requests(
+    conn: &mut BufReader<TcpStream>,
+    controller: &Controller,
+    from: NodeId,
+) -> std::io::Result<()> {
+    let raft = &controller.raft;
     loop {
-        let answer = match read_frame(&mut conn).await? {
+        let answer = match read_frame(conn).await? {
             RaftRequest::AppendEntries(r) => {
                 RaftResponse::AppendEntries(raft.append_entries(r).await)
             }
@@ -352,6 +406,6 @@ async fn serve_peer(stream: TcpStream, controller: &Controller) -> std::io::Resu
                 ));
             }
         };
-        write_frame(&mut conn, &answer).await?;
+        write_frame(conn, &answer).await?;
     }
 }

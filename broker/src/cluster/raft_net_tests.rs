@@ -2,7 +2,7 @@
 //! dir and its own TCP listener on loopback: they elect a leader, replicate
 //! commands, survive losing the leader, and refuse peers that are not theirs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ async fn start(
     id: u64,
     dir: &std::path::Path,
     listener: TcpListener,
-    voters: &BTreeSet<u64>,
+    voters: &BTreeMap<u64, String>,
 ) -> Node {
     let config = Config {
         cluster_name: "karnak-test".into(),
@@ -55,6 +55,7 @@ async fn start(
         me,
         &sm,
         Duration::from_secs(2),
+        Duration::from_millis(250),
     ));
     let server = tokio::spawn(serve(listener, controller));
     Node { raft, sm, server }
@@ -101,7 +102,10 @@ async fn three_voters_replicate_and_survive_losing_the_leader() {
         members.insert(id, BasicNode::new(l.local_addr().unwrap().to_string()));
         listeners.push(l);
     }
-    let voters: BTreeSet<u64> = members.keys().copied().collect();
+    let voters: BTreeMap<u64, String> = members
+        .iter()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
     let mut nodes = BTreeMap::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
@@ -156,7 +160,7 @@ async fn strangers_and_garbage_are_refused_without_harming_the_voter() {
     let dir = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let voters = BTreeSet::from([1u64]);
+    let voters = BTreeMap::from([(1u64, addr.to_string())]);
     let node = start(1, dir.path(), l, &voters).await;
     node.raft
         .initialize(BTreeMap::from([(1u64, BasicNode::new(addr.to_string()))]))

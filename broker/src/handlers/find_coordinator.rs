@@ -40,7 +40,7 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
     let leader = meta
         .partition(COORDINATOR_TOPIC, shard as i32)
         .map(|p| p.leader)
-        .filter(|l| meta.is_live(*l));
+        .filter(|l| broker.cluster.is_live(&meta, *l));
     let address = leader.and_then(|l| {
         if l == broker.node_id() {
             return Some((l, broker.advertised.clone()));

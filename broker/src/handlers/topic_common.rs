@@ -79,12 +79,16 @@ pub fn partition(
     let mut offline: Vec<BrokerId> = p
         .replicas
         .iter()
-        .filter(|r| !meta.is_live(**r) || (**r == me && offline_here))
+        .filter(|r| !broker.cluster.is_live(meta, **r) || (**r == me && offline_here))
         .copied()
         .map(BrokerId)
         .collect();
     offline.dedup();
-    let leader = if p.leader == me && offline_here {
+    // A leader this broker found gone is not named, as Kafka does not name a
+    // fenced one: clients then look again soon rather than wait on it.
+    let leader = if (p.leader == me && offline_here)
+        || (p.leader != me && !broker.cluster.is_live(meta, p.leader))
+    {
         NO_LEADER
     } else {
         p.leader

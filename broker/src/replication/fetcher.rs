@@ -163,6 +163,7 @@ async fn run(
                     if failures % 50 == 1 {
                         tracing::warn!(leader, %addr, error = %e, "cannot reach a partition leader");
                     }
+                    manager.leader_unreachable(leader);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
                 }
@@ -190,6 +191,7 @@ async fn run(
                 if failures % 50 == 1 {
                     tracing::warn!(leader, %addr, error = %e, "replica fetch failed");
                 }
+                manager.leader_unreachable(leader);
                 conn = None;
                 tokio::time::sleep(BACKOFF).await;
             }

@@ -83,6 +83,14 @@ impl ReplicaManager {
         })
     }
 
+    /// A fetch from `leader` failed: the first sign, often, that it died.
+    fn leader_unreachable(&self, leader: i32) {
+        self.cluster
+            .controller
+            .clone()
+            .suspect(leader, "a replica fetch from it failed");
+    }
+
     fn log(&self, key: &Key) -> Option<Arc<Log>> {
         self.logs.log(&key.0, key.1)
     }

@@ -90,6 +90,18 @@ fn a_frozen_leader_is_replaced_and_loses_nothing_acknowledged_when_it_thaws() {
         frozen.elapsed()
     );
     write_acked(&c, "f", 100, &mut acked, &mut attempts);
+    // A frozen process still accepts connections (its kernel does): it is
+    // fenced when its session runs out, never taken for dead by a dial.
+    assert!(
+        c.nodes
+            .iter()
+            .any(|b| b.log().contains("heartbeats stopped"))
+    );
+    assert!(
+        !c.nodes
+            .iter()
+            .any(|b| b.log().contains("refuses connections"))
+    );
 
     c.nodes[first as usize].resume();
     let answer = stale.join().unwrap();

@@ -64,6 +64,7 @@ pub(super) fn leader_when_in_sync(c: &Cluster, topic: &str, isr: usize) -> i32 {
                 && (isr == 0 || in_sync.len() == isr)
                 && views.iter().all(|v| v[0].0 == *leader)
                 && c.nodes[*leader as usize].child.is_some()
+                && leads(&c.nodes[*leader as usize], topic)
             {
                 return *leader;
             }
@@ -74,6 +75,23 @@ pub(super) fn leader_when_in_sync(c: &Cluster, topic: &str, isr: usize) -> i32 {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `b` serves partition 0 as its leader. Metadata shows a change as soon
+/// as it is applied, the broker takes up the role just after (as Kafka's
+/// metadata cache and replica manager): a client may see
+/// NOT_LEADER_OR_FOLLOWER in between, and retries.
+fn leads(b: &Broker, topic: &str) -> bool {
+    let r: FetchResponse = b
+        .connect()
+        .call(ApiKey::Fetch, 12, &fetch(topic, 0, -1, -1));
+    r.responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .is_some_and(|p| {
+            p.error_code != ResponseError::NotLeaderOrFollower.code()
+                && p.error_code != ResponseError::UnknownTopicOrPartition.code()
+        })
 }
 
 /// Partition 0's leader and leader epoch, once the nodes agree on a leader.
