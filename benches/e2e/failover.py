@@ -102,8 +102,7 @@ def one_round(binary: Path) -> dict:
             def produce():
                 p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all",
                               "linger.ms": 0, "enable.idempotence": True,
-                              "message.timeout.ms": 30000,
-                              "topic.metadata.refresh.interval.ms": 1000})
+                              "message.timeout.ms": 30000})
                 i = 0
                 while not stop.is_set():
                     p.produce(topic, f"v-{i}".encode(), partition=0, on_delivery=on_delivery)
