@@ -72,6 +72,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
@@ -160,6 +162,14 @@ mod tests {
             (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
             (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
             (ApiKey::ElectLeaders, ElectLeadersRequest::VERSIONS),
+            (
+                ApiKey::AlterPartitionReassignments,
+                AlterPartitionReassignmentsRequest::VERSIONS,
+            ),
+            (
+                ApiKey::ListPartitionReassignments,
+                ListPartitionReassignmentsRequest::VERSIONS,
+            ),
             (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
             (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
             (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS),

@@ -1,8 +1,8 @@
 //! Makes this broker's logs follow the metadata log: a topic the metadata
 //! places a replica of here is created with the metadata's id, grows with
 //! its partitions and takes its configs; a topic the metadata drops (or
-//! recreates under a new id) is deleted here. The coordinator shards' topic
-//! is one of them.
+//! recreates under a new id), or no longer places a replica of here, is
+//! deleted here. The coordinator shards' topic is one of them.
 //!
 //! A topic on disk that the metadata never had is left alone and reported
 //! (a stray, as Kafka calls it): it is adopted into the metadata only when
@@ -74,7 +74,19 @@ impl Reconciler {
         } else {
             self.report_strays(&now);
         }
-        for (name, t) in now.topics.iter().filter(|(_, t)| self.ours(t)) {
+        for (name, t) in &now.topics {
+            if !self.ours(t) {
+                // No replica here any more (moved away by a reassignment,
+                // perhaps while this broker was down): its copy goes, as
+                // Kafka deletes a removed replica's log.
+                if self.logs.topic(name).is_some_and(|l| l.meta.id == t.id) {
+                    tracing::info!(topic = %name, "no replica of this topic is placed here any more; deleting the local copy");
+                    if let Err(e) = self.logs.delete_topic(name) {
+                        failures.push((name.clone(), e));
+                    }
+                }
+                continue;
+            }
             if let Err(e) = self.follow(name, t) {
                 tracing::error!(topic = %name, error = %e, "could not make the topic as the metadata says");
                 failures.push((name.clone(), e));

@@ -15,6 +15,7 @@ use crate::response::{HandlerError, Reply};
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -47,6 +48,7 @@ pub mod leave_group;
 mod legacy;
 pub mod list_groups;
 pub mod list_offsets;
+mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
@@ -81,6 +83,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::JoinGroup => "JoinGroup",
@@ -229,6 +233,12 @@ fn route(
         ApiKey::DeleteTopics => delete_topics::handle(broker, body, version)?,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version)?,
         ApiKey::ElectLeaders => elect_leaders::handle(broker, body, version)?,
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments::handle(broker, body, version)?
+        }
+        ApiKey::ListPartitionReassignments => {
+            list_partition_reassignments::handle(broker, body, version)?
+        }
         ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version)?,
         ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version)?,
         ApiKey::JoinGroup => join_group::handle(broker, body, version, &caller(header, peer))?,

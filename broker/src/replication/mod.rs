@@ -130,29 +130,26 @@ impl ReplicaManager {
                 r.min_insync = min_insync;
                 r.altering = false;
                 if became_leader {
-                    // Followers in sync now count as caught up now.
-                    let now = Instant::now();
-                    r.followers = p
-                        .replicas
-                        .iter()
-                        .filter(|b| **b != self.node)
-                        .map(|b| {
-                            (
-                                *b,
-                                Follower {
-                                    leo: -1,
-                                    caught_up: now,
-                                },
-                            )
-                        })
-                        .collect();
-                    log.set_replicated(p.replicas.len() > 1);
+                    r.followers.clear();
                     if let Err(e) = log.begin_leader_epoch(p.leader_epoch) {
                         tracing::error!(topic = %name, partition = i, error = %e, "could not start a leader epoch");
                     }
                     tracing::info!(topic = %name, partition = i, epoch = p.leader_epoch, "leading");
                 }
                 if p.leader == self.node {
+                    // The followers are the other replicas: a new leader's
+                    // all, a reassignment's added ones joining and removed
+                    // ones leaving without a new epoch. New ones count as
+                    // caught up now.
+                    let now = Instant::now();
+                    r.followers.retain(|b, _| p.replicas.contains(b));
+                    for b in p.replicas.iter().filter(|b| **b != self.node) {
+                        r.followers.entry(*b).or_insert(Follower {
+                            leo: -1,
+                            caught_up: now,
+                        });
+                    }
+                    log.set_replicated(p.replicas.len() > 1);
                     update_hw(&log, r, self.node);
                 } else {
                     log.set_replicated(true);

@@ -13,7 +13,7 @@ use super::support::{self, Broker};
 use super::{Cluster, poll, wait_for_view};
 
 /// Every segment file of `topic`-0 on node `b`, in order.
-fn segments(b: &Broker, topic: &str) -> Vec<Vec<u8>> {
+pub(super) fn segments(b: &Broker, topic: &str) -> Vec<Vec<u8>> {
     let dir = b.data_dir().join(format!("{topic}-0"));
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| {

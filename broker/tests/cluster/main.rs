@@ -7,6 +7,7 @@ mod support;
 
 mod coordinator;
 mod faults;
+mod reassign;
 mod replication;
 
 use std::collections::BTreeSet;
@@ -25,8 +26,16 @@ struct Cluster {
 impl Cluster {
     fn start(n: usize, extra: &[&str]) -> Cluster {
         for _ in 0..3 {
-            let peers = (0..n)
-                .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+            // Distinct ports: free_port() may hand out one port twice, and
+            // two voters on one address wait for a quorum that never comes.
+            let mut ports = BTreeSet::new();
+            while ports.len() < n {
+                ports.insert(free_port());
+            }
+            let peers = ports
+                .iter()
+                .enumerate()
+                .map(|(i, port)| format!("{i}@127.0.0.1:{port}"))
                 .collect::<Vec<_>>()
                 .join(",");
             let mut nodes: Vec<Broker> = (0..n)

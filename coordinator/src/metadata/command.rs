@@ -82,6 +82,13 @@ pub enum MetadataCommand {
         partition: i32,
         kind: ElectionKind,
     },
+    /// Moves a partition to `target` replicas, copying first (KIP-455);
+    /// `None` cancels the reassignment under way.
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// Leases the next `size` ids of `sequencer`, none below `from`; the
     /// reply carries the first. Ids below the lease end are never handed
     /// out again. (`from` lets a sequencer that leased elsewhere before,

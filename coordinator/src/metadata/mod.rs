@@ -16,6 +16,9 @@ pub mod placement;
 pub mod raft;
 #[cfg(test)]
 mod raft_tests;
+mod reassign;
+#[cfg(test)]
+mod reassign_tests;
 mod state;
 pub mod state_machine;
 #[cfg(test)]

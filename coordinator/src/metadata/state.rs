@@ -42,11 +42,18 @@ pub struct BrokerRegistration {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
+    /// During a reassignment: the target replicas, then those being removed.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment under way (reassign.rs): replicas copying the log
+    /// to join, and replicas to leave once they have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +97,8 @@ pub enum MetadataError {
     EligibleLeadersNotAvailable,
     #[error("sequencer {0:?} has no ids left")]
     IdsExhausted(String),
+    #[error("no partition reassignment is in progress")]
+    NoReassignment,
 }
 
 impl MetadataError {
@@ -111,6 +120,7 @@ impl MetadataError {
             PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
             EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
             IdsExhausted(_) => ResponseError::UnknownServerError,
+            NoReassignment => ResponseError::NoReassignmentInProgress,
         }
     }
 }
@@ -165,6 +175,11 @@ impl ClusterMetadata {
                 partition,
                 kind,
             } => self.elect(topic, *partition, *kind),
+            AlterReassignment {
+                topic,
+                partition,
+                target,
+            } => self.reassign(topic, *partition, target.as_deref()),
             AllocateIdBlock {
                 sequencer,
                 size,
@@ -200,7 +215,7 @@ impl ClusterMetadata {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
-    fn live_brokers(&self) -> BTreeSet<i32> {
+    pub(super) fn live_brokers(&self) -> BTreeSet<i32> {
         self.brokers
             .values()
             .filter(|b| !b.fenced)
@@ -214,7 +229,7 @@ impl ClusterMetadata {
             .ok_or(MetadataError::UnknownBroker(id))
     }
 
-    fn partition_mut(
+    pub(super) fn partition_mut(
         &mut self,
         topic: &str,
         partition: i32,
@@ -284,6 +299,7 @@ impl ClusterMetadata {
                             first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
                     }
                 }
+                p.finish_reassignment(&live);
                 p.bump(old_leader);
             }
         }
@@ -319,33 +335,40 @@ impl ClusterMetadata {
         }
         let width = assignments[0].len();
         for (i, replicas) in assignments.iter().enumerate() {
-            if replicas.is_empty() || replicas.len() > MAX_REPLICAS {
-                return Err(MetadataError::InvalidAssignment(format!(
-                    "partition {i} has {} replicas",
-                    replicas.len()
-                )));
-            }
+            self.check_replicas(replicas, &format!("partition {i}"))?;
             if replicas.len() != width {
                 return Err(MetadataError::InvalidAssignment(
                     "every partition needs the same number of replicas".into(),
                 ));
-            }
-            let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
-            if distinct.len() != replicas.len() {
-                return Err(MetadataError::InvalidAssignment(format!(
-                    "partition {i} lists a broker twice"
-                )));
-            }
-            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
-                return Err(MetadataError::InvalidAssignment(format!(
-                    "partition {i} names broker {b}, which is not registered"
-                )));
             }
             if !replicas.iter().any(|b| self.is_live(*b)) {
                 return Err(MetadataError::InvalidAssignment(format!(
                     "partition {i} has no live replica"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// One replica list (`what` names it in the refusal): 1 to
+    /// MAX_REPLICAS registered brokers, none twice.
+    pub(super) fn check_replicas(&self, replicas: &[i32], what: &str) -> Result<(), MetadataError> {
+        if replicas.is_empty() || replicas.len() > MAX_REPLICAS {
+            return Err(MetadataError::InvalidAssignment(format!(
+                "{what} has {} replicas",
+                replicas.len()
+            )));
+        }
+        let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
+        if distinct.len() != replicas.len() {
+            return Err(MetadataError::InvalidAssignment(format!(
+                "{what} lists a broker twice"
+            )));
+        }
+        if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(MetadataError::InvalidAssignment(format!(
+                "{what} names broker {b}, which is not registered"
+            )));
         }
         Ok(())
     }
@@ -363,6 +386,8 @@ impl ClusterMetadata {
             isr,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -480,8 +505,11 @@ impl ClusterMetadata {
         {
             return Err(MetadataError::IneligibleReplica(*r));
         }
+        let old_leader = p.leader;
         p.isr = a.isr.clone();
-        p.bump(p.leader);
+        // The last adding replica in sync completes a reassignment.
+        p.finish_reassignment(&live);
+        p.bump(old_leader);
         Ok(p.reply())
     }
 
@@ -529,7 +557,7 @@ impl ClusterMetadata {
 
 impl PartitionState {
     /// Every change bumps the partition epoch; a new leader, the leader epoch.
-    fn bump(&mut self, old_leader: i32) {
+    pub(super) fn bump(&mut self, old_leader: i32) {
         self.partition_epoch += 1;
         if self.leader != old_leader {
             self.leader_epoch += 1;

@@ -48,6 +48,7 @@ import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
 import org.apache.kafka.clients.admin.ListTopicsOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.MemberToRemove;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -662,6 +663,8 @@ class AdminClientTest {
                 Map.entry("describeAcls", () -> slow.describeAcls(AclBindingFilter.ANY).values()),
                 Map.entry("describeClientQuotas", () -> slow.describeClientQuotas(ClientQuotaFilter.all()).entities()),
                 Map.entry("describeUserScramCredentials", () -> slow.describeUserScramCredentials().all()),
+                Map.entry("alterPartitionReassignments", () -> slow.alterPartitionReassignments(
+                        Map.of(tp, Optional.of(new NewPartitionReassignment(List.of(0))))).all()),
                 Map.entry("listPartitionReassignments", () -> slow.listPartitionReassignments().reassignments()),
                 Map.entry("describeMetadataQuorum", () -> slow.describeMetadataQuorum().quorumInfo()),
                 Map.entry("describeDelegationToken", () -> slow.describeDelegationToken().delegationTokens()),

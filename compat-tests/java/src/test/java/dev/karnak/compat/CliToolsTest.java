@@ -76,6 +76,8 @@ class CliToolsTest {
     // kafka-transactions' main, closing the AdminClient the tool leaves open (see TransactionsCommandMain).
     static final String TRANSACTIONS = "dev.karnak.compat.harness.TransactionsCommandMain";
     static final String PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance";
+    static final String REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+    static final String LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand";
     static final String CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance";
 
     /** How long a step waits for Apache Kafka to apply a change asynchronously (deletes, dynamic configs). */
@@ -534,6 +536,77 @@ class CliToolsTest {
         }, false);
     }
 
+    // =================================================================== reassign-partitions, leader-election
+
+    /**
+     * kafka-reassign-partitions and kafka-leader-election on one broker (node 0 on both): what can be said
+     * there (a reassignment to the same broker completes at once, one to a broker that is not there is refused
+     * by the tool, --list, --cancel with nothing to cancel, --generate) must read as Kafka's. The moves between
+     * brokers are in the cluster tests (broker/tests/cluster/reassign.rs).
+     */
+    @Test
+    void reassignPartitionsAndLeaderElection() {
+        compare(reassignScenario(true), false);
+    }
+
+    /**
+     * Finding: kafka-reassign-partitions --verify and --cancel clear the replication throttles
+     * (leader/follower.replication.throttled.rate on the brokers, *.replication.throttled.replicas on the
+     * topic) unless given --preserve-throttles; Karnak refuses the broker-level rates as unknown configs
+     * ("Unknown broker config name: leader.replication.throttled.rate"), so both steps fail there. Karnak
+     * does not throttle replication yet (issue 18's notes).
+     */
+    @Test
+    @Tag(Gap.KARNAK_GAP)
+    void reassignPartitionsAndLeaderElectionGaps() {
+        compare(reassignScenario(false), false);
+    }
+
+    BiConsumer<Side, Transcript> reassignScenario(boolean preserveThrottles) {
+        String t = Clients.unique("cli-reassign");
+        String[] throttles = preserveThrottles ? new String[] {"--preserve-throttles"} : new String[0];
+        return (side, x) -> {
+            String b = side.bootstrap();
+            try (Admin admin = Clients.admin(b)) {
+                Clients.createTopic(admin, t, 2);
+            }
+            produce(b, t, 0, -1, -1);
+            Path plan = x.file("reassign.json", "{\"version\":1,\"partitions\":[{\"topic\":\"" + t
+                    + "\",\"partition\":0,\"replicas\":[0]},{\"topic\":\"" + t
+                    + "\",\"partition\":1,\"replicas\":[0]}]}");
+            x.run("--list with none", normalizer(), REASSIGN, "--bootstrap-server", b, "--list");
+            x.run("--execute onto the same broker", normalizer(), REASSIGN, "--bootstrap-server", b,
+                    "--execute", "--reassignment-json-file", plan.toString());
+            x.runUntil("--verify", r -> r.out().contains("is completed"), normalizer(), REASSIGN,
+                    with(throttles, "--bootstrap-server", b, "--verify", "--reassignment-json-file",
+                            plan.toString()));
+            x.run("--list after", normalizer(), REASSIGN, "--bootstrap-server", b, "--list");
+            x.run("--cancel with nothing under way", normalizer(), REASSIGN, with(throttles,
+                    "--bootstrap-server", b, "--cancel", "--reassignment-json-file", plan.toString()));
+            Path nowhere = x.file("nowhere.json", "{\"version\":1,\"partitions\":[{\"topic\":\"" + t
+                    + "\",\"partition\":0,\"replicas\":[7]}]}");
+            x.run("--execute onto a broker that is not there", firstLine(), REASSIGN, "--bootstrap-server", b,
+                    "--execute", "--reassignment-json-file", nowhere.toString());
+            Path move = x.file("topics.json", "{\"version\":1,\"topics\":[{\"topic\":\"" + t + "\"}]}");
+            x.run("--generate", normalizer(), REASSIGN, "--bootstrap-server", b, "--generate",
+                    "--topics-to-move-json-file", move.toString(), "--broker-list", "0");
+            x.run("consume after the reassignment", normalizer(), CONSOLE_CONSUMER, "--bootstrap-server", b,
+                    "--topic", t, "--partition", "0", "--offset", "earliest", "--max-messages", "2",
+                    "--timeout-ms", "30000", "--formatter-property", "print.offset=true");
+            x.run("leader-election --election-type preferred", normalizer(), LEADER_ELECTION,
+                    "--bootstrap-server", b, "--election-type", "preferred", "--topic", t, "--partition", "0");
+            x.run("leader-election --election-type unclean --all-topic-partitions", normalizer(),
+                    LEADER_ELECTION, "--bootstrap-server", b, "--election-type", "unclean",
+                    "--all-topic-partitions");
+        };
+    }
+
+    static String[] with(String[] extra, String... args) {
+        String[] all = Arrays.copyOf(args, args.length + extra.length);
+        System.arraycopy(extra, 0, all, args.length, extra.length);
+        return all;
+    }
+
     // =================================================================== kafka-transactions
 
     @Test
@@ -837,6 +910,8 @@ class CliToolsTest {
         s = s.replaceAll("TopicId: [A-Za-z0-9_-]{22}", "TopicId: <id>");
         s = UUID.matcher(s).replaceAll("<uuid>");
         s = s.replaceAll("CreateTime:\\d+", "CreateTime:<ts>");
+        // Each broker's own data dir (a temp dir) in kafka-reassign-partitions' plans.
+        s = s.replaceAll("\"log_dirs\":\\[\"/[^\"]*\"\\]", "\"log_dirs\":[\"<data dir>\"]");
         s = s.replaceAll("(?m)[ \t]+$", "");
         return s;
     }
