@@ -91,12 +91,14 @@ fn fetch_path(c: &mut Criterion) {
                     log_start_offset: 0,
                     aborted_transactions: None,
                     records: Some(((), 1 << 20)),
+                    current_leader: None,
                 })
                 .collect();
             let body = FetchResponseBody {
                 throttle_time_ms: 0,
                 error_code: 0,
                 session_id: 0,
+                node_endpoints: vec![],
                 topics: vec![FetchTopic {
                     name: Bytes::from_static(b"f"),
                     topic_id: [1; 16],

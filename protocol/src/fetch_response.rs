@@ -30,6 +30,19 @@ pub struct FetchPartition<R> {
     pub aborted_transactions: Option<Vec<AbortedTransaction>>,
     /// The records region and its length in bytes; `None` sends empty records.
     pub records: Option<(R, usize)>,
+    /// KIP-951 (v12+, a tagged field): the leader and leader epoch this
+    /// broker knows, sent with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH.
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker's address (KIP-951's NodeEndpoints, v16+): where a
+/// `current_leader` can be reached without a Metadata request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 #[derive(Debug)]
@@ -45,6 +58,7 @@ pub struct FetchResponseBody<R> {
     pub error_code: i16,
     pub session_id: i32,
     pub topics: Vec<FetchTopic<R>>,
+    pub node_endpoints: Vec<NodeEndpoint>,
 }
 
 fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
@@ -53,6 +67,25 @@ fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
         v >>= 7;
     }
     buf.put_u8(v as u8);
+}
+
+fn put_compact_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            put_uvarint(buf, s.len() as u64 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+        None => put_uvarint(buf, 0),
+    }
+}
+
+/// One tagged field: its tag, its size, then what `write` puts.
+fn put_tagged(buf: &mut BytesMut, tag: u64, write: impl FnOnce(&mut BytesMut)) {
+    let mut field = BytesMut::new();
+    write(&mut field);
+    put_uvarint(buf, tag);
+    put_uvarint(buf, field.len() as u64);
+    buf.put_slice(&field);
 }
 
 fn put_array_len(buf: &mut BytesMut, flexible: bool, len: Option<usize>) {
@@ -124,7 +157,18 @@ impl<R> FetchResponseBody<R> {
                     parts.push(Part::Region(region));
                 }
                 if flexible {
-                    put_uvarint(&mut buf, 0); // partition tagged fields
+                    // Partition tagged fields: CurrentLeader is tag 1.
+                    match p.current_leader {
+                        Some((leader, epoch)) => {
+                            put_uvarint(&mut buf, 1);
+                            put_tagged(&mut buf, 1, |f| {
+                                f.put_i32(leader);
+                                f.put_i32(epoch);
+                                put_uvarint(f, 0);
+                            });
+                        }
+                        None => put_uvarint(&mut buf, 0),
+                    }
                 }
             }
             if flexible {
@@ -132,7 +176,22 @@ impl<R> FetchResponseBody<R> {
             }
         }
         if flexible {
-            put_uvarint(&mut buf, 0); // response tagged fields
+            // Response tagged fields: NodeEndpoints (v16+) is tag 0.
+            if version >= 16 && !self.node_endpoints.is_empty() {
+                put_uvarint(&mut buf, 1);
+                put_tagged(&mut buf, 0, |f| {
+                    put_uvarint(f, self.node_endpoints.len() as u64 + 1);
+                    for n in &self.node_endpoints {
+                        f.put_i32(n.node_id);
+                        put_compact_str(f, Some(&n.host));
+                        f.put_i32(n.port);
+                        put_compact_str(f, n.rack.as_deref());
+                        put_uvarint(f, 0);
+                    }
+                });
+            } else {
+                put_uvarint(&mut buf, 0);
+            }
         }
         total += buf.len();
         parts.push(Part::Bytes(buf.freeze()));
@@ -152,6 +211,12 @@ mod tests {
             throttle_time_ms: 0,
             error_code: 0,
             session_id: 0,
+            node_endpoints: vec![NodeEndpoint {
+                node_id: 2,
+                host: "broker-2".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+            }],
             topics: vec![FetchTopic {
                 name: Bytes::from_static(b"orders"),
                 topic_id: [7; 16],
@@ -164,6 +229,7 @@ mod tests {
                         log_start_offset: 0,
                         aborted_transactions: None,
                         records: Some((r.clone(), r.len())),
+                        current_leader: None,
                     },
                     FetchPartition {
                         partition_index: 1,
@@ -176,6 +242,7 @@ mod tests {
                             first_offset: 3,
                         }]),
                         records: None,
+                        current_leader: Some((2, 7)),
                     },
                 ],
             }],
@@ -211,6 +278,20 @@ mod tests {
             );
             if version >= 5 {
                 assert_eq!(t.partitions[1].log_start_offset, 2);
+            }
+            let hint = &t.partitions[1].current_leader;
+            if version >= 12 {
+                assert_eq!((hint.leader_id.0, hint.leader_epoch), (2, 7), "v{version}");
+            }
+            assert_eq!(t.partitions[0].current_leader.leader_id.0, -1);
+            if version >= 16 {
+                let n = &decoded.node_endpoints[0];
+                assert_eq!(
+                    (n.node_id.0, n.host.as_str(), n.port, n.rack.as_deref()),
+                    (2, "broker-2", 9092, Some("r1"))
+                );
+            } else {
+                assert!(decoded.node_endpoints.is_empty());
             }
         }
     }

@@ -29,7 +29,7 @@ use crate::fetch_session::{
     CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, MAX_PARTITIONS_PER_SESSION, PartitionKey,
     SessionError, TopicKey,
 };
-use crate::handlers::{fetch_legacy, storage_error_code, topic_common};
+use crate::handlers::{fetch_legacy, leader_hint, storage_error_code, topic_common};
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -69,6 +69,7 @@ fn session_error_response(code: ResponseError, version: i16) -> Response {
         error_code: code.code(),
         session_id: 0,
         topics: vec![],
+        node_endpoints: vec![],
     };
     let (parts, len) = body.encode(version);
     Response {
@@ -422,6 +423,7 @@ fn finish(
             body.session_id = id;
         }
     }
+    leader_hint::fetch(broker, &mut body, version);
     let (parts, len) = body.encode(version);
     Response {
         parts,
@@ -496,6 +498,7 @@ fn read_all(
                 log_start_offset: -1,
                 aborted_transactions: read_committed.then(Vec::new),
                 records: None,
+                current_leader: None,
             };
             match &w.log {
                 Err(code) => {
@@ -567,6 +570,7 @@ fn read_all(
             error_code: 0,
             session_id: 0,
             topics: out,
+            node_endpoints: vec![],
         },
         total,
         has_error,

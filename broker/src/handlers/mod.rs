@@ -44,6 +44,7 @@ pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
+mod leader_hint;
 pub mod leave_group;
 mod legacy;
 pub mod list_groups;

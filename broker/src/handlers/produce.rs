@@ -17,7 +17,7 @@ use karnak_storage::Log;
 use tracing::warn;
 
 use crate::broker::Broker;
-use crate::handlers::{now_ms, storage_error_code};
+use crate::handlers::{leader_hint, now_ms, storage_error_code};
 use crate::metrics as m;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -117,6 +117,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         return Ok(Reply::Nothing);
     }
     let mut response = ProduceResponse::default().with_responses(responses);
+    leader_hint::produce(broker, &mut response, version);
     let replicated: Vec<(Arc<Log>, i64)> = to_flush
         .iter()
         .filter(|(log, _)| log.is_replicated())

@@ -1,6 +1,7 @@
 //! Replicated partitions: acks=all writes survive losing the leader,
-//! replicas end byte-identical, min.insync.replicas is enforced, and
-//! replica fetches to the wrong broker or epoch are refused.
+//! replicas end byte-identical, min.insync.replicas is enforced,
+//! replica fetches to the wrong broker or epoch are refused, and a client
+//! that reached a follower is told the leader (KIP-951).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -319,4 +320,101 @@ fn replica_fetches_to_the_wrong_broker_or_epoch_are_refused() {
         code(leader, 9, epoch),
         ResponseError::NotLeaderOrFollower.code()
     );
+}
+
+#[test]
+fn a_produce_or_fetch_sent_to_a_follower_names_the_leader_and_its_address() {
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, produce_request};
+    let c = Cluster::start(3, &["--sql-enabled", "false"]);
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "h", 1, 3, &[]);
+    let (leader, epoch) = leader_and_epoch(&c, "h");
+    let follower = (0..3).find(|b| *b != leader).unwrap();
+    let leader_port = c.nodes[leader as usize].kafka_port as i32;
+
+    // Produce v10+ (KIP-951): the refused partition names the leader, the
+    // response its address; v9 has neither.
+    let produce = |version: i16| -> ProduceResponse {
+        let records = support::batch(&[b"to the wrong broker"], Compression::None);
+        c.nodes[follower as usize].connect().call(
+            ApiKey::Produce,
+            version,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    produce_request::TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("h")))
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(records)),
+                        ]),
+                ]),
+        )
+    };
+    let r = produce(11);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (leader, epoch)
+    );
+    let ends: Vec<(i32, i32)> = r
+        .node_endpoints
+        .iter()
+        .map(|n| (n.node_id.0, n.port))
+        .collect();
+    assert_eq!(ends, vec![(leader, leader_port)]);
+    let old = produce(9);
+    assert_eq!(
+        old.responses[0].partition_responses[0].error_code,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    assert!(old.node_endpoints.is_empty());
+
+    // A consumer's Fetch v16: the same, from the sendfile encoder.
+    let r: FetchResponse = c.nodes[follower as usize].connect().call(
+        ApiKey::Fetch,
+        16,
+        &fetch_by_id(&c, "h", follower),
+    );
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (leader, epoch)
+    );
+    let ends: Vec<(i32, i32)> = r
+        .node_endpoints
+        .iter()
+        .map(|n| (n.node_id.0, n.port))
+        .collect();
+    assert_eq!(ends, vec![(leader, leader_port)]);
+    // The leader itself serves it with no hint.
+    let r: FetchResponse =
+        c.nodes[leader as usize]
+            .connect()
+            .call(ApiKey::Fetch, 16, &fetch_by_id(&c, "h", leader));
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.current_leader.leader_id.0), (0, -1));
+    assert!(r.node_endpoints.is_empty());
+}
+
+/// A consumer's fetch of partition 0 from offset 0, naming the topic by
+/// its id (v13+) as node `via` knows it.
+fn fetch_by_id(c: &Cluster, topic: &str, via: i32) -> FetchRequest {
+    use kafka_protocol::messages::MetadataResponse;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let m: MetadataResponse = c.nodes[via as usize].connect().call(
+        ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(StrBytes::from_string(topic.to_string()).into())),
+        ])),
+    );
+    let mut req = fetch(topic, 0, -1, -1);
+    req.topics[0].topic_id = m.topics[0].topic_id;
+    req
 }
