@@ -3,8 +3,10 @@
 # compatibility suite (real kcat, confluent-kafka and kafka-python clients plus
 # raw sockets) against the built `karnak` binary.
 #
-# Needs: the Rust toolchain, python3 (3.9+), root (for apt-get, only if kcat
-# is missing). Everything else is installed here.
+# Needs: the Rust toolchain, python3 (3.9+), root (for apt-get when a
+# package is missing, and for the cluster's network partition test, which
+# makes its own network namespace and iptables rules). Everything else is
+# installed here.
 #
 # Env:
 #   PYTEST_ARGS       extra pytest arguments (e.g. "-k kcat" or "test_restart.py")
@@ -39,6 +41,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
     || need_apt+=(python3-kafka python3-snappy python3-lz4 python3-xxhash)
 # test_old_clients.py builds its Sarama / kafka-go driver (modules from the Go module proxy)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# the cluster's network partition test (broker/tests/cluster/partition.rs) cuts links with iptables
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""

@@ -61,6 +61,8 @@ pub struct ClusterNode {
     /// One connection per leader we forward to; a call holds it.
     forward: tokio::sync::Mutex<HashMap<u64, TcpPeer>>,
     me: Identity,
+    /// How long one heartbeat may wait for its answer.
+    heartbeat_timeout: Duration,
 }
 
 impl ClusterNode {
@@ -157,6 +159,7 @@ impl ClusterNode {
             peers,
             forward: Default::default(),
             me,
+            heartbeat_timeout: (config.heartbeat_interval * 2).min(config.session_timeout / 3),
         });
         node.register(&kafka, config.rack.clone()).await;
         tokio::spawn(node.clone().heartbeats(
@@ -336,7 +339,12 @@ impl ClusterNode {
         let Some((_, p)) = peer.as_mut() else {
             return HeartbeatAnswer::NotLeader { leader: None };
         };
-        match p.call(RaftRequest::Heartbeat(hb), CALL_TIMEOUT).await {
+        // Short: a heartbeat stuck on an unreachable old leader must not
+        // outlast this broker's session at the new one.
+        match p
+            .call(RaftRequest::Heartbeat(hb), self.heartbeat_timeout)
+            .await
+        {
             Ok(RaftResponse::Heartbeat(a)) => a,
             Ok(other) => HeartbeatAnswer::Failed(format!("answered {other:?}")),
             Err(e) => HeartbeatAnswer::Failed(e.to_string()),

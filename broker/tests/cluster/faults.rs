@@ -38,7 +38,7 @@ pub(super) fn segments(b: &Broker, topic: &str) -> Vec<Vec<u8>> {
 
 /// Every acknowledged value is in the leader's log, offsets dense, and
 /// once quiet every replica holds the same bytes.
-fn check_nothing_lost(c: &Cluster, topic: &str, acked: &BTreeSet<String>) {
+pub(super) fn check_nothing_lost(c: &Cluster, topic: &str, acked: &BTreeSet<String>) {
     let leader = leader_when_in_sync(c, topic, 3);
     let found = read_all(&c.nodes[leader as usize], topic);
     let values: BTreeSet<String> = found.values().cloned().collect();

@@ -7,6 +7,7 @@ mod support;
 
 mod coordinator;
 mod faults;
+mod partition;
 mod reassign;
 mod replication;
 
@@ -25,6 +26,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_as(n, extra, |_| None)
+    }
+
+    /// As `start`, node `i` running as user `uid(i)` where given.
+    fn start_as(n: usize, extra: &[&str], uid: impl Fn(usize) -> Option<u32>) -> Cluster {
         for _ in 0..3 {
             // Distinct ports: free_port() may hand out one port twice, and
             // two voters on one address wait for a quorum that never comes.
@@ -50,7 +56,9 @@ impl Cluster {
                         &peers,
                     ];
                     args.extend_from_slice(extra);
-                    Broker::unstarted(None, &args)
+                    let mut b = Broker::unstarted(None, &args);
+                    b.uid = uid(i);
+                    b
                 })
                 .collect();
             let from: Vec<usize> = nodes.iter_mut().map(|b| b.launch()).collect();

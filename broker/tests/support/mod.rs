@@ -24,6 +24,9 @@ pub struct Broker {
     /// A process stopped with SIGSTOP (`child` is None meanwhile, so
     /// helpers that ask the running nodes leave it out).
     pub paused: Option<Child>,
+    /// Run as this user (and group) id: firewall rules can then tell one
+    /// broker's traffic from another's (the network partition test).
+    pub uid: Option<u32>,
 }
 
 pub fn free_port() -> u16 {
@@ -68,6 +71,7 @@ impl Broker {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             data,
             paused: None,
+            uid: None,
         }
     }
 
@@ -101,7 +105,16 @@ impl Broker {
             .append(true)
             .open(self.dir.path().join("broker.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_karnak"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_karnak"));
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            std::os::unix::fs::chown(self.dir.path(), Some(uid), Some(uid)).unwrap();
+            if let Some(data) = &self.data {
+                std::os::unix::fs::chown(data, Some(uid), Some(uid)).unwrap();
+            }
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--kafka-addr")
