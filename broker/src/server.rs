@@ -47,8 +47,9 @@ pub async fn run(
     );
     drop(listener);
     let _ = stop_tx.send(true);
-    // Controlled shutdown first, so the cluster moves on while we drain.
-    broker.cluster.shutdown().await;
+    // Controlled shutdown first, so the cluster moves on while we drain:
+    // requests waiting on a partition led elsewhere now end at once.
+    broker.cluster.fence_for_shutdown().await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })
@@ -56,7 +57,11 @@ pub async fn run(
     if drained.is_err() {
         warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         connections.abort_all();
+    } else {
+        info!("every connection answered and closed");
     }
+    broker.replicas.stop_fetching();
+    broker.cluster.stop_voter().await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.logs.shutdown()).await??;
     info!("all logs flushed and closed");

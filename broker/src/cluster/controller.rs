@@ -125,7 +125,22 @@ impl Controller {
     }
 
     /// Commits `cmd` if this node leads; returns once it is applied here.
+    /// A command the current state refuses is answered without logging it.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<Proposed, ProposeError> {
+        if self.leading_term().is_some()
+            && let Err(e) = self.metadata.borrow().precheck(&cmd)
+        {
+            let index = self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            return Ok(Proposed {
+                result: Err(e),
+                index,
+            });
+        }
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok(Proposed {
                 result: r.data,

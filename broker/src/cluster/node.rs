@@ -25,6 +25,9 @@ use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, Tcp
 pub const RAFT_DIR: &str = "__karnak_meta/raft";
 /// How long one forwarded call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a controlled shutdown's fence, and then stopping the voter,
+/// may each take.
+const SHUTDOWN_FENCE: Duration = Duration::from_secs(3);
 /// How often the controller looks for silent brokers.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// Pause between tries while there is no leader or it just changed.
@@ -94,11 +97,18 @@ impl ClusterNode {
             cluster_name: cluster_id.to_string(),
             // A dead metadata leader costs an election: the survivors wait
             // out their lease (election_timeout_max) since its last
-            // heartbeat. 250-500 ms keeps failover under 2 s with room
-            // for a loaded machine's scheduling delays.
-            heartbeat_interval: 50,
-            election_timeout_min: 250,
-            election_timeout_max: 500,
+            // heartbeat; 300-600 ms keeps failover under 2 s. openraft
+            // times an AppendEntries out after one heartbeat interval,
+            // and a follower answers it after an fsync: 100 ms leaves a
+            // loaded disk room (at 50 ms a soak saw a follower that never
+            // caught up).
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            // Small appends, so a follower that fell behind catches up
+            // within the AppendEntries timeout instead of timing out on
+            // ever larger batches.
+            max_payload_entries: 64,
             ..Default::default()
         };
         let raft = Raft::new(
@@ -379,14 +389,31 @@ impl ClusterNode {
     }
 
     /// Controlled shutdown: fence this broker so its partitions move now,
-    /// not a session later, then stop the voter.
-    pub async fn shutdown(&self) {
+    /// not a session later. The voter keeps running (and answering) until
+    /// [`Self::stop_voter`], after the connections drained.
+    pub async fn fence_for_shutdown(&self) {
         let fence = MetadataCommand::FenceBroker { id: self.node_id };
-        if let Err(e) = self.propose(fence, Duration::from_secs(2)).await {
-            tracing::warn!("could not fence this broker on shutdown: {e}");
+        let started = Instant::now();
+        // Bounded as a whole: one forwarded call may take longer than the
+        // propose deadline.
+        match tokio::time::timeout(SHUTDOWN_FENCE, self.propose(fence, SHUTDOWN_FENCE)).await {
+            Ok(Ok(_)) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "fenced this broker: its partitions move to the others"
+            ),
+            Ok(Err(e)) => tracing::warn!("could not fence this broker on shutdown: {e}"),
+            Err(_) => {
+                tracing::warn!("could not fence this broker on shutdown within {SHUTDOWN_FENCE:?}")
+            }
         }
-        if let Err(e) = self.controller.raft.shutdown().await {
-            tracing::warn!("stopping the metadata group: {e}");
+    }
+
+    /// Stops the metadata voter: the last step before the logs close.
+    pub async fn stop_voter(&self) {
+        match tokio::time::timeout(SHUTDOWN_FENCE, self.controller.raft.shutdown()).await {
+            Ok(Ok(())) => tracing::info!("stopped the metadata voter"),
+            Ok(Err(e)) => tracing::warn!("stopping the metadata group: {e}"),
+            Err(_) => tracing::warn!("the metadata voter did not stop within {SHUTDOWN_FENCE:?}"),
         }
     }
 }

@@ -28,6 +28,9 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
+const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
+/// How often an acks=all wait checks that this broker still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let legacy = version < 3;
@@ -132,6 +135,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         // records), at most the request's timeout.
         let flushed = fsync.then(|| broker.logs.flush_logs(to_flush.clone()));
         let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+        let broker = broker.clone();
         return Ok(Reply::Later(Box::pin(async move {
             if let Some(flushed) = flushed {
                 let outcome = flushed
@@ -152,14 +156,27 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     continue;
                 }
                 let mut hw = log.subscribe();
-                let reached =
-                    tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= *target)).await;
-                if !matches!(reached, Ok(Ok(_))) {
-                    let part = &mut response.responses[*t].partition_responses[*p];
-                    if part.error_code == 0 {
-                        part.error_code = REQUEST_TIMED_OUT;
-                        part.base_offset = -1;
+                // As Kafka's delayed produce: a leader that steps down (a
+                // controlled shutdown, a lost session) answers
+                // NOT_LEADER_OR_FOLLOWER at once rather than at the timeout.
+                let stepped_down = async {
+                    loop {
+                        tokio::time::sleep(LEADERSHIP_CHECK).await;
+                        if !broker.replicas.leads(log.topic(), log.partition()) {
+                            return;
+                        }
                     }
+                };
+                let code = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= *target)) => {
+                        if matches!(r, Ok(Ok(_))) { 0 } else { REQUEST_TIMED_OUT }
+                    }
+                    _ = stepped_down => NOT_LEADER_OR_FOLLOWER,
+                };
+                let part = &mut response.responses[*t].partition_responses[*p];
+                if code != 0 && part.error_code == 0 {
+                    part.error_code = code;
+                    part.base_offset = -1;
                 }
             }
             encode(&response, version)

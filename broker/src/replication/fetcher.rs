@@ -55,6 +55,8 @@ pub struct Fetchers {
     node: i32,
     manager: Weak<ReplicaManager>,
     sources: Mutex<HashMap<i32, Source>>,
+    /// Shut down: no fetcher runs or starts again.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Fetchers {
@@ -63,12 +65,25 @@ impl Fetchers {
             node,
             manager,
             sources: Mutex::new(HashMap::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops every fetcher for good (shutdown).
+    pub(super) fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        for (_, s) in lock(&self.sources).drain() {
+            s.task.abort();
         }
     }
 
     /// The partitions to follow, by leader, with their leader epochs.
     pub(super) fn assign(&self, meta: &ClusterMetadata, follow: BTreeMap<i32, Vec<(Key, i32)>>) {
         let mut sources = lock(&self.sources);
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         sources.retain(|leader, s| {
             let keep = follow.contains_key(leader);
             if !keep {

@@ -57,6 +57,9 @@ pub struct ReplicaManager {
     fetchers: fetcher::Fetchers,
 }
 
+/// How long a refused in-sync set change waits before it is tried again.
+const ALTER_RETRY: Duration = Duration::from_millis(500);
+
 /// Kafka's answer for a request that reached the wrong replica.
 const NOT_LEADER: i16 = ResponseError::NotLeaderOrFollower.code();
 
@@ -81,6 +84,18 @@ impl ReplicaManager {
             min_insync_default,
             fetchers: fetcher::Fetchers::new(node, me.clone()),
         })
+    }
+
+    /// This broker leads `topic`-`partition` now.
+    pub fn leads(&self, topic: &str, partition: i32) -> bool {
+        lock(&self.replicas)
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|r| r.state.leader == self.node)
+    }
+
+    /// Shutting down: the fetchers stop before the logs close.
+    pub fn stop_fetching(&self) {
+        self.fetchers.stop();
     }
 
     /// A fetch from `leader` failed: the first sign, often, that it died.
@@ -268,6 +283,7 @@ impl ReplicaManager {
         let epoch_start = log.end_offset_for_epoch(r.state.leader_epoch - 1).1;
         if !r.state.isr.contains(&replica)
             && !r.altering
+            && self.cluster.metadata().is_live(replica)
             && fetch_offset >= hw
             && fetch_offset >= epoch_start.min(leo)
         {
@@ -299,7 +315,12 @@ impl ReplicaManager {
                     tracing::warn!(topic = %key.0, partition = key.1, ?isr, error = %e, "in-sync set change refused")
                 }
             }
-            // The metadata watch brings the new state; a refusal may be retried.
+            // The metadata watch brings the new state (and clears the
+            // flag); a refusal is retried after a pause, not at the next
+            // fetch: this broker's metadata may lag the controller's.
+            if outcome.is_err() {
+                tokio::time::sleep(ALTER_RETRY).await;
+            }
             if let Some(r) = lock(&me.replicas).get_mut(&key) {
                 r.altering = false;
             }

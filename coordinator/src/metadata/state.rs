@@ -469,9 +469,23 @@ impl ClusterMetadata {
         Ok(MetadataReply::Done)
     }
 
-    fn alter_partition(&mut self, a: &AlterPartition) -> Applied {
-        let live = self.live_brokers();
-        let p = self.partition_mut(&a.topic, a.partition)?;
+    /// Refuses a command the current state would refuse, without changing
+    /// anything: the controller answers such a proposal at once instead of
+    /// logging it (a leader whose metadata lags retries stale in-sync set
+    /// changes; each would otherwise become a metadata log entry).
+    pub fn precheck(&self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
+        match cmd {
+            MetadataCommand::AlterPartition(a) => {
+                let p = self
+                    .partition(&a.topic, a.partition)
+                    .ok_or_else(|| MetadataError::UnknownPartition(a.topic.clone(), a.partition))?;
+                self.check_alter(p, a)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_alter(&self, p: &PartitionState, a: &AlterPartition) -> Result<(), MetadataError> {
         if a.leader_epoch != p.leader_epoch {
             return Err(MetadataError::FencedLeaderEpoch {
                 got: a.leader_epoch,
@@ -501,10 +515,20 @@ impl ClusterMetadata {
         if let Some(r) = a
             .isr
             .iter()
-            .find(|r| !p.isr.contains(r) && !live.contains(r))
+            .find(|r| !p.isr.contains(r) && !self.is_live(**r))
         {
             return Err(MetadataError::IneligibleReplica(*r));
         }
+        Ok(())
+    }
+
+    fn alter_partition(&mut self, a: &AlterPartition) -> Applied {
+        let live = self.live_brokers();
+        let current = self
+            .partition(&a.topic, a.partition)
+            .ok_or_else(|| MetadataError::UnknownPartition(a.topic.clone(), a.partition))?;
+        self.check_alter(current, a)?;
+        let p = self.partition_mut(&a.topic, a.partition)?;
         let old_leader = p.leader;
         p.isr = a.isr.clone();
         // The last adding replica in sync completes a reassignment.
