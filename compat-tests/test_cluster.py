@@ -211,3 +211,48 @@ def test_every_fault_in_random_order_loses_nothing_acknowledged(cluster):
     print(f"seed {seed} (replay: compat-tests/cluster/soak.sh --faults 4 --seed {seed})")
     result = cluster_workload.run(cluster, seed, faults=len(cluster_workload.FAULTS))
     cluster_workload.assert_clean(result)
+
+
+def test_sql_on_a_broker_without_every_partition_refuses_instead_of_undercounting(
+        karnak_bin, tmp_path):
+    """The SQL gateway reads the replicas its broker holds. Asked about a
+    partition placed only on other brokers it says so (it used to answer
+    from an empty local log: a count without that partition's rows); a
+    query filtered to its own partitions is answered."""
+    import psycopg
+    peers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in range(3))
+    cluster_id = "sql-" + uuid.uuid4().hex
+    nodes = [Broker(karnak_bin, tmp_path / f"node{i}", tmp_path / "logs",
+                    ["--cluster-peers", peers, "--cluster-id", cluster_id], node_id=i)
+             for i in range(3)]
+    for b in nodes:
+        b.spawn()
+    try:
+        for b in nodes:
+            b.wait_ready()
+        topic = unique_topic("sqlc")
+        a = ck.admin(bootstrap(nodes))
+        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)],
+                        operation_timeout=30)[topic].result(30)
+        wait_until(lambda: all(p.leader >= 0 for p in a.list_topics(topic=topic, timeout=10)
+                               .topics[topic].partitions.values()), 30, msg="leaders")
+        p = ck.producer(bootstrap(nodes))
+        for part in range(3):
+            for i in range(10):
+                p.produce(topic, f"v{i}".encode(), partition=part)
+        assert p.flush(30) == 0
+        leaders = {i: pm.leader for i, pm in
+                   a.list_topics(topic=topic, timeout=10).topics[topic].partitions.items()}
+        # Broker 0 holds the partitions it leads (replication factor 1).
+        ours = [i for i, l in leaders.items() if l == 0]
+        assert len(ours) < 3, leaders
+        with psycopg.connect(host="127.0.0.1", port=nodes[0].sql_port, user="anyone",
+                             dbname="anydb", connect_timeout=10, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error, match="has no replica on this broker"):
+                conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone()
+            for part in ours:
+                got = conn.execute(f'SELECT count(*) FROM "{topic}" WHERE partition = {part}')
+                assert got.fetchone()[0] == 10
+    finally:
+        for b in nodes:
+            b.kill9()

@@ -107,6 +107,24 @@ fn admin_error(e: crate::topics::TopicError) -> karnak_sql::ddl::AdminError {
 }
 
 impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
+    fn partitions_elsewhere(&self, topic: &str) -> Vec<i32> {
+        let me = self.0.node_id();
+        self.0
+            .cluster
+            .metadata()
+            .topics
+            .get(topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| !p.replicas.contains(&me))
+                    .map(|(i, _)| i as i32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn create_topic(
         &self,
         name: &str,

@@ -14,6 +14,7 @@ use datafusion::datasource::TableProvider;
 use karnak_storage::columnar::{COL_VALUE, PartitionScan};
 use karnak_storage::{LogManager, Topic};
 
+use crate::ddl::TopicAdmin;
 use crate::insert::Producer;
 use crate::json::{self, JsonColumn};
 use crate::table::{TopicTable, topic_schema};
@@ -33,6 +34,8 @@ type Inferred = Arc<Vec<(String, DataType)>>;
 pub struct TopicSchema {
     logs: Arc<LogManager>,
     producer: Option<Arc<dyn Producer>>,
+    /// Which partitions have no replica here (none on a single node).
+    placement: Option<Arc<dyn TopicAdmin>>,
     /// Inferred JSON fields by topic id, with when they were inferred.
     inferred: Mutex<HashMap<[u8; 16], (Instant, Inferred)>>,
 }
@@ -44,10 +47,15 @@ impl std::fmt::Debug for TopicSchema {
 }
 
 impl TopicSchema {
-    pub fn new(logs: Arc<LogManager>, producer: Option<Arc<dyn Producer>>) -> Self {
+    pub fn new(
+        logs: Arc<LogManager>,
+        producer: Option<Arc<dyn Producer>>,
+        placement: Option<Arc<dyn TopicAdmin>>,
+    ) -> Self {
         TopicSchema {
             logs,
             producer,
+            placement,
             inferred: Mutex::new(HashMap::new()),
         }
     }
@@ -142,11 +150,15 @@ impl SchemaProvider for TopicSchema {
             return Ok(None);
         };
         let json = self.json_columns(&topic).await?;
-        Ok(Some(Arc::new(TopicTable::new(
-            topic,
-            self.producer.clone(),
-            json,
-        ))))
+        let elsewhere = self
+            .placement
+            .as_ref()
+            .map(|p| p.partitions_elsewhere(name))
+            .unwrap_or_default();
+        Ok(Some(Arc::new(
+            TopicTable::new(topic, self.producer.clone(), json)
+                .with_partitions_elsewhere(elsewhere),
+        )))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -56,6 +56,7 @@ pub struct SqlConfig {
 pub fn session_context(
     logs: Arc<LogManager>,
     producer: Option<Arc<dyn Producer>>,
+    placement: Option<Arc<dyn ddl::TopicAdmin>>,
 ) -> Result<Arc<SessionContext>, SqlError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -67,7 +68,7 @@ pub fn session_context(
     catalog
         .register_schema(
             "public",
-            Arc::new(catalog::TopicSchema::new(logs, producer)),
+            Arc::new(catalog::TopicSchema::new(logs, producer, placement)),
         )
         .map_err(|e| SqlError::Catalog(e.to_string()))?;
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
@@ -100,7 +101,7 @@ pub async fn start(
         source,
     })?;
     let handlers = Arc::new(server::Handlers::new(
-        session_context(logs.clone(), Some(producer))?,
+        session_context(logs.clone(), Some(producer), Some(admin.clone()))?,
         cfg.auth.clone(),
         ddl::DdlHook::new(admin, cfg.default_partitions),
     ));

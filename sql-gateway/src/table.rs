@@ -54,6 +54,9 @@ pub struct TopicTable {
     /// fixed ones.
     json: Arc<Vec<JsonColumn>>,
     schema: SchemaRef,
+    /// Partitions with no replica on this broker: a scan that needs one
+    /// is refused (their local logs would answer without their rows).
+    elsewhere: Vec<i32>,
 }
 
 impl std::fmt::Debug for TopicTable {
@@ -89,7 +92,13 @@ impl TopicTable {
             producer,
             json: Arc::new(json),
             schema,
+            elsewhere: Vec::new(),
         }
+    }
+
+    pub fn with_partitions_elsewhere(mut self, elsewhere: Vec<i32>) -> Self {
+        self.elsewhere = elsewhere;
+        self
     }
 }
 
@@ -140,6 +149,15 @@ impl TableProvider for TopicTable {
         for log in &self.topic.logs {
             if !ranges.partition_matches(log.partition()) {
                 continue;
+            }
+            if self.elsewhere.contains(&log.partition()) {
+                return Err(DataFusionError::Plan(format!(
+                    "partition {} of topic {:?} has no replica on this broker, and the SQL \
+                     gateway reads only the replicas a broker holds (yet): query a broker \
+                     that holds every partition, or filter on \"partition\"",
+                    log.partition(),
+                    self.topic.meta.name
+                )));
             }
             // The end is fixed now: the last stable offset at query start
             // (the high watermark unless a transaction is open).
