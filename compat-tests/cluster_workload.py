@@ -49,6 +49,26 @@ from confluent_kafka.admin import AdminClient, NewTopic
 COMMON = {"socket.timeout.ms": 10000, "api.version.request.timeout.ms": 10000}
 
 
+def start_cluster(binary, work: Path, extra=()):
+    """Three brokers on loopback, every one a metadata voter, started together
+    (distinct cluster ports: free_port() may hand one out twice)."""
+    from conftest import Broker, free_port
+    ports = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(sorted(ports)))
+    cid = "cluster-" + uuid.uuid4().hex
+    nodes = [Broker(binary, work / f"n{i}", work / "logs",
+                    ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false",
+                     *extra], node_id=i)
+             for i in range(3)]
+    for b in nodes:
+        b.spawn()
+    for b in nodes:
+        b.wait_ready()
+    return nodes
+
+
 def bootstrap(nodes) -> str:
     return ",".join(b.bootstrap for b in nodes if b.alive())
 

@@ -43,27 +43,9 @@ sys.path.insert(0, str(ROOT / "compat-tests"))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from conftest import Broker, free_port  # noqa: E402
+from cluster_workload import bootstrap, start_cluster  # noqa: E402
 
 SESSION_TIMEOUT_MS = 1500
-
-
-def start_cluster(binary: Path, work: Path):
-    peers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in range(3))
-    cid = "bench-" + uuid.uuid4().hex
-    nodes = [Broker(binary, work / f"n{i}", work / "logs",
-                    ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false",
-                     "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS)], node_id=i)
-             for i in range(3)]
-    for b in nodes:
-        b.spawn()
-    for b in nodes:
-        b.wait_ready()
-    return nodes
-
-
-def bootstrap(nodes):
-    return ",".join(b.bootstrap for b in nodes if b.alive())
 
 
 def leader(admin, topic):
@@ -76,7 +58,8 @@ def leader(admin, topic):
 
 def one_round(binary: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="karnak-failover.") as d:
-        nodes = start_cluster(binary, Path(d))
+        nodes = start_cluster(binary, Path(d),
+                              ["--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS)])
         try:
             topic = "fo-" + uuid.uuid4().hex[:8]
             admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})

@@ -34,31 +34,12 @@ import random
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "compat-tests"))
 
-from cluster_workload import assert_clean, run  # noqa: E402
-from conftest import Broker, free_port  # noqa: E402
-
-
-def start_cluster(binary: Path, work: Path):
-    ports = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(sorted(ports)))
-    cid = "soak-" + uuid.uuid4().hex
-    nodes = [Broker(binary, work / f"n{i}", work / "logs",
-                    ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false"],
-                    node_id=i)
-             for i in range(3)]
-    for b in nodes:
-        b.spawn()
-    for b in nodes:
-        b.wait_ready()
-    return nodes
+from cluster_workload import assert_clean, run, start_cluster  # noqa: E402
 
 
 def main():

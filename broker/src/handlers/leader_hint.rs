@@ -15,6 +15,12 @@ use karnak_protocol::fetch_response::{self, FetchResponseBody};
 
 use crate::broker::Broker;
 
+/// A refusal that carries the leader (KIP-951).
+fn refused(code: i16) -> bool {
+    code == ResponseError::NotLeaderOrFollower.code()
+        || code == ResponseError::FencedLeaderEpoch.code()
+}
+
 /// The leader to name for a partition refused with `code`, if any.
 fn hint(
     broker: &Broker,
@@ -23,9 +29,7 @@ fn hint(
     partition: i32,
     code: i16,
 ) -> Option<(i32, i32)> {
-    if code != ResponseError::NotLeaderOrFollower.code()
-        && code != ResponseError::FencedLeaderEpoch.code()
-    {
+    if !refused(code) {
         return None;
     }
     let p = meta.partition(topic, partition)?;
@@ -46,7 +50,15 @@ fn endpoints(
 }
 
 pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16) {
-    if version < 10 {
+    // The produce path: nothing to look up unless a partition was refused.
+    let any = || {
+        response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| refused(p.error_code))
+    };
+    if version < 10 || !any() {
         return;
     }
     let meta = broker.cluster.metadata();
@@ -75,7 +87,13 @@ pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16) {
 }
 
 pub fn fetch<R>(broker: &Broker, body: &mut FetchResponseBody<R>, version: i16) {
-    if version < 12 {
+    let any = || {
+        body.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| refused(p.error_code))
+    };
+    if version < 12 || !any() {
         return;
     }
     let meta = broker.cluster.metadata();

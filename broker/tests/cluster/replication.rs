@@ -353,19 +353,23 @@ fn a_produce_or_fetch_sent_to_a_follower_names_the_leader_and_its_address() {
                 ]),
         )
     };
+    // (error, (hinted leader, epoch), [(endpoint id, port)]) as told.
+    let told = (
+        ResponseError::NotLeaderOrFollower.code(),
+        (leader, epoch),
+        vec![(leader, leader_port)],
+    );
     let r = produce(11);
     let p = &r.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    let ends = r.node_endpoints.iter().map(|n| (n.node_id.0, n.port));
     assert_eq!(
-        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
-        (leader, epoch)
+        (
+            p.error_code,
+            (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+            ends.collect::<Vec<_>>()
+        ),
+        told
     );
-    let ends: Vec<(i32, i32)> = r
-        .node_endpoints
-        .iter()
-        .map(|n| (n.node_id.0, n.port))
-        .collect();
-    assert_eq!(ends, vec![(leader, leader_port)]);
     let old = produce(9);
     assert_eq!(
         old.responses[0].partition_responses[0].error_code,
@@ -380,17 +384,15 @@ fn a_produce_or_fetch_sent_to_a_follower_names_the_leader_and_its_address() {
         &fetch_by_id(&c, "h", follower),
     );
     let p = &r.responses[0].partitions[0];
-    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    let ends = r.node_endpoints.iter().map(|n| (n.node_id.0, n.port));
     assert_eq!(
-        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
-        (leader, epoch)
+        (
+            p.error_code,
+            (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+            ends.collect::<Vec<_>>()
+        ),
+        told
     );
-    let ends: Vec<(i32, i32)> = r
-        .node_endpoints
-        .iter()
-        .map(|n| (n.node_id.0, n.port))
-        .collect();
-    assert_eq!(ends, vec![(leader, leader_port)]);
     // The leader itself serves it with no hint.
     let r: FetchResponse =
         c.nodes[leader as usize]
