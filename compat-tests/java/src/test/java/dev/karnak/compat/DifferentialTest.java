@@ -242,6 +242,9 @@ class DifferentialTest {
                 admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1)
                         .configs(Map.of("retention.ms", "3600000", "cleanup.policy", "compact"))))
                         .all().get(30, TimeUnit.SECONDS);
+                // Kafka answers CreateTopics once its controller committed the topic; the broker that serves
+                // DescribeConfigs may not have it yet (UNKNOWN_TOPIC_OR_PARTITION): wait for it on both sides.
+                Clients.awaitLeaders(admin, topic, 1);
                 Map<String, ConfigEntry> m = topicConfigs(admin, topic);
                 for (String c : configs) {
                     ConfigEntry e = m.get(c);
