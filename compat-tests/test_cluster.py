@@ -213,12 +213,15 @@ def test_every_fault_in_random_order_loses_nothing_acknowledged(cluster):
     cluster_workload.assert_clean(result)
 
 
-def test_sql_on_a_broker_without_every_partition_refuses_instead_of_undercounting(
-        karnak_bin, tmp_path):
-    """The SQL gateway reads the replicas its broker holds. Asked about a
-    partition placed only on other brokers it says so (it used to answer
-    from an empty local log: a count without that partition's rows); a
-    query filtered to its own partitions is answered."""
+def test_sql_on_any_broker_reads_every_partition_of_every_topic(karnak_bin, tmp_path):
+    """The SQL gateway of every broker answers for every topic: what its
+    broker holds it scans locally, the rest it fetches from the partition's
+    leader (a read_committed Fetch). Replication factor 1 puts some
+    partitions, and a whole one-partition topic, on other brokers; every
+    gateway counts every row, filters by offset and timestamp on remote
+    partitions, infers a remote JSON topic's columns, never shows an
+    aborted transaction's records, and INSERTs into partitions led
+    elsewhere (forwarded to their leaders)."""
     import psycopg
     peers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in range(3))
     cluster_id = "sql-" + uuid.uuid4().hex
@@ -230,29 +233,75 @@ def test_sql_on_a_broker_without_every_partition_refuses_instead_of_undercountin
     try:
         for b in nodes:
             b.wait_ready()
-        topic = unique_topic("sqlc")
+        topic, single = unique_topic("sqlc"), unique_topic("sqlone")
         a = ck.admin(bootstrap(nodes))
-        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)],
-                        operation_timeout=30)[topic].result(30)
-        wait_until(lambda: all(p.leader >= 0 for p in a.list_topics(topic=topic, timeout=10)
-                               .topics[topic].partitions.values()), 30, msg="leaders")
+        futures = a.create_topics(
+            [NewTopic(topic, num_partitions=3, replication_factor=1),
+             NewTopic(single, num_partitions=1, replication_factor=1,
+                      config={"karnak.value.format": "json"})],
+            operation_timeout=30)
+        for f in futures.values():
+            f.result(30)
+
+        def leaders(t):
+            md = a.list_topics(topic=t, timeout=10).topics[t]
+            return {i: pm.leader for i, pm in md.partitions.items()}
+        wait_until(lambda: all(l >= 0 for t in (topic, single) for l in leaders(t).values()),
+                   30, msg="leaders")
         p = ck.producer(bootstrap(nodes))
+        t0 = int(time.time() * 1000) - 60_000
         for part in range(3):
             for i in range(10):
-                p.produce(topic, f"v{i}".encode(), partition=part)
+                p.produce(topic, f"v{i}".encode(), partition=part, timestamp=t0 + i)
+        for i in range(5):
+            p.produce(single, ('{"n": %d, "name": "x%d"}' % (i, i)).encode())
         assert p.flush(30) == 0
-        leaders = {i: pm.leader for i, pm in
-                   a.list_topics(topic=topic, timeout=10).topics[topic].partitions.items()}
-        # Broker 0 holds the partitions it leads (replication factor 1).
-        ours = [i for i, l in leaders.items() if l == 0]
-        assert len(ours) < 3, leaders
-        with psycopg.connect(host="127.0.0.1", port=nodes[0].sql_port, user="anyone",
-                             dbname="anydb", connect_timeout=10, autocommit=True) as conn:
-            with pytest.raises(psycopg.Error, match="has no replica on this broker"):
-                conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone()
-            for part in ours:
-                got = conn.execute(f'SELECT count(*) FROM "{topic}" WHERE partition = {part}')
-                assert got.fetchone()[0] == 10
+        # An aborted and a committed transaction on every partition.
+        tx = ck.producer(bootstrap(nodes), **{"transactional.id": "sql-remote-" + uuid.uuid4().hex})
+        tx.init_transactions(30)
+        for commit in (False, True):
+            tx.begin_transaction()
+            for part in range(3):
+                tx.produce(topic, b"aborted" if not commit else b"committed", partition=part)
+            (tx.commit_transaction if commit else tx.abort_transaction)(30)
+        placed = leaders(topic)
+        single_on = leaders(single)[0]
+        assert len(set(placed.values())) > 1, f"all partitions on one broker: {placed}"
+        def sql(b):
+            return psycopg.connect(host="127.0.0.1", port=b.sql_port, user="anyone",
+                                   dbname="anydb", connect_timeout=10, autocommit=True)
+        # INSERTs on every broker: a partition led elsewhere is produced to
+        # its leader.
+        for b in nodes:
+            with sql(b) as conn:
+                for part in range(3):
+                    conn.execute(f'INSERT INTO "{topic}" (partition, value_text) '
+                                 f"VALUES ({part}, 'ins{b.node_id}')")
+                conn.execute(f'INSERT INTO "{single}" (n, name) VALUES (100, \'a\')')
+        for b in nodes:
+            remote = [i for i, l in placed.items() if l != b.node_id]
+            with sql(b) as conn:
+                got = conn.execute(
+                    f'SELECT partition, count(*), sum(CASE WHEN value_text = \'committed\' '
+                    f'THEN 1 ELSE 0 END), sum(CASE WHEN value_text = \'aborted\' THEN 1 ELSE 0 END) '
+                    f'FROM "{topic}" GROUP BY partition ORDER BY partition').fetchall()
+                assert got == [(i, 14, 1, 0) for i in range(3)], (b.node_id, placed, got)
+                for part in remote:
+                    got = conn.execute(
+                        f'SELECT "offset", value_text FROM "{topic}" WHERE partition = {part} '
+                        f'AND "offset" >= 3 AND "offset" < 6 ORDER BY "offset"').fetchall()
+                    assert got == [(3, "v3"), (4, "v4"), (5, "v5")], (b.node_id, part, got)
+                    got = conn.execute(
+                        f'SELECT count(*) FROM "{topic}" WHERE partition = {part} '
+                        f"AND timestamp >= to_timestamp_millis({t0 + 7})").fetchone()[0]
+                    # v7..v9, the committed one and the three INSERTs
+                    assert got == 3 + 1 + 3, (b.node_id, part, got)
+                names = [r[0] for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public'").fetchall()]
+                assert topic in names and single in names, (b.node_id, names)
+                got = conn.execute(f'SELECT sum(n), max(name) FROM "{single}"').fetchone()
+                assert got == (310, "x4"), (b.node_id, single_on, got)
     finally:
         for b in nodes:
             b.kill9()

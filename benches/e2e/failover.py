@@ -19,6 +19,11 @@ silent broker after (--broker-session-timeout-ms, 1500 by default): the
 detection floor. The goal (issue 18) is a gap under 2 s in every round.
 
   compat-tests/.venv/bin/python benches/e2e/failover.py [--rounds 5] [--bin target/release/karnak]
+  compat-tests/.venv/bin/python benches/e2e/failover.py --kafka [--rounds 5]
+
+With --kafka the same rounds run against three Apache Kafka 4.4.0 KRaft
+nodes with Kafka's defaults (broker.session.timeout.ms 9000): the same-run
+reference for how long Kafka's clients wait.
 
 Bounded: each round writes for at most 20 s and stops its brokers.
 """
@@ -56,10 +61,38 @@ def leader(admin, topic):
     return p.leader, p.isrs
 
 
-def one_round(binary: Path) -> dict:
+class KafkaNode:
+    """One Apache Kafka node of the reference cluster, shaped as the
+    compat tests' Broker where this script uses it."""
+
+    def __init__(self, proc, bootstrap):
+        self.proc, self.bootstrap = proc, bootstrap
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill9(self):
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+
+
+def start_karnak(binary: Path, work: Path):
+    return start_cluster(binary, work, ["--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS)])
+
+
+def start_kafka(cp: str, work: Path):
+    """Three Kafka 4.4.0 KRaft nodes with Kafka's defaults (broker session
+    timeout 9 s)."""
+    sys.path.insert(0, str(ROOT / "benches" / "e2e"))
+    from cluster_bench import start_kafka_cluster
+    s = start_kafka_cluster(cp, work)
+    return [KafkaNode(p, b) for p, b in zip(s.procs, s.bootstrap.split(","))]
+
+
+def one_round(start) -> dict:
     with tempfile.TemporaryDirectory(prefix="karnak-failover.") as d:
-        nodes = start_cluster(binary, Path(d),
-                              ["--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS)])
+        nodes = start(Path(d))
         try:
             topic = "fo-" + uuid.uuid4().hex[:8]
             admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
@@ -147,11 +180,26 @@ def main():
     if not default.exists():
         default = ROOT / "target" / "debug" / "karnak"
     ap.add_argument("--bin", type=Path, default=default)
+    ap.add_argument("--kafka", action="store_true",
+                    help="the same rounds against a 3-node Apache Kafka 4.4.0 (its defaults)")
     a = ap.parse_args()
-    print(f"# {a.bin}, {os.cpu_count()} cores, session timeout {SESSION_TIMEOUT_MS} ms")
+    if a.kafka:
+        sys.path.insert(0, str(ROOT / "benches" / "e2e"))
+        from kafka_vs import classpath
+        cp = classpath(Path(tempfile.mkdtemp(prefix="failover-cp-")))
+        print(f"# Apache Kafka 4.4.0, 3 KRaft nodes, {os.cpu_count()} cores, its defaults")
+
+        def start(work):
+            return start_kafka(cp, work)
+    else:
+        print(f"# {a.bin}, {os.cpu_count()} cores, session timeout {SESSION_TIMEOUT_MS} ms")
+
+        def start(work):
+            return start_karnak(a.bin, work)
+    session_ms = 9000 if a.kafka else SESSION_TIMEOUT_MS
     rows = []
     for r in range(a.rounds):
-        row = one_round(a.bin)
+        row = one_round(start)
         row["round"] = r
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -159,8 +207,8 @@ def main():
     detects = [r["detect_s"] for r in rows]
     print(f"detect_s {min(detects):.2f}-{max(detects):.2f} (median {statistics.median(detects):.2f}); "
           f"gap_s {min(gaps):.2f}-{max(gaps):.2f} (median {statistics.median(gaps):.2f}); "
-          f"gap / session timeout {min(gaps) * 1000 / SESSION_TIMEOUT_MS:.2f}-"
-          f"{max(gaps) * 1000 / SESSION_TIMEOUT_MS:.2f}; lost {sum(r['lost'] for r in rows)}")
+          f"gap / session timeout {min(gaps) * 1000 / session_ms:.2f}-"
+          f"{max(gaps) * 1000 / session_ms:.2f}; lost {sum(r['lost'] for r in rows)}")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,16 @@ def wait_listening(port: int, proc: subprocess.Popen, what: str, deadline_s: flo
     raise RuntimeError(f"{what} not listening on {port} after {deadline_s} s")
 
 
+def write_log4j(d: Path) -> Path:
+    """A log4j2 config sending a Kafka node's WARN and above to d/server.log."""
+    log4j = d / "log4j2.properties"
+    log4j.write_text("\n".join([
+        "rootLogger.level=WARN", "rootLogger.appenderRef.f.ref=F", "appender.f.type=File",
+        "appender.f.name=F", f"appender.f.fileName={d / 'server.log'}",
+        "appender.f.layout.type=PatternLayout", "appender.f.layout.pattern=[%d] %p %m (%c)%n", ""]))
+    return log4j
+
+
 def start_kafka(cp: str, work: Path) -> tuple[subprocess.Popen, int]:
     port, controller = free_port(), free_port()
     d = work / "kafka"
@@ -108,11 +118,7 @@ def start_kafka(cp: str, work: Path) -> tuple[subprocess.Popen, int]:
         "offsets.topic.replication.factor=1", "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1", "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1", ""]))
-    log4j = d / "log4j2.properties"
-    log4j.write_text("\n".join([
-        "rootLogger.level=WARN", "rootLogger.appenderRef.f.ref=F", "appender.f.type=File",
-        "appender.f.name=F", f"appender.f.fileName={d / 'server.log'}",
-        "appender.f.layout.type=PatternLayout", "appender.f.layout.pattern=[%d] %p %m (%c)%n", ""]))
+    log4j = write_log4j(d)
     cluster = java(cp, "kafka.tools.StorageTool", "random-uuid").strip().splitlines()[-1]
     java(cp, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props))
     proc = subprocess.Popen([JAVA, *KAFKA_JVM, f"-Dlog4j2.configurationFile={log4j}",

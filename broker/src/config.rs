@@ -169,6 +169,12 @@ pub struct Args {
     /// Kafka `broker.session.timeout.ms`: a broker silent this long is fenced and its partitions move. [default: 1500]
     #[arg(long, env = "KARNAK_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Kafka `auto.leader.rebalance.enable`: the controller gives leadership back to each partition's preferred (first) replica once it is live and in sync. [default: true]
+    #[arg(long, env = "KARNAK_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// Kafka `leader.imbalance.check.interval.seconds`: how often the controller looks for partitions to give back. [default: 300]
+    #[arg(long, env = "KARNAK_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -223,6 +229,8 @@ struct FileConfig {
     unclean_leader_election: Option<bool>,
     broker_heartbeat_interval_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
+    auto_leader_rebalance_enable: Option<bool>,
+    leader_imbalance_check_interval_seconds: Option<u64>,
 }
 
 /// `--log-cleaner-io-max-bytes-per-second` when not given: 64 MiB/s.
@@ -436,6 +444,14 @@ impl Config {
                     session_timeout: ms(pick!(
                         broker_session_timeout_ms,
                         d.session_timeout.as_millis() as u64
+                    )),
+                    auto_leader_rebalance: pick!(
+                        auto_leader_rebalance_enable,
+                        d.auto_leader_rebalance
+                    ),
+                    leader_imbalance_check_interval: std::time::Duration::from_secs(pick!(
+                        leader_imbalance_check_interval_seconds,
+                        d.leader_imbalance_check_interval.as_secs()
                     )),
                 }
             },

@@ -21,6 +21,7 @@ mod replication;
 mod response;
 mod server;
 mod sql;
+mod sql_remote;
 mod topics;
 
 use broker::Broker;
@@ -204,11 +205,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         broker.config.admin_addr
     );
     if let Some(sql) = &broker.config.sql {
-        let producer = Arc::new(sql::BrokerProducer(broker.clone()));
+        let remote = Arc::new(sql_remote::BrokerRemote::new(broker.clone()));
+        let producer = Arc::new(sql::BrokerProducer {
+            broker: broker.clone(),
+            remote: remote.clone(),
+        });
         let admin = Arc::new(sql::BrokerTopicAdmin(broker.clone()));
-        let (bound, serve) = karnak_sql::start(sql, broker.logs.clone(), producer, admin, stopping)
-            .await
-            .context("starting the SQL gateway")?;
+        let (bound, serve) = karnak_sql::start(
+            sql,
+            broker.logs.clone(),
+            producer,
+            admin,
+            Some(remote as Arc<dyn karnak_sql::remote::RemotePartitions>),
+            stopping,
+        )
+        .await
+        .context("starting the SQL gateway")?;
         let auth = match &sql.auth {
             karnak_sql::auth::SqlAuth::Trust => "trust".to_string(),
             karnak_sql::auth::SqlAuth::ScramSha256(users) => {

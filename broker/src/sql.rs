@@ -11,11 +11,16 @@ use karnak_sql::{ProduceError, Producer};
 use crate::broker::Broker;
 use crate::handlers::{now_ms, produce};
 
-pub struct BrokerProducer(pub Arc<Broker>);
+pub struct BrokerProducer {
+    pub broker: Arc<Broker>,
+    /// Where a write to a partition led elsewhere is forwarded.
+    pub remote: Arc<crate::sql_remote::BrokerRemote>,
+}
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const INVALID_TOPIC_EXCEPTION: i16 = ResponseError::InvalidTopicException.code();
 const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
 
 #[async_trait::async_trait]
 impl Producer for BrokerProducer {
@@ -31,21 +36,25 @@ impl Producer for BrokerProducer {
                 message: format!("{topic} is written by the broker only"),
             });
         }
-        let (log, epoch) = self
-            .0
+        let led = self
+            .broker
             .replicas
-            .leader_for_append(topic, partition, true)
-            .map_err(|code| ProduceError {
-                code,
-                message: if code == UNKNOWN_TOPIC_OR_PARTITION {
-                    format!("{topic}-{partition} does not exist")
-                } else {
-                    format!("this broker cannot take writes to {topic}-{partition} now")
-                },
-            })?;
-        let broker = self.0.clone();
+            .leader_for_append(topic, partition, true);
+        if led.as_ref().err() == Some(&NOT_LEADER_OR_FOLLOWER) {
+            // A follower or no replica here: the leader takes it.
+            return self.remote.produce(topic, partition, records).await;
+        }
+        let (log, epoch) = led.map_err(|code| ProduceError {
+            code,
+            message: if code == UNKNOWN_TOPIC_OR_PARTITION {
+                format!("{topic}-{partition} does not exist")
+            } else {
+                format!("this broker cannot take writes to {topic}-{partition} now")
+            },
+        })?;
+        let broker = self.broker.clone();
         let (topic_name, index) = (topic.to_string(), partition);
-        let fsync = self.0.config.flush_on_acks_all;
+        let fsync = self.broker.config.flush_on_acks_all;
         // Appends and fsync are file I/O: off the reactor.
         let appended = tokio::task::spawn_blocking(move || {
             let (log, info) = produce::append(&log, records, now_ms(), epoch, &|_| Ok(()))
@@ -107,24 +116,6 @@ fn admin_error(e: crate::topics::TopicError) -> karnak_sql::ddl::AdminError {
 }
 
 impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
-    fn partitions_elsewhere(&self, topic: &str) -> Vec<i32> {
-        let me = self.0.node_id();
-        self.0
-            .cluster
-            .metadata()
-            .topics
-            .get(topic)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| !p.replicas.contains(&me))
-                    .map(|(i, _)| i as i32)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn create_topic(
         &self,
         name: &str,

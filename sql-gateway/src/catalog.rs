@@ -1,7 +1,7 @@
 //! The `public` schema: every topic is a table, looked up live, so a topic
 //! created a moment ago is queryable and a deleted one is gone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,9 @@ use datafusion::datasource::TableProvider;
 use karnak_storage::columnar::{COL_VALUE, PartitionScan};
 use karnak_storage::{LogManager, Topic};
 
-use crate::ddl::TopicAdmin;
 use crate::insert::Producer;
 use crate::json::{self, JsonColumn};
+use crate::remote::{RemotePartitions, RemoteRange, RemoteRead, RemoteTopic};
 use crate::table::{TopicTable, topic_schema};
 
 /// Topics the broker keeps for itself are not tables.
@@ -34,8 +34,8 @@ type Inferred = Arc<Vec<(String, DataType)>>;
 pub struct TopicSchema {
     logs: Arc<LogManager>,
     producer: Option<Arc<dyn Producer>>,
-    /// Which partitions have no replica here (none on a single node).
-    placement: Option<Arc<dyn TopicAdmin>>,
+    /// In a cluster: what has no replica here, and how to read it.
+    remote: Option<Arc<dyn RemotePartitions>>,
     /// Inferred JSON fields by topic id, with when they were inferred.
     inferred: Mutex<HashMap<[u8; 16], (Instant, Inferred)>>,
 }
@@ -46,16 +46,22 @@ impl std::fmt::Debug for TopicSchema {
     }
 }
 
+/// Where a topic's newest records are sampled from to infer its columns.
+enum Sample<'a> {
+    Local(&'a Arc<Topic>),
+    Remote(&'a RemoteTopic, &'a Arc<dyn RemotePartitions>),
+}
+
 impl TopicSchema {
     pub fn new(
         logs: Arc<LogManager>,
         producer: Option<Arc<dyn Producer>>,
-        placement: Option<Arc<dyn TopicAdmin>>,
+        remote: Option<Arc<dyn RemotePartitions>>,
     ) -> Self {
         TopicSchema {
             logs,
             producer,
-            placement,
+            remote,
             inferred: Mutex::new(HashMap::new()),
         }
     }
@@ -63,20 +69,27 @@ impl TopicSchema {
     /// The JSON columns of a topic: none unless `karnak.value.format=json`;
     /// declared by `karnak.value.schema`, else inferred from its newest
     /// records.
-    async fn json_columns(&self, topic: &Arc<Topic>) -> Result<Vec<JsonColumn>> {
-        let other = &topic.config.other;
-        if other.get(json::FORMAT_KEY).map(String::as_str) != Some("json") {
+    async fn json_columns(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        configs: &BTreeMap<String, String>,
+        sample: Sample<'_>,
+    ) -> Result<Vec<JsonColumn>> {
+        if configs.get(json::FORMAT_KEY).map(String::as_str) != Some("json") {
             return Ok(Vec::new());
         }
-        let fields = match other.get(json::SCHEMA_KEY).filter(|s| !s.trim().is_empty()) {
+        let fields = match configs
+            .get(json::SCHEMA_KEY)
+            .filter(|s| !s.trim().is_empty())
+        {
             Some(declared) => json::parse_declared(declared).map_err(|e| {
                 DataFusionError::Plan(format!(
-                    "topic {} has an invalid {}: {e}",
-                    topic.meta.name,
+                    "topic {name} has an invalid {}: {e}",
                     json::SCHEMA_KEY
                 ))
             })?,
-            None => self.inferred_fields(topic).await?.as_ref().clone(),
+            None => self.inferred_fields(id, sample).await?.as_ref().clone(),
         };
         let fixed: Vec<String> = topic_schema()
             .fields()
@@ -87,21 +100,62 @@ impl TopicSchema {
         Ok(json::columns(fields, &fixed))
     }
 
-    async fn inferred_fields(&self, topic: &Arc<Topic>) -> Result<Inferred> {
-        let id = topic.meta.id;
+    async fn inferred_fields(&self, id: [u8; 16], sample: Sample<'_>) -> Result<Inferred> {
         if let Some((at, fields)) = lock(&self.inferred).get(&id)
             && at.elapsed() < INFER_TTL
         {
             return Ok(fields.clone());
         }
-        let t = topic.clone();
-        let fields = tokio::task::spawn_blocking(move || sample_and_infer(&t))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let fields = match sample {
+            Sample::Local(topic) => {
+                let t = topic.clone();
+                tokio::task::spawn_blocking(move || sample_and_infer(&t))
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))??
+            }
+            Sample::Remote(topic, remote) => sample_remote_and_infer(topic, remote).await?,
+        };
         let fields = Arc::new(fields);
         lock(&self.inferred).insert(id, (Instant::now(), fields.clone()));
         Ok(fields)
     }
+}
+
+/// Fetches the newest records of every partition of a topic held on other
+/// brokers and infers JSON fields.
+async fn sample_remote_and_infer(
+    topic: &RemoteTopic,
+    remote: &Arc<dyn RemotePartitions>,
+) -> Result<Vec<(String, DataType)>> {
+    let per_partition = (INFER_SAMPLE / i64::from(topic.partitions.max(1))).max(50);
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for partition in 0..topic.partitions {
+        let (_, end) = remote
+            .offsets(&topic.name, partition)
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("sampling {}: {e}", topic.name)))?;
+        let read = RemoteRead {
+            remote: remote.clone(),
+            topic: topic.name.clone(),
+            partition,
+            range: Arc::new(RemoteRange {
+                offset_start: end - per_partition,
+                offset_end: end,
+                timestamp_start: None,
+            }),
+        };
+        read.run(|batch| {
+            if let Some(col) = batch
+                .column_by_name(COL_VALUE)
+                .and_then(|c| c.as_binary_opt::<i32>())
+            {
+                values.extend(col.iter().flatten().map(<[u8]>::to_vec));
+            }
+            std::future::ready(true)
+        })
+        .await?;
+    }
+    Ok(json::infer(values.iter().map(Vec::as_slice)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,12 +188,19 @@ fn sample_and_infer(topic: &Topic) -> Result<Vec<(String, DataType)>> {
 #[async_trait]
 impl SchemaProvider for TopicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.logs
+        let mut names: Vec<String> = self
+            .logs
             .topics()
             .into_iter()
             .map(|t| t.meta.name.clone())
-            .filter(|n| visible(n))
-            .collect()
+            .collect();
+        if let Some(remote) = &self.remote {
+            names.extend(remote.topics_elsewhere());
+        }
+        names.retain(|n| visible(n));
+        names.sort();
+        names.dedup();
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -147,21 +208,45 @@ impl SchemaProvider for TopicSchema {
             return Ok(None);
         }
         let Some(topic) = self.logs.topic(name) else {
-            return Ok(None);
+            // No replica of it here: a cluster's other brokers hold it.
+            let Some((remote, rt)) = self
+                .remote
+                .as_ref()
+                .and_then(|r| Some((r, r.topic_elsewhere(name)?)))
+            else {
+                return Ok(None);
+            };
+            let json = self
+                .json_columns(name, rt.id, &rt.configs, Sample::Remote(&rt, remote))
+                .await?;
+            return Ok(Some(Arc::new(TopicTable::remote_only(
+                &rt,
+                remote.clone(),
+                self.producer.clone(),
+                json,
+            ))));
         };
-        let json = self.json_columns(&topic).await?;
-        let elsewhere = self
-            .placement
-            .as_ref()
-            .map(|p| p.partitions_elsewhere(name))
-            .unwrap_or_default();
-        Ok(Some(Arc::new(
-            TopicTable::new(topic, self.producer.clone(), json)
-                .with_partitions_elsewhere(elsewhere),
-        )))
+        let json = self
+            .json_columns(
+                name,
+                topic.meta.id,
+                &topic.config.other,
+                Sample::Local(&topic),
+            )
+            .await?;
+        let mut table = TopicTable::new(topic, self.producer.clone(), json);
+        if let Some(remote) = &self.remote {
+            table = table.with_remote(remote.clone(), &remote.partitions_elsewhere(name));
+        }
+        Ok(Some(Arc::new(table)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        visible(name) && self.logs.topic(name).is_some()
+        visible(name)
+            && (self.logs.topic(name).is_some()
+                || self
+                    .remote
+                    .as_ref()
+                    .is_some_and(|r| r.topic_elsewhere(name).is_some()))
     }
 }

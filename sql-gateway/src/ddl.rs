@@ -61,12 +61,6 @@ pub trait TopicAdmin: Send + Sync {
         name: &str,
         set: &BTreeMap<String, String>,
     ) -> Result<(), AdminError>;
-    /// Partitions of `topic` with no replica on this broker (a cluster
-    /// places each partition on some of its brokers): a scan cannot read
-    /// them here, and says so rather than answer without their rows.
-    fn partitions_elsewhere(&self, _topic: &str) -> Vec<i32> {
-        Vec::new()
-    }
 }
 
 impl TopicAdmin for LogManager {

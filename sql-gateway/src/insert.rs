@@ -42,7 +42,6 @@ use karnak_protocol::kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
 };
 use karnak_protocol::record_batch::plain_record;
-use karnak_storage::Topic;
 use karnak_storage::columnar::{COL_HEADERS, COL_KEY, COL_PARTITION, COL_TIMESTAMP, COL_VALUE};
 use serde_json::Value;
 
@@ -148,7 +147,8 @@ static NEXT_KEYLESS: AtomicU32 = AtomicU32::new(0);
 const TARGET_BATCH_BYTES: usize = 512 * 1024;
 
 pub struct TopicSink {
-    topic: Arc<Topic>,
+    topic: String,
+    partitions: i32,
     producer: Arc<dyn Producer>,
     /// JSON columns: rows that give them (and no `value`) get a JSON object
     /// value built from them.
@@ -160,7 +160,8 @@ pub struct TopicSink {
 
 impl TopicSink {
     pub fn new(
-        topic: Arc<Topic>,
+        topic: String,
+        partitions: i32,
         producer: Arc<dyn Producer>,
         table: &Schema,
         json: Arc<Vec<JsonColumn>>,
@@ -172,6 +173,7 @@ impl TopicSink {
             .collect();
         TopicSink {
             topic,
+            partitions,
             producer,
             json,
             schema: Arc::new(Schema::new(fields)),
@@ -179,21 +181,21 @@ impl TopicSink {
     }
 
     fn name(&self) -> &str {
-        &self.topic.meta.name
+        &self.topic
     }
 }
 
 impl fmt::Debug for TopicSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TopicSink")
-            .field("topic", &self.topic.meta.name)
+            .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
 }
 
 impl DisplayAs for TopicSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TopicSink: topic={}", self.topic.meta.name)
+        write!(f, "TopicSink: topic={}", self.topic)
     }
 }
 
@@ -236,7 +238,7 @@ impl DataSink for TopicSink {
 impl TopicSink {
     /// The rows of one input batch as Kafka records, grouped by partition.
     fn records_by_partition(&self, batch: &RecordBatch) -> Result<BTreeMap<i32, Vec<Record>>> {
-        let partitions = self.topic.logs.len() as i32;
+        let partitions = self.partitions;
         let cols = Columns::of(batch)?;
         let json: Vec<(&str, &ArrayRef)> = self
             .json

@@ -14,6 +14,7 @@ pub mod errors;
 pub mod insert;
 pub mod json;
 pub mod pushdown;
+pub mod remote;
 pub mod server;
 pub mod session;
 pub mod table;
@@ -52,11 +53,12 @@ pub struct SqlConfig {
 /// The DataFusion context every connection shares: topics in
 /// `datafusion.public`, `information_schema`, and the `pg_catalog` tables
 /// and functions psql and drivers query. Without a producer the topics
-/// are read-only.
+/// are read-only; with `remote` (a cluster) partitions with no replica
+/// here are fetched from their leaders.
 pub fn session_context(
     logs: Arc<LogManager>,
     producer: Option<Arc<dyn Producer>>,
-    placement: Option<Arc<dyn ddl::TopicAdmin>>,
+    remote: Option<Arc<dyn remote::RemotePartitions>>,
 ) -> Result<Arc<SessionContext>, SqlError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -68,7 +70,7 @@ pub fn session_context(
     catalog
         .register_schema(
             "public",
-            Arc::new(catalog::TopicSchema::new(logs, producer, placement)),
+            Arc::new(catalog::TopicSchema::new(logs, producer, remote)),
         )
         .map_err(|e| SqlError::Catalog(e.to_string()))?;
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
@@ -88,6 +90,7 @@ pub async fn start(
     logs: Arc<LogManager>,
     producer: Arc<dyn Producer>,
     admin: Arc<dyn ddl::TopicAdmin>,
+    remote: Option<Arc<dyn remote::RemotePartitions>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
     let listener = TcpListener::bind(cfg.addr)
@@ -101,7 +104,7 @@ pub async fn start(
         source,
     })?;
     let handlers = Arc::new(server::Handlers::new(
-        session_context(logs.clone(), Some(producer), Some(admin.clone()))?,
+        session_context(logs.clone(), Some(producer), remote)?,
         cfg.auth.clone(),
         ddl::DdlHook::new(admin, cfg.default_partitions),
     ));

@@ -25,13 +25,15 @@ use karnak_storage::{Log, Topic};
 use crate::insert::{InsertError, Producer, TopicSink};
 use crate::json::{self, JsonColumn};
 use crate::pushdown::{Ranges, is_pushable};
+use crate::remote::{RemotePartitions, RemoteRange, RemoteReader, RemoteTopic};
 
 pub const COL_KEY_TEXT: &str = "key_text";
 pub const COL_VALUE_TEXT: &str = "value_text";
 
-/// Rows per Arrow batch a scan hands to DataFusion, and bytes per log read.
-const SCAN_ROWS: usize = 8192;
-const SCAN_CHUNK_BYTES: usize = 4 << 20;
+/// Rows per Arrow batch a scan hands to DataFusion, and bytes per log read
+/// (or per Fetch of a remote partition).
+pub(crate) const SCAN_ROWS: usize = 8192;
+pub(crate) const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let base = columnar::schema();
@@ -47,57 +49,99 @@ pub fn topic_schema() -> SchemaRef {
 }
 
 pub struct TopicTable {
-    topic: Arc<Topic>,
+    name: String,
+    /// Where each partition is read from, by partition index.
+    sources: Vec<Source>,
+    /// Reads the partitions with no replica here (a cluster's other brokers).
+    remote: Option<Arc<dyn RemotePartitions>>,
     /// Where INSERTs go; `None` makes the table read-only.
     producer: Option<Arc<dyn Producer>>,
     /// Columns from JSON values (`karnak.value.format=json`), after the
     /// fixed ones.
     json: Arc<Vec<JsonColumn>>,
     schema: SchemaRef,
-    /// Partitions with no replica on this broker: a scan that needs one
-    /// is refused (their local logs would answer without their rows).
-    elsewhere: Vec<i32>,
+}
+
+/// Where a partition's records are.
+#[derive(Clone)]
+enum Source {
+    /// A replica on this broker (leader or follower: both know the high
+    /// watermark and the last stable offset).
+    Local(Arc<Log>),
+    /// No replica here: fetched from the partition's leader.
+    Remote,
 }
 
 impl std::fmt::Debug for TopicTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TopicTable")
-            .field("topic", &self.topic.meta.name)
+            .field("topic", &self.name)
             .finish()
     }
 }
 
+fn table_schema(json: &[JsonColumn]) -> SchemaRef {
+    if json.is_empty() {
+        return topic_schema();
+    }
+    let mut fields: Vec<Field> = topic_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(
+        json.iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
 impl TopicTable {
+    /// A topic whose partitions all have a replica here.
     pub fn new(
         topic: Arc<Topic>,
         producer: Option<Arc<dyn Producer>>,
         json: Vec<JsonColumn>,
     ) -> Self {
-        let schema = if json.is_empty() {
-            topic_schema()
-        } else {
-            let mut fields: Vec<Field> = topic_schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.extend(
-                json.iter()
-                    .map(|c| Field::new(&c.name, c.data_type.clone(), true)),
-            );
-            Arc::new(Schema::new(fields))
-        };
         TopicTable {
-            topic,
+            name: topic.meta.name.clone(),
+            sources: topic.logs.iter().cloned().map(Source::Local).collect(),
+            remote: None,
             producer,
+            schema: table_schema(&json),
             json: Arc::new(json),
-            schema,
-            elsewhere: Vec::new(),
         }
     }
 
-    pub fn with_partitions_elsewhere(mut self, elsewhere: Vec<i32>) -> Self {
-        self.elsewhere = elsewhere;
+    /// A topic with no replica here at all: every partition is fetched.
+    pub fn remote_only(
+        topic: &RemoteTopic,
+        remote: Arc<dyn RemotePartitions>,
+        producer: Option<Arc<dyn Producer>>,
+        json: Vec<JsonColumn>,
+    ) -> Self {
+        TopicTable {
+            name: topic.name.clone(),
+            sources: vec![Source::Remote; topic.partitions.max(0) as usize],
+            remote: Some(remote),
+            producer,
+            schema: table_schema(&json),
+            json: Arc::new(json),
+        }
+    }
+
+    /// Partitions in `elsewhere` have no replica here (their local logs, if
+    /// any, are empty placeholders): they are fetched through `remote`.
+    pub fn with_remote(mut self, remote: Arc<dyn RemotePartitions>, elsewhere: &[i32]) -> Self {
+        for p in elsewhere {
+            if let Some(s) = usize::try_from(*p)
+                .ok()
+                .and_then(|i| self.sources.get_mut(i))
+            {
+                *s = Source::Remote;
+            }
+        }
+        self.remote = Some(remote);
         self
     }
 }
@@ -146,19 +190,37 @@ impl TableProvider for TopicTable {
         let json_wanted: Arc<Vec<bool>> =
             Arc::new((0..self.json.len()).map(|j| wanted(fixed + j)).collect());
         let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
-        for log in &self.topic.logs {
-            if !ranges.partition_matches(log.partition()) {
+        for (index, source) in self.sources.iter().enumerate() {
+            let partition = index as i32;
+            if !ranges.partition_matches(partition) {
                 continue;
             }
-            if self.elsewhere.contains(&log.partition()) {
-                return Err(DataFusionError::Plan(format!(
-                    "partition {} of topic {:?} has no replica on this broker, and the SQL \
-                     gateway reads only the replicas a broker holds (yet): query a broker \
-                     that holds every partition, or filter on \"partition\"",
-                    log.partition(),
-                    self.topic.meta.name
-                )));
-            }
+            let log = match source {
+                Source::Local(log) => log,
+                Source::Remote => {
+                    let Some(remote) = &self.remote else {
+                        return Err(DataFusionError::Plan(format!(
+                            "partition {partition} of topic {:?} has no replica on this broker",
+                            self.name
+                        )));
+                    };
+                    partitions.push(Arc::new(RemoteReader {
+                        remote: remote.clone(),
+                        topic: self.name.clone(),
+                        partition,
+                        range: Arc::new(RemoteRange {
+                            offset_start: ranges.offset_start(),
+                            offset_end: ranges.offset_end(),
+                            timestamp_start: ranges.timestamp_start(),
+                        }),
+                        text,
+                        json: self.json.clone(),
+                        json_wanted: json_wanted.clone(),
+                        schema: schema.clone(),
+                    }));
+                    continue;
+                }
+            };
             // The end is fixed now: the last stable offset at query start
             // (the high watermark unless a transaction is open).
             let end = log.last_stable_offset().min(ranges.offset_end());
@@ -206,7 +268,8 @@ impl TableProvider for TopicTable {
             ));
         };
         let sink = TopicSink::new(
-            self.topic.clone(),
+            self.name.clone(),
+            self.sources.len() as i32,
             producer.clone(),
             &self.schema,
             self.json.clone(),
@@ -278,7 +341,7 @@ impl PartitionStream for PartitionReader {
 
 /// Adds key_text / value_text (the bytes as text where they are UTF-8) and
 /// the JSON columns, computing only those the query reads.
-fn derived_columns(
+pub(crate) fn derived_columns(
     b: RecordBatch,
     schema: &SchemaRef,
     text: (bool, bool),

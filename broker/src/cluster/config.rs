@@ -28,6 +28,10 @@ pub struct ClusterConfig {
     pub unclean_leader_election: bool,
     pub heartbeat_interval: Duration,
     pub session_timeout: Duration,
+    /// Kafka `auto.leader.rebalance.enable` and
+    /// `leader.imbalance.check.interval.seconds`.
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -42,6 +46,8 @@ impl Default for ClusterConfig {
             unclean_leader_election: false,
             heartbeat_interval: Duration::from_millis(DEFAULT_HEARTBEAT_INTERVAL_MS),
             session_timeout: Duration::from_millis(DEFAULT_SESSION_TIMEOUT_MS),
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -77,6 +83,9 @@ impl ClusterConfig {
             && rf < 1
         {
             bail!("default_replication_factor must be at least 1");
+        }
+        if self.leader_imbalance_check_interval.is_zero() {
+            bail!("leader_imbalance_check_interval_seconds must be at least 1");
         }
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
             bail!(

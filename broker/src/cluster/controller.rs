@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use karnak_coordinator::metadata::{
-    ClusterMetadata, MetadataCommand, MetadataRaft, MetadataResult, MetadataStateMachine,
+    ClusterMetadata, ElectionKind, MetadataCommand, MetadataRaft, MetadataResult,
+    MetadataStateMachine,
 };
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
@@ -344,6 +345,57 @@ impl Controller {
                 if let Err(e) = self.propose(MetadataCommand::FenceBroker { id }).await {
                     tracing::warn!(broker = id, error = %e, "could not fence a broker");
                 }
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// Every `interval` while this node leads: gives leadership back to
+    /// preferred replicas that are live and in sync (Kafka's
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`).
+    pub async fn run_leader_rebalance(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            if self.leading_term().is_none() {
+                continue;
+            }
+            let due = self.metadata.borrow().preferred_elections_due();
+            if due.is_empty() {
+                continue;
+            }
+            let mut moved = 0usize;
+            for (topic, partition) in due {
+                let cmd = MetadataCommand::ElectLeader {
+                    topic,
+                    partition,
+                    kind: ElectionKind::Preferred,
+                };
+                match self.propose(cmd).await {
+                    Ok(Proposed { result: Ok(_), .. }) => moved += 1,
+                    // The state moved on since the look (a new leader, a
+                    // fenced broker): the next check sees it.
+                    Ok(Proposed { result: Err(_), .. }) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "leader rebalance stopped: not leading");
+                        break;
+                    }
+                }
+            }
+            if moved > 0 {
+                tracing::info!(
+                    partitions = moved,
+                    "leadership given back to preferred replicas (auto.leader.rebalance.enable)"
+                );
             }
         }
     }

@@ -160,6 +160,13 @@ impl ClusterNode {
                 .clone()
                 .run_session_expiry(EXPIRY_TICK.min(config.heartbeat_interval), stopping.clone()),
         );
+        if config.auto_leader_rebalance {
+            tokio::spawn(
+                controller
+                    .clone()
+                    .run_leader_rebalance(config.leader_imbalance_check_interval, stopping.clone()),
+            );
+        }
         let node = Arc::new(ClusterNode {
             node_id,
             fresh,

@@ -25,6 +25,16 @@ fn invalid(msg: String) -> std::io::Error {
 
 impl LeaderConn {
     pub async fn connect(addr: &str, node: i32, timeout: Duration) -> std::io::Result<LeaderConn> {
+        Self::connect_as(addr, format!("karnak-replica-fetcher-{node}"), timeout).await
+    }
+
+    /// A connection whose requests carry `client_id` (the leader's logs and
+    /// quotas tell replica fetchers from other peers by it).
+    pub async fn connect_as(
+        addr: &str,
+        client_id: String,
+        timeout: Duration,
+    ) -> std::io::Result<LeaderConn> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -37,7 +47,7 @@ impl LeaderConn {
         Ok(LeaderConn {
             stream: BufReader::with_capacity(256 << 10, stream),
             correlation: 0,
-            client_id: StrBytes::from_string(format!("karnak-replica-fetcher-{node}")),
+            client_id: StrBytes::from_string(client_id),
         })
     }
 

@@ -262,3 +262,29 @@ fn a_preferred_election_gives_leadership_back_to_the_first_replica() {
         || leader_when_in_sync(&c, "p", 3) == preferred,
     );
 }
+
+#[test]
+fn leadership_goes_back_to_the_preferred_replica_by_itself() {
+    // auto.leader.rebalance.enable with a 1 s check instead of Kafka's 300 s.
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--sql-enabled",
+            "false",
+            "--leader-imbalance-check-interval-seconds",
+            "1",
+        ],
+    );
+    wait_for_view(&c, &[0, 1, 2], Duration::from_secs(20));
+    create_with(&c.nodes[0], "auto", 1, 3, &[]);
+    let preferred = leader_when_in_sync(&c, "auto", 3);
+    c.nodes[preferred as usize].kill9();
+    let other = leader_when_in_sync(&c, "auto", 2);
+    assert_ne!(other, preferred);
+    c.nodes[preferred as usize].spawn();
+    poll(
+        "the preferred replica leads again without an ElectLeaders",
+        Duration::from_secs(30),
+        || leader_when_in_sync(&c, "auto", 3) == preferred,
+    );
+}

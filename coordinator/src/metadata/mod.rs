@@ -10,6 +10,7 @@
 //! so applying it is deterministic and every voter reaches the same state.
 //! Tests replay commands without a socket or a Raft log.
 
+mod balance;
 mod command;
 pub mod log_store;
 pub mod placement;
@@ -24,6 +25,7 @@ pub mod state_machine;
 #[cfg(test)]
 mod tests;
 
+pub use balance::MAX_ELECTIONS_PER_CHECK;
 pub use command::{AlterPartition, ConfigResource, ElectionKind, MetadataCommand, MetadataReply};
 pub use log_store::RaftLogStore;
 
