@@ -198,12 +198,13 @@ def measured(s: Setup, fn):
     return result, sum(b - a for a, b in zip(c0, s.cpu()))
 
 
-def idle_cost(cp: str, s: Setup, seconds: float) -> dict:
+def idle_cost(s: Setup, seconds: float) -> dict:
+    from confluent_kafka.admin import AdminClient, NewTopic
     topics = [f"idle-{i:02d}" for i in range(30)]
-    for t in topics:
-        java(cp, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", s.bootstrap,
-             "--create", "--topic", t, "--partitions", "100", "--replication-factor",
-             str(s.replication))
+    admin = AdminClient({"bootstrap.servers": s.bootstrap})
+    for f in admin.create_topics([NewTopic(t, 100, s.replication) for t in topics],
+                                 operation_timeout=120, request_timeout=180).values():
+        f.result(300)
     t0 = time.monotonic()
     wait_in_sync(s, topics, 100, deadline_s=600)
     settle = time.monotonic() - t0
@@ -257,7 +258,7 @@ def main():
                 delete_topics(cp, s, f"{topic}|{lat}")
         if not a.skip_idle:
             for s in setups[:2]:
-                row = {"setup": s.name, "workload": "idle", "result": idle_cost(cp, s, a.idle_seconds)}
+                row = {"setup": s.name, "workload": "idle", "result": idle_cost(s, a.idle_seconds)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:

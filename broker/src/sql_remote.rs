@@ -6,8 +6,7 @@
 //! with a message naming the partition. INSERTs into a partition this
 //! broker does not lead are forwarded to its leader as an acks=all Produce.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use karnak_sql::ProduceError;
 use karnak_sql::remote::{FetchedChunk, RemoteError, RemotePartitions, RemoteTopic};
 
 use crate::broker::Broker;
-use crate::replication::client::LeaderConn;
+use crate::replication::client::{PeerPool, PoolError};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a read waits out a leader election or an unreachable leader
@@ -43,17 +42,13 @@ const LATEST: i64 = -1;
 
 pub struct BrokerRemote {
     broker: Arc<Broker>,
-    idle: Mutex<HashMap<String, Vec<LeaderConn>>>,
+    pool: PeerPool,
 }
 
 /// Why one attempt failed: worth another try once the metadata moves, or not.
 enum Attempt {
     Retry(String),
     Fail(RemoteError),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn retriable(code: i16) -> bool {
@@ -78,10 +73,8 @@ fn refused(what: &str, code: i16) -> Attempt {
 
 impl BrokerRemote {
     pub fn new(broker: Arc<Broker>) -> Self {
-        BrokerRemote {
-            broker,
-            idle: Mutex::new(HashMap::new()),
-        }
+        let pool = PeerPool::new(format!("karnak-sql-{}", broker.node_id()), POOL_PER_LEADER);
+        BrokerRemote { broker, pool }
     }
 
     /// The address of the partition's live leader.
@@ -102,10 +95,9 @@ impl BrokerRemote {
             .ok_or_else(|| Attempt::Retry(format!("broker {} has no listener", state.leader)))
     }
 
-    /// One request to `addr` on a pooled connection (a failed one is
-    /// dropped, not returned to the pool). A request that must not be sent
-    /// twice (`resend_safe` false: a produce) is not retried once it may
-    /// have reached the leader.
+    /// One request to the leader at `addr`. A request that must not be
+    /// sent twice (`resend_safe` false: a produce) is not retried once it
+    /// may have reached the leader.
     async fn call<Req: Encodable, Resp: Decodable>(
         &self,
         addr: &str,
@@ -114,36 +106,17 @@ impl BrokerRemote {
         req: &Req,
         resend_safe: bool,
     ) -> Result<Resp, Attempt> {
-        let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => LeaderConn::connect_as(
-                addr,
-                format!("karnak-sql-{}", self.broker.node_id()),
-                CALL_TIMEOUT,
-            )
+        self.pool
+            .call(addr, key, version, req, CALL_TIMEOUT)
             .await
-            .map_err(|e| Attempt::Retry(format!("connecting to {addr}: {e}")))?,
-        };
-        let resp = conn
-            .call(key, version, req, CALL_TIMEOUT)
-            .await
-            .map_err(|e| {
-                let msg = format!("{key:?} to {addr}: {e}");
-                if resend_safe {
-                    Attempt::Retry(msg)
-                } else {
+            .map_err(|e| match e {
+                PoolError::Exchange { .. } if !resend_safe => {
                     Attempt::Fail(RemoteError::Unavailable(format!(
-                        "{msg} (the write may or may not have been applied)"
+                        "{e} (the write may or may not have been applied)"
                     )))
                 }
-            })?;
-        let mut idle = lock(&self.idle);
-        let conns = idle.entry(addr.to_string()).or_default();
-        if conns.len() < POOL_PER_LEADER {
-            conns.push(conn);
-        }
-        Ok(resp)
+                e => Attempt::Retry(e.to_string()),
+            })
     }
 
     /// Runs `attempt` against the partition's leader until it succeeds,

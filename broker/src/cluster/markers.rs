@@ -22,7 +22,7 @@ use karnak_coordinator::{COORDINATOR_TOPIC, MarkerWriter, TxnMarker, append_mark
 use karnak_protocol::control::ControlType;
 
 use crate::broker::Broker;
-use crate::replication::client::LeaderConn;
+use crate::replication::client::{PeerPool, PoolError};
 use crate::topics::block_on;
 
 /// Kafka's request.timeout.ms for the markers' requests and their acks=all.
@@ -30,9 +30,20 @@ const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
 const NOT_LEADER: i16 = ResponseError::NotLeaderOrFollower.code();
 
 /// The broker's [`MarkerWriter`]; knows the broker once it exists.
-#[derive(Default)]
 pub struct BrokerMarkers {
     broker: OnceLock<Weak<Broker>>,
+    /// Connections to the other brokers, kept between transactions.
+    pool: PeerPool,
+}
+
+impl Default for BrokerMarkers {
+    fn default() -> Self {
+        BrokerMarkers {
+            broker: OnceLock::new(),
+            // A few per broker: markers for concurrent transactions.
+            pool: PeerPool::new("karnak-txn-markers".into(), 4),
+        }
+    }
 }
 
 impl BrokerMarkers {
@@ -67,7 +78,7 @@ impl MarkerWriter for BrokerMarkers {
                 .map(|l| format!("{}:{}", l.host, l.port));
             let parts: Vec<(String, i32)> = idx.iter().map(|i| partitions[*i].clone()).collect();
             let codes = match addr {
-                Some(addr) => block_on(send(&addr, broker.node_id(), marker, &parts))
+                Some(addr) => block_on(send(&self.pool, &addr, marker, &parts))
                     .unwrap_or_else(|e| {
                         tracing::warn!(leader, error = %e, "WriteTxnMarkers to a partition leader failed; the transaction stays prepared and is retried");
                         vec![NOT_LEADER; parts.len()]
@@ -116,11 +127,11 @@ pub fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, partition: 
 }
 
 async fn send(
+    pool: &PeerPool,
     addr: &str,
-    node: i32,
     marker: &TxnMarker,
     partitions: &[(String, i32)],
-) -> std::io::Result<Vec<i16>> {
+) -> Result<Vec<i16>, PoolError> {
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in partitions {
         topics.entry(t.as_str()).or_default().push(*p);
@@ -142,9 +153,8 @@ async fn send(
                     .collect(),
             ),
     ]);
-    let mut conn = LeaderConn::connect(addr, node, MARKER_TIMEOUT).await?;
-    let resp: WriteTxnMarkersResponse = conn
-        .call(ApiKey::WriteTxnMarkers, 1, &req, MARKER_TIMEOUT)
+    let resp: WriteTxnMarkersResponse = pool
+        .call(addr, ApiKey::WriteTxnMarkers, 1, &req, MARKER_TIMEOUT)
         .await?;
     let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
     for m in resp.markers {

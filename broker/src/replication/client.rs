@@ -2,6 +2,8 @@
 //! encoded with the kafka-protocol crate, one in flight, every answer's
 //! size bounded before it is read.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -104,5 +106,81 @@ impl LeaderConn {
             }
         }
         Resp::decode(&mut body, version).map_err(|e| invalid(format!("decoding {key:?}: {e}")))
+    }
+}
+
+/// Why a pooled call failed: the connection could not be made (nothing
+/// was sent), or the exchange failed (the request may have arrived).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{key:?} to {addr}: {source}")]
+    Exchange {
+        key: ApiKey,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Idle connections to other brokers' Kafka listeners, by address, so
+/// requests between brokers (transaction markers, the SQL gateway's reads)
+/// do not pay a connect each. A connection whose exchange failed is
+/// dropped, never returned.
+pub struct PeerPool {
+    client_id: String,
+    per_addr: usize,
+    idle: Mutex<HashMap<String, Vec<LeaderConn>>>,
+}
+
+impl PeerPool {
+    pub fn new(client_id: String, per_addr: usize) -> PeerPool {
+        PeerPool {
+            client_id,
+            per_addr,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<LeaderConn>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `req` to `addr` on an idle connection or a new one.
+    pub async fn call<Req: Encodable, Resp: Decodable>(
+        &self,
+        addr: &str,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PoolError> {
+        let pooled = self.idle().get_mut(addr).and_then(Vec::pop);
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => LeaderConn::connect_as(addr, self.client_id.clone(), timeout)
+                .await
+                .map_err(|source| PoolError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        };
+        let resp = conn
+            .call(key, version, req, timeout)
+            .await
+            .map_err(|source| PoolError::Exchange {
+                key,
+                addr: addr.to_string(),
+                source,
+            })?;
+        let mut idle = self.idle();
+        let conns = idle.entry(addr.to_string()).or_default();
+        if conns.len() < self.per_addr {
+            conns.push(conn);
+        }
+        Ok(resp)
     }
 }
