@@ -93,7 +93,7 @@ def main():
         emit({"machine": f"{os.cpu_count()} cores", "work": str(work), "records": a.records})
         bootstrap = ",".join(f"127.0.0.1:{n.kafka}" for n in nodes)
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic(TOPIC, replica_assignment=[[0, 2]] * PARTITIONS, config={
+        admin.create_topics([NewTopic(TOPIC, PARTITIONS, replica_assignment=[[0, 2]] * PARTITIONS, config={
             "segment.bytes": str(16 << 20), "karnak.value.format": "json",
             "karnak.value.schema": "uid bigint, amount bigint, kind text"})])[TOPIC].result(30)
         t0 = int(time.time() * 1000) - a.records // 10 - 60_000
