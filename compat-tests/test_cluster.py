@@ -302,6 +302,24 @@ def test_sql_on_any_broker_reads_every_partition_of_every_topic(karnak_bin, tmp_
                 assert topic in names and single in names, (b.node_id, names)
                 got = conn.execute(f'SELECT sum(n), max(name) FROM "{single}"').fetchone()
                 assert got == (310, "x4"), (b.node_id, single_on, got)
+        # Replication factor 3: every broker holds every partition, but a
+        # follower's high watermark trails the leader's, so only the leader
+        # is read: a row acknowledged by an INSERT is seen at once on every
+        # broker.
+        rf3 = unique_topic("sqlrf3")
+        a.create_topics([NewTopic(rf3, num_partitions=3, replication_factor=3)],
+                        operation_timeout=30)[rf3].result(30)
+        wait_until(lambda: all(len(pm.isrs) == 3 for pm in
+                               a.list_topics(topic=rf3, timeout=10).topics[rf3].partitions.values()),
+                   30, msg="rf3 in sync")
+        for n, writer in enumerate(nodes, start=1):
+            with sql(writer) as conn:
+                conn.execute(f'INSERT INTO "{rf3}" (partition, value_text) '
+                             "VALUES (0, 'a'), (1, 'b'), (2, 'c')")
+            for b in nodes:
+                with sql(b) as conn:
+                    got = conn.execute(f'SELECT count(*) FROM "{rf3}"').fetchone()[0]
+                    assert got == 3 * n, (writer.node_id, b.node_id, got)
     finally:
         for b in nodes:
             b.kill9()

@@ -255,7 +255,7 @@ impl BrokerRemote {
 
 #[async_trait::async_trait]
 impl RemotePartitions for BrokerRemote {
-    fn partitions_elsewhere(&self, topic: &str) -> Vec<i32> {
+    fn partitions_led_elsewhere(&self, topic: &str) -> Vec<i32> {
         let me = self.broker.node_id();
         self.broker
             .cluster
@@ -266,7 +266,7 @@ impl RemotePartitions for BrokerRemote {
                 t.partitions
                     .iter()
                     .enumerate()
-                    .filter(|(_, p)| !p.replicas.contains(&me))
+                    .filter(|(_, p)| p.leader != me)
                     .map(|(i, _)| i as i32)
                     .collect()
             })

@@ -236,7 +236,7 @@ impl SchemaProvider for TopicSchema {
             .await?;
         let mut table = TopicTable::new(topic, self.producer.clone(), json);
         if let Some(remote) = &self.remote {
-            table = table.with_remote(remote.clone(), &remote.partitions_elsewhere(name));
+            table = table.with_remote(remote.clone(), &remote.partitions_led_elsewhere(name));
         }
         Ok(Some(Arc::new(table)))
     }

@@ -58,8 +58,11 @@ pub enum RemoteError {
 /// (and retries across a leader change within its own deadline).
 #[async_trait]
 pub trait RemotePartitions: Send + Sync {
-    /// Partitions of `topic` with no replica on this broker.
-    fn partitions_elsewhere(&self, topic: &str) -> Vec<i32>;
+    /// Partitions of `topic` this broker does not lead: read from their
+    /// leaders. A follower's own replica is not read, because its high
+    /// watermark trails the leader's by up to a replica fetch wait, and a
+    /// query must see every record acknowledged before it started.
+    fn partitions_led_elsewhere(&self, topic: &str) -> Vec<i32>;
     /// Topics of the cluster with no replica at all on this broker.
     fn topics_elsewhere(&self) -> Vec<String>;
     fn topic_elsewhere(&self, name: &str) -> Option<RemoteTopic>;

@@ -52,7 +52,7 @@ pub struct TopicTable {
     name: String,
     /// Where each partition is read from, by partition index.
     sources: Vec<Source>,
-    /// Reads the partitions with no replica here (a cluster's other brokers).
+    /// Reads the partitions led by a cluster's other brokers.
     remote: Option<Arc<dyn RemotePartitions>>,
     /// Where INSERTs go; `None` makes the table read-only.
     producer: Option<Arc<dyn Producer>>,
@@ -65,10 +65,10 @@ pub struct TopicTable {
 /// Where a partition's records are.
 #[derive(Clone)]
 enum Source {
-    /// A replica on this broker (leader or follower: both know the high
-    /// watermark and the last stable offset).
+    /// The partition's log on this broker, which leads it (or a single
+    /// node): its last stable offset is current.
     Local(Arc<Log>),
-    /// No replica here: fetched from the partition's leader.
+    /// Led by another broker: fetched from the leader.
     Remote,
 }
 
@@ -130,8 +130,9 @@ impl TopicTable {
         }
     }
 
-    /// Partitions in `elsewhere` have no replica here (their local logs, if
-    /// any, are empty placeholders): they are fetched through `remote`.
+    /// Partitions in `elsewhere` are led by other brokers (this broker's
+    /// log of them, if any, is a follower's or an empty placeholder): they
+    /// are fetched from their leaders through `remote`.
     pub fn with_remote(mut self, remote: Arc<dyn RemotePartitions>, elsewhere: &[i32]) -> Self {
         for p in elsewhere {
             if let Some(s) = usize::try_from(*p)
