@@ -90,14 +90,22 @@ def start_kafka(cp: str, work: Path):
     return [KafkaNode(p, b) for p, b in zip(s.procs, s.bootstrap.split(","))]
 
 
-def one_round(start) -> dict:
+def one_round(start, controller_leads: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="karnak-failover.") as d:
         nodes = start(Path(d))
         try:
             topic = "fo-" + uuid.uuid4().hex[:8]
             admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
-            admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})],
-                                operation_timeout=30)[topic].result(30)
+            config = {"min.insync.replicas": "2"}
+            if controller_leads:
+                # The worst case: the partition's leader is also the
+                # metadata leader, so a Raft election comes first.
+                c = admin.list_topics(timeout=10).controller_id
+                order = [c] + [i for i in range(len(nodes)) if i != c]
+                new = NewTopic(topic, 1, replica_assignment=[order], config=config)
+            else:
+                new = NewTopic(topic, 1, 3, config=config)
+            admin.create_topics([new], operation_timeout=30)[topic].result(30)
             deadline = time.monotonic() + 30
             while True:
                 lead, isr = leader(admin, topic)
@@ -182,6 +190,8 @@ def main():
     ap.add_argument("--bin", type=Path, default=default)
     ap.add_argument("--kafka", action="store_true",
                     help="the same rounds against a 3-node Apache Kafka 4.4.0 (its defaults)")
+    ap.add_argument("--controller-leads", action="store_true",
+                    help="place the partition's leader on the metadata leader (the slow case)")
     a = ap.parse_args()
     if a.kafka:
         sys.path.insert(0, str(ROOT / "benches" / "e2e"))
@@ -199,7 +209,7 @@ def main():
     session_ms = 9000 if a.kafka else SESSION_TIMEOUT_MS
     rows = []
     for r in range(a.rounds):
-        row = one_round(start)
+        row = one_round(start, a.controller_leads)
         row["round"] = r
         print(json.dumps(row), flush=True)
         rows.append(row)
