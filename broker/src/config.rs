@@ -160,7 +160,7 @@ pub struct Args {
     /// Kafka `replica.lag.time.max.ms`: a follower not caught up for this long leaves the in-sync set. [default: 30000]
     #[arg(long, env = "KARNAK_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
-    /// Kafka `unclean.leader.election.enable`: let a replica outside the in-sync set lead (may lose acknowledged writes). [default: false]
+    /// Kafka `unclean.leader.election.enable` (the topic config's default): when no in-sync or eligible (KIP-966) replica is live, let any live replica lead (may lose acknowledged writes). [default: false]
     #[arg(long, env = "KARNAK_UNCLEAN_LEADER_ELECTION")]
     pub unclean_leader_election: Option<bool>,
     /// Kafka `broker.heartbeat.interval.ms`: how often a broker tells the metadata leader it is alive. [default: 250]

@@ -97,6 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             port: u16::try_from(advertised.1).context("the advertised Kafka port")?,
             security_protocol: "PLAINTEXT".into(),
         },
+        logs.opened_after_crash(),
         stopping.clone(),
     )
     .await?;

@@ -98,8 +98,7 @@ pub struct Feature {
 /// purpose, where Apache Kafka 4.4 finalizes them: `transaction.version` (at
 /// 2 a Java producer switches to KIP-890's implicit AddPartitionsToTxn,
 /// which is not served), `share.version` (no share groups),
-/// `streams.version` (no KIP-1071 streams groups),
-/// `eligible.leader.replicas.version` (no ELR on one node), `kraft.version`.
+/// `streams.version` (no KIP-1071 streams groups), `kraft.version`.
 pub const FEATURES: &[Feature] = &[
     // Kafka 4.4's level; clients only display it.
     Feature {
@@ -111,6 +110,13 @@ pub const FEATURES: &[Feature] = &[
     // 1: the KIP-848 consumer group protocol is on.
     Feature {
         name: "group.version",
+        min: 0,
+        max: 1,
+        finalized: 1,
+    },
+    // 1: eligible leader replicas are kept and elected (KIP-966).
+    Feature {
+        name: "eligible.leader.replicas.version",
         min: 0,
         max: 1,
         finalized: 1,

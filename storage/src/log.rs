@@ -108,6 +108,9 @@ pub struct Log {
     fsyncs: AtomicU64,
     last_flush_ms: AtomicI64,
     dirty_dir: AtomicBool,
+    /// It was opened without its clean-shutdown marker: what it had not
+    /// fsynced before the crash may be gone.
+    opened_after_crash: bool,
     /// The offset last written to the recovery-point file.
     recovery_point: AtomicI64,
     /// Set by the first failed fsync or write; never cleared while running.
@@ -511,6 +514,11 @@ impl Log {
             return None;
         }
         lock(&self.offline_cause).clone()
+    }
+
+    /// Opened without its clean-shutdown marker (after a crash or kill).
+    pub fn opened_after_crash(&self) -> bool {
+        self.opened_after_crash
     }
 
     pub fn is_offline(&self) -> bool {

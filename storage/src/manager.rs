@@ -521,6 +521,14 @@ impl LogManager {
         self.map().values().find(|t| &t.meta.id == id).cloned()
     }
 
+    /// Some log was opened after a crash rather than a clean shutdown
+    /// (Kafka's unclean shutdown, which KIP-966 cares about).
+    pub fn opened_after_crash(&self) -> bool {
+        self.map()
+            .values()
+            .any(|t| t.logs.iter().any(|l| l.opened_after_crash()))
+    }
+
     /// All topics, sorted by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         self.map().values().cloned().collect()

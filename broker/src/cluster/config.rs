@@ -70,12 +70,6 @@ impl ClusterConfig {
                     .join(", ")
             );
         }
-        if self.unclean_leader_election {
-            // Accepting it without doing it would promise what is not there.
-            bail!(
-                "--unclean-leader-election true is not supported yet: only in-sync replicas lead"
-            );
-        }
         if self.min_insync_replicas < 1 {
             bail!("min_insync_replicas must be at least 1");
         }

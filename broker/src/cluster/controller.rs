@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use karnak_coordinator::metadata::{
-    ClusterMetadata, ElectionKind, MetadataCommand, MetadataRaft, MetadataResult,
-    MetadataStateMachine,
+    ClusterMetadata, ControllerDefaults, ElectionKind, MetadataCommand, MetadataRaft,
+    MetadataResult, MetadataStateMachine,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
@@ -100,6 +100,8 @@ pub struct Controller {
     /// Brokers whose address refused a dial, with the incarnation they
     /// had then (a restarted broker is a new incarnation, never gone).
     gone: Mutex<HashMap<i32, [u8; 16]>>,
+    /// This node's election flags, recorded in the metadata while it leads.
+    defaults: ControllerDefaults,
 }
 
 impl Controller {
@@ -109,6 +111,7 @@ impl Controller {
         sm: &MetadataStateMachine,
         session_timeout: Duration,
         heartbeat_interval: Duration,
+        defaults: ControllerDefaults,
     ) -> Controller {
         Controller {
             raft,
@@ -124,6 +127,7 @@ impl Controller {
             heartbeat_interval,
             probing: Mutex::new(HashSet::new()),
             gone: Mutex::new(HashMap::new()),
+            defaults,
         }
     }
 
@@ -368,6 +372,12 @@ impl Controller {
             let Some(term) = self.leading_term() else {
                 continue;
             };
+            if self.metadata.borrow().controller_defaults != self.defaults {
+                let cmd = MetadataCommand::SetControllerDefaults(self.defaults.clone());
+                if let Err(e) = self.propose(cmd).await {
+                    tracing::warn!(error = %e, "could not record this controller's defaults");
+                }
+            }
             let (expired, late) = self.overdue(term);
             for id in late {
                 self.clone().suspect(id, "its heartbeats are late");

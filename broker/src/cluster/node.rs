@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use karnak_coordinator::metadata::{
-    ClusterMetadata, Listener, MetadataCommand, MetadataError, MetadataReply, MetadataStateMachine,
-    RaftLogStore,
+    ClusterMetadata, ControllerDefaults, Listener, MetadataCommand, MetadataError, MetadataReply,
+    MetadataStateMachine, RaftLogStore,
 };
 use openraft::{BasicNode, Raft};
 use tokio::net::TcpListener;
@@ -77,6 +77,7 @@ impl ClusterNode {
         cluster_id: &str,
         data_dir: &Path,
         kafka: Listener,
+        unclean_shutdown: bool,
         stopping: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let dir = data_dir.join(RAFT_DIR);
@@ -130,6 +131,10 @@ impl ClusterNode {
             &sm,
             config.session_timeout,
             config.heartbeat_interval,
+            ControllerDefaults {
+                min_insync_replicas: config.min_insync_replicas,
+                unclean_leader_election: config.unclean_leader_election,
+            },
         ));
         if let Some(addr) = config.bind_addr(node_id)? {
             let listener = TcpListener::bind(addr)
@@ -178,7 +183,8 @@ impl ClusterNode {
             me,
             heartbeat_timeout: (config.heartbeat_interval * 2).min(config.session_timeout / 3),
         });
-        node.register(&kafka, config.rack.clone()).await;
+        node.register(&kafka, config.rack.clone(), unclean_shutdown)
+            .await;
         tokio::spawn(node.clone().heartbeats(
             kafka,
             config.rack.clone(),
@@ -285,8 +291,10 @@ impl ClusterNode {
         }
     }
 
-    /// Registers this incarnation, retrying until a leader takes it.
-    async fn register(&self, kafka: &Listener, rack: Option<String>) {
+    /// Registers this incarnation, retrying until a leader takes it;
+    /// `unclean_shutdown`: its logs were opened after a crash (the first
+    /// registration of a start says so, KIP-966's unclean shutdown).
+    async fn register(&self, kafka: &Listener, rack: Option<String>, unclean_shutdown: bool) {
         let started = Instant::now();
         let mut said = Instant::now();
         loop {
@@ -295,6 +303,7 @@ impl ClusterNode {
                 incarnation: self.incarnation,
                 listeners: vec![kafka.clone()],
                 rack: rack.clone(),
+                unclean_shutdown,
             };
             match self.propose(cmd, Duration::from_secs(5)).await {
                 Ok(_) => {
@@ -387,7 +396,7 @@ impl ClusterNode {
             }
             match self.heartbeat_once(&mut peer).await {
                 HeartbeatAnswer::Ok { .. } | HeartbeatAnswer::NotLeader { .. } => {}
-                HeartbeatAnswer::NotRegistered => self.register(&kafka, rack.clone()).await,
+                HeartbeatAnswer::NotRegistered => self.register(&kafka, rack.clone(), false).await,
                 HeartbeatAnswer::Failed(why) => {
                     tracing::debug!("heartbeat to the metadata leader failed: {why}");
                 }

@@ -56,6 +56,7 @@ async fn start(
         &sm,
         Duration::from_secs(2),
         Duration::from_millis(250),
+        Default::default(),
     ));
     let server = tokio::spawn(serve(listener, controller));
     Node { raft, sm, server }
@@ -123,6 +124,7 @@ async fn three_voters_replicate_and_survive_losing_the_leader() {
                 incarnation: [b as u8; 16],
                 listeners: vec![],
                 rack: None,
+                unclean_shutdown: false,
             },
         )
         .await

@@ -98,8 +98,8 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .with_leader_epoch(p.leader_epoch)
                     .with_replica_nodes(p.replicas)
                     .with_isr_nodes(p.isr)
-                    .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new()))
+                    .with_eligible_leader_replicas(Some(p.elr))
+                    .with_last_known_elr(Some(p.last_known_elr))
                     .with_offline_replicas(p.offline)
             })
             .collect();

@@ -26,6 +26,9 @@ pub struct PartitionView {
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub offline: Vec<BrokerId>,
+    /// KIP-966's eligible leader replicas and last known ones.
+    pub elr: Vec<BrokerId>,
+    pub last_known_elr: Vec<BrokerId>,
 }
 
 fn ids(v: &[i32]) -> Vec<BrokerId> {
@@ -74,6 +77,8 @@ pub fn partition(
             replicas: Vec::new(),
             isr: Vec::new(),
             offline: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         };
     };
     let mut offline: Vec<BrokerId> = p
@@ -105,5 +110,7 @@ pub fn partition(
         replicas: ids(&p.replicas),
         isr: ids(&p.isr),
         offline,
+        elr: ids(&p.elr),
+        last_known_elr: ids(&p.last_known_elr),
     }
 }

@@ -117,12 +117,7 @@ impl ReplicaManager {
         let mut seen = std::collections::HashSet::new();
         let mut follow: BTreeMap<i32, Vec<(Key, i32)>> = BTreeMap::new();
         for (name, t) in &meta.topics {
-            let min_insync = t
-                .configs
-                .get("min.insync.replicas")
-                .and_then(|v| v.parse::<i32>().ok())
-                .unwrap_or(self.min_insync_default)
-                .max(1) as usize;
+            let min_insync = meta.min_insync_replicas(name, self.min_insync_default);
             for (i, p) in t.partitions.iter().enumerate() {
                 if !p.replicas.contains(&self.node) {
                     continue;

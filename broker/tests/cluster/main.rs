@@ -6,6 +6,7 @@
 mod support;
 
 mod coordinator;
+mod elr;
 mod faults;
 mod partition;
 mod reassign;
@@ -221,8 +222,8 @@ fn bad_cluster_flags_stop_the_broker_with_a_reason() {
         ),
         (&["--cluster-peers", "0@127.0.0.1"], "is not host:port"),
         (
-            &["--unclean-leader-election", "true"],
-            "is not supported yet",
+            &["--min-insync-replicas", "0"],
+            "min_insync_replicas must be at least 1",
         ),
     ];
     for (args, why) in cases {

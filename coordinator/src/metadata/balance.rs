@@ -57,6 +57,7 @@ mod tests {
                 incarnation: [id as u8; 16],
                 listeners: vec![],
                 rack: None,
+                unclean_shutdown: false,
             })
             .unwrap();
             m.apply(&MetadataCommand::UnfenceBroker { id }).unwrap();

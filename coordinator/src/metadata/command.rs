@@ -25,6 +25,25 @@ pub enum ElectionKind {
     Unclean,
 }
 
+/// The controller's flags that decide elections where neither the topic
+/// nor the cluster's dynamic configs do (`--min-insync-replicas`,
+/// `--unclean-leader-election`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerDefaults {
+    pub min_insync_replicas: i32,
+    #[serde(default)]
+    pub unclean_leader_election: bool,
+}
+
+impl Default for ControllerDefaults {
+    fn default() -> Self {
+        ControllerDefaults {
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
+        }
+    }
+}
+
 /// A partition leader's request to change its in-sync set (Kafka's
 /// AlterPartition): accepted only against the epochs it was based on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +65,14 @@ pub enum MetadataCommand {
         incarnation: [u8; 16],
         listeners: Vec<Listener>,
         rack: Option<String>,
+        /// Its logs were not all closed cleanly last time: it leaves every
+        /// eligible-leader set (KIP-966).
+        #[serde(default)]
+        unclean_shutdown: bool,
     },
+    /// The controller's own defaults, recorded so that every voter applies
+    /// the election rules alike.
+    SetControllerDefaults(ControllerDefaults),
     /// Missed heartbeats or a controlled shutdown: it leads nothing and
     /// leaves every in-sync set it can leave.
     FenceBroker {

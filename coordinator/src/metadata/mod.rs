@@ -12,6 +12,9 @@
 
 mod balance;
 mod command;
+mod elr;
+#[cfg(test)]
+mod elr_tests;
 pub mod log_store;
 pub mod placement;
 pub mod raft;
@@ -26,7 +29,11 @@ pub mod state_machine;
 mod tests;
 
 pub use balance::MAX_ELECTIONS_PER_CHECK;
-pub use command::{AlterPartition, ConfigResource, ElectionKind, MetadataCommand, MetadataReply};
+pub use command::{
+    AlterPartition, ConfigResource, ControllerDefaults, ElectionKind, MetadataCommand,
+    MetadataReply,
+};
+pub use elr::{MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION};
 pub use log_store::RaftLogStore;
 
 /// Opening the Raft log or the state machine's snapshot failed.

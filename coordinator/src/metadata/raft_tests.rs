@@ -101,6 +101,7 @@ async fn a_one_voter_group_commits_snapshots_and_restarts_on_its_files() {
         incarnation: [1; 16],
         listeners: vec![],
         rack: None,
+        unclean_shutdown: false,
     };
     assert_eq!(write(register).await, Ok(MetadataReply::Done));
     assert_eq!(

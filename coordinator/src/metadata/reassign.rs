@@ -28,8 +28,10 @@ impl ClusterMetadata {
             self.check_replicas(t, "the target replica list")?;
         }
         let live = self.live_brokers();
+        let min_isr = self.policy_of(topic).min_isr;
         let p = self.partition_mut(topic, partition)?;
         let old_leader = p.leader;
+        let old_isr = p.isr.clone();
         match target {
             Some(target) => p.start_reassignment(target),
             None => p.cancel_reassignment()?,
@@ -39,6 +41,7 @@ impl ClusterMetadata {
             p.leader = first_in_sync(p, &p.replicas, &live);
         }
         p.finish_reassignment(&live);
+        p.track_elr(&old_isr, min_isr);
         p.bump(old_leader);
         Ok(MetadataReply::Done)
     }

@@ -14,6 +14,7 @@ fn cluster(brokers: i32) -> ClusterMetadata {
             incarnation: [id as u8; 16],
             listeners: vec![],
             rack: None,
+            unclean_shutdown: false,
         })
         .unwrap();
         m.apply(&MetadataCommand::UnfenceBroker { id }).unwrap();
@@ -41,7 +42,8 @@ fn reassign(m: &mut ClusterMetadata, target: Option<Vec<i32>>) -> Result<(), Res
     .map_err(|e| e.code())
 }
 
-fn in_sync(m: &mut ClusterMetadata, isr: Vec<i32>) {
+/// The leader's AlterPartition of `t`-0 to `isr`, at the current epochs.
+pub(super) fn in_sync(m: &mut ClusterMetadata, isr: Vec<i32>) {
     let p = m.partition("t", 0).unwrap().clone();
     m.apply(&MetadataCommand::AlterPartition(AlterPartition {
         topic: "t".into(),

@@ -11,8 +11,10 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    AlterPartition, ConfigResource, ElectionKind, MetadataCommand, MetadataReply,
+    AlterPartition, ConfigResource, ControllerDefaults, ElectionKind, MetadataCommand,
+    MetadataReply,
 };
+use super::elr::{ElectionPolicy, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION};
 
 /// Kafka's "no leader" (-1), shown in Metadata as LEADER_NOT_AVAILABLE.
 pub const NO_LEADER: i32 = -1;
@@ -54,6 +56,13 @@ pub struct PartitionState {
     pub adding: Vec<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+    /// Replicas out of sync that hold everything below the high watermark
+    /// and may lead cleanly (KIP-966; elr.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
+    /// Replicas that left the ELR after an unclean shutdown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known_elr: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +144,10 @@ pub struct ClusterMetadata {
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// Per sequencer, the first id no lease has covered.
     pub id_leases: BTreeMap<String, u64>,
+    /// The flags of the controller that last set them: election rules
+    /// for topics without their own or a cluster default config.
+    #[serde(default)]
+    pub controller_defaults: ControllerDefaults,
 }
 
 type Applied = Result<MetadataReply, MetadataError>;
@@ -149,7 +162,24 @@ impl ClusterMetadata {
                 incarnation,
                 listeners,
                 rack,
-            } => self.register(*id, *incarnation, listeners, rack),
+                unclean_shutdown,
+            } => {
+                self.register(*id, *incarnation, listeners, rack)?;
+                if *unclean_shutdown {
+                    self.drop_unclean_everywhere(*id);
+                }
+                Ok(MetadataReply::Done)
+            }
+            SetControllerDefaults(d) => {
+                if d.min_insync_replicas < 1 {
+                    return Err(MetadataError::InvalidRequest(format!(
+                        "min.insync.replicas {}",
+                        d.min_insync_replicas
+                    )));
+                }
+                self.set_controller_defaults(d);
+                Ok(MetadataReply::Done)
+            }
             FenceBroker { id } => {
                 self.broker(*id)?;
                 self.fence(*id);
@@ -277,29 +307,32 @@ impl ClusterMetadata {
 
     /// Takes `id` out of every leadership and in-sync set. The last member
     /// of an in-sync set stays in it (the set never empties, so a clean
-    /// leader can come back), and its partition is left without a leader.
+    /// leader can come back); its partition is led by an eligible replica
+    /// (elr.rs) if one is live, else left without a leader.
     fn fence(&mut self, id: i32) {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
         let live = self.live_brokers();
+        let (cluster, defaults) = (&self.default_broker_configs, &self.controller_defaults);
         for t in self.topics.values_mut() {
+            let policy = ElectionPolicy::of(&t.configs, cluster, defaults);
             for p in &mut t.partitions {
                 if !p.isr.contains(&id) {
                     continue;
                 }
+                let old_isr = p.isr.clone();
                 let rest: Vec<i32> = p.isr.iter().copied().filter(|r| *r != id).collect();
                 let old_leader = p.leader;
-                if rest.is_empty() {
-                    p.leader = NO_LEADER;
-                } else {
+                if !rest.is_empty() {
                     p.isr = rest;
-                    if p.leader == id {
-                        p.leader =
-                            first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
-                    }
+                }
+                if p.leader == id {
+                    p.leader = first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
                 }
                 p.finish_reassignment(&live);
+                p.track_elr(&old_isr, policy.min_isr);
+                p.elect_if_leaderless(&live, policy);
                 p.bump(old_leader);
             }
         }
@@ -314,15 +347,9 @@ impl ClusterMetadata {
             return Ok(MetadataReply::Done);
         }
         b.fenced = false;
-        // Leaderless partitions whose in-sync set holds it get their leader back.
-        for t in self.topics.values_mut() {
-            for p in &mut t.partitions {
-                if p.leader == NO_LEADER && p.isr.contains(&id) {
-                    p.leader = id;
-                    p.bump(NO_LEADER);
-                }
-            }
-        }
+        // Leaderless partitions may have a leader again: it, if in sync or
+        // eligible, or another the policy allows.
+        self.elect_leaderless(None);
         Ok(MetadataReply::Done)
     }
 
@@ -388,6 +415,8 @@ impl ClusterMetadata {
             partition_epoch: 0,
             adding: Vec::new(),
             removing: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         }
     }
 
@@ -460,11 +489,27 @@ impl ClusterMetadata {
                 self.broker_configs.entry(*id).or_default()
             }
         };
+        let (mut min_isr_changed, mut unclean_changed) = (false, false);
         for (k, v) in changes {
-            match v {
+            let old = match v {
                 Some(v) => target.insert(k.clone(), v.clone()),
                 None => target.remove(k),
             };
+            let changed = old.as_ref() != v.as_ref();
+            min_isr_changed |= k == MIN_INSYNC_REPLICAS && changed;
+            unclean_changed |= k == UNCLEAN_LEADER_ELECTION && changed;
+        }
+        let topic = match resource {
+            ConfigResource::Topic(name) => Some(name.as_str()),
+            ConfigResource::Broker(None) => None,
+            ConfigResource::Broker(Some(_)) => return Ok(MetadataReply::Done),
+        };
+        if min_isr_changed {
+            self.clear_elrs(topic);
+        }
+        if unclean_changed {
+            // Turning unclean elections on elects at once, as Kafka does.
+            self.elect_leaderless(topic);
         }
         Ok(MetadataReply::Done)
     }
@@ -528,17 +573,20 @@ impl ClusterMetadata {
             .partition(&a.topic, a.partition)
             .ok_or_else(|| MetadataError::UnknownPartition(a.topic.clone(), a.partition))?;
         self.check_alter(current, a)?;
+        let min_isr = self.policy_of(&a.topic).min_isr;
         let p = self.partition_mut(&a.topic, a.partition)?;
         let old_leader = p.leader;
-        p.isr = a.isr.clone();
+        let old_isr = std::mem::replace(&mut p.isr, a.isr.clone());
         // The last adding replica in sync completes a reassignment.
         p.finish_reassignment(&live);
+        p.track_elr(&old_isr, min_isr);
         p.bump(old_leader);
         Ok(p.reply())
     }
 
     fn elect(&mut self, topic: &str, partition: i32, kind: ElectionKind) -> Applied {
         let live = self.live_brokers();
+        let policy = self.policy_of(topic);
         let p = self.partition_mut(topic, partition)?;
         let old = p.leader;
         match kind {
@@ -558,20 +606,14 @@ impl ClusterMetadata {
                 if old != NO_LEADER {
                     return Err(MetadataError::ElectionNotNeeded(format!("{old} leads")));
                 }
-                let clean = first_of(&p.replicas, |r| p.isr.contains(&r) && live.contains(&r));
-                let leader = if clean != NO_LEADER {
-                    clean
-                } else {
-                    first_of(&p.replicas, |r| live.contains(&r))
+                // A clean choice first: in sync, then eligible (KIP-966).
+                let policy = ElectionPolicy {
+                    unclean: true,
+                    ..policy
                 };
-                if leader == NO_LEADER {
+                if !p.elect_if_leaderless(&live, policy) {
                     return Err(MetadataError::EligibleLeadersNotAvailable);
                 }
-                if !p.isr.contains(&leader) {
-                    // What the old in-sync set had and this replica lacks is gone.
-                    p.isr = vec![leader];
-                }
-                p.leader = leader;
             }
         }
         p.bump(old);

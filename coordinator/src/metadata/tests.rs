@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use super::*;
 
-fn register(m: &mut ClusterMetadata, id: i32, incarnation: u8) {
+pub(super) fn register(m: &mut ClusterMetadata, id: i32, incarnation: u8) {
     let cmd = MetadataCommand::RegisterBroker {
         id,
         incarnation: [incarnation; 16],
@@ -15,12 +15,13 @@ fn register(m: &mut ClusterMetadata, id: i32, incarnation: u8) {
             security_protocol: "PLAINTEXT".into(),
         }],
         rack: None,
+        unclean_shutdown: false,
     };
     assert_eq!(m.apply(&cmd), Ok(MetadataReply::Done));
 }
 
 /// Brokers 0, 1, 2 registered and unfenced.
-fn three() -> ClusterMetadata {
+pub(super) fn three() -> ClusterMetadata {
     let mut m = ClusterMetadata::default();
     for b in 0..3 {
         register(&mut m, b, 1);
@@ -43,7 +44,7 @@ fn create(
     })
 }
 
-fn state(m: &ClusterMetadata, t: &str, p: i32) -> (i32, i32, i32, Vec<i32>) {
+pub(super) fn state(m: &ClusterMetadata, t: &str, p: i32) -> (i32, i32, i32, Vec<i32>) {
     let s = m.partition(t, p).unwrap();
     (s.leader, s.leader_epoch, s.partition_epoch, s.isr.clone())
 }
@@ -296,6 +297,7 @@ fn replaying_the_same_commands_reaches_the_same_state_and_survives_a_snapshot() 
             incarnation: [b as u8; 16],
             listeners: vec![],
             rack: Some(format!("r{b}")),
+            unclean_shutdown: false,
         });
         cmds.push(MetadataCommand::UnfenceBroker { id: b });
     }

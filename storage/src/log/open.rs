@@ -178,6 +178,7 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             // Recovery may have created, truncated or removed files.
             dirty_dir: AtomicBool::new(!clean),
+            opened_after_crash: !clean,
             recovery_point: AtomicI64::new(if clean { leo } else { recovery_point.min(leo) }),
             offline: AtomicBool::new(false),
             offline_cause: Mutex::new(None),

@@ -156,8 +156,9 @@ class CliToolsTest {
     /**
      * ON PURPOSE: Kafka 4.4's storage format writes a cluster-level min.insync.replicas=1 (for ELR, KIP-966), so
      * every Kafka topic reports it as a non-default (DYNAMIC_DEFAULT_BROKER_CONFIG) config, which kafka-topics
-     * lists under "Configs:" and kafka-configs under the cluster default and in synonyms. Karnak has no ELR
-     * (eligible.leader.replicas.version 0) and no cluster-level value until one is set (see DifferentialTest).
+     * lists under "Configs:" and kafka-configs under the cluster default and in synonyms. Karnak keeps ELR's
+     * minimum as its controller's --min-insync-replicas in the metadata, with no cluster-level config until one is
+     * set (see DifferentialTest).
      */
     static String withoutClusterMinIsr(String s) {
         return s.replace("Configs: min.insync.replicas=1,", "Configs: ")

@@ -412,10 +412,10 @@ class DifferentialTest {
     /**
      * Features Kafka 4.4 finalizes and Karnak leaves at level 0 on purpose: transaction.version (at 2 the Java
      * producer switches to KIP-890's implicit AddPartitionsToTxn, which Karnak does not serve), share.version (no
-     * share groups), streams.version (no KIP-1071 streams groups), eligible.leader.replicas.version (no ELR).
+     * share groups), streams.version (no KIP-1071 streams groups).
      */
     static final Set<String> NOT_FINALIZED_BY_KARNAK = Set.of(
-            "transaction.version", "share.version", "streams.version", "eligible.leader.replicas.version");
+            "transaction.version", "share.version", "streams.version");
 
     @Test
     void describeFeaturesFinalized() {
