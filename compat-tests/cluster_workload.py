@@ -23,10 +23,13 @@ healed, ``check()`` consumes every partition from the beginning and reports
   byte).
 
 ``run()`` drives the workload under faults picked at random (SIGKILL of a
-partition leader or of the controller, SIGSTOP of a leader past its
-session, a rolling restart), each healed before the next; the CI test
-(test_cluster.py) runs each fault once, compat-tests/cluster/soak.sh for as
-long as asked.
+partition leader, of the controller, or of the transaction's coordinator,
+SIGSTOP of a leader past its session, a rolling restart, and, inside a
+network namespace of its own, a leader cut off from the other brokers
+while its clients still reach it), each healed before the next; the CI
+test (test_cluster.py) runs each process fault once (the network cut is a
+Rust test there), compat-tests/cluster/soak.sh all of them for as long as
+asked.
 
 Bounded: every client call has a timeout; ``stop()`` ends the threads.
 """
@@ -37,6 +40,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -49,9 +53,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 COMMON = {"socket.timeout.ms": 10000, "api.version.request.timeout.ms": 10000}
 
 
-def start_cluster(binary, work: Path, extra=()):
+def start_cluster(binary, work: Path, extra=(), uids=None):
     """Three brokers on loopback, every one a metadata voter, started together
-    (distinct cluster ports: free_port() may hand one out twice)."""
+    (distinct cluster ports: free_port() may hand one out twice); broker i
+    runs as user uids[i] when given."""
     from conftest import Broker, free_port
     ports = set()
     while len(ports) < 3:
@@ -60,7 +65,7 @@ def start_cluster(binary, work: Path, extra=()):
     cid = "cluster-" + uuid.uuid4().hex
     nodes = [Broker(binary, work / f"n{i}", work / "logs",
                     ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false",
-                     *extra], node_id=i)
+                     *extra], node_id=i, uid=uids[i] if uids else None)
              for i in range(3)]
     for b in nodes:
         b.spawn()
@@ -93,6 +98,7 @@ class Workload:
         tag = uuid.uuid4().hex[:8]
         self.topic = f"queue-{tag}"
         self.txn_topic = f"txn-{tag}"
+        self.txn_id = f"soak-{tag}"
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.acked = defaultdict(list)  # producer name -> [(partition, offset, value)]
@@ -168,7 +174,7 @@ class Workload:
         p.flush(90)
 
     def _transact(self):
-        tid = f"soak-{uuid.uuid4().hex[:8]}"
+        tid = self.txn_id
         p = None
         k = 0
         while not self.stopping.is_set():
@@ -320,7 +326,10 @@ class Workload:
 
 # ---------------------------------------------------------------- faults
 
-FAULTS = ("kill_leader", "kill_controller", "pause_leader", "rolling_restart")
+FAULTS = ("kill_leader", "kill_controller", "kill_txn_coordinator", "pause_leader",
+          "rolling_restart")
+# Needs a network namespace of its own (see NetworkCuts).
+NETWORK_FAULTS = ("isolate_leader",)
 
 
 def metadata(nodes):
@@ -333,10 +342,12 @@ def leader_of(nodes, w, rng):
 
 
 def wait_new_leader(nodes, w, gone):
-    """The survivors lead every partition of the queue topic without `gone`."""
+    """The survivors lead every partition of the queue topic without `gone`
+    (as the brokers other than `gone` see it)."""
     def ok():
-        md = metadata([b for b in nodes if b.alive()]).topics[w.topic]
-        return all(p.leader >= 0 and p.leader != gone for p in md.partitions.values())
+        md = metadata([b for i, b in enumerate(nodes) if b.alive() and i != gone])
+        return all(p.leader >= 0 and p.leader != gone
+                   for p in md.topics[w.topic].partitions.values())
     wait_until(ok, 60, f"partitions led without broker {gone}")
 
 
@@ -357,6 +368,31 @@ def kill_leader(nodes, w, rng):
 
 def kill_controller(nodes, w, rng):
     victim = metadata(nodes).controller_id
+    kill(nodes, w, rng, victim)
+    return victim
+
+
+def txn_coordinator(nodes, w) -> int:
+    """The broker coordinating the workload's transactional id
+    (FindCoordinator v1, key type 1)."""
+    import kafka_wire as kw
+    for b in nodes:
+        if not b.alive():
+            continue
+        req = kw.header_v1(10, 1, 1) + kw.string(w.txn_id) + kw.i8(1)
+        r = kw.Reader(kw.roundtrip(b.bootstrap, req))
+        r.i32()  # correlation id
+        r.i32()  # throttle
+        code, _, node = r.i16(), r.string(), r.i32()
+        if code == 0:
+            return node
+    raise AssertionError(f"no coordinator for {w.txn_id}")
+
+
+def kill_txn_coordinator(nodes, w, rng):
+    """An open transaction's coordinator lost: its shard moves to a survivor,
+    which finishes or aborts what was prepared or open."""
+    victim = txn_coordinator(nodes, w)
     kill(nodes, w, rng, victim)
     return victim
 
@@ -384,8 +420,8 @@ def rolling_restart(nodes, w, rng):
     return None
 
 
-def run(nodes, seed, faults=None, minutes=None, log=print):
-    """Runs the workload under faults; returns the checker's result."""
+def run(nodes, seed, faults=None, minutes=None, log=print, kinds=FAULTS):
+    """Runs the workload under faults of `kinds`; returns the checker's result."""
     rng = random.Random(seed)
     w = Workload(nodes, seed=seed)
     w.create_topics()
@@ -398,7 +434,7 @@ def run(nodes, seed, faults=None, minutes=None, log=print):
         while (done < faults) if faults else (time.monotonic() < end):
             if not plan:
                 # Every fault once per round, in a random order.
-                plan = list(FAULTS)
+                plan = list(kinds)
                 rng.shuffle(plan)
             name = plan.pop()
             t0 = time.monotonic()
@@ -414,8 +450,70 @@ def run(nodes, seed, faults=None, minutes=None, log=print):
     return result
 
 
+class NetworkCuts:
+    """Cuts between brokers, in a network namespace the caller made (root,
+    `unshare --net`): broker i runs as user FIRST_UID + i, each new
+    connection is marked with the user that opened it (CONNMARK, which
+    outlives the socket), and a cut drops the marked connections to the
+    other broker's Kafka and cluster ports. Clients (this process) keep
+    reaching every broker."""
+
+    FIRST_UID = 47_000
+
+    @staticmethod
+    def iptables(rule: str):
+        subprocess.run(["iptables", *rule.split()], check=True, capture_output=True)
+
+    @classmethod
+    def install(cls, n=3):
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        for i in range(n):
+            uid = cls.FIRST_UID + i
+            cls.iptables(f"-A OUTPUT -m conntrack --ctstate NEW -m owner --uid-owner {uid} "
+                         f"-j CONNMARK --set-mark {uid}")
+        cls.iptables("-N KARNAK_CUT")
+        cls.iptables("-A OUTPUT -j KARNAK_CUT")
+
+    @classmethod
+    def uids(cls, n=3):
+        return [cls.FIRST_UID + i for i in range(n)]
+
+    @classmethod
+    def cut(cls, nodes, a, b):
+        peers = next(x for i, x in enumerate(nodes[b].extra_args)
+                     if i and nodes[b].extra_args[i - 1] == "--cluster-peers")
+        cluster_port = int(peers.split(",")[b].rsplit(":", 1)[1])
+        for port in (nodes[b].kafka_port, cluster_port):
+            cls.iptables(f"-A KARNAK_CUT -p tcp -m connmark --mark {cls.FIRST_UID + a} "
+                         f"--dport {port} -j DROP")
+
+    @classmethod
+    def heal(cls):
+        cls.iptables("-F KARNAK_CUT")
+
+
+def isolate_leader(nodes, w, rng):
+    """A partition leader cut off from the other brokers, both ways, while
+    its clients still reach it: the others fence it and elect a leader; it
+    may acknowledge no acks=all write alone (min.insync.replicas=2); healed,
+    it truncates what it took alone and rejoins."""
+    victim = leader_of(nodes, w, rng)
+    for o in range(len(nodes)):
+        if o != victim:
+            NetworkCuts.cut(nodes, victim, o)
+            NetworkCuts.cut(nodes, o, victim)
+    try:
+        wait_new_leader(nodes, w, victim)
+        time.sleep(rng.uniform(1, 3))
+    finally:
+        NetworkCuts.heal()
+    w.wait_in_sync(60)
+    return victim
+
+
 FAULT_FNS = {"kill_leader": kill_leader, "kill_controller": kill_controller,
-             "pause_leader": pause_leader, "rolling_restart": rolling_restart}
+             "kill_txn_coordinator": kill_txn_coordinator, "pause_leader": pause_leader,
+             "rolling_restart": rolling_restart, "isolate_leader": isolate_leader}
 
 
 def assert_clean(result):

@@ -89,13 +89,16 @@ class Broker:
     """One karnak process. Ports and data dir survive restart()."""
 
     def __init__(self, binary: Path, data_dir: Path, log_dir: Path, extra_args=(), node_id=0,
-                 env=None):
+                 env=None, uid=None):
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.extra_args = list(extra_args)
         self.node_id = node_id
         self.env = env or {}
+        # Run as this user (root only): network faults tell brokers apart by
+        # the user owning their connections (cluster_workload.py).
+        self.uid = uid
         self.kafka_port = None
         self.admin_port = None
         self.sql_port = None
@@ -168,9 +171,15 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("NO_COLOR", "1")  # plain logs in failure reports
         env.update(self.env)
+        as_user = {}
+        if self.uid is not None:
+            for d, _, files in os.walk(self.data_dir):
+                for p in [d, *(os.path.join(d, f) for f in files)]:
+                    os.chown(p, self.uid, self.uid)
+            as_user = {"user": self.uid, "group": self.uid, "extra_groups": []}
         self.proc = subprocess.Popen(
             self.args(), stdout=self._log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env,
+            stdin=subprocess.DEVNULL, env=env, **as_user,
         )
 
     def wait_ready(self):

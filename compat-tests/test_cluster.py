@@ -201,14 +201,18 @@ def test_every_fault_in_random_order_loses_nothing_acknowledged(cluster):
     """The checked queue workload (cluster_workload.py: plain, idempotent
     and transactional producers with acks=all, a read_committed consumer)
     under each fault once, in an order from a printed seed: SIGKILL of a
-    partition leader, SIGKILL of the controller, SIGSTOP of a leader past
-    its session, a rolling restart. Then: nothing acknowledged lost or out
-    of place, no idempotent duplicate, dense offsets, no consumer going
-    backwards, no aborted value read_committed, every committed one there,
-    replicas byte-identical. compat-tests/cluster/soak.sh runs the same for
-    as long as asked."""
+    partition leader, SIGKILL of the controller, SIGKILL of the transactional
+    producer's coordinator, SIGSTOP of a leader past its session, a rolling
+    restart. Then: nothing acknowledged lost or out of place, no idempotent
+    duplicate, dense offsets, no consumer going backwards, no aborted value
+    read_committed, every committed one there, replicas byte-identical.
+    compat-tests/cluster/soak.sh runs the same, and a leader cut off from
+    the other brokers (the CI test of that is broker/tests/cluster/
+    partition.rs), for as long as asked."""
     seed = random.SystemRandom().randrange(1 << 31)
-    print(f"seed {seed} (replay: compat-tests/cluster/soak.sh --faults 4 --seed {seed})")
+    n = len(cluster_workload.FAULTS)
+    print(f"seed {seed} (replay: compat-tests/cluster/soak.sh --no-network --faults {n} "
+          f"--seed {seed})")
     result = cluster_workload.run(cluster, seed, faults=len(cluster_workload.FAULTS))
     cluster_workload.assert_clean(result)
 
@@ -303,8 +307,10 @@ def test_sql_on_any_broker_reads_every_partition_of_every_topic(karnak_bin, tmp_
                 got = conn.execute(f'SELECT sum(n), max(name) FROM "{single}"').fetchone()
                 assert got == (310, "x4"), (b.node_id, single_on, got)
         # Replication factor 3: every broker holds every partition, but a
-        # follower's high watermark trails the leader's, so only the leader
-        # is read: a row acknowledged by an INSERT is seen at once on every
+        # follower's high watermark trails the leader's: a follower reads
+        # its own replica only up to the leader's last stable offset, asked
+        # at query start, and only once it holds that much (else the leader
+        # is read). A row acknowledged by an INSERT is seen at once on every
         # broker.
         rf3 = unique_topic("sqlrf3")
         a.create_topics([NewTopic(rf3, num_partitions=3, replication_factor=3)],
@@ -320,6 +326,32 @@ def test_sql_on_any_broker_reads_every_partition_of_every_topic(karnak_bin, tmp_
                 with sql(b) as conn:
                     got = conn.execute(f'SELECT count(*) FROM "{rf3}"').fetchone()[0]
                     assert got == 3 * n, (writer.node_id, b.node_id, got)
+        # Quiet, with an aborted and a committed transaction in it: every
+        # broker reads the partitions it follows from its own replica, and
+        # answers the same.
+        for commit in (False, True):
+            tx.begin_transaction()
+            for part in range(3):
+                tx.produce(rf3, b"aborted" if not commit else b"committed", partition=part)
+            (tx.commit_transaction if commit else tx.abort_transaction)(30)
+
+        def follower_reads(b):
+            m = b.metrics().get_value("karnak_sql_partition_reads_total", source="follower")
+            return m or 0
+        query = (f"SELECT partition, count(*), sum(CASE WHEN value_text = 'aborted' "
+                 f'THEN 1 ELSE 0 END) FROM "{rf3}" GROUP BY partition ORDER BY partition')
+        rf3_leaders = leaders(rf3)
+        for b in nodes:
+            followed = sum(1 for l in rf3_leaders.values() if l != b.node_id)
+
+            def read_locally():
+                before = follower_reads(b)
+                with sql(b) as conn:
+                    got = conn.execute(query).fetchall()
+                assert got == [(i, 4, 0) for i in range(3)], (b.node_id, got)
+                # Every partition it does not lead, from its own replica.
+                return follower_reads(b) - before == followed
+            wait_until(read_locally, 30, interval=0.2, msg=f"broker {b.node_id} reads its replicas")
     finally:
         for b in nodes:
             b.kill9()

@@ -216,20 +216,27 @@ impl BrokerRemote {
         }
     }
 
+    /// One ListOffsets (read_committed) to `addr` in leader epoch `epoch`:
+    /// the offset, or `None` when the leader answered anything else.
+    async fn list_offset_in_epoch(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+        at: i64,
+    ) -> Option<i64> {
+        let req = list_offsets(topic, partition, epoch, at);
+        let resp: ListOffsetsResponse = self
+            .call(addr, ApiKey::ListOffsets, 5, &req, true)
+            .await
+            .ok()?;
+        let p = resp.topics.first()?.partitions.first()?;
+        (p.error_code == 0 && p.partition_index == partition).then_some(p.offset)
+    }
+
     async fn list_offset(&self, topic: &str, partition: i32, at: i64) -> Result<i64, RemoteError> {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_isolation_level(READ_COMMITTED)
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(partition)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(at),
-                    ]),
-            ]);
+        let req = list_offsets(topic, partition, -1, at);
         self.with_leader(topic, partition, |addr| {
             let req = &req;
             async move {
@@ -298,6 +305,36 @@ impl RemotePartitions for BrokerRemote {
             partitions: t.partitions.len() as i32,
             configs: t.configs.clone(),
         })
+    }
+
+    async fn follower_bounds(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(i64, i64)>, RemoteError> {
+        let meta = self.broker.cluster.metadata();
+        let Some(state) = meta.partition(topic, partition) else {
+            return Ok(None);
+        };
+        let (leader, epoch) = (state.leader, state.leader_epoch);
+        if leader == self.broker.node_id()
+            || !self
+                .broker
+                .replicas
+                .follows_in_step(topic, partition, leader, epoch)
+        {
+            return Ok(None);
+        }
+        let Ok(addr) = self.leader(topic, partition) else {
+            return Ok(None);
+        };
+        // Asked in the epoch our replica follows: a leader that moved on
+        // refuses, and the partition is read from the new leader instead.
+        let (start, stable) = tokio::join!(
+            self.list_offset_in_epoch(&addr, topic, partition, epoch, EARLIEST),
+            self.list_offset_in_epoch(&addr, topic, partition, epoch, LATEST),
+        );
+        Ok(start.zip(stable))
     }
 
     async fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), RemoteError> {
@@ -377,4 +414,22 @@ impl RemotePartitions for BrokerRemote {
         })
         .await
     }
+}
+
+/// A read_committed ListOffsets for one partition, at `at` (EARLIEST,
+/// LATEST or a timestamp), in `epoch` (-1: whatever the leader's).
+fn list_offsets(topic: &str, partition: i32, epoch: i32, at: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(READ_COMMITTED)
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_current_leader_epoch(epoch)
+                        .with_timestamp(at),
+                ]),
+        ])
 }

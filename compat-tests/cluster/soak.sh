@@ -2,7 +2,8 @@
 # Random faults against a 3-broker Karnak cluster under a checked queue
 # workload, for as long as asked (see soak.py for what it does and checks).
 # Uses the venv scripts/test-all.sh makes, and target/release/karnak if built
-# (else target/debug/karnak; --bin to choose).
+# (else target/debug/karnak; --bin to choose). Run as root: the network cut
+# needs a network namespace and iptables (--no-network leaves it out).
 #
 #   compat-tests/cluster/soak.sh --minutes 60
 #   compat-tests/cluster/soak.sh --faults 8 --seed 1234

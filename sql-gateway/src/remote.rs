@@ -53,16 +53,29 @@ pub enum RemoteError {
     Unavailable(String),
 }
 
-/// What the broker provides so the gateway can read partitions it holds
-/// no replica of. Every call finds the partition's current leader itself
+/// What the broker provides so the gateway can read partitions it does
+/// not lead. Every call finds the partition's current leader itself
 /// (and retries across a leader change within its own deadline).
 #[async_trait]
 pub trait RemotePartitions: Send + Sync {
-    /// Partitions of `topic` this broker does not lead: read from their
-    /// leaders. A follower's own replica is not read, because its high
+    /// Partitions of `topic` this broker does not lead. A follower's own
+    /// replica is read only within [`Self::follower_bounds`]: its high
     /// watermark trails the leader's by up to a replica fetch wait, and a
     /// query must see every record acknowledged before it started.
     fn partitions_led_elsewhere(&self, topic: &str) -> Vec<i32>;
+    /// The leader's log start and last stable offset, if this broker's
+    /// replica of the partition holds the leader's records up to its own
+    /// end (it follows in the leader's current epoch, truncated to where
+    /// the two logs agree). The gateway then scans its own replica up to
+    /// that bound when it has reached it. `None`: read from the leader.
+    async fn follower_bounds(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(i64, i64)>, RemoteError> {
+        let _ = (topic, partition);
+        Ok(None)
+    }
     /// Topics of the cluster with no replica at all on this broker.
     fn topics_elsewhere(&self) -> Vec<String>;
     fn topic_elsewhere(&self, name: &str) -> Option<RemoteTopic>;

@@ -4,6 +4,7 @@
 //! acknowledged before it started, and nothing produced while it runs).
 //! Predicates on `partition`, `offset` and `timestamp` narrow what is read.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray, new_null_array};
@@ -68,6 +69,10 @@ enum Source {
     /// The partition's log on this broker, which leads it (or a single
     /// node): its last stable offset is current.
     Local(Arc<Log>),
+    /// Led by another broker, with a replica here: scanned here up to the
+    /// leader's last stable offset when the replica has it (asked at query
+    /// start), else fetched from the leader.
+    Follower(Arc<Log>),
     /// Led by another broker: fetched from the leader.
     Remote,
 }
@@ -96,7 +101,50 @@ fn table_schema(json: &[JsonColumn]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `karnak_sql_partition_reads_total{source}`: partitions a scan read
+/// from a log this broker leads, from its follower's replica, or from the
+/// leader over the network.
+const READ_LEADER: &str = "leader";
+const READ_FOLLOWER: &str = "follower";
+const READ_REMOTE: &str = "remote";
+
+fn record_read(source: &'static str) {
+    metrics::counter!("karnak_sql_partition_reads_total", "source" => source).increment(1);
+}
+
 impl TopicTable {
+    /// For each follower's replica the scan touches: the leader's (log
+    /// start, last stable offset), if the replica holds the leader's
+    /// records up to it and has seen every transaction below it decided
+    /// (its own last stable offset is there too, so its aborted index
+    /// covers them). Asked of all leaders at once.
+    async fn follower_bounds(&self, ranges: &Ranges) -> Result<HashMap<i32, (i64, i64)>> {
+        let Some(remote) = &self.remote else {
+            return Ok(HashMap::new());
+        };
+        let asks = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Source::Follower(log) if ranges.partition_matches(i as i32) => {
+                    let (remote, log, partition) = (remote.clone(), log.clone(), i as i32);
+                    Some(async move {
+                        let bounds = remote.follower_bounds(&self.name, partition).await;
+                        bounds.map(|b| {
+                            b.filter(|(_, stable)| log.own_last_stable_offset() >= *stable)
+                                .map(|b| (partition, b))
+                        })
+                    })
+                }
+                _ => None,
+            });
+        let answers = futures::future::try_join_all(asks)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
     /// A topic whose partitions all have a replica here.
     pub fn new(
         topic: Arc<Topic>,
@@ -132,14 +180,18 @@ impl TopicTable {
 
     /// Partitions in `elsewhere` are led by other brokers (this broker's
     /// log of them, if any, is a follower's or an empty placeholder): they
-    /// are fetched from their leaders through `remote`.
+    /// are read through `remote`, from the leader or, where `remote` vouches
+    /// for it, from the local replica.
     pub fn with_remote(mut self, remote: Arc<dyn RemotePartitions>, elsewhere: &[i32]) -> Self {
         for p in elsewhere {
             if let Some(s) = usize::try_from(*p)
                 .ok()
                 .and_then(|i| self.sources.get_mut(i))
             {
-                *s = Source::Remote;
+                *s = match s {
+                    Source::Local(log) => Source::Follower(log.clone()),
+                    _ => Source::Remote,
+                };
             }
         }
         self.remote = Some(remote);
@@ -190,15 +242,26 @@ impl TableProvider for TopicTable {
         let fixed = topic_schema().fields().len();
         let json_wanted: Arc<Vec<bool>> =
             Arc::new((0..self.json.len()).map(|j| wanted(fixed + j)).collect());
+        let bounds = self.follower_bounds(&ranges).await?;
         let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
         for (index, source) in self.sources.iter().enumerate() {
             let partition = index as i32;
             if !ranges.partition_matches(partition) {
                 continue;
             }
-            let log = match source {
-                Source::Local(log) => log,
-                Source::Remote => {
+            // Where this partition is read, and the leader's bounds for a
+            // follower's replica that holds them.
+            let (log, leader_bounds) = match source {
+                Source::Local(log) => {
+                    record_read(READ_LEADER);
+                    (log, None)
+                }
+                Source::Follower(log) if bounds.contains_key(&partition) => {
+                    record_read(READ_FOLLOWER);
+                    (log, bounds.get(&partition).copied())
+                }
+                Source::Follower(_) | Source::Remote => {
+                    record_read(READ_REMOTE);
                     let Some(remote) = &self.remote else {
                         return Err(DataFusionError::Plan(format!(
                             "partition {partition} of topic {:?} has no replica on this broker",
@@ -223,9 +286,15 @@ impl TableProvider for TopicTable {
                 }
             };
             // The end is fixed now: the last stable offset at query start
-            // (the high watermark unless a transaction is open).
-            let end = log.last_stable_offset().min(ranges.offset_end());
-            let mut start = ranges.offset_start().max(log.log_start_offset());
+            // (the high watermark unless a transaction is open), the
+            // leader's for a follower's replica.
+            let (leader_start, stable) =
+                leader_bounds.unwrap_or((i64::MIN, log.last_stable_offset()));
+            let end = stable.min(ranges.offset_end());
+            let mut start = ranges
+                .offset_start()
+                .max(log.log_start_offset())
+                .max(leader_start);
             if let Some(ts) = ranges.timestamp_start() {
                 match log.offset_for_timestamp(ts) {
                     Ok(Some((off, _))) => start = start.max(off),

@@ -78,6 +78,17 @@ impl Fetchers {
         }
     }
 
+    /// Whether this broker follows `key` from `leader` in `epoch` with its
+    /// log cut back to where it agrees with the leader's: what it holds is
+    /// then the leader's records, byte for byte.
+    pub(super) fn in_step(&self, leader: i32, key: &Key, epoch: i32) -> bool {
+        lock(&self.sources).get(&leader).is_some_and(|s| {
+            lock(&s.partitions)
+                .get(key)
+                .is_some_and(|f| f.aligned && f.epoch == epoch)
+        })
+    }
+
     /// The partitions to follow, by leader, with their leader epochs.
     pub(super) fn assign(&self, meta: &ClusterMetadata, follow: BTreeMap<i32, Vec<(Key, i32)>>) {
         let mut sources = lock(&self.sources);

@@ -110,6 +110,13 @@ impl ReplicaManager {
         self.logs.log(&key.0, key.1)
     }
 
+    /// Whether this broker's replica of `topic`-`partition` follows
+    /// `leader` in `epoch` and agrees with its log (see the fetcher).
+    pub fn follows_in_step(&self, topic: &str, partition: i32, leader: i32, epoch: i32) -> bool {
+        self.fetchers
+            .in_step(leader, &(topic.to_string(), partition), epoch)
+    }
+
     /// Follows the metadata: new roles, epochs and in-sync sets. Called
     /// after the logs were made to match it (reconcile.rs).
     pub fn apply(&self, meta: &ClusterMetadata) {

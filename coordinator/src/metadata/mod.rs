@@ -27,6 +27,7 @@ mod state;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 pub use balance::MAX_ELECTIONS_PER_CHECK;
 pub use command::{

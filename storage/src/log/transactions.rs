@@ -29,6 +29,13 @@ impl Log {
             .min(self.high_watermark())
     }
 
+    /// The last stable offset by this log's own producer state, not bounded
+    /// by the high watermark: on a follower, every transaction with records
+    /// below it has its marker in this log.
+    pub fn own_last_stable_offset(&self) -> i64 {
+        self.last_stable_offset.load(Ordering::Acquire)
+    }
+
     /// Aborted transactions overlapping `[from, upto)`, for read_committed fetches.
     pub fn aborted_txns(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
         self.txn_index.overlapping(from, upto)
