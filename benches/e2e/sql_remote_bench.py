@@ -11,7 +11,9 @@ timed through the Postgres wire on:
   local-faces  broker 0: its own log, sealed segments read from their
                Arrow faces
   local-log    broker 2 (started with --sql-arrow-faces false): its own
-               replica, every batch decoded from the log
+               replica (a follower's: read up to the leader's last stable
+               offset, asked at query start), every batch decoded from
+               the log
   remote       broker 1: every partition fetched from broker 0 with Fetch
                (read_committed) and decoded as local-log does
 
@@ -48,12 +50,12 @@ from sql_bench import (  # noqa: E402
 
 class Node:
     def __init__(self, binary: Path, i: int, peers: str, work: Path, *extra: str):
-        self.i, self.kafka, self.sql = i, free_port(), free_port()
+        self.i, self.kafka, self.sql, self.admin = i, free_port(), free_port(), free_port()
         self.data, self.log = work / f"data{i}", work / f"broker{i}.log"
         self.proc = subprocess.Popen(
             [str(binary), "--node-id", str(i), "--cluster-id", "sqlbench", "--cluster-peers",
              peers, "--data-dir", str(self.data), "--kafka-addr", f"127.0.0.1:{self.kafka}",
-             "--sql-addr", f"127.0.0.1:{self.sql}", "--admin-addr", f"127.0.0.1:{free_port()}",
+             "--sql-addr", f"127.0.0.1:{self.sql}", "--admin-addr", f"127.0.0.1:{self.admin}",
              *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
 
@@ -64,6 +66,15 @@ class Node:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"broker {self.i} did not start; see {self.log}")
             time.sleep(0.1)
+
+    def partition_reads(self) -> dict:
+        """karnak_sql_partition_reads_total by source, from /metrics."""
+        import re
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        pattern = r'^karnak_sql_partition_reads_total\{source="(\w+)"\} (\S+)$'
+        return {m.group(1): int(float(m.group(2))) for m in re.finditer(pattern, text, re.M)}
 
     def connect(self):
         return psycopg.connect(host="127.0.0.1", port=self.sql, user="bench", dbname="karnak",
@@ -117,6 +128,10 @@ def main():
         for mode, rs in results.items():
             for name, r in rs.items():
                 emit({"mode": mode, "query": name, **r})
+        # Which way each broker read the partitions (a follower reads its
+        # own replica when it holds the leader's records; else the leader).
+        for mode, n in (("local-faces", nodes[0]), ("local-log", nodes[2]), ("remote", nodes[1])):
+            emit({"mode": mode, "broker": n.i, "partition_reads": n.partition_reads()})
         print("\n| query | local faces s | local log s | remote s | remote / local log "
               "| remote / local faces |")
         print("|---|---|---|---|---|---|")

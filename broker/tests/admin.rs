@@ -416,6 +416,26 @@ fn broker_log_defaults_change_live_and_persist() {
     );
     let (code, _) = alter(&mut c, BROKER, "0", &[("node.id", SET, Some("5"))]);
     assert_eq!(code, ResponseError::InvalidRequest.code());
+    // Replication throttles: kafka-reassign-partitions --verify removes
+    // them (a no-op, none can be set); --throttle sets them, refused by name.
+    let throttles = [
+        ("leader.replication.throttled.rate", DELETE, None),
+        ("follower.replication.throttled.rate", DELETE, None),
+        (
+            "replica.alter.log.dirs.io.max.bytes.per.second",
+            DELETE,
+            None,
+        ),
+    ];
+    assert_eq!(alter(&mut c, BROKER, "0", &throttles), (0, String::new()));
+    let (code, msg) = alter(
+        &mut c,
+        BROKER,
+        "0",
+        &[("leader.replication.throttled.rate", SET, Some("1000"))],
+    );
+    assert_eq!(code, ResponseError::InvalidConfig.code());
+    assert!(msg.contains("leader.replication.throttled.rate"), "{msg}");
     let (code, _) = alter(
         &mut c,
         BROKER,

@@ -44,7 +44,6 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
-import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInfo;
 import org.junit.jupiter.api.Timeout;
@@ -551,15 +550,13 @@ class CliToolsTest {
     }
 
     /**
-     * Finding: kafka-reassign-partitions --verify and --cancel clear the replication throttles
+     * kafka-reassign-partitions --verify and --cancel clear the replication throttles
      * (leader/follower.replication.throttled.rate on the brokers, *.replication.throttled.replicas on the
-     * topic) unless given --preserve-throttles; Karnak refuses the broker-level rates as unknown configs
-     * ("Unknown broker config name: leader.replication.throttled.rate"), so both steps fail there. Karnak
-     * does not throttle replication yet (issue 18's notes).
+     * topic) unless given --preserve-throttles. Karnak does not throttle replication yet: it refuses setting
+     * the rates (--throttle) but takes their removal, a no-op, so both steps read as Kafka's.
      */
     @Test
-    @Tag(Gap.KARNAK_GAP)
-    void reassignPartitionsAndLeaderElectionGaps() {
+    void reassignPartitionsClearingThrottles() {
         compare(reassignScenario(false), false);
     }
 
