@@ -18,6 +18,11 @@ healed, ``check()`` consumes every partition from the beginning and reports
 - aborted_seen: read_committed returned a value of an aborted transaction;
 - committed_missing: a committed transaction's value that read_committed
   never returned;
+- group_rewound: a consumer group member resumed a partition before an
+  offset the group had committed (and been told so): the coordinator lost
+  a commit across a failover;
+- group_missing: queue values the group never consumed (it skipped past
+  what it had not processed);
 - diverged: partitions whose segment files differ between replicas once
   quiet (the same value at the same offset on every replica, byte for
   byte).
@@ -99,6 +104,14 @@ class Workload:
         self.topic = f"queue-{tag}"
         self.txn_topic = f"txn-{tag}"
         self.txn_id = f"soak-{tag}"
+        self.group = f"soak-group-{tag}"
+        # The group's member: what it consumed, the offsets its commits
+        # were acknowledged for, and resumptions before them.
+        self.group_seen = set()
+        self.group_committed = {}
+        self.group_rewound = []
+        self.group_stopping = threading.Event()
+        self.group_thread = None
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.acked = defaultdict(list)  # producer name -> [(partition, offset, value)]
@@ -141,6 +154,8 @@ class Workload:
             self._spawn(self._produce, name, conf)
         self._spawn(self._transact)
         self._spawn(self._consume)
+        self.group_thread = threading.Thread(target=self._group_consume, daemon=True)
+        self.group_thread.start()
 
     def _spawn(self, fn, *args):
         t = threading.Thread(target=fn, args=args, daemon=True)
@@ -241,6 +256,67 @@ class Workload:
         finally:
             c.close()
 
+    def _group_consume(self):
+        """A consumer group member on the queue topic: commits what it has
+        consumed after every poll (synchronously), and on every assignment
+        checks that it resumes at or after what it was told is committed.
+        Runs until check() has seen it catch up."""
+        fresh = set()
+
+        def on_assign(consumer, partitions):
+            fresh.update(tp.partition for tp in partitions)
+
+        c = Consumer({"bootstrap.servers": bootstrap(self.nodes), "group.id": self.group,
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "session.timeout.ms": 10000, **COMMON})
+        c.subscribe([self.topic], on_assign=on_assign)
+        try:
+            while not self.group_stopping.is_set():
+                msgs = [m for m in c.consume(500, 0.2) if not m.error()]
+                ends = {}
+                with self.lock:
+                    for m in msgs:
+                        p = m.partition()
+                        if p in fresh:
+                            fresh.discard(p)
+                            if m.offset() < self.group_committed.get(p, 0):
+                                self.group_rewound.append(
+                                    (p, self.group_committed[p], m.offset()))
+                        self.group_seen.add(m.value())
+                        ends[p] = m.offset() + 1
+                if not ends:
+                    continue
+                try:
+                    done = c.commit(offsets=[TopicPartition(self.topic, p, o)
+                                             for p, o in ends.items()], asynchronous=False)
+                except KafkaException:
+                    continue  # not known to be committed: nothing recorded
+                with self.lock:
+                    for tp in done or []:
+                        if tp.error is None:
+                            prev = self.group_committed.get(tp.partition, 0)
+                            self.group_committed[tp.partition] = max(prev, tp.offset)
+        finally:
+            c.close()
+
+    def _group_caught_up(self, queue, timeout=60):
+        """Waits until the group member has consumed every value of `queue`
+        (or `timeout`), then stops it; returns the values it never saw."""
+        want = {v for part in queue.values() for v in part.values()}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                missing = want - self.group_seen
+            if not missing:
+                break
+            time.sleep(0.2)
+        self.group_stopping.set()
+        if self.group_thread is not None:
+            self.group_thread.join(30)
+            assert not self.group_thread.is_alive(), "the group member did not stop"
+        with self.lock:
+            return sorted(want - self.group_seen)
+
     # -- the checker -------------------------------------------------
     def _read_all(self, topic, isolation):
         """Every record of `topic`: {partition: {offset: value}}. Read to
@@ -281,12 +357,16 @@ class Workload:
     def check(self):
         queue = self._read_all(self.topic, "read_uncommitted")
         txn = self._read_all(self.txn_topic, "read_committed")
+        t0 = time.monotonic()
+        group_missing = self._group_caught_up(queue)
+        group_catch_up_s = round(time.monotonic() - t0, 1)
         found = Counter(v for part in queue.values() for v in part.values())
         with self.lock:
             acked = {n: list(a) for n, a in self.acked.items()}
             committed, aborted = set(self.committed), set(self.aborted)
             seen = set(self.seen_committed)
             backwards = list(self.backwards)
+            group_rewound = list(self.group_rewound)
         lost = [(n, p, o, v) for n, a in acked.items() for (p, o, v) in a
                 if queue[p].get(o) != v]
         idem = {v for (_, _, v) in acked.get("idempotent", [])}
@@ -317,10 +397,14 @@ class Workload:
             "transactions": dict(self.txn_outcomes),
             "aborted_seen": len(aborted_seen),
             "committed_missing": len(committed_missing),
+            "group_rewound": len(group_rewound),
+            "group_missing": len(group_missing),
+            "group_catch_up_s": group_catch_up_s,
             "diverged": diverged,
             "_detail": {"lost": lost[:10], "duplicated": duplicated[:10],
                         "backwards": backwards[:10], "aborted_seen": aborted_seen[:10],
-                        "committed_missing": committed_missing[:10]},
+                        "committed_missing": committed_missing[:10],
+                        "group_rewound": group_rewound[:10], "group_missing": group_missing[:10]},
         }
 
 
@@ -443,9 +527,13 @@ def run(nodes, seed, faults=None, minutes=None, log=print, kinds=FAULTS):
             done += 1
             time.sleep(rng.uniform(1, 3))
     finally:
+        t0 = time.monotonic()
         w.stop()
+        log(f"workload stopped in {time.monotonic() - t0:.1f}s")
     w.wait_in_sync(60)
+    t0 = time.monotonic()
     result = w.check()
+    log(f"checked in {time.monotonic() - t0:.1f}s")
     log(json.dumps({k: v for k, v in result.items() if k != "_detail"}))
     return result
 
@@ -518,7 +606,8 @@ FAULT_FNS = {"kill_leader": kill_leader, "kill_controller": kill_controller,
 
 def assert_clean(result):
     bad = {k: result[k] for k in ("lost", "duplicated", "backwards", "aborted_seen",
-                                  "committed_missing") if result[k]}
+                                  "committed_missing", "group_rewound", "group_missing")
+           if result[k]}
     bad.update({k: result[k] for k in ("gaps", "diverged") if result[k]})
     assert result["acked"] > 0, "nothing was acknowledged"
     assert not bad, f"checker found {bad}: {result['_detail']}"

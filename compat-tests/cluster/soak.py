@@ -21,7 +21,9 @@ Between faults the workload runs 1-3 s undisturbed; after the last one the
 cluster heals (every partition back to 3 in sync) and the checker prints
 acked/found/lost/duplicated and fails on any lost or duplicated
 acknowledged write, an offset gap, a consumer going backwards, an aborted
-value read_committed, a committed one missing, or replicas that differ.
+value read_committed, a committed one missing, a consumer group that
+resumed before an offset it had committed or skipped values, or replicas
+that differ.
 The network cut needs root, `unshare` and `iptables` (Debian's packages,
 which scripts/test-all.sh installs): the soak re-runs itself in a network
 namespace of its own, each broker as its own user (connections are told
