@@ -96,7 +96,7 @@ def wait_until(cond, timeout, msg):
 
 
 class Workload:
-    def __init__(self, nodes, partitions=3, seed=0):
+    def __init__(self, nodes, partitions=3, seed=0, group=True):
         self.nodes = nodes
         self.partitions = partitions
         self.rng = random.Random(seed)
@@ -112,6 +112,7 @@ class Workload:
         self.group_rewound = []
         self.group_stopping = threading.Event()
         self.group_thread = None
+        self.with_group = group
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.acked = defaultdict(list)  # producer name -> [(partition, offset, value)]
@@ -154,8 +155,9 @@ class Workload:
             self._spawn(self._produce, name, conf)
         self._spawn(self._transact)
         self._spawn(self._consume)
-        self.group_thread = threading.Thread(target=self._group_consume, daemon=True)
-        self.group_thread.start()
+        if self.with_group:
+            self.group_thread = threading.Thread(target=self._group_consume, daemon=True)
+            self.group_thread.start()
 
     def _spawn(self, fn, *args):
         t = threading.Thread(target=fn, args=args, daemon=True)
@@ -358,7 +360,7 @@ class Workload:
         queue = self._read_all(self.topic, "read_uncommitted")
         txn = self._read_all(self.txn_topic, "read_committed")
         t0 = time.monotonic()
-        group_missing = self._group_caught_up(queue)
+        group_missing = self._group_caught_up(queue) if self.with_group else []
         group_catch_up_s = round(time.monotonic() - t0, 1)
         found = Counter(v for part in queue.values() for v in part.values())
         with self.lock:
@@ -504,10 +506,11 @@ def rolling_restart(nodes, w, rng):
     return None
 
 
-def run(nodes, seed, faults=None, minutes=None, log=print, kinds=FAULTS):
-    """Runs the workload under faults of `kinds`; returns the checker's result."""
+def run(nodes, seed, faults=None, minutes=None, log=print, kinds=FAULTS, group=True):
+    """Runs the workload under faults of `kinds` (with the consumer group
+    member unless `group` is false); returns the checker's result."""
     rng = random.Random(seed)
-    w = Workload(nodes, seed=seed)
+    w = Workload(nodes, seed=seed, group=group)
     w.create_topics()
     w.start()
     try:

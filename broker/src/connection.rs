@@ -10,7 +10,7 @@
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use karnak_protocol::fetch_response::Part;
@@ -59,7 +59,10 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     let (reader, writer) = stream.into_split();
     let bytes_in = metrics::counter!(m::BYTES_IN);
     let (tx, rx) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT);
-    let writer_task = tokio::spawn(write_loop(writer, rx).instrument(info_span!("writer", %peer)));
+    let waiting = Arc::new(std::sync::Mutex::new(None));
+    let mut writer_task = tokio::spawn(
+        write_loop(writer, rx, waiting.clone()).instrument(info_span!("writer", %peer)),
+    );
     let mut reader = FrameReader::new(reader, broker.config.socket_request_max_bytes);
     loop {
         let frame = tokio::select! {
@@ -104,7 +107,18 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     }
     // Let responses already owed go out (a clean shutdown answers in-flight requests).
     drop(tx);
-    let _ = writer_task.await;
+    if *shutdown.borrow()
+        && tokio::time::timeout(SLOW_DRAIN_NOTICE, &mut writer_task)
+            .await
+            .is_err()
+    {
+        // Says what holds the shutdown up (the server gives up on it later).
+        let api = *waiting.lock().unwrap_or_else(|e| e.into_inner());
+        warn!(%peer, ?api, "still answering a request at shutdown");
+        let _ = writer_task.await;
+    } else if !writer_task.is_finished() {
+        let _ = writer_task.await;
+    }
     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     debug!(%peer, "connection closed");
 }
@@ -212,7 +226,16 @@ pub enum ConnError {
 /// Sends responses in request order. Responses that are ready back to back
 /// (a pipelining client) go out in one `writev`; a response that must wait
 /// (acks=all, a fetch long-poll) first sends what is gathered.
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
+/// How long a connection answers in-flight requests at shutdown before it
+/// says which request it is waiting on.
+const SLOW_DRAIN_NOTICE: Duration = Duration::from_secs(2);
+
+/// `waiting`: the API of the reply being awaited, if any (for shutdown's log).
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<InFlight>,
+    waiting: Arc<std::sync::Mutex<Option<&'static str>>>,
+) {
     let mut out = Outbox::default();
     loop {
         let item = match rx.try_recv() {
@@ -238,7 +261,10 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
                 if out.flush(&mut writer).await.is_err() {
                     return;
                 }
-                fut.await
+                *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(item.api);
+                let r = fut.await;
+                *waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                r
             }
         };
         let response = match response {

@@ -68,6 +68,8 @@ def main():
     ap.add_argument("--bin", type=Path, default=default)
     ap.add_argument("--no-network", action="store_true",
                     help="leave out the network cut (no root or no network namespace)")
+    ap.add_argument("--no-group", action="store_true",
+                    help="leave out the consumer group member (as the CI test does)")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     network = not a.no_network
@@ -89,7 +91,8 @@ def main():
     try:
         result = run(nodes, seed, faults=a.faults, minutes=None if a.faults else a.minutes,
                      log=lambda s: print(s, flush=True),
-                     kinds=FAULTS + NETWORK_FAULTS if network else FAULTS)
+                     kinds=FAULTS + NETWORK_FAULTS if network else FAULTS,
+                     group=not a.no_group)
         assert_clean(result)
         print("# clean", flush=True)
     except BaseException:

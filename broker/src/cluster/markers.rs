@@ -111,15 +111,10 @@ pub fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, partition: 
     broker.replicas.after_append(topic, partition, &log);
     match end {
         Some(end) if log.is_replicated() => {
-            let mut hw = log.subscribe();
-            let reached = block_on(tokio::time::timeout(
-                MARKER_TIMEOUT,
-                hw.wait_for(|h| *h >= end),
-            ));
-            if matches!(reached, Ok(Ok(_))) {
-                code
-            } else {
-                ResponseError::RequestTimedOut.code()
+            let deadline = std::time::Instant::now() + MARKER_TIMEOUT;
+            match block_on(broker.replicas.wait_replicated(&log, end, deadline)) {
+                0 => code,
+                refused => refused,
             }
         }
         _ => code,

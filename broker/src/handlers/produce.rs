@@ -27,10 +27,6 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
     ResponseError::TransactionalIdAuthorizationFailed.code();
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
-const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
-const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
-/// How often an acks=all wait checks that this broker still leads.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
 
 pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
     let legacy = version < 3;
@@ -150,29 +146,15 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     }
                 }
             }
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = std::time::Instant::now() + timeout;
             for ((log, target), (t, p)) in to_flush.iter().zip(&slots) {
                 if !replicated.iter().any(|(l, _)| Arc::ptr_eq(l, log)) {
                     continue;
                 }
-                let mut hw = log.subscribe();
-                // As Kafka's delayed produce: a leader that steps down (a
-                // controlled shutdown, a lost session) answers
-                // NOT_LEADER_OR_FOLLOWER at once rather than at the timeout.
-                let stepped_down = async {
-                    loop {
-                        tokio::time::sleep(LEADERSHIP_CHECK).await;
-                        if !broker.replicas.leads(log.topic(), log.partition()) {
-                            return;
-                        }
-                    }
-                };
-                let code = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= *target)) => {
-                        if matches!(r, Ok(Ok(_))) { 0 } else { REQUEST_TIMED_OUT }
-                    }
-                    _ = stepped_down => NOT_LEADER_OR_FOLLOWER,
-                };
+                let code = broker
+                    .replicas
+                    .wait_replicated(log, *target, deadline)
+                    .await;
                 let part = &mut response.responses[*t].partition_responses[*p];
                 if code != 0 && part.error_code == 0 {
                     part.error_code = code;

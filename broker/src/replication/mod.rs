@@ -57,6 +57,9 @@ pub struct ReplicaManager {
     fetchers: fetcher::Fetchers,
 }
 
+/// How often a wait for the in-sync replicas checks that this broker still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+
 /// How long a refused in-sync set change waits before it is tried again.
 const ALTER_RETRY: Duration = Duration::from_millis(500);
 
@@ -87,10 +90,45 @@ impl ReplicaManager {
     }
 
     /// This broker leads `topic`-`partition` now.
+    /// This broker leads the partition: in the role it took up, and still
+    /// in the metadata as applied here. The metadata is asked too because
+    /// roles stop following it at shutdown, while a controlled shutdown's
+    /// own fence still moves every partition away: waits on a partition
+    /// (acks=all) must see that and end.
     pub fn leads(&self, topic: &str, partition: i32) -> bool {
-        lock(&self.replicas)
+        let in_role = lock(&self.replicas)
             .get(&(topic.to_string(), partition))
-            .is_some_and(|r| r.state.leader == self.node)
+            .is_some_and(|r| r.state.leader == self.node);
+        in_role
+            && self
+                .cluster
+                .metadata()
+                .partition(topic, partition)
+                .is_some_and(|p| p.leader == self.node)
+    }
+
+    /// Waits until the in-sync replicas hold `log` up to `target` (its high
+    /// watermark reaches it), at most until `deadline`: 0, or
+    /// REQUEST_TIMED_OUT, or NOT_LEADER_OR_FOLLOWER as soon as this broker
+    /// no longer leads the partition (as Kafka's delayed produce: a leader
+    /// that steps down, in a controlled shutdown or after a lost session,
+    /// answers at once rather than at the timeout).
+    pub async fn wait_replicated(&self, log: &Log, target: i64, deadline: Instant) -> i16 {
+        let mut hw = log.subscribe();
+        let stepped_down = async {
+            loop {
+                tokio::time::sleep(LEADERSHIP_CHECK).await;
+                if !self.leads(log.topic(), log.partition()) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), hw.wait_for(|h| *h >= target)) => {
+                if matches!(r, Ok(Ok(_))) { 0 } else { ResponseError::RequestTimedOut.code() }
+            }
+            _ = stepped_down => NOT_LEADER,
+        }
     }
 
     /// Shutting down: the fetchers stop before the logs close.
