@@ -251,16 +251,21 @@ impl TableProvider for TopicTable {
             }
             // Where this partition is read, and the leader's bounds for a
             // follower's replica that holds them.
-            let (log, leader_bounds) = match source {
-                Source::Local(log) => {
+            let local = match source {
+                Source::Local(log) => Some((log, None)),
+                Source::Follower(log) => bounds.get(&partition).map(|b| (log, Some(*b))),
+                Source::Remote => None,
+            };
+            let (log, leader_bounds) = match local {
+                Some((log, None)) => {
                     record_read(READ_LEADER);
                     (log, None)
                 }
-                Source::Follower(log) if bounds.contains_key(&partition) => {
+                Some((log, leader_bounds)) => {
                     record_read(READ_FOLLOWER);
-                    (log, bounds.get(&partition).copied())
+                    (log, leader_bounds)
                 }
-                Source::Follower(_) | Source::Remote => {
+                None => {
                     record_read(READ_REMOTE);
                     let Some(remote) = &self.remote else {
                         return Err(DataFusionError::Plan(format!(

@@ -89,7 +89,6 @@ impl ReplicaManager {
         })
     }
 
-    /// This broker leads `topic`-`partition` now.
     /// This broker leads the partition: in the role it took up, and still
     /// in the metadata as applied here. The metadata is asked too because
     /// roles stop following it at shutdown, while a controlled shutdown's
