@@ -151,6 +151,9 @@ class Capturer:
         self.apis = apis  # None = all of CAPTURED
         self.seen = set()
         self.requests = []  # (api_key, api_version) of every frame seen
+        # Bumped by reset(): a connection opened before it (a previous test's client
+        # still closing) is not counted in versions() afterwards.
+        self.generation = 0
         self.lock = threading.Lock()
         self.verbose = verbose
         self.quiet = quiet
@@ -159,6 +162,7 @@ class Capturer:
     def reset(self):
         """Forget what was seen (the .bin files stay); for a proxy reused across tests."""
         with self.lock:
+            self.generation += 1
             self.seen.clear()
             self.requests.clear()
 
@@ -168,11 +172,15 @@ class Capturer:
         with self.lock:
             return {v for k, v in self.requests if k == key}
 
-    def offer(self, frame: bytes):
+    def offer(self, frame: bytes, generation=None):
+        """One request frame; generation = self.generation when its connection opened
+        (None: always counted)."""
         if len(frame) < 12:
             return
         key, ver = struct.unpack(">hh", frame[4:8])
         with self.lock:
+            if generation is not None and generation != self.generation:
+                return
             self.requests.append((key, ver))
         if self.verbose:
             print(f"request {API_NAMES.get(key, key)} v{ver} ({len(frame)} bytes)", flush=True)
@@ -240,7 +248,8 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             print(f"upstream {srv.upstream} unreachable: {e}", flush=True)
             return
         upstream.settimeout(None)
-        splitter = FrameSplitter(srv.capturer.offer)
+        generation = srv.capturer.generation
+        splitter = FrameSplitter(lambda frame: srv.capturer.offer(frame, generation))
 
         def pump(src, dst, on_data=None):
             try:
