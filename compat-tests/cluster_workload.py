@@ -72,10 +72,21 @@ def start_cluster(binary, work: Path, extra=(), uids=None):
                     ["--cluster-peers", peers, "--cluster-id", cid, "--sql-enabled", "false",
                      *extra], node_id=i, uid=uids[i] if uids else None)
              for i in range(3)]
+    from conftest import BrokerStartError
     for b in nodes:
         b.spawn()
     for b in nodes:
-        b.wait_ready()
+        for attempt in range(3):
+            try:
+                b.wait_ready()
+                break
+            except BrokerStartError as e:
+                # Another process took a port free_port() gave us (the race
+                # Broker.start also retries): new client ports, same node.
+                if "in use" not in e.log.lower() or attempt == 2:
+                    raise
+                b.pick_ports()
+                b.spawn()
     return nodes
 
 
@@ -268,9 +279,18 @@ class Workload:
         def on_assign(consumer, partitions):
             fresh.update(tp.partition for tp in partitions)
 
-        c = Consumer({"bootstrap.servers": bootstrap(self.nodes), "group.id": self.group,
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                      "session.timeout.ms": 10000, **COMMON})
+        conf = {"bootstrap.servers": bootstrap(self.nodes), "group.id": self.group,
+                "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10000, **COMMON}
+        trace = os.environ.get("KARNAK_WORKLOAD_GROUP_TRACE")
+        if trace:
+            # librdkafka's consumer-group debug log, for a group that does not settle.
+            import logging
+            log = logging.getLogger(f"group-member-{self.group}")
+            log.addHandler(logging.FileHandler(trace))
+            log.setLevel(logging.DEBUG)
+            conf.update({"debug": "cgrp,protocol,broker", "logger": log})
+        c = Consumer(conf)
         c.subscribe([self.topic], on_assign=on_assign)
         try:
             while not self.group_stopping.is_set():

@@ -199,6 +199,12 @@ pub struct Group {
     sync_deadline: Option<Instant>,
     /// Group metadata changed and must be persisted.
     dirty: bool,
+    /// The metadata value last written to the shard's log: what a new
+    /// coordinator restores, and what a checkpoint rewrites. A classic group
+    /// writes only settled states (Stable, Empty), as Kafka does: a group
+    /// restored in the middle of a join would answer its members' rejoins
+    /// with a generation that has no protocol or leader.
+    persisted: Option<Bytes>,
     /// Some: a KIP-848 group (ConsumerGroupHeartbeat), whose members live
     /// there; `members` above is then empty. Offsets are shared.
     pub consumer: Option<ConsumerGroup>,
@@ -230,6 +236,7 @@ impl Group {
             delay_limit: None,
             sync_deadline: None,
             dirty: false,
+            persisted: None,
             consumer: None,
         }
     }
@@ -267,11 +274,20 @@ impl Group {
                 },
             );
         }
+        // A record written in the middle of a join (before the rule in
+        // `persisted`'s doc) names members of a generation that never
+        // completed: they rejoin as new members instead.
+        if g.protocol.is_none() || g.leader.is_none() {
+            g.members.clear();
+            g.statics.clear();
+            g.leader = None;
+        }
         g.state = if g.members.is_empty() {
             GroupState::Empty
         } else {
             GroupState::Stable
         };
+        g.persisted = Some(g.encode_value());
         g
     }
 
@@ -299,9 +315,30 @@ impl Group {
         }
     }
 
-    pub fn take_dirty(&mut self) -> bool {
+    /// The metadata value to write now, if the group changed since its last
+    /// write and is in a state worth restoring (see `persisted`); a classic
+    /// group in a rebalance keeps its change for when the rebalance ends.
+    pub fn take_persistable(&mut self) -> Option<Bytes> {
+        if self.consumer.is_none()
+            && matches!(
+                self.state,
+                GroupState::PreparingRebalance | GroupState::CompletingRebalance
+            )
+        {
+            return None;
+        }
         let consumer = self.consumer.as_mut().is_some_and(|c| c.take_dirty());
-        std::mem::take(&mut self.dirty) | consumer
+        if !(std::mem::take(&mut self.dirty) | consumer) {
+            return None;
+        }
+        let value = self.encode_value();
+        self.persisted = Some(value.clone());
+        Some(value)
+    }
+
+    /// The value last written (see `persisted`), for a checkpoint.
+    pub fn persisted_value(&self) -> Option<&Bytes> {
+        self.persisted.as_ref()
     }
 
     /// Rebuilds a KIP-848 group from its persisted record.
@@ -309,6 +346,7 @@ impl Group {
         let mut g = Group::new(id);
         g.protocol_type = Some("consumer".to_string());
         g.consumer = Some(c);
+        g.persisted = Some(g.encode_value());
         g
     }
 
@@ -338,13 +376,17 @@ impl Group {
         }
     }
 
-    /// Whether the group's metadata record carries anything worth keeping
-    /// in a checkpoint.
-    pub fn has_metadata(&self) -> bool {
-        self.consumer.is_some() || self.generation > 0 || !self.members.is_empty()
-    }
-
     fn set_state(&mut self, s: GroupState) {
+        // As Kafka's GroupCoordinator: every transition is an INFO line, the
+        // trail an operator follows when a group does not settle.
+        tracing::info!(
+            group = %self.id,
+            from = ?self.state,
+            to = ?s,
+            generation = self.generation,
+            members = self.members.len(),
+            "group state"
+        );
         self.state = s;
         self.state_timestamp_ms = now_ms();
         self.dirty = true;

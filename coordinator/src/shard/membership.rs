@@ -133,3 +133,128 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::GroupState;
+    use crate::records::{StoredGroup, StoredMember};
+    use karnak_storage::LogConfig;
+
+    fn open(dir: &std::path::Path) -> Shard {
+        let log = Arc::new(Log::open(&dir.join("p-0"), "p", 0, LogConfig::default()).unwrap());
+        let seq = Sequencer::open(&dir.join("seq"), 1, 16, 1 << 48).unwrap();
+        let cfg = GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..GroupConfig::default()
+        };
+        Shard::open(0, log, seq, cfg).unwrap()
+    }
+
+    fn join(shard: &Shard, member_id: &str) -> JoinOutcome {
+        let mut rx = shard.join(join_request(member_id));
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn join_request(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            instance_id: None,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            require_known_member_id: false,
+        }
+    }
+
+    fn sync(shard: &Shard, o: &JoinOutcome) -> SyncOutcome {
+        let mut rx = shard.sync(SyncRequest {
+            group_id: "g".into(),
+            generation: o.generation,
+            member_id: o.member_id.clone(),
+            instance_id: None,
+            protocol_type: None,
+            protocol: None,
+            assignments: vec![(o.member_id.clone(), Bytes::from_static(b"assignment"))],
+        });
+        rx.try_recv().expect("answered at once")
+    }
+
+    /// A coordinator that takes a shard over in the middle of a rebalance
+    /// restores the group as it last settled (Kafka writes only then). It
+    /// once restored a join in progress as Stable at generation 0 with no
+    /// protocol, and answered every rejoin of its member with that: the
+    /// client found no assignor for "" and rejoined forever.
+    #[test]
+    fn a_rebalance_in_flight_is_not_what_a_new_coordinator_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open(dir.path());
+        let a = join(&shard, "");
+        assert_eq!((a.error, a.generation), (NONE, 1));
+        // Joined, not synced: nothing settled yet, nothing to restore.
+        let reopened = open(dir.path());
+        assert_eq!(join(&reopened, &a.member_id).error, UNKNOWN_MEMBER_ID);
+        drop(reopened);
+
+        assert_eq!(sync(&shard, &a).error, NONE);
+        // A second member starts a rebalance that the move interrupts.
+        drop(shard.join(join_request("")));
+        assert_eq!(
+            shard.lock().groups["g"].state,
+            GroupState::PreparingRebalance
+        );
+        drop(shard);
+
+        let shard = open(dir.path());
+        {
+            let st = shard.lock();
+            let g = &st.groups["g"];
+            assert_eq!(g.state, GroupState::Stable);
+            assert_eq!(g.generation, 1);
+            assert_eq!(g.members.keys().collect::<Vec<_>>(), vec![&a.member_id]);
+            assert_eq!(
+                g.members[&a.member_id].assignment,
+                Bytes::from_static(b"assignment")
+            );
+        }
+        // The member (the leader) rejoins into a real generation.
+        let again = join(&shard, &a.member_id);
+        assert_eq!(again.error, NONE);
+        assert_eq!(again.protocol.as_deref(), Some("range"));
+        assert_eq!(again.leader, a.member_id);
+        assert_eq!(again.members.len(), 1);
+    }
+
+    /// Records an older version wrote in the middle of a join (members, no
+    /// protocol or leader) restore as an empty group.
+    #[test]
+    fn an_unsettled_record_restores_empty() {
+        let member = StoredMember {
+            member_id: "m-1".into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocols: vec![("range".into(), Bytes::new())],
+            assignment: Bytes::new(),
+        };
+        let stored = StoredGroup {
+            protocol_type: Some("consumer".into()),
+            generation: 0,
+            protocol: None,
+            leader: None,
+            state_timestamp_ms: 0,
+            members: vec![member],
+        };
+        let g = Group::restore("g", stored, Instant::now());
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(g.members.is_empty());
+    }
+}

@@ -343,11 +343,10 @@ impl Shard {
     /// Persists what changed and re-arms the group's timer. Called with
     /// the shard lock held, so records land in the order changes happened.
     fn after_change(&self, g: &mut Group) {
-        if g.take_dirty() {
-            let value = g.encode_value();
-            if let Err(e) = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))]) {
-                tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
-            }
+        if let Some(value) = g.take_persistable()
+            && let Err(e) = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))])
+        {
+            tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
         }
         self.arm(g);
     }
@@ -441,8 +440,8 @@ impl Shard {
         let first = self.log.log_end_offset();
         let mut records: Vec<(RecordKey, Option<Bytes>)> = Vec::new();
         for g in st.groups.values() {
-            if g.has_metadata() {
-                records.push((RecordKey::Group(g.id.clone()), Some(g.encode_value())));
+            if let Some(value) = g.persisted_value() {
+                records.push((RecordKey::Group(g.id.clone()), Some(value.clone())));
             }
             for ((topic, partition), o) in &g.offsets {
                 records.push((
