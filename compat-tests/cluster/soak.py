@@ -69,7 +69,7 @@ def main():
     ap.add_argument("--no-network", action="store_true",
                     help="leave out the network cut (no root or no network namespace)")
     ap.add_argument("--no-group", action="store_true",
-                    help="leave out the consumer group member (as the CI test does)")
+                    help="leave out the consumer group member")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     network = not a.no_network
