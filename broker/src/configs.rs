@@ -11,6 +11,7 @@ use karnak_storage::{LogConfig, StorageError};
 
 use crate::broker::Broker;
 use crate::config_synonyms::{Sources, Synonym};
+use crate::config_throttles;
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -207,7 +208,10 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
                 read_only: false,
             })
         });
-    fixed.chain(log_defaults).collect()
+    fixed
+        .chain(log_defaults)
+        .chain(config_throttles::entries(broker, false))
+        .collect()
 }
 
 /// The cluster-wide default resource (broker name ""): only the dynamic
@@ -233,6 +237,7 @@ pub fn cluster_default_configs(broker: &Broker) -> Vec<ConfigEntry> {
                 read_only: false,
             })
         })
+        .chain(config_throttles::entries(broker, true))
         .collect()
 }
 
@@ -423,15 +428,11 @@ fn alter_topic(
     }
 }
 
-/// Kafka's replication throttles (set by `kafka-reassign-partitions
-/// --throttle`, removed by its `--verify` and `--cancel`). Not served yet:
-/// setting one is refused (naming it), removing one is the no-op it is
-/// when nothing is set, so the tool's clean-up works.
-const REPLICATION_THROTTLES: &[&str] = &[
-    "leader.replication.throttled.rate",
-    "follower.replication.throttled.rate",
-    "replica.alter.log.dirs.io.max.bytes.per.second",
-];
+/// Kafka's throttle for moving replicas between a broker's log dirs
+/// (`kafka-reassign-partitions --replica-alter-log-dirs-throttle`). One
+/// log dir per broker here: setting it is refused (naming it), removing it
+/// is the no-op it is when nothing is set, so the tool's clean-up works.
+const LOG_DIRS_THROTTLE: &str = "replica.alter.log.dirs.io.max.bytes.per.second";
 
 /// Alters the dynamic broker configs: this broker's (`resource_name` its
 /// id) or the cluster-wide default (`resource_name` empty).
@@ -457,18 +458,20 @@ fn alter_broker(
     };
     if let Some(op) = ops
         .iter()
-        .find(|o| REPLICATION_THROTTLES.contains(&o.name.as_str()) && o.op != OpType::Delete)
+        .find(|o| o.name == LOG_DIRS_THROTTLE && o.op != OpType::Delete)
     {
         return Err(invalid_config(format!(
-            "{} is not supported yet: Karnak does not throttle replication",
+            "{} is not supported: a Karnak broker has one log dir",
             op.name
         )));
     }
-    let ops: Vec<ConfigOp> = ops
+    // The replication throttle rates are broker configs of their own.
+    let (rate_ops, ops): (Vec<ConfigOp>, Vec<ConfigOp>) = ops
         .iter()
-        .filter(|o| !REPLICATION_THROTTLES.contains(&o.name.as_str()))
+        .filter(|o| o.name != LOG_DIRS_THROTTLE)
         .cloned()
-        .collect();
+        .partition(|o| config_throttles::is_rate(&o.name));
+    let rates = config_throttles::alter(broker, for_this_broker, &rate_ops, replace)?;
     let ops = ops.as_slice();
     let fixed: Vec<String> = broker_configs(broker)
         .into_iter()
@@ -531,7 +534,8 @@ fn alter_broker(
     broker
         .logs
         .set_dynamic_broker_configs(all)
-        .map_err(to_broker_name)
+        .map_err(to_broker_name)?;
+    config_throttles::apply(broker, rates)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod broker;
 mod cluster;
 mod config;
 mod config_synonyms;
+mod config_throttles;
 mod configs;
 mod connection;
 mod fetch_session;
@@ -107,6 +108,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster.clone(),
         config.cluster.replica_lag_time_max,
         config.cluster.min_insync_replicas,
+        replication::throttle::Throttles::open(&logs.data_dir().join("__karnak_meta"))
+            .context("opening the replication throttles")?,
     );
     let on_append: karnak_coordinator::AppendHook = {
         let replicas = replicas.clone();

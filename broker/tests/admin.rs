@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use support::{Broker, Client, batch, create_topic};
+use support::{Broker, Client, alter_configs as alter, batch, create_topic};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -189,38 +189,6 @@ fn delete_records_moves_the_log_start_offset_durably() {
     assert_eq!(earliest(&mut c, "dr", 0), 10);
 }
 
-fn alter(
-    c: &mut Client,
-    resource_type: i8,
-    resource: &str,
-    ops: &[(&str, i8, Option<&str>)],
-) -> (i16, String) {
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        incremental_alter_configs_request::AlterConfigsResource::default()
-            .with_resource_type(resource_type)
-            .with_resource_name(StrBytes::from_string(resource.to_string()))
-            .with_configs(
-                ops.iter()
-                    .map(|(n, op, v)| {
-                        incremental_alter_configs_request::AlterableConfig::default()
-                            .with_name(StrBytes::from_string(n.to_string()))
-                            .with_config_operation(*op)
-                            .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
-                    })
-                    .collect(),
-            ),
-    ]);
-    let resp: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req);
-    let r = &resp.responses[0];
-    (
-        r.error_code,
-        r.error_message
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 /// (value, source) of one config of a resource.
 fn describe(c: &mut Client, resource_type: i8, resource: &str, config: &str) -> (String, i8) {
     let req = DescribeConfigsRequest::default().with_resources(vec![
@@ -241,6 +209,23 @@ fn describe(c: &mut Client, resource_type: i8, resource: &str, config: &str) -> 
         e.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
         e.config_source,
     )
+}
+
+/// The names of every config of a resource.
+fn describe_all(c: &mut Client, resource_type: i8, resource: &str) -> Vec<String> {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_configuration_keys(None),
+    ]);
+    let resp: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
+    assert_eq!(resp.results[0].error_code, 0);
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect()
 }
 
 const TOPIC: i8 = 2;
@@ -416,8 +401,41 @@ fn broker_log_defaults_change_live_and_persist() {
     );
     let (code, _) = alter(&mut c, BROKER, "0", &[("node.id", SET, Some("5"))]);
     assert_eq!(code, ResponseError::InvalidRequest.code());
-    // Replication throttles: kafka-reassign-partitions --verify removes
-    // them (a no-op, none can be set); --throttle sets them, refused by name.
+    // Replication throttles: kafka-reassign-partitions --throttle sets the
+    // rates, --verify removes them (with the log-dirs throttle, a no-op
+    // here: one log dir); a rate is a LONG of at least 0; they persist.
+    let rate = |v| [("leader.replication.throttled.rate", SET, v)];
+    assert_eq!(
+        alter(&mut c, BROKER, "0", &rate(Some("1000"))),
+        (0, String::new())
+    );
+    assert_eq!(
+        describe(&mut c, BROKER, "0", "leader.replication.throttled.rate"),
+        ("1000".into(), 2)
+    );
+    let (code, msg) = alter(&mut c, BROKER, "0", &rate(Some("-5")));
+    assert_eq!(code, ResponseError::InvalidRequest.code());
+    assert!(msg.contains("leader.replication.throttled.rate"), "{msg}");
+    let (code, msg) = alter(
+        &mut c,
+        BROKER,
+        "0",
+        &[(
+            "replica.alter.log.dirs.io.max.bytes.per.second",
+            SET,
+            Some("1000"),
+        )],
+    );
+    assert_eq!(code, ResponseError::InvalidConfig.code());
+    assert!(msg.contains("replica.alter.log.dirs"), "{msg}");
+    drop(c);
+    broker.stop();
+    broker.spawn();
+    let mut c = broker.connect();
+    assert_eq!(
+        describe(&mut c, BROKER, "0", "leader.replication.throttled.rate"),
+        ("1000".into(), 2)
+    );
     let throttles = [
         ("leader.replication.throttled.rate", DELETE, None),
         ("follower.replication.throttled.rate", DELETE, None),
@@ -428,14 +446,11 @@ fn broker_log_defaults_change_live_and_persist() {
         ),
     ];
     assert_eq!(alter(&mut c, BROKER, "0", &throttles), (0, String::new()));
-    let (code, msg) = alter(
-        &mut c,
-        BROKER,
-        "0",
-        &[("leader.replication.throttled.rate", SET, Some("1000"))],
+    let gone = describe_all(&mut c, BROKER, "0");
+    assert!(
+        !gone.iter().any(|n| n.contains("throttled.rate")),
+        "{gone:?}"
     );
-    assert_eq!(code, ResponseError::InvalidConfig.code());
-    assert!(msg.contains("leader.replication.throttled.rate"), "{msg}");
     let (code, _) = alter(
         &mut c,
         BROKER,

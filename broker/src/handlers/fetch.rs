@@ -31,6 +31,7 @@ use crate::fetch_session::{
 };
 use crate::handlers::{fetch_legacy, leader_hint, storage_error_code, topic_common};
 use crate::metrics as m;
+use crate::replication::throttle::Quota;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Upper bound on a long poll, whatever the client asks (Kafka has none, but
@@ -43,6 +44,9 @@ pub(super) struct Wanted {
     pub(super) fetch_offset: i64,
     pub(super) max_bytes: usize,
     pub(super) log: Result<Arc<Log>, i16>,
+    /// A follower's fetch that counts against the leader replication
+    /// throttle (replication/throttle.rs).
+    pub(super) throttled: bool,
 }
 
 pub(super) struct WantedTopic {
@@ -241,7 +245,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             })
             .collect();
     }
-    let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, replica >= 0);
+    // A follower's fetch reads to the log end, within the leader throttle.
+    let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
+    let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
         return Ok(Reply::Ready(answer(
             broker, mode, &topics, body, version, legacy,
@@ -253,6 +259,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let broker = broker.clone();
     Ok(Reply::Later(Box::pin(async move {
         let _parked = Parked::new();
+        let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
         loop {
             for w in &mut watchers {
                 w.borrow_and_update();
@@ -262,8 +269,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 // Shutting down: answer with what there is now.
                 _ = stopping.wait_for(|s| *s) => true,
             };
-            let (body, bytes, has_error) =
-                read_all(&topics, max_bytes, read_committed, replica >= 0);
+            let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
             if timed_out || bytes >= min_bytes || has_error {
                 return Ok(answer(&broker, mode, &topics, body, version, legacy));
             }
@@ -329,11 +335,19 @@ fn resolve(
             }
             Some((name, _)) => broker.replicas.leader_log(name, key.partition, epoch),
         };
+        let throttled = replica >= 0
+            && log.is_ok()
+            && topic.as_ref().is_some_and(|(name, _)| {
+                broker
+                    .replicas
+                    .leader_throttled(name, key.partition, replica)
+            });
         entry.partitions.push(Wanted {
             partition: key.partition,
             fetch_offset,
             max_bytes,
             log,
+            throttled,
         });
     }
     grouped.into_values().collect()
@@ -482,7 +496,7 @@ fn read_all(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
-    follower: bool,
+    follower: Option<&Quota>,
 ) -> (FetchResponseBody<FileSlice>, usize, bool) {
     let mut total = 0usize;
     let mut has_error = false;
@@ -505,6 +519,15 @@ fn read_all(
                     p.error_code = *code;
                     has_error = true;
                 }
+                Ok(log) if w.throttled && follower.is_some_and(|q| q.exceeded()) => {
+                    // The leader throttle is spent: positions, no records.
+                    if let Some(q) = follower {
+                        q.held_back();
+                    }
+                    p.high_watermark = log.high_watermark();
+                    p.last_stable_offset = log.last_stable_offset();
+                    p.log_start_offset = log.log_start_offset();
+                }
                 Ok(log) => {
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                     // KIP-74: the first batch of the first partition with data
@@ -514,7 +537,7 @@ fn read_all(
                     // Followers read to the log end; consumers below the
                     // high watermark, or the last stable offset.
                     let lso = log.last_stable_offset();
-                    let upto = if follower {
+                    let upto = if follower.is_some() {
                         i64::MAX
                     } else if read_committed {
                         lso
@@ -541,6 +564,11 @@ fn read_all(
                                 );
                             }
                             if let Some(slice) = r.slice.filter(|s| s.len > 0) {
+                                if w.throttled
+                                    && let Some(q) = follower
+                                {
+                                    q.record(slice.len);
+                                }
                                 total += slice.len;
                                 let len = slice.len;
                                 p.records = Some((slice, len));

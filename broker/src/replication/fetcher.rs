@@ -320,6 +320,31 @@ async fn fetch(
     partitions: &Mutex<HashMap<Key, Fetching>>,
     parts: &[(Key, Fetching)],
 ) -> std::io::Result<()> {
+    // Throttled replicas (KIP-73) sit a round out while the follower
+    // rate is spent; the rest are fetched as ever.
+    let throttled: std::collections::HashSet<&Key> = parts
+        .iter()
+        .filter(|(k, _)| manager.follower_throttled(k))
+        .map(|(k, _)| k)
+        .collect();
+    let held: Vec<(Key, Fetching)>;
+    let parts = if !throttled.is_empty() && manager.throttles.follower.exceeded() {
+        held = parts
+            .iter()
+            .filter(|(k, _)| !throttled.contains(k))
+            .cloned()
+            .collect();
+        for _ in 0..throttled.len() {
+            manager.throttles.follower.held_back();
+        }
+        if held.is_empty() {
+            tokio::time::sleep(BACKOFF).await;
+            return Ok(());
+        }
+        held.as_slice()
+    } else {
+        parts
+    };
     let by_topic = group_by_topic(manager, parts, |p, f, log| {
         FetchPartition::default()
             .with_partition(p)
@@ -371,6 +396,9 @@ async fn fetch(
             match p.error_code {
                 0 => {
                     let records = p.records.unwrap_or_else(Bytes::new);
+                    if throttled.contains(&key) {
+                        manager.throttles.follower.record(records.len());
+                    }
                     if !records.is_empty() {
                         let log2 = log.clone();
                         let appended =

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod fetcher;
+pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,8 @@ pub struct ReplicaManager {
     lag_max: Duration,
     min_insync_default: i32,
     fetchers: fetcher::Fetchers,
+    /// Replication throttles (KIP-73): this broker's rates.
+    pub throttles: throttle::Throttles,
 }
 
 /// How often a wait for the in-sync replicas checks that this broker still leads.
@@ -77,8 +80,10 @@ impl ReplicaManager {
         cluster: Arc<ClusterNode>,
         lag_max: Duration,
         min_insync_default: i32,
+        throttles: throttle::Throttles,
     ) -> Arc<ReplicaManager> {
         Arc::new_cyclic(|me| ReplicaManager {
+            throttles,
             node,
             logs,
             cluster,
@@ -285,6 +290,38 @@ impl ReplicaManager {
         if let Some(r) = lock(&self.replicas).get_mut(&(topic.to_string(), partition)) {
             update_hw(log, r, self.node);
         }
+    }
+
+    /// Whether serving `replica` this partition counts against the leader
+    /// throttle: the topic lists the partition on this broker under
+    /// `leader.replication.throttled.replicas` and the replica is not in
+    /// sync (in-sync replicas, which acks=all waits on, are never slowed).
+    pub fn leader_throttled(&self, topic: &str, partition: i32, replica: i32) -> bool {
+        self.throttles.leader.rate().is_some()
+            && self.topic_lists(topic, throttle::LEADER_REPLICAS, partition)
+            && lock(&self.replicas)
+                .get(&(topic.to_string(), partition))
+                .is_some_and(|r| !r.state.isr.contains(&replica))
+    }
+
+    /// The follower side of [`Self::leader_throttled`]: this broker's
+    /// replica is listed under `follower.replication.throttled.replicas`
+    /// and not in sync.
+    fn follower_throttled(&self, key: &Key) -> bool {
+        self.throttles.follower.rate().is_some()
+            && self.topic_lists(&key.0, throttle::FOLLOWER_REPLICAS, key.1)
+            && lock(&self.replicas)
+                .get(key)
+                .is_some_and(|r| !r.state.isr.contains(&self.node))
+    }
+
+    fn topic_lists(&self, topic: &str, config: &str, partition: i32) -> bool {
+        self.logs.topic(topic).is_some_and(|t| {
+            t.meta
+                .configs
+                .get(config)
+                .is_some_and(|v| throttle::lists(v, partition, self.node))
+        })
     }
 
     /// A follower's fetch from `fetch_offset`: its progress is recorded,

@@ -11,6 +11,7 @@ mod faults;
 mod partition;
 mod reassign;
 mod replication;
+mod throttle;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -25,7 +25,12 @@ use super::{Cluster, poll, topic_view, wait_for_view};
 
 /// AlterPartitionReassignments v1 for partition 0 of `topic` through `b`:
 /// (top-level error, the partition's error).
-fn reassign(b: &Broker, topic: &str, target: Option<&[i32]>, allow_rf_change: bool) -> (i16, i16) {
+pub(super) fn reassign(
+    b: &Broker,
+    topic: &str,
+    target: Option<&[i32]>,
+    allow_rf_change: bool,
+) -> (i16, i16) {
     let r: AlterPartitionReassignmentsResponse = b.connect().call(
         ApiKey::AlterPartitionReassignments,
         1,
@@ -48,7 +53,7 @@ fn reassign(b: &Broker, topic: &str, target: Option<&[i32]>, allow_rf_change: bo
 }
 
 /// Every reassignment under way, as `b` lists them: (topic, partition).
-fn ongoing(b: &Broker) -> Vec<(String, OngoingPartitionReassignment)> {
+pub(super) fn ongoing(b: &Broker) -> Vec<(String, OngoingPartitionReassignment)> {
     let r: ListPartitionReassignmentsResponse = b.connect().call(
         ApiKey::ListPartitionReassignments,
         0,

@@ -462,3 +462,38 @@ pub fn create_topic(c: &mut Client, name: &str, partitions: i32) -> uuid::Uuid {
     assert_eq!(r.topics[0].error_code, 0, "creating {name}");
     r.topics[0].topic_id
 }
+
+/// IncrementalAlterConfigs v1 of one resource: (error code, message).
+/// `ops`: (name, Kafka's AlterConfigOp type, value).
+pub fn alter_configs(
+    c: &mut Client,
+    resource_type: i8,
+    resource: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> (i16, String) {
+    let req = kafka_protocol::messages::IncrementalAlterConfigsRequest::default().with_resources(vec![
+        kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_configs(
+                ops.iter()
+                    .map(|(n, op, v)| {
+                        kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(n.to_string()))
+                            .with_config_operation(*op)
+                            .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let resp: kafka_protocol::messages::IncrementalAlterConfigsResponse =
+        c.call(ApiKey::IncrementalAlterConfigs, 1, &req);
+    let r = &resp.responses[0];
+    (
+        r.error_code,
+        r.error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}

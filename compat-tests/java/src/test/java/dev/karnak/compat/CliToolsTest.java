@@ -572,12 +572,25 @@ class CliToolsTest {
             Path plan = x.file("reassign.json", "{\"version\":1,\"partitions\":[{\"topic\":\"" + t
                     + "\",\"partition\":0,\"replicas\":[0]},{\"topic\":\"" + t
                     + "\",\"partition\":1,\"replicas\":[0]}]}");
+            String[] broker0 = {"--bootstrap-server", b, "--entity-type", "brokers", "--entity-name", "0"};
+            String rate = "leader.replication.throttled.rate=50000000";
             x.run("--list with none", normalizer(), REASSIGN, "--bootstrap-server", b, "--list");
-            x.run("--execute onto the same broker", normalizer(), REASSIGN, "--bootstrap-server", b,
-                    "--execute", "--reassignment-json-file", plan.toString());
-            x.runUntil("--verify", r -> r.out().contains("is completed"), normalizer(), REASSIGN,
-                    with(throttles, "--bootstrap-server", b, "--verify", "--reassignment-json-file",
-                            plan.toString()));
+            try {
+                x.run("--execute --throttle onto the same broker", normalizer(), REASSIGN, "--bootstrap-server",
+                        b, "--execute", "--throttle", "50000000", "--reassignment-json-file", plan.toString());
+                x.runUntil("broker 0 is throttled", r -> r.out().contains(rate), configsNormalizer(x), CONFIGS,
+                        concat(broker0, "--describe"));
+                x.runUntil("--verify", r -> r.out().contains("is completed"), normalizer(), REASSIGN,
+                        with(throttles, "--bootstrap-server", b, "--verify", "--reassignment-json-file",
+                                plan.toString()));
+                x.runUntil(preserveThrottles ? "the throttle is kept" : "the throttle is removed",
+                        r -> r.out().contains(rate) == preserveThrottles, configsNormalizer(x), CONFIGS,
+                        concat(broker0, "--describe"));
+            } finally {
+                // The oracle is shared by every test class: leave no throttle behind.
+                Cli.run(CONFIGS, concat(broker0, "--alter", "--delete-config",
+                        "leader.replication.throttled.rate,follower.replication.throttled.rate"));
+            }
             x.run("--list after", normalizer(), REASSIGN, "--bootstrap-server", b, "--list");
             x.run("--cancel with nothing under way", normalizer(), REASSIGN, with(throttles,
                     "--bootstrap-server", b, "--cancel", "--reassignment-json-file", plan.toString()));
