@@ -119,10 +119,12 @@ class Broker:
 
     # -- lifecycle -----------------------------------------------------
     def args(self):
+        # A broker started with --listeners names its PLAINTEXT listener on kafka_port.
+        kafka = [] if "--listeners" in self.extra_args else ["--kafka-addr", self.bootstrap]
         return [
             str(self.binary),
             "--data-dir", str(self.data_dir),
-            "--kafka-addr", self.bootstrap,
+            *kafka,
             "--admin-addr", f"127.0.0.1:{self.admin_port}",
             "--sql-addr", f"127.0.0.1:{self.sql_port}",
             "--node-id", str(self.node_id),

@@ -12,8 +12,8 @@ pub struct Broker {
     pub config: Config,
     pub logs: Arc<LogManager>,
     pub cluster_id: String,
-    /// host and port clients are told to connect to.
-    pub advertised: (String, i32),
+    /// The Kafka listeners, bound, with what each one's clients are told.
+    pub listeners: Vec<Arc<crate::listeners::Bound>>,
     /// Turns true when shutdown starts: parked long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Consumer groups and committed offsets, over the Pharaoh shards this
@@ -44,16 +44,23 @@ impl Broker {
         self.config.node_id
     }
 
-    /// Registered, unfenced brokers with their Kafka listener, from the
-    /// metadata log (fenced ones are left out, as Kafka does).
-    pub fn live_brokers(&self) -> Vec<BrokerAddress> {
+    /// The listener other brokers are reached on.
+    pub fn inter_broker_listener(&self) -> &str {
+        &self.config.listeners.inter_broker
+    }
+
+    /// Registered, unfenced brokers with their address on `listener` (the
+    /// one the asking client came in on), from the metadata log (fenced
+    /// ones are left out, as Kafka does, and so are brokers without that
+    /// listener).
+    pub fn live_brokers(&self, listener: &str) -> Vec<BrokerAddress> {
         let metadata = self.cluster.metadata();
         metadata
             .brokers
             .values()
             .filter(|b| !b.fenced)
             .filter_map(|b| {
-                let l = b.listeners.first()?;
+                let l = crate::listeners::address_of(b, listener)?;
                 Some(BrokerAddress {
                     id: b.id,
                     host: l.host.clone(),

@@ -25,12 +25,36 @@ pub struct Args {
     /// Directory holding topic-partition logs. [default: ./data]
     #[arg(long, env = "KARNAK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address the Kafka listener binds. [default: 127.0.0.1:9092]
+    /// Address the Kafka listener binds: the one-listener shorthand for `--listeners PLAINTEXT://ADDR`. [default: 127.0.0.1:9092]
     #[arg(long, env = "KARNAK_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
-    /// host:port clients are told to connect to (Metadata). [default: the Kafka listener address]
+    /// host:port clients are told to connect to (Metadata), with one listener. [default: the Kafka listener address]
     #[arg(long, env = "KARNAK_ADVERTISED_KAFKA_ADDR")]
     pub advertised_kafka_addr: Option<String>,
+    /// Kafka `listeners`: `NAME://host:port,...`, e.g. `PLAINTEXT://127.0.0.1:9092,SSL://0.0.0.0:9093` (an empty host binds every interface).
+    #[arg(long, env = "KARNAK_LISTENERS")]
+    pub listeners: Option<String>,
+    /// Kafka `advertised.listeners`: what clients of each listener are told. [default: each listener's bound address]
+    #[arg(long, env = "KARNAK_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// Kafka `listener.security.protocol.map`: `NAME:PROTOCOL,...` (PLAINTEXT or SSL). [default: each protocol's own name]
+    #[arg(long, env = "KARNAK_LISTENER_SECURITY_PROTOCOL_MAP")]
+    pub listener_security_protocol_map: Option<String>,
+    /// Kafka `inter.broker.listener.name`: the listener brokers reach each other on. [default: the only listener, else PLAINTEXT]
+    #[arg(long, env = "KARNAK_INTER_BROKER_LISTENER_NAME")]
+    pub inter_broker_listener_name: Option<String>,
+    /// PEM certificate chain of the SSL listeners (reloaded when the file changes or on SIGHUP).
+    #[arg(long, env = "KARNAK_SSL_CERTIFICATE_FILE")]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "KARNAK_SSL_KEY_FILE")]
+    pub ssl_key_file: Option<PathBuf>,
+    /// Kafka `ssl.client.auth`: `none`, `requested` or `required` client certificates. [default: none]
+    #[arg(long, env = "KARNAK_SSL_CLIENT_AUTH")]
+    pub ssl_client_auth: Option<String>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, env = "KARNAK_SSL_TRUSTSTORE_FILE")]
+    pub ssl_truststore_file: Option<PathBuf>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -184,6 +208,14 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka_addr: Option<SocketAddr>,
     advertised_kafka_addr: Option<String>,
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    inter_broker_listener_name: Option<String>,
+    ssl_certificate_file: Option<PathBuf>,
+    ssl_key_file: Option<PathBuf>,
+    ssl_client_auth: Option<String>,
+    ssl_truststore_file: Option<PathBuf>,
     admin_addr: Option<SocketAddr>,
     sql_addr: Option<SocketAddr>,
     sql_enabled: Option<bool>,
@@ -240,9 +272,9 @@ const DEFAULT_CLEANER_IO: u64 = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub kafka_addr: SocketAddr,
-    /// `None` until the listener is bound: then it defaults to the bound address.
-    pub advertised_kafka_addr: Option<(String, i32)>,
+    pub listeners: crate::listeners::Listeners,
+    /// The SSL listeners' certificate (None: no SSL listener).
+    pub tls: Option<crate::tls::TlsSettings>,
     pub admin_addr: SocketAddr,
     /// None: SQL is off.
     pub sql: Option<karnak_sql::SqlConfig>,
@@ -311,6 +343,29 @@ impl Config {
                 .context("log_message_timestamp_type")?;
         }
         let advertised = args.advertised_kafka_addr.or(file.advertised_kafka_addr);
+        let listeners = crate::listeners::Listeners::resolve(crate::listeners::ListenerFlags {
+            listeners: args.listeners.or(file.listeners),
+            advertised_listeners: args.advertised_listeners.or(file.advertised_listeners),
+            protocol_map: args
+                .listener_security_protocol_map
+                .or(file.listener_security_protocol_map),
+            inter_broker_listener_name: args
+                .inter_broker_listener_name
+                .or(file.inter_broker_listener_name),
+            kafka_addr: args.kafka_addr.or(file.kafka_addr),
+            advertised_kafka_addr: advertised
+                .as_deref()
+                .map(parse_host_port)
+                .transpose()?
+                .map(|(h, p)| (h, p as u16)),
+        })?;
+        let tls = crate::tls::settings(
+            &listeners,
+            args.ssl_certificate_file.or(file.ssl_certificate_file),
+            args.ssl_key_file.or(file.ssl_key_file),
+            args.ssl_client_auth.or(file.ssl_client_auth).as_deref(),
+            args.ssl_truststore_file.or(file.ssl_truststore_file),
+        )?;
         let password_file = args.sql_password_file.or(file.sql_password_file);
         let sql_auth = match args.sql_auth.or(file.sql_auth).as_deref() {
             None | Some("trust") => {
@@ -329,8 +384,8 @@ impl Config {
         };
         let config = Config {
             data_dir: pick!(data_dir, PathBuf::from("./data")),
-            kafka_addr: pick!(kafka_addr, SocketAddr::from(([127, 0, 0, 1], 9092))),
-            advertised_kafka_addr: advertised.as_deref().map(parse_host_port).transpose()?,
+            listeners,
+            tls,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
             sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
@@ -505,7 +560,8 @@ mod tests {
     #[test]
     fn defaults_match_the_readme() {
         let c = Config::load(Args::default()).unwrap();
-        assert_eq!(c.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.listeners.specs[0].bind.to_string(), "127.0.0.1:9092");
+        assert!(c.tls.is_none());
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9644");
         assert_eq!(
             c.sql.as_ref().map(|s| s.addr.to_string()).as_deref(),
@@ -532,7 +588,10 @@ mod tests {
         };
         let c = Config::load(args).unwrap();
         assert_eq!((c.num_partitions, c.node_id), (3, 7));
-        assert_eq!(c.advertised_kafka_addr, Some(("kafka.local".into(), 19092)));
+        assert_eq!(
+            c.listeners.specs[0].advertised,
+            Some(("kafka.local".into(), 19092))
+        );
     }
 
     #[test]

@@ -135,13 +135,26 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
         ("node.id", c.node_id.to_string()),
         ("broker.id", c.node_id.to_string()),
         ("log.dirs", c.data_dir.display().to_string()),
-        ("listeners", format!("PLAINTEXT://{}", c.kafka_addr)),
+        (
+            "listeners",
+            join_listeners(broker, |l| (l.addr.ip().to_string(), l.addr.port())),
+        ),
         (
             "advertised.listeners",
-            format!(
-                "PLAINTEXT://{}:{}",
-                broker.advertised.0, broker.advertised.1
-            ),
+            join_listeners(broker, |l| l.advertised.clone()),
+        ),
+        (
+            "listener.security.protocol.map",
+            broker
+                .listeners
+                .iter()
+                .map(|l| format!("{}:{}", l.name, l.protocol.name()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            "inter.broker.listener.name",
+            broker.inter_broker_listener().to_string(),
         ),
         ("num.partitions", c.num_partitions.to_string()),
         (
@@ -212,6 +225,26 @@ pub fn broker_configs(broker: &Broker) -> Vec<ConfigEntry> {
         .chain(log_defaults)
         .chain(config_throttles::entries(broker, false))
         .collect()
+}
+
+/// `NAME://host:port,...` of the listeners, each address as `addr` gives it.
+fn join_listeners(
+    broker: &Broker,
+    addr: impl Fn(&crate::listeners::Bound) -> (String, u16),
+) -> String {
+    broker
+        .listeners
+        .iter()
+        .map(|l| {
+            let (host, port) = addr(l);
+            if host.contains(':') {
+                format!("{}://[{host}]:{port}", l.name)
+            } else {
+                format!("{}://{host}:{port}", l.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The cluster-wide default resource (broker name ""): only the dynamic

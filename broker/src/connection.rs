@@ -1,6 +1,7 @@
 //! One Kafka client connection: a reader that frames and dispatches requests
 //! in order, and a writer that sends responses in the same order, with record
-//! bytes going from segment files to the socket by `sendfile(2)`.
+//! bytes going from segment files to the socket by `sendfile(2)` (over TLS,
+//! through a buffer: the kernel cannot encrypt what it sends for us).
 //!
 //! Requests are dispatched as they arrive (so produce appends keep the
 //! client's order) while slow answers (acks=all, fetch long-poll) complete in
@@ -16,14 +17,18 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use karnak_protocol::fetch_response::Part;
 use karnak_protocol::frame;
 use karnak_storage::FileSlice;
-use tokio::io::{AsyncWriteExt, Interest};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::broker::Broker;
-use crate::handlers::{self, Dispatched};
+use crate::handlers::{self, Dispatched, Session};
 use crate::metrics as m;
 use crate::response::{Reply, Response};
 
@@ -38,6 +43,9 @@ const READ_CHUNK: usize = 1 << 20;
 /// Smallest read: enough for many small pipelined requests in one `recv`.
 const READ_MIN: usize = 64 << 10;
 
+/// The first read of a request over TLS (see FrameReader::next).
+const TLS_IDLE_READ: usize = 4 << 10;
+
 /// Responses gathered into one `writev` at most (IOV_MAX is 1024 slices).
 const MAX_GATHERED: usize = 256;
 
@@ -49,14 +57,99 @@ struct InFlight {
     reply: Reply,
 }
 
-pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let peer_addr = stream
-        .peer_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+/// A client's socket: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn split(self) -> (ReadSide, WriteSide) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadSide::Plain(r), WriteSide::Plain(w))
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ReadSide::Tls(r), WriteSide::Tls(w))
+            }
+        }
+    }
+}
+
+enum ReadSide {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half. Plain sockets take record regions by `sendfile`;
+/// TLS ones through a buffer (and need a flush: rustls holds what it
+/// has not yet written to the socket).
+enum WriteSide {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteSide::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteSide::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteSide::Plain(w) => w.is_write_vectored(),
+            WriteSide::Tls(w) => w.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+pub async fn serve(
+    stream: Stream,
+    peer_addr: std::net::SocketAddr,
+    listener: Arc<crate::listeners::Bound>,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = peer_addr.to_string();
-    let _ = stream.set_nodelay(true);
+    let session = Session {
+        peer: peer_addr,
+        listener: Arc::from(listener.name.as_str()),
+    };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = stream.split();
     let bytes_in = metrics::counter!(m::BYTES_IN);
     let (tx, rx) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT);
     let waiting = Arc::new(std::sync::Mutex::new(None));
@@ -64,6 +157,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
         write_loop(writer, rx, waiting.clone()).instrument(info_span!("writer", %peer)),
     );
     let mut reader = FrameReader::new(reader, broker.config.socket_request_max_bytes);
+    let mut first = true;
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
@@ -73,14 +167,19 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                warn!(%peer, "closing connection: {e}");
+                if first && reader.looks_like_tls() {
+                    warn!(%peer, listener = %listener.name, "closing connection: a TLS handshake on a {} listener", listener.protocol.name());
+                } else {
+                    warn!(%peer, "closing connection: {e}");
+                }
                 metrics::counter!(m::CONNECTION_ERRORS, "reason" => "bad_frame").increment(1);
                 break;
             }
         };
+        first = false;
         bytes_in.increment(frame.len() as u64 + 4);
         let started = Instant::now();
-        match handlers::dispatch(&broker, frame, peer_addr) {
+        match handlers::dispatch(&broker, frame, &session) {
             Ok(Dispatched {
                 correlation_id,
                 header_version,
@@ -127,7 +226,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
 /// pipelined requests as have arrived (not one read for the size and one for
 /// the body of each), and frames are split off the buffer without a copy.
 struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadSide,
     buf: BytesMut,
     max: usize,
     /// Size of the last frame (clamped to READ_MIN..=READ_CHUNK): what a
@@ -137,7 +236,7 @@ struct FrameReader {
 }
 
 impl FrameReader {
-    fn new(rd: OwnedReadHalf, max: usize) -> Self {
+    fn new(rd: ReadSide, max: usize) -> Self {
         FrameReader {
             rd,
             buf: BytesMut::new(),
@@ -177,20 +276,37 @@ impl FrameReader {
                 // Small frames: as many as have arrived, in one recv.
                 (READ_MIN, usize::MAX)
             };
-            if self.buf.is_empty() {
-                // Between requests a connection holds no buffer (10,000 idle
-                // clients must stay cheap): wait for data, then allocate.
-                self.buf = BytesMut::new();
-                self.rd.readable().await.map_err(ConnError::Io)?;
-            }
-            self.buf.reserve(want);
-            let n = match self.rd.try_read_buf(&mut (&mut self.buf).limit(limit)) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.rd.readable().await.map_err(ConnError::Io)?;
-                    continue;
+            let n = match &mut self.rd {
+                ReadSide::Plain(rd) => {
+                    if self.buf.is_empty() {
+                        // Between requests a connection holds no buffer (10,000
+                        // idle clients must stay cheap): wait for data, then allocate.
+                        self.buf = BytesMut::new();
+                        rd.readable().await.map_err(ConnError::Io)?;
+                    }
+                    self.buf.reserve(want);
+                    match rd.try_read_buf(&mut (&mut self.buf).limit(limit)) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            rd.readable().await.map_err(ConnError::Io)?;
+                            continue;
+                        }
+                        Err(e) => return Err(ConnError::Io(e)),
+                    }
                 }
-                Err(e) => return Err(ConnError::Io(e)),
+                ReadSide::Tls(rd) => {
+                    // No readiness to wait on through TLS: an idle
+                    // connection waits with a small buffer instead.
+                    let want = if self.buf.is_empty() {
+                        TLS_IDLE_READ
+                    } else {
+                        want
+                    };
+                    self.buf.reserve(want);
+                    rd.read_buf(&mut (&mut self.buf).limit(limit.min(want)))
+                        .await
+                        .map_err(ConnError::Io)?
+                }
             };
             if n == 0 {
                 if self.buf.is_empty() {
@@ -202,6 +318,12 @@ impl FrameReader {
                 });
             }
         }
+    }
+
+    /// The buffer starts like a TLS handshake record (content type 22,
+    /// version 3.x): a TLS client on a plaintext listener.
+    fn looks_like_tls(&self) -> bool {
+        matches!(self.buf.get(..3), Some([0x16, 0x03, 0..=4]))
     }
 
     /// The size prefix of the frame at the head of the buffer, once read.
@@ -232,7 +354,7 @@ const SLOW_DRAIN_NOTICE: Duration = Duration::from_secs(2);
 
 /// `waiting`: the API of the reply being awaited, if any (for shutdown's log).
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteSide,
     mut rx: mpsc::Receiver<InFlight>,
     waiting: Arc<std::sync::Mutex<Option<&'static str>>>,
 ) {
@@ -313,7 +435,7 @@ impl Outbox {
     /// everything gathered before them.
     async fn push(
         &mut self,
-        writer: &mut OwnedWriteHalf,
+        writer: &mut WriteSide,
         correlation_id: i32,
         header_version: i16,
         response: Response,
@@ -341,7 +463,7 @@ impl Outbox {
         Ok(())
     }
 
-    async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> Result<(), ConnError> {
+    async fn flush(&mut self, writer: &mut WriteSide) -> Result<(), ConnError> {
         if let Err(e) = write_all_vectored(writer, &mut self.pending).await {
             debug!("write failed: {e}");
             return Err(e);
@@ -412,7 +534,7 @@ impl RequestMetrics {
 }
 
 async fn write_all_vectored(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteSide,
     bufs: &mut Vec<Bytes>,
 ) -> Result<(), ConnError> {
     let mut slices: Vec<IoSlice<'_>> = bufs
@@ -429,17 +551,24 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut slices, n);
     }
     bufs.clear();
+    if let WriteSide::Tls(w) = writer {
+        w.flush().await?;
+    }
     Ok(())
 }
 
 /// Sends a segment region with `sendfile(2)`: page cache to socket, no copy
 /// through this process.
 async fn send_file(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteSide,
     slice: &FileSlice,
     sent: &metrics::Counter,
 ) -> Result<(), ConnError> {
-    let stream: &TcpStream = writer.as_ref();
+    let plain = match writer {
+        WriteSide::Plain(w) => w,
+        WriteSide::Tls(_) => return copy_file(writer, slice, slice.position, slice.len).await,
+    };
+    let stream: &TcpStream = plain.as_ref();
     let mut offset = slice.position;
     let mut remaining = slice.len;
     while remaining > 0 {
@@ -471,7 +600,7 @@ async fn send_file(
 }
 
 async fn copy_file(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteSide,
     slice: &FileSlice,
     mut offset: u64,
     mut remaining: usize,
@@ -489,6 +618,7 @@ async fn copy_file(
         offset += n as u64;
         remaining -= n;
     }
+    writer.flush().await?;
     Ok(())
 }
 
@@ -513,7 +643,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (rd, _wr) = server.into_split();
-        (FrameReader::new(rd, max), client)
+        (FrameReader::new(ReadSide::Plain(rd), max), client)
     }
 
     #[tokio::test]

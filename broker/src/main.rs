@@ -17,12 +17,14 @@ mod configs;
 mod connection;
 mod fetch_session;
 mod handlers;
+mod listeners;
 mod metrics;
 mod replication;
 mod response;
 mod server;
 mod sql;
 mod sql_remote;
+mod tls;
 mod topics;
 
 use broker::Broker;
@@ -76,14 +78,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "loaded logs from {}",
         config.data_dir.display()
     );
-    let listener = TcpListener::bind(config.kafka_addr)
-        .await
-        .with_context(|| format!("binding the Kafka listener on {}", config.kafka_addr))?;
-    let bound = listener.local_addr()?;
-    let advertised = config
-        .advertised_kafka_addr
+    let tls = config
+        .tls
         .clone()
-        .unwrap_or_else(|| (bound.ip().to_string(), bound.port() as i32));
+        .map(tls::Tls::new)
+        .transpose()
+        .context("setting up TLS for the SSL listeners")?;
+    let mut listening = Vec::new();
+    for spec in &config.listeners.specs {
+        let socket = TcpListener::bind(spec.bind).await.with_context(|| {
+            format!("binding the Kafka listener {} on {}", spec.name, spec.bind)
+        })?;
+        let addr = socket.local_addr()?;
+        let advertised = spec
+            .advertised
+            .clone()
+            .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
+        listening.push(server::Listening {
+            socket,
+            info: Arc::new(listeners::Bound {
+                name: spec.name.clone(),
+                protocol: spec.protocol,
+                addr,
+                advertised,
+            }),
+            tls: spec
+                .protocol
+                .tls()
+                .then(|| {
+                    tls.as_ref()
+                        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()))
+                })
+                .flatten(),
+        });
+    }
+    if let Some(t) = &tls {
+        t.spawn_reloader();
+    }
+    let bound: Vec<Arc<listeners::Bound>> = listening.iter().map(|l| l.info.clone()).collect();
     metrics::install(config.admin_addr)?;
     metrics::record_log_end_offsets(&logs);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
@@ -92,12 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.node_id,
         &cluster_id,
         &config.data_dir,
-        karnak_coordinator::metadata::Listener {
-            name: "PLAINTEXT".into(),
-            host: advertised.0.clone(),
-            port: u16::try_from(advertised.1).context("the advertised Kafka port")?,
-            security_protocol: "PLAINTEXT".into(),
-        },
+        bound.iter().map(|l| l.registration()).collect(),
         logs.opened_after_crash(),
         stopping.clone(),
     )
@@ -110,6 +137,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.cluster.min_insync_replicas,
         replication::throttle::Throttles::open(&logs.data_dir().join("__karnak_meta"))
             .context("opening the replication throttles")?,
+        config.listeners.inter_broker.clone(),
     );
     let on_append: karnak_coordinator::AppendHook = {
         let replicas = replicas.clone();
@@ -145,7 +173,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config,
         logs,
         cluster_id,
-        advertised,
+        listeners: bound,
         stopping: stopping.clone(),
         fetch_sessions: Default::default(),
         reconciler,
@@ -200,12 +228,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
     // Said once registered: until then the listener only queues connections.
+    let listed: Vec<String> = broker
+        .listeners
+        .iter()
+        .map(|l| {
+            let kind = if l.name == l.protocol.name() {
+                l.name.clone()
+            } else {
+                format!("{} {}", l.name, l.protocol.name())
+            };
+            format!(
+                "{} ({kind}, advertised {}:{})",
+                l.addr, l.advertised.0, l.advertised.1
+            )
+        })
+        .collect();
     info!(
         node_id = broker.node_id(),
         cluster_id = %broker.cluster_id,
-        "Karnak serving Kafka on {bound} (advertised {}:{}), metrics on http://{}/metrics",
-        broker.advertised.0,
-        broker.advertised.1,
+        "Karnak serving Kafka on {}, metrics on http://{}/metrics",
+        listed.join(", "),
         broker.config.admin_addr
     );
     if let Some(sql) = &broker.config.sql {
@@ -266,7 +308,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     spawn_log_maintenance(broker.clone());
 
-    server::run(listener, broker, stop_tx, shutdown_signal()).await
+    server::run(listening, broker, stop_tx, shutdown_signal()).await
 }
 
 /// Retention, committed offsets' expiry, and the Arrow faces of newly sealed segments: slow file work

@@ -90,9 +90,15 @@ impl BrokerRemote {
         }
         meta.brokers
             .get(&state.leader)
-            .and_then(|b| b.listeners.first())
+            .and_then(|b| crate::listeners::address_of(b, self.broker.inter_broker_listener()))
             .map(|l| format!("{}:{}", l.host, l.port))
-            .ok_or_else(|| Attempt::Retry(format!("broker {} has no listener", state.leader)))
+            .ok_or_else(|| {
+                Attempt::Retry(format!(
+                    "broker {} has no {} listener",
+                    state.leader,
+                    self.broker.inter_broker_listener()
+                ))
+            })
     }
 
     /// One request to the leader at `addr`. A request that must not be

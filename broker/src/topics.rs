@@ -100,7 +100,7 @@ fn place(
     first: usize,
 ) -> Result<Vec<Vec<i32>>, TopicError> {
     let live: Vec<(i32, Option<String>)> = broker
-        .live_brokers()
+        .live_brokers(broker.inter_broker_listener())
         .into_iter()
         .map(|b| (b.id, b.rack))
         .collect();

@@ -74,7 +74,7 @@ impl MarkerWriter for BrokerMarkers {
             let addr = meta
                 .brokers
                 .get(&leader)
-                .and_then(|b| b.listeners.first())
+                .and_then(|b| crate::listeners::address_of(b, broker.inter_broker_listener()))
                 .map(|l| format!("{}:{}", l.host, l.port));
             let parts: Vec<(String, i32)> = idx.iter().map(|i| partitions[*i].clone()).collect();
             let codes = match addr {

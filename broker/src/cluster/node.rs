@@ -76,7 +76,7 @@ impl ClusterNode {
         node_id: i32,
         cluster_id: &str,
         data_dir: &Path,
-        kafka: Listener,
+        kafka: Vec<Listener>,
         unclean_shutdown: bool,
         stopping: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
@@ -294,14 +294,14 @@ impl ClusterNode {
     /// Registers this incarnation, retrying until a leader takes it;
     /// `unclean_shutdown`: its logs were opened after a crash (the first
     /// registration of a start says so, KIP-966's unclean shutdown).
-    async fn register(&self, kafka: &Listener, rack: Option<String>, unclean_shutdown: bool) {
+    async fn register(&self, kafka: &[Listener], rack: Option<String>, unclean_shutdown: bool) {
         let started = Instant::now();
         let mut said = Instant::now();
         loop {
             let cmd = MetadataCommand::RegisterBroker {
                 id: self.node_id,
                 incarnation: self.incarnation,
-                listeners: vec![kafka.clone()],
+                listeners: kafka.to_vec(),
                 rack: rack.clone(),
                 unclean_shutdown,
             };
@@ -381,7 +381,7 @@ impl ClusterNode {
     /// leader no longer knows this incarnation.
     async fn heartbeats(
         self: Arc<Self>,
-        kafka: Listener,
+        kafka: Vec<Listener>,
         rack: Option<String>,
         every: Duration,
         mut stopping: watch::Receiver<bool>,

@@ -129,7 +129,7 @@ pub async fn ensure_coordinator_topic(broker: &Broker, shards: u32) -> anyhow::R
             let voters = broker.config.cluster.peers.len().max(1);
             let factor = voters.min(3);
             let live: Vec<(i32, Option<String>)> = broker
-                .live_brokers()
+                .live_brokers(broker.inter_broker_listener())
                 .into_iter()
                 .map(|b| (b.id, b.rack))
                 .collect();

@@ -110,7 +110,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         "Number of partitions must be larger than 0.".into(),
                     );
                 }
-                let live = broker.live_brokers().len() as i32;
+                let live = broker.live_brokers(broker.inter_broker_listener()).len() as i32;
                 let rf = match (&assignments, t.replication_factor) {
                     (Some(a), _) => a.first().map_or(0, |r| r.len() as i32),
                     (None, -1) => live.min(3),

@@ -11,7 +11,13 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+/// `listener`: the client's; brokers are listed with their address on it.
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    listener: &str,
+) -> Result<Reply, HandlerError> {
     let request: DescribeClusterRequest = decode(body, "DescribeCluster", version)?;
     // endpoint_type 1 = brokers; 2 = controllers, which a combined node also is.
     if version >= 1 && !(1..=2).contains(&request.endpoint_type) {
@@ -22,7 +28,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         return Ok(Reply::Ready(Response::encode(&response, version, 42)?));
     }
     let brokers = broker
-        .live_brokers()
+        .live_brokers(listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

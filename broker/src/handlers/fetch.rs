@@ -87,7 +87,13 @@ fn session_error(code: ResponseError, version: i16) -> Reply {
     Reply::Ready(session_error_response(code, version))
 }
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+/// `listener`: the client's, whose addresses KIP-951 leader hints carry.
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    listener: &Arc<str>,
+) -> Result<Reply, HandlerError> {
     // v0-3 read as v4 (same meaning), answered in their own format.
     let legacy = (version < 4).then_some(version);
     let request: FetchRequest = match legacy {
@@ -250,13 +256,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
         return Ok(Reply::Ready(answer(
-            broker, mode, &topics, body, version, legacy,
+            broker, mode, &topics, body, version, legacy, listener,
         )));
     }
     drop(body);
     let deadline = Instant::now() + wait;
     let mut stopping = broker.stopping.clone();
     let broker = broker.clone();
+    let listener = listener.clone();
     Ok(Reply::Later(Box::pin(async move {
         let _parked = Parked::new();
         let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
@@ -271,7 +278,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             };
             let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
             if timed_out || bytes >= min_bytes || has_error {
-                return Ok(answer(&broker, mode, &topics, body, version, legacy));
+                return Ok(answer(
+                    &broker, mode, &topics, body, version, legacy, &listener,
+                ));
             }
         }
     })))
@@ -360,10 +369,11 @@ fn answer(
     body: FetchResponseBody<FileSlice>,
     version: i16,
     legacy: Option<i16>,
+    listener: &str,
 ) -> Response {
     match legacy {
         Some(v) => fetch_legacy::answer(topics, body, v),
-        None => finish(broker, mode, topics, body, version),
+        None => finish(broker, mode, topics, body, version, listener),
     }
 }
 
@@ -376,6 +386,7 @@ fn finish(
     topics: &[WantedTopic],
     mut body: FetchResponseBody<FileSlice>,
     version: i16,
+    listener: &str,
 ) -> Response {
     let key_of = |ti: usize, p: &FetchPartition<FileSlice>| PartitionKey {
         topic: topics[ti].key.clone(),
@@ -437,7 +448,7 @@ fn finish(
             body.session_id = id;
         }
     }
-    leader_hint::fetch(broker, &mut body, version);
+    leader_hint::fetch(broker, &mut body, version, listener);
     let (parts, len) = body.encode(version);
     Response {
         parts,

@@ -18,7 +18,7 @@ use crate::response::{HandlerError, Reply, Response, decode};
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
+fn coordinator(broker: &Broker, key: &str, key_type: i8, listener: &str) -> Coordinator {
     let error = match key_type {
         // Kafka answers an empty group id with the coordinator; the group
         // APIs then refuse it with INVALID_GROUP_ID.
@@ -42,11 +42,8 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
         .map(|p| p.leader)
         .filter(|l| broker.cluster.is_live(&meta, *l));
     let address = leader.and_then(|l| {
-        if l == broker.node_id() {
-            return Some((l, broker.advertised.clone()));
-        }
-        let listener = meta.brokers.get(&l)?.listeners.first()?;
-        Some((l, (listener.host.clone(), i32::from(listener.port))))
+        let a = crate::listeners::address_of(meta.brokers.get(&l)?, listener)?;
+        Some((l, (a.host.clone(), i32::from(a.port))))
     });
     tracing::debug!(key, key_type, shard, ?leader, "coordinator lookup");
     match address {
@@ -75,17 +72,23 @@ fn refused(key: &str, error: i16, message: String) -> Coordinator {
         .with_error_message(Some(s(message)))
 }
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+/// `listener`: the client's; the coordinator's address is its address on it.
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    listener: &str,
+) -> Result<Reply, HandlerError> {
     let req: FindCoordinatorRequest = decode(body, "FindCoordinator", version)?;
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {
         resp.coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| coordinator(broker, k.as_str(), req.key_type))
+            .map(|k| coordinator(broker, k.as_str(), req.key_type, listener))
             .collect();
     } else {
-        let c = coordinator(broker, req.key.as_str(), req.key_type);
+        let c = coordinator(broker, req.key.as_str(), req.key_type, listener);
         resp.error_code = c.error_code;
         resp.error_message = c.error_message;
         resp.node_id = c.node_id;

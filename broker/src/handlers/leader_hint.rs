@@ -37,19 +37,20 @@ fn hint(
         .then_some((p.leader, p.leader_epoch))
 }
 
-/// The Kafka listener of each named broker: (id, host, port, rack).
-fn endpoints(
-    meta: &ClusterMetadata,
+/// Each named broker's address on the client's `listener`: (id, host, port, rack).
+fn endpoints<'a>(
+    meta: &'a ClusterMetadata,
     ids: BTreeSet<i32>,
-) -> impl Iterator<Item = (i32, String, i32, Option<String>)> + '_ {
+    listener: &'a str,
+) -> impl Iterator<Item = (i32, String, i32, Option<String>)> + 'a {
     ids.into_iter().filter_map(|id| {
         let b = meta.brokers.get(&id)?;
-        let l = b.listeners.first()?;
+        let l = crate::listeners::address_of(b, listener)?;
         Some((id, l.host.clone(), i32::from(l.port), b.rack.clone()))
     })
 }
 
-pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16) {
+pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16, listener: &str) {
     // The produce path: nothing to look up unless a partition was refused.
     let any = || {
         response
@@ -75,7 +76,7 @@ pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16) {
             }
         }
     }
-    response.node_endpoints = endpoints(&meta, named)
+    response.node_endpoints = endpoints(&meta, named, listener)
         .map(|(id, host, port, rack)| {
             NodeEndpoint::default()
                 .with_node_id(id.into())
@@ -86,7 +87,7 @@ pub fn produce(broker: &Broker, response: &mut ProduceResponse, version: i16) {
         .collect();
 }
 
-pub fn fetch<R>(broker: &Broker, body: &mut FetchResponseBody<R>, version: i16) {
+pub fn fetch<R>(broker: &Broker, body: &mut FetchResponseBody<R>, version: i16, listener: &str) {
     let any = || {
         body.topics
             .iter()
@@ -108,7 +109,7 @@ pub fn fetch<R>(broker: &Broker, body: &mut FetchResponseBody<R>, version: i16) 
         }
     }
     if version >= 16 {
-        body.node_endpoints = endpoints(&meta, named)
+        body.node_endpoints = endpoints(&meta, named, listener)
             .map(|(node_id, host, port, rack)| fetch_response::NodeEndpoint {
                 node_id,
                 host,

@@ -17,7 +17,13 @@ use crate::broker::Broker;
 use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+/// `listener`: the client's; brokers are listed with their address on it.
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    listener: &str,
+) -> Result<Reply, HandlerError> {
     let request: MetadataRequest = decode(body, "Metadata", version)?;
     // Before v4 there is no flag and Kafka auto-creates; v0 sends [] for "all topics".
     let allow_create = version < 4 || request.allow_auto_topic_creation;
@@ -45,7 +51,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .collect(),
     };
     let brokers = broker
-        .live_brokers()
+        .live_brokers(listener)
         .into_iter()
         .map(|b| {
             MetadataResponseBroker::default()

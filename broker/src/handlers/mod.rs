@@ -145,10 +145,16 @@ pub enum DispatchError {
     },
 }
 
+/// Who is asking: the connection's peer and the listener it came in on.
+pub struct Session {
+    pub peer: std::net::SocketAddr,
+    pub listener: Arc<str>,
+}
+
 pub fn dispatch(
     broker: &Arc<Broker>,
     frame: Bytes,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Dispatched, DispatchError> {
     let prefix = frame::peek_request_prefix(&frame)?;
     let key = ApiKey::try_from(prefix.api_key)
@@ -202,10 +208,10 @@ pub fn dispatch(
         && !matches!(key, ApiKey::Produce | ApiKey::Fetch)
     {
         legacy::serve(key, version, &body, |body, target| {
-            route(broker, key, body, target, &header, peer)
+            route(broker, key, body, target, &header, session)
         })?
     } else {
-        route(broker, key, &mut body, version, &header, peer)?
+        route(broker, key, &mut body, version, &header, session)?
     };
     Ok(Dispatched {
         correlation_id: header.correlation_id,
@@ -222,17 +228,19 @@ fn route(
     body: &mut Bytes,
     version: i16,
     header: &RequestHeader,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Reply, DispatchError> {
+    let peer = session.peer;
+    let listener = &session.listener;
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
-        ApiKey::Metadata => metadata::handle(broker, body, version)?,
-        ApiKey::Produce => produce::handle(broker, body, version)?,
-        ApiKey::Fetch => fetch::handle(broker, body, version)?,
+        ApiKey::Metadata => metadata::handle(broker, body, version, listener)?,
+        ApiKey::Produce => produce::handle(broker, body, version, listener)?,
+        ApiKey::Fetch => fetch::handle(broker, body, version, listener)?,
         ApiKey::ListOffsets => list_offsets::handle(broker, body, version)?,
         ApiKey::CreateTopics => create_topics::handle(broker, body, version)?,
         ApiKey::DeleteTopics => delete_topics::handle(broker, body, version)?,
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version)?,
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version, listener)?,
         ApiKey::ElectLeaders => elect_leaders::handle(broker, body, version)?,
         ApiKey::AlterPartitionReassignments => {
             alter_partition_reassignments::handle(broker, body, version)?
@@ -241,7 +249,7 @@ fn route(
             list_partition_reassignments::handle(broker, body, version)?
         }
         ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version)?,
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version)?,
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version, listener)?,
         ApiKey::JoinGroup => join_group::handle(broker, body, version, &caller(header, peer))?,
         ApiKey::ConsumerGroupHeartbeat => {
             consumer_group_heartbeat::handle(broker, body, version, &caller(header, peer))?

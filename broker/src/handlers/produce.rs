@@ -28,7 +28,12 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    listener: &str,
+) -> Result<Reply, HandlerError> {
     let legacy = version < 3;
     let request: ProduceRequest = if legacy {
         legacy::produce::decode_request(body, version).map_err(|e| HandlerError::Decode {
@@ -116,7 +121,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         return Ok(Reply::Nothing);
     }
     let mut response = ProduceResponse::default().with_responses(responses);
-    leader_hint::produce(broker, &mut response, version);
+    leader_hint::produce(broker, &mut response, version, listener);
     let replicated: Vec<(Arc<Log>, i64)> = to_flush
         .iter()
         .filter(|(log, _)| log.is_replicated())

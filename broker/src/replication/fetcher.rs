@@ -53,6 +53,8 @@ struct Source {
 /// The fetcher tasks, by leader broker id.
 pub struct Fetchers {
     node: i32,
+    /// The inter-broker listener leaders are fetched from.
+    listener: String,
     manager: Weak<ReplicaManager>,
     sources: Mutex<HashMap<i32, Source>>,
     /// Shut down: no fetcher runs or starts again.
@@ -60,9 +62,10 @@ pub struct Fetchers {
 }
 
 impl Fetchers {
-    pub(super) fn new(node: i32, manager: Weak<ReplicaManager>) -> Fetchers {
+    pub(super) fn new(node: i32, listener: String, manager: Weak<ReplicaManager>) -> Fetchers {
         Fetchers {
             node,
+            listener,
             manager,
             sources: Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
@@ -106,7 +109,7 @@ impl Fetchers {
             let Some(addr) = meta
                 .brokers
                 .get(&leader)
-                .and_then(|b| b.listeners.first())
+                .and_then(|b| crate::listeners::address_of(b, &self.listener))
                 .map(|l| format!("{}:{}", l.host, l.port))
             else {
                 continue;

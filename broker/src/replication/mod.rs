@@ -81,6 +81,7 @@ impl ReplicaManager {
         lag_max: Duration,
         min_insync_default: i32,
         throttles: throttle::Throttles,
+        inter_broker_listener: String,
     ) -> Arc<ReplicaManager> {
         Arc::new_cyclic(|me| ReplicaManager {
             throttles,
@@ -90,7 +91,7 @@ impl ReplicaManager {
             replicas: Mutex::new(HashMap::new()),
             lag_max,
             min_insync_default,
-            fetchers: fetcher::Fetchers::new(node, me.clone()),
+            fetchers: fetcher::Fetchers::new(node, inter_broker_listener, me.clone()),
         })
     }
 

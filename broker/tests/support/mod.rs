@@ -114,11 +114,14 @@ impl Broker {
             }
             cmd.uid(uid).gid(uid);
         }
+        // A test that names its listeners includes PLAINTEXT on kafka_port.
+        if !self.extra.iter().any(|a| a == "--listeners") {
+            cmd.arg("--kafka-addr")
+                .arg(format!("127.0.0.1:{}", self.kafka_port));
+        }
         let child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
-            .arg("--kafka-addr")
-            .arg(format!("127.0.0.1:{}", self.kafka_port))
             .arg("--admin-addr")
             .arg(format!("127.0.0.1:{}", self.admin_port))
             .arg("--sql-addr")
@@ -496,4 +499,104 @@ pub fn alter_configs(
             .map(|m| m.to_string())
             .unwrap_or_default(),
     )
+}
+
+/// Test certificates made with the `openssl` command: a CA, and leaf
+/// certificates it signs (EC P-256, valid two days).
+pub mod certs {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (Debian's openssl package)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ca.pem` and `ca.key` in `dir`.
+    pub fn ca(dir: &Path) -> PathBuf {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=karnak-test-ca",
+            ],
+        );
+        dir.join("ca.pem")
+    }
+
+    /// `<name>.pem` and `<name>.key` signed by the CA in `dir`: a server
+    /// certificate for 127.0.0.1 and localhost, or (`client`) a client one.
+    pub fn leaf(dir: &Path, name: &str, cn: &str, client: bool) -> (PathBuf, PathBuf) {
+        let ext = if client {
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+        } else {
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        };
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
+        (dir.join(pem), dir.join(key))
+    }
 }

@@ -132,13 +132,18 @@ public final class Karnak implements AutoCloseable {
     private List<String> command() {
         List<String> cmd = new ArrayList<>();
         cmd.add(binary().toString());
+        cmd.addAll(List.of("--data-dir", dataDir.toString()));
+        // A test naming its listeners puts PLAINTEXT on ${kafka}, the port chosen here.
+        if (!extraArgs.contains("--listeners")) {
+            cmd.addAll(List.of("--kafka-addr", bootstrap()));
+        }
         cmd.addAll(List.of(
-                "--data-dir", dataDir.toString(),
-                "--kafka-addr", bootstrap(),
                 "--admin-addr", "127.0.0.1:" + adminPort,
                 "--sql-addr", "127.0.0.1:" + sqlPort,
                 "--node-id", "0"));
-        cmd.addAll(extraArgs);
+        for (String a : extraArgs) {
+            cmd.add(a.replace("${kafka}", Integer.toString(kafkaPort)));
+        }
         return cmd;
     }
 
