@@ -362,3 +362,34 @@ def wait_until(pred, timeout, interval=0.05, msg="condition"):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {msg} (last={last!r})")
+
+
+# -- TLS certificates ------------------------------------------------------
+def openssl(cwd: Path, *args: str):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"openssl {args}: {r.stderr}"
+
+
+def leaf(d: Path, name: str, cn: str, client: bool) -> tuple[Path, Path]:
+    ext = ("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n" if client else
+           "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+           "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (d / f"{name}.ext").write_text(ext)
+    openssl(d, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+    openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d / f"{name}.pem", d / f"{name}.key"
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A CA (ca.pem), a server certificate for 127.0.0.1 and localhost, and a
+    client certificate for CN=alice, made with the openssl command."""
+    d = tmp_path_factory.mktemp("certs")
+    openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=karnak-test-ca")
+    server = leaf(d, "server", "karnak-test", client=False)
+    client = leaf(d, "client", "alice", client=True)
+    return {"ca": d / "ca.pem", "server": server, "client": client}

@@ -14,6 +14,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// The Kafka listeners, bound, with what each one's clients are told.
     pub listeners: Vec<Arc<crate::listeners::Bound>>,
+    /// SASL mechanisms and users, when a listener uses SASL.
+    pub sasl: Option<Arc<crate::sasl::SaslConfig>>,
     /// Turns true when shutdown starts: parked long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Consumer groups and committed offsets, over the Pharaoh shards this

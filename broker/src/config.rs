@@ -55,6 +55,15 @@ pub struct Args {
     /// PEM CA certificates that client certificates must chain to.
     #[arg(long, env = "KARNAK_SSL_TRUSTSTORE_FILE")]
     pub ssl_truststore_file: Option<PathBuf>,
+    /// Kafka `sasl.enabled.mechanisms` of the SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. [default: SCRAM-SHA-256,SCRAM-SHA-512]
+    #[arg(long, env = "KARNAK_SASL_ENABLED_MECHANISMS")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// `user:password` lines: the users SASL clients log in as (kept only as salted SCRAM credentials).
+    #[arg(long, env = "KARNAK_SASL_USERS_FILE")]
+    pub sasl_users_file: Option<PathBuf>,
+    /// Kafka `connections.max.reauth.ms` (KIP-368): a SASL login lasts this long, then the client logs in again or is disconnected; 0 never. [default: 0]
+    #[arg(long, env = "KARNAK_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -216,6 +225,9 @@ struct FileConfig {
     ssl_key_file: Option<PathBuf>,
     ssl_client_auth: Option<String>,
     ssl_truststore_file: Option<PathBuf>,
+    sasl_enabled_mechanisms: Option<String>,
+    sasl_users_file: Option<PathBuf>,
+    connections_max_reauth_ms: Option<u64>,
     admin_addr: Option<SocketAddr>,
     sql_addr: Option<SocketAddr>,
     sql_enabled: Option<bool>,
@@ -275,6 +287,8 @@ pub struct Config {
     pub listeners: crate::listeners::Listeners,
     /// The SSL listeners' certificate (None: no SSL listener).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// The SASL listeners' mechanisms and users (None: no SASL listener).
+    pub sasl: Option<std::sync::Arc<crate::sasl::SaslConfig>>,
     pub admin_addr: SocketAddr,
     /// None: SQL is off.
     pub sql: Option<karnak_sql::SqlConfig>,
@@ -366,6 +380,16 @@ impl Config {
             args.ssl_client_auth.or(file.ssl_client_auth).as_deref(),
             args.ssl_truststore_file.or(file.ssl_truststore_file),
         )?;
+        let sasl = crate::sasl::settings(
+            &listeners,
+            args.sasl_enabled_mechanisms
+                .or(file.sasl_enabled_mechanisms)
+                .as_deref(),
+            args.sasl_users_file.or(file.sasl_users_file),
+            args.connections_max_reauth_ms
+                .or(file.connections_max_reauth_ms)
+                .unwrap_or(0),
+        )?;
         let password_file = args.sql_password_file.or(file.sql_password_file);
         let sql_auth = match args.sql_auth.or(file.sql_auth).as_deref() {
             None | Some("trust") => {
@@ -386,6 +410,7 @@ impl Config {
             data_dir: pick!(data_dir, PathBuf::from("./data")),
             listeners,
             tls,
+            sasl,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
             sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),

@@ -147,6 +147,7 @@ pub async fn serve(
     let session = Session {
         peer: peer_addr,
         listener: Arc::from(listener.name.as_str()),
+        auth: crate::sasl::ConnAuth::new(listener.protocol.sasl()),
     };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (reader, writer) = stream.split();
@@ -161,6 +162,8 @@ pub async fn serve(
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
+            // A failed login: the answers owed go out, then the connection closes.
+            _ = session.auth.closing() => break,
             f = reader.next() => f,
         };
         let frame = match frame {
@@ -219,7 +222,7 @@ pub async fn serve(
         let _ = writer_task.await;
     }
     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    debug!(%peer, "connection closed");
+    debug!(%peer, principal = ?session.auth.principal(), "connection closed");
 }
 
 /// Frames requests out of a read buffer: one `recv` brings in as many

@@ -21,6 +21,7 @@ mod listeners;
 mod metrics;
 mod replication;
 mod response;
+mod sasl;
 mod server;
 mod sql;
 mod sql_remote;
@@ -167,7 +168,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.node_id,
         replicas.clone(),
     ));
+    let sasl = config.sasl.clone();
     let broker = Arc::new(Broker {
+        sasl,
         groups,
         txns,
         config,

@@ -28,6 +28,8 @@ pub const FETCH_PURGATORY: &str = "karnak_fetch_purgatory_size";
 pub const FETCH_SESSIONS: &str = "karnak_fetch_sessions";
 pub const LOG_END_OFFSET: &str = "karnak_log_end_offset";
 pub const CONNECTIONS: &str = "karnak_connections";
+/// SASL logins by mechanism and result (ok, failed).
+pub const SASL_AUTHENTICATIONS: &str = "karnak_sasl_authentications_total";
 pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
 /// Idempotent producers' retries answered with the original offsets.
 pub const DUPLICATE_BATCHES: &str = "karnak_produce_duplicate_batches_total";

@@ -48,9 +48,8 @@ pub struct TlsSettings {
     pub truststore_file: Option<PathBuf>,
 }
 
-/// The TLS settings the listeners need: None without an SSL listener; an
-/// SSL listener without a certificate and key is an error, and SASL
-/// listeners are refused until SASL is served.
+/// The TLS settings the listeners need: None without an SSL or SASL_SSL
+/// listener; such a listener without a certificate and key is an error.
 pub fn settings(
     listeners: &crate::listeners::Listeners,
     certificate_file: Option<PathBuf>,
@@ -58,19 +57,6 @@ pub fn settings(
     client_auth: Option<&str>,
     truststore_file: Option<PathBuf>,
 ) -> anyhow::Result<Option<TlsSettings>> {
-    use crate::listeners::SecurityProtocol;
-    if let Some(l) = listeners.specs.iter().find(|l| {
-        matches!(
-            l.protocol,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }) {
-        bail!(
-            "listener {} uses {}: SASL is not served yet (PLAINTEXT and SSL listeners are)",
-            l.name,
-            l.protocol.name()
-        );
-    }
     let Some(tls_listener) = listeners.specs.iter().find(|l| l.protocol.tls()) else {
         if certificate_file.is_some() || key_file.is_some() {
             tracing::warn!("--ssl-certificate-file and --ssl-key-file are unused: no SSL listener");

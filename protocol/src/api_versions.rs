@@ -51,6 +51,10 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
+    // Advertised from v0 as Kafka does (librdkafka looks for v0 before it
+    // tries SCRAM); a v0 handshake, after which raw tokens would follow
+    // outside Kafka's framing, is refused (UNSUPPORTED_VERSION).
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     with_legacy(ApiKey::CreateTopics, 2, 7),
     with_legacy(ApiKey::DeleteTopics, 1, 6),
@@ -68,6 +72,7 @@ pub const SERVED_APIS: &[ServedApi] = &[
     with_legacy(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     with_legacy(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::ElectLeaders, 0, 2),
@@ -230,6 +235,8 @@ mod tests {
                 DescribeTopicPartitionsRequest::VERSIONS,
             ),
             (ApiKey::DescribeAcls, DescribeAclsRequest::VERSIONS),
+            (ApiKey::SaslHandshake, SaslHandshakeRequest::VERSIONS),
+            (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),
             (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
             (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),
         ];

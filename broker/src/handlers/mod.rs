@@ -57,6 +57,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+mod sasl_authenticate;
+mod sasl_handshake;
 pub mod sync_group;
 pub mod topic_common;
 pub mod txn_common;
@@ -137,6 +139,12 @@ pub enum DispatchError {
     },
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    #[error(
+        "{api:?} before SASL authentication (only ApiVersions, SaslHandshake and SaslAuthenticate are served until then)"
+    )]
+    NotAuthenticated { api: ApiKey },
+    #[error("{api:?} after the SASL login expired without a new one (KIP-368)")]
+    LoginExpired { api: ApiKey },
     #[error("{api:?} v{version}: {source}")]
     Legacy {
         api: ApiKey,
@@ -145,10 +153,12 @@ pub enum DispatchError {
     },
 }
 
-/// Who is asking: the connection's peer and the listener it came in on.
+/// Who is asking: the connection's peer, the listener it came in on and
+/// where its SASL login stands.
 pub struct Session {
     pub peer: std::net::SocketAddr,
     pub listener: Arc<str>,
+    pub auth: Arc<crate::sasl::ConnAuth>,
 }
 
 pub fn dispatch(
@@ -160,6 +170,13 @@ pub fn dispatch(
     let key = ApiKey::try_from(prefix.api_key)
         .map_err(|_| karnak_protocol::ProtocolError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
+    match session.auth.gate(key) {
+        crate::sasl::Gate::Serve => {}
+        crate::sasl::Gate::NotAuthenticated => {
+            return Err(DispatchError::NotAuthenticated { api: key });
+        }
+        crate::sasl::Gate::Expired => return Err(DispatchError::LoginExpired { api: key }),
+    }
 
     // KIP-511: a client newer than us gets a v0-format answer listing our
     // versions, so it can retry with one we know.
@@ -234,6 +251,8 @@ fn route(
     let listener = &session.listener;
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
+        ApiKey::SaslHandshake => sasl_handshake::handle(broker, body, version, session)?,
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(broker, body, version, session)?,
         ApiKey::Metadata => metadata::handle(broker, body, version, listener)?,
         ApiKey::Produce => produce::handle(broker, body, version, listener)?,
         ApiKey::Fetch => fetch::handle(broker, body, version, listener)?,

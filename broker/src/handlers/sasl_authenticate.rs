@@ -1,0 +1,194 @@
+//! SaslAuthenticate (key 36, v0-2): one token of the exchange the
+//! handshake chose. A failed login is answered SASL_AUTHENTICATION_FAILED
+//! in Kafka's words, which never say whether the user exists, and the
+//! connection is closed once the answer is written. v1+ tells the client
+//! how long its login lasts (KIP-368, `connections.max.reauth.ms`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Session;
+use crate::broker::Broker;
+use crate::response::{HandlerError, Reply, Response, decode};
+use crate::sasl::scram::Step;
+use crate::sasl::{ConnAuth, Exchange, MAX_TOKEN, SaslConfig, parse_plain};
+
+/// Bytes back to the client, or a refusal.
+type Outcome = Result<(Vec<u8>, Option<String>), String>;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    session: &Session,
+) -> Result<Reply, HandlerError> {
+    let req: SaslAuthenticateRequest = decode(body, "SaslAuthenticate", version)?;
+    let (Some(sasl), Some(exchange)) = (broker.sasl.clone(), session.auth.take_exchange()) else {
+        session.auth.failed();
+        return encode(
+            version,
+            Some(ResponseError::IllegalSaslState),
+            Some("SaslAuthenticate before a SaslHandshake".into()),
+            Vec::new(),
+            0,
+        )
+        .map(Reply::Ready);
+    };
+    let mechanism = session.auth.mechanism().map_or("?", |m| m.name());
+    let peer = session.peer;
+    let auth = session.auth.clone();
+    if req.auth_bytes.len() > MAX_TOKEN {
+        return Ok(Reply::Ready(refuse(
+            &auth,
+            version,
+            mechanism,
+            peer,
+            format!("a {}-byte token", req.auth_bytes.len()),
+        )?));
+    }
+    match exchange {
+        Exchange::Plain => {
+            // PBKDF2 takes a millisecond or more: off the reactor.
+            let token = req.auth_bytes;
+            Ok(Reply::Later(Box::pin(async move {
+                let users = sasl.users.clone();
+                let checked = tokio::task::spawn_blocking(move || -> Outcome {
+                    let (user, password) = parse_plain(&token)
+                        .ok_or_else(|| "a malformed PLAIN message".to_string())?;
+                    if users.check_plain(&user, &password) {
+                        Ok((Vec::new(), Some(user)))
+                    } else {
+                        Err(format!("wrong password or unknown user {user:?}"))
+                    }
+                })
+                .await
+                .map_err(|e| HandlerError::Internal(format!("checking a password: {e}")))?;
+                finish(&auth, &sasl, version, mechanism, peer, checked)
+            })))
+        }
+        Exchange::Scram(mut server) => {
+            let users = &sasl.users;
+            let m = match session.auth.mechanism() {
+                Some(crate::sasl::Mechanism::Scram(m)) => m,
+                _ => {
+                    return Err(HandlerError::Internal(
+                        "a SCRAM exchange without its mechanism".into(),
+                    ));
+                }
+            };
+            let outcome = match server.step(
+                &req.auth_bytes,
+                |u| users.scram(u, m),
+                |u| users.fake_salt(u),
+            ) {
+                Step::Continue(challenge) => {
+                    auth.resume(server);
+                    Ok((challenge, None))
+                }
+                Step::Done { user, last } => Ok((last, Some(user))),
+                Step::Failed(why) => Err(why),
+            };
+            finish(&auth, &sasl, version, mechanism, peer, outcome).map(Reply::Ready)
+        }
+    }
+}
+
+/// The answer to a token: a challenge, a login, or a refusal.
+fn finish(
+    auth: &ConnAuth,
+    sasl: &SaslConfig,
+    version: i16,
+    mechanism: &'static str,
+    peer: std::net::SocketAddr,
+    outcome: Outcome,
+) -> Result<Response, HandlerError> {
+    match outcome {
+        Ok((bytes, None)) => encode(version, None, None, bytes, 0),
+        Ok((bytes, Some(user))) => {
+            if auth.authenticated(&user, sasl.reauth).is_err() {
+                return refuse(
+                    auth,
+                    version,
+                    mechanism,
+                    peer,
+                    format!("re-authentication as another user, {user:?}"),
+                );
+            }
+            metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => "ok").increment(1);
+            tracing::debug!(%peer, user, mechanism, "authenticated");
+            let lifetime = sasl.reauth.as_millis().min(i64::MAX as u128) as i64;
+            encode(version, None, None, bytes, lifetime)
+        }
+        Err(why) => refuse(auth, version, mechanism, peer, why),
+    }
+}
+
+/// Failed logins are logged at most once a second (a client retrying a
+/// wrong password every 100 ms, or a flood of them, must not fill the log);
+/// the next line says how many went unlogged. None: do not log this one.
+fn log_now() -> Option<String> {
+    static LAST: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
+        std::sync::Mutex::new((None, 0));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    if last
+        .0
+        .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+    {
+        last.1 += 1;
+        return None;
+    }
+    let skipped = std::mem::take(&mut last.1);
+    last.0 = Some(now);
+    Some(if skipped > 0 {
+        format!(" ({skipped} more failed logins in the last second not logged)")
+    } else {
+        String::new()
+    })
+}
+
+fn refuse(
+    auth: &ConnAuth,
+    version: i16,
+    mechanism: &'static str,
+    peer: std::net::SocketAddr,
+    why: String,
+) -> Result<Response, HandlerError> {
+    if let Some(more) = log_now() {
+        tracing::warn!(%peer, mechanism, "SASL authentication failed ({why}); closing{more}");
+    }
+    metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => "failed").increment(1);
+    auth.failed();
+    // Kafka's words, the same for a wrong password and an unknown user.
+    let msg = format!(
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+    );
+    encode(
+        version,
+        Some(ResponseError::SaslAuthenticationFailed),
+        Some(msg),
+        Vec::new(),
+        0,
+    )
+}
+
+/// `code`: None for success.
+fn encode(
+    version: i16,
+    code: Option<ResponseError>,
+    message: Option<String>,
+    bytes: Vec<u8>,
+    lifetime_ms: i64,
+) -> Result<Response, HandlerError> {
+    let code = code.map_or(0, |c| c.code());
+    let resp = SaslAuthenticateResponse::default()
+        .with_error_code(code)
+        .with_error_message(message.map(StrBytes::from_string))
+        .with_auth_bytes(Bytes::from(bytes))
+        .with_session_lifetime_ms(lifetime_ms);
+    Response::encode(&resp, version, code)
+}

@@ -1,0 +1,453 @@
+//! SASL on the SASL_PLAINTEXT and SASL_SSL listeners, as Kafka does it
+//! (KIP-43 SaslHandshake, KIP-152 SaslAuthenticate, KIP-84 SCRAM, KIP-368
+//! re-authentication): a connection serves only ApiVersions, SaslHandshake
+//! and SaslAuthenticate until it has authenticated; a failed login gets
+//! SASL_AUTHENTICATION_FAILED, the same words whether or not the user
+//! exists, and the connection is closed.
+//!
+//! Users come from `--sasl-users-file` (`user:password` lines, the format of
+//! `--sql-password-file`); each password is kept only as SCRAM credentials
+//! (salt, iterations, StoredKey, ServerKey) for SHA-256 and SHA-512, and
+//! SASL/PLAIN is checked against those.
+
+pub mod scram;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use scram::{MIN_ITERATIONS, ScramCredential, ScramMechanism, ScramServer};
+
+/// A SASL mechanism served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Scram(ScramMechanism),
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(m) => m.name(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mechanism> {
+        match s {
+            "PLAIN" => Some(Mechanism::Plain),
+            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
+            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
+            _ => None,
+        }
+    }
+}
+
+/// The most bytes one SASL token may carry (Kafka's `sasl.server.max.receive.size`).
+pub const MAX_TOKEN: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {reason}")]
+    Line {
+        path: String,
+        line: usize,
+        reason: &'static str,
+    },
+}
+
+/// The users SASL clients log in as.
+pub struct Users {
+    creds: HashMap<(String, ScramMechanism), ScramCredential>,
+    /// Makes the salt shown for an unknown user (the same every time, so a
+    /// client cannot tell a made-up user from a real one by asking twice).
+    secret: Vec<u8>,
+}
+
+impl Users {
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Users::parse(&text).map_err(|(line, reason)| UsersError::Line {
+            path: shown,
+            line,
+            reason,
+        })
+    }
+
+    /// `user:password` lines; blank lines and `#` comments are skipped; the
+    /// password is everything after the first colon.
+    pub fn parse(text: &str) -> Result<Users, (usize, &'static str)> {
+        let mut creds = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let (user, password) = line
+                .split_once(':')
+                .ok_or((i + 1, "expected user:password"))?;
+            if user.is_empty() || password.is_empty() {
+                return Err((i + 1, "empty user or password"));
+            }
+            for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+                creds.insert(
+                    (user.to_string(), m),
+                    ScramCredential::new(m, password, MIN_ITERATIONS),
+                );
+            }
+        }
+        Ok(Users {
+            creds,
+            secret: scram::random_bytes(32),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.creds.len() / 2
+    }
+
+    pub fn scram(&self, user: &str, m: ScramMechanism) -> Option<ScramCredential> {
+        self.creds.get(&(user.to_string(), m)).cloned()
+    }
+
+    pub fn fake_salt(&self, user: &str) -> Vec<u8> {
+        ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret),
+            user.as_bytes(),
+        )
+        .as_ref()
+        .to_vec()
+    }
+
+    /// SASL/PLAIN: the password against the user's SCRAM-SHA-256
+    /// credential (one PBKDF2 run; an unknown user costs the same).
+    pub fn check_plain(&self, user: &str, password: &str) -> bool {
+        match self.scram(user, ScramMechanism::Sha256) {
+            Some(c) => c.check_password(ScramMechanism::Sha256, password),
+            None => {
+                let decoy = ScramCredential::from_salted(
+                    ScramMechanism::Sha256,
+                    self.fake_salt(user),
+                    MIN_ITERATIONS,
+                    &[0; 32],
+                );
+                let _ = decoy.check_password(ScramMechanism::Sha256, password);
+                false
+            }
+        }
+    }
+}
+
+/// The SASL settings of the broker.
+pub struct SaslConfig {
+    pub mechanisms: Vec<Mechanism>,
+    pub users: Arc<Users>,
+    /// KIP-368's `connections.max.reauth.ms`: 0 never expires a login.
+    pub reauth: Duration,
+}
+
+impl std::fmt::Debug for SaslConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslConfig")
+            .field("mechanisms", &self.names())
+            .field("users", &self.users.len())
+            .field("reauth", &self.reauth)
+            .finish()
+    }
+}
+
+/// The SASL settings the listeners need: None without a SASL listener.
+pub fn settings(
+    listeners: &crate::listeners::Listeners,
+    mechanisms: Option<&str>,
+    users_file: Option<std::path::PathBuf>,
+    reauth_ms: u64,
+) -> anyhow::Result<Option<Arc<SaslConfig>>> {
+    use anyhow::{Context, bail};
+    let Some(l) = listeners.specs.iter().find(|l| l.protocol.sasl()) else {
+        if users_file.is_some() || mechanisms.is_some() {
+            tracing::warn!(
+                "--sasl-users-file and --sasl-enabled-mechanisms are unused: no SASL listener"
+            );
+        }
+        return Ok(None);
+    };
+    let mut list = Vec::new();
+    for name in mechanisms
+        .unwrap_or("SCRAM-SHA-256,SCRAM-SHA-512")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let m = Mechanism::parse(&name.to_ascii_uppercase()).with_context(|| {
+            format!("--sasl-enabled-mechanisms: {name} is not served (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        })?;
+        if !list.contains(&m) {
+            list.push(m);
+        }
+    }
+    if list.is_empty() {
+        bail!("--sasl-enabled-mechanisms names no mechanism");
+    }
+    let path = users_file.with_context(|| {
+        format!(
+            "listener {} uses {}: give --sasl-users-file with the users that may log in",
+            l.name,
+            l.protocol.name()
+        )
+    })?;
+    let users = Users::load(&path)?;
+    Ok(Some(Arc::new(SaslConfig {
+        mechanisms: list,
+        users: Arc::new(users),
+        reauth: Duration::from_millis(reauth_ms),
+    })))
+}
+
+impl SaslConfig {
+    pub fn enabled(&self, m: &str) -> Option<Mechanism> {
+        Mechanism::parse(m).filter(|m| self.mechanisms.contains(m))
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.mechanisms.iter().map(|m| m.name()).collect()
+    }
+}
+
+/// Where a connection stands.
+enum State {
+    /// A listener without SASL: nothing to do.
+    Open,
+    /// Waiting for SaslHandshake.
+    Handshake,
+    /// A mechanism chosen; waiting for SaslAuthenticate.
+    Plain,
+    Scram(Box<ScramServer>),
+    /// A PLAIN password being checked (off the reactor).
+    Checking,
+    Authenticated {
+        expires: Option<Instant>,
+    },
+}
+
+/// A connection's authentication: its state, who it is, and whether it
+/// must be closed once the answers owed are written.
+pub struct ConnAuth {
+    state: Mutex<State>,
+    /// `User:<name>` once authenticated; kept across re-authentication,
+    /// which must be as the same user.
+    principal: Mutex<Option<String>>,
+    /// The mechanism chosen in the last handshake.
+    mechanism: Mutex<Option<Mechanism>>,
+    close: tokio::sync::Notify,
+}
+
+/// What the gate says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate {
+    Serve,
+    /// Before authentication: only the SASL exchange is served.
+    NotAuthenticated,
+    /// KIP-368: the login expired and the client did not log in again.
+    Expired,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConnAuth {
+    pub fn new(sasl: bool) -> Arc<ConnAuth> {
+        Arc::new(ConnAuth {
+            state: Mutex::new(if sasl { State::Handshake } else { State::Open }),
+            principal: Mutex::new(None),
+            mechanism: Mutex::new(None),
+            close: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Whether a request with this API key may be served now.
+    pub fn gate(&self, key: kafka_protocol::messages::ApiKey) -> Gate {
+        self.gate_at(key, Instant::now())
+    }
+
+    fn gate_at(&self, key: kafka_protocol::messages::ApiKey, now: Instant) -> Gate {
+        use kafka_protocol::messages::ApiKey;
+        let exchange = matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        );
+        match &*lock(&self.state) {
+            State::Open => Gate::Serve,
+            State::Authenticated { expires } => match expires {
+                Some(t) if now >= *t && !exchange => Gate::Expired,
+                _ => Gate::Serve,
+            },
+            _ if exchange => Gate::Serve,
+            _ => Gate::NotAuthenticated,
+        }
+    }
+
+    pub fn is_sasl(&self) -> bool {
+        !matches!(*lock(&self.state), State::Open)
+    }
+
+    pub fn principal(&self) -> Option<String> {
+        lock(&self.principal).clone()
+    }
+
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        *lock(&self.mechanism)
+    }
+
+    /// Ask the connection to close once its answers are written.
+    pub fn close_after_answers(&self) {
+        self.close.notify_one();
+    }
+
+    /// Resolves when the connection must close.
+    pub async fn closing(&self) {
+        self.close.notified().await
+    }
+
+    /// SaslHandshake with an enabled mechanism: Err(()) when the state
+    /// does not allow one (mid-exchange).
+    pub fn begin(&self, m: Mechanism) -> Result<(), ()> {
+        let mut st = lock(&self.state);
+        match &*st {
+            State::Handshake | State::Authenticated { .. } => {
+                *st = match m {
+                    Mechanism::Plain => State::Plain,
+                    Mechanism::Scram(s) => State::Scram(Box::new(ScramServer::new(s))),
+                };
+                *lock(&self.mechanism) = Some(m);
+                Ok(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    /// Takes the exchange in progress for a SaslAuthenticate token.
+    pub fn take_exchange(&self) -> Option<Exchange> {
+        let mut st = lock(&self.state);
+        match std::mem::replace(&mut *st, State::Checking) {
+            State::Plain => Some(Exchange::Plain),
+            State::Scram(s) => Some(Exchange::Scram(s)),
+            other => {
+                *st = other;
+                None
+            }
+        }
+    }
+
+    /// Puts a SCRAM exchange back, waiting for the client's next message.
+    pub fn resume(&self, s: Box<ScramServer>) {
+        *lock(&self.state) = State::Scram(s);
+    }
+
+    /// Logged in as `user`. Err(()) when it re-authenticates as another one.
+    pub fn authenticated(&self, user: &str, reauth: Duration) -> Result<(), ()> {
+        let principal = format!("User:{user}");
+        let mut p = lock(&self.principal);
+        if p.as_ref().is_some_and(|old| *old != principal) {
+            return Err(());
+        }
+        *p = Some(principal);
+        *lock(&self.state) = State::Authenticated {
+            expires: (!reauth.is_zero()).then(|| Instant::now() + reauth),
+        };
+        Ok(())
+    }
+
+    /// A failed login: nothing more is served; the connection closes.
+    pub fn failed(&self) {
+        *lock(&self.state) = State::Checking;
+        self.close_after_answers();
+    }
+}
+
+/// A SASL exchange taken out of the connection for one token.
+pub enum Exchange {
+    Plain,
+    Scram(Box<ScramServer>),
+}
+
+/// SASL/PLAIN's message (RFC 4616): `[authzid] NUL authcid NUL passwd`.
+/// Some((user, password)) when well formed and the authzid is empty or the user.
+pub fn parse_plain(token: &[u8]) -> Option<(String, String)> {
+    let s = std::str::from_utf8(token).ok()?;
+    let mut it = s.split('\0');
+    let (authzid, user, password) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() || user.is_empty() || (!authzid.is_empty() && authzid != user) {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_file_and_plain_messages() {
+        let u = Users::parse("# users\nalice:s3cret:with:colons\n\nbob:pw\n").unwrap();
+        assert_eq!(u.len(), 2);
+        assert!(u.check_plain("alice", "s3cret:with:colons"));
+        assert!(!u.check_plain("alice", "s3cret"));
+        assert!(!u.check_plain("carol", "pw"));
+        assert_eq!(u.fake_salt("carol"), u.fake_salt("carol"));
+        assert_eq!(
+            Users::parse("alice\n").err(),
+            Some((1, "expected user:password"))
+        );
+        assert_eq!(
+            Users::parse("x:y\n:pw\n").err(),
+            Some((2, "empty user or password"))
+        );
+        assert_eq!(
+            parse_plain(b"\0alice\0pw"),
+            Some(("alice".into(), "pw".into()))
+        );
+        assert_eq!(
+            parse_plain(b"alice\0alice\0pw"),
+            Some(("alice".into(), "pw".into()))
+        );
+        assert_eq!(parse_plain(b"bob\0alice\0pw"), None);
+        assert_eq!(parse_plain(b"alice\0pw"), None);
+        assert_eq!(parse_plain(b"\0alice\0pw\0more"), None);
+    }
+
+    #[test]
+    fn the_gate_serves_only_the_exchange_before_login() {
+        use kafka_protocol::messages::ApiKey;
+        let a = ConnAuth::new(true);
+        assert_eq!(a.gate(ApiKey::Metadata), Gate::NotAuthenticated);
+        assert_eq!(a.gate(ApiKey::ApiVersions), Gate::Serve);
+        a.begin(Mechanism::Plain).unwrap();
+        assert!(matches!(a.take_exchange(), Some(Exchange::Plain)));
+        assert_eq!(a.gate(ApiKey::Produce), Gate::NotAuthenticated);
+        a.authenticated("alice", Duration::from_secs(60)).unwrap();
+        assert_eq!(a.principal().as_deref(), Some("User:alice"));
+        assert_eq!(a.gate(ApiKey::Produce), Gate::Serve);
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(a.gate_at(ApiKey::Produce, later), Gate::Expired);
+        assert_eq!(a.gate_at(ApiKey::SaslHandshake, later), Gate::Serve);
+        a.begin(Mechanism::Plain).unwrap();
+        a.take_exchange();
+        assert!(
+            a.authenticated("bob", Duration::ZERO).is_err(),
+            "re-login as another user"
+        );
+        assert_eq!(ConnAuth::new(false).gate(ApiKey::Produce), Gate::Serve);
+    }
+}
