@@ -176,3 +176,58 @@ def test_librdkafka_logs_in_again_when_its_login_expires(karnak_bin, tmp_path, c
         assert sum(logins.values()) >= 3, logins
     finally:
         b.kill9()
+
+
+def test_scram_credentials_are_managed_with_the_admin_api(sasl_broker, certs):
+    """AlterUserScramCredentials / DescribeUserScramCredentials (what
+    `kafka-configs --entity-type users` uses): a user made over PLAINTEXT
+    logs in with SCRAM and PLAIN; its password changes; deleted, it cannot
+    log in; the users file's users are listed; bad requests get Kafka's
+    errors per user."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion,
+                                       UserScramCredentialUpsertion)
+    b = sasl_broker
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    sha512 = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    for f in admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, sha512, b"first pw")]).values():
+        f.result(T)
+    desc = admin.describe_user_scram_credentials([user])[user].result(T)
+    assert [(i.mechanism, i.iterations) for i in desc.scram_credential_infos] == \
+        [(ScramMechanism.SCRAM_SHA_512, 8192)]
+    listed = admin.describe_user_scram_credentials().result(T)
+    assert {"alice", "bob", user} <= set(listed), listed.keys()
+    ok = AdminClient(conf(b, certs, "SCRAM-SHA-512", user=user, password="first pw"))
+    assert ok.list_topics(timeout=T).brokers
+    plain = AdminClient(conf(b, certs, "PLAIN", user=user, password="first pw"))
+    assert plain.list_topics(timeout=T).brokers
+    # A new password: the old one no longer works.
+    for f in admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, sha512, b"second pw")]).values():
+        f.result(T)
+    login_error(b, certs, "SCRAM-SHA-512", user, "first pw")
+    assert AdminClient(conf(b, certs, "SCRAM-SHA-512", user=user, password="second pw")) \
+        .list_topics(timeout=T).brokers
+    # Deleted: it cannot log in; deleting again is RESOURCE_NOT_FOUND.
+    for f in admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)]).values():
+        f.result(T)
+    login_error(b, certs, "SCRAM-SHA-512", user, "second pw")
+    again = admin.alter_user_scram_credentials(
+        [UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)])
+    with pytest.raises(KafkaException) as e:
+        again[user].result(T)
+    assert e.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND
+    # Too few iterations.
+    few = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+        "dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 1024), b"pw")])
+    with pytest.raises(KafkaException) as e:
+        few["dave"].result(T)
+    assert e.value.args[0].code() == KafkaError.UNACCEPTABLE_CREDENTIAL
+    missing = admin.describe_user_scram_credentials(["nobody"])
+    with pytest.raises(KafkaException) as e:
+        missing["nobody"].result(T)
+    assert e.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND

@@ -214,6 +214,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let first = broker.clone();
     tokio::task::spawn_blocking(move || first.reconciler.run(first.cluster.metadata())).await?;
     cluster::shards::wait_loaded(&broker).await;
+    sasl::bootstrap(&broker).await?;
     tokio::spawn(
         broker
             .reconciler

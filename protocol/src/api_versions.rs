@@ -80,6 +80,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::AlterPartitionReassignments, 0, 1),
     api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
@@ -236,6 +238,14 @@ mod tests {
             ),
             (ApiKey::DescribeAcls, DescribeAclsRequest::VERSIONS),
             (ApiKey::SaslHandshake, SaslHandshakeRequest::VERSIONS),
+            (
+                ApiKey::DescribeUserScramCredentials,
+                DescribeUserScramCredentialsRequest::VERSIONS,
+            ),
+            (
+                ApiKey::AlterUserScramCredentials,
+                AlterUserScramCredentialsRequest::VERSIONS,
+            ),
             (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),
             (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
             (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),

@@ -16,6 +16,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -34,6 +35,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+mod describe_user_scram_credentials;
 mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -303,6 +305,12 @@ fn route(
             describe_topic_partitions::handle(broker, body, version)?
         }
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, body, version)?,
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(broker, body, version)?
+        }
+        ApiKey::AlterUserScramCredentials => {
+            alter_user_scram_credentials::handle(broker, body, version)?
+        }
         ApiKey::DescribeAcls => describe_acls::handle(body, version)?,
         ApiKey::CreateAcls => create_acls::handle(body, version)?,
         ApiKey::DeleteAcls => delete_acls::handle(body, version)?,

@@ -54,12 +54,13 @@ pub fn handle(
         Exchange::Plain => {
             // PBKDF2 takes a millisecond or more: off the reactor.
             let token = req.auth_bytes;
+            let meta = broker.cluster.metadata();
             Ok(Reply::Later(Box::pin(async move {
-                let users = sasl.users.clone();
+                let config = sasl.clone();
                 let checked = tokio::task::spawn_blocking(move || -> Outcome {
                     let (user, password) = parse_plain(&token)
                         .ok_or_else(|| "a malformed PLAIN message".to_string())?;
-                    if users.check_plain(&user, &password) {
+                    if config.check_plain(&meta, &user, &password) {
                         Ok((Vec::new(), Some(user)))
                     } else {
                         Err(format!("wrong password or unknown user {user:?}"))
@@ -71,7 +72,7 @@ pub fn handle(
             })))
         }
         Exchange::Scram(mut server) => {
-            let users = &sasl.users;
+            let meta = broker.cluster.metadata();
             let m = match session.auth.mechanism() {
                 Some(crate::sasl::Mechanism::Scram(m)) => m,
                 _ => {
@@ -82,8 +83,8 @@ pub fn handle(
             };
             let outcome = match server.step(
                 &req.auth_bytes,
-                |u| users.scram(u, m),
-                |u| users.fake_salt(u),
+                |u| crate::sasl::credential(&meta, u, m),
+                |u| sasl.fake_salt(u),
             ) {
                 Step::Continue(challenge) => {
                     auth.resume(server);

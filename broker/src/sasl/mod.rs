@@ -5,10 +5,13 @@
 //! SASL_AUTHENTICATION_FAILED, the same words whether or not the user
 //! exists, and the connection is closed.
 //!
-//! Users come from `--sasl-users-file` (`user:password` lines, the format of
-//! `--sql-password-file`); each password is kept only as SCRAM credentials
-//! (salt, iterations, StoredKey, ServerKey) for SHA-256 and SHA-512, and
-//! SASL/PLAIN is checked against those.
+//! Credentials live in the cluster metadata (every broker authenticates
+//! against the same set), changed with AlterUserScramCredentials, and
+//! bootstrapped from `--sasl-users-file` (`user:password` lines, the format
+//! of `--sql-password-file`): at start, a user of the file that the
+//! metadata has no credential for gets one for SHA-256 and SHA-512. A
+//! password is kept only as SCRAM credentials (salt, iterations, StoredKey,
+//! ServerKey), and SASL/PLAIN is checked against those.
 
 pub mod scram;
 
@@ -17,6 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use karnak_coordinator::metadata::{ClusterMetadata, ScramRecord, ScramUpsert};
 use scram::{MIN_ITERATIONS, ScramCredential, ScramMechanism, ScramServer};
 
 /// A SASL mechanism served.
@@ -62,12 +66,9 @@ pub enum UsersError {
     },
 }
 
-/// The users SASL clients log in as.
+/// The users of `--sasl-users-file`, as credentials to bootstrap.
 pub struct Users {
     creds: HashMap<(String, ScramMechanism), ScramCredential>,
-    /// Makes the salt shown for an unknown user (the same every time, so a
-    /// client cannot tell a made-up user from a real one by asking twice).
-    secret: Vec<u8>,
 }
 
 impl Users {
@@ -106,61 +107,102 @@ impl Users {
                 );
             }
         }
-        Ok(Users {
-            creds,
-            secret: scram::random_bytes(32),
-        })
+        Ok(Users { creds })
     }
 
     pub fn len(&self) -> usize {
         self.creds.len() / 2
     }
 
-    pub fn scram(&self, user: &str, m: ScramMechanism) -> Option<ScramCredential> {
-        self.creds.get(&(user.to_string(), m)).cloned()
+    /// The credentials the metadata lacks, to bootstrap.
+    pub fn missing(&self, meta: &ClusterMetadata) -> Vec<ScramUpsert> {
+        let mut out: Vec<ScramUpsert> = self
+            .creds
+            .iter()
+            .filter(|((user, m), _)| meta.scram_credential(user, m.name()).is_none())
+            .map(|((user, m), c)| ScramUpsert {
+                user: user.clone(),
+                mechanism: m.name().to_string(),
+                credential: ScramRecord {
+                    salt: c.salt.clone(),
+                    iterations: c.iterations,
+                    stored_key: c.stored_key.clone(),
+                    server_key: c.server_key.clone(),
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.user, &a.mechanism).cmp(&(&b.user, &b.mechanism)));
+        out
     }
+}
 
-    pub fn fake_salt(&self, user: &str) -> Vec<u8> {
-        ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret),
-            user.as_bytes(),
-        )
-        .as_ref()
-        .to_vec()
+/// Adds the users of `--sasl-users-file` that the metadata has no
+/// credential for, and waits until this broker has applied them.
+pub async fn bootstrap(broker: &crate::broker::Broker) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(users) = broker.sasl.as_ref().and_then(|s| s.users.as_ref()) else {
+        return Ok(());
+    };
+    let missing = users.missing(&broker.cluster.metadata());
+    if missing.is_empty() {
+        return Ok(());
     }
-
-    /// SASL/PLAIN: the password against the user's SCRAM-SHA-256
-    /// credential (one PBKDF2 run; an unknown user costs the same).
-    pub fn check_plain(&self, user: &str, password: &str) -> bool {
-        match self.scram(user, ScramMechanism::Sha256) {
-            Some(c) => c.check_password(ScramMechanism::Sha256, password),
-            None => {
-                let decoy = ScramCredential::from_salted(
-                    ScramMechanism::Sha256,
-                    self.fake_salt(user),
-                    MIN_ITERATIONS,
-                    &[0; 32],
-                );
-                let _ = decoy.check_password(ScramMechanism::Sha256, password);
-                false
-            }
+    let n = missing.len();
+    let cmd = karnak_coordinator::metadata::MetadataCommand::AlterScramCredentials {
+        upserts: missing,
+        deletions: Vec::new(),
+    };
+    broker
+        .cluster
+        .propose(cmd, Duration::from_secs(30))
+        .await
+        .context("adding --sasl-users-file's users to the metadata")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !users.missing(&broker.cluster.metadata()).is_empty() {
+        if Instant::now() > deadline {
+            anyhow::bail!("--sasl-users-file's users were added but not applied here within 30 s");
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    tracing::info!(
+        credentials = n,
+        "added --sasl-users-file's users to the metadata"
+    );
+    Ok(())
+}
+
+/// A user's credential for a mechanism, from the metadata.
+pub fn credential(
+    meta: &ClusterMetadata,
+    user: &str,
+    m: ScramMechanism,
+) -> Option<ScramCredential> {
+    meta.scram_credential(user, m.name())
+        .map(|r| ScramCredential {
+            salt: r.salt.clone(),
+            iterations: r.iterations,
+            stored_key: r.stored_key.clone(),
+            server_key: r.server_key.clone(),
+        })
 }
 
 /// The SASL settings of the broker.
 pub struct SaslConfig {
     pub mechanisms: Vec<Mechanism>,
-    pub users: Arc<Users>,
+    /// `--sasl-users-file`'s users, bootstrapped into the metadata at start.
+    pub users: Option<Users>,
     /// KIP-368's `connections.max.reauth.ms`: 0 never expires a login.
     pub reauth: Duration,
+    /// Makes the salt shown for an unknown user (the same every time, so a
+    /// client cannot tell a made-up user from a real one by asking twice).
+    secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for SaslConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SaslConfig")
             .field("mechanisms", &self.names())
-            .field("users", &self.users.len())
+            .field("file_users", &self.users.as_ref().map(Users::len))
             .field("reauth", &self.reauth)
             .finish()
     }
@@ -199,22 +241,52 @@ pub fn settings(
     if list.is_empty() {
         bail!("--sasl-enabled-mechanisms names no mechanism");
     }
-    let path = users_file.with_context(|| {
-        format!(
-            "listener {} uses {}: give --sasl-users-file with the users that may log in",
-            l.name,
-            l.protocol.name()
-        )
-    })?;
-    let users = Users::load(&path)?;
+    let users = users_file.as_deref().map(Users::load).transpose()?;
+    if users.is_none() {
+        tracing::warn!(
+            listener = %l.name,
+            "a SASL listener without --sasl-users-file: only users created with AlterUserScramCredentials can log in"
+        );
+    }
     Ok(Some(Arc::new(SaslConfig {
         mechanisms: list,
-        users: Arc::new(users),
+        users,
         reauth: Duration::from_millis(reauth_ms),
+        secret: scram::random_bytes(32),
     })))
 }
 
 impl SaslConfig {
+    pub fn fake_salt(&self, user: &str) -> Vec<u8> {
+        ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret),
+            user.as_bytes(),
+        )
+        .as_ref()
+        .to_vec()
+    }
+
+    /// SASL/PLAIN: the password against the user's SCRAM credential (one
+    /// PBKDF2 run; an unknown user costs the same).
+    pub fn check_plain(&self, meta: &ClusterMetadata, user: &str, password: &str) -> bool {
+        let known = [ScramMechanism::Sha256, ScramMechanism::Sha512]
+            .into_iter()
+            .find_map(|m| credential(meta, user, m).map(|c| (m, c)));
+        match known {
+            Some((m, c)) => c.check_password(m, password),
+            None => {
+                let decoy = ScramCredential::from_salted(
+                    ScramMechanism::Sha256,
+                    self.fake_salt(user),
+                    MIN_ITERATIONS,
+                    &[0; 32],
+                );
+                let _ = decoy.check_password(ScramMechanism::Sha256, password);
+                false
+            }
+        }
+    }
+
     pub fn enabled(&self, m: &str) -> Option<Mechanism> {
         Mechanism::parse(m).filter(|m| self.mechanisms.contains(m))
     }
@@ -402,10 +474,27 @@ mod tests {
     fn users_file_and_plain_messages() {
         let u = Users::parse("# users\nalice:s3cret:with:colons\n\nbob:pw\n").unwrap();
         assert_eq!(u.len(), 2);
-        assert!(u.check_plain("alice", "s3cret:with:colons"));
-        assert!(!u.check_plain("alice", "s3cret"));
-        assert!(!u.check_plain("carol", "pw"));
-        assert_eq!(u.fake_salt("carol"), u.fake_salt("carol"));
+        let mut meta = ClusterMetadata::default();
+        let missing = u.missing(&meta);
+        assert_eq!(missing.len(), 4);
+        meta.apply(
+            &karnak_coordinator::metadata::MetadataCommand::AlterScramCredentials {
+                upserts: missing,
+                deletions: vec![],
+            },
+        )
+        .unwrap();
+        assert!(u.missing(&meta).is_empty(), "bootstrapped once");
+        let sasl = SaslConfig {
+            mechanisms: vec![Mechanism::Plain],
+            users: Some(u),
+            reauth: Duration::ZERO,
+            secret: vec![9; 32],
+        };
+        assert!(sasl.check_plain(&meta, "alice", "s3cret:with:colons"));
+        assert!(!sasl.check_plain(&meta, "alice", "s3cret"));
+        assert!(!sasl.check_plain(&meta, "carol", "pw"));
+        assert_eq!(sasl.fake_salt("carol"), sasl.fake_salt("carol"));
         assert_eq!(
             Users::parse("alice\n").err(),
             Some((1, "expected user:password"))

@@ -10,6 +10,8 @@ use ring::{digest, hmac, pbkdf2};
 
 /// Kafka's minimum (and the default of its tools).
 pub const MIN_ITERATIONS: u32 = 4096;
+/// Kafka's maximum.
+pub const MAX_ITERATIONS: u32 = 16384;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScramMechanism {
@@ -23,6 +25,28 @@ impl ScramMechanism {
             ScramMechanism::Sha256 => "SCRAM-SHA-256",
             ScramMechanism::Sha512 => "SCRAM-SHA-512",
         }
+    }
+
+    /// Kafka's ScramMechanism type byte (Describe/AlterUserScramCredentials).
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_type(t: i8) -> Option<ScramMechanism> {
+        match t {
+            1 => Some(ScramMechanism::Sha256),
+            2 => Some(ScramMechanism::Sha512),
+            _ => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        [ScramMechanism::Sha256, ScramMechanism::Sha512]
+            .into_iter()
+            .find(|m| m.name() == name)
     }
 
     fn pbkdf2(self) -> pbkdf2::Algorithm {

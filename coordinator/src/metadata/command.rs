@@ -125,6 +125,12 @@ pub enum MetadataCommand {
         #[serde(default)]
         from: u64,
     },
+    /// AlterUserScramCredentials: (user, mechanism) pairs deleted, then
+    /// credentials set.
+    AlterScramCredentials {
+        upserts: Vec<super::scram::ScramUpsert>,
+        deletions: Vec<(String, String)>,
+    },
 }
 
 /// What applying a command answers the proposer.

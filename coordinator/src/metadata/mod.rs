@@ -23,6 +23,7 @@ mod raft_tests;
 mod reassign;
 #[cfg(test)]
 mod reassign_tests;
+mod scram;
 mod state;
 pub mod state_machine;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub enum MetadataStoreError {
     Storage(#[from] karnak_storage::StorageError),
 }
 pub use raft::{MetadataRaft, MetadataResult};
+pub use scram::{ScramRecord, ScramUpsert};
 pub use state::{
     BrokerRegistration, ClusterMetadata, Listener, MetadataError, NO_LEADER, PartitionState,
     TopicRecord,

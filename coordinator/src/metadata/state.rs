@@ -142,6 +142,9 @@ pub struct ClusterMetadata {
     /// for topics without their own or a cluster default config.
     #[serde(default)]
     pub controller_defaults: ControllerDefaults,
+    /// SCRAM credentials: user -> mechanism -> credential.
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<String, super::scram::ScramRecord>>,
 }
 
 type Applied = Result<MetadataReply, MetadataError>;
@@ -223,6 +226,10 @@ impl ClusterMetadata {
                     .ok_or_else(|| MetadataError::IdsExhausted(sequencer.clone()))?;
                 self.id_leases.insert(sequencer.clone(), end);
                 Ok(MetadataReply::IdBlock { first })
+            }
+            AlterScramCredentials { upserts, deletions } => {
+                self.alter_scram(upserts, deletions);
+                Ok(MetadataReply::Done)
             }
         }
     }
