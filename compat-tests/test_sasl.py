@@ -25,7 +25,7 @@ USERS = "alice:wonder land\nbob:builder\n"
 MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-def start_sasl(karnak_bin, tmp: Path, certs, *extra) -> Broker:
+def start_sasl(karnak_bin, tmp: Path, certs, *extra, mechanisms=MECHANISMS) -> Broker:
     """PLAINTEXT on kafka_port, SASL_PLAINTEXT on .sasl_port, SASL_SSL on .sasl_ssl_port."""
     users = tmp / "users.txt"
     users.write_text(USERS)
@@ -45,7 +45,7 @@ def start_sasl(karnak_bin, tmp: Path, certs, *extra) -> Broker:
                        f"SASL_PLAINTEXT://127.0.0.1:{b.sasl_port},"
                        f"SASL_SSL://127.0.0.1:{b.sasl_ssl_port}",
         "--ssl-certificate-file", str(pem), "--ssl-key-file", str(key),
-        "--sasl-users-file", str(users), "--sasl-enabled-mechanisms", ",".join(MECHANISMS),
+        "--sasl-users-file", str(users), "--sasl-enabled-mechanisms", ",".join(mechanisms),
         "--sql-enabled", "false", *extra]
     return b.start()
 
@@ -231,3 +231,137 @@ def test_scram_credentials_are_managed_with_the_admin_api(sasl_broker, certs):
     with pytest.raises(KafkaException) as e:
         missing["nobody"].result(T)
     assert e.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND
+
+
+# -- OAUTHBEARER ---------------------------------------------------------------
+def b64url(raw: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def jwt_signer(tmp_path_factory):
+    """An RSA key, its JWKS file, and sign(claims, header=None) -> JWT (RS256,
+    signed with the openssl command)."""
+    import json
+    d = tmp_path_factory.mktemp("jwt")
+    subprocess.run(["openssl", "genrsa", "-out", str(d / "key.pem"), "2048"],
+                   check=True, capture_output=True, timeout=T)
+    out = subprocess.run(["openssl", "rsa", "-in", str(d / "key.pem"), "-noout", "-modulus"],
+                         check=True, capture_output=True, text=True, timeout=T).stdout
+    n = bytes.fromhex(out.strip().split("=", 1)[1])
+    (d / "jwks.json").write_text(json.dumps(
+        {"keys": [{"kty": "RSA", "kid": "test-key", "n": b64url(n), "e": "AQAB"}]}))
+
+    def sign(claims: dict, header=None) -> str:
+        h = header or {"alg": "RS256", "kid": "test-key", "typ": "JWT"}
+        signed = f"{b64url(json.dumps(h).encode())}.{b64url(json.dumps(claims).encode())}"
+        if h.get("alg") == "none":
+            return signed + "."
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(d / "key.pem")],
+                             input=signed.encode(), check=True, capture_output=True,
+                             timeout=T).stdout
+        return f"{signed}.{b64url(sig)}"
+
+    sign.jwks = d / "jwks.json"
+    return sign
+
+
+@pytest.fixture(scope="module")
+def oauth_broker(karnak_bin, tmp_path_factory, certs, jwt_signer, request):
+    b = start_sasl(karnak_bin, tmp_path_factory.mktemp("oauth"), certs,
+                   "--sasl-oauthbearer-jwks-endpoint-url", f"file://{jwt_signer.jwks}",
+                   "--sasl-oauthbearer-expected-issuer", "https://issuer.test",
+                   "--sasl-oauthbearer-expected-audience", "karnak",
+                   mechanisms=["OAUTHBEARER", "SCRAM-SHA-256"])
+    request.module._karnak_module_brokers = [b]
+    yield b
+    b.kill9()
+
+
+def claims(sub="alice", lifetime=300, **over):
+    now = int(time.time())
+    return {"sub": sub, "iss": "https://issuer.test", "aud": ["karnak"], "iat": now,
+            "exp": now + lifetime, **over}
+
+
+def oauth_conf(b, token_fn, **more):
+    return {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "OAUTHBEARER", "oauth_cb": token_fn, "socket.timeout.ms": 10000,
+            **more}
+
+
+def test_oauthbearer_logs_in_with_a_signed_token(oauth_broker, jwt_signer):
+    b = oauth_broker
+    topic = unique_topic("oauth")
+
+    def token(_config):
+        c = claims()
+        return jwt_signer(c), float(c["exp"])
+
+    p = Producer(oauth_conf(b, token, acks="all"))
+    for i in range(20):
+        p.produce(topic, f"o{i}".encode(), partition=0)
+    assert p.flush(T) == 0
+    c = Consumer(oauth_conf(b, token, **{"group.id": unique_topic("g"),
+                                          "auto.offset.reset": "earliest"}))
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + T
+    while len(got) < 20 and time.monotonic() < deadline:
+        got += [m.value() for m in c.consume(100, 1.0) if m.error() is None]
+    c.close()
+    assert got == [f"o{i}".encode() for i in range(20)]
+
+
+@pytest.mark.parametrize("bad", ["expired", "audience", "issuer", "unsigned", "tampered"])
+def test_oauthbearer_refuses_bad_tokens(oauth_broker, jwt_signer, bad):
+    b = oauth_broker
+    if bad == "expired":
+        t = jwt_signer(claims(lifetime=-120))
+    elif bad == "audience":
+        t = jwt_signer(claims(aud="someone-else"))
+    elif bad == "issuer":
+        t = jwt_signer(claims(iss="https://evil.test"))
+    elif bad == "unsigned":
+        t = jwt_signer(claims(), header={"alg": "none"})
+    else:
+        good = jwt_signer(claims())
+        h, p, s = good.split(".")
+        forged = b64url(b'{"sub":"admin","exp":9999999999}')
+        t = f"{h}.{forged}.{s}"
+    errors = []
+    a = AdminClient(oauth_conf(b, lambda _c: (t, time.time() + 300),
+                               error_cb=lambda e: errors.append(e)))
+    with pytest.raises(KafkaException):
+        a.list_topics(timeout=5)
+    deadline = time.monotonic() + 10
+    while not any("uthentication" in e.str() for e in errors) and time.monotonic() < deadline:
+        a.poll(0.2)
+    assert any("invalid credentials with SASL mechanism OAUTHBEARER" in e.str() for e in errors), \
+        [e.str() for e in errors]
+
+
+def test_oauthbearer_logins_last_until_the_token_expires(oauth_broker, jwt_signer):
+    """A token valid for 4 s: the login lasts that long (KIP-368), librdkafka
+    fetches a new token and logs in again while producing, losing nothing."""
+    b = oauth_broker
+    calls = []
+
+    def token(_config):
+        c = claims(lifetime=4)
+        calls.append(c["exp"])
+        return jwt_signer(c), float(c["exp"])
+
+    topic = unique_topic("oauth-renew")
+    p = Producer(oauth_conf(b, token, acks="all"))
+    failed, sent = [], 0
+    end = time.monotonic() + 8
+    while time.monotonic() < end:
+        p.produce(topic, f"r{sent}".encode(), partition=0,
+                  on_delivery=lambda err, _m: err and failed.append(err))
+        sent += 1
+        p.poll(0.02)
+    assert p.flush(T) == 0
+    assert not failed, failed[:3]
+    assert len(calls) >= 2, calls

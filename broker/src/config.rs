@@ -61,6 +61,21 @@ pub struct Args {
     /// `user:password` lines: the users SASL clients log in as (kept only as salted SCRAM credentials).
     #[arg(long, env = "KARNAK_SASL_USERS_FILE")]
     pub sasl_users_file: Option<PathBuf>,
+    /// Kafka `sasl.oauthbearer.jwks.endpoint.url` for OAUTHBEARER: a JWKS file (`file:///path` or a path) whose keys sign the tokens.
+    #[arg(long, env = "KARNAK_SASL_OAUTHBEARER_JWKS_ENDPOINT_URL")]
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// Kafka `sasl.oauthbearer.expected.issuer`: the `iss` a token must have.
+    #[arg(long, env = "KARNAK_SASL_OAUTHBEARER_EXPECTED_ISSUER")]
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// Kafka `sasl.oauthbearer.expected.audience`: an `aud` a token must have.
+    #[arg(long, env = "KARNAK_SASL_OAUTHBEARER_EXPECTED_AUDIENCE")]
+    pub sasl_oauthbearer_expected_audience: Option<String>,
+    /// Kafka `sasl.oauthbearer.sub.claim.name`: the claim naming the user. [default: sub]
+    #[arg(long, env = "KARNAK_SASL_OAUTHBEARER_SUB_CLAIM_NAME")]
+    pub sasl_oauthbearer_sub_claim_name: Option<String>,
+    /// Kafka `sasl.oauthbearer.clock.skew.seconds`. [default: 30]
+    #[arg(long, env = "KARNAK_SASL_OAUTHBEARER_CLOCK_SKEW_SECONDS")]
+    pub sasl_oauthbearer_clock_skew_seconds: Option<u64>,
     /// Kafka `connections.max.reauth.ms` (KIP-368): a SASL login lasts this long, then the client logs in again or is disconnected; 0 never. [default: 0]
     #[arg(long, env = "KARNAK_CONNECTIONS_MAX_REAUTH_MS")]
     pub connections_max_reauth_ms: Option<u64>,
@@ -228,6 +243,11 @@ struct FileConfig {
     sasl_enabled_mechanisms: Option<String>,
     sasl_users_file: Option<PathBuf>,
     connections_max_reauth_ms: Option<u64>,
+    sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    sasl_oauthbearer_expected_issuer: Option<String>,
+    sasl_oauthbearer_expected_audience: Option<String>,
+    sasl_oauthbearer_sub_claim_name: Option<String>,
+    sasl_oauthbearer_clock_skew_seconds: Option<u64>,
     admin_addr: Option<SocketAddr>,
     sql_addr: Option<SocketAddr>,
     sql_enabled: Option<bool>,
@@ -389,6 +409,23 @@ impl Config {
             args.connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
+            crate::sasl::OAuthFlags {
+                jwks: args
+                    .sasl_oauthbearer_jwks_endpoint_url
+                    .or(file.sasl_oauthbearer_jwks_endpoint_url),
+                issuer: args
+                    .sasl_oauthbearer_expected_issuer
+                    .or(file.sasl_oauthbearer_expected_issuer),
+                audience: args
+                    .sasl_oauthbearer_expected_audience
+                    .or(file.sasl_oauthbearer_expected_audience),
+                sub_claim: args
+                    .sasl_oauthbearer_sub_claim_name
+                    .or(file.sasl_oauthbearer_sub_claim_name),
+                clock_skew_secs: args
+                    .sasl_oauthbearer_clock_skew_seconds
+                    .or(file.sasl_oauthbearer_clock_skew_seconds),
+            },
         )?;
         let password_file = args.sql_password_file.or(file.sql_password_file);
         let sql_auth = match args.sql_auth.or(file.sql_auth).as_deref() {

@@ -68,7 +68,7 @@ pub fn handle(
                 })
                 .await
                 .map_err(|e| HandlerError::Internal(format!("checking a password: {e}")))?;
-                finish(&auth, &sasl, version, mechanism, peer, checked)
+                finish(&auth, &sasl, version, mechanism, peer, checked, None)
             })))
         }
         Exchange::Scram(mut server) => {
@@ -93,7 +93,28 @@ pub fn handle(
                 Step::Done { user, last } => Ok((last, Some(user))),
                 Step::Failed(why) => Err(why),
             };
-            finish(&auth, &sasl, version, mechanism, peer, outcome).map(Reply::Ready)
+            finish(&auth, &sasl, version, mechanism, peer, outcome, None).map(Reply::Ready)
+        }
+        Exchange::OAuth => {
+            let Some(v) = &sasl.oauth else {
+                return Err(HandlerError::Internal(
+                    "OAUTHBEARER without its settings".into(),
+                ));
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut valid_for = None;
+            let outcome = match crate::sasl::oauthbearer::parse_client_message(&req.auth_bytes) {
+                None => Err("a malformed OAUTHBEARER message".to_string()),
+                Some(token) => v.validate(&token, now).map(|(sub, exp)| {
+                    valid_for = Some(std::time::Duration::from_secs(
+                        exp.saturating_sub(now).max(1),
+                    ));
+                    (Vec::new(), Some(sub))
+                }),
+            };
+            finish(&auth, &sasl, version, mechanism, peer, outcome, valid_for).map(Reply::Ready)
         }
     }
 }
@@ -106,11 +127,18 @@ fn finish(
     mechanism: &'static str,
     peer: std::net::SocketAddr,
     outcome: Outcome,
+    valid_for: Option<std::time::Duration>,
 ) -> Result<Response, HandlerError> {
     match outcome {
         Ok((bytes, None)) => encode(version, None, None, bytes, 0),
         Ok((bytes, Some(user))) => {
-            if auth.authenticated(&user, sasl.reauth).is_err() {
+            // KIP-368: the login lasts connections.max.reauth.ms, and never
+            // past the credential (an OAUTHBEARER token's expiry).
+            let lifetime = [(!sasl.reauth.is_zero()).then_some(sasl.reauth), valid_for]
+                .into_iter()
+                .flatten()
+                .min();
+            if auth.authenticated(&user, lifetime).is_err() {
                 return refuse(
                     auth,
                     version,
@@ -121,7 +149,7 @@ fn finish(
             }
             metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => "ok").increment(1);
             tracing::debug!(%peer, user, mechanism, "authenticated");
-            let lifetime = sasl.reauth.as_millis().min(i64::MAX as u128) as i64;
+            let lifetime = lifetime.map_or(0, |l| l.as_millis().min(i64::MAX as u128) as i64);
             encode(version, None, None, bytes, lifetime)
         }
         Err(why) => refuse(auth, version, mechanism, peer, why),

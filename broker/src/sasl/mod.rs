@@ -13,6 +13,7 @@
 //! password is kept only as SCRAM credentials (salt, iterations, StoredKey,
 //! ServerKey), and SASL/PLAIN is checked against those.
 
+pub mod oauthbearer;
 pub mod scram;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use scram::{MIN_ITERATIONS, ScramCredential, ScramMechanism, ScramServer};
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -35,6 +37,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -43,6 +46,7 @@ impl Mechanism {
             "PLAIN" => Some(Mechanism::Plain),
             "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
             "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             _ => None,
         }
     }
@@ -193,6 +197,8 @@ pub struct SaslConfig {
     pub users: Option<Users>,
     /// KIP-368's `connections.max.reauth.ms`: 0 never expires a login.
     pub reauth: Duration,
+    /// OAUTHBEARER's token validation, when that mechanism is enabled.
+    pub oauth: Option<oauthbearer::OAuthBearer>,
     /// Makes the salt shown for an unknown user (the same every time, so a
     /// client cannot tell a made-up user from a real one by asking twice).
     secret: Vec<u8>,
@@ -208,12 +214,24 @@ impl std::fmt::Debug for SaslConfig {
     }
 }
 
+/// Kafka's `sasl.oauthbearer.*` settings as given.
+#[derive(Default)]
+pub struct OAuthFlags {
+    /// `file://` URL or path of the JWKS.
+    pub jwks: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub sub_claim: Option<String>,
+    pub clock_skew_secs: Option<u64>,
+}
+
 /// The SASL settings the listeners need: None without a SASL listener.
 pub fn settings(
     listeners: &crate::listeners::Listeners,
     mechanisms: Option<&str>,
     users_file: Option<std::path::PathBuf>,
     reauth_ms: u64,
+    oauth: OAuthFlags,
 ) -> anyhow::Result<Option<Arc<SaslConfig>>> {
     use anyhow::{Context, bail};
     let Some(l) = listeners.specs.iter().find(|l| l.protocol.sasl()) else {
@@ -232,7 +250,7 @@ pub fn settings(
         .filter(|n| !n.is_empty())
     {
         let m = Mechanism::parse(&name.to_ascii_uppercase()).with_context(|| {
-            format!("--sasl-enabled-mechanisms: {name} is not served (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+            format!("--sasl-enabled-mechanisms: {name} is not served (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)")
         })?;
         if !list.contains(&m) {
             list.push(m);
@@ -241,6 +259,29 @@ pub fn settings(
     if list.is_empty() {
         bail!("--sasl-enabled-mechanisms names no mechanism");
     }
+    let oauth = if list.contains(&Mechanism::OAuthBearer) {
+        let url = oauth.jwks.context(
+            "OAUTHBEARER needs --sasl-oauthbearer-jwks-endpoint-url (a file:// URL or a path to a JWKS file)",
+        )?;
+        if url.starts_with("http://") || url.starts_with("https://") {
+            bail!(
+                "--sasl-oauthbearer-jwks-endpoint-url {url}: only JWKS files are served (file://)"
+            );
+        }
+        let path = url.strip_prefix("file://").unwrap_or(&url);
+        Some(
+            oauthbearer::OAuthBearer::load(
+                Path::new(path),
+                oauth.issuer,
+                oauth.audience,
+                oauth.sub_claim,
+                oauth.clock_skew_secs.unwrap_or(30),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     let users = users_file.as_deref().map(Users::load).transpose()?;
     if users.is_none() {
         tracing::warn!(
@@ -252,6 +293,7 @@ pub fn settings(
         mechanisms: list,
         users,
         reauth: Duration::from_millis(reauth_ms),
+        oauth,
         secret: scram::random_bytes(32),
     })))
 }
@@ -305,6 +347,7 @@ enum State {
     /// A mechanism chosen; waiting for SaslAuthenticate.
     Plain,
     Scram(Box<ScramServer>),
+    OAuth,
     /// A PLAIN password being checked (off the reactor).
     Checking,
     Authenticated {
@@ -401,6 +444,7 @@ impl ConnAuth {
                 *st = match m {
                     Mechanism::Plain => State::Plain,
                     Mechanism::Scram(s) => State::Scram(Box::new(ScramServer::new(s))),
+                    Mechanism::OAuthBearer => State::OAuth,
                 };
                 *lock(&self.mechanism) = Some(m);
                 Ok(())
@@ -415,6 +459,7 @@ impl ConnAuth {
         match std::mem::replace(&mut *st, State::Checking) {
             State::Plain => Some(Exchange::Plain),
             State::Scram(s) => Some(Exchange::Scram(s)),
+            State::OAuth => Some(Exchange::OAuth),
             other => {
                 *st = other;
                 None
@@ -427,8 +472,9 @@ impl ConnAuth {
         *lock(&self.state) = State::Scram(s);
     }
 
-    /// Logged in as `user`. Err(()) when it re-authenticates as another one.
-    pub fn authenticated(&self, user: &str, reauth: Duration) -> Result<(), ()> {
+    /// Logged in as `user` for `lifetime` (None: for good). Err(()) when it
+    /// re-authenticates as another user.
+    pub fn authenticated(&self, user: &str, lifetime: Option<Duration>) -> Result<(), ()> {
         let principal = format!("User:{user}");
         let mut p = lock(&self.principal);
         if p.as_ref().is_some_and(|old| *old != principal) {
@@ -436,7 +482,7 @@ impl ConnAuth {
         }
         *p = Some(principal);
         *lock(&self.state) = State::Authenticated {
-            expires: (!reauth.is_zero()).then(|| Instant::now() + reauth),
+            expires: lifetime.map(|l| Instant::now() + l),
         };
         Ok(())
     }
@@ -452,6 +498,7 @@ impl ConnAuth {
 pub enum Exchange {
     Plain,
     Scram(Box<ScramServer>),
+    OAuth,
 }
 
 /// SASL/PLAIN's message (RFC 4616): `[authzid] NUL authcid NUL passwd`.
@@ -489,6 +536,7 @@ mod tests {
             mechanisms: vec![Mechanism::Plain],
             users: Some(u),
             reauth: Duration::ZERO,
+            oauth: None,
             secret: vec![9; 32],
         };
         assert!(sasl.check_plain(&meta, "alice", "s3cret:with:colons"));
@@ -525,7 +573,8 @@ mod tests {
         a.begin(Mechanism::Plain).unwrap();
         assert!(matches!(a.take_exchange(), Some(Exchange::Plain)));
         assert_eq!(a.gate(ApiKey::Produce), Gate::NotAuthenticated);
-        a.authenticated("alice", Duration::from_secs(60)).unwrap();
+        a.authenticated("alice", Some(Duration::from_secs(60)))
+            .unwrap();
         assert_eq!(a.principal().as_deref(), Some("User:alice"));
         assert_eq!(a.gate(ApiKey::Produce), Gate::Serve);
         let later = Instant::now() + Duration::from_secs(61);
@@ -534,7 +583,7 @@ mod tests {
         a.begin(Mechanism::Plain).unwrap();
         a.take_exchange();
         assert!(
-            a.authenticated("bob", Duration::ZERO).is_err(),
+            a.authenticated("bob", None).is_err(),
             "re-login as another user"
         );
         assert_eq!(ConnAuth::new(false).gate(ApiKey::Produce), Gate::Serve);
