@@ -156,3 +156,15 @@ def test_bad_auth_settings_stop_the_broker_with_a_reason(karnak_bin, tmp_path, a
                         "--sql-addr", "127.0.0.1:0", *args],
                        capture_output=True, text=True, timeout=T)
     assert r.returncode != 0 and says in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def test_the_sasl_users_file_serves_sql_logins_too(broker_factory, tmp_path):
+    """One users file for Kafka and SQL: --sql-auth scram-sha-256 without
+    --sql-password-file takes --sasl-users-file's users."""
+    users = tmp_path / "users.txt"
+    users.write_text(USERS)
+    b = broker_factory("--sql-auth", "scram-sha-256", "--sasl-users-file", str(users))
+    with connect(b, "bob", "hunter2") as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1
+    with pytest.raises(psycopg.OperationalError):
+        connect(b, "bob", "wrong")

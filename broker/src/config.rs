@@ -91,7 +91,7 @@ pub struct Args {
     /// SQL connections served at once; more are refused. [default: 256]
     #[arg(long, env = "KARNAK_SQL_MAX_CONNECTIONS")]
     pub sql_max_connections: Option<usize>,
-    /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (users from --sql-password-file). [default: trust]
+    /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (users from --sql-password-file, or else --sasl-users-file). [default: trust]
     #[arg(long, env = "KARNAK_SQL_AUTH")]
     pub sql_auth: Option<String>,
     /// `user:password` lines for --sql-auth scram-sha-256 (hashed when loaded).
@@ -400,12 +400,13 @@ impl Config {
             args.ssl_client_auth.or(file.ssl_client_auth).as_deref(),
             args.ssl_truststore_file.or(file.ssl_truststore_file),
         )?;
+        let sasl_users_file = args.sasl_users_file.or(file.sasl_users_file);
         let sasl = crate::sasl::settings(
             &listeners,
             args.sasl_enabled_mechanisms
                 .or(file.sasl_enabled_mechanisms)
                 .as_deref(),
-            args.sasl_users_file.or(file.sasl_users_file),
+            sasl_users_file.clone(),
             args.connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
@@ -436,8 +437,10 @@ impl Config {
                 karnak_sql::auth::SqlAuth::Trust
             }
             Some("scram-sha-256") => {
-                let path =
-                    password_file.context("--sql-auth scram-sha-256 needs --sql-password-file")?;
+                // One users file may serve Kafka and SQL clients alike.
+                let path = password_file.or(sasl_users_file).context(
+                    "--sql-auth scram-sha-256 needs --sql-password-file (or --sasl-users-file)",
+                )?;
                 let users = karnak_sql::auth::PasswordFile::load(&path)?;
                 karnak_sql::auth::SqlAuth::ScramSha256(std::sync::Arc::new(users))
             }
