@@ -600,6 +600,22 @@ impl Config {
             bail!("node_id must not be negative");
         }
         config.cluster.validate(config.node_id)?;
+        if config.cluster.is_multi_node()
+            && let Some(l) = config
+                .listeners
+                .specs
+                .iter()
+                .find(|l| l.name == config.listeners.inter_broker)
+            && l.protocol != crate::listeners::SecurityProtocol::Plaintext
+        {
+            // Replica fetchers, transaction markers and remote SQL reads
+            // dial other brokers in plaintext for now.
+            bail!(
+                "--inter-broker-listener-name {} is {}: brokers reach each other on a PLAINTEXT listener for now",
+                l.name,
+                l.protocol.name()
+            );
+        }
         if config.socket_request_max_bytes < karnak_protocol::frame::MIN_REQUEST_BYTES
             || config.socket_request_max_bytes > i32::MAX as usize
         {
@@ -656,6 +672,30 @@ mod tests {
         assert_eq!(
             c.listeners.specs[0].advertised,
             Some(("kafka.local".into(), 19092))
+        );
+    }
+
+    #[test]
+    fn brokers_reach_each_other_in_plaintext_for_now() {
+        let args = |listeners: &str, peers: Option<&str>| Args {
+            listeners: Some(listeners.into()),
+            ssl_certificate_file: Some("cert.pem".into()),
+            ssl_key_file: Some("key.pem".into()),
+            cluster_peers: peers.map(String::from),
+            ..Default::default()
+        };
+        let two = Some("0@127.0.0.1:19190,1@127.0.0.1:19191");
+        let err = Config::load(args("SSL://127.0.0.1:19093", two)).unwrap_err();
+        assert!(format!("{err:#}").contains("PLAINTEXT listener"), "{err:#}");
+        // One node alone may have only an SSL listener; a cluster names a
+        // PLAINTEXT one for its brokers.
+        assert!(Config::load(args("SSL://127.0.0.1:19093", None)).is_ok());
+        assert!(
+            Config::load(args(
+                "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19093",
+                two
+            ))
+            .is_ok()
         );
     }
 
