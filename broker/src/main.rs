@@ -36,7 +36,8 @@ const FLUSH_TICK: Duration = Duration::from_millis(200);
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::load(Args::parse())?;
+    let args = Args::parse();
+    // Logging first: loading the configuration may warn (unused TLS or SASL files).
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KARNAK_LOG")
@@ -45,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let config = Config::load(args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
