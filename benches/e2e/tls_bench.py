@@ -204,7 +204,9 @@ def main():
         print(f"# {a.bin}: {a.count} x {a.record_size} B records per listener, {a.rounds} rounds", flush=True)
         ctx = ssl.create_default_context(cafile=str(certs["ca"]))
         for r in range(a.rounds):
-            for kind in ("PLAINTEXT", "SSL", "SASL_SSL"):
+            # The order rotates each round: a run pays for the writeback of the one before.
+            kinds = ["PLAINTEXT", "SSL", "SASL_SSL"]
+            for kind in kinds[r % 3:] + kinds[:r % 3]:
                 print(json.dumps({"round": r, **throughput(b, certs, kind, a.count, a.record_size)}),
                       flush=True)
             print(json.dumps({
