@@ -198,6 +198,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0, help="per handshake/login rate measurement")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="karnak-tls-bench."))
+    b = None
     try:
         certs = certificates(d)
         b = start(a.bin, d, certs)
@@ -216,6 +217,8 @@ def main():
             }), flush=True)
         b.stop()
     finally:
+        if b is not None and b.alive():
+            b.kill9()  # a failed run leaves no broker behind
         shutil.rmtree(d, ignore_errors=True)
 
 
