@@ -59,6 +59,34 @@ fn random_salt() -> Vec<u8> {
     uuid::Uuid::new_v4().into_bytes().to_vec()
 }
 
+/// The `user:password` lines of a users file (this one and the broker's
+/// `--sasl-users-file`): blank lines and `#` comments skipped, the password
+/// everything after the first colon, each user once. An error names the
+/// line (1-based; 0 when there is no user at all).
+pub fn user_lines(text: &str) -> Result<Vec<(&str, &str)>, (usize, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (user, password) = line
+            .split_once(':')
+            .ok_or((i + 1, "expected user:password"))?;
+        if user.is_empty() || password.is_empty() {
+            return Err((i + 1, "the user name and the password must not be empty"));
+        }
+        if out.iter().any(|(u, _)| *u == user) {
+            return Err((i + 1, "this user is named twice"));
+        }
+        out.push((user, password));
+    }
+    if out.is_empty() {
+        return Err((0, "no user"));
+    }
+    Ok(out)
+}
+
 impl PasswordFile {
     pub fn load(path: &Path) -> Result<Self, PasswordFileError> {
         let shown = path.display().to_string();
@@ -85,28 +113,10 @@ impl PasswordFile {
     /// when there is no user at all).
     pub fn parse(text: &str) -> Result<Self, (usize, &'static str)> {
         let mut users = HashMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim_end_matches('\r');
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            let (user, password) = line
-                .split_once(':')
-                .ok_or((i + 1, "expected user:password"))?;
-            if user.is_empty() || password.is_empty() {
-                return Err((i + 1, "the user name and the password must not be empty"));
-            }
+        for (user, password) in user_lines(text)? {
             let salt = random_salt();
             let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-            if users
-                .insert(user.to_string(), Password::new(Some(salt), salted))
-                .is_some()
-            {
-                return Err((i + 1, "this user is named twice"));
-            }
-        }
-        if users.is_empty() {
-            return Err((0, "no user"));
+            users.insert(user.to_string(), Password::new(Some(salt), salted));
         }
         let bogus = uuid::Uuid::new_v4().into_bytes().repeat(2);
         Ok(PasswordFile {

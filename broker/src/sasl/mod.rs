@@ -89,21 +89,10 @@ impl Users {
         })
     }
 
-    /// `user:password` lines; blank lines and `#` comments are skipped; the
-    /// password is everything after the first colon.
+    /// The SQL password file's format (`karnak_sql::auth::user_lines`).
     pub fn parse(text: &str) -> Result<Users, (usize, &'static str)> {
         let mut creds = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim_end_matches('\r');
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            let (user, password) = line
-                .split_once(':')
-                .ok_or((i + 1, "expected user:password"))?;
-            if user.is_empty() || password.is_empty() {
-                return Err((i + 1, "empty user or password"));
-            }
+        for (user, password) in karnak_sql::auth::user_lines(text)? {
             for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
                 creds.insert(
                     (user.to_string(), m),
@@ -549,7 +538,7 @@ mod tests {
         );
         assert_eq!(
             Users::parse("x:y\n:pw\n").err(),
-            Some((2, "empty user or password"))
+            Some((2, "the user name and the password must not be empty"))
         );
         assert_eq!(
             parse_plain(b"\0alice\0pw"),
