@@ -297,6 +297,8 @@ fn resolve(
     replica: i32,
 ) -> Vec<WantedTopic> {
     let meta = broker.cluster.metadata();
+    // Looked at per partition only when a follower fetches from a throttled leader.
+    let leader_throttle = replica >= 0 && broker.replicas.throttles.leader.rate().is_some();
     let mut found: HashMap<TopicKey, Option<(String, [u8; 16])>> = HashMap::new();
     let mut grouped: IndexMap<TopicKey, WantedTopic> = IndexMap::new();
     for (key, fetch_offset, max_bytes) in wanted {
@@ -344,7 +346,7 @@ fn resolve(
             }
             Some((name, _)) => broker.replicas.leader_log(name, key.partition, epoch),
         };
-        let throttled = replica >= 0
+        let throttled = leader_throttle
             && log.is_ok()
             && topic.as_ref().is_some_and(|(name, _)| {
                 broker

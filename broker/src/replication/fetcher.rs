@@ -325,9 +325,10 @@ async fn fetch(
 ) -> std::io::Result<()> {
     // Throttled replicas (KIP-73) sit a round out while the follower
     // rate is spent; the rest are fetched as ever.
+    let throttling = manager.throttles.follower.rate().is_some();
     let throttled: std::collections::HashSet<&Key> = parts
         .iter()
-        .filter(|(k, _)| manager.follower_throttled(k))
+        .filter(|(k, _)| throttling && manager.follower_throttled(k))
         .map(|(k, _)| k)
         .collect();
     let held: Vec<(Key, Fetching)>;

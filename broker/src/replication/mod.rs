@@ -297,9 +297,9 @@ impl ReplicaManager {
     /// throttle: the topic lists the partition on this broker under
     /// `leader.replication.throttled.replicas` and the replica is not in
     /// sync (in-sync replicas, which acks=all waits on, are never slowed).
+    /// Asked only when a leader rate is set (the caller checks, once per fetch).
     pub fn leader_throttled(&self, topic: &str, partition: i32, replica: i32) -> bool {
-        self.throttles.leader.rate().is_some()
-            && self.topic_lists(topic, throttle::LEADER_REPLICAS, partition)
+        self.topic_lists(topic, throttle::LEADER_REPLICAS, partition)
             && lock(&self.replicas)
                 .get(&(topic.to_string(), partition))
                 .is_some_and(|r| !r.state.isr.contains(&replica))
@@ -307,10 +307,9 @@ impl ReplicaManager {
 
     /// The follower side of [`Self::leader_throttled`]: this broker's
     /// replica is listed under `follower.replication.throttled.replicas`
-    /// and not in sync.
+    /// and not in sync. Asked only when a follower rate is set.
     fn follower_throttled(&self, key: &Key) -> bool {
-        self.throttles.follower.rate().is_some()
-            && self.topic_lists(&key.0, throttle::FOLLOWER_REPLICAS, key.1)
+        self.topic_lists(&key.0, throttle::FOLLOWER_REPLICAS, key.1)
             && lock(&self.replicas)
                 .get(key)
                 .is_some_and(|r| !r.state.isr.contains(&self.node))
