@@ -41,6 +41,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
     || need_apt+=(python3-kafka python3-snappy python3-lz4 python3-xxhash)
 # test_old_clients.py builds its Sarama / kafka-go driver (modules from the Go module proxy)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# the TLS and SASL tests make their certificates and sign their tokens with openssl
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # the cluster's network partition test (broker/tests/cluster/partition.rs) cuts links with iptables
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
