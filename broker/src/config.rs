@@ -55,6 +55,9 @@ pub struct Args {
     /// PEM CA certificates that client certificates must chain to.
     #[arg(long, env = "KARNAK_SSL_TRUSTSTORE_FILE")]
     pub ssl_truststore_file: Option<PathBuf>,
+    /// Kafka `ssl.principal.mapping.rules`: how a client certificate's subject (RFC 2253, e.g. `CN=alice,O=Org`) becomes a principal: `RULE:pattern/replacement/[LU],...,DEFAULT`. [default: DEFAULT]
+    #[arg(long, env = "KARNAK_SSL_PRINCIPAL_MAPPING_RULES")]
+    pub ssl_principal_mapping_rules: Option<String>,
     /// Kafka `sasl.enabled.mechanisms` of the SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. [default: SCRAM-SHA-256,SCRAM-SHA-512]
     #[arg(long, env = "KARNAK_SASL_ENABLED_MECHANISMS")]
     pub sasl_enabled_mechanisms: Option<String>,
@@ -79,6 +82,15 @@ pub struct Args {
     /// Kafka `connections.max.reauth.ms` (KIP-368): a SASL login lasts this long, then the client logs in again or is disconnected; 0 never. [default: 0]
     #[arg(long, env = "KARNAK_CONNECTIONS_MAX_REAUTH_MS")]
     pub connections_max_reauth_ms: Option<u64>,
+    /// Authorize requests against ACLs (`acl`, Kafka's StandardAuthorizer rules; managed with kafka-acls) or not at all (`none`). [default: none]
+    #[arg(long, env = "KARNAK_AUTHORIZER")]
+    pub authorizer: Option<String>,
+    /// Kafka `super.users`: principals allowed everything, `;`-separated, e.g. `User:admin;User:ops`.
+    #[arg(long, env = "KARNAK_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// Kafka `allow.everyone.if.no.acl.found`: a resource no ACL names is open to all. [default: false]
+    #[arg(long, env = "KARNAK_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -240,6 +252,7 @@ struct FileConfig {
     ssl_key_file: Option<PathBuf>,
     ssl_client_auth: Option<String>,
     ssl_truststore_file: Option<PathBuf>,
+    ssl_principal_mapping_rules: Option<String>,
     sasl_enabled_mechanisms: Option<String>,
     sasl_users_file: Option<PathBuf>,
     connections_max_reauth_ms: Option<u64>,
@@ -248,6 +261,9 @@ struct FileConfig {
     sasl_oauthbearer_expected_audience: Option<String>,
     sasl_oauthbearer_sub_claim_name: Option<String>,
     sasl_oauthbearer_clock_skew_seconds: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
     admin_addr: Option<SocketAddr>,
     sql_addr: Option<SocketAddr>,
     sql_enabled: Option<bool>,
@@ -309,6 +325,10 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// The SASL listeners' mechanisms and users (None: no SASL listener).
     pub sasl: Option<std::sync::Arc<crate::sasl::SaslConfig>>,
+    /// Client certificate subject -> principal.
+    pub ssl_principal_mapping: crate::tls_principal::PrincipalMapping,
+    /// `--authorizer acl` (None: every request is allowed).
+    pub authorizer: Option<std::sync::Arc<crate::authz::AuthorizerConfig>>,
     pub admin_addr: SocketAddr,
     /// None: SQL is off.
     pub sql: Option<karnak_sql::SqlConfig>,
@@ -428,6 +448,20 @@ impl Config {
                     .or(file.sasl_oauthbearer_clock_skew_seconds),
             },
         )?;
+        let ssl_principal_mapping = match args
+            .ssl_principal_mapping_rules
+            .or(file.ssl_principal_mapping_rules)
+        {
+            None => crate::tls_principal::PrincipalMapping::default(),
+            Some(rules) => crate::tls_principal::PrincipalMapping::parse(&rules)
+                .context("--ssl-principal-mapping-rules")?,
+        };
+        let authorizer = crate::authz::settings(
+            args.authorizer.or(file.authorizer).as_deref(),
+            args.super_users.or(file.super_users).as_deref(),
+            args.allow_everyone_if_no_acl_found
+                .or(file.allow_everyone_if_no_acl_found),
+        )?;
         let password_file = args.sql_password_file.or(file.sql_password_file);
         let sql_auth = match args.sql_auth.or(file.sql_auth).as_deref() {
             None | Some("trust") => {
@@ -451,6 +485,8 @@ impl Config {
             listeners,
             tls,
             sasl,
+            authorizer,
+            ssl_principal_mapping,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
             sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),

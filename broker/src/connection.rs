@@ -64,6 +64,19 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The client's certificate (the first of its chain), if it sent one.
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()?
+                .first()
+                .map(|c| c.to_vec()),
+        }
+    }
+
     fn split(self) -> (ReadSide, WriteSide) {
         match self {
             Stream::Plain(s) => {
@@ -144,10 +157,27 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = peer_addr.to_string();
+    // A client certificate names the principal (Kafka's SSL principal
+    // builder); one no mapping rule accepts is refused.
+    let tls_principal = match stream.peer_certificate() {
+        None => None,
+        Some(der) => {
+            let user = crate::tls_principal::subject_dn(&der)
+                .and_then(|dn| broker.config.ssl_principal_mapping.map(&dn));
+            match user {
+                Some(user) => Some(format!("User:{user}")),
+                None => {
+                    warn!(%peer, listener = %listener.name, "no ssl.principal.mapping.rules rule matches the client certificate's subject: closing");
+                    return;
+                }
+            }
+        }
+    };
     let session = Session {
         peer: peer_addr,
         listener: Arc::from(listener.name.as_str()),
         auth: crate::sasl::ConnAuth::new(listener.protocol.sasl()),
+        tls_principal,
     };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (reader, writer) = stream.split();

@@ -8,6 +8,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::info;
 
+mod authz;
 mod broker;
 mod cluster;
 mod config;
@@ -26,6 +27,7 @@ mod server;
 mod sql;
 mod sql_remote;
 mod tls;
+mod tls_principal;
 mod topics;
 
 use broker::Broker;

@@ -4,20 +4,33 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::group_common::check_group_id;
+use super::group_common::check_group;
 use super::txn_common::{blocking, fenced_for_version};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: AddOffsetsToTxnRequest = decode(body, "AddOffsetsToTxn", version)?;
     let broker = broker.clone();
+    let authz = authz.clone();
     Ok(blocking(move || {
         let group = req.group_id.as_str();
-        let code = match check_group_id(group) {
+        let code = if !authz.transactional_id(AclOperation::Write, req.transactional_id.as_str()) {
+            Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else {
+            check_group(&authz, AclOperation::Read, group)
+        };
+        let code = match code {
             Err(code) => code,
             Ok(()) => match broker.txns.add_to_txn(
                 req.transactional_id.as_str(),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
@@ -16,19 +17,31 @@ use kafka_protocol::messages::{
 use karnak_coordinator::errors::{NONE, OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION};
 
 use super::txn_common::{blocking, fenced_for_version, partition_exists};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Per-partition codes for one transaction's topics, in request order.
+/// The transaction partitions are added to.
+struct Txn<'a> {
+    id: &'a str,
+    producer_id: i64,
+    epoch: i16,
+}
+
 fn add(
     broker: &Broker,
     version: i16,
-    tid: &str,
-    producer_id: i64,
-    epoch: i16,
+    txn: Txn<'_>,
     verify_only: bool,
     topics: &[AddPartitionsToTxnTopic],
+    authz: &Authz,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    let Txn {
+        id: tid,
+        producer_id,
+        epoch,
+    } = txn;
     let wanted: Vec<(String, i32)> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
@@ -37,7 +50,28 @@ fn add(
         .iter()
         .map(|(t, p)| !partition_exists(broker, t, *p))
         .collect();
-    let codes: Vec<i16> = if verify_only {
+    // v0-3 come from the producer, who must hold its transactional id;
+    // (v4+ come from brokers, allowed CLUSTER_ACTION by the caller).
+    let txn_denied = version < 4 && !authz.transactional_id(AclOperation::Write, tid);
+    let writable: Vec<bool> = topics
+        .iter()
+        .flat_map(|t| {
+            let ok = txn_denied || authz.topic(AclOperation::Write, t.name.as_str());
+            t.partitions.iter().map(move |_| ok)
+        })
+        .collect();
+    let codes: Vec<i16> = if txn_denied {
+        vec![ResponseError::TransactionalIdAuthorizationFailed.code(); wanted.len()]
+    } else if writable.iter().any(|w| !w) {
+        // Kafka adds nothing when any topic is refused.
+        writable
+            .iter()
+            .map(|w| match w {
+                false => ResponseError::TopicAuthorizationFailed.code(),
+                true => OPERATION_NOT_ATTEMPTED,
+            })
+            .collect()
+    } else if verify_only {
         wanted
             .iter()
             .zip(&unknown)
@@ -91,20 +125,34 @@ fn add(
         .collect()
 }
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: AddPartitionsToTxnRequest = decode(body, "AddPartitionsToTxn", version)?;
     let broker = broker.clone();
+    let authz = authz.clone();
     Ok(blocking(move || {
         let mut resp = AddPartitionsToTxnResponse::default();
+        if version >= 4 && !authz.cluster(AclOperation::ClusterAction) {
+            let code = ResponseError::ClusterAuthorizationFailed.code();
+            resp.error_code = code;
+            return Response::encode(&resp, version, code);
+        }
         if version <= 3 {
             resp.results_by_topic_v3_and_below = add(
                 &broker,
                 version,
-                req.v3_and_below_transactional_id.as_str(),
-                req.v3_and_below_producer_id.0,
-                req.v3_and_below_producer_epoch,
+                Txn {
+                    id: req.v3_and_below_transactional_id.as_str(),
+                    producer_id: req.v3_and_below_producer_id.0,
+                    epoch: req.v3_and_below_producer_epoch,
+                },
                 false,
                 &req.v3_and_below_topics,
+                &authz,
             );
         } else {
             resp.results_by_transaction = req
@@ -116,11 +164,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_topic_results(add(
                             &broker,
                             version,
-                            t.transactional_id.as_str(),
-                            t.producer_id.0,
-                            t.producer_epoch,
+                            Txn {
+                                id: t.transactional_id.as_str(),
+                                producer_id: t.producer_id.0,
+                                epoch: t.producer_epoch,
+                            },
                             t.verify_only,
                             &t.topics,
+                            &authz,
                         ))
                 })
                 .collect();

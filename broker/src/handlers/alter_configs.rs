@@ -9,11 +9,17 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::configs::{self, ConfigOp, OpType};
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: AlterConfigsRequest = decode(body, "AlterConfigs", version)?;
     let responses = request
         .resources
@@ -28,14 +34,23 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     value: c.value.as_ref().map(|v| v.as_str().to_string()),
                 })
                 .collect();
-            let outcome = configs::alter_resource(
-                broker,
-                r.resource_type,
-                r.resource_name.as_str(),
-                &ops,
-                true,
-                request.validate_only,
-            );
+            let outcome = authz
+                .config_resource(
+                    AclOperation::AlterConfigs,
+                    r.resource_type,
+                    r.resource_name.as_str(),
+                )
+                .map_err(|e| (e, e.to_string()))
+                .and_then(|()| {
+                    configs::alter_resource(
+                        broker,
+                        r.resource_type,
+                        r.resource_name.as_str(),
+                        &ops,
+                        true,
+                        request.validate_only,
+                    )
+                });
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());

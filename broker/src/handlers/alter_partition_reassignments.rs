@@ -19,13 +19,19 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::metadata::MetadataCommand;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 /// Bounds what one request may ask for (each is a metadata commit).
 const MAX_PARTITIONS: usize = 100_000;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: AlterPartitionReassignmentsRequest =
         decode(body, "AlterPartitionReassignments", version)?;
     // v0 has no flag and lets the replication factor change, as Kafka.
@@ -34,6 +40,36 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         let resp = resp.with_allow_replication_factor_change(allow_rf_change);
         Response::encode(&resp, version, 0)
     };
+    if !authz.cluster(AclOperation::Alter) {
+        // As Kafka: the error at the top and on every partition asked for
+        // (the Java client wants one answer per partition).
+        let code = ResponseError::ClusterAuthorizationFailed.code();
+        let message = "ALTER on the cluster is needed to reassign partitions";
+        let responses = req
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        ReassignablePartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_static_str(message)))
+                    })
+                    .collect();
+                ReassignableTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let resp = AlterPartitionReassignmentsResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(StrBytes::from_static_str(message)))
+            .with_responses(responses);
+        return Ok(Reply::Ready(respond(resp)?));
+    }
     if req.topics.iter().map(|t| t.partitions.len()).sum::<usize>() > MAX_PARTITIONS {
         let resp = AlterPartitionReassignmentsResponse::default()
             .with_error_code(ResponseError::InvalidRequest.code())

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::metadata::{MetadataCommand, ScramRecord, ScramUpsert};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 use crate::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS, ScramCredential, ScramMechanism};
@@ -26,8 +27,14 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 type Refusal = (ResponseError, &'static str);
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: AlterUserScramCredentialsRequest = decode(body, "AlterUserScramCredentials", version)?;
+    let denied = !authz.cluster(AclOperation::Alter);
     let meta = broker.cluster.metadata();
     // Users in order of first mention, each with its first refusal.
     let mut order: Vec<String> = Vec::new();
@@ -52,6 +59,17 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         *touched
             .entry((u.name.to_string(), u.mechanism))
             .or_default() += 1;
+    }
+    if denied {
+        for user in &order {
+            refuse(
+                user,
+                (
+                    ResponseError::ClusterAuthorizationFailed,
+                    "ALTER on the cluster is needed to alter credentials",
+                ),
+            );
+        }
     }
     for ((user, _), n) in &touched {
         if *n > 1 {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use karnak_coordinator::errors::INVALID_REQUEST;
@@ -13,6 +14,7 @@ use karnak_coordinator::{ConsumerHeartbeat, HeartbeatOutcome};
 use uuid::Uuid;
 
 use super::group_common::{BrokerTopics, Caller, MAX_GROUP_ID_BYTES, s};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -28,9 +30,14 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     caller: &Caller,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let req: ConsumerGroupHeartbeatRequest = decode(body, "ConsumerGroupHeartbeat", version)?;
     let outcome = match bounds(&req) {
+        _ if !authz.group(AclOperation::Read, req.group_id.as_str()) => HeartbeatOutcome::error(
+            ResponseError::GroupAuthorizationFailed.code(),
+            "READ on the group is needed",
+        ),
         Err(message) => HeartbeatOutcome::error(INVALID_REQUEST, message),
         Ok(()) => {
             let hb = ConsumerHeartbeat {

@@ -1,27 +1,95 @@
-//! CreateAcls (key 30): SECURITY_DISABLED for every creation, as Kafka
-//! answers without an authorizer (see describe_acls.rs).
+//! CreateAcls (key 30): bindings validated as Kafka's controller validates
+//! them, then added through the metadata log in one command, for a caller
+//! with ALTER on the cluster (`kafka-acls --add`).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
 use kafka_protocol::protocol::StrBytes;
+use karnak_coordinator::metadata::MetadataCommand;
+use karnak_coordinator::metadata::acls::{AclBinding, AclOperation};
 
+use crate::authz::Authz;
+use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn result(code: ResponseError, message: String) -> AclCreationResult {
+    AclCreationResult::default()
+        .with_error_code(code.code())
+        .with_error_message(Some(StrBytes::from_string(message)))
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: CreateAclsRequest = decode(body, "CreateAcls", version)?;
-    let results = request
+    let refuse_all = |code: ResponseError, message: &str| -> Result<Reply, HandlerError> {
+        let results = request
+            .creations
+            .iter()
+            .map(|_| result(code, message.to_string()))
+            .collect();
+        let response = CreateAclsResponse::default().with_results(results);
+        Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    };
+    if !authz.enabled() {
+        return refuse_all(
+            ResponseError::SecurityDisabled,
+            "No Authorizer is configured.",
+        );
+    }
+    if !authz.cluster(AclOperation::Alter) {
+        return refuse_all(
+            ResponseError::ClusterAuthorizationFailed,
+            "ALTER on the cluster is needed to create ACLs",
+        );
+    }
+    let checked: Vec<Result<AclBinding, String>> = request
         .creations
         .iter()
-        .map(|_| {
-            AclCreationResult::default()
-                .with_error_code(ResponseError::SecurityDisabled.code())
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "No Authorizer is configured.",
-                )))
+        .map(|c| {
+            AclBinding::from_wire(
+                c.resource_type,
+                &c.resource_name,
+                c.resource_pattern_type,
+                &c.principal,
+                &c.host,
+                c.operation,
+                c.permission_type,
+            )
+            .map_err(|e| e.to_string())
         })
         .collect();
-    let response = CreateAclsResponse::default().with_results(results);
-    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    let bindings: Vec<AclBinding> = checked.iter().filter_map(|c| c.clone().ok()).collect();
+    let broker = broker.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let outcome = if bindings.is_empty() {
+            None
+        } else {
+            broker
+                .cluster
+                .propose(MetadataCommand::CreateAcls { bindings }, TIMEOUT)
+                .await
+                .err()
+        };
+        let results = checked
+            .into_iter()
+            .map(|c| match (c, &outcome) {
+                (Err(message), _) => result(ResponseError::InvalidRequest, message),
+                (Ok(_), Some(e)) => result(e.code(), e.to_string()),
+                (Ok(_), None) => AclCreationResult::default(),
+            })
+            .collect();
+        let response = CreateAclsResponse::default().with_results(results);
+        Response::encode(&response, version, 0)
+    })))
 }

@@ -12,11 +12,17 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 use karnak_storage::StorageError;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::handlers::storage_error_code;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: CreatePartitionsRequest = decode(body, "CreatePartitions", version)?;
     let mut names = HashSet::new();
     let duplicates: HashSet<String> = request
@@ -41,6 +47,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 return fail(
                     ResponseError::InvalidRequest,
                     "Duplicate topic in request.".into(),
+                );
+            }
+            if !authz.topic(AclOperation::Alter, &name) {
+                return fail(
+                    ResponseError::TopicAuthorizationFailed,
+                    "ALTER on the topic is needed".into(),
                 );
             }
             if crate::topics::is_internal(&name) {

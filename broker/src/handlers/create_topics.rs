@@ -12,6 +12,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -20,7 +21,12 @@ const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.
 const INVALID_REPLICA_ASSIGNMENT: i16 = ResponseError::InvalidReplicaAssignment.code();
 const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: CreateTopicsRequest = decode(body, "CreateTopics", version)?;
     let mut seen = std::collections::HashSet::new();
     let results = request
@@ -42,6 +48,12 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 return fail(
                     INVALID_REQUEST,
                     format!("topic {name} appears more than once in the request"),
+                );
+            }
+            if !authz.may_create_topic(&name) {
+                return fail(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    "CREATE on the cluster or the topic is needed".into(),
                 );
             }
             let (partitions, assignments) = if !t.assignments.is_empty() {
@@ -156,11 +168,16 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_config_source(e.source)
                 })
                 .collect();
-            result
+            let result = result
                 .with_topic_id(id)
                 .with_num_partitions(partitions)
-                .with_replication_factor(replication as i16)
-                .with_configs(Some(described))
+                .with_replication_factor(replication as i16);
+            // Its configs are told to a caller who may describe them.
+            if authz.allows(AclOperation::DescribeConfigs, ResourceType::Topic, &name) {
+                result.with_configs(Some(described))
+            } else {
+                result.with_topic_config_error_code(ResponseError::TopicAuthorizationFailed.code())
+            }
         })
         .collect();
     let response = CreateTopicsResponse::default().with_topics(results);

@@ -7,17 +7,23 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::group_common::check_group_id;
+use super::group_common::check_group;
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: DeleteGroupsRequest = decode(body, "DeleteGroups", version)?;
     let results = req
         .groups_names
         .into_iter()
         .map(|id| {
-            let code = match check_group_id(id.as_str()) {
+            let code = match check_group(authz, AclOperation::Delete, id.as_str()) {
                 Err(code) => code,
                 Ok(()) => match broker.groups.shard(id.as_str()) {
                     Ok(shard) => shard.delete_group(id.as_str()),

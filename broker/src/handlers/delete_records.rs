@@ -11,6 +11,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::handlers::storage_error_code;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -18,7 +19,12 @@ use crate::response::{HandlerError, Reply, Response, decode};
 /// Kafka's DeleteRecordsRequest.HIGH_WATERMARK: "everything up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: DeleteRecordsRequest = decode(body, "DeleteRecords", version)?;
     let topics = request
         .topics
@@ -26,6 +32,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .map(|t| {
             let name = t.name.as_str();
             let internal = crate::topics::is_internal(name);
+            let allowed = authz.topic(AclOperation::Delete, name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -33,6 +40,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !allowed {
+                        return result
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     if internal {
                         return result.with_error_code(ResponseError::InvalidTopicException.code());
                     }

@@ -10,10 +10,16 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 use uuid::Uuid;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: DeleteTopicsRequest = decode(body, "DeleteTopics", version)?;
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
         request
@@ -49,6 +55,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 Ok(n) => n,
                 Err(code) => return result.with_error_code(code),
             };
+            // DESCRIBE, then DELETE, as Kafka checks (either refusal is
+            // TOPIC_AUTHORIZATION_FAILED, telling nothing of existence).
+            if !authz.topic(AclOperation::Describe, &name)
+                || !authz.topic(AclOperation::Delete, &name)
+            {
+                return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+            }
             if crate::topics::is_internal(&name) {
                 return result
                     .with_error_code(ResponseError::InvalidTopicException.code())

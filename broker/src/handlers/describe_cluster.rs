@@ -8,6 +8,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz, CLUSTER_NAME, CLUSTER_OPERATIONS, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -17,6 +18,7 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     listener: &str,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let request: DescribeClusterRequest = decode(body, "DescribeCluster", version)?;
     // endpoint_type 1 = brokers; 2 = controllers, which a combined node also is.
@@ -46,7 +48,13 @@ pub fn handle(
         } else {
             1
         })
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(if !request.include_cluster_authorized_operations {
+            i32::MIN
+        } else if authz.allows(AclOperation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+            authz.authorized_operations(ResourceType::Cluster, CLUSTER_NAME, CLUSTER_OPERATIONS)
+        } else {
+            0
+        })
         .with_brokers(brokers);
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))
 }

@@ -12,6 +12,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::configs::{
     ConfigEntry, RESOURCE_BROKER, RESOURCE_TOPIC, broker_configs, cluster_default_configs,
@@ -19,7 +20,12 @@ use crate::configs::{
 };
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: DescribeConfigsRequest = decode(body, "DescribeConfigs", version)?;
     let results = request
         .resources
@@ -30,6 +36,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
+                _ if let Err(e) =
+                    authz.config_resource(AclOperation::DescribeConfigs, r.resource_type, name) =>
+                {
+                    Err((e.code(), e.to_string()))
+                }
                 RESOURCE_TOPIC => match broker.logs.topic(name) {
                     Some(t) => Ok(topic_configs(broker, &t.config, &t.meta.configs)),
                     None => Err((

@@ -8,20 +8,31 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use karnak_coordinator::errors::{GROUP_ID_NOT_FOUND, NONE};
 
-use super::group_common::{check_group_id, s};
+use super::group_common::{check_group, s};
+use crate::authz::{AclOperation, Authz, GROUP_OPERATIONS, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: DescribeGroupsRequest = decode(body, "DescribeGroups", version)?;
+    let include_ops = req.include_authorized_operations;
     let groups = req
         .groups
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default()
                 .with_group_id(id.clone())
-                .with_authorized_operations(i32::MIN);
-            if let Err(code) = check_group_id(id.as_str()) {
+                .with_authorized_operations(if include_ops {
+                    authz.authorized_operations(ResourceType::Group, id.as_str(), GROUP_OPERATIONS)
+                } else {
+                    i32::MIN
+                });
+            if let Err(code) = check_group(authz, AclOperation::Describe, id.as_str()) {
                 return out.with_error_code(code).with_group_state(s("Dead"));
             }
             let shard = match broker.groups.shard(id.as_str()) {

@@ -11,11 +11,23 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: DescribeLogDirsRequest = decode(body, "DescribeLogDirs", version)?;
+    if !authz.cluster(AclOperation::Describe) {
+        // v0-2 have no error field: no log dirs at all, as Kafka answers.
+        let code = ResponseError::ClusterAuthorizationFailed.code();
+        let response = DescribeLogDirsResponse::default().with_error_code(code);
+        return Ok(Reply::Ready(Response::encode(&response, version, code)?));
+    }
     // Null asks for every partition; a topic we do not have is left out,
     // as Kafka does.
     let wanted: Vec<(Arc<karnak_storage::Topic>, Vec<i32>)> = match request.topics {

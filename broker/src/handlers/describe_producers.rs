@@ -4,26 +4,38 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse};
 use karnak_coordinator::errors::{NONE, UNKNOWN_TOPIC_OR_PARTITION};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: DescribeProducersRequest = decode(body, "DescribeProducers", version)?;
     let topics = req
         .topics
         .iter()
         .map(|t| {
+            let allowed = authz.topic(AclOperation::Read, t.name.as_str());
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|p| {
                     let resp = PartitionResponse::default().with_partition_index(*p);
+                    if !allowed {
+                        return resp
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     // Internal partitions too: `kafka-transactions find-hanging`
                     // asks for every partition a broker leads.
                     let Some(log) = broker.logs.log(&t.name, *p) else {

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use crate::authz::{AclOperation, Authz, ResourceType, TOPIC_OPERATIONS};
 use crate::broker::Broker;
 use crate::handlers::topic_common;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -23,11 +24,19 @@ use crate::response::{HandlerError, Reply, Response, decode};
 /// one response carries, whatever the client asks for.
 const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: DescribeTopicPartitionsRequest = decode(body, "DescribeTopicPartitions", version)?;
     let meta = broker.cluster.metadata();
     let mut names: Vec<String> = if request.topics.is_empty() {
-        topic_common::topic_names(broker, &meta)
+        // All topics: those the caller may DESCRIBE.
+        let mut all = topic_common::topic_names(broker, &meta);
+        all.retain(|n| authz.allows(AclOperation::Describe, ResourceType::Topic, n));
+        all
     } else {
         request
             .topics
@@ -66,6 +75,17 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     let mut next_cursor = None;
     for name in names {
         let topic_name = TopicName(StrBytes::from_string(name.clone()));
+        if !authz.topic(AclOperation::Describe, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name))
+                    .with_topic_id(Uuid::nil())
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_topic_authorized_operations(i32::MIN),
+            );
+            first_partition = 0;
+            continue;
+        }
         let Some(topic) = topic_common::topic(broker, &meta, &name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -110,7 +130,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 .with_topic_id(Uuid::from_bytes(topic.id))
                 .with_is_internal(topic.internal)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(i32::MIN),
+                .with_topic_authorized_operations(authz.authorized_operations(
+                    ResourceType::Topic,
+                    &name,
+                    TOPIC_OPERATIONS,
+                )),
         );
         if end < count {
             next_cursor = Some(

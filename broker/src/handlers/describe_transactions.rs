@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, TopicName, TransactionalId,
@@ -12,10 +13,16 @@ use kafka_protocol::messages::{
 use karnak_coordinator::errors::{NONE, TRANSACTIONAL_ID_NOT_FOUND};
 
 use super::group_common::s;
+use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: DescribeTransactionsRequest = decode(body, "DescribeTransactions", version)?;
     let states = req
         .transactional_ids
@@ -23,6 +30,14 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         .map(|tid| {
             let base =
                 TransactionState::default().with_transactional_id(TransactionalId(tid.0.clone()));
+            if !authz.transactional_id(AclOperation::Describe, tid.as_str()) {
+                return base
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    .with_transaction_state(s(""))
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1)
+                    .with_transaction_start_time_ms(-1);
+            }
             let Some(m) = broker.txns.describe(tid.as_str()) else {
                 return base
                     .with_error_code(TRANSACTIONAL_ID_NOT_FOUND)
@@ -32,8 +47,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     .with_transaction_start_time_ms(-1);
             };
             let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            // Partitions of topics the caller may not DESCRIBE are left out.
             for (t, p) in &m.partitions {
-                by_topic.entry(t).or_default().push(*p);
+                if authz.allows(AclOperation::Describe, ResourceType::Topic, t) {
+                    by_topic.entry(t).or_default().push(*p);
+                }
             }
             let topics = by_topic
                 .into_iter()

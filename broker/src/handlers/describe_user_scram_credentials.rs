@@ -15,13 +15,40 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 use crate::sasl::scram::ScramMechanism;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: DescribeUserScramCredentialsRequest =
         decode(body, "DescribeUserScramCredentials", version)?;
+    if !authz.cluster(AclOperation::Describe) {
+        // As Kafka: the error at the top and on each user asked for.
+        let code = ResponseError::ClusterAuthorizationFailed;
+        let message = "DESCRIBE on the cluster is needed to describe credentials";
+        let results = req
+            .users
+            .iter()
+            .flatten()
+            .map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name.clone())
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_static_str(message)))
+            })
+            .collect();
+        let resp = DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_static_str(message)))
+            .with_results(results);
+        return Ok(Reply::Ready(Response::encode(&resp, version, code.code())?));
+    }
     let meta = broker.cluster.metadata();
     let infos = |user: &str| -> Vec<CredentialInfo> {
         meta.scram

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::metadata::{ElectionKind, MetadataCommand, MetadataError};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::cluster::ClusterError;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -22,8 +23,18 @@ use crate::response::{HandlerError, Reply, Response, decode};
 /// Bounds what one request may ask for (each is a metadata commit).
 const MAX_PARTITIONS: usize = 100_000;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: ElectLeadersRequest = decode(body, "ElectLeaders", version)?;
+    if !authz.cluster(AclOperation::Alter) {
+        let code = ResponseError::ClusterAuthorizationFailed.code();
+        let resp = ElectLeadersResponse::default().with_error_code(code);
+        return Ok(Reply::Ready(Response::encode(&resp, version, code)?));
+    }
     let kind = match req.election_type {
         0 => ElectionKind::Preferred,
         1 => ElectionKind::Unclean,

@@ -5,22 +5,34 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use super::txn_common::{blocking, fenced_for_version};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: EndTxnRequest = decode(body, "EndTxn", version)?;
+    let denied = !authz.transactional_id(AclOperation::Write, req.transactional_id.as_str());
     let broker = broker.clone();
     Ok(blocking(move || {
-        let code = broker.txns.end_txn(
-            req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
-            req.committed,
-        );
+        let code = if denied {
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        } else {
+            broker.txns.end_txn(
+                req.transactional_id.as_str(),
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+            )
+        };
         let code = fenced_for_version(code, version, 2);
         let resp = EndTxnResponse::default()
             .with_error_code(code)

@@ -24,6 +24,7 @@ use karnak_storage::{FileSlice, Log};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::fetch_session::{
     CachedPartition, FINAL_EPOCH, INITIAL_EPOCH, MAX_PARTITIONS_PER_SESSION, PartitionKey,
@@ -93,6 +94,7 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     listener: &Arc<str>,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     // v0-3 read as v4 (same meaning), answered in their own format.
     let legacy = (version < 4).then_some(version);
@@ -225,7 +227,15 @@ pub fn handle(
             }
         }
     };
-    let topics = resolve(broker, wanted, &names, &epochs, replica);
+    // A follower's fetch needs CLUSTER_ACTION; a consumer's READ per topic.
+    let access = if replica >= 0 && !authz.cluster(AclOperation::ClusterAction) {
+        Access::Denied
+    } else if replica >= 0 || !authz.enabled() {
+        Access::Allowed
+    } else {
+        Access::PerTopic(authz)
+    };
+    let topics = resolve(broker, wanted, &names, &epochs, replica, access);
 
     let max_bytes = request.max_bytes.max(0) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -295,14 +305,17 @@ fn resolve(
     names: &HashMap<TopicKey, Bytes>,
     epochs: &HashMap<PartitionKey, i32>,
     replica: i32,
+    access: Access<'_>,
 ) -> Vec<WantedTopic> {
     let meta = broker.cluster.metadata();
     // Looked at per partition only when a follower fetches from a throttled leader.
     let leader_throttle = replica >= 0 && broker.replicas.throttles.leader.rate().is_some();
-    let mut found: HashMap<TopicKey, Option<(String, [u8; 16])>> = HashMap::new();
+    // Per topic: its name and id if it exists, and whether it may be read.
+    type Found = (Option<(String, [u8; 16])>, bool);
+    let mut found: HashMap<TopicKey, Found> = HashMap::new();
     let mut grouped: IndexMap<TopicKey, WantedTopic> = IndexMap::new();
     for (key, fetch_offset, max_bytes) in wanted {
-        let topic = found
+        let (topic, allowed) = found
             .entry(key.topic.clone())
             .or_insert_with(|| {
                 let t = match &key.topic {
@@ -311,7 +324,21 @@ fn resolve(
                         .ok()
                         .and_then(|n| topic_common::topic(broker, &meta, n)),
                 };
-                t.map(|t| (t.name, t.id))
+                // Authorized by name before existence is told (an unknown
+                // id can only be answered UNKNOWN_TOPIC_ID).
+                let name = match (&t, &key.topic) {
+                    (Some(t), _) => Some(t.name.as_str()),
+                    (None, TopicKey::Name(n)) => std::str::from_utf8(n).ok(),
+                    (None, TopicKey::Id(_)) => None,
+                };
+                let allowed = match access {
+                    Access::Allowed => true,
+                    Access::Denied => false,
+                    Access::PerTopic(authz) => {
+                        name.is_none_or(|n| authz.topic(AclOperation::Read, n))
+                    }
+                };
+                (t.map(|t| (t.name, t.id)), allowed)
             })
             .clone();
         let unknown = match key.topic {
@@ -338,6 +365,7 @@ fn resolve(
         });
         let epoch = epochs.get(&key).copied().unwrap_or(-1);
         let log = match &topic {
+            _ if !allowed => Err(ResponseError::TopicAuthorizationFailed.code()),
             None => Err(unknown),
             Some((name, _)) if replica >= 0 => {
                 broker
@@ -362,6 +390,14 @@ fn resolve(
         });
     }
     grouped.into_values().collect()
+}
+
+/// What the caller may fetch.
+#[derive(Clone, Copy)]
+enum Access<'a> {
+    Allowed,
+    Denied,
+    PerTopic(&'a Authz),
 }
 
 fn answer(

@@ -6,19 +6,40 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 use karnak_coordinator::COORDINATOR_TOPIC;
 use karnak_coordinator::errors::{COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE};
 
 use super::group_common::{check_group_id, s};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn coordinator(broker: &Broker, key: &str, key_type: i8, listener: &str) -> Coordinator {
+fn coordinator(
+    broker: &Broker,
+    key: &str,
+    key_type: i8,
+    listener: &str,
+    authz: &Authz,
+) -> Coordinator {
+    // DESCRIBE on the group or transactional id, before anything is told.
+    let denied = match key_type {
+        KEY_GROUP if !authz.group(AclOperation::Describe, key) => {
+            Some(ResponseError::GroupAuthorizationFailed)
+        }
+        KEY_TRANSACTION if !authz.transactional_id(AclOperation::Describe, key) => {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        }
+        _ => None,
+    };
+    if let Some(e) = denied {
+        return refused(key, e.code(), e.to_string());
+    }
     let error = match key_type {
         // Kafka answers an empty group id with the coordinator; the group
         // APIs then refuse it with INVALID_GROUP_ID.
@@ -78,6 +99,7 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     listener: &str,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let req: FindCoordinatorRequest = decode(body, "FindCoordinator", version)?;
     let mut resp = FindCoordinatorResponse::default();
@@ -85,10 +107,10 @@ pub fn handle(
         resp.coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| coordinator(broker, k.as_str(), req.key_type, listener))
+            .map(|k| coordinator(broker, k.as_str(), req.key_type, listener, authz))
             .collect();
     } else {
-        let c = coordinator(broker, req.key.as_str(), req.key_type, listener);
+        let c = coordinator(broker, req.key.as_str(), req.key_type, listener, authz);
         resp.error_code = c.error_code;
         resp.error_message = c.error_message;
         resp.node_id = c.node_id;

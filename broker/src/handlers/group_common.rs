@@ -16,6 +16,19 @@ pub fn check_group_id(id: &str) -> Result<(), i16> {
     }
 }
 
+/// GROUP_AUTHORIZATION_FAILED unless the caller may do `op` on the group
+/// (checked first, as Kafka does), then [`check_group_id`].
+pub fn check_group(
+    authz: &crate::authz::Authz,
+    op: crate::authz::AclOperation,
+    id: &str,
+) -> Result<(), i16> {
+    if !authz.group(op, id) {
+        return Err(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code());
+    }
+    check_group_id(id)
+}
+
 pub fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }

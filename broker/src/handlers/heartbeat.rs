@@ -6,13 +6,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::group_common::check_group_id;
+use super::group_common::check_group;
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: HeartbeatRequest = decode(body, "Heartbeat", version)?;
-    let code = match check_group_id(req.group_id.as_str()) {
+    let code = match check_group(authz, AclOperation::Read, req.group_id.as_str()) {
         Err(code) => code,
         Ok(()) => match broker.groups.shard(req.group_id.as_str()) {
             Err(code) => code,

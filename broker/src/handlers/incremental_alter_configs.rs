@@ -10,11 +10,17 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::configs::{self, ConfigOp, OpType};
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: IncrementalAlterConfigsRequest = decode(body, "IncrementalAlterConfigs", version)?;
     let responses = request
         .resources
@@ -38,16 +44,24 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         })
                 })
                 .collect();
-            let outcome = ops.and_then(|ops| {
-                configs::alter_resource(
-                    broker,
+            let outcome = authz
+                .config_resource(
+                    AclOperation::AlterConfigs,
                     r.resource_type,
                     r.resource_name.as_str(),
-                    &ops,
-                    false,
-                    request.validate_only,
                 )
-            });
+                .map_err(|e| (e, e.to_string()))
+                .and(ops)
+                .and_then(|ops| {
+                    configs::alter_resource(
+                        broker,
+                        r.resource_type,
+                        r.resource_name.as_str(),
+                        &ops,
+                        false,
+                        request.validate_only,
+                    )
+                });
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());

@@ -7,7 +7,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use karnak_coordinator::{JoinOutcome, JoinRequest};
 
-use super::group_common::{Caller, check_group_id, s};
+use super::group_common::{Caller, check_group, s};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -16,10 +17,11 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     caller: &Caller,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let req: JoinGroupRequest = decode(body, "JoinGroup", version)?;
     let member_id = req.member_id.to_string();
-    if let Err(code) = check_group_id(req.group_id.as_str()) {
+    if let Err(code) = check_group(authz, AclOperation::Read, req.group_id.as_str()) {
         return encode(JoinOutcome::error(code, &member_id), version).map(Reply::Ready);
     }
     let join = JoinRequest {

@@ -7,11 +7,17 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::group_common::{check_group_id, s};
+use super::group_common::{check_group, s};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: LeaveGroupRequest = decode(body, "LeaveGroup", version)?;
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
@@ -26,7 +32,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let result = check_group_id(req.group_id.as_str()).and_then(|()| {
+    let result = check_group(authz, AclOperation::Read, req.group_id.as_str()).and_then(|()| {
         broker
             .groups
             .shard(req.group_id.as_str())

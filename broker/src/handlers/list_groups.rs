@@ -9,14 +9,27 @@ use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
 use karnak_coordinator::errors::NONE;
 
 use super::group_common::s;
+use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: ListGroupsRequest = decode(body, "ListGroups", version)?;
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();
+    // DESCRIBE on the cluster lists every group; else those the caller may
+    // DESCRIBE, as Kafka does.
+    let all = authz.allows(
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        crate::authz::CLUSTER_NAME,
+    );
     // The shards loaded here; clients ask every broker (as with Kafka).
     for shard in broker.groups.shards() {
         let st = shard.lock();
@@ -29,6 +42,9 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 continue;
             }
             if !types.is_empty() && !types.iter().any(|t| t == kind) {
+                continue;
+            }
+            if !all && !authz.allows(AclOperation::Describe, ResourceType::Group, &g.id) {
                 continue;
             }
             groups.push(

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::handlers::storage_error_code;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -18,12 +20,18 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let request: ListOffsetsRequest = decode(body, "ListOffsets", version)?;
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
+            let allowed = authz.topic(AclOperation::Describe, t.name.as_str());
             let partitions = t
                 .partitions
                 .into_iter()
@@ -32,6 +40,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if !allowed {
+                        return resp
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     // Answered by the partition's leader only.
                     let log = match broker.replicas.leader_log(
                         t.name.as_str(),

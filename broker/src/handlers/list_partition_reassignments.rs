@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
@@ -16,12 +17,27 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::metadata::{PartitionState, TopicRecord};
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: ListPartitionReassignmentsRequest =
         decode(body, "ListPartitionReassignments", version)?;
+    if !authz.cluster(AclOperation::Describe) {
+        let code = ResponseError::ClusterAuthorizationFailed.code();
+        let resp = ListPartitionReassignmentsResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "DESCRIBE on the cluster is needed to list reassignments",
+            )));
+        return Ok(Reply::Ready(Response::encode(&resp, version, code)?));
+    }
     let meta = broker.cluster.metadata();
     let ongoing = |name: &str, t: &TopicRecord, wanted: Option<&[i32]>| {
         let partitions: Vec<OngoingPartitionReassignment> = t

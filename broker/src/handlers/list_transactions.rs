@@ -13,10 +13,16 @@ use karnak_coordinator::errors::NONE;
 
 use super::group_common::s;
 use super::now_ms;
+use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: ListTransactionsRequest = decode(body, "ListTransactions", version)?;
     let mut states = Vec::new();
     let mut unknown = Vec::new();
@@ -40,6 +46,13 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             // v1: only transactions open at least this long (-1: any).
             req.duration_filter < 0
                 || (m.start_ms >= 0 && now.saturating_sub(m.start_ms) >= req.duration_filter)
+        })
+        .filter(|m| {
+            authz.allows(
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &m.transactional_id,
+            )
         })
         .map(|m| {
             TransactionState::default()

@@ -13,6 +13,9 @@ use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::metadata::ClusterMetadata;
 use uuid::Uuid;
 
+use crate::authz::{
+    AclOperation, Authz, CLUSTER_NAME, CLUSTER_OPERATIONS, ResourceType, TOPIC_OPERATIONS,
+};
 use crate::broker::Broker;
 use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -23,6 +26,7 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     listener: &str,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let request: MetadataRequest = decode(body, "Metadata", version)?;
     // Before v4 there is no flag and Kafka auto-creates; v0 sends [] for "all topics".
@@ -32,9 +36,12 @@ pub fn handle(
         other => other,
     };
     let meta = broker.cluster.metadata();
-    let topics = match requested {
+    let ops = request.include_topic_authorized_operations.then_some(authz);
+    let mut topics: Vec<MetadataResponseTopic> = match requested {
+        // Topics the caller may not DESCRIBE are left out, as in Kafka.
         None => topic_common::topic_names(broker, &meta)
             .iter()
+            .filter(|n| authz.allows(AclOperation::Describe, ResourceType::Topic, n))
             .filter_map(|n| topic_common::topic(broker, &meta, n))
             .map(|t| topic_entry(broker, &meta, &t))
             .collect(),
@@ -44,12 +51,31 @@ pub fn handle(
             // sends an empty name rather than null.
             .map(|w| match w.name {
                 Some(name) if w.topic_id.is_nil() || !name.is_empty() => {
-                    by_name(broker, &meta, &name, allow_create)
+                    by_name(broker, &meta, &name, allow_create, authz)
                 }
-                _ => by_id(broker, &meta, w.topic_id),
+                _ => by_id(broker, &meta, w.topic_id, authz),
             })
             .collect(),
     };
+    if let Some(authz) = ops {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    authz.authorized_operations(ResourceType::Topic, name, TOPIC_OPERATIONS);
+            }
+        }
+    }
+    // v8-10 may ask for the cluster's too (v11 moved it to DescribeCluster).
+    let cluster_ops =
+        if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+            if authz.allows(AclOperation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+                authz.authorized_operations(ResourceType::Cluster, CLUSTER_NAME, CLUSTER_OPERATIONS)
+            } else {
+                0
+            }
+        } else {
+            i32::MIN
+        };
     let brokers = broker
         .live_brokers(listener)
         .into_iter()
@@ -65,7 +91,7 @@ pub fn handle(
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.controller_id()))
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(cluster_ops)
         .with_topics(topics);
     Ok(Reply::Ready(Response::encode(&response, version, 0)?))
 }
@@ -75,22 +101,30 @@ fn by_name(
     meta: &ClusterMetadata,
     name: &TopicName,
     allow_create: bool,
+    authz: &Authz,
 ) -> MetadataResponseTopic {
     let name_str = name.as_str();
-    if let Some(t) = topic_common::topic(broker, meta, name_str) {
-        return topic_entry(broker, meta, &t);
-    }
     let error = |code: i16| {
         MetadataResponseTopic::default()
             .with_name(Some(name.clone()))
             .with_error_code(code)
             .with_topic_authorized_operations(i32::MIN)
     };
+    // Whether the topic exists is not told to a caller who may not see it.
+    if !authz.topic(AclOperation::Describe, name_str) {
+        return error(ResponseError::TopicAuthorizationFailed.code());
+    }
+    if let Some(t) = topic_common::topic(broker, meta, name_str) {
+        return topic_entry(broker, meta, &t);
+    }
     if let Err(e) = karnak_storage::validate_topic_name(name_str) {
         return error(storage_error_code(&e));
     }
     if !(allow_create && broker.config.auto_create_topics) {
         return error(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if !authz.may_create_topic(name_str) {
+        return error(ResponseError::TopicAuthorizationFailed.code());
     }
     if let Err(code) = crate::topics::auto_create(broker, name_str) {
         return error(code);
@@ -102,8 +136,20 @@ fn by_name(
     }
 }
 
-fn by_id(broker: &Broker, meta: &ClusterMetadata, id: Uuid) -> MetadataResponseTopic {
+fn by_id(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    id: Uuid,
+    authz: &Authz,
+) -> MetadataResponseTopic {
     match topic_common::topic_by_id(broker, meta, id.as_bytes()) {
+        // Topic ids are not secret: the denial names the id.
+        Some(t) if !authz.topic(AclOperation::Describe, &t.name) => {
+            MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                .with_topic_authorized_operations(i32::MIN)
+        }
         Some(t) => topic_entry(broker, meta, &t),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use karnak_protocol::{api_versions as table, frame};
 
+use crate::authz::Authz;
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply};
 
@@ -161,6 +162,32 @@ pub struct Session {
     pub peer: std::net::SocketAddr,
     pub listener: Arc<str>,
     pub auth: Arc<crate::sasl::ConnAuth>,
+    /// From the client's certificate, when it sent one.
+    pub tls_principal: Option<String>,
+}
+
+impl Session {
+    /// The principal ACLs are checked against: the SASL login's user, else
+    /// the client certificate's, else `User:ANONYMOUS` (as Kafka).
+    pub fn principal(&self) -> String {
+        self.auth
+            .principal()
+            .or_else(|| self.tls_principal.clone())
+            .unwrap_or_else(|| crate::authz::ANONYMOUS.to_string())
+    }
+
+    /// What this request's caller may do, as of the current metadata.
+    fn authz(&self, broker: &Broker) -> Authz {
+        match &broker.config.authorizer {
+            None => Authz::allow_all(),
+            Some(config) => Authz::new(
+                config,
+                self.principal(),
+                self.peer.ip().to_string(),
+                broker.cluster.metadata(),
+            ),
+        }
+    }
 }
 
 pub fn dispatch(
@@ -251,69 +278,82 @@ fn route(
 ) -> Result<Reply, DispatchError> {
     let peer = session.peer;
     let listener = &session.listener;
+    let authz = &session.authz(broker);
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
         ApiKey::SaslHandshake => sasl_handshake::handle(broker, body, version, session)?,
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(broker, body, version, session)?,
-        ApiKey::Metadata => metadata::handle(broker, body, version, listener)?,
-        ApiKey::Produce => produce::handle(broker, body, version, listener)?,
-        ApiKey::Fetch => fetch::handle(broker, body, version, listener)?,
-        ApiKey::ListOffsets => list_offsets::handle(broker, body, version)?,
-        ApiKey::CreateTopics => create_topics::handle(broker, body, version)?,
-        ApiKey::DeleteTopics => delete_topics::handle(broker, body, version)?,
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, body, version, listener)?,
-        ApiKey::ElectLeaders => elect_leaders::handle(broker, body, version)?,
+        ApiKey::Metadata => metadata::handle(broker, body, version, listener, authz)?,
+        ApiKey::Produce => produce::handle(broker, body, version, listener, authz)?,
+        ApiKey::Fetch => fetch::handle(broker, body, version, listener, authz)?,
+        ApiKey::ListOffsets => list_offsets::handle(broker, body, version, authz)?,
+        ApiKey::CreateTopics => create_topics::handle(broker, body, version, authz)?,
+        ApiKey::DeleteTopics => delete_topics::handle(broker, body, version, authz)?,
+        ApiKey::DescribeCluster => {
+            describe_cluster::handle(broker, body, version, listener, authz)?
+        }
+        ApiKey::ElectLeaders => elect_leaders::handle(broker, body, version, authz)?,
         ApiKey::AlterPartitionReassignments => {
-            alter_partition_reassignments::handle(broker, body, version)?
+            alter_partition_reassignments::handle(broker, body, version, authz)?
         }
         ApiKey::ListPartitionReassignments => {
-            list_partition_reassignments::handle(broker, body, version)?
+            list_partition_reassignments::handle(broker, body, version, authz)?
         }
-        ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version)?,
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, body, version, listener)?,
-        ApiKey::JoinGroup => join_group::handle(broker, body, version, &caller(header, peer))?,
+        ApiKey::DescribeConfigs => describe_configs::handle(broker, body, version, authz)?,
+        ApiKey::FindCoordinator => {
+            find_coordinator::handle(broker, body, version, listener, authz)?
+        }
+        ApiKey::JoinGroup => {
+            join_group::handle(broker, body, version, &caller(header, peer), authz)?
+        }
         ApiKey::ConsumerGroupHeartbeat => {
-            consumer_group_heartbeat::handle(broker, body, version, &caller(header, peer))?
+            consumer_group_heartbeat::handle(broker, body, version, &caller(header, peer), authz)?
         }
-        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(broker, body, version)?,
-        ApiKey::SyncGroup => sync_group::handle(broker, body, version)?,
-        ApiKey::Heartbeat => heartbeat::handle(broker, body, version)?,
-        ApiKey::LeaveGroup => leave_group::handle(broker, body, version)?,
-        ApiKey::OffsetCommit => offset_commit::handle(broker, body, version)?,
-        ApiKey::OffsetFetch => offset_fetch::handle(broker, body, version)?,
-        ApiKey::ListGroups => list_groups::handle(broker, body, version)?,
-        ApiKey::DescribeGroups => describe_groups::handle(broker, body, version)?,
-        ApiKey::DeleteGroups => delete_groups::handle(broker, body, version)?,
-        ApiKey::OffsetDelete => offset_delete::handle(broker, body, version)?,
-        ApiKey::InitProducerId => init_producer_id::handle(broker, body, version)?,
-        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, body, version)?,
-        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, body, version)?,
-        ApiKey::EndTxn => end_txn::handle(broker, body, version)?,
-        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, body, version)?,
-        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, body, version)?,
-        ApiKey::DescribeProducers => describe_producers::handle(broker, body, version)?,
-        ApiKey::DescribeTransactions => describe_transactions::handle(broker, body, version)?,
-        ApiKey::ListTransactions => list_transactions::handle(broker, body, version)?,
-        ApiKey::CreatePartitions => create_partitions::handle(broker, body, version)?,
-        ApiKey::DeleteRecords => delete_records::handle(broker, body, version)?,
-        ApiKey::AlterConfigs => alter_configs::handle(broker, body, version)?,
+        ApiKey::ConsumerGroupDescribe => {
+            consumer_group_describe::handle(broker, body, version, authz)?
+        }
+        ApiKey::SyncGroup => sync_group::handle(broker, body, version, authz)?,
+        ApiKey::Heartbeat => heartbeat::handle(broker, body, version, authz)?,
+        ApiKey::LeaveGroup => leave_group::handle(broker, body, version, authz)?,
+        ApiKey::OffsetCommit => offset_commit::handle(broker, body, version, authz)?,
+        ApiKey::OffsetFetch => offset_fetch::handle(broker, body, version, authz)?,
+        ApiKey::ListGroups => list_groups::handle(broker, body, version, authz)?,
+        ApiKey::DescribeGroups => describe_groups::handle(broker, body, version, authz)?,
+        ApiKey::DeleteGroups => delete_groups::handle(broker, body, version, authz)?,
+        ApiKey::OffsetDelete => offset_delete::handle(broker, body, version, authz)?,
+        ApiKey::InitProducerId => init_producer_id::handle(broker, body, version, authz)?,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, body, version, authz)?,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, body, version, authz)?,
+        ApiKey::EndTxn => end_txn::handle(broker, body, version, authz)?,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, body, version, authz)?,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, body, version, authz)?,
+        ApiKey::DescribeProducers => describe_producers::handle(broker, body, version, authz)?,
+        ApiKey::DescribeTransactions => {
+            describe_transactions::handle(broker, body, version, authz)?
+        }
+        ApiKey::ListTransactions => list_transactions::handle(broker, body, version, authz)?,
+        ApiKey::CreatePartitions => create_partitions::handle(broker, body, version, authz)?,
+        ApiKey::DeleteRecords => delete_records::handle(broker, body, version, authz)?,
+        ApiKey::AlterConfigs => alter_configs::handle(broker, body, version, authz)?,
         ApiKey::IncrementalAlterConfigs => {
-            incremental_alter_configs::handle(broker, body, version)?
+            incremental_alter_configs::handle(broker, body, version, authz)?
         }
-        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, body, version)?,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, body, version, authz)?,
         ApiKey::DescribeTopicPartitions => {
-            describe_topic_partitions::handle(broker, body, version)?
+            describe_topic_partitions::handle(broker, body, version, authz)?
         }
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, body, version)?,
+        ApiKey::OffsetForLeaderEpoch => {
+            offset_for_leader_epoch::handle(broker, body, version, authz)?
+        }
         ApiKey::DescribeUserScramCredentials => {
-            describe_user_scram_credentials::handle(broker, body, version)?
+            describe_user_scram_credentials::handle(broker, body, version, authz)?
         }
         ApiKey::AlterUserScramCredentials => {
-            alter_user_scram_credentials::handle(broker, body, version)?
+            alter_user_scram_credentials::handle(broker, body, version, authz)?
         }
-        ApiKey::DescribeAcls => describe_acls::handle(body, version)?,
-        ApiKey::CreateAcls => create_acls::handle(body, version)?,
-        ApiKey::DeleteAcls => delete_acls::handle(body, version)?,
+        ApiKey::DescribeAcls => describe_acls::handle(broker, body, version, authz)?,
+        ApiKey::CreateAcls => create_acls::handle(broker, body, version, authz)?,
+        ApiKey::DeleteAcls => delete_acls::handle(broker, body, version, authz)?,
         other => {
             return Err(DispatchError::UnsupportedVersion {
                 api: other,

@@ -13,7 +13,8 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use karnak_coordinator::errors::{NONE, NOT_COORDINATOR, UNKNOWN_SERVER_ERROR};
 use karnak_coordinator::{Committer, OffsetCommit};
 
-use super::group_common::check_group_id;
+use super::group_common::check_group;
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -21,9 +22,23 @@ use crate::response::{HandlerError, Reply, Response, decode};
 /// shard's in-sync replicas.
 const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: OffsetCommitRequest = decode(body, "OffsetCommit", version)?;
     let group = req.group_id.as_str();
+    // Per partition: whether the caller may READ its topic (commits to
+    // the others are refused one by one, as Kafka does).
+    let readable = authz.per_partition(
+        AclOperation::Read,
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions.len())),
+    );
+    let mut readable_iter = readable.iter();
     let commits: Vec<OffsetCommit> = req
         .topics
         .iter()
@@ -40,8 +55,10 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
             })
         })
+        .filter(|_| readable_iter.next().copied().unwrap_or(false))
         .collect();
-    let shard = check_group_id(group).and_then(|()| broker.groups.shard(group));
+    let shard =
+        check_group(authz, AclOperation::Read, group).and_then(|()| broker.groups.shard(group));
     let (codes, flush_to) = match &shard {
         Err(code) => (vec![*code; commits.len()], None),
         Ok(shard) => {
@@ -59,6 +76,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                 &|t, p| !t.starts_with("__karnak") && meta.partition(t, p).is_some(),
             )
         }
+    };
+    let codes = match &shard {
+        // The whole request fails alike (a refused group included).
+        Err(code) => vec![*code; readable.len()],
+        Ok(_) => merge_refused(&readable, codes),
     };
     let shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = req
         .topics
@@ -137,4 +159,20 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             .collect();
         respond(codes)
     })))
+}
+
+/// The shard's codes for the commits it was given, with
+/// TOPIC_AUTHORIZATION_FAILED in the places of those it was not.
+pub(crate) fn merge_refused(allowed: &[bool], codes: Vec<i16>) -> Vec<i16> {
+    let mut codes = codes.into_iter();
+    allowed
+        .iter()
+        .map(|ok| {
+            if *ok {
+                codes.next().unwrap_or(UNKNOWN_SERVER_ERROR)
+            } else {
+                kafka_protocol::error::ResponseError::TopicAuthorizationFailed.code()
+            }
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -12,7 +13,8 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use karnak_coordinator::errors::{NONE, UNSTABLE_OFFSET_COMMIT};
 use karnak_coordinator::records::StoredOffset;
 
-use super::group_common::{check_group_id, s};
+use super::group_common::{check_group, s};
+use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -24,14 +26,21 @@ fn fetch(
     group: &str,
     member: Option<(&str, i32)>,
     wanted: Option<Vec<(String, i32)>>,
+    authz: &Authz,
 ) -> Result<Fetched, i16> {
-    check_group_id(group)?;
+    check_group(authz, AclOperation::Describe, group)?;
     let shard = broker.groups.shard(group)?;
     if let Some((member_id, epoch)) = member {
         // v9 from a KIP-848 member: its epoch must be current.
         shard.check_offset_fetch(group, member_id, epoch)?;
     }
-    Ok(shard.fetch_offsets(group, wanted))
+    let all = wanted.is_none();
+    let mut rows = shard.fetch_offsets(group, wanted);
+    if all && authz.enabled() {
+        // "All of the group's offsets": those of topics the caller may see.
+        rows.retain(|((t, _), _)| authz.allows(AclOperation::Describe, ResourceType::Topic, t));
+    }
+    Ok(rows)
 }
 
 /// Groups partitions by topic, keeping the order they came in.
@@ -55,16 +64,17 @@ struct Answer {
     error: i16,
 }
 
-/// Kafka's answer for one partition: the committed offset, or -1 with
-/// UNSTABLE_OFFSET_COMMIT while an open transaction is about to change it.
-fn answer(partition: i32, o: Option<StoredOffset>, unstable: bool) -> Answer {
+/// Kafka's answer for one partition: the committed offset, or -1 with an
+/// error: TOPIC_AUTHORIZATION_FAILED, or UNSTABLE_OFFSET_COMMIT while an
+/// open transaction is about to change it.
+fn answer(partition: i32, o: Option<StoredOffset>, refused: Option<i16>) -> Answer {
     match o {
-        _ if unstable => Answer {
+        _ if let Some(error) = refused => Answer {
             partition,
             offset: -1,
             leader_epoch: -1,
             metadata: Some(String::new()),
-            error: UNSTABLE_OFFSET_COMMIT,
+            error,
         },
         Some(o) => Answer {
             partition,
@@ -104,14 +114,14 @@ macro_rules! wanted {
 /// The fetched rows as response topics of either version's generated types,
 /// each partition given the shared `answer`.
 macro_rules! answered_topics {
-    ($rows:expr, $group:expr, $unstable:expr, $Topic:ident, $Partition:ident) => {
+    ($rows:expr, $group:expr, $refused:expr, $Topic:ident, $Partition:ident) => {
         by_topic($rows)
             .into_iter()
             .map(|(t, parts)| {
                 let partitions = parts
                     .into_iter()
                     .map(|(p, o)| {
-                        let a = answer(p, o, ($unstable)($group, &t, p));
+                        let a = answer(p, o, ($refused)($group, &t, p));
                         $Partition::default()
                             .with_partition_index(a.partition)
                             .with_committed_offset(a.offset)
@@ -128,14 +138,25 @@ macro_rules! answered_topics {
     };
 }
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: OffsetFetchRequest = decode(body, "OffsetFetch", version)?;
     let mut resp = OffsetFetchResponse::default();
     // require_stable (v7+): an offset an open transaction is about to
     // change is not answered yet; the consumer retries (KIP-447).
     let require_stable = req.require_stable;
     let unstable = |group: &str, topic: &str, p: i32| {
-        require_stable && broker.txns.has_pending_offsets(group, topic, p)
+        if !authz.allows(AclOperation::Describe, ResourceType::Topic, topic) {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else if require_stable && broker.txns.has_pending_offsets(group, topic, p) {
+            Some(UNSTABLE_OFFSET_COMMIT)
+        } else {
+            None
+        }
     };
     if version >= 8 {
         for g in req.groups {
@@ -143,7 +164,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let member = g.member_id.as_deref().map(|m| (m, g.member_epoch));
             let gid = g.group_id.as_str();
-            match fetch(broker, gid, member, wanted) {
+            match fetch(broker, gid, member, wanted, authz) {
                 Err(code) => group.error_code = code,
                 Ok(rows) => {
                     group.topics = answered_topics!(
@@ -160,7 +181,7 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
         return Ok(Reply::Ready(Response::encode(&resp, version, NONE)?));
     }
     let gid = req.group_id.as_str();
-    match fetch(broker, gid, None, wanted!(req.topics)) {
+    match fetch(broker, gid, None, wanted!(req.topics), authz) {
         Err(code) => resp.error_code = code,
         Ok(rows) => {
             resp.topics = answered_topics!(

@@ -16,6 +16,7 @@ use karnak_protocol::record_batch::{self, BatchesSummary, TimestampType, Validat
 use karnak_storage::Log;
 use tracing::warn;
 
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::handlers::{leader_hint, now_ms, storage_error_code};
 use crate::metrics as m;
@@ -33,6 +34,7 @@ pub fn handle(
     body: &mut Bytes,
     version: i16,
     listener: &str,
+    authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let legacy = version < 3;
     let request: ProduceRequest = if legacy {
@@ -47,6 +49,11 @@ pub fn handle(
     let acks = request.acks;
     let now = now_ms();
     let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
+    // Kafka refuses the whole request when the transactional id is not the
+    // caller's to write with.
+    let txn_denied = transactional_id
+        .as_deref()
+        .is_some_and(|id| !authz.transactional_id(AclOperation::Write, id));
     // Logs that took an append, with the offset that must be durable before
     // acks=all is answered, and where each one's answer sits in the response.
     let mut to_flush: Vec<(Arc<Log>, i64)> = Vec::new();
@@ -54,7 +61,13 @@ pub fn handle(
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name.as_str();
-        let topic = resolve_topic(broker, name);
+        let topic = if txn_denied {
+            Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else if !authz.topic(AclOperation::Write, name) {
+            Err(ResponseError::TopicAuthorizationFailed.code())
+        } else {
+            resolve_topic(broker, name, authz)
+        };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let mut resp = PartitionProduceResponse::default()
@@ -208,7 +221,7 @@ fn up_convert(records: Bytes) -> Result<Bytes, Refusal> {
 
 /// Whether the topic exists (auto-creating it if allowed); which broker
 /// leads each partition is checked per partition.
-fn resolve_topic(broker: &Broker, name: &str) -> Result<(), i16> {
+fn resolve_topic(broker: &Broker, name: &str, authz: &Authz) -> Result<(), i16> {
     if crate::topics::is_internal(name) {
         // Only the coordinator writes its own partitions, as in Kafka.
         return Err(ResponseError::InvalidTopicException.code());
@@ -219,7 +232,7 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<(), i16> {
     if let Err(e) = karnak_storage::validate_topic_name(name) {
         return Err(storage_error_code(&e));
     }
-    if !broker.config.auto_create_topics {
+    if !broker.config.auto_create_topics || !authz.may_create_topic(name) {
         return Err(UNKNOWN_TOPIC_OR_PARTITION);
     }
     match crate::topics::auto_create(broker, name) {

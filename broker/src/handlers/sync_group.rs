@@ -7,13 +7,19 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use karnak_coordinator::errors::COORDINATOR_NOT_AVAILABLE;
 use karnak_coordinator::{SyncOutcome, SyncRequest};
 
-use super::group_common::{check_group_id, s};
+use super::group_common::{check_group, s};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: SyncGroupRequest = decode(body, "SyncGroup", version)?;
-    if let Err(code) = check_group_id(req.group_id.as_str()) {
+    if let Err(code) = check_group(authz, AclOperation::Read, req.group_id.as_str()) {
         return encode(SyncOutcome::error(code), version).map(Reply::Ready);
     }
     let shard = match broker.groups.shard(req.group_id.as_str()) {

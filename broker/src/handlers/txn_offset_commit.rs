@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -11,15 +12,29 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use karnak_coordinator::OffsetCommit;
 use karnak_coordinator::errors::{NONE, UNKNOWN_SERVER_ERROR};
 
-use super::group_common::check_group_id;
+use super::group_common::check_group;
 use super::txn_common::{blocking, partition_exists};
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: TxnOffsetCommitRequest = decode(body, "TxnOffsetCommit", version)?;
     let broker = broker.clone();
+    let authz = authz.clone();
     Ok(blocking(move || {
+        let readable = authz.per_partition(
+            AclOperation::Read,
+            req.topics
+                .iter()
+                .map(|t| (t.name.as_str(), t.partitions.len())),
+        );
+        let mut readable_iter = readable.iter();
         let commits: Vec<OffsetCommit> = req
             .topics
             .iter()
@@ -36,17 +51,27 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 })
             })
+            .filter(|_| readable_iter.next().copied().unwrap_or(false))
             .collect();
         let group = req.group_id.as_str();
-        let codes = match check_group_id(group) {
-            Err(code) => vec![code; commits.len()],
-            Ok(()) => broker.txns.txn_offset_commit(
-                req.transactional_id.as_str(),
-                group,
-                req.producer_id.0,
-                req.producer_epoch,
-                commits,
-                &|t, p| partition_exists(&broker, t, p),
+        let checked = if !authz.transactional_id(AclOperation::Write, req.transactional_id.as_str())
+        {
+            Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else {
+            check_group(&authz, AclOperation::Read, group)
+        };
+        let codes = match checked {
+            Err(code) => vec![code; readable.len()],
+            Ok(()) => super::offset_commit::merge_refused(
+                &readable,
+                broker.txns.txn_offset_commit(
+                    req.transactional_id.as_str(),
+                    group,
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    commits,
+                    &|t, p| partition_exists(&broker, t, p),
+                ),
             ),
         };
         let mut it = codes.into_iter();

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -15,12 +16,20 @@ use karnak_coordinator::errors::NONE;
 use karnak_protocol::control::ControlType;
 
 use super::txn_common::blocking;
+use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::cluster::markers::write_local;
 use crate::response::{HandlerError, Reply, Response, decode};
 
-pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Reply, HandlerError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    version: i16,
+    authz: &Authz,
+) -> Result<Reply, HandlerError> {
     let req: WriteTxnMarkersRequest = decode(body, "WriteTxnMarkers", version)?;
+    // Sent by transaction coordinators, never by clients.
+    let denied = !authz.cluster(AclOperation::ClusterAction);
     let broker = broker.clone();
     Ok(blocking(move || {
         let markers = req
@@ -46,7 +55,11 @@ pub fn handle(broker: &Arc<Broker>, body: &mut Bytes, version: i16) -> Result<Re
                             .partition_indexes
                             .iter()
                             .map(|p| {
-                                let code = write_local(&broker, &marker, t.name.as_str(), *p);
+                                let code = if denied {
+                                    ResponseError::ClusterAuthorizationFailed.code()
+                                } else {
+                                    write_local(&broker, &marker, t.name.as_str(), *p)
+                                };
                                 WritableTxnMarkerPartitionResult::default()
                                     .with_partition_index(*p)
                                     .with_error_code(code)

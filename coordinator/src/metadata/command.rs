@@ -131,6 +131,15 @@ pub enum MetadataCommand {
         upserts: Vec<super::scram::ScramUpsert>,
         deletions: Vec<(String, String)>,
     },
+    /// CreateAcls: bindings added (one already there is kept as it is).
+    CreateAcls {
+        bindings: Vec<super::acls::AclBinding>,
+    },
+    /// DeleteAcls: each filter removes what it matches when applied; the
+    /// reply lists what each removed.
+    DeleteAcls {
+        filters: Vec<super::acls::AclFilter>,
+    },
 }
 
 /// What applying a command answers the proposer.
@@ -147,4 +156,6 @@ pub enum MetadataReply {
     IdBlock {
         first: u64,
     },
+    /// Per DeleteAcls filter, the bindings it removed.
+    AclsDeleted(Vec<Vec<super::acls::AclBinding>>),
 }

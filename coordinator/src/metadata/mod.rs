@@ -10,6 +10,7 @@
 //! so applying it is deterministic and every voter reaches the same state.
 //! Tests replay commands without a socket or a Raft log.
 
+pub mod acls;
 mod balance;
 mod command;
 mod elr;

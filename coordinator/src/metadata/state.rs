@@ -145,6 +145,8 @@ pub struct ClusterMetadata {
     /// SCRAM credentials: user -> mechanism -> credential.
     #[serde(default)]
     pub scram: BTreeMap<String, BTreeMap<String, super::scram::ScramRecord>>,
+    #[serde(default)]
+    pub acls: super::acls::AclStore,
 }
 
 type Applied = Result<MetadataReply, MetadataError>;
@@ -230,6 +232,21 @@ impl ClusterMetadata {
             AlterScramCredentials { upserts, deletions } => {
                 self.alter_scram(upserts, deletions);
                 Ok(MetadataReply::Done)
+            }
+            CreateAcls { bindings } => {
+                for b in bindings {
+                    self.acls.insert(b.clone());
+                }
+                Ok(MetadataReply::Done)
+            }
+            // Each filter answers every binding it matches (as Kafka's
+            // controller), even one an earlier filter matched too.
+            DeleteAcls { filters } => {
+                let matched: Vec<_> = filters.iter().map(|f| self.acls.matching(f)).collect();
+                for f in filters {
+                    self.acls.remove_matching(f);
+                }
+                Ok(MetadataReply::AclsDeleted(matched))
             }
         }
     }
