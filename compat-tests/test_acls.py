@@ -36,7 +36,7 @@ EVERYTHING = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, N
                               Op.ANY, AclPermissionType.ANY)
 
 
-def start_acl_broker(karnak_bin, tmp: Path, certs, *extra, mtls_rules=None) -> Broker:
+def start_acl_broker(karnak_bin, tmp: Path, certs, *extra, mtls_rules=None, sql=False) -> Broker:
     """PLAINTEXT (User:ANONYMOUS) on kafka_port, SASL_PLAINTEXT on .sasl_port,
     SASL_SSL on .sasl_ssl_port; User:admin is the super user. With
     `mtls_rules`, also SSL on .ssl_port requiring client certificates, mapped
@@ -64,7 +64,8 @@ def start_acl_broker(karnak_bin, tmp: Path, certs, *extra, mtls_rules=None) -> B
                        + ("" if mtls_rules is None else f",SSL://127.0.0.1:{b.ssl_port}"),
         "--ssl-certificate-file", str(pem), "--ssl-key-file", str(key),
         "--sasl-users-file", str(users), "--sasl-enabled-mechanisms", "SCRAM-SHA-256,PLAIN",
-        "--sql-enabled", "false", "--authorizer", "acl", "--super-users", "User:admin", *mtls,
+        *(["--sql-auth", "scram-sha-256"] if sql else ["--sql-enabled", "false"]),
+        "--authorizer", "acl", "--super-users", "User:admin", *mtls,
         *extra]
     return b.start()
 
@@ -543,6 +544,55 @@ def test_mtls_certificate_no_rule_accepts_is_refused(karnak_bin, tmp_path, certs
         t = unique_topic("after")
         create(b, t)
         assert t in topic_names(b)
+    finally:
+        b.__dict__.pop("clients", None)
+        b.kill9()
+
+
+def test_sql_statements_need_what_kafka_requests_need(karnak_bin, tmp_path, certs, request):
+    """The SQL gateway logs in the same users (SCRAM over pgwire) and holds
+    each statement to the same ACLs: SELECT needs READ on the topic, INSERT
+    WRITE, CREATE TABLE CREATE; a refusal is Postgres's 42501 and changes
+    nothing."""
+    import psycopg
+    b = start_acl_broker(karnak_bin, tmp_path, certs, sql=True)
+    request.node._karnak_brokers = [b]
+    try:
+        topic = unique_topic("sqlacl")
+        create(b, topic)
+        assert produce(b, "admin", topic, [b"one", b"two"]) == [None, None]
+
+        def sql(user, statement):
+            with psycopg.connect(host="127.0.0.1", port=b.sql_port, user=user,
+                                 password=USERS[user], dbname="x", connect_timeout=10,
+                                 autocommit=True) as conn:
+                cur = conn.execute(statement)
+                return cur.fetchall() if cur.description else cur.rowcount
+
+        select = f'SELECT count(*) FROM "{topic}"'
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            sql("alice", select)
+        grant(b, acl(TOPIC, topic, "User:alice", Op.READ))
+        assert sql("alice", select) == [(2,)]
+        # A CTE and a subquery name the topic too.
+        assert sql("alice", f'WITH r AS (SELECT * FROM "{topic}") SELECT count(*) FROM r') == [(2,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            sql("bob", f'SELECT 1 WHERE EXISTS (SELECT 1 FROM "{topic}")')
+
+        insert = f"INSERT INTO \"{topic}\" (value_text) VALUES ('three')"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            sql("alice", insert)
+        assert hwm(b, topic) == 2
+        grant(b, acl(TOPIC, topic, "User:alice", Op.WRITE))
+        assert sql("alice", insert) == 1
+        assert hwm(b, topic) == 3
+
+        made = unique_topic("sqlmade")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            sql("alice", f'CREATE TABLE "{made}" (a int)')
+        assert made not in topic_names(b)
+        # A super user needs no ACL.
+        assert sql("admin", select) == [(3,)]
     finally:
         b.__dict__.pop("clients", None)
         b.kill9()

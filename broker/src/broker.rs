@@ -31,6 +31,8 @@ pub struct Broker {
     pub reconciler: Arc<crate::cluster::reconcile::Reconciler>,
     /// Leaders, followers, high watermarks and in-sync sets.
     pub replicas: Arc<crate::replication::ReplicaManager>,
+    /// Client quota sensors and connection limits.
+    pub quotas: Arc<crate::quotas::QuotaManager>,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

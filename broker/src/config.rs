@@ -91,6 +91,21 @@ pub struct Args {
     /// Kafka `allow.everyone.if.no.acl.found`: a resource no ACL names is open to all. [default: false]
     #[arg(long, env = "KARNAK_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Kafka `quota.window.num`: samples a client's rate is measured over. [default: 11]
+    #[arg(long, env = "KARNAK_QUOTA_WINDOW_NUM")]
+    pub quota_window_num: Option<u32>,
+    /// Kafka `quota.window.size.seconds`: the length of each sample. [default: 1]
+    #[arg(long, env = "KARNAK_QUOTA_WINDOW_SIZE_SECONDS")]
+    pub quota_window_size_seconds: Option<u64>,
+    /// Kafka `max.connections`: connections served at once; past it, the listeners stop accepting until one closes (the inter-broker listener of a cluster is exempt). [default: no limit]
+    #[arg(long, env = "KARNAK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Kafka `max.connections.per.ip`: more connections from one address are closed at once. [default: no limit]
+    #[arg(long, env = "KARNAK_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Kafka `max.connection.creation.rate`: new connections per second the listeners accept; past it, accepting waits. [default: no limit]
+    #[arg(long, env = "KARNAK_MAX_CONNECTION_CREATION_RATE")]
+    pub max_connection_creation_rate: Option<f64>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -263,6 +278,11 @@ struct FileConfig {
     sasl_oauthbearer_clock_skew_seconds: Option<u64>,
     authorizer: Option<String>,
     super_users: Option<String>,
+    quota_window_num: Option<u32>,
+    quota_window_size_seconds: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_connection_creation_rate: Option<f64>,
     allow_everyone_if_no_acl_found: Option<bool>,
     admin_addr: Option<SocketAddr>,
     sql_addr: Option<SocketAddr>,
@@ -325,6 +345,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// The SASL listeners' mechanisms and users (None: no SASL listener).
     pub sasl: Option<std::sync::Arc<crate::sasl::SaslConfig>>,
+    /// Quota windows and connection limits.
+    pub quotas: crate::quotas::QuotaConfig,
     /// Client certificate subject -> principal.
     pub ssl_principal_mapping: crate::tls_principal::PrincipalMapping,
     /// `--authorizer acl` (None: every request is allowed).
@@ -456,6 +478,27 @@ impl Config {
             Some(rules) => crate::tls_principal::PrincipalMapping::parse(&rules)
                 .context("--ssl-principal-mapping-rules")?,
         };
+        let quotas = crate::quotas::QuotaConfig {
+            window: std::time::Duration::from_secs(pick!(quota_window_size_seconds, 1)),
+            samples: pick!(quota_window_num, 11),
+            max_connections: args.max_connections.or(file.max_connections),
+            max_connections_per_ip: args.max_connections_per_ip.or(file.max_connections_per_ip),
+            max_connection_creation_rate: args
+                .max_connection_creation_rate
+                .or(file.max_connection_creation_rate),
+        };
+        if quotas.samples < 1 || quotas.window.is_zero() {
+            bail!("--quota-window-num and --quota-window-size-seconds must be at least 1");
+        }
+        if quotas.max_connections == Some(0) || quotas.max_connections_per_ip == Some(0) {
+            bail!("--max-connections and --max-connections-per-ip must be at least 1");
+        }
+        if quotas
+            .max_connection_creation_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            bail!("--max-connection-creation-rate must be a positive number");
+        }
         let authorizer = crate::authz::settings(
             args.authorizer.or(file.authorizer).as_deref(),
             args.super_users.or(file.super_users).as_deref(),
@@ -487,6 +530,7 @@ impl Config {
             sasl,
             authorizer,
             ssl_principal_mapping,
+            quotas,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
             sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),

@@ -178,6 +178,7 @@ pub async fn serve(
         listener: Arc::from(listener.name.as_str()),
         auth: crate::sasl::ConnAuth::new(listener.protocol.sasl()),
         tls_principal,
+        gate: Default::default(),
     };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (reader, writer) = stream.split();
@@ -190,6 +191,13 @@ pub async fn serve(
     let mut reader = FrameReader::new(reader, broker.config.socket_request_max_bytes);
     let mut first = true;
     loop {
+        // Throttled (KIP-219): nothing more is read until the pause ends.
+        if let Some(until) = session.gate.muted_until() {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
             // A failed login: the answers owed go out, then the connection closes.

@@ -20,6 +20,7 @@ mod fetch_session;
 mod handlers;
 mod listeners;
 mod metrics;
+mod quotas;
 mod replication;
 mod response;
 mod sasl;
@@ -174,6 +175,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let sasl = config.sasl.clone();
     let broker = Arc::new(Broker {
+        quotas: quotas::QuotaManager::new(config.quotas.clone()),
         sasl,
         groups,
         txns,
@@ -271,6 +273,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             producer,
             admin,
             Some(remote as Arc<dyn karnak_sql::remote::RemotePartitions>),
+            broker.config.authorizer.as_ref().map(|config| {
+                Arc::new(sql::SqlAcls {
+                    config: config.clone(),
+                    cluster: broker.cluster.clone(),
+                    trust: matches!(sql.auth, karnak_sql::auth::SqlAuth::Trust),
+                }) as Arc<dyn karnak_sql::access::TopicAccess>
+            }),
             stopping,
         )
         .await

@@ -31,6 +31,7 @@ pub const CONNECTIONS: &str = "karnak_connections";
 /// SASL logins by mechanism and result (ok, failed).
 pub const SASL_AUTHENTICATIONS: &str = "karnak_sasl_authentications_total";
 pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
+pub const QUOTA_THROTTLED: &str = "karnak_quota_throttled_total";
 /// Idempotent producers' retries answered with the original offsets.
 pub const DUPLICATE_BATCHES: &str = "karnak_produce_duplicate_batches_total";
 
@@ -73,6 +74,10 @@ fn describe() {
         "Fetch: request read to response written, long-poll included"
     );
     metrics::describe_counter!(BYTES_IN, "Bytes read from Kafka clients");
+    metrics::describe_counter!(
+        QUOTA_THROTTLED,
+        "Requests that took a client over its quota (it was throttled), by quota"
+    );
     metrics::describe_counter!(
         DUPLICATE_BATCHES,
         "Batches an idempotent producer sent again, answered with their first offsets"

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::connection::{self, Stream};
 use crate::listeners::Bound;
+use crate::quotas::{QuotaManager, Refused};
 
 /// A bound listener, ready to accept: with the TLS acceptor of an SSL one.
 pub struct Listening {
@@ -25,21 +26,45 @@ pub struct Listening {
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An accepted socket, with what its listener gives it.
-type Accepted = (TcpStream, Arc<Bound>, Option<tokio_rustls::TlsAcceptor>);
+/// An accepted socket, with what its listener gives it and its place
+/// under `max.connections`.
+type Accepted = (
+    TcpStream,
+    Arc<Bound>,
+    Option<tokio_rustls::TlsAcceptor>,
+    Option<OwnedSemaphorePermit>,
+);
 
 /// Accepts on one listener until the receiver is gone (or the task is
-/// aborted: the socket closes with it).
-async fn accept_loop(l: Listening, tx: mpsc::Sender<Accepted>) {
+/// aborted: the socket closes with it). Under `max.connections` it waits
+/// for a free place before accepting (as Kafka's acceptor), and under
+/// `max.connection.creation.rate` it paces its accepts.
+async fn accept_loop(
+    l: Listening,
+    tx: mpsc::Sender<Accepted>,
+    quotas: Arc<QuotaManager>,
+    exempt: bool,
+) {
     loop {
+        let permit = match &quotas.connection_permits {
+            Some(s) if !exempt => match s.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            _ => None,
+        };
         match l.socket.accept().await {
             Ok((stream, _)) => {
                 if tx
-                    .send((stream, l.info.clone(), l.tls.clone()))
+                    .send((stream, l.info.clone(), l.tls.clone(), permit))
                     .await
                     .is_err()
                 {
                     return;
+                }
+                let delay = quotas.accept_delay();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
             }
             Err(e) => {
@@ -54,12 +79,35 @@ async fn accept_loop(l: Listening, tx: mpsc::Sender<Accepted>) {
 /// One accepted connection: the TLS handshake where the listener has TLS,
 /// then the Kafka protocol.
 async fn connection(
-    (stream, info, tls): Accepted,
+    (stream, info, tls, _permit): Accepted,
     broker: Arc<Broker>,
     stop: watch::Receiver<bool>,
 ) {
     let Ok(peer) = stream.peer_addr() else {
         return;
+    };
+    // max.connections.per.ip and the address's connection_creation_rate.
+    let _slot = match broker.quotas.admit(&broker.cluster.metadata(), peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            debug!(%peer, listener = %info.name, ?why, "connection refused");
+            let reason = match why {
+                Refused::PerIpLimit => "max_connections_per_ip",
+                Refused::IpCreationRate(_) => "connection_creation_rate",
+            };
+            metrics::counter!(crate::metrics::CONNECTION_ERRORS, "reason" => reason).increment(1);
+            if let Refused::IpCreationRate(delay) = why {
+                // Held unread, then closed: a client retrying at once is
+                // slowed to the quota (Kafka's delayed close).
+                let mut stop = stop;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            drop(stream);
+            return;
+        }
     };
     let _ = stream.set_nodelay(true);
     let stream = match &tls {
@@ -100,8 +148,12 @@ pub async fn run(
     let mut connections = JoinSet::new();
     let (tx, mut accepted) = mpsc::channel(64);
     let mut acceptors = JoinSet::new();
+    // Brokers reach each other on the inter-broker listener of a cluster
+    // whatever the client count (as Kafka protects it).
+    let clustered = broker.config.cluster.peers.len() > 1;
     for l in listeners {
-        acceptors.spawn(accept_loop(l, tx.clone()));
+        let exempt = clustered && l.info.name == broker.inter_broker_listener();
+        acceptors.spawn(accept_loop(l, tx.clone(), broker.quotas.clone(), exempt));
     }
     drop(tx);
     tokio::pin!(shutdown);

@@ -153,3 +153,36 @@ impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
             .map_err(admin_error)
     }
 }
+
+/// The broker's ACLs for SQL statements: the SQL user is `User:<name>`
+/// (with `--sql-auth trust` no one has proved a name, so every SQL user is
+/// `User:ANONYMOUS`), checked as the Kafka API doing the same is.
+pub struct SqlAcls {
+    pub config: Arc<crate::authz::AuthorizerConfig>,
+    pub cluster: Arc<crate::cluster::ClusterNode>,
+    pub trust: bool,
+}
+
+impl karnak_sql::access::TopicAccess for SqlAcls {
+    fn allows(&self, user: &str, host: &str, op: karnak_sql::access::TopicOp, topic: &str) -> bool {
+        use crate::authz::AclOperation;
+        use karnak_sql::access::TopicOp;
+        let principal = if self.trust || user.is_empty() {
+            crate::authz::ANONYMOUS.to_string()
+        } else {
+            format!("User:{user}")
+        };
+        let authz = crate::authz::Authz::new(
+            &self.config,
+            principal,
+            host.to_string(),
+            self.cluster.metadata(),
+        );
+        match op {
+            TopicOp::Read => authz.topic(AclOperation::Read, topic),
+            TopicOp::Write => authz.topic(AclOperation::Write, topic),
+            TopicOp::Create => authz.may_create_topic(topic),
+            TopicOp::AlterConfigs => authz.topic(AclOperation::AlterConfigs, topic),
+        }
+    }
+}

@@ -80,6 +80,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::AlterPartitionReassignments, 0, 1),
     api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeClientQuotas, 0, 1),
+    api(ApiKey::AlterClientQuotas, 0, 1),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
@@ -247,6 +249,14 @@ mod tests {
                 AlterUserScramCredentialsRequest::VERSIONS,
             ),
             (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),
+            (
+                ApiKey::DescribeClientQuotas,
+                DescribeClientQuotasRequest::VERSIONS,
+            ),
+            (
+                ApiKey::AlterClientQuotas,
+                AlterClientQuotasRequest::VERSIONS,
+            ),
             (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
             (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),
         ];

@@ -20,8 +20,8 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, CreateTable, CreateTableOptions, Expr, Ident, ObjectName,
-    SqlOption, Statement, Value,
+    AlterTable, AlterTableOperation, CreateTable, CreateTableOptions, Expr, ObjectName, SqlOption,
+    Statement, Value,
 };
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
@@ -231,28 +231,16 @@ fn storage_error(table: &str, e: AdminError) -> PgWireError {
 }
 
 /// An identifier as Postgres reads it: unquoted names fold to lower case.
-fn ident(i: &Ident) -> String {
-    match i.quote_style {
-        Some(_) => i.value.clone(),
-        None => i.value.to_lowercase(),
-    }
-}
+use crate::access::ident;
 
 /// `name` or `public.name` (topics live in `public`).
 fn table_name(name: &ObjectName) -> PgWireResult<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| p.as_ident().map(ident).unwrap_or_else(|| p.to_string()))
-        .collect();
-    match parts.as_slice() {
-        [table] => Ok(table.clone()),
-        [schema, table] | [_, schema, table] if schema == "public" => Ok(table.clone()),
-        _ => Err(error(
+    crate::access::topic_of(name).ok_or_else(|| {
+        error(
             "3F000",
             format!("topics are tables in schema \"public\", not {name}"),
-        )),
-    }
+        )
+    })
 }
 
 /// Short names for Karnak's own settings; Kafka topic configs by their name.

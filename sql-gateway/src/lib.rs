@@ -6,6 +6,7 @@
 //! storage only, never on the broker: INSERTs go through the [`Producer`]
 //! the broker hands in (its own produce path).
 
+pub mod access;
 pub mod auth;
 pub mod catalog;
 pub mod compat;
@@ -91,6 +92,7 @@ pub async fn start(
     producer: Arc<dyn Producer>,
     admin: Arc<dyn ddl::TopicAdmin>,
     remote: Option<Arc<dyn remote::RemotePartitions>>,
+    access: Option<Arc<dyn access::TopicAccess>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
     let listener = TcpListener::bind(cfg.addr)
@@ -107,6 +109,7 @@ pub async fn start(
         session_context(logs.clone(), Some(producer), remote)?,
         cfg.auth.clone(),
         ddl::DdlHook::new(admin, cfg.default_partitions),
+        access.map(access::AccessHook::new),
     ));
     Ok((
         bound,

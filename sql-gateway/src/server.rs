@@ -114,16 +114,26 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    pub fn new(ctx: Arc<SessionContext>, auth: SqlAuth, ddl: DdlHook) -> Self {
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        auth: SqlAuth,
+        ddl: DdlHook,
+        access: Option<crate::access::AccessHook>,
+    ) -> Self {
         let connections = Arc::new(ConnectionManager::new());
+        // ACLs first (when the broker has an authorizer), then
         // datafusion-postgres's own hooks (cursors, SET/SHOW, transaction
         // statements), then CREATE/ALTER TABLE on topics.
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(CursorStatementHook),
+        let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
+        if let Some(access) = access {
+            hooks.push(Arc::new(access));
+        }
+        hooks.extend([
+            Arc::new(CursorStatementHook) as Arc<dyn QueryHook>,
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
             Arc::new(ddl),
-        ];
+        ]);
         Handlers {
             session: Arc::new(KarnakSession::new(Arc::new(
                 DfSessionService::new_with_hooks(ctx, hooks),

@@ -32,6 +32,7 @@ use crate::fetch_session::{
 };
 use crate::handlers::{fetch_legacy, leader_hint, storage_error_code, topic_common};
 use crate::metrics as m;
+use crate::quotas::{Kind, QuotaClient};
 use crate::replication::throttle::Quota;
 use crate::response::{HandlerError, Reply, Response, decode};
 
@@ -95,6 +96,7 @@ pub fn handle(
     version: i16,
     listener: &Arc<str>,
     authz: &Authz,
+    client: Option<&QuotaClient>,
 ) -> Result<Reply, HandlerError> {
     // v0-3 read as v4 (same meaning), answered in their own format.
     let legacy = (version < 4).then_some(version);
@@ -237,7 +239,16 @@ pub fn handle(
     };
     let topics = resolve(broker, wanted, &names, &epochs, replica, access);
 
-    let max_bytes = request.max_bytes.max(0) as usize;
+    let mut max_bytes = request.max_bytes.max(0) as usize;
+    // A quota'd consumer gets at most its quota over the window but one
+    // in a response (Kafka's cap), so one response cannot blow through it.
+    if let Some(c) = client.filter(|_| replica < 0)
+        && let Some(cap) = broker
+            .quotas
+            .window_bound(&broker.cluster.metadata(), Kind::Fetch, c)
+    {
+        max_bytes = max_bytes.min(cap.max(1.0) as usize);
+    }
     let min_bytes = request.min_bytes.max(0) as usize;
     let read_committed = request.isolation_level == 1;
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
@@ -263,8 +274,13 @@ pub fn handle(
     }
     // A follower's fetch reads to the log end, within the leader throttle.
     let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
-    let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
+    let (mut body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
     if wait.is_zero() || bytes >= min_bytes || has_error || watchers.is_empty() {
+        if let Some(throttled) = count_quota(
+            broker, replica, client, bytes, &mut body, mode, legacy, version,
+        ) {
+            return Ok(Reply::Ready(throttled));
+        }
         return Ok(Reply::Ready(answer(
             broker, mode, &topics, body, version, legacy, listener,
         )));
@@ -274,6 +290,7 @@ pub fn handle(
     let mut stopping = broker.stopping.clone();
     let broker = broker.clone();
     let listener = listener.clone();
+    let client = client.cloned();
     Ok(Reply::Later(Box::pin(async move {
         let _parked = Parked::new();
         let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
@@ -286,8 +303,21 @@ pub fn handle(
                 // Shutting down: answer with what there is now.
                 _ = stopping.wait_for(|s| *s) => true,
             };
-            let (body, bytes, has_error) = read_all(&topics, max_bytes, read_committed, follower);
+            let (mut body, bytes, has_error) =
+                read_all(&topics, max_bytes, read_committed, follower);
             if timed_out || bytes >= min_bytes || has_error {
+                if let Some(throttled) = count_quota(
+                    &broker,
+                    replica,
+                    client.as_ref(),
+                    bytes,
+                    &mut body,
+                    mode,
+                    legacy,
+                    version,
+                ) {
+                    return Ok(throttled);
+                }
                 return Ok(answer(
                     &broker, mode, &topics, body, version, legacy, &listener,
                 ));
@@ -390,6 +420,64 @@ fn resolve(
         });
     }
     grouped.into_values().collect()
+}
+
+/// A consumer's fetch counts its records' bytes toward consumer_byte_rate
+/// (followers are not counted: replication has its own throttles). One
+/// that would take the consumer over its quota is answered, as Kafka
+/// does, with no records and the throttle time, and its bytes are not
+/// counted; the answer to send instead is returned. (v0-3 answers keep
+/// their records: the throttle then only pauses the connection.)
+#[allow(clippy::too_many_arguments)]
+fn count_quota(
+    broker: &Broker,
+    replica: i32,
+    client: Option<&QuotaClient>,
+    bytes: usize,
+    body: &mut FetchResponseBody<FileSlice>,
+    mode: SessionMode,
+    legacy: Option<i16>,
+    version: i16,
+) -> Option<Response> {
+    let client = client.filter(|_| replica < 0)?;
+    let t = broker.quotas.record(
+        &broker.cluster.metadata(),
+        Kind::Fetch,
+        client,
+        bytes as f64,
+        legacy.is_none(),
+    );
+    let ms = t.as_millis().min(i32::MAX as u128) as i32;
+    body.throttle_time_ms = ms;
+    if t.is_zero() || legacy.is_some() {
+        return None;
+    }
+    let empty = FetchResponseBody::<FileSlice> {
+        throttle_time_ms: ms,
+        error_code: 0,
+        // An incremental session goes on to its next epoch (what it was
+        // told is unchanged); a new one is not opened.
+        session_id: match mode {
+            SessionMode::Incremental { id, epoch } => {
+                match broker
+                    .fetch_sessions
+                    .with_session(id, epoch, |s| s.bump_epoch())
+                {
+                    Ok(()) => id,
+                    Err(_) => 0,
+                }
+            }
+            SessionMode::None | SessionMode::New => 0,
+        },
+        topics: vec![],
+        node_endpoints: vec![],
+    };
+    let (parts, len) = empty.encode(version);
+    Some(Response {
+        parts,
+        len,
+        error_code: 0,
+    })
 }
 
 /// What the caller may fetch.

@@ -15,6 +15,7 @@ use crate::response::{HandlerError, Reply};
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+mod alter_client_quotas;
 pub mod alter_configs;
 mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
@@ -29,6 +30,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_acls;
+mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -124,6 +126,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeAcls => "DescribeAcls",
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "Other",
     }
 }
@@ -164,6 +168,8 @@ pub struct Session {
     pub auth: Arc<crate::sasl::ConnAuth>,
     /// From the client's certificate, when it sent one.
     pub tls_principal: Option<String>,
+    /// Closed while the client is throttled (KIP-219).
+    pub gate: Arc<crate::quotas::MuteGate>,
 }
 
 impl Session {
@@ -174,6 +180,21 @@ impl Session {
             .principal()
             .or_else(|| self.tls_principal.clone())
             .unwrap_or_else(|| crate::authz::ANONYMOUS.to_string())
+    }
+
+    /// Who quotas count this request for: the principal's name (Kafka's
+    /// quota user) and the client id.
+    fn quota_client(&self, header: &RequestHeader) -> crate::quotas::QuotaClient {
+        let principal = self.principal();
+        let user = match principal.split_once(':') {
+            Some((_, name)) => name.to_string(),
+            None => principal,
+        };
+        crate::quotas::QuotaClient {
+            user,
+            client_id: header.client_id.as_deref().unwrap_or("").to_string(),
+            gate: self.gate.clone(),
+        }
     }
 
     /// What this request's caller may do, as of the current metadata.
@@ -250,6 +271,7 @@ pub fn dispatch(
         client_id = header.client_id.as_deref().unwrap_or("")
     );
     let _enter = span.enter();
+    let started = std::time::Instant::now();
     let reply = if table::is_legacy(prefix.api_key, version)
         && !matches!(key, ApiKey::Produce | ApiKey::Fetch)
     {
@@ -259,6 +281,19 @@ pub fn dispatch(
     } else {
         route(broker, key, &mut body, version, &header, session)?
     };
+    // request_percentage: the time handling took here, in percent of a
+    // thread (Kafka counts its request threads' time the same way).
+    let meta = broker.cluster.metadata();
+    if !meta.quotas.is_empty() {
+        let percent_seconds = started.elapsed().as_secs_f64() * 100.0;
+        broker.quotas.record(
+            &meta,
+            crate::quotas::Kind::Request,
+            &session.quota_client(&header),
+            percent_seconds,
+            false,
+        );
+    }
     Ok(Dispatched {
         correlation_id: header.correlation_id,
         header_version,
@@ -279,13 +314,34 @@ fn route(
     let peer = session.peer;
     let listener = &session.listener;
     let authz = &session.authz(broker);
+    // Only when some quota is set: the strings are not built otherwise.
+    let quota_client = match key {
+        ApiKey::Produce | ApiKey::Fetch if !broker.cluster.metadata().quotas.is_empty() => {
+            Some(session.quota_client(header))
+        }
+        _ => None,
+    };
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
         ApiKey::SaslHandshake => sasl_handshake::handle(broker, body, version, session)?,
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(broker, body, version, session)?,
         ApiKey::Metadata => metadata::handle(broker, body, version, listener, authz)?,
-        ApiKey::Produce => produce::handle(broker, body, version, listener, authz)?,
-        ApiKey::Fetch => fetch::handle(broker, body, version, listener, authz)?,
+        ApiKey::Produce => produce::handle(
+            broker,
+            body,
+            version,
+            listener,
+            authz,
+            quota_client.as_ref(),
+        )?,
+        ApiKey::Fetch => fetch::handle(
+            broker,
+            body,
+            version,
+            listener,
+            authz,
+            quota_client.as_ref(),
+        )?,
         ApiKey::ListOffsets => list_offsets::handle(broker, body, version, authz)?,
         ApiKey::CreateTopics => create_topics::handle(broker, body, version, authz)?,
         ApiKey::DeleteTopics => delete_topics::handle(broker, body, version, authz)?,
@@ -351,6 +407,10 @@ fn route(
         ApiKey::AlterUserScramCredentials => {
             alter_user_scram_credentials::handle(broker, body, version, authz)?
         }
+        ApiKey::DescribeClientQuotas => {
+            describe_client_quotas::handle(broker, body, version, authz)?
+        }
+        ApiKey::AlterClientQuotas => alter_client_quotas::handle(broker, body, version, authz)?,
         ApiKey::DescribeAcls => describe_acls::handle(broker, body, version, authz)?,
         ApiKey::CreateAcls => create_acls::handle(broker, body, version, authz)?,
         ApiKey::DeleteAcls => delete_acls::handle(broker, body, version, authz)?,

@@ -20,6 +20,7 @@ use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::handlers::{leader_hint, now_ms, storage_error_code};
 use crate::metrics as m;
+use crate::quotas::{Kind, QuotaClient};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
@@ -35,7 +36,10 @@ pub fn handle(
     version: i16,
     listener: &str,
     authz: &Authz,
+    client: Option<&QuotaClient>,
 ) -> Result<Reply, HandlerError> {
+    // producer_byte_rate counts the request's size.
+    let request_bytes = body.len() as f64;
     let legacy = version < 3;
     let request: ProduceRequest = if legacy {
         legacy::produce::decode_request(body, version).map_err(|e| HandlerError::Decode {
@@ -130,10 +134,21 @@ pub fn handle(
                 .with_partition_responses(partitions),
         );
     }
+    let throttle = client.map_or(Duration::ZERO, |c| {
+        broker.quotas.record(
+            &broker.cluster.metadata(),
+            Kind::Produce,
+            c,
+            request_bytes,
+            false,
+        )
+    });
     if acks == 0 {
         return Ok(Reply::Nothing);
     }
-    let mut response = ProduceResponse::default().with_responses(responses);
+    let mut response = ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(throttle.as_millis().min(i32::MAX as u128) as i32);
     leader_hint::produce(broker, &mut response, version, listener);
     let replicated: Vec<(Arc<Log>, i64)> = to_flush
         .iter()

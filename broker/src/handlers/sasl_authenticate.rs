@@ -57,7 +57,16 @@ pub fn handle(
             let meta = broker.cluster.metadata();
             Ok(Reply::Later(Box::pin(async move {
                 let config = sasl.clone();
+                let permit = sasl
+                    .plain_checks
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| {
+                        HandlerError::Internal(format!("waiting to check a password: {e}"))
+                    })?;
                 let checked = tokio::task::spawn_blocking(move || -> Outcome {
+                    let _permit = permit;
                     let (user, password) = parse_plain(&token)
                         .ok_or_else(|| "a malformed PLAIN message".to_string())?;
                     if config.check_plain(&meta, &user, &password) {

@@ -191,6 +191,10 @@ pub struct SaslConfig {
     /// Makes the salt shown for an unknown user (the same every time, so a
     /// client cannot tell a made-up user from a real one by asking twice).
     secret: Vec<u8>,
+    /// PLAIN checks (PBKDF2, a millisecond or more each) run at once: half
+    /// the cores at most, so a flood of logins cannot take every core from
+    /// the clients already logged in.
+    pub plain_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SaslConfig {
@@ -284,6 +288,9 @@ pub fn settings(
         reauth: Duration::from_millis(reauth_ms),
         oauth,
         secret: scram::random_bytes(32),
+        plain_checks: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        )),
     })))
 }
 
@@ -527,6 +534,7 @@ mod tests {
             reauth: Duration::ZERO,
             oauth: None,
             secret: vec![9; 32],
+            plain_checks: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         assert!(sasl.check_plain(&meta, "alice", "s3cret:with:colons"));
         assert!(!sasl.check_plain(&meta, "alice", "s3cret"));

@@ -259,12 +259,15 @@ pub fn connect(port: u16) -> Client {
     Client {
         stream,
         correlation: 0,
+        client_id: "wire-test".into(),
     }
 }
 
 pub struct Client {
     pub stream: TcpStream,
     correlation: i32,
+    /// Sent in every request header.
+    pub client_id: String,
 }
 
 impl Client {
@@ -315,7 +318,7 @@ impl Client {
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         let mut h = BytesMut::new();
         header
             .encode(&mut h, key.request_header_version(version))

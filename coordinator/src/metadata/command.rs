@@ -135,6 +135,10 @@ pub enum MetadataCommand {
     CreateAcls {
         bindings: Vec<super::acls::AclBinding>,
     },
+    /// AlterClientQuotas: validated changes of entities' quotas.
+    AlterClientQuotas {
+        alterations: Vec<super::quotas::QuotaAlteration>,
+    },
     /// DeleteAcls: each filter removes what it matches when applied; the
     /// reply lists what each removed.
     DeleteAcls {

@@ -18,6 +18,7 @@ mod elr;
 mod elr_tests;
 pub mod log_store;
 pub mod placement;
+pub mod quotas;
 pub mod raft;
 #[cfg(test)]
 mod raft_tests;

@@ -147,6 +147,8 @@ pub struct ClusterMetadata {
     pub scram: BTreeMap<String, BTreeMap<String, super::scram::ScramRecord>>,
     #[serde(default)]
     pub acls: super::acls::AclStore,
+    #[serde(default)]
+    pub quotas: super::quotas::QuotaStore,
 }
 
 type Applied = Result<MetadataReply, MetadataError>;
@@ -237,6 +239,10 @@ impl ClusterMetadata {
                 for b in bindings {
                     self.acls.insert(b.clone());
                 }
+                Ok(MetadataReply::Done)
+            }
+            AlterClientQuotas { alterations } => {
+                self.quotas.alter(alterations);
                 Ok(MetadataReply::Done)
             }
             // Each filter answers every binding it matches (as Kafka's
