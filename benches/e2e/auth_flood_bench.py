@@ -155,13 +155,14 @@ def main():
     try:
         b = start(a.bin, d)
         topic = f"flood-{os.urandom(4).hex()}"
-        AdminClient({"bootstrap.servers": b.bootstrap}).create_topics(
-            [NewTopic(topic, 1, 1)])[topic].result(30)
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
         print(f"# {a.bin}: {a.rate:.0f} failed logins/s aimed at, {a.seconds} s phases, "
               f"{a.rounds} rounds, cores {os.cpu_count()}", flush=True)
         for r in range(a.rounds):
             for mechanism in (None, "PLAIN", "SCRAM-SHA-256"):
                 print(json.dumps({"round": r, **phase(b, topic, mechanism, a)}), flush=True)
+        del admin
         b.stop()
     finally:
         if b is not None and b.alive():
