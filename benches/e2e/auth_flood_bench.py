@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Failed logins against everyone else (issue 19), for benches/RESULTS.md:
-one client process makes up to --rate failed SASL logins a second (each a
-new connection, SaslHandshake, SaslAuthenticate with a wrong password,
-then the broker closes it) while a logged-in librdkafka producer writes as
+one client process makes up to --rate failed SASL logins a second over
+--connections at once (each a new connection, SaslHandshake,
+SaslAuthenticate with a wrong password, answered after the broker's
+failed-authentication delay, then closed) while a logged-in librdkafka producer writes as
 fast as it can. Each round measures the producer alone, then beside a
 PLAIN flood (the broker checks each password with PBKDF2), then beside a
 SCRAM flood (a wrong proof: HMACs only), in one run on one broker.
@@ -25,6 +26,7 @@ import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,18 +80,32 @@ def failed_login(port: int, mechanism: str) -> bool:
         return struct.unpack(">h", r[:2])[0] == 58
 
 
-def flood(port: int, mechanism: str, rate: float, seconds: float, out) -> None:
-    """Paced failed logins from one process; puts the count reached."""
-    done, t0 = 0, time.monotonic()
-    while (now := time.monotonic()) - t0 < seconds:
-        ahead = t0 + done / rate - now
-        if ahead > 0:
-            time.sleep(ahead)
-        try:
-            done += failed_login(port, mechanism)
-        except OSError:
-            pass
-    out.put(done / (time.monotonic() - t0))
+def flood(port: int, mechanism: str, rate: float, seconds: float, connections: int, out) -> None:
+    """Paced failed logins from one process over `connections` threads (a
+    failed login is answered only after the broker's failed-authentication
+    delay, so one connection at a time would not reach the rate); puts the
+    rate reached."""
+    done = [0] * connections
+    t0 = time.monotonic()
+
+    def worker(i: int):
+        k = 0
+        while (now := time.monotonic()) - t0 < seconds:
+            ahead = t0 + (k * connections + i) / rate - now
+            if ahead > 0:
+                time.sleep(ahead)
+            k += 1
+            try:
+                done[i] += failed_login(port, mechanism)
+            except OSError:
+                pass
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(sum(done) / (time.monotonic() - t0))
 
 
 def produce_for(b, topic: str, seconds: float, size: int) -> dict:
@@ -128,7 +144,8 @@ def phase(b, topic: str, mechanism, a) -> dict:
     q = mp.Queue()
     proc = None
     if mechanism:
-        proc = mp.Process(target=flood, args=(b.sasl_port, mechanism, a.rate, a.seconds + 2, q))
+        proc = mp.Process(target=flood, args=(b.sasl_port, mechanism, a.rate, a.seconds + 2,
+                                              a.connections, q))
         proc.start()
         time.sleep(1)  # the flood is running before the producer starts
     out = {"flood": mechanism or "none", **produce_for(b, topic, a.seconds, a.record_size)}
@@ -147,6 +164,8 @@ def main():
     ap.add_argument("--bin", type=Path, default=default)
     ap.add_argument("--rate", type=float, default=1000.0, help="failed logins per second to aim at")
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--connections", type=int, default=200,
+                    help="failed logins in flight at once (each waits out the failure delay)")
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()

@@ -106,6 +106,9 @@ pub struct Args {
     /// Kafka `max.connection.creation.rate`: new connections per second the listeners accept; past it, accepting waits. [default: no limit]
     #[arg(long, env = "KARNAK_MAX_CONNECTION_CREATION_RATE")]
     pub max_connection_creation_rate: Option<f64>,
+    /// Kafka `connection.failed.authentication.delay.ms`: a failed SASL login is answered, and its connection closed, this much later (slows a client guessing passwords). [default: 100]
+    #[arg(long, env = "KARNAK_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
+    pub connection_failed_authentication_delay_ms: Option<u64>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -271,6 +274,7 @@ struct FileConfig {
     sasl_enabled_mechanisms: Option<String>,
     sasl_users_file: Option<PathBuf>,
     connections_max_reauth_ms: Option<u64>,
+    connection_failed_authentication_delay_ms: Option<u64>,
     sasl_oauthbearer_jwks_endpoint_url: Option<String>,
     sasl_oauthbearer_expected_issuer: Option<String>,
     sasl_oauthbearer_expected_audience: Option<String>,
@@ -452,6 +456,9 @@ impl Config {
             args.connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
+            args.connection_failed_authentication_delay_ms
+                .or(file.connection_failed_authentication_delay_ms)
+                .unwrap_or(100),
             crate::sasl::OAuthFlags {
                 jwks: args
                     .sasl_oauthbearer_jwks_endpoint_url

@@ -121,6 +121,23 @@ fn wrong_passwords_and_unknown_users_look_the_same_and_close() {
 }
 
 #[test]
+fn a_failed_login_is_answered_after_the_failed_authentication_delay() {
+    let (_b, port) = start(&["--connection-failed-authentication-delay-ms", "400"]);
+    let started = std::time::Instant::now();
+    let (mut c, r) = plain_login(port, "alice", "guess");
+    assert_eq!(r.error_code, ResponseError::SaslAuthenticationFailed.code());
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(400),
+        "answered after {waited:?}"
+    );
+    assert!(c.closed_by_broker());
+    // A good login is not held back.
+    let (_c, ok) = plain_login(port, "alice", "wonder land");
+    assert_eq!(ok.error_code, 0);
+}
+
+#[test]
 fn bad_exchanges_are_refused_with_kafkas_errors() {
     let (_b, port) = start(&[]);
     // An unknown (or not enabled) mechanism: the enabled ones, then closed.

@@ -324,7 +324,13 @@ fn route(
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
         ApiKey::SaslHandshake => sasl_handshake::handle(broker, body, version, session)?,
-        ApiKey::SaslAuthenticate => sasl_authenticate::handle(broker, body, version, session)?,
+        ApiKey::SaslAuthenticate => sasl_authenticate::delay_failure(
+            sasl_authenticate::handle(broker, body, version, session)?,
+            broker
+                .sasl
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |s| s.failed_delay),
+        ),
         ApiKey::Metadata => metadata::handle(broker, body, version, listener, authz)?,
         ApiKey::Produce => produce::handle(
             broker,

@@ -230,3 +230,28 @@ fn encode(
         .with_session_lifetime_ms(lifetime_ms);
     Response::encode(&resp, version, code)
 }
+
+/// A failed login's answer held back `delay` (Kafka's
+/// `connection.failed.authentication.delay.ms`): the connection is already
+/// closing, so a client guessing passwords on one connection waits that
+/// long per guess.
+pub fn delay_failure(reply: Reply, delay: std::time::Duration) -> Reply {
+    const FAILED: i16 = ResponseError::SaslAuthenticationFailed.code();
+    if delay.is_zero() {
+        return reply;
+    }
+    match reply {
+        Reply::Ready(r) if r.error_code == FAILED => Reply::Later(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(r)
+        })),
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let r = fut.await?;
+            if r.error_code == FAILED {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(r)
+        })),
+        other => other,
+    }
+}

@@ -186,6 +186,9 @@ pub struct SaslConfig {
     pub users: Option<Users>,
     /// KIP-368's `connections.max.reauth.ms`: 0 never expires a login.
     pub reauth: Duration,
+    /// Kafka's `connection.failed.authentication.delay.ms`: a failed login
+    /// is answered (and its connection closed) this much later.
+    pub failed_delay: Duration,
     /// OAUTHBEARER's token validation, when that mechanism is enabled.
     pub oauth: Option<oauthbearer::OAuthBearer>,
     /// Makes the salt shown for an unknown user (the same every time, so a
@@ -224,6 +227,7 @@ pub fn settings(
     mechanisms: Option<&str>,
     users_file: Option<std::path::PathBuf>,
     reauth_ms: u64,
+    failed_delay_ms: u64,
     oauth: OAuthFlags,
 ) -> anyhow::Result<Option<Arc<SaslConfig>>> {
     use anyhow::{Context, bail};
@@ -286,6 +290,7 @@ pub fn settings(
         mechanisms: list,
         users,
         reauth: Duration::from_millis(reauth_ms),
+        failed_delay: Duration::from_millis(failed_delay_ms),
         oauth,
         secret: scram::random_bytes(32),
         plain_checks: Arc::new(tokio::sync::Semaphore::new(
@@ -532,6 +537,7 @@ mod tests {
             mechanisms: vec![Mechanism::Plain],
             users: Some(u),
             reauth: Duration::ZERO,
+            failed_delay: Duration::ZERO,
             oauth: None,
             secret: vec![9; 32],
             plain_checks: Arc::new(tokio::sync::Semaphore::new(1)),
