@@ -33,6 +33,7 @@ import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
 import dev.karnak.compat.harness.ApacheKafka;
+import dev.karnak.compat.harness.SaslKafka;
 import dev.karnak.compat.harness.Cli;
 import dev.karnak.compat.harness.Clients;
 import dev.karnak.compat.harness.Karnak;
@@ -1247,15 +1248,14 @@ class AclTest {
      * both as admin.
      */
     static final class KafkaWithAcls implements AutoCloseable {
-        private final Path dir;
-        private final Process proc;
+        private final SaslKafka kafka;
 
         KafkaWithAcls(Path certs, int saslPort, int sslPort, int plainPort, boolean allowEveryoneIfNoAclFound)
                 throws Exception {
             int controllerPort = Karnak.freePorts(1)[0];
             Path root = Paths.get(System.getProperty("karnak.test.dir", "target/karnak-test")).toAbsolutePath();
             Files.createDirectories(root);
-            dir = Files.createTempDirectory(root, "apache-kafka-acl-");
+            Path dir = Files.createTempDirectory(root, "apache-kafka-acl-");
             Path keystore = dir.resolve("server-keystore.pem");
             Files.writeString(keystore, Files.readString(certs.resolve("server.key"))
                     + Files.readString(certs.resolve("server.pem")));
@@ -1303,77 +1303,12 @@ class AclTest {
                     "group.consumer.min.heartbeat.interval.ms=500",
                     "group.consumer.heartbeat.interval.ms=500",
                     "")), StandardCharsets.UTF_8);
-            Path log4j = ApacheKafka.log4jToFile(dir, "server.log");
-            List<String> format = new ArrayList<>(List.of("format", "-t", Uuid.randomUuid().toString(),
-                    "-c", props.toString()));
-            PASSWORDS.forEach((user, password) -> format.addAll(List.of("--add-scram",
-                    MECHANISM + "=[name=" + user + ",password=" + password + "]")));
-            Cli.Result fmt = Cli.run("kafka.tools.StorageTool", format.toArray(new String[0]));
-            if (fmt.exitCode() != 0) {
-                throw new AssertionError("kafka-storage format failed: " + fmt);
-            }
-            List<String> cmd = List.of(Paths.get(System.getProperty("java.home"), "bin", "java").toString(),
-                    "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                    "-Dlog4j2.configurationFile=" + log4j, "-Dkafka.logs.dir=" + dir,
-                    "-cp", System.getProperty("java.class.path"), "kafka.Kafka", props.toString());
-            proc = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(dir.resolve("kafka.log").toFile())
-                    .start();
-            try {
-                Poll.untilTrue(Duration.ofSeconds(120), "Apache Kafka (ACLs) to listen on " + saslPort, () -> {
-                    if (!proc.isAlive()) {
-                        throw new AssertionError("Apache Kafka exited with " + proc.exitValue() + "; see " + dir);
-                    }
-                    try (Socket s = new Socket()) {
-                        s.connect(new InetSocketAddress("127.0.0.1", saslPort), 1000);
-                        return true;
-                    } catch (IOException e) {
-                        return false;
-                    }
-                });
-                Map<String, Object> c = new HashMap<>();
-                c.put("security.protocol", "SASL_PLAINTEXT");
-                c.put("sasl.mechanism", MECHANISM);
-                c.put("sasl.jaas.config", scram + " username=\"admin\" password=\"" + PASSWORDS.get("admin") + "\";");
-                c.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 5000);
-                c.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 3000);
-                try (Admin admin = Clients.admin("127.0.0.1:" + saslPort, c)) {
-                    Poll.until(Duration.ofSeconds(120), "Apache Kafka (ACLs) to answer describeCluster as admin",
-                            () -> admin.describeCluster().nodes().get(5, TimeUnit.SECONDS));
-                }
-            } catch (AssertionError e) {
-                close();
-                throw new AssertionError(e.getMessage() + "\n--- server.log ---\n" + tail(), e);
-            }
-        }
-
-        private String tail() {
-            try {
-                List<String> lines = Files.readAllLines(dir.resolve("server.log"));
-                return String.join("\n", lines.subList(Math.max(0, lines.size() - 60), lines.size()));
-            } catch (IOException | UncheckedIOException e) {
-                return "(no server.log: " + e + ")";
-            }
+            kafka = new SaslKafka(dir, props, MECHANISM, PASSWORDS, saslPort, "ACLs");
         }
 
         @Override
         public void close() {
-            if (proc.isAlive()) {
-                proc.destroy();
-                try {
-                    if (!proc.waitFor(20, TimeUnit.SECONDS)) {
-                        proc.destroyForcibly();
-                        proc.waitFor(10, TimeUnit.SECONDS);
-                    }
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-            // The data goes, the logs stay under target/ for post-mortems (as the harness' brokers).
-            try (java.util.stream.Stream<Path> walk = Files.walk(dir.resolve("data"))) {
-                walk.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-            } catch (IOException | UncheckedIOException ignored) {
-                // best effort
-            }
+            kafka.close();
         }
     }
 }
