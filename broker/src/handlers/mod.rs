@@ -12,6 +12,7 @@ use karnak_protocol::{api_versions as table, frame};
 use crate::authz::Authz;
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply};
+use karnak_coordinator::metadata::ClusterMetadata;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
@@ -197,15 +198,15 @@ impl Session {
         }
     }
 
-    /// What this request's caller may do, as of the current metadata.
-    fn authz(&self, broker: &Broker) -> Authz {
+    /// What this request's caller may do, as of `meta`.
+    fn authz(&self, broker: &Broker, meta: &Arc<ClusterMetadata>) -> Authz {
         match &broker.config.authorizer {
             None => Authz::allow_all(),
             Some(config) => Authz::new(
                 config,
                 self.principal(),
                 self.peer.ip().to_string(),
-                broker.cluster.metadata(),
+                meta.clone(),
             ),
         }
     }
@@ -272,24 +273,30 @@ pub fn dispatch(
     );
     let _enter = span.enter();
     let started = std::time::Instant::now();
+    // One metadata snapshot for the request's ACL and quota checks; the
+    // quota client's strings are built only when some quota is set.
+    let meta = broker.cluster.metadata();
+    let ctx = RequestContext {
+        authz: session.authz(broker, &meta),
+        quota_client: (!meta.quotas.is_empty()).then(|| session.quota_client(&header)),
+    };
     let reply = if table::is_legacy(prefix.api_key, version)
         && !matches!(key, ApiKey::Produce | ApiKey::Fetch)
     {
         legacy::serve(key, version, &body, |body, target| {
-            route(broker, key, body, target, &header, session)
+            route(broker, key, body, target, &header, session, &ctx)
         })?
     } else {
-        route(broker, key, &mut body, version, &header, session)?
+        route(broker, key, &mut body, version, &header, session, &ctx)?
     };
     // request_percentage: the time handling took here, in percent of a
     // thread (Kafka counts its request threads' time the same way).
-    let meta = broker.cluster.metadata();
-    if !meta.quotas.is_empty() {
+    if let Some(client) = &ctx.quota_client {
         let percent_seconds = started.elapsed().as_secs_f64() * 100.0;
         broker.quotas.record(
             &meta,
             crate::quotas::Kind::Request,
-            &session.quota_client(&header),
+            client,
             percent_seconds,
             false,
         );
@@ -302,6 +309,13 @@ pub fn dispatch(
     })
 }
 
+/// What the request's checks need, made once per request.
+struct RequestContext {
+    authz: Authz,
+    /// Set only when some quota exists.
+    quota_client: Option<crate::quotas::QuotaClient>,
+}
+
 /// Hands a decoded header's body to the API's handler.
 fn route(
     broker: &Arc<Broker>,
@@ -310,17 +324,12 @@ fn route(
     version: i16,
     header: &RequestHeader,
     session: &Session,
+    ctx: &RequestContext,
 ) -> Result<Reply, DispatchError> {
     let peer = session.peer;
     let listener = &session.listener;
-    let authz = &session.authz(broker);
-    // Only when some quota is set: the strings are not built otherwise.
-    let quota_client = match key {
-        ApiKey::Produce | ApiKey::Fetch if !broker.cluster.metadata().quotas.is_empty() => {
-            Some(session.quota_client(header))
-        }
-        _ => None,
-    };
+    let authz = &ctx.authz;
+    let quota_client = &ctx.quota_client;
     let reply = match key {
         ApiKey::ApiVersions => api_versions::handle(body, version)?,
         ApiKey::SaslHandshake => sasl_handshake::handle(broker, body, version, session)?,
