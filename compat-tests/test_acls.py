@@ -596,3 +596,54 @@ def test_sql_statements_need_what_kafka_requests_need(karnak_bin, tmp_path, cert
     finally:
         b.__dict__.pop("clients", None)
         b.kill9()
+
+
+def test_sql_catalog_lists_only_topics_the_user_may_describe(karnak_bin, tmp_path, certs,
+                                                             request):
+    """psql's \\dt and \\d, information_schema and SHOW TABLES list only the
+    topics the SQL user may DESCRIBE (as Kafka's Metadata does), through
+    the simple and the extended protocol; a super user sees them all."""
+    import psycopg
+    b = start_acl_broker(karnak_bin, tmp_path, certs, sql=True)
+    request.node._karnak_brokers = [b]
+    try:
+        seen, hidden = unique_topic("seen"), unique_topic("hidden")
+        create(b, seen, hidden)
+        grant(b, acl(TOPIC, seen, "User:alice", Op.DESCRIBE))
+
+        def psql(user, command):
+            r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(b.sql_port), "-U", user,
+                                "-d", "x", "-X", "-tA", "-c", command],
+                               capture_output=True, text=True, timeout=T,
+                               env={"PGPASSWORD": USERS[user], "PATH": "/usr/bin:/bin"})
+            return r.returncode, r.stdout + r.stderr
+
+        code, out = psql("alice", "\\dt")
+        assert code == 0 and seen in out and hidden not in out, out
+        code, out = psql("admin", "\\dt")
+        assert code == 0 and seen in out and hidden in out, out
+        code, out = psql("alice", f'\\d "{hidden}"')
+        assert "Did not find any relation" in out, out
+        code, out = psql("alice", f'\\d "{seen}"')
+        assert code == 0 and "value" in out, out
+        code, out = psql("alice", "SHOW TABLES")
+        assert code == 0 and seen in out and hidden not in out, out
+
+        def tables(user) -> set:
+            with psycopg.connect(host="127.0.0.1", port=b.sql_port, user=user,
+                                 password=USERS[user], dbname="x", connect_timeout=10,
+                                 autocommit=True) as conn:
+                # psycopg sends parameters: the extended protocol.
+                rows = conn.execute("SELECT table_name FROM information_schema.tables "
+                                    "WHERE table_schema = %s", ("public",)).fetchall()
+                return {r[0] for r in rows}
+        assert seen in tables("alice") and hidden not in tables("alice")
+        assert {seen, hidden} <= tables("admin")
+        # bob has no ACL: no topic at all.
+        assert not {seen, hidden} & tables("bob")
+        # A grant shows at once (ACLs are read at each statement).
+        grant(b, acl(TOPIC, hidden, "User:bob", Op.READ))
+        assert hidden in tables("bob") and seen not in tables("bob")
+    finally:
+        b.__dict__.pop("clients", None)
+        b.kill9()

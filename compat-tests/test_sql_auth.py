@@ -141,7 +141,6 @@ def test_gssapi_encryption_request_is_declined(shared_broker):
 
 
 @pytest.mark.parametrize("args,says", [
-    (["--sql-auth", "scram-sha-256"], "needs --sql-password-file"),
     (["--sql-auth", "md5"], "expected trust or scram-sha-256"),
     (["--sql-password-file", "/nonexistent"], "needs --sql-auth scram-sha-256"),
     (["--sql-auth", "scram-sha-256", "--sql-password-file", "/nonexistent"], "/nonexistent"),

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Failed logins against everyone else (issue 19), for benches/RESULTS.md:
-one client process makes up to --rate failed SASL logins a second over
+one client process (from 127.0.0.2; the producer is on 127.0.0.1) makes
+up to --rate failed SASL logins a second over
 --connections at once (each a new connection, SaslHandshake,
 SaslAuthenticate with a wrong password, answered after the broker's
 failed-authentication delay, then closed) while a logged-in librdkafka producer writes as
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ from tls_bench import kafka_call  # noqa: E402
 USER, PASSWORD = "bench", "bench-password"
 
 
-def start(binary: Path, d: Path) -> Broker:
+def start(binary: Path, d: Path, per_ip: float | None) -> Broker:
     (d / "users.txt").write_text(f"{USER}:{PASSWORD}\nvictim:victim-password\n")
     b = Broker(binary, d / "data", d / "logs", [])
     b.pick_ports()
@@ -52,13 +54,20 @@ def start(binary: Path, d: Path) -> Broker:
     b.extra_args = ["--listeners", f"PLAINTEXT://127.0.0.1:{b.kafka_port},"
                     f"SASL_PLAINTEXT://127.0.0.1:{b.sasl_port}",
                     "--sasl-users-file", str(d / "users.txt"),
-                    "--sasl-enabled-mechanisms", "SCRAM-SHA-256,PLAIN", "--sql-enabled", "false"]
+                    "--sasl-enabled-mechanisms", "SCRAM-SHA-256,PLAIN", "--sql-enabled", "false",
+                    *([] if per_ip is None else ["--failed-authentication-rate-per-ip", str(per_ip)])]
     return b.start()
+
+
+# The flooding client's own address: loopback, but not the producer's
+# 127.0.0.1 (the broker limits failed logins per address).
+FLOOD_FROM = ("127.0.0.2", 0)
 
 
 def failed_login(port: int, mechanism: str) -> bool:
     """One failed login; True when the broker refused it (error 58)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=FLOOD_FROM) as s:
         mech = mechanism.encode()
         r = kafka_call(s, 17, 1, struct.pack(">h", len(mech)) + mech)
         if struct.unpack(">h", r[:2])[0] != 0:
@@ -69,6 +78,9 @@ def failed_login(port: int, mechanism: str) -> bool:
             nonce = base64.b64encode(os.urandom(18)).decode()
             token = f"n,,n={USER},r={nonce}".encode()
             r = kafka_call(s, 36, 1, struct.pack(">i", len(token)) + token)
+            if struct.unpack(">h", r[:2])[0] != 0:
+                # Refused at the first message (its address over budget).
+                return struct.unpack(">h", r[:2])[0] == 58
             msg_len = struct.unpack(">h", r[2:4])[0]
             at = 4 + max(msg_len, 0)
             n = struct.unpack(">i", r[at:at + 4])[0]
@@ -139,8 +151,23 @@ def produce_for(b, topic: str, seconds: float, size: int) -> dict:
             "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None}
 
 
+def refusals(b) -> dict:
+    """The broker's failed logins so far: checked, and refused unchecked
+    (their address over --failed-authentication-rate-per-ip)."""
+    text = urllib.request.urlopen(f"{b.admin_url}/metrics", timeout=10).read().decode()
+    out = {"checked": 0.0, "unchecked": 0.0}
+    for line in text.splitlines():
+        if line.startswith("karnak_sasl_authentications_total{"):
+            if 'result="failed"' in line:
+                out["checked"] += float(line.rsplit(" ", 1)[1])
+            elif 'result="unchecked"' in line:
+                out["unchecked"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def phase(b, topic: str, mechanism, a) -> dict:
     cpu0 = lb.cpu_seconds(b.proc.pid)
+    before = refusals(b)
     q = mp.Queue()
     proc = None
     if mechanism:
@@ -152,6 +179,9 @@ def phase(b, topic: str, mechanism, a) -> dict:
     if proc:
         proc.join(a.seconds + 30)
         out["failed_logins_per_s"] = round(q.get(timeout=5))
+        after = refusals(b)
+        out["checked"] = round(after["checked"] - before["checked"])
+        out["unchecked"] = round(after["unchecked"] - before["unchecked"])
     out["broker_cpu_s"] = round(lb.cpu_seconds(b.proc.pid) - cpu0, 2)
     return out
 
@@ -168,15 +198,18 @@ def main():
                     help="failed logins in flight at once (each waits out the failure delay)")
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--per-ip-rate", type=float, default=None,
+                    help="the broker's --failed-authentication-rate-per-ip (default: its own, 10)")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="karnak-auth-flood."))
     b = None
     try:
-        b = start(a.bin, d)
+        b = start(a.bin, d, a.per_ip_rate)
         topic = f"flood-{os.urandom(4).hex()}"
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
         admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
         print(f"# {a.bin}: {a.rate:.0f} failed logins/s aimed at, {a.seconds} s phases, "
+              f"per-ip rate {a.per_ip_rate if a.per_ip_rate is not None else 'default'}, "
               f"{a.rounds} rounds, cores {os.cpu_count()}", flush=True)
         for r in range(a.rounds):
             for mechanism in (None, "PLAIN", "SCRAM-SHA-256"):

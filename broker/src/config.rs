@@ -109,6 +109,9 @@ pub struct Args {
     /// Kafka `connection.failed.authentication.delay.ms`: a failed SASL login is answered, and its connection closed, this much later (slows a client guessing passwords). [default: 100]
     #[arg(long, env = "KARNAK_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
     pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// Failed SASL logins a second one client address may cost: past that its attempts wait their turn (up to 5 s), then are refused unchecked, so a flood of wrong passwords from one address cannot take the cores (0: no limit). [default: 10]
+    #[arg(long, env = "KARNAK_FAILED_AUTHENTICATION_RATE_PER_IP")]
+    pub failed_authentication_rate_per_ip: Option<f64>,
     /// Address of the HTTP admin endpoint serving Prometheus metrics at /metrics. [default: 127.0.0.1:9644]
     #[arg(long, env = "KARNAK_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -121,12 +124,15 @@ pub struct Args {
     /// SQL connections served at once; more are refused. [default: 256]
     #[arg(long, env = "KARNAK_SQL_MAX_CONNECTIONS")]
     pub sql_max_connections: Option<usize>,
-    /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (users from --sql-password-file, or else --sasl-users-file). [default: trust]
+    /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (the broker's users: the same SCRAM credentials Kafka clients log in with). [default: trust]
     #[arg(long, env = "KARNAK_SQL_AUTH")]
     pub sql_auth: Option<String>,
-    /// `user:password` lines for --sql-auth scram-sha-256 (hashed when loaded).
+    /// `user:password` lines added to the broker's users at start, as --sasl-users-file (kept for compatibility; one user store serves Kafka and SQL).
     #[arg(long, env = "KARNAK_SQL_PASSWORD_FILE")]
     pub sql_password_file: Option<PathBuf>,
+    /// TLS on the SQL port with the Kafka listeners' certificate (--ssl-certificate-file): `off`, `on` (for clients that ask, as Postgres `ssl=on`) or `require` (a connection without TLS is refused). [default: on when --ssl-certificate-file is given, else off]
+    #[arg(long, env = "KARNAK_SQL_SSL")]
+    pub sql_ssl: Option<String>,
     /// This broker's node id (Kafka `node.id`). [default: 0]
     #[arg(long, env = "KARNAK_NODE_ID")]
     pub node_id: Option<i32>,
@@ -275,6 +281,7 @@ struct FileConfig {
     sasl_users_file: Option<PathBuf>,
     connections_max_reauth_ms: Option<u64>,
     connection_failed_authentication_delay_ms: Option<u64>,
+    failed_authentication_rate_per_ip: Option<f64>,
     sasl_oauthbearer_jwks_endpoint_url: Option<String>,
     sasl_oauthbearer_expected_issuer: Option<String>,
     sasl_oauthbearer_expected_audience: Option<String>,
@@ -294,6 +301,7 @@ struct FileConfig {
     sql_max_connections: Option<usize>,
     sql_auth: Option<String>,
     sql_password_file: Option<PathBuf>,
+    sql_ssl: Option<String>,
     node_id: Option<i32>,
     cluster_id: Option<String>,
     num_partitions: Option<i32>,
@@ -347,8 +355,11 @@ pub struct Config {
     pub listeners: crate::listeners::Listeners,
     /// The SSL listeners' certificate (None: no SSL listener).
     pub tls: Option<crate::tls::TlsSettings>,
-    /// The SASL listeners' mechanisms and users (None: no SASL listener).
+    /// The SASL listeners' mechanisms (None: no SASL listener).
     pub sasl: Option<std::sync::Arc<crate::sasl::SaslConfig>>,
+    /// `--sasl-users-file`'s and `--sql-password-file`'s users, added to
+    /// the metadata at start.
+    pub users: Option<std::sync::Arc<crate::sasl::Users>>,
     /// Quota windows and connection limits.
     pub quotas: crate::quotas::QuotaConfig,
     /// Client certificate subject -> principal.
@@ -439,9 +450,20 @@ impl Config {
                 .transpose()?
                 .map(|(h, p)| (h, p as u16)),
         })?;
+        let certificate_file = args.ssl_certificate_file.or(file.ssl_certificate_file);
+        let sql_ssl = match args.sql_ssl.or(file.sql_ssl).as_deref() {
+            None if certificate_file.is_some() => karnak_sql::auth::SqlSsl::On,
+            None | Some("off") => karnak_sql::auth::SqlSsl::Off,
+            Some("on") => karnak_sql::auth::SqlSsl::On,
+            Some("require") => karnak_sql::auth::SqlSsl::Require,
+            Some(other) => bail!("--sql-ssl {other:?}: expected off, on or require"),
+        };
+        let sql_on = pick!(sql_enabled, true);
+        let sql_tls = sql_on && sql_ssl != karnak_sql::auth::SqlSsl::Off;
         let tls = crate::tls::settings(
             &listeners,
-            args.ssl_certificate_file.or(file.ssl_certificate_file),
+            sql_tls,
+            certificate_file,
             args.ssl_key_file.or(file.ssl_key_file),
             args.ssl_client_auth.or(file.ssl_client_auth).as_deref(),
             args.ssl_truststore_file.or(file.ssl_truststore_file),
@@ -452,13 +474,22 @@ impl Config {
             args.sasl_enabled_mechanisms
                 .or(file.sasl_enabled_mechanisms)
                 .as_deref(),
-            sasl_users_file.clone(),
             args.connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
             args.connection_failed_authentication_delay_ms
                 .or(file.connection_failed_authentication_delay_ms)
                 .unwrap_or(100),
+            {
+                let r = args
+                    .failed_authentication_rate_per_ip
+                    .or(file.failed_authentication_rate_per_ip)
+                    .unwrap_or(10.0);
+                if !(r.is_finite() && r >= 0.0) {
+                    bail!("--failed-authentication-rate-per-ip must be 0 (no limit) or more");
+                }
+                r
+            },
             crate::sasl::OAuthFlags {
                 jwks: args
                     .sasl_oauthbearer_jwks_endpoint_url
@@ -518,31 +549,37 @@ impl Config {
                 if password_file.is_some() {
                     bail!("--sql-password-file needs --sql-auth scram-sha-256");
                 }
-                karnak_sql::auth::SqlAuth::Trust
+                karnak_sql::auth::SqlAuthMethod::Trust
             }
-            Some("scram-sha-256") => {
-                // One users file may serve Kafka and SQL clients alike.
-                let path = password_file.or(sasl_users_file).context(
-                    "--sql-auth scram-sha-256 needs --sql-password-file (or --sasl-users-file)",
-                )?;
-                let users = karnak_sql::auth::PasswordFile::load(&path)?;
-                karnak_sql::auth::SqlAuth::ScramSha256(std::sync::Arc::new(users))
-            }
+            Some("scram-sha-256") => karnak_sql::auth::SqlAuthMethod::ScramSha256,
             Some(other) => bail!("--sql-auth {other:?}: expected trust or scram-sha-256"),
         };
+        let user_files: Vec<PathBuf> = sasl_users_file.into_iter().chain(password_file).collect();
+        let users = (!user_files.is_empty())
+            .then(|| crate::sasl::Users::load_all(&user_files))
+            .transpose()?
+            .map(std::sync::Arc::new);
+        if users.is_none() && (sasl.is_some() || sql_auth != karnak_sql::auth::SqlAuthMethod::Trust)
+        {
+            tracing::warn!(
+                "SASL or SQL logins without --sasl-users-file: only users created with AlterUserScramCredentials can log in"
+            );
+        }
         let config = Config {
             data_dir: pick!(data_dir, PathBuf::from("./data")),
             listeners,
             tls,
             sasl,
+            users,
             authorizer,
             ssl_principal_mapping,
             quotas,
             admin_addr: pick!(admin_addr, SocketAddr::from(([127, 0, 0, 1], 9644))),
-            sql: pick!(sql_enabled, true).then(|| karnak_sql::SqlConfig {
+            sql: sql_on.then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
                 max_connections: pick!(sql_max_connections, 256),
                 auth: sql_auth,
+                ssl: sql_ssl,
                 default_partitions: pick!(num_partitions, 1),
             }),
             node_id: pick!(node_id, 0),
@@ -693,14 +730,26 @@ impl Config {
                 .specs
                 .iter()
                 .find(|l| l.name == config.listeners.inter_broker)
-            && l.protocol != crate::listeners::SecurityProtocol::Plaintext
+            && l.protocol.sasl()
         {
             // Replica fetchers, transaction markers and remote SQL reads
-            // dial other brokers in plaintext for now.
+            // dial other brokers in plaintext or with mutual TLS; they
+            // have no SASL credentials of their own.
             bail!(
-                "--inter-broker-listener-name {} is {}: brokers reach each other on a PLAINTEXT listener for now",
+                "--inter-broker-listener-name {} is {}: brokers reach each other on a PLAINTEXT or SSL (mutual TLS) listener",
                 l.name,
                 l.protocol.name()
+            );
+        }
+        if config.peer_tls()
+            && config
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.truststore_file.is_none())
+        {
+            bail!(
+                "the inter-broker listener {} is SSL: brokers check each other's certificates against --ssl-truststore-file; give it",
+                config.listeners.inter_broker
             );
         }
         if config.socket_request_max_bytes < karnak_protocol::frame::MIN_REQUEST_BYTES
@@ -712,6 +761,19 @@ impl Config {
             );
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Whether brokers use mutual TLS with each other: a cluster whose
+    /// inter-broker listener is SSL (its Raft listener then is too).
+    pub fn peer_tls(&self) -> bool {
+        self.cluster.is_multi_node()
+            && self
+                .listeners
+                .specs
+                .iter()
+                .any(|l| l.name == self.listeners.inter_broker && l.protocol.tls())
     }
 }
 

@@ -90,6 +90,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .map(tls::Tls::new)
         .transpose()
         .context("setting up TLS for the SSL listeners")?;
+    // Brokers of a cluster whose inter-broker listener is SSL use mutual
+    // TLS with each other, there and on the cluster (Raft) listener.
+    let peer_tls = match (&tls, config.peer_tls()) {
+        (Some(t), true) => Some(Arc::new(t.peer().context("TLS between brokers")?)),
+        _ => None,
+    };
     let mut listening = Vec::new();
     for spec in &config.listeners.specs {
         let socket = TcpListener::bind(spec.bind).await.with_context(|| {
@@ -108,14 +114,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 addr,
                 advertised,
             }),
-            tls: spec
-                .protocol
-                .tls()
-                .then(|| {
-                    tls.as_ref()
-                        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()))
-                })
-                .flatten(),
+            tls: match (&peer_tls, &tls) {
+                _ if !spec.protocol.tls() => None,
+                // Other brokers come in here: their certificates are required.
+                (Some(p), _) if spec.name == config.listeners.inter_broker => {
+                    Some(p.acceptor.clone())
+                }
+                (_, Some(t)) => Some(tokio_rustls::TlsAcceptor::from(t.config.clone())),
+                (_, None) => None,
+            },
         });
     }
     if let Some(t) = &tls {
@@ -127,8 +134,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let cluster = cluster::ClusterNode::start(
         &config.cluster,
-        config.node_id,
-        &cluster_id,
+        cluster::node::Joining {
+            node_id: config.node_id,
+            cluster_id: &cluster_id,
+            peer_tls,
+        },
         &config.data_dir,
         bound.iter().map(|l| l.registration()).collect(),
         logs.opened_after_crash(),
@@ -157,7 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster::shards::shard_leases(cluster.clone(), &config.data_dir),
         Some(on_append),
     ));
-    let markers = Arc::new(cluster::markers::BrokerMarkers::default());
+    let markers = Arc::new(cluster::markers::BrokerMarkers::new(cluster.peer_tls()));
     let txns = Arc::new(karnak_coordinator::TransactionCoordinator::new(
         groups.clone(),
         markers.clone(),
@@ -267,31 +277,53 @@ async fn run(config: Config) -> anyhow::Result<()> {
             remote: remote.clone(),
         });
         let admin = Arc::new(sql::BrokerTopicAdmin(broker.clone()));
+        let auth = match sql.auth {
+            karnak_sql::auth::SqlAuthMethod::Trust => karnak_sql::auth::SqlAuth::Trust,
+            karnak_sql::auth::SqlAuthMethod::ScramSha256 => {
+                karnak_sql::auth::SqlAuth::ScramSha256(Arc::new(sql::SqlLogins {
+                    cluster: broker.cluster.clone(),
+                    secret: sasl::scram::random_bytes(32),
+                }))
+            }
+        };
+        let security = karnak_sql::SqlSecurity {
+            auth,
+            tls: match (&tls, sql.ssl) {
+                (_, karnak_sql::auth::SqlSsl::Off) | (None, _) => None,
+                (Some(t), _) => Some(tokio_rustls::TlsAcceptor::from(
+                    t.sql_config().context("TLS for the SQL port")?,
+                )),
+            },
+            access: broker.config.authorizer.as_ref().map(|config| {
+                Arc::new(sql::SqlAcls {
+                    config: config.clone(),
+                    cluster: broker.cluster.clone(),
+                    trust: sql.auth == karnak_sql::auth::SqlAuthMethod::Trust,
+                }) as Arc<dyn karnak_sql::access::TopicAccess>
+            }),
+        };
+        let auth = format!(
+            "auth {:?}, ssl {}",
+            security.auth,
+            match sql.ssl {
+                karnak_sql::auth::SqlSsl::Off => "off",
+                karnak_sql::auth::SqlSsl::On => "on",
+                karnak_sql::auth::SqlSsl::Require => "required",
+            }
+        );
         let (bound, serve) = karnak_sql::start(
             sql,
             broker.logs.clone(),
             producer,
             admin,
             Some(remote as Arc<dyn karnak_sql::remote::RemotePartitions>),
-            broker.config.authorizer.as_ref().map(|config| {
-                Arc::new(sql::SqlAcls {
-                    config: config.clone(),
-                    cluster: broker.cluster.clone(),
-                    trust: matches!(sql.auth, karnak_sql::auth::SqlAuth::Trust),
-                }) as Arc<dyn karnak_sql::access::TopicAccess>
-            }),
+            security,
             stopping,
         )
         .await
         .context("starting the SQL gateway")?;
-        let auth = match &sql.auth {
-            karnak_sql::auth::SqlAuth::Trust => "trust".to_string(),
-            karnak_sql::auth::SqlAuth::ScramSha256(users) => {
-                format!("scram-sha-256, {} users", users.users())
-            }
-        };
         info!(
-            "Karnak serving SQL (Postgres wire) on {bound}: psql -h {} -p {} (auth {auth})",
+            "Karnak serving SQL (Postgres wire) on {bound}: psql -h {} -p {} ({auth})",
             bound.ip(),
             bound.port()
         );

@@ -163,26 +163,82 @@ pub struct SqlAcls {
     pub trust: bool,
 }
 
-impl karnak_sql::access::TopicAccess for SqlAcls {
-    fn allows(&self, user: &str, host: &str, op: karnak_sql::access::TopicOp, topic: &str) -> bool {
-        use crate::authz::AclOperation;
-        use karnak_sql::access::TopicOp;
+impl SqlAcls {
+    fn authz(&self, user: &str, host: &str) -> crate::authz::Authz {
         let principal = if self.trust || user.is_empty() {
             crate::authz::ANONYMOUS.to_string()
         } else {
             format!("User:{user}")
         };
-        let authz = crate::authz::Authz::new(
+        crate::authz::Authz::new(
             &self.config,
             principal,
             host.to_string(),
             self.cluster.metadata(),
-        );
+        )
+    }
+}
+
+impl karnak_sql::access::TopicAccess for SqlAcls {
+    fn allows(&self, user: &str, host: &str, op: karnak_sql::access::TopicOp, topic: &str) -> bool {
+        use crate::authz::AclOperation;
+        use karnak_sql::access::TopicOp;
+        let authz = self.authz(user, host);
         match op {
             TopicOp::Read => authz.topic(AclOperation::Read, topic),
             TopicOp::Write => authz.topic(AclOperation::Write, topic),
             TopicOp::Create => authz.may_create_topic(topic),
             TopicOp::AlterConfigs => authz.topic(AclOperation::AlterConfigs, topic),
+            TopicOp::Describe => authz.topic(AclOperation::Describe, topic),
+        }
+    }
+
+    fn describable(&self, user: &str, host: &str, mut topics: Vec<String>) -> Vec<String> {
+        // One authorizer view for the whole list (`\dt` over many topics).
+        let authz = self.authz(user, host);
+        topics.retain(|t| authz.topic(crate::authz::AclOperation::Describe, t));
+        topics
+    }
+}
+
+/// SQL logins (SCRAM-SHA-256 over pgwire) against the same credentials
+/// Kafka clients log in with: the metadata's SCRAM-SHA-256 ones.
+pub struct SqlLogins {
+    pub cluster: Arc<crate::cluster::ClusterNode>,
+    /// Keys the salt shown for an unknown user.
+    pub secret: Vec<u8>,
+}
+
+struct SqlScram {
+    server: crate::sasl::scram::ScramServer,
+    cluster: Arc<crate::cluster::ClusterNode>,
+    secret: Vec<u8>,
+}
+
+impl karnak_sql::auth::ScramLogins for SqlLogins {
+    fn begin(&self, user: &str) -> Box<dyn karnak_sql::auth::ScramExchange> {
+        Box::new(SqlScram {
+            server: crate::sasl::scram::ScramServer::for_user(
+                crate::sasl::scram::ScramMechanism::Sha256,
+                user,
+            ),
+            cluster: self.cluster.clone(),
+            secret: self.secret.clone(),
+        })
+    }
+}
+
+impl karnak_sql::auth::ScramExchange for SqlScram {
+    fn step(&mut self, message: &[u8]) -> karnak_sql::auth::ScramStep {
+        use crate::sasl::scram::{ScramMechanism, Step};
+        use karnak_sql::auth::ScramStep;
+        let meta = self.cluster.metadata();
+        let lookup = |u: &str| crate::sasl::credential(&meta, u, ScramMechanism::Sha256);
+        let fake = |u: &str| crate::sasl::fake_salt(&self.secret, u);
+        match self.server.step(message, lookup, fake) {
+            Step::Continue(first) => ScramStep::Continue(first),
+            Step::Done { last, .. } => ScramStep::Done(last),
+            Step::Failed(reason) => ScramStep::Failed(reason),
         }
     }
 }

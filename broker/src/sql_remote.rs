@@ -73,7 +73,11 @@ fn refused(what: &str, code: i16) -> Attempt {
 
 impl BrokerRemote {
     pub fn new(broker: Arc<Broker>) -> Self {
-        let pool = PeerPool::new(format!("karnak-sql-{}", broker.node_id()), POOL_PER_LEADER);
+        let pool = PeerPool::new(
+            format!("karnak-sql-{}", broker.node_id()),
+            POOL_PER_LEADER,
+            broker.cluster.peer_tls(),
+        );
         BrokerRemote { broker, pool }
     }
 

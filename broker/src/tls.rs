@@ -10,12 +10,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
@@ -49,25 +51,33 @@ pub struct TlsSettings {
 }
 
 /// The TLS settings the listeners need: None without an SSL or SASL_SSL
-/// listener; such a listener without a certificate and key is an error.
+/// listener and without TLS on the SQL port (`sql`); either without a
+/// certificate and key is an error.
 pub fn settings(
     listeners: &crate::listeners::Listeners,
+    sql: bool,
     certificate_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     client_auth: Option<&str>,
     truststore_file: Option<PathBuf>,
 ) -> anyhow::Result<Option<TlsSettings>> {
-    let Some(tls_listener) = listeners.specs.iter().find(|l| l.protocol.tls()) else {
+    let tls_listener = listeners.specs.iter().find(|l| l.protocol.tls());
+    if tls_listener.is_none() && !sql {
         if certificate_file.is_some() || key_file.is_some() {
             tracing::warn!("--ssl-certificate-file and --ssl-key-file are unused: no SSL listener");
         }
         return Ok(None);
-    };
+    }
     let (Some(certificate_file), Some(key_file)) = (certificate_file, key_file) else {
-        bail!(
-            "listener {} is SSL: give --ssl-certificate-file and --ssl-key-file",
-            tls_listener.name
-        );
+        match tls_listener {
+            Some(l) => bail!(
+                "listener {} is SSL: give --ssl-certificate-file and --ssl-key-file",
+                l.name
+            ),
+            None => {
+                bail!("--sql-ssl on or require needs --ssl-certificate-file and --ssl-key-file")
+            }
+        }
     };
     Ok(Some(TlsSettings {
         certificate_file,
@@ -100,6 +110,23 @@ fn load_key(s: &TlsSettings, provider: &CryptoProvider) -> anyhow::Result<Certif
     })
 }
 
+/// The CA certificates of a PEM truststore.
+fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("reading {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("a CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no CA certificate in {}", path.display());
+    }
+    Ok(roots)
+}
+
 fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -121,6 +148,26 @@ impl ResolvesServerCert for Reloading {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         )
+    }
+}
+
+/// The same certificate, shown as a client's to other brokers.
+impl ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -160,6 +207,9 @@ pub struct Tls {
     reloading: Arc<Reloading>,
 }
 
+/// ALPN protocol of Postgres 17's direct TLS (`sslnegotiation=direct`).
+const POSTGRESQL_ALPN: &[u8] = b"postgresql";
+
 impl Tls {
     pub fn new(settings: TlsSettings) -> anyhow::Result<Tls> {
         let provider = provider();
@@ -170,20 +220,10 @@ impl Tls {
                 bail!("--ssl-client-auth requested or required needs --ssl-truststore-file")
             }
             (auth, Some(path)) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                {
-                    let cert = cert.with_context(|| format!("reading {}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("a CA certificate in {}", path.display()))?;
-                }
-                if roots.is_empty() {
-                    bail!("no CA certificate in {}", path.display());
-                }
-                let b =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                let b = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(path)?),
+                    provider.clone(),
+                );
                 let b = if auth == ClientAuth::Requested {
                     b.allow_unauthenticated()
                 } else {
@@ -207,6 +247,47 @@ impl Tls {
         Ok(Tls {
             config: Arc::new(config),
             reloading,
+        })
+    }
+
+    /// The SQL port's config: the same certificate (reloaded with the
+    /// listeners'), no client certificates (Postgres logins are SCRAM), and
+    /// the `postgresql` ALPN protocol direct TLS negotiates.
+    pub fn sql_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+        let mut config = ServerConfig::builder_with_provider(self.reloading.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.reloading.clone());
+        config.alpn_protocols = vec![POSTGRESQL_ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Brokers' TLS to each other (an SSL inter-broker listener): each side
+    /// shows this broker's certificate and requires the other's, both
+    /// checked against `--ssl-truststore-file`.
+    pub fn peer(&self) -> anyhow::Result<PeerTls> {
+        let path = self.reloading.settings.truststore_file.as_ref().context(
+            "an SSL inter-broker listener needs --ssl-truststore-file (brokers check each other's certificates)",
+        )?;
+        let roots = Arc::new(roots(path)?);
+        let provider = self.reloading.provider.clone();
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .context("the peer certificate verifier")?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.reloading.clone());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(self.reloading.clone());
+        Ok(PeerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
         })
     }
 
@@ -237,5 +318,72 @@ impl Tls {
                 }
             }
         });
+    }
+}
+
+/// Mutual TLS between brokers: the inter-broker listener and the cluster
+/// (Raft) listener accept only peers with a certificate from the truststore,
+/// and dial others with this broker's.
+pub struct PeerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+/// A connection to or from another broker: TCP, or TLS over it.
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> PeerStream for T {}
+
+/// How long a peer's TLS handshake may take.
+const PEER_HANDSHAKE: Duration = Duration::from_secs(10);
+
+impl PeerTls {
+    /// TLS over a dialled `stream` to `addr` (`host:port`; the peer's
+    /// certificate must name that host or IP address).
+    pub async fn connect(
+        &self,
+        addr: &str,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<Box<dyn PeerStream>> {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{host} as a TLS server name: {e}"),
+            )
+        })?;
+        let tls = tokio::time::timeout(PEER_HANDSHAKE, self.connector.connect(name, stream))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "a peer's TLS handshake")
+            })??;
+        Ok(Box::new(tls))
+    }
+
+    /// TLS over an accepted peer `stream`; a peer without a good
+    /// certificate fails here.
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<Box<dyn PeerStream>> {
+        let tls = tokio::time::timeout(PEER_HANDSHAKE, self.acceptor.accept(stream))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "a peer's TLS handshake")
+            })??;
+        Ok(Box::new(tls))
+    }
+}
+
+/// Dials another broker: plain TCP, or mutual TLS when brokers use it.
+pub async fn dial_peer(addr: &str, tls: Option<&PeerTls>) -> std::io::Result<Box<dyn PeerStream>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    match tls {
+        Some(t) => t.connect(addr, stream).await,
+        None => Ok(Box::new(stream)),
     }
 }

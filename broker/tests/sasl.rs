@@ -138,6 +138,55 @@ fn a_failed_login_is_answered_after_the_failed_authentication_delay() {
 }
 
 #[test]
+fn one_address_flooding_wrong_passwords_waits_its_turn_then_is_refused_unchecked() {
+    // 2 failed logins a second per address, no per-connection delay: 20
+    // guesses at once from 127.0.0.1 get 2 checked at once, the next ten
+    // half a second apart (up to 5 s), and the rest refused without a
+    // check.
+    let (b, port) = start(&[
+        "--failed-authentication-rate-per-ip",
+        "2",
+        "--connection-failed-authentication-delay-ms",
+        "0",
+    ]);
+    let started = std::time::Instant::now();
+    let guesses: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (_c, r) = plain_login(port, "alice", "guess");
+                (r.error_code, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers: Vec<_> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    answers.sort_by_key(|a| a.1);
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == ResponseError::SaslAuthenticationFailed.code())
+    );
+    let slowest = answers.last().unwrap().1;
+    assert!(
+        slowest >= std::time::Duration::from_millis(4000),
+        "the last checked guess waited only {slowest:?}"
+    );
+    let label = |result: &str| {
+        b.metric(
+            "karnak_sasl_authentications_total",
+            &["mechanism=\"PLAIN\"", &format!("result=\"{result}\"")],
+        )
+    };
+    let (checked, unchecked) = (label("failed"), label("unchecked"));
+    assert_eq!(checked + unchecked, 20.0);
+    assert!(unchecked >= 1.0, "every guess was checked");
+    // Checked: the two at once plus two a second since.
+    assert!(
+        checked <= 3.0 + 2.0 * slowest.as_secs_f64(),
+        "{checked} checked in {slowest:?}"
+    );
+}
+
+#[test]
 fn bad_exchanges_are_refused_with_kafkas_errors() {
     let (_b, port) = start(&[]);
     // An unknown (or not enabled) mechanism: the enabled ones, then closed.

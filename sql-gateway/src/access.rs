@@ -14,13 +14,19 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     Ident, ObjectName, Query, Statement, TableObject, Visit, Visitor,
 };
 use datafusion_postgres::QueryHook;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
+
+use crate::visible::{CatalogViews, reads_catalog};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 /// What a statement does to a topic.
@@ -30,12 +36,20 @@ pub enum TopicOp {
     Write,
     Create,
     AlterConfigs,
+    /// See that it exists (the catalog lists it).
+    Describe,
 }
 
 /// The broker's authorizer, as the gateway sees it.
 pub trait TopicAccess: Send + Sync {
     /// May the SQL user `user`, connected from `host`, do `op` on `topic`?
     fn allows(&self, user: &str, host: &str, op: TopicOp, topic: &str) -> bool;
+
+    /// The topics of `topics` the user may DESCRIBE.
+    fn describable(&self, user: &str, host: &str, mut topics: Vec<String>) -> Vec<String> {
+        topics.retain(|t| self.allows(user, host, TopicOp::Describe, t));
+        topics
+    }
 }
 
 /// An identifier as Postgres folds it: lower case unless quoted.
@@ -121,19 +135,53 @@ pub fn needs(statement: &Statement) -> Vec<(TopicOp, String)> {
     out
 }
 
-/// The first hook: refuses a statement that needs what the user may not.
+/// The first hook: refuses a statement that needs what the user may not,
+/// and plans one that reads the catalog on the user's view of it.
 pub struct AccessHook {
     access: Arc<dyn TopicAccess>,
+    views: CatalogViews,
+}
+
+fn user_and_host(client: &dyn ClientInfo) -> (String, String) {
+    (
+        client.metadata().get("user").cloned().unwrap_or_default(),
+        client.socket_addr().ip().to_string(),
+    )
+}
+
+fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
 }
 
 impl AccessHook {
     pub fn new(access: Arc<dyn TopicAccess>) -> Self {
-        AccessHook { access }
+        AccessHook {
+            views: CatalogViews::new(access.clone()),
+            access,
+        }
+    }
+
+    /// A catalog statement's plan, on the user's view of the catalog.
+    async fn catalog_plan(
+        &self,
+        statement: &Statement,
+        shared: &SessionContext,
+        (user, host): (String, String),
+    ) -> PgWireResult<(Arc<SessionContext>, LogicalPlan)> {
+        let ctx = self
+            .views
+            .context(shared, &user, &host)
+            .map_err(api_error)?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(api_error)?;
+        Ok((ctx, plan))
     }
 
     fn check(&self, statement: &Statement, client: &dyn ClientInfo) -> PgWireResult<()> {
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
-        let host = client.socket_addr().ip().to_string();
+        let (user, host) = user_and_host(client);
         for (op, topic) in needs(statement) {
             if !self.access.allows(&user, &host, op, &topic) {
                 let what = match op {
@@ -141,6 +189,7 @@ impl AccessHook {
                     TopicOp::Write => "write to",
                     TopicOp::Create => "create",
                     TopicOp::AlterConfigs => "alter",
+                    TopicOp::Describe => "see",
                 };
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".into(),
@@ -158,19 +207,46 @@ impl QueryHook for AccessHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.check(statement, &*client).err().map(Err)
+        if let Err(e) = self.check(statement, &*client) {
+            return Some(Err(e));
+        }
+        if !reads_catalog(statement) {
+            return None;
+        }
+        let run = async {
+            let (ctx, plan) = self
+                .catalog_plan(statement, ctx, user_and_host(&*client))
+                .await?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+            let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            let rows = encode_dataframe(df, &Format::UnifiedText, Some(format)).await?;
+            Ok(Response::Query(rows))
+        };
+        Some(run.await)
     }
 
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        self.check(statement, client).err().map(Err)
+        if let Err(e) = self.check(statement, client) {
+            return Some(Err(e));
+        }
+        if !reads_catalog(statement) {
+            return None;
+        }
+        // The plan holds the user's view's tables: executed on the shared
+        // context, it still lists only what the user may see.
+        Some(
+            self.catalog_plan(statement, ctx, user_and_host(client))
+                .await
+                .map(|(_, plan)| plan),
+        )
     }
 
     async fn handle_extended_query(

@@ -1,140 +1,265 @@
-//! Who may connect to the SQL gateway. `trust` (the default, as a fresh
-//! Postgres on loopback: any user, no password) or SCRAM-SHA-256 against a
-//! password file, the exchange Postgres uses since 14 (RFC 5802/7677), so
-//! libpq, psycopg, asyncpg and JDBC authenticate as they do against Postgres.
+//! Who may connect to the SQL gateway, and over what.
 //!
-//! The password file holds `user:password` lines (`#` comments, blank lines
-//! ignored). Passwords are salted and hashed (PBKDF2, 4096 rounds, as
-//! Postgres's default) when the file is loaded; cleartext is not kept.
+//! `trust` (the default, as a fresh Postgres on loopback: any user, no
+//! password) or SCRAM-SHA-256, the exchange Postgres uses since 14 (RFC
+//! 5802/7677), so libpq, psycopg, asyncpg and JDBC log in as they do against
+//! Postgres. The users are the broker's: the ones Kafka clients log in as,
+//! kept in the cluster metadata as salt, iterations, StoredKey and ServerKey
+//! (never a password). The gateway frames the exchange in Postgres messages;
+//! the broker runs it against its credentials ([`ScramLogins`]).
+//!
+//! TLS (`--sql-ssl`) is pgwire's: an SSLRequest (or a direct TLS hello,
+//! Postgres 17's `sslnegotiation=direct`) is answered with the broker's
+//! certificate; `require` refuses a connection that did not ask for it, as
+//! a `hostssl`-only pg_hba.conf does.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, gen_salted_password};
-use pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use pgwire::error::PgWireResult;
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::{
+    ClientInfo, ConnectionHandle, ConnectionManager, METADATA_USER, PgWireConnectionState,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-/// Largest password file read: it is a list of users, not a database.
-const MAX_PASSWORD_FILE: u64 = 1 << 20;
+/// `--sql-auth`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqlAuthMethod {
+    #[default]
+    Trust,
+    ScramSha256,
+}
 
-#[derive(Debug, Clone, Default)]
+/// `--sql-ssl`: Postgres's `ssl` setting, plus `require` (pg_hba's
+/// `hostssl` for every connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqlSsl {
+    #[default]
+    Off,
+    /// TLS for clients that ask (`sslmode=prefer`, libpq's default, does).
+    On,
+    /// A connection that does not ask for TLS is refused.
+    Require,
+}
+
+/// What one step of a SCRAM exchange gives.
+pub enum ScramStep {
+    /// Send this (server-first) and wait for the client's next message.
+    Continue(Vec<u8>),
+    /// Logged in; send this server-final message.
+    Done(Vec<u8>),
+    /// Refused. The reason is logged, never sent: the client hears only
+    /// that the password did not match, whether or not the user exists.
+    Failed(String),
+}
+
+/// A SCRAM-SHA-256 exchange for one connection.
+pub trait ScramExchange: Send {
+    fn step(&mut self, message: &[u8]) -> ScramStep;
+}
+
+/// The broker's credentials, as the gateway sees them.
+pub trait ScramLogins: Send + Sync {
+    /// Starts an exchange for the startup message's user.
+    fn begin(&self, user: &str) -> Box<dyn ScramExchange>;
+}
+
+/// How connections log in: built by the broker from [`SqlAuthMethod`].
+#[derive(Clone, Default)]
 pub enum SqlAuth {
     #[default]
     Trust,
-    ScramSha256(std::sync::Arc<PasswordFile>),
+    ScramSha256(Arc<dyn ScramLogins>),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PasswordFileError {
-    #[error("reading the SQL password file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("the SQL password file {path} is {size} bytes; at most {MAX_PASSWORD_FILE}")]
-    TooBig { path: String, size: u64 },
-    #[error("the SQL password file {path}, line {line}: {problem}")]
-    Line {
-        path: String,
-        line: usize,
-        problem: &'static str,
-    },
-    #[error("the SQL password file {path} names no user")]
-    Empty { path: String },
-}
-
-/// Users and their SCRAM salted passwords.
-#[derive(Debug)]
-pub struct PasswordFile {
-    users: HashMap<String, Password>,
-    /// Answered for an unknown user, so the exchange runs to its end and
-    /// fails as a wrong password does: Postgres does not tell a client
-    /// which user names exist, nor does this.
-    unknown: Password,
-}
-
-fn random_salt() -> Vec<u8> {
-    // 122 random bits from the OS generator, through a crate already here.
-    uuid::Uuid::new_v4().into_bytes().to_vec()
-}
-
-/// The `user:password` lines of a users file (this one and the broker's
-/// `--sasl-users-file`): blank lines and `#` comments skipped, the password
-/// everything after the first colon, each user once. An error names the
-/// line (1-based; 0 when there is no user at all).
-pub fn user_lines(text: &str) -> Result<Vec<(&str, &str)>, (usize, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim_end_matches('\r');
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let (user, password) = line
-            .split_once(':')
-            .ok_or((i + 1, "expected user:password"))?;
-        if user.is_empty() || password.is_empty() {
-            return Err((i + 1, "the user name and the password must not be empty"));
-        }
-        if out.iter().any(|(u, _)| *u == user) {
-            return Err((i + 1, "this user is named twice"));
-        }
-        out.push((user, password));
-    }
-    if out.is_empty() {
-        return Err((0, "no user"));
-    }
-    Ok(out)
-}
-
-impl PasswordFile {
-    pub fn load(path: &Path) -> Result<Self, PasswordFileError> {
-        let shown = path.display().to_string();
-        let read = |source| PasswordFileError::Read {
-            path: shown.clone(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read)?.len();
-        if size > MAX_PASSWORD_FILE {
-            return Err(PasswordFileError::TooBig { path: shown, size });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        Self::parse(&text).map_err(|e| match e {
-            (0, _) => PasswordFileError::Empty { path: shown },
-            (line, problem) => PasswordFileError::Line {
-                path: shown,
-                line,
-                problem,
-            },
+impl Debug for SqlAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SqlAuth::Trust => "trust",
+            SqlAuth::ScramSha256(_) => "scram-sha-256",
         })
     }
+}
 
-    /// Parses `user:password` lines; an error names the line (1-based, 0
-    /// when there is no user at all).
-    pub fn parse(text: &str) -> Result<Self, (usize, &'static str)> {
-        let mut users = HashMap::new();
-        for (user, password) in user_lines(text)? {
-            let salt = random_salt();
-            let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-            users.insert(user.to_string(), Password::new(Some(salt), salted));
+/// Whether a SASLInitialResponse body is well formed: a NUL-terminated
+/// mechanism name, then an int32 length that is -1 (no data) or the exact
+/// count of bytes that follow. pgwire 0.41 panics on some malformed ones
+/// (it reads past the end), so they are refused here first.
+pub(crate) fn sasl_initial_is_well_formed(body: &[u8]) -> bool {
+    let Some(nul) = body.iter().position(|b| *b == 0) else {
+        return false;
+    };
+    let rest = &body[nul + 1..];
+    let Some(len) = rest.get(..4) else {
+        return false;
+    };
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    len == -1 && rest.len() == 4 || usize::try_from(len).is_ok_and(|n| n == rest.len() - 4)
+}
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+enum Phase {
+    /// AuthenticationSASL sent; waiting for SASLInitialResponse.
+    Initial,
+    /// server-first sent; waiting for the client-final SASLResponse.
+    Final(Box<dyn ScramExchange>),
+    Over,
+}
+
+/// One connection's SCRAM login (the handler holds the exchange's state,
+/// so every connection gets its own).
+pub struct ScramStartup {
+    logins: Arc<dyn ScramLogins>,
+    connections: Arc<ConnectionManager>,
+    phase: Mutex<Phase>,
+}
+
+impl ScramStartup {
+    pub fn new(logins: Arc<dyn ScramLogins>, connections: Arc<ConnectionManager>) -> Self {
+        ScramStartup {
+            logins,
+            connections,
+            phase: Mutex::new(Phase::Initial),
         }
-        let bogus = uuid::Uuid::new_v4().into_bytes().repeat(2);
-        Ok(PasswordFile {
-            users,
-            unknown: Password::new(Some(random_salt()), bogus),
-        })
     }
 
-    pub fn users(&self) -> usize {
-        self.users.len()
+    fn refused(client: &dyn ClientInfo, user: &str, reason: &str) -> PgWireError {
+        metrics::counter!("karnak_sql_logins_total", "result" => "failed").increment(1);
+        tracing::debug!(peer = %client.socket_addr(), user, reason, "SQL login refused");
+        // Postgres's words, the same for a wrong password and an unknown user.
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "28P01".into(),
+            format!("password authentication failed for user \"{user}\""),
+        )))
     }
+
+    /// The exchange's next step for `message`, and what to send back.
+    fn advance<C: ClientInfo>(
+        &self,
+        client: &C,
+        message: PasswordMessageFamily,
+    ) -> PgWireResult<Authentication> {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .ok_or(PgWireError::UserNameRequired)?;
+        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *phase, Phase::Over) {
+            Phase::Initial => {
+                if let PasswordMessageFamily::Raw(body) = &message
+                    && !sasl_initial_is_well_formed(body)
+                {
+                    return Err(PgWireError::InvalidScramMessage(
+                        "malformed SASLInitialResponse".into(),
+                    ));
+                }
+                let initial = message.into_sasl_initial_response()?;
+                if initial.auth_method != SCRAM_SHA_256 {
+                    return Err(PgWireError::UnsupportedSASLAuthMethod(initial.auth_method));
+                }
+                let data = initial.data.ok_or_else(|| {
+                    PgWireError::InvalidScramMessage("SASLInitialResponse without data".into())
+                })?;
+                let mut exchange = self.logins.begin(&user);
+                match exchange.step(&data) {
+                    ScramStep::Continue(first) => {
+                        *phase = Phase::Final(exchange);
+                        Ok(Authentication::SASLContinue(Bytes::from(first)))
+                    }
+                    ScramStep::Failed(reason) => Err(Self::refused(client, &user, &reason)),
+                    ScramStep::Done(_) => Err(Self::refused(client, &user, "ended early")),
+                }
+            }
+            Phase::Final(mut exchange) => {
+                let response = message.into_sasl_response()?;
+                match exchange.step(&response.data) {
+                    ScramStep::Done(last) => {
+                        metrics::counter!("karnak_sql_logins_total", "result" => "ok").increment(1);
+                        Ok(Authentication::SASLFinal(Bytes::from(last)))
+                    }
+                    ScramStep::Failed(reason) => Err(Self::refused(client, &user, &reason)),
+                    ScramStep::Continue(_) => Err(Self::refused(client, &user, "a third step")),
+                }
+            }
+            Phase::Over => Err(PgWireError::InvalidSASLState),
+        }
+    }
+}
+
+/// Refuses a connection without TLS when `--sql-ssl require`.
+pub(crate) fn check_ssl<C: ClientInfo>(client: &C, ssl: SqlSsl) -> PgWireResult<()> {
+    if ssl == SqlSsl::Require && !client.is_secure() {
+        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "28000".into(),
+            format!(
+                "connection from {} without SSL refused: this server requires SSL (sslmode=require)",
+                client.socket_addr().ip()
+            ),
+        ))));
+    }
+    Ok(())
 }
 
 #[async_trait]
-impl AuthSource for PasswordFile {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let known = login.user().and_then(|u| self.users.get(u));
-        Ok(known.unwrap_or(&self.unknown).clone())
+impl StartupHandler for ScramStartup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                        vec![SCRAM_SHA_256.to_string()],
+                    )))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(msg) => {
+                let answer = self.advance(client, msg)?;
+                let done = matches!(answer, Authentication::SASLFinal(_));
+                client
+                    .feed(PgWireBackendMessage::Authentication(answer))
+                    .await?;
+                if done {
+                    let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+                    client.set_pid_and_secret_key(pid, secret.clone());
+                    // Registered for cancel requests, as pgwire's own handlers do.
+                    let (handle, guard) = self.connections.register(pid, secret);
+                    client
+                        .session_extensions()
+                        .insert::<Arc<ConnectionHandle>>(handle);
+                    client.session_extensions().insert(guard);
+                    finish_authentication(client, &DefaultServerParameterProvider::default())
+                        .await?;
+                } else {
+                    client.flush().await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -143,23 +268,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_users_and_names_the_bad_line() {
-        let f = PasswordFile::parse("# users\n\nalice:s3cret:with:colons\r\nbob:pw\n").unwrap();
-        assert_eq!(f.users(), 2);
-        let a = &f.users["alice"];
-        // Salted and hashed, not the cleartext.
-        assert_eq!(a.password().len(), 32);
-        assert_eq!(
-            a.password(),
-            gen_salted_password("s3cret:with:colons", a.salt().unwrap(), SCRAM_ITERATIONS)
-        );
-        assert_ne!(f.users["bob"].salt(), a.salt());
-        assert_eq!(
-            PasswordFile::parse("alice\n").err(),
-            Some((1, "expected user:password"))
-        );
-        assert!(matches!(PasswordFile::parse("a:b\n:pw\n"), Err((2, _))));
-        assert!(matches!(PasswordFile::parse("a:b\na:c\n"), Err((2, _))));
-        assert!(matches!(PasswordFile::parse("# none\n"), Err((0, _))));
+    fn malformed_initial_responses_are_caught() {
+        let mut ok = b"SCRAM-SHA-256\0".to_vec();
+        ok.extend_from_slice(&3i32.to_be_bytes());
+        ok.extend_from_slice(b"n,,");
+        assert!(sasl_initial_is_well_formed(&ok));
+        let mut none = b"SCRAM-SHA-256\0".to_vec();
+        none.extend_from_slice(&(-1i32).to_be_bytes());
+        assert!(sasl_initial_is_well_formed(&none));
+        for bad in [
+            &b"SCRAM-SHA-256"[..],
+            b"SCRAM-SHA-256\0\0\0",
+            &ok[..ok.len() - 1],
+            b"SCRAM-SHA-256\0\x7f\xff\xff\xffn,,",
+            b"SCRAM-SHA-256\0\xff\xff\xff\xfe",
+        ] {
+            assert!(!sasl_initial_is_well_formed(bad), "{bad:?}");
+        }
     }
 }

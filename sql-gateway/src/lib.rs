@@ -19,6 +19,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod table;
+pub mod visible;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +47,8 @@ pub enum SqlError {
 pub struct SqlConfig {
     pub addr: SocketAddr,
     pub max_connections: usize,
-    pub auth: auth::SqlAuth,
+    pub auth: auth::SqlAuthMethod,
+    pub ssl: auth::SqlSsl,
     /// Partitions of a topic made by `CREATE TABLE` without `partitions`.
     pub default_partitions: i32,
 }
@@ -84,6 +86,16 @@ pub fn session_context(
     Ok(Arc::new(ctx))
 }
 
+/// Who may connect and what they may do, from the broker.
+#[derive(Default)]
+pub struct SqlSecurity {
+    pub auth: auth::SqlAuth,
+    /// Offered to clients that ask for TLS (`--sql-ssl on|require`).
+    pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
+    /// The broker's ACLs (`--authorizer acl`).
+    pub access: Option<Arc<dyn access::TopicAccess>>,
+}
+
 /// Binds the listener (so a bad address fails the start) and returns the
 /// future that serves it until `stop`.
 pub async fn start(
@@ -92,7 +104,7 @@ pub async fn start(
     producer: Arc<dyn Producer>,
     admin: Arc<dyn ddl::TopicAdmin>,
     remote: Option<Arc<dyn remote::RemotePartitions>>,
-    access: Option<Arc<dyn access::TopicAccess>>,
+    security: SqlSecurity,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SqlError> {
     let listener = TcpListener::bind(cfg.addr)
@@ -107,12 +119,17 @@ pub async fn start(
     })?;
     let handlers = Arc::new(server::Handlers::new(
         session_context(logs.clone(), Some(producer), remote)?,
-        cfg.auth.clone(),
+        security.auth,
+        cfg.ssl,
         ddl::DdlHook::new(admin, cfg.default_partitions),
-        access.map(access::AccessHook::new),
+        security.access.map(access::AccessHook::new),
     ));
+    let tls = match cfg.ssl {
+        auth::SqlSsl::Off => None,
+        _ => security.tls,
+    };
     Ok((
         bound,
-        server::serve(listener, handlers, cfg.max_connections, stop),
+        server::serve(listener, handlers, tls, cfg.max_connections, stop),
     ))
 }

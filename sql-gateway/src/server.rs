@@ -12,21 +12,20 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
-use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use datafusion_postgres::pgwire::api::auth::sasl::scram::ScramAuth;
-use datafusion_postgres::pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::auth::SqlAuth;
+use crate::auth::{ScramStartup, SqlAuth, SqlSsl, check_ssl};
 use crate::ddl::DdlHook;
 use crate::session::KarnakSession;
 
@@ -43,31 +42,15 @@ impl NoopStartupHandler for TrustStartup {
     }
 }
 
-/// One connection's startup: SCRAM keeps its exchange's state in the
-/// handler, so every connection gets its own.
-pub enum Startup {
-    Trust(TrustStartup),
-    Scram {
-        handler: SASLAuthStartupHandler<DefaultServerParameterProvider>,
-        /// Whether the client's SASLInitialResponse has come.
-        initial_seen: std::sync::atomic::AtomicBool,
-    },
+/// One connection's startup: TLS as `--sql-ssl` wants, then its login.
+pub struct Startup {
+    ssl: SqlSsl,
+    login: Login,
 }
 
-/// Whether a SASLInitialResponse body is well formed: a NUL-terminated
-/// mechanism name, then an int32 length that is -1 (no data) or the exact
-/// count of bytes that follow. pgwire 0.41 panics on some malformed ones
-/// (it reads past the end), so they are refused here first.
-fn sasl_initial_is_well_formed(body: &[u8]) -> bool {
-    let Some(nul) = body.iter().position(|b| *b == 0) else {
-        return false;
-    };
-    let rest = &body[nul + 1..];
-    let Some(len) = rest.get(..4) else {
-        return false;
-    };
-    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-    len == -1 && rest.len() == 4 || usize::try_from(len).is_ok_and(|n| n == rest.len() - 4)
+enum Login {
+    Trust(TrustStartup),
+    Scram(ScramStartup),
 }
 
 #[async_trait::async_trait]
@@ -82,26 +65,12 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Trust(h) => h.on_startup(client, message).await,
-            Startup::Scram {
-                handler,
-                initial_seen,
-            } => {
-                use datafusion_postgres::pgwire::messages::startup::PasswordMessageFamily;
-                use std::sync::atomic::Ordering;
-                if let PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Raw(
-                    body,
-                )) = &message
-                    && !initial_seen.swap(true, Ordering::Relaxed)
-                    && !sasl_initial_is_well_formed(body)
-                {
-                    return Err(PgWireError::InvalidScramMessage(
-                        "malformed SASLInitialResponse".into(),
-                    ));
-                }
-                handler.on_startup(client, message).await
-            }
+        if matches!(message, PgWireFrontendMessage::Startup(_)) {
+            check_ssl(client, self.ssl)?;
+        }
+        match &self.login {
+            Login::Trust(h) => h.on_startup(client, message).await,
+            Login::Scram(h) => h.on_startup(client, message).await,
         }
     }
 }
@@ -109,6 +78,7 @@ impl StartupHandler for Startup {
 pub struct Handlers {
     session: Arc<KarnakSession>,
     auth: SqlAuth,
+    ssl: SqlSsl,
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -117,6 +87,7 @@ impl Handlers {
     pub fn new(
         ctx: Arc<SessionContext>,
         auth: SqlAuth,
+        ssl: SqlSsl,
         ddl: DdlHook,
         access: Option<crate::access::AccessHook>,
     ) -> Self {
@@ -139,6 +110,7 @@ impl Handlers {
                 DfSessionService::new_with_hooks(ctx, hooks),
             ))),
             auth,
+            ssl,
             connections: connections.clone(),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -156,18 +128,17 @@ impl PgWireServerHandlers for Handlers {
 
     /// Called once per connection.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(match &self.auth {
-            SqlAuth::Trust => Startup::Trust(TrustStartup {
+        let login = match &self.auth {
+            SqlAuth::Trust => Login::Trust(TrustStartup {
                 connections: self.connections.clone(),
             }),
-            SqlAuth::ScramSha256(users) => Startup::Scram {
-                handler: SASLAuthStartupHandler::new(Arc::new(
-                    DefaultServerParameterProvider::default(),
-                ))
-                .with_scram(ScramAuth::new(users.clone()))
-                .with_connection_manager(self.connections.clone()),
-                initial_seen: Default::default(),
-            },
+            SqlAuth::ScramSha256(logins) => {
+                Login::Scram(ScramStartup::new(logins.clone(), self.connections.clone()))
+            }
+        };
+        Arc::new(Startup {
+            ssl: self.ssl,
+            login,
         })
     }
 
@@ -192,6 +163,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub async fn serve(
     listener: TcpListener,
     handlers: Arc<Handlers>,
+    tls: Option<TlsAcceptor>,
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -214,12 +186,13 @@ pub async fn serve(
             continue;
         };
         let handlers = handlers.clone();
+        let tls = tls.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
             tokio::select! {
-                r = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers) => {
+                r = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "SQL connection ended with an error");
                     }

@@ -36,17 +36,15 @@ pub struct BrokerMarkers {
     pool: PeerPool,
 }
 
-impl Default for BrokerMarkers {
-    fn default() -> Self {
+impl BrokerMarkers {
+    pub fn new(tls: Option<Arc<crate::tls::PeerTls>>) -> Self {
         BrokerMarkers {
             broker: OnceLock::new(),
             // A few per broker: markers for concurrent transactions.
-            pool: PeerPool::new("karnak-txn-markers".into(), 4),
+            pool: PeerPool::new("karnak-txn-markers".into(), 4, tls),
         }
     }
-}
 
-impl BrokerMarkers {
     pub fn attach(&self, broker: &Arc<Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
     }

@@ -68,18 +68,35 @@ pub struct ClusterNode {
     heartbeat_timeout: Duration,
 }
 
+/// Who joins the cluster, and how it talks to the other brokers.
+pub struct Joining<'a> {
+    pub node_id: i32,
+    pub cluster_id: &'a str,
+    /// Mutual TLS with the other brokers (an SSL inter-broker listener).
+    pub peer_tls: Option<Arc<crate::tls::PeerTls>>,
+}
+
 impl ClusterNode {
+    /// Mutual TLS with the other brokers, when the inter-broker listener is SSL.
+    pub fn peer_tls(&self) -> Option<Arc<crate::tls::PeerTls>> {
+        self.me.tls.clone()
+    }
+
     /// Opens the metadata voter in `data_dir`, starts serving peers, and
     /// returns once this broker is registered and unfenced.
     pub async fn start(
         config: &ClusterConfig,
-        node_id: i32,
-        cluster_id: &str,
+        joining: Joining<'_>,
         data_dir: &Path,
         kafka: Vec<Listener>,
         unclean_shutdown: bool,
         stopping: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
+        let Joining {
+            node_id,
+            cluster_id,
+            peer_tls,
+        } = joining;
         let dir = data_dir.join(RAFT_DIR);
         let log = RaftLogStore::open(&dir).context("opening the metadata log")?;
         let sm = MetadataStateMachine::open(&dir).context("opening the metadata state")?;
@@ -93,6 +110,7 @@ impl ClusterNode {
             cluster_id: cluster_id.to_string(),
             node_id: node_id as u64,
             voters: Arc::new(peers.clone()),
+            tls: peer_tls,
         };
         let raft_config = openraft::Config {
             cluster_name: cluster_id.to_string(),

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
+use crate::tls::{PeerStream, PeerTls};
 
 type NodeId = u64;
 /// Snapshot chunks are a few MiB; nothing else comes near this.
@@ -102,7 +103,12 @@ pub struct Identity {
     pub node_id: NodeId,
     /// Every voter's cluster-listener address (empty for a single node).
     pub voters: Arc<BTreeMap<NodeId, String>>,
+    /// Mutual TLS with the other brokers (an SSL inter-broker listener).
+    pub tls: Option<Arc<PeerTls>>,
 }
+
+/// A peer connection, buffered for reading.
+type Conn = BufReader<Box<dyn PeerStream>>;
 
 /// What a dial says about a peer that went quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +167,7 @@ pub struct TcpPeer {
     me: Identity,
     target: NodeId,
     addr: String,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<Conn>,
 }
 
 pub(crate) enum CallError {
@@ -201,6 +207,13 @@ impl TcpPeer {
             })?
             .map_err(CallError::Unreachable)?;
         stream.set_nodelay(true).map_err(CallError::Network)?;
+        let stream: Box<dyn PeerStream> = match &self.me.tls {
+            Some(tls) => tls
+                .connect(&self.addr, stream)
+                .await
+                .map_err(CallError::Network)?,
+            None => Box::new(stream),
+        };
         let mut conn = BufReader::new(stream);
         let hello = RaftRequest::Hello {
             cluster_id: self.me.cluster_id.clone(),
@@ -335,6 +348,17 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
         };
         let controller = controller.clone();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let stream: Box<dyn PeerStream> = match &controller.me.tls {
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(peer = %addr, error = %e, "refused a cluster connection: its TLS handshake failed");
+                        return;
+                    }
+                },
+                None => Box::new(stream),
+            };
             if let Err(e) = serve_peer(stream, &controller).await
                 && e.kind() != std::io::ErrorKind::UnexpectedEof
             {
@@ -344,9 +368,11 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
     }
 }
 
-async fn serve_peer(stream: TcpStream, controller: &Arc<Controller>) -> std::io::Result<()> {
+async fn serve_peer(
+    stream: Box<dyn PeerStream>,
+    controller: &Arc<Controller>,
+) -> std::io::Result<()> {
     let me = &controller.me;
-    stream.set_nodelay(true)?;
     let mut conn = BufReader::new(stream);
     let from = match read_frame(&mut conn).await? {
         RaftRequest::Hello { cluster_id, from } => {
@@ -383,7 +409,7 @@ async fn serve_peer(stream: TcpStream, controller: &Arc<Controller>) -> std::io:
 }
 
 async fn serve_requests(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut Conn,
     controller: &Controller,
     from: NodeId,
 ) -> std::io::Result<()> {

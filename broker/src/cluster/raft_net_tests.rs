@@ -38,6 +38,7 @@ async fn start(
         cluster_id: "test-cluster".into(),
         node_id: id,
         voters: Arc::new(voters.clone()),
+        tls: None,
     };
     let log = RaftLogStore::open(&dir.join("raft")).unwrap();
     let sm = MetadataStateMachine::open(&dir.join("raft")).unwrap();

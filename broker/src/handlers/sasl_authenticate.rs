@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Session;
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
+use crate::sasl::guard::Admit;
 use crate::sasl::scram::Step;
 use crate::sasl::{ConnAuth, Exchange, MAX_TOKEN, SaslConfig, parse_plain};
 
@@ -38,92 +39,168 @@ pub fn handle(
         )
         .map(Reply::Ready);
     };
-    let mechanism = session.auth.mechanism().map_or("?", |m| m.name());
-    let peer = session.peer;
-    let auth = session.auth.clone();
-    if req.auth_bytes.len() > MAX_TOKEN {
-        return Ok(Reply::Ready(refuse(
-            &auth,
-            version,
-            mechanism,
-            peer,
-            format!("a {}-byte token", req.auth_bytes.len()),
-        )?));
+    let step = Token {
+        broker: broker.clone(),
+        auth: session.auth.clone(),
+        mechanism: session.auth.mechanism().map_or("?", |m| m.name()),
+        peer: session.peer,
+        version,
+        sasl,
+        bytes: req.auth_bytes,
+    };
+    if step.bytes.len() > MAX_TOKEN {
+        let why = format!("a {}-byte token", step.bytes.len());
+        return Ok(Reply::Ready(step.refuse(why)?));
     }
-    match exchange {
-        Exchange::Plain => {
-            // PBKDF2 takes a millisecond or more: off the reactor.
-            let token = req.auth_bytes;
-            let meta = broker.cluster.metadata();
-            Ok(Reply::Later(Box::pin(async move {
-                let config = sasl.clone();
-                let permit = sasl
-                    .plain_checks
-                    .clone()
-                    .acquire_owned()
+    // A login's first token takes a turn of its address's failed-login
+    // budget (given back if the login succeeds).
+    let first = match &exchange {
+        Exchange::Scram(server) => server.is_first(),
+        Exchange::Plain | Exchange::OAuth => true,
+    };
+    if !first {
+        return step.check(exchange);
+    }
+    match step
+        .sasl
+        .guard
+        .admit(step.peer.ip(), std::time::Instant::now())
+    {
+        Admit::Now => step.check(exchange),
+        Admit::After(wait) => Ok(Reply::Later(Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            match step.check(exchange)? {
+                Reply::Ready(r) => Ok(r),
+                Reply::Later(f) => f.await,
+                Reply::Nothing => Err(HandlerError::Internal(
+                    "a SaslAuthenticate with no answer".into(),
+                )),
+            }
+        }))),
+        Admit::Refuse => Ok(Reply::Ready(refuse(
+            &step.auth,
+            version,
+            step.mechanism,
+            step.peer,
+            "too many failed logins from this address; not checked".into(),
+            "unchecked",
+        )?)),
+    }
+}
+
+/// One SaslAuthenticate token and what checking it needs.
+struct Token {
+    broker: Arc<Broker>,
+    auth: Arc<ConnAuth>,
+    sasl: Arc<SaslConfig>,
+    mechanism: &'static str,
+    peer: std::net::SocketAddr,
+    version: i16,
+    bytes: Bytes,
+}
+
+impl Token {
+    fn refuse(&self, why: String) -> Result<Response, HandlerError> {
+        refuse(
+            &self.auth,
+            self.version,
+            self.mechanism,
+            self.peer,
+            why,
+            "failed",
+        )
+    }
+
+    fn finish(
+        &self,
+        outcome: Outcome,
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<Response, HandlerError> {
+        finish(
+            &self.auth,
+            &self.sasl,
+            self.version,
+            self.mechanism,
+            self.peer,
+            outcome,
+            valid_for,
+        )
+    }
+
+    fn check(self, exchange: Exchange) -> Result<Reply, HandlerError> {
+        match exchange {
+            Exchange::Plain => {
+                // PBKDF2 takes a millisecond or more: off the reactor.
+                let meta = self.broker.cluster.metadata();
+                Ok(Reply::Later(Box::pin(async move {
+                    let config = self.sasl.clone();
+                    let token = self.bytes.clone();
+                    let permit = self
+                        .sasl
+                        .plain_checks
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| {
+                            HandlerError::Internal(format!("waiting to check a password: {e}"))
+                        })?;
+                    let checked = tokio::task::spawn_blocking(move || -> Outcome {
+                        let _permit = permit;
+                        let (user, password) = parse_plain(&token)
+                            .ok_or_else(|| "a malformed PLAIN message".to_string())?;
+                        if config.check_plain(&meta, &user, &password) {
+                            Ok((Vec::new(), Some(user)))
+                        } else {
+                            Err(format!("wrong password or unknown user {user:?}"))
+                        }
+                    })
                     .await
-                    .map_err(|e| {
-                        HandlerError::Internal(format!("waiting to check a password: {e}"))
-                    })?;
-                let checked = tokio::task::spawn_blocking(move || -> Outcome {
-                    let _permit = permit;
-                    let (user, password) = parse_plain(&token)
-                        .ok_or_else(|| "a malformed PLAIN message".to_string())?;
-                    if config.check_plain(&meta, &user, &password) {
-                        Ok((Vec::new(), Some(user)))
-                    } else {
-                        Err(format!("wrong password or unknown user {user:?}"))
-                    }
-                })
-                .await
-                .map_err(|e| HandlerError::Internal(format!("checking a password: {e}")))?;
-                finish(&auth, &sasl, version, mechanism, peer, checked, None)
-            })))
-        }
-        Exchange::Scram(mut server) => {
-            let meta = broker.cluster.metadata();
-            let m = match session.auth.mechanism() {
-                Some(crate::sasl::Mechanism::Scram(m)) => m,
-                _ => {
+                    .map_err(|e| HandlerError::Internal(format!("checking a password: {e}")))?;
+                    self.finish(checked, None)
+                })))
+            }
+            Exchange::Scram(mut server) => {
+                let meta = self.broker.cluster.metadata();
+                let Some(crate::sasl::Mechanism::Scram(m)) = self.auth.mechanism() else {
                     return Err(HandlerError::Internal(
                         "a SCRAM exchange without its mechanism".into(),
                     ));
-                }
-            };
-            let outcome = match server.step(
-                &req.auth_bytes,
-                |u| crate::sasl::credential(&meta, u, m),
-                |u| sasl.fake_salt(u),
-            ) {
-                Step::Continue(challenge) => {
-                    auth.resume(server);
-                    Ok((challenge, None))
-                }
-                Step::Done { user, last } => Ok((last, Some(user))),
-                Step::Failed(why) => Err(why),
-            };
-            finish(&auth, &sasl, version, mechanism, peer, outcome, None).map(Reply::Ready)
-        }
-        Exchange::OAuth => {
-            let Some(v) = &sasl.oauth else {
-                return Err(HandlerError::Internal(
-                    "OAUTHBEARER without its settings".into(),
-                ));
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let mut valid_for = None;
-            let outcome = match crate::sasl::oauthbearer::parse_client_message(&req.auth_bytes) {
-                None => Err("a malformed OAUTHBEARER message".to_string()),
-                Some(token) => v.validate(&token, now).map(|(sub, exp)| {
-                    valid_for = Some(std::time::Duration::from_secs(
-                        exp.saturating_sub(now).max(1),
+                };
+                let outcome = match server.step(
+                    &self.bytes,
+                    |u| crate::sasl::credential(&meta, u, m),
+                    |u| self.sasl.fake_salt(u),
+                ) {
+                    Step::Continue(challenge) => {
+                        self.auth.resume(server);
+                        Ok((challenge, None))
+                    }
+                    Step::Done { user, last } => Ok((last, Some(user))),
+                    Step::Failed(why) => Err(why),
+                };
+                self.finish(outcome, None).map(Reply::Ready)
+            }
+            Exchange::OAuth => {
+                let Some(v) = &self.sasl.oauth else {
+                    return Err(HandlerError::Internal(
+                        "OAUTHBEARER without its settings".into(),
                     ));
-                    (Vec::new(), Some(sub))
-                }),
-            };
-            finish(&auth, &sasl, version, mechanism, peer, outcome, valid_for).map(Reply::Ready)
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut valid_for = None;
+                let outcome = match crate::sasl::oauthbearer::parse_client_message(&self.bytes) {
+                    None => Err("a malformed OAUTHBEARER message".to_string()),
+                    Some(token) => v.validate(&token, now).map(|(sub, exp)| {
+                        valid_for = Some(std::time::Duration::from_secs(
+                            exp.saturating_sub(now).max(1),
+                        ));
+                        (Vec::new(), Some(sub))
+                    }),
+                };
+                self.finish(outcome, valid_for).map(Reply::Ready)
+            }
         }
     }
 }
@@ -154,14 +231,16 @@ fn finish(
                     mechanism,
                     peer,
                     format!("re-authentication as another user, {user:?}"),
+                    "failed",
                 );
             }
             metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => "ok").increment(1);
+            sasl.guard.succeeded(peer.ip());
             tracing::debug!(%peer, user, mechanism, "authenticated");
             let lifetime = lifetime.map_or(0, |l| l.as_millis().min(i64::MAX as u128) as i64);
             encode(version, None, None, bytes, lifetime)
         }
-        Err(why) => refuse(auth, version, mechanism, peer, why),
+        Err(why) => refuse(auth, version, mechanism, peer, why, "failed"),
     }
 }
 
@@ -195,11 +274,13 @@ fn refuse(
     mechanism: &'static str,
     peer: std::net::SocketAddr,
     why: String,
+    result: &'static str,
 ) -> Result<Response, HandlerError> {
     if let Some(more) = log_now() {
         tracing::warn!(%peer, mechanism, "SASL authentication failed ({why}); closing{more}");
     }
-    metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => "failed").increment(1);
+    // `unchecked`: refused without a check, its address over its budget.
+    metrics::counter!(crate::metrics::SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => result).increment(1);
     auth.failed();
     // Kafka's words, the same for a wrong password and an unknown user.
     let msg = format!(

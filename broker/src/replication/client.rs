@@ -3,20 +3,21 @@
 //! size bounded before it is read.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+
+use crate::tls::{PeerStream, PeerTls};
 
 /// Replica fetches ask for at most a few MiB; nothing else comes near this.
 const MAX_RESPONSE: usize = 128 << 20;
 
 pub struct LeaderConn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn PeerStream>>,
     correlation: i32,
     client_id: StrBytes,
 }
@@ -26,8 +27,13 @@ fn invalid(msg: String) -> std::io::Error {
 }
 
 impl LeaderConn {
-    pub async fn connect(addr: &str, node: i32, timeout: Duration) -> std::io::Result<LeaderConn> {
-        Self::connect_as(addr, format!("karnak-replica-fetcher-{node}"), timeout).await
+    pub async fn connect(
+        addr: &str,
+        node: i32,
+        timeout: Duration,
+        tls: Option<&PeerTls>,
+    ) -> std::io::Result<LeaderConn> {
+        Self::connect_as(addr, format!("karnak-replica-fetcher-{node}"), timeout, tls).await
     }
 
     /// A connection whose requests carry `client_id` (the leader's logs and
@@ -36,8 +42,9 @@ impl LeaderConn {
         addr: &str,
         client_id: String,
         timeout: Duration,
+        tls: Option<&PeerTls>,
     ) -> std::io::Result<LeaderConn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, crate::tls::dial_peer(addr, tls))
             .await
             .map_err(|_| {
                 std::io::Error::new(
@@ -45,7 +52,6 @@ impl LeaderConn {
                     format!("connecting to {addr}"),
                 )
             })??;
-        stream.set_nodelay(true)?;
         Ok(LeaderConn {
             stream: BufReader::with_capacity(256 << 10, stream),
             correlation: 0,
@@ -133,14 +139,16 @@ pub enum PoolError {
 pub struct PeerPool {
     client_id: String,
     per_addr: usize,
+    tls: Option<Arc<PeerTls>>,
     idle: Mutex<HashMap<String, Vec<LeaderConn>>>,
 }
 
 impl PeerPool {
-    pub fn new(client_id: String, per_addr: usize) -> PeerPool {
+    pub fn new(client_id: String, per_addr: usize, tls: Option<Arc<PeerTls>>) -> PeerPool {
         PeerPool {
             client_id,
             per_addr,
+            tls,
             idle: Mutex::new(HashMap::new()),
         }
     }
@@ -161,12 +169,14 @@ impl PeerPool {
         let pooled = self.idle().get_mut(addr).and_then(Vec::pop);
         let mut conn = match pooled {
             Some(c) => c,
-            None => LeaderConn::connect_as(addr, self.client_id.clone(), timeout)
-                .await
-                .map_err(|source| PoolError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })?,
+            None => {
+                LeaderConn::connect_as(addr, self.client_id.clone(), timeout, self.tls.as_deref())
+                    .await
+                    .map_err(|source| PoolError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    })?
+            }
         };
         let resp = conn
             .call(key, version, req, timeout)

@@ -185,7 +185,8 @@ async fn run(
             return;
         };
         if conn.is_none() {
-            match LeaderConn::connect(&addr, node, CALL_TIMEOUT).await {
+            let tls = manager.cluster.peer_tls();
+            match LeaderConn::connect(&addr, node, CALL_TIMEOUT, tls.as_deref()).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     failures += 1;

@@ -7,12 +7,13 @@
 //!
 //! Credentials live in the cluster metadata (every broker authenticates
 //! against the same set), changed with AlterUserScramCredentials, and
-//! bootstrapped from `--sasl-users-file` (`user:password` lines, the format
-//! of `--sql-password-file`): at start, a user of the file that the
+//! bootstrapped from `--sasl-users-file` (`user:password` lines; also
+//! `--sql-password-file`: the SQL gateway logs in the same users): at start, a user of the file that the
 //! metadata has no credential for gets one for SHA-256 and SHA-512. A
 //! password is kept only as SCRAM credentials (salt, iterations, StoredKey,
 //! ServerKey), and SASL/PLAIN is checked against those.
 
+pub mod guard;
 pub mod oauthbearer;
 pub mod scram;
 
@@ -70,18 +71,63 @@ pub enum UsersError {
     },
 }
 
-/// The users of `--sasl-users-file`, as credentials to bootstrap.
+/// The users of `--sasl-users-file` (and `--sql-password-file`), as
+/// credentials to bootstrap.
 pub struct Users {
     creds: HashMap<(String, ScramMechanism), ScramCredential>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Users({})", self.len())
+    }
+}
+
+/// Largest users file read: it is a list of users, not a database.
+const MAX_USERS_FILE: u64 = 1 << 20;
+
+/// The `user:password` lines of a users file: blank lines and `#` comments
+/// skipped, the password everything after the first colon, each user once.
+/// An error names the line (1-based; 0 when there is no user at all).
+pub fn user_lines(text: &str) -> Result<Vec<(&str, &str)>, (usize, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (user, password) = line
+            .split_once(':')
+            .ok_or((i + 1, "expected user:password"))?;
+        if user.is_empty() || password.is_empty() {
+            return Err((i + 1, "the user name and the password must not be empty"));
+        }
+        if out.iter().any(|(u, _)| *u == user) {
+            return Err((i + 1, "this user is named twice"));
+        }
+        out.push((user, password));
+    }
+    if out.is_empty() {
+        return Err((0, "no user"));
+    }
+    Ok(out)
 }
 
 impl Users {
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
+        let read = |source| UsersError::Read {
             path: shown.clone(),
             source,
-        })?;
+        };
+        if std::fs::metadata(path).map_err(read)?.len() > MAX_USERS_FILE {
+            return Err(UsersError::Line {
+                path: shown,
+                line: 0,
+                reason: "the file is over 1 MiB",
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
         Users::parse(&text).map_err(|(line, reason)| UsersError::Line {
             path: shown,
             line,
@@ -89,10 +135,30 @@ impl Users {
         })
     }
 
-    /// The SQL password file's format (`karnak_sql::auth::user_lines`).
+    /// Several files' users (`--sasl-users-file`, `--sql-password-file`);
+    /// a user in two of them is an error (which password would win?).
+    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Users, UsersError> {
+        let mut all = Users {
+            creds: HashMap::new(),
+        };
+        for path in paths {
+            let more = Users::load(path)?;
+            if more.creds.keys().any(|k| all.creds.contains_key(k)) {
+                return Err(UsersError::Line {
+                    path: path.display().to_string(),
+                    line: 0,
+                    reason: "a user of this file is in another users file too",
+                });
+            }
+            all.creds.extend(more.creds);
+        }
+        Ok(all)
+    }
+
+    /// `user:password` lines ([`user_lines`]).
     pub fn parse(text: &str) -> Result<Users, (usize, &'static str)> {
         let mut creds = HashMap::new();
-        for (user, password) in karnak_sql::auth::user_lines(text)? {
+        for (user, password) in user_lines(text)? {
             for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
                 creds.insert(
                     (user.to_string(), m),
@@ -133,7 +199,7 @@ impl Users {
 /// credential for, and waits until this broker has applied them.
 pub async fn bootstrap(broker: &crate::broker::Broker) -> anyhow::Result<()> {
     use anyhow::Context;
-    let Some(users) = broker.sasl.as_ref().and_then(|s| s.users.as_ref()) else {
+    let Some(users) = broker.config.users.as_ref() else {
         return Ok(());
     };
     let missing = users.missing(&broker.cluster.metadata());
@@ -164,6 +230,18 @@ pub async fn bootstrap(broker: &crate::broker::Broker) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The salt shown for an unknown user: the same every time (keyed by a
+/// secret of this process), so asking twice does not tell a made-up user
+/// from a real one.
+pub fn fake_salt(secret: &[u8], user: &str) -> Vec<u8> {
+    ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        user.as_bytes(),
+    )
+    .as_ref()
+    .to_vec()
+}
+
 /// A user's credential for a mechanism, from the metadata.
 pub fn credential(
     meta: &ClusterMetadata,
@@ -182,13 +260,13 @@ pub fn credential(
 /// The SASL settings of the broker.
 pub struct SaslConfig {
     pub mechanisms: Vec<Mechanism>,
-    /// `--sasl-users-file`'s users, bootstrapped into the metadata at start.
-    pub users: Option<Users>,
     /// KIP-368's `connections.max.reauth.ms`: 0 never expires a login.
     pub reauth: Duration,
     /// Kafka's `connection.failed.authentication.delay.ms`: a failed login
     /// is answered (and its connection closed) this much later.
     pub failed_delay: Duration,
+    /// Failed logins per client address (`--failed-authentication-rate-per-ip`).
+    pub guard: guard::LoginGuard,
     /// OAUTHBEARER's token validation, when that mechanism is enabled.
     pub oauth: Option<oauthbearer::OAuthBearer>,
     /// Makes the salt shown for an unknown user (the same every time, so a
@@ -204,7 +282,6 @@ impl std::fmt::Debug for SaslConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SaslConfig")
             .field("mechanisms", &self.names())
-            .field("file_users", &self.users.as_ref().map(Users::len))
             .field("reauth", &self.reauth)
             .finish()
     }
@@ -225,20 +302,18 @@ pub struct OAuthFlags {
 pub fn settings(
     listeners: &crate::listeners::Listeners,
     mechanisms: Option<&str>,
-    users_file: Option<std::path::PathBuf>,
     reauth_ms: u64,
     failed_delay_ms: u64,
+    failed_rate_per_ip: f64,
     oauth: OAuthFlags,
 ) -> anyhow::Result<Option<Arc<SaslConfig>>> {
     use anyhow::{Context, bail};
-    let Some(l) = listeners.specs.iter().find(|l| l.protocol.sasl()) else {
-        if users_file.is_some() || mechanisms.is_some() {
-            tracing::warn!(
-                "--sasl-users-file and --sasl-enabled-mechanisms are unused: no SASL listener"
-            );
+    if !listeners.specs.iter().any(|l| l.protocol.sasl()) {
+        if mechanisms.is_some() {
+            tracing::warn!("--sasl-enabled-mechanisms is unused: no SASL listener");
         }
         return Ok(None);
-    };
+    }
     let mut list = Vec::new();
     for name in mechanisms
         .unwrap_or("SCRAM-SHA-256,SCRAM-SHA-512")
@@ -279,18 +354,11 @@ pub fn settings(
     } else {
         None
     };
-    let users = users_file.as_deref().map(Users::load).transpose()?;
-    if users.is_none() {
-        tracing::warn!(
-            listener = %l.name,
-            "a SASL listener without --sasl-users-file: only users created with AlterUserScramCredentials can log in"
-        );
-    }
     Ok(Some(Arc::new(SaslConfig {
         mechanisms: list,
-        users,
         reauth: Duration::from_millis(reauth_ms),
         failed_delay: Duration::from_millis(failed_delay_ms),
+        guard: guard::LoginGuard::new(failed_rate_per_ip),
         oauth,
         secret: scram::random_bytes(32),
         plain_checks: Arc::new(tokio::sync::Semaphore::new(
@@ -301,12 +369,7 @@ pub fn settings(
 
 impl SaslConfig {
     pub fn fake_salt(&self, user: &str) -> Vec<u8> {
-        ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret),
-            user.as_bytes(),
-        )
-        .as_ref()
-        .to_vec()
+        fake_salt(&self.secret, user)
     }
 
     /// SASL/PLAIN: the password against the user's SCRAM credential (one
@@ -535,9 +598,9 @@ mod tests {
         assert!(u.missing(&meta).is_empty(), "bootstrapped once");
         let sasl = SaslConfig {
             mechanisms: vec![Mechanism::Plain],
-            users: Some(u),
             reauth: Duration::ZERO,
             failed_delay: Duration::ZERO,
+            guard: guard::LoginGuard::new(0.0),
             oauth: None,
             secret: vec![9; 32],
             plain_checks: Arc::new(tokio::sync::Semaphore::new(1)),

@@ -159,6 +159,9 @@ impl ScramCredential {
 /// A SCRAM exchange in progress.
 pub struct ScramServer {
     mechanism: ScramMechanism,
+    /// Postgres's SCRAM: the user is the startup message's, and the
+    /// client-first's `n=` (libpq sends it empty) is not read.
+    login_user: Option<String>,
     state: State,
 }
 
@@ -217,8 +220,22 @@ impl ScramServer {
     pub fn new(mechanism: ScramMechanism) -> ScramServer {
         ScramServer {
             mechanism,
+            login_user: None,
             state: State::First,
         }
+    }
+
+    /// An exchange for a user already named (the Postgres startup message's).
+    pub fn for_user(mechanism: ScramMechanism, user: &str) -> ScramServer {
+        ScramServer {
+            login_user: Some(user.to_string()),
+            ..ScramServer::new(mechanism)
+        }
+    }
+
+    /// Whether the client-first message is still to come.
+    pub fn is_first(&self) -> bool {
+        matches!(self.state, State::First)
     }
 
     /// One client message. `lookup` finds a user's credential; `fake_salt`
@@ -302,8 +319,11 @@ impl ScramServer {
             return Step::Failed("channel binding is not supported".into());
         }
         let mut parts = bare.split(',');
-        let Some(user) = attr(parts.next(), 'n').and_then(decode_name) else {
-            return Step::Failed("a client-first message without a user name".into());
+        let named = attr(parts.next(), 'n').and_then(decode_name);
+        let user = match (&self.login_user, named) {
+            (Some(login), Some(_)) => login.clone(),
+            (None, Some(named)) if !named.is_empty() => named,
+            _ => return Step::Failed("a client-first message without a user name".into()),
         };
         let Some(client_nonce) = attr(parts.next(), 'r').filter(|n| !n.is_empty()) else {
             return Step::Failed("a client-first message without a nonce".into());
@@ -407,6 +427,40 @@ mod tests {
             assert!(matches!(run(m, "pencil", "pen", "alice"), Step::Failed(_)));
             assert!(matches!(run(m, "pencil", "pencil", "bob"), Step::Failed(_)));
         }
+    }
+
+    #[test]
+    fn postgres_logins_take_the_startup_user_not_the_message_one() {
+        let m = ScramMechanism::Sha256;
+        let cred = ScramCredential::new(m, "pencil", MIN_ITERATIONS);
+        let lookup = |u: &str| (u == "alice").then(|| cred.clone());
+        for (login, password, ok) in [
+            ("alice", "pencil", true),
+            ("alice", "pen", false),
+            ("bob", "pencil", false),
+        ] {
+            // libpq leaves n= empty: the user is the startup message's.
+            let bare = "n=,r=rOprNGfwEbeRWgbNEkqO";
+            let mut s = ScramServer::for_user(m, login);
+            let Step::Continue(first) =
+                s.step(format!("n,,{bare}").as_bytes(), lookup, |_| vec![7; 32])
+            else {
+                panic!("no server-first")
+            };
+            let (fin, _) = client_final(m, password, bare, &String::from_utf8(first).unwrap());
+            let got = s.step(fin.as_bytes(), lookup, |_| vec![7; 32]);
+            assert_eq!(
+                matches!(got, Step::Done { ref user, .. } if user == login),
+                ok,
+                "{login} {password}"
+            );
+        }
+        // A Kafka login must name its user.
+        let mut s = ScramServer::new(m);
+        assert!(matches!(
+            s.step(b"n,,n=,r=abc", lookup, |_| vec![1]),
+            Step::Failed(_)
+        ));
     }
 
     #[test]
