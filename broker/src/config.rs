@@ -61,7 +61,7 @@ pub struct Args {
     /// Kafka `sasl.enabled.mechanisms` of the SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. [default: SCRAM-SHA-256,SCRAM-SHA-512]
     #[arg(long, env = "KARNAK_SASL_ENABLED_MECHANISMS")]
     pub sasl_enabled_mechanisms: Option<String>,
-    /// `user:password` lines: the users SASL clients log in as (kept only as salted SCRAM credentials).
+    /// `user:password` lines: the users SASL clients and SQL logins (--sql-auth scram-sha-256) log in as, added to the metadata at start (kept only as salted SCRAM credentials).
     #[arg(long, env = "KARNAK_SASL_USERS_FILE")]
     pub sasl_users_file: Option<PathBuf>,
     /// Kafka `sasl.oauthbearer.jwks.endpoint.url` for OAUTHBEARER: a JWKS file (`file:///path` or a path) whose keys sign the tokens.
