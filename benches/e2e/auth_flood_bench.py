@@ -188,10 +188,7 @@ def phase(b, topic: str, mechanism, a) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    default = ROOT / "target" / "release" / "karnak"
-    if not default.exists():
-        default = ROOT / "target" / "debug" / "karnak"
-    ap.add_argument("--bin", type=Path, default=default)
+    ap.add_argument("--bin", type=Path, default=lb.default_karnak())
     ap.add_argument("--rate", type=float, default=1000.0, help="failed logins per second to aim at")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=200,

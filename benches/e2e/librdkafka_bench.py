@@ -15,11 +15,19 @@ import json
 import multiprocessing as mp
 import os
 import time
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def default_karnak() -> Path:
+    """The broker the issue-19 benches run by default: the release build, else the debug one."""
+    root = Path(__file__).resolve().parents[2]
+    release = root / "target" / "release" / "karnak"
+    return release if release.exists() else root / "target" / "debug" / "karnak"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -188,10 +188,7 @@ def tls_handshake(ctx, port: int):
 
 def main():
     ap = argparse.ArgumentParser()
-    default = ROOT / "target" / "release" / "karnak"
-    if not default.exists():
-        default = ROOT / "target" / "debug" / "karnak"
-    ap.add_argument("--bin", type=Path, default=default)
+    ap.add_argument("--bin", type=Path, default=lb.default_karnak())
     ap.add_argument("--count", type=int, default=300_000)
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)

@@ -1205,16 +1205,7 @@ class AclTest {
         }
 
         Map<String, Object> login(String user, String password, String protocol) {
-            Map<String, Object> c = new LinkedHashMap<>();
-            c.put("security.protocol", protocol);
-            c.put("sasl.mechanism", MECHANISM);
-            c.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
-                    + user + "\" password=\"" + password + "\";");
-            if (protocol.equals("SASL_SSL")) {
-                c.put("ssl.truststore.type", "PEM");
-                c.put("ssl.truststore.location", certs.resolve("ca.pem").toString());
-            }
-            return c;
+            return Clients.scramLogin(MECHANISM, user, password, protocol, certs.resolve("ca.pem"));
         }
 
         Admin admin(String user) {
@@ -1223,11 +1214,7 @@ class AclTest {
 
         /** A client properties file logging {@code user} in over SASL_PLAINTEXT (the tools' --command-config). */
         Path commandConfig(String user) throws IOException {
-            Path p = dir.resolve(user + ".properties");
-            StringBuilder sb = new StringBuilder();
-            login(user).forEach((k, v) -> sb.append(k).append('=').append(v).append('\n'));
-            Files.writeString(p, sb.toString());
-            return p;
+            return Clients.propertiesFile(dir.resolve(user + ".properties"), login(user));
         }
 
         @Override

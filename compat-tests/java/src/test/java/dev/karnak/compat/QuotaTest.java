@@ -6,14 +6,11 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -30,7 +27,6 @@ import java.util.TreeMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -42,6 +38,7 @@ import dev.karnak.compat.harness.Cli;
 import dev.karnak.compat.harness.Clients;
 import dev.karnak.compat.harness.Karnak;
 import dev.karnak.compat.harness.Poll;
+import dev.karnak.compat.harness.RawRequest;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterClientQuotasOptions;
@@ -60,15 +57,12 @@ import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.errors.ClusterAuthorizationException;
 import org.apache.kafka.common.errors.InvalidRequestException;
-import org.apache.kafka.common.protocol.ApiKeys;
 import org.apache.kafka.common.quota.ClientQuotaAlteration;
 import org.apache.kafka.common.quota.ClientQuotaEntity;
 import org.apache.kafka.common.quota.ClientQuotaFilter;
 import org.apache.kafka.common.quota.ClientQuotaFilterComponent;
-import org.apache.kafka.common.requests.AbstractResponse;
 import org.apache.kafka.common.requests.ApiVersionsRequest;
 import org.apache.kafka.common.requests.ApiVersionsResponse;
-import org.apache.kafka.common.requests.RequestHeader;
 import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourceType;
@@ -940,7 +934,6 @@ class QuotaTest {
         }
     }
 
-    private static final AtomicInteger CORRELATION = new AtomicInteger(1);
 
     static Socket connectFrom(String source, int port) throws IOException {
         Socket s = new Socket();
@@ -966,19 +959,9 @@ class QuotaTest {
     /** As {@link #probe(Socket)}, "silent" when neither an answer nor a close came within {@code timeoutMs}. */
     static String probe(Socket s, int timeoutMs) throws IOException {
         s.setSoTimeout(timeoutMs);
-        short version = 3;
-        RequestHeader h = new RequestHeader(ApiKeys.API_VERSIONS, version, "quota-test",
-                CORRELATION.getAndIncrement());
-        ByteBuffer buf = new ApiVersionsRequest.Builder().build(version).serializeWithHeader(h);
         try {
-            DataOutputStream out = new DataOutputStream(s.getOutputStream());
-            out.writeInt(buf.remaining());
-            out.write(buf.array(), buf.arrayOffset() + buf.position(), buf.remaining());
-            out.flush();
-            DataInputStream in = new DataInputStream(s.getInputStream());
-            byte[] b = new byte[in.readInt()];
-            in.readFully(b);
-            ApiVersionsResponse r = (ApiVersionsResponse) AbstractResponse.parseResponse(ByteBuffer.wrap(b), h);
+            ApiVersionsResponse r = (ApiVersionsResponse) RawRequest.exchange(s, new ApiVersionsRequest.Builder(),
+                    (short) 3, "quota-test");
             return r.data().errorCode() == 0 ? "answered" : "error code " + r.data().errorCode();
         } catch (SocketTimeoutException e) {
             if (timeoutMs < 10_000) {
@@ -1119,12 +1102,7 @@ class QuotaTest {
         }
 
         Map<String, Object> login(String user) {
-            Map<String, Object> c = new LinkedHashMap<>();
-            c.put("security.protocol", "SASL_PLAINTEXT");
-            c.put("sasl.mechanism", MECHANISM);
-            c.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
-                    + user + "\" password=\"" + PASSWORDS.get(user) + "\";");
-            return c;
+            return Clients.scramLogin(MECHANISM, user, PASSWORDS.get(user), "SASL_PLAINTEXT", null);
         }
 
         Admin admin(String user) {
@@ -1133,11 +1111,7 @@ class QuotaTest {
 
         /** A client properties file logging {@code user} in over SASL_PLAINTEXT (the tools' --command-config). */
         Path commandConfig(String user) throws IOException {
-            Path p = dir.resolve(user + ".properties");
-            StringBuilder sb = new StringBuilder();
-            login(user).forEach((k, v) -> sb.append(k).append('=').append(v).append('\n'));
-            Files.writeString(p, sb.toString());
-            return p;
+            return Clients.propertiesFile(dir.resolve(user + ".properties"), login(user));
         }
 
         @Override

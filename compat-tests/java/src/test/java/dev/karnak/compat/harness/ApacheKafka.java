@@ -192,7 +192,8 @@ public final class ApacheKafka {
         }
     }
 
-    private void shutdown() {
+    /** Ends a broker's JVM: SIGTERM, 20 s to go, then SIGKILL. */
+    static void stop(Process proc) {
         if (proc.isAlive()) {
             proc.destroy();
             try {
@@ -204,6 +205,10 @@ public final class ApacheKafka {
                 Thread.currentThread().interrupt();
             }
         }
+    }
+
+    private void shutdown() {
+        stop(proc);
         Karnak.deleteTree(dir.resolve("data"));
     }
 }

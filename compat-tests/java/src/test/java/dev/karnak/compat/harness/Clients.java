@@ -32,6 +32,33 @@ public final class Clients {
         return prefix + "-" + UUID.randomUUID().toString().replace("-", "").substring(0, 10);
     }
 
+    /**
+     * Client settings logging {@code user} in with SCRAM ({@code mechanism}) over {@code protocol}
+     * (SASL_PLAINTEXT or SASL_SSL; the latter trusting the PEM CA {@code caPem}).
+     */
+    public static Map<String, Object> scramLogin(String mechanism, String user, String password, String protocol,
+            java.nio.file.Path caPem) {
+        Map<String, Object> c = new java.util.LinkedHashMap<>();
+        c.put("security.protocol", protocol);
+        c.put("sasl.mechanism", mechanism);
+        c.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
+                + user + "\" password=\"" + password + "\";");
+        if (protocol.equals("SASL_SSL")) {
+            c.put("ssl.truststore.type", "PEM");
+            c.put("ssl.truststore.location", caPem.toString());
+        }
+        return c;
+    }
+
+    /** {@code props} written as a client properties file (the tools' --command-config). */
+    public static java.nio.file.Path propertiesFile(java.nio.file.Path file, Map<String, Object> props)
+            throws java.io.IOException {
+        StringBuilder sb = new StringBuilder();
+        props.forEach((k, v) -> sb.append(k).append('=').append(v).append('\n'));
+        java.nio.file.Files.writeString(file, sb.toString());
+        return file;
+    }
+
     public static Admin admin(String bootstrap) {
         return admin(bootstrap, Map.of());
     }

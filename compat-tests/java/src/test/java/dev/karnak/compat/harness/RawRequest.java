@@ -27,24 +27,30 @@ public final class RawRequest {
     private RawRequest() {}
 
     public static AbstractResponse send(String bootstrap, AbstractRequest.Builder<?> builder, short version) {
-        AbstractRequest req = builder.build(version);
-        RequestHeader h = new RequestHeader(req.apiKey(), version, "karnak-compat-raw", CORRELATION.getAndIncrement());
-        ByteBuffer buf = req.serializeWithHeader(h);
         String[] hp = bootstrap.split(":");
         try (Socket s = new Socket()) {
             s.connect(new InetSocketAddress(hp[0], Integer.parseInt(hp[1])), 10_000);
             s.setSoTimeout(15_000);
-            DataOutputStream out = new DataOutputStream(s.getOutputStream());
-            out.writeInt(buf.remaining());
-            out.write(buf.array(), buf.arrayOffset() + buf.position(), buf.remaining());
-            out.flush();
-            DataInputStream in = new DataInputStream(s.getInputStream());
-            byte[] b = new byte[in.readInt()];
-            in.readFully(b);
-            return AbstractResponse.parseResponse(ByteBuffer.wrap(b), h);
+            return exchange(s, builder, version, "karnak-compat-raw");
         } catch (IOException e) {
-            throw new UncheckedIOException(req.apiKey() + " v" + version + " to " + bootstrap + ": " + e, e);
+            throw new UncheckedIOException(builder.apiKey() + " v" + version + " to " + bootstrap + ": " + e, e);
         }
+    }
+
+    /** One request and its answer on an open socket (its timeout as set by the caller). */
+    public static AbstractResponse exchange(Socket s, AbstractRequest.Builder<?> builder, short version,
+            String clientId) throws IOException {
+        AbstractRequest req = builder.build(version);
+        RequestHeader h = new RequestHeader(req.apiKey(), version, clientId, CORRELATION.getAndIncrement());
+        ByteBuffer buf = req.serializeWithHeader(h);
+        DataOutputStream out = new DataOutputStream(s.getOutputStream());
+        out.writeInt(buf.remaining());
+        out.write(buf.array(), buf.arrayOffset() + buf.position(), buf.remaining());
+        out.flush();
+        DataInputStream in = new DataInputStream(s.getInputStream());
+        byte[] b = new byte[in.readInt()];
+        in.readFully(b);
+        return AbstractResponse.parseResponse(ByteBuffer.wrap(b), h);
     }
 
     public static ApiVersionsResponse apiVersions(String bootstrap) {

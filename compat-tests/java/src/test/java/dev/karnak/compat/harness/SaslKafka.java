@@ -86,17 +86,7 @@ public final class SaslKafka implements AutoCloseable {
 
     @Override
     public void close() {
-        if (proc.isAlive()) {
-            proc.destroy();
-            try {
-                if (!proc.waitFor(20, TimeUnit.SECONDS)) {
-                    proc.destroyForcibly();
-                    proc.waitFor(10, TimeUnit.SECONDS);
-                }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
+        ApacheKafka.stop(proc);
         // The data goes, the logs stay under target/ for post-mortems (as the harness' brokers).
         try (java.util.stream.Stream<Path> walk = Files.walk(dir.resolve("data"))) {
             walk.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
