@@ -67,8 +67,8 @@ pub fn settings(
 pub struct Authz(Option<Arc<Caller>>);
 
 struct Caller {
-    principal: String,
-    host: String,
+    principal: Arc<str>,
+    host: Arc<str>,
     super_user: bool,
     allow_if_no_acl: bool,
     metadata: Arc<ClusterMetadata>,
@@ -82,12 +82,12 @@ impl Authz {
 
     pub fn new(
         config: &AuthorizerConfig,
-        principal: String,
-        host: String,
+        principal: Arc<str>,
+        host: Arc<str>,
         metadata: Arc<ClusterMetadata>,
     ) -> Self {
         Authz(Some(Arc::new(Caller {
-            super_user: config.super_users.contains(&principal),
+            super_user: config.super_users.contains(&*principal),
             principal,
             host,
             allow_if_no_acl: config.allow_if_no_acl,

@@ -165,7 +165,7 @@ pub async fn serve(
             let user = crate::tls_principal::subject_dn(&der)
                 .and_then(|dn| broker.config.ssl_principal_mapping.map(&dn));
             match user {
-                Some(user) => Some(format!("User:{user}")),
+                Some(user) => Some(Arc::from(format!("User:{user}"))),
                 None => {
                     warn!(%peer, listener = %listener.name, "no ssl.principal.mapping.rules rule matches the client certificate's subject: closing");
                     return;
@@ -178,6 +178,7 @@ pub async fn serve(
         listener: Arc::from(listener.name.as_str()),
         auth: crate::sasl::ConnAuth::new(listener.protocol.sasl()),
         tls_principal,
+        host: Arc::from(peer_addr.ip().to_string()),
         gate: Default::default(),
     };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);

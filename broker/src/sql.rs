@@ -165,15 +165,15 @@ pub struct SqlAcls {
 
 impl SqlAcls {
     fn authz(&self, user: &str, host: &str) -> crate::authz::Authz {
-        let principal = if self.trust || user.is_empty() {
-            crate::authz::ANONYMOUS.to_string()
+        let principal: Arc<str> = if self.trust || user.is_empty() {
+            Arc::from(crate::authz::ANONYMOUS)
         } else {
-            format!("User:{user}")
+            Arc::from(format!("User:{user}"))
         };
         crate::authz::Authz::new(
             &self.config,
             principal,
-            host.to_string(),
+            Arc::from(host),
             self.cluster.metadata(),
         )
     }

@@ -168,7 +168,9 @@ pub struct Session {
     pub listener: Arc<str>,
     pub auth: Arc<crate::sasl::ConnAuth>,
     /// From the client's certificate, when it sent one.
-    pub tls_principal: Option<String>,
+    pub tls_principal: Option<Arc<str>>,
+    /// The peer's address as ACLs name hosts, made once per connection.
+    pub host: Arc<str>,
     /// Closed while the client is throttled (KIP-219).
     pub gate: Arc<crate::quotas::MuteGate>,
 }
@@ -176,21 +178,21 @@ pub struct Session {
 impl Session {
     /// The principal ACLs are checked against: the SASL login's user, else
     /// the client certificate's, else `User:ANONYMOUS` (as Kafka).
-    pub fn principal(&self) -> String {
+    pub fn principal(&self) -> Arc<str> {
         self.auth
             .principal()
             .or_else(|| self.tls_principal.clone())
-            .unwrap_or_else(|| crate::authz::ANONYMOUS.to_string())
+            .unwrap_or_else(|| Arc::from(crate::authz::ANONYMOUS))
     }
 
     /// Who quotas count this request for: the principal's name (Kafka's
     /// quota user) and the client id.
     fn quota_client(&self, header: &RequestHeader) -> crate::quotas::QuotaClient {
         let principal = self.principal();
-        let user = match principal.split_once(':') {
-            Some((_, name)) => name.to_string(),
-            None => principal,
-        };
+        let user = principal
+            .split_once(':')
+            .map_or(&*principal, |(_, name)| name)
+            .to_string();
         crate::quotas::QuotaClient {
             user,
             client_id: header.client_id.as_deref().unwrap_or("").to_string(),
@@ -202,12 +204,7 @@ impl Session {
     fn authz(&self, broker: &Broker, meta: &Arc<ClusterMetadata>) -> Authz {
         match &broker.config.authorizer {
             None => Authz::allow_all(),
-            Some(config) => Authz::new(
-                config,
-                self.principal(),
-                self.peer.ip().to_string(),
-                meta.clone(),
-            ),
+            Some(config) => Authz::new(config, self.principal(), self.host.clone(), meta.clone()),
         }
     }
 }

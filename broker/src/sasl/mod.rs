@@ -253,7 +253,8 @@ pub struct ConnAuth {
     state: Mutex<State>,
     /// `User:<name>` once authenticated; kept across re-authentication,
     /// which must be as the same user.
-    principal: Mutex<Option<String>>,
+    /// `User:<name>` once logged in; shared, as every request's ACL check reads it.
+    principal: Mutex<Option<Arc<str>>>,
     /// The mechanism chosen in the last handshake.
     mechanism: Mutex<Option<Mechanism>>,
     close: tokio::sync::Notify,
@@ -309,7 +310,7 @@ impl ConnAuth {
         !matches!(*lock(&self.state), State::Open)
     }
 
-    pub fn principal(&self) -> Option<String> {
+    pub fn principal(&self) -> Option<Arc<str>> {
         lock(&self.principal).clone()
     }
 
@@ -369,10 +370,10 @@ impl ConnAuth {
     pub fn authenticated(&self, user: &str, lifetime: Option<Duration>) -> Result<(), ()> {
         let principal = format!("User:{user}");
         let mut p = lock(&self.principal);
-        if p.as_ref().is_some_and(|old| *old != principal) {
+        if p.as_deref().is_some_and(|old| *old != *principal) {
             return Err(());
         }
-        *p = Some(principal);
+        *p = Some(Arc::from(principal));
         *lock(&self.state) = State::Authenticated {
             expires: lifetime.map(|l| Instant::now() + l),
         };
