@@ -157,3 +157,34 @@ def test_topic_deleted_during_a_scan(shared_broker):
     other = unique_topic("sqldel-after")
     ck.create_topic(b.bootstrap, other)
     ck.produce_and_wait(b.bootstrap, other, [{"partition": 0, "value": b"ok"}])
+
+
+def test_queries_past_the_memory_limit_spill_or_fail_and_the_broker_stays(broker_factory):
+    """--sql-memory-limit-bytes: a sort larger than the limit spills to
+    disk and returns every row in order; an aggregate that cannot spill
+    fails with 53200 (out of memory) instead of growing the broker; the
+    connection and the broker go on."""
+    b = broker_factory("--sql-memory-limit-bytes", str(32 << 20))
+    topic = unique_topic("sqlspill")
+    ck.create_topic(b.bootstrap, topic, partitions=2)
+    n = 200_000  # 20 MB of values: sorted in 32 MiB, DataFusion spills
+    ck.produce_and_wait(
+        b.bootstrap, topic,
+        [{"partition": i % 2, "value": b"%08d-" % ((i * 7919) % n) + b"x" * 90}
+         for i in range(n)],
+        **{"linger.ms": 50})
+    with connect(b) as conn:
+        plan = "\n".join(r[-1] for r in conn.execute(
+            f'explain analyze select value from "{topic}" order by value').fetchall())
+        spills = [int(s) for s in __import__("re").findall(r"spill_count=(\d+)", plan)]
+        assert spills and max(spills) > 0, f"the sort did not spill:\n{plan}"
+        rows = conn.execute(f'select value from "{topic}" order by value').fetchall()
+        assert len(rows) == n
+        keys = [bytes(r[0])[:8] for r in rows]
+        assert keys == sorted(keys) and keys[0] == b"00000000" and keys[-1] == b"%08d" % (n - 1)
+        with pytest.raises(psycopg.errors.OutOfMemory) as e:
+            conn.execute("select cardinality(array_agg(v)) "
+                         "from generate_series(1, 20000000) as t(v)").fetchall()
+        assert "Resources exhausted" in str(e.value)
+        assert rss_mib(b.proc.pid) < 1024
+        assert conn.execute("select count(*) from \"%s\"" % topic).fetchone() == (n,)

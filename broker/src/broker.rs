@@ -33,6 +33,8 @@ pub struct Broker {
     pub replicas: Arc<crate::replication::ReplicaManager>,
     /// Client quota sensors and connection limits.
     pub quotas: Arc<crate::quotas::QuotaManager>,
+    /// `--queued-max-request-bytes`: request bytes held, over all connections.
+    pub request_memory: crate::connection::RequestMemory,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

@@ -186,6 +186,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let sasl = config.sasl.clone();
     let broker = Arc::new(Broker {
         quotas: quotas::QuotaManager::new(config.quotas.clone()),
+        request_memory: connection::RequestMemory::new(config.queued_max_request_bytes),
         sasl,
         groups,
         txns,

@@ -34,6 +34,12 @@ pub const CONNECTION_ERRORS: &str = "karnak_connection_errors_total";
 pub const QUOTA_THROTTLED: &str = "karnak_quota_throttled_total";
 /// Idempotent producers' retries answered with the original offsets.
 pub const DUPLICATE_BATCHES: &str = "karnak_produce_duplicate_batches_total";
+/// Bytes of requests being read or handled (Kafka's MemoryPoolUsed), and
+/// their bound, `--queued-max-request-bytes`.
+pub const QUEUED_REQUEST_BYTES: &str = "karnak_queued_request_bytes";
+pub const QUEUED_REQUEST_BYTES_MAX: &str = "karnak_queued_request_bytes_max";
+/// Requests whose reading waited for room under that bound.
+pub const QUEUED_REQUEST_WAITS: &str = "karnak_queued_request_waits_total";
 
 /// Installs the global recorder and serves `/metrics` on `addr`.
 pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
@@ -56,6 +62,8 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     metrics::gauge!(FETCH_PURGATORY).set(0.0);
     metrics::gauge!(FETCH_SESSIONS).set(0.0);
     metrics::counter!(DUPLICATE_BATCHES).absolute(0);
+    metrics::gauge!(QUEUED_REQUEST_BYTES).set(0.0);
+    metrics::counter!(QUEUED_REQUEST_WAITS).absolute(0);
     Ok(())
 }
 
@@ -91,6 +99,18 @@ fn describe() {
         "Transactions aborted by the coordinator past transaction.timeout.ms"
     );
     metrics::describe_counter!(BYTES_OUT, "Bytes written to Kafka clients");
+    metrics::describe_gauge!(
+        QUEUED_REQUEST_BYTES,
+        "Bytes of requests being read or handled, under --queued-max-request-bytes"
+    );
+    metrics::describe_counter!(
+        QUEUED_REQUEST_WAITS,
+        "Requests that waited for room under --queued-max-request-bytes before being read"
+    );
+    metrics::describe_counter!(
+        CONNECTION_ERRORS,
+        "Connections closed by the broker, by reason (bad_frame, idle, request_timeout, max_connections, ...)"
+    );
     metrics::describe_counter!(FETCH_SENDFILE_BYTES, "Record bytes sent with sendfile(2)");
     metrics::describe_counter!(FETCH_COPIED_BYTES, "Record bytes copied through user space");
     metrics::describe_gauge!(LOG_END_OFFSET, "Log end offset per topic-partition");

@@ -36,8 +36,11 @@ type Accepted = (
 );
 
 /// Accepts on one listener until the receiver is gone (or the task is
-/// aborted: the socket closes with it). Under `max.connections` it waits
-/// for a free place before accepting (as Kafka's acceptor), and under
+/// aborted: the socket closes with it). Past `max.connections` a new
+/// connection is closed as soon as it is accepted: the client sees it at
+/// once and retries with its backoff, while the connections already open
+/// are untouched (waiting in the backlog instead would leave clients
+/// hanging until their connect timeout). Under
 /// `max.connection.creation.rate` it paces its accepts.
 async fn accept_loop(
     l: Listening,
@@ -46,15 +49,21 @@ async fn accept_loop(
     exempt: bool,
 ) {
     loop {
-        let permit = match &quotas.connection_permits {
-            Some(s) if !exempt => match s.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return,
-            },
-            _ => None,
-        };
         match l.socket.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let permit = match &quotas.connection_permits {
+                    Some(s) if !exempt => match s.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            debug!(%peer, listener = %l.info.name, "max.connections reached: closing a new connection");
+                            metrics::counter!(crate::metrics::CONNECTION_ERRORS, "reason" => "max_connections")
+                                .increment(1);
+                            drop(stream);
+                            continue;
+                        }
+                    },
+                    _ => None,
+                };
                 if tx
                     .send((stream, l.info.clone(), l.tls.clone(), permit))
                     .await

@@ -34,6 +34,8 @@ pub fn sqlstate_for(message: &str) -> &'static str {
         "22P02" // invalid_text_representation
     } else if m.contains("divide by zero") || m.contains("division by zero") {
         "22012" // division_by_zero
+    } else if m.contains("resources exhausted") {
+        "53200" // out_of_memory: past --sql-memory-limit-bytes
     } else if m.contains("not implemented") || m.contains("unsupported") {
         "0A000" // feature_not_supported
     } else {

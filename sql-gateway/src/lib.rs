@@ -24,7 +24,11 @@ pub mod visible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::num::NonZeroUsize;
+
 use datafusion::execution::context::SessionConfig;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionContext;
 use karnak_storage::LogManager;
 use tokio::net::TcpListener;
@@ -51,6 +55,10 @@ pub struct SqlConfig {
     pub ssl: auth::SqlSsl,
     /// Partitions of a topic made by `CREATE TABLE` without `partitions`.
     pub default_partitions: i32,
+    /// Memory all queries' sorts, aggregates and joins may hold at once;
+    /// past their share they spill to temporary files, and a query that
+    /// cannot spill fails with `53200 out of memory` (None: no bound).
+    pub memory_limit: Option<usize>,
 }
 
 /// The DataFusion context every connection shares: topics in
@@ -62,11 +70,30 @@ pub fn session_context(
     logs: Arc<LogManager>,
     producer: Option<Arc<dyn Producer>>,
     remote: Option<Arc<dyn remote::RemotePartitions>>,
+    memory_limit: Option<usize>,
 ) -> Result<Arc<SessionContext>, SqlError> {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        // What each sort keeps back for merging its spills (10 MB by
+        // default): a sixteenth of a small limit, so sorts still run there.
+        let e = &mut config.options_mut().execution;
+        e.sort_spill_reservation_bytes = e.sort_spill_reservation_bytes.min(limit / 16);
+    }
+    if let Some(limit) = memory_limit {
+        // Fair shares between the spilling operators of concurrent queries;
+        // an error names the largest consumers.
+        runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            NonZeroUsize::MIN.saturating_add(4),
+        )));
+    }
+    let runtime = runtime
+        .build_arc()
+        .map_err(|e| SqlError::Catalog(format!("the query runtime: {e}")))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| SqlError::Catalog("no default catalog".into()))?;
@@ -118,7 +145,7 @@ pub async fn start(
         source,
     })?;
     let handlers = Arc::new(server::Handlers::new(
-        session_context(logs.clone(), Some(producer), remote)?,
+        session_context(logs.clone(), Some(producer), remote, cfg.memory_limit)?,
         security.auth,
         cfg.ssl,
         ddl::DdlHook::new(admin, cfg.default_partitions),

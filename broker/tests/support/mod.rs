@@ -255,6 +255,11 @@ pub fn connect(port: u16) -> Client {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    client_on(stream)
+}
+
+/// A client on a connection made elsewhere.
+pub fn client_on(stream: TcpStream) -> Client {
     stream.set_nodelay(true).unwrap();
     Client {
         stream,
