@@ -188,3 +188,44 @@ def test_queries_past_the_memory_limit_spill_or_fail_and_the_broker_stays(broker
         assert "Resources exhausted" in str(e.value)
         assert rss_mib(b.proc.pid) < 1024
         assert conn.execute("select count(*) from \"%s\"" % topic).fetchone() == (n,)
+
+
+def _started_session(b):
+    import socket
+    import struct
+    s = socket.create_connection(("127.0.0.1", b.sql_port), timeout=T)
+    params = b"user\x00x\x00database\x00x\x00\x00"
+    s.sendall(struct.pack(">ii", 8 + len(params), 196608) + params)
+    buf = b""
+    while b"Z\x00\x00\x00\x05" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, "closed during startup"
+        buf += chunk
+    return s
+
+
+@pytest.mark.parametrize("message", [
+    b"p\x00\x00\x00\x00",                      # a password message whose length is under 4
+    b"P\x00\x00\x00\x08\x00\x00\xff\xff",      # a Parse cut short
+])
+def test_malformed_frontend_messages_close_only_their_connection(shared_broker, message):
+    """Found by the pg_frontend fuzz target: pgwire panics decoding these.
+    The panic ends that connection's task, the connection closes, and the
+    gateway and broker serve everyone else."""
+    b = shared_broker
+    with connect(b) as other:
+        s = _started_session(b)
+        s.sendall(message)
+        s.settimeout(T)
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+        s.close()
+        assert other.execute("select 4").fetchone() == (4,)
+    with connect(b) as fresh:
+        assert fresh.execute("select 5").fetchone() == (5,)
+    assert b.proc.poll() is None, "the broker exited"

@@ -16,6 +16,7 @@
 #   SKIP_CARGO=1      do not build or run cargo tests (use an existing binary)
 #   JAVA_TEST_ARGS    extra Maven arguments for the Java compat suite (compat-tests/java)
 #   SKIP_JAVA=1       do not run the Java compat suite (local use)
+#   SKIP_FUZZ=1       do not run the fuzz targets (local use)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -141,6 +142,25 @@ else
     echo "Java compat tests: exit code $java_rc in $(( $(date +%s) - JAVA_START ))s"
 fi
 
+# ---------------------------------------------------------------- (g) fuzz
+# Every fuzz target (fuzz/, cargo fuzz on the nightly toolchain) for 60 s from
+# its seed corpus; a crash, hang or allocation past the stated bounds fails
+# the run. Long runs: fuzz/run-all.sh (see fuzz/RESULTS.md).
+#   SKIP_FUZZ=1      do not run them (local use)
+fuzz_rc=0
+if [ "${SKIP_FUZZ:-0}" = "1" ]; then
+    section "fuzz targets skipped (SKIP_FUZZ=1)"
+    fuzz_rc=skipped
+else
+    section "fuzz targets, 60 s each"
+    FUZZ_START=$(date +%s)
+    set +e
+    "$ROOT/fuzz/run-all.sh" --ci
+    fuzz_rc=$?
+    set -e
+    echo "fuzz targets: exit code $fuzz_rc in $(( $(date +%s) - FUZZ_START ))s"
+fi
+
 section "done in $(( $(date +%s) - START ))s"
 fail=0
 if [ "$rc" -eq 5 ]; then
@@ -159,6 +179,14 @@ elif [ "$java_rc" -ne 0 ]; then
     fail=1
 else
     echo "Java compat tests passed"
+fi
+if [ "$fuzz_rc" = skipped ]; then
+    echo "fuzz targets skipped (SKIP_FUZZ=1)"
+elif [ "$fuzz_rc" -ne 0 ]; then
+    echo "FAIL: a fuzz target failed (fuzz/logs/, fuzz/artifacts/)" >&2
+    fail=1
+else
+    echo "fuzz targets passed"
 fi
 if [ "$fail" -ne 0 ]; then
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi

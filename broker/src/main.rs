@@ -38,6 +38,11 @@ use config::{Args, Config};
 const FLUSH_TICK: Duration = Duration::from_millis(200);
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
+/// Large blocks mapped without reserve: a request claiming billions of
+/// elements must not abort the process (see karnak_protocol::alloc).
+#[global_allocator]
+static ALLOCATOR: karnak_protocol::alloc::Allocator = karnak_protocol::alloc::Allocator;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Logging first: loading the configuration may warn (unused TLS or SASL files).

@@ -325,3 +325,54 @@ fn a_thousand_100mb_produce_requests_stay_within_the_request_memory_bound() {
         b.metric("karnak_queued_request_bytes", &[]) == 0.0
     });
 }
+
+/// Requests whose arrays claim billions of elements (found by the `request`
+/// and `subscription` fuzz targets): each asked kafka-protocol for tens of
+/// GB up front and aborted the broker. Now each is refused or answered and
+/// the broker serves on.
+#[test]
+fn requests_claiming_billions_of_elements_do_not_stop_the_broker() {
+    let b = Broker::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    // IncrementalAlterConfigs v0, resources array of 0x01000000... entries.
+    let mut c = b.connect();
+    let body = [0x00, 0x2c, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0, 0, 0xff];
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    c.send_raw(&frame);
+    let _ = c.read_frame();
+    // A member whose consumer subscription claims 0x68680a0a topics, then
+    // an OffsetDelete, which reads the members' subscriptions.
+    let mut c = b.connect();
+    let mut join = JoinGroupRequest::default()
+        .with_group_id(StrBytes::from_static_str("g").into())
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"hhhh\n\n")),
+        ]);
+    let first: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
+    join.member_id = first.member_id;
+    let joined: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
+    assert_eq!(joined.error_code, 0, "joined the group");
+    let delete = OffsetDeleteRequest::default()
+        .with_group_id(StrBytes::from_static_str("g").into())
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    let _: Option<OffsetDeleteResponse> = c.try_call(ApiKey::OffsetDelete, 0, &delete);
+    let mut fresh = b.connect();
+    assert!(
+        api_versions(&mut fresh).is_some(),
+        "the broker stopped:\n{}",
+        b.log()
+    );
+    assert!(!b.log().contains("memory allocation of"));
+}

@@ -13,6 +13,8 @@ pub mod consumer;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod errors;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod group;
 pub mod metadata;
 pub mod obelisk;

@@ -7,12 +7,15 @@
 //! that leaves the records as file regions so they can be `sendfile`d; the
 //! record codecs; and the old request versions Kafka 4.0 dropped ([`legacy`]).
 
+pub mod alloc;
 pub mod api_versions;
 pub mod codec;
 pub mod control;
 pub mod error;
 pub mod fetch_response;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod legacy;
 pub mod record_batch;
 

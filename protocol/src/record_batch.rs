@@ -145,12 +145,14 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length.max(0) as usize
     }
 
+    /// Saturating: a torn or corrupt header may hold any base offset.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn compression(&self) -> Result<Compression, BatchError> {

@@ -10,6 +10,8 @@ pub mod cleaner;
 pub mod columnar;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod group_commit;
 pub mod index;
 pub mod log;
