@@ -29,12 +29,25 @@ pub struct Broker {
     pub uid: Option<u32>,
 }
 
+/// A port free now, for a broker to bind soon after. Taken from below the
+/// kernel's ephemeral range (32768-60999 by default), where the client
+/// sockets of tests running alongside (a thousand of them in limits.rs)
+/// cannot land on it between this check and the broker's bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Each test process starts somewhere else in the span (test binaries
+    // may run side by side), then walks through it.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 impl Broker {
