@@ -61,22 +61,11 @@ fn past_max_connections_new_connections_are_closed_and_open_ones_served() {
 }
 
 fn empty_fetch(c: &mut Client, topic: &str, max_wait_ms: i32) -> FetchResponse {
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.into())))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    c.call(ApiKey::Fetch, 12, &req)
+    c.call(
+        ApiKey::Fetch,
+        12,
+        &support::fetch_request(topic, 0, max_wait_ms),
+    )
 }
 
 #[test]

@@ -149,19 +149,7 @@ fn produce_and_fetch(s: &mut impl ReadWrite, topic: &str) {
         ]);
     let r: ProduceResponse = call(s, ApiKey::Produce, 9, &produce).unwrap();
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-    let fetch = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.into())))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
+    let fetch = support::fetch_request(topic, 0, 0);
     let r: FetchResponse = call(s, ApiKey::Fetch, 12, &fetch).unwrap();
     let p = &r.responses[0].partitions[0];
     assert_eq!(p.error_code, 0);

@@ -466,6 +466,30 @@ pub fn try_produce(
     Some((p.error_code, p.base_offset))
 }
 
+/// A Fetch (v12 and earlier field set) of one partition from `offset`.
+pub fn fetch_request(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName, fetch_request};
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
 /// Creates a topic over the wire (CreateTopics v7) and returns its id.
 pub fn create_topic(c: &mut Client, name: &str, partitions: i32) -> uuid::Uuid {
     use kafka_protocol::messages::{
