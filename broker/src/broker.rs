@@ -35,6 +35,8 @@ pub struct Broker {
     pub quotas: Arc<crate::quotas::QuotaManager>,
     /// `--queued-max-request-bytes`: request bytes held, over all connections.
     pub request_memory: crate::connection::RequestMemory,
+    /// The data dir's free space and `--log-dir-min-free-bytes`.
+    pub free_space: karnak_storage::FreeSpace,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

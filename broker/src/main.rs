@@ -192,6 +192,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let broker = Arc::new(Broker {
         quotas: quotas::QuotaManager::new(config.quotas.clone()),
         request_memory: connection::RequestMemory::new(config.queued_max_request_bytes),
+        free_space: karnak_storage::FreeSpace::new(&config.data_dir, config.log_dir_min_free_bytes),
         sasl,
         groups,
         txns,

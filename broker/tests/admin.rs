@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use support::{Broker, Client, alter_configs as alter, batch, create_topic};
+use support::{Broker, Client, alter_configs as alter, batch, create_topic, delete_records};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -100,23 +100,6 @@ fn create_partitions_grows_topics_and_never_shrinks_them() {
     broker.spawn();
     let mut c = broker.connect();
     assert_eq!(partition_count(&mut c, "grow"), 3, "kept over a restart");
-}
-
-fn delete_records(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
-    let req = DeleteRecordsRequest::default()
-        .with_topics(vec![
-            delete_records_request::DeleteRecordsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    delete_records_request::DeleteRecordsPartition::default()
-                        .with_partition_index(partition)
-                        .with_offset(offset),
-                ]),
-        ])
-        .with_timeout_ms(5000);
-    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
-    let p = &resp.topics[0].partitions[0];
-    (p.error_code, p.low_watermark)
 }
 
 #[test]

@@ -259,9 +259,13 @@ fn write_file(
     next: i64,
     log_bytes: u64,
 ) -> Result<(), StorageError> {
-    let io = |e: arrow::error::ArrowError| StorageError::Corrupt {
-        path: tmp.to_path_buf(),
-        reason: format!("writing the Arrow face: {e}"),
+    // The writer's failures are the file system's (a full disk, EIO).
+    let io = |e: arrow::error::ArrowError| {
+        let source = match e {
+            arrow::error::ArrowError::IoError(_, source) => source,
+            other => std::io::Error::other(other),
+        };
+        StorageError::io(format!("writing the Arrow face {}", tmp.display()), source)
     };
     let file = File::create(tmp).ctx(|| format!("creating {}", tmp.display()))?;
     let schema = columnar::schema();

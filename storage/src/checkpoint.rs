@@ -55,6 +55,11 @@ pub(crate) fn read_checkpoint(
         )));
     }
     let text = std::fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
+    // Every line ends in a newline (Kafka's files too): without one the
+    // file was cut short, perhaps inside a number that still parses.
+    if !text.ends_with('\n') {
+        return Err(corrupt("cut short: no final newline".into()));
+    }
     let mut lines = text.lines();
     match lines.next().map(str::trim) {
         Some("0") => {}
@@ -109,6 +114,7 @@ mod tests {
             "0\nx\n",
             "0\n1\n0 zz\n",
             "0\n1\n1 2 3\n",
+            "0\n1\n3 15",
             "",
         ] {
             std::fs::write(&p, bad).unwrap();

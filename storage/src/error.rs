@@ -63,7 +63,21 @@ pub enum StorageError {
     KeylessRecordOnCompactedTopic { topic: String, partition: i32 },
 }
 
+/// Whether an I/O error means the file system is full (or the quota spent).
+pub fn io_is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    matches!(e.kind(), StorageFull | QuotaExceeded)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<StorageError>())
+            .is_some_and(StorageError::is_disk_full)
+}
+
 impl StorageError {
+    /// A write failed because the file system is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if io_is_disk_full(source))
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         StorageError::Io {
             context: context.into(),

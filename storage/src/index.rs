@@ -3,8 +3,15 @@
 //! BE + relative offset u32 BE). Files are preallocated while the segment is
 //! active and trimmed to the used size when it is sealed or the log closed;
 //! the used prefix is found on open as the entries before the first all-zero one.
+//!
+//! The preallocated length is a hole: blocks are reserved (`fallocate`) a page
+//! at a time just before an entry is written into a page without them. A
+//! mapped write into a hole on a full disk is not an error a write call can
+//! return but SIGBUS, which would kill the broker; a reservation that fails
+//! instead drops that one entry, which only makes the sparse index sparser.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
@@ -18,7 +25,15 @@ struct IndexFile<const W: usize> {
     /// None when the file is empty: a zero-length mapping is not portable.
     mmap: Option<MmapMut>,
     entries: usize,
+    /// Bytes from the start known to have blocks behind them.
+    allocated: u64,
+    /// The file system has no fallocate: mapped writes go unreserved.
+    no_fallocate: bool,
 }
+
+/// Blocks are reserved for an index a page at a time: the page an entry is
+/// about to be written into (100,000 partitions' indexes hold no more).
+const RESERVE_STEP: u64 = 4096;
 
 impl<const W: usize> IndexFile<W> {
     fn open(path: &Path, max_bytes: u64, preallocate: bool) -> Result<Self, StorageError> {
@@ -44,9 +59,13 @@ impl<const W: usize> IndexFile<W> {
             file,
             mmap: None,
             entries: 0,
+            allocated: 0,
+            no_fallocate: false,
         };
         idx.map()?;
         idx.entries = idx.used_entries();
+        // Entries written hold blocks; the rest of the file may be a hole.
+        idx.allocated = (idx.entries * W) as u64;
         if preallocate {
             let want = (max_bytes / W as u64) * W as u64;
             if want > len {
@@ -81,7 +100,35 @@ impl<const W: usize> IndexFile<W> {
         self.file
             .set_len(bytes)
             .ctx(|| format!("resizing index {}", self.path.display()))?;
+        self.allocated = self.allocated.min(bytes);
         self.map()
+    }
+
+    /// Makes sure the bytes up to `end` have blocks; false on a full disk.
+    fn reserve(&mut self, end: u64) -> bool {
+        if end <= self.allocated || self.no_fallocate {
+            return true;
+        }
+        let size = self.bytes().len() as u64;
+        let to = (end.next_multiple_of(RESERVE_STEP)).min(size).max(end);
+        match rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            self.allocated,
+            to - self.allocated,
+        ) {
+            Ok(()) => {
+                self.allocated = to;
+                true
+            }
+            Err(rustix::io::Errno::NOSPC) => false,
+            Err(e) => {
+                tracing::debug!(index = %self.path.display(), error = %e,
+                    "fallocate refused; index pages are written unreserved");
+                self.no_fallocate = true;
+                true
+            }
+        }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -97,9 +144,16 @@ impl<const W: usize> IndexFile<W> {
     }
 
     /// Entries are written in order, so the used ones are a prefix followed
-    /// by zeros; a binary search finds the first all-zero entry.
+    /// by zeros; a binary search finds the first all-zero entry. It reads
+    /// with pread, not through the mapping: the rest of the file is a hole,
+    /// and on tmpfs even a mapped read of a hole takes a page, which on a
+    /// full file system is SIGBUS.
     fn used_entries(&self) -> usize {
-        let zero = |i: usize| self.entry(i).iter().all(|&b| b == 0);
+        let zero = |i: usize| {
+            let mut e = [0u8; W];
+            // An unreadable entry counts as unused: recovery rebuilds it.
+            self.file.read_exact_at(&mut e, (i * W) as u64).is_err() || e.iter().all(|&b| b == 0)
+        };
         let (mut lo, mut hi) = (0, self.capacity());
         // Entry 0 may legitimately be all zero only for a time index entry
         // (timestamp 0, relative offset 0); treating it as unused is harmless.
@@ -114,17 +168,36 @@ impl<const W: usize> IndexFile<W> {
         self.entries >= self.capacity()
     }
 
+    /// Writes the next entry; false when the index is full, or when the disk
+    /// has no block for it (the entry is left out).
     fn push(&mut self, entry: [u8; W]) -> bool {
         if self.is_full() {
             return false;
         }
         let at = self.entries * W;
+        if !self.reserve((at + W) as u64) {
+            return false;
+        }
         if let Some(m) = self.mmap.as_mut() {
             m[at..at + W].copy_from_slice(&entry);
             self.entries += 1;
             true
         } else {
             false
+        }
+    }
+
+    /// Overwrites the last entry (its page has blocks already).
+    fn replace_last(&mut self, entry: [u8; W]) -> bool {
+        let Some(last) = self.entries.checked_sub(1) else {
+            return false;
+        };
+        match self.mmap.as_mut() {
+            Some(m) => {
+                m[last * W..(last + 1) * W].copy_from_slice(&entry);
+                true
+            }
+            None => false,
         }
     }
 
@@ -204,7 +277,7 @@ impl OffsetIndex {
         self.len().checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends (offset, position); returns false when full.
+    /// Appends (offset, position); false when full or left out (full disk).
     pub fn append(&mut self, offset: i64, position: u64) -> bool {
         let rel = (offset - self.base_offset) as u32;
         let mut e = [0u8; 8];
@@ -228,6 +301,12 @@ impl OffsetIndex {
     pub fn floor_position(&self, position: u64) -> u64 {
         let idx = partition_point(self.len(), |i| self.entry(i).1 <= position);
         if idx == 0 { 0 } else { self.entry(idx - 1).1 }
+    }
+
+    /// The smallest indexed position > `position` (a batch start).
+    pub fn position_after(&self, position: u64) -> Option<u64> {
+        let idx = partition_point(self.len(), |i| self.entry(i).1 <= position);
+        (idx < self.len()).then(|| self.entry(idx).1)
     }
 
     pub fn truncate_entries(&mut self, n: usize) {
@@ -301,7 +380,8 @@ impl TimeIndex {
         self.len().checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends when `timestamp` exceeds the last entry's; false if skipped.
+    /// Appends when `timestamp` exceeds the last entry's; false if skipped
+    /// (or left out on a full disk).
     pub fn maybe_append(&mut self, timestamp: i64, offset: i64) -> bool {
         if timestamp < 0 || self.last().is_some_and(|(ts, _)| timestamp <= ts) {
             return false;
@@ -309,7 +389,14 @@ impl TimeIndex {
         let mut e = [0u8; 12];
         e[..8].copy_from_slice(&timestamp.to_be_bytes());
         e[8..].copy_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
-        self.inner.push(e)
+        if self.inner.push(e) {
+            return true;
+        }
+        // No block for a new entry (a full disk): the last entry moves up
+        // instead, so the segment's max timestamp (read back from here on
+        // open, and what time retention goes by) stays exact; a lookup
+        // between the two timestamps starts one entry earlier.
+        !self.inner.is_full() && self.inner.replace_last(e)
     }
 
     /// The entry with the largest timestamp <= `timestamp`.

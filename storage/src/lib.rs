@@ -9,6 +9,7 @@ mod checkpoint;
 pub mod cleaner;
 pub mod columnar;
 pub mod config;
+pub mod disk_space;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -22,6 +23,7 @@ pub mod topic;
 pub use checkpoint::write_atomic;
 pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};
 pub use config::{CleanupPolicy, LogConfig};
+pub use disk_space::FreeSpace;
 pub use error::StorageError;
 pub use log::{AppendInfo, FileSlice, Log, ReadResult, create_dir_durable, sync_dir};
 pub use manager::{DynamicBrokerConfigs, LogManager, Topic, TopicMeta};

@@ -15,6 +15,10 @@ use crate::arrow_face::{ArrowFace, arrow_path};
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 
+mod check;
+pub use check::CORRUPT_BATCHES;
+use check::Checked;
+
 /// Kafka's limit on iovecs per writev.
 const IOV_MAX: usize = 1024;
 
@@ -70,6 +74,8 @@ pub struct LogSegment {
     reserved_to: AtomicU64,
     /// The file system refused fallocate: plain appends from here on.
     no_reserve: AtomicBool,
+    /// Which bytes have had their CRCs checked (see `check`).
+    checked: Checked,
 }
 
 /// Index bookkeeping carried by the appender between batches.
@@ -127,6 +133,7 @@ impl LogSegment {
             arrow_failed: AtomicBool::new(false),
             reserved_to: AtomicU64::new(0),
             no_reserve: AtomicBool::new(false),
+            checked: Checked::all(),
         }
     }
 
@@ -178,8 +185,10 @@ impl LogSegment {
         let missing = !ip.exists() || !tp.exists();
         let index = open_or_reset(&ip, |p| OffsetIndex::open(p, base, index_bytes, active))?;
         let time_index = open_or_reset(&tp, |p| TimeIndex::open(p, base, index_bytes, active))?;
-        let seg = LogSegment::assemble(path, file, base, index, time_index);
+        let mut seg = LogSegment::assemble(path, file, base, index, time_index);
         seg.size.store(file_len, Ordering::Release);
+        // Whether recovery read every batch with its CRC.
+        let mut checked_whole = false;
         let last = rlock(&seg.index).last();
         let index_ok = !missing && last.is_none_or(|(o, p)| p < file_len && o >= base);
         match next_base {
@@ -190,8 +199,13 @@ impl LogSegment {
                 wlock(&seg.time_index).preallocate(index_bytes)?;
                 seg.recover(interval, 0, true)?;
                 seg.seal()?;
+                checked_whole = true;
             }
-            Some(next) if index_ok && !rlock(&seg.time_index).is_empty() || file_len == 0 => {
+            Some(next)
+                if file_len == 0
+                    || index_ok
+                        && seg.time_index_covers_tail(last.map_or(0, |(_, p)| p), file_len) =>
+            {
                 if let Some((timestamp, offset)) = rlock(&seg.time_index).last() {
                     *seg.max_ts.lock().unwrap_or_else(|e| e.into_inner()) =
                         MaxTs { timestamp, offset };
@@ -217,15 +231,20 @@ impl LogSegment {
                 } else {
                     0
                 };
+                checked_whole = verify && start == 0;
                 if !seg.recover(interval, start, verify)? && start > 0 {
                     // The index entry itself points at a bad batch: distrust it.
                     tracing::warn!(segment = %seg.path.display(), "index entry points at a bad batch; rescanning the whole segment");
                     seg.recover(interval, 0, true)?;
+                    checked_whole = true;
                 }
                 if seg.size() > 0 {
                     seg.created_ms.store(now_ms, Ordering::Relaxed);
                 }
             }
+        }
+        if !checked_whole {
+            seg.checked = Checked::unchecked_below(seg.size());
         }
         Ok(seg)
     }
@@ -490,6 +509,25 @@ impl LogSegment {
             .ctx(|| format!("fsync {}", self.path.display()))
     }
 
+    /// Whether a sealed segment's time index ends with its max timestamp, as
+    /// the seal wrote it: no batch from `from` (the last offset index
+    /// entry's position) to `end` carries a later one. If one does, the time
+    /// index was cut (a damaged disk) and the segment's max timestamp, which
+    /// retention and time lookups go by, would be understated.
+    fn time_index_covers_tail(&self, from: u64, end: u64) -> bool {
+        let Some((last_ts, _)) = rlock(&self.time_index).last() else {
+            return false;
+        };
+        let mut pos = from;
+        loop {
+            match self.header_at(pos, end) {
+                Ok(Some(h)) if h.max_timestamp <= last_ts => pos += h.total_size() as u64,
+                Ok(None) => return pos == end,
+                Ok(Some(_)) | Err(_) => return false,
+            }
+        }
+    }
+
     /// Reads the header of the batch at `pos`, if a whole header lies below `end`.
     pub fn header_at(&self, pos: u64, end: u64) -> Result<Option<BatchHeader>, StorageError> {
         if pos + HEADER_LEN as u64 > end {
@@ -528,7 +566,7 @@ impl LogSegment {
         end: u64,
     ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         let (_, mut pos) = rlock(&self.index).lookup(offset);
-        while let Some(h) = self.header_at(pos, end)? {
+        while let Some(h) = self.next_header(&mut pos, end)? {
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }

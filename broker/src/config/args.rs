@@ -156,6 +156,9 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub queued_max_request_bytes: Option<i64>,
+    /// Free bytes kept in the data dir's file system (as Redpanda's `storage_min_free_bytes`): a client's produce that would go below it gets KAFKA_STORAGE_ERROR, so the metadata log, committed offsets, transaction markers and topic deletions still have room. 0: off. [default: 5 % of the file system, at most 1 GiB]
+    #[arg(long, env = "KARNAK_LOG_DIR_MIN_FREE_BYTES")]
+    pub log_dir_min_free_bytes: Option<u64>,
     /// Kafka `connections.max.idle.ms`: a connection with no request read or answered for this long is closed. -1: never. [default: 600000]
     #[arg(
         long,
@@ -316,6 +319,7 @@ pub(super) struct FileConfig {
     pub(super) max_connections_per_ip: Option<usize>,
     pub(super) max_connection_creation_rate: Option<f64>,
     pub(super) queued_max_request_bytes: Option<i64>,
+    pub(super) log_dir_min_free_bytes: Option<u64>,
     pub(super) connections_max_idle_ms: Option<i64>,
     pub(super) request_read_timeout_ms: Option<u64>,
     pub(super) allow_everyone_if_no_acl_found: Option<bool>,

@@ -45,6 +45,8 @@ pub struct Config {
     pub socket_request_max_bytes: usize,
     /// `--queued-max-request-bytes` (None: no bound).
     pub queued_max_request_bytes: Option<usize>,
+    /// `--log-dir-min-free-bytes` (None: 5 % of the file system, at most 1 GiB).
+    pub log_dir_min_free_bytes: Option<u64>,
     /// `--connections-max-idle-ms` (None: never).
     pub connections_max_idle: Option<std::time::Duration>,
     pub request_read_timeout: std::time::Duration,
@@ -275,6 +277,7 @@ impl Config {
                 n if n > 0 => Some(usize::try_from(n).context("--queued-max-request-bytes")?),
                 n => bail!("--queued-max-request-bytes {n}: expected a positive size or -1"),
             },
+            log_dir_min_free_bytes: args.log_dir_min_free_bytes.or(file.log_dir_min_free_bytes),
             connections_max_idle: match pick!(connections_max_idle_ms, 600_000) {
                 -1 => None,
                 n if n > 0 => Some(std::time::Duration::from_millis(n as u64)),

@@ -97,7 +97,11 @@ pub fn handle(
                                 )
                             };
                             let records = pd.records.unwrap_or_default();
-                            let appended = if legacy {
+                            let appended = if let Some(why) =
+                                broker.free_space.refuse_produce(records.len())
+                            {
+                                Err((KAFKA_STORAGE_ERROR, Some(why)))
+                            } else if legacy {
                                 up_convert(records)
                                     .and_then(|records| append(&log, records, now, epoch, &check))
                             } else {

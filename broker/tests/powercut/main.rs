@@ -14,4 +14,5 @@ mod support;
 mod coordinator;
 mod records;
 mod rig;
+mod small_disks;
 mod topics;

@@ -303,7 +303,8 @@ fn a_failed_fsync_takes_the_partition_offline_and_the_rest_keeps_serving() {
 
 #[test]
 fn a_full_disk_refuses_produce_without_tearing_and_recovers_when_space_is_freed() {
-    let mut rig = Rig::start(&[]);
+    // No free-space floor: the write itself must meet ENOSPC.
+    let mut rig = Rig::start(&["--log-dir-min-free-bytes", "0"]);
     let mut c = rig.broker.connect();
     create_topic(&mut c, "full", 1);
     let values = |n: usize, tag: &str| -> Vec<String> {

@@ -167,8 +167,13 @@ pub fn raw_batch(
 /// Every record of a partition, offset to value, each batch's CRC checked
 /// by the decoder (a batch that fails it fails the test).
 pub fn read_all(c: &mut Client, topic: &str, partition: i32) -> HashMap<i64, String> {
+    read_from(c, topic, partition, 0)
+}
+
+/// As [`read_all`], from `offset` on.
+pub fn read_from(c: &mut Client, topic: &str, partition: i32, from: i64) -> HashMap<i64, String> {
     let mut out = HashMap::new();
-    let mut offset = 0;
+    let mut offset = from;
     loop {
         let req = fetch(topic, partition, offset, 0);
         let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
@@ -230,4 +235,18 @@ pub fn committed(c: &mut Client, group: &str, topic: &str) -> i64 {
             ])),
     );
     r.topics[0].partitions[0].committed_offset
+}
+
+/// DeleteTopics v6 of one topic by name: its error code.
+pub fn delete_topic(c: &mut Client, topic: &str) -> i16 {
+    let r: DeleteTopicsResponse = c.call(
+        ApiKey::DeleteTopics,
+        6,
+        &DeleteTopicsRequest::default()
+            .with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(name(topic))),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    r.responses[0].error_code
 }

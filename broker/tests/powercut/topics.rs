@@ -4,7 +4,6 @@
 //! the new topic's id and records.
 
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 use crate::rig::*;
 use crate::support::Client;
@@ -21,20 +20,6 @@ fn describe(c: &mut Client, topic: &str) -> (i16, uuid::Uuid, usize) {
     );
     let t = &md.topics[0];
     (t.error_code, t.topic_id, t.partitions.len())
-}
-
-fn delete_topic(c: &mut Client, topic: &str) {
-    let r: DeleteTopicsResponse = c.call(
-        ApiKey::DeleteTopics,
-        6,
-        &DeleteTopicsRequest::default()
-            .with_topics(vec![
-                delete_topics_request::DeleteTopicState::default()
-                    .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
-            ])
-            .with_timeout_ms(10_000),
-    );
-    assert_eq!(r.responses[0].error_code, 0, "deleting {topic}");
 }
 
 #[test]
@@ -55,8 +40,8 @@ fn created_and_deleted_topics_stay_so_after_power_cuts() {
                 Some((0, 0))
             );
         }
-        delete_topic(&mut c, &gone);
-        delete_topic(&mut c, &again);
+        assert_eq!(delete_topic(&mut c, &gone), 0, "deleting {gone}");
+        assert_eq!(delete_topic(&mut c, &again), 0, "deleting {again}");
         let new_id = crate::support::create_topic(&mut c, &again, 3);
         assert_ne!(old_id, new_id);
         let report = rig.power_cut(Some(seed));

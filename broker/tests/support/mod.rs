@@ -511,6 +511,27 @@ pub fn create_topic(c: &mut Client, name: &str, partitions: i32) -> uuid::Uuid {
     r.topics[0].topic_id
 }
 
+/// DeleteRecords v2 of one partition below `offset`: (error code, low watermark).
+pub fn delete_records(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::{
+        DeleteRecordsRequest, DeleteRecordsResponse, TopicName, delete_records_request,
+    };
+    let req = DeleteRecordsRequest::default()
+        .with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(offset),
+                ]),
+        ])
+        .with_timeout_ms(5000);
+    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
 /// IncrementalAlterConfigs v1 of one resource: (error code, message).
 /// `ops`: (name, Kafka's AlterConfigOp type, value).
 pub fn alter_configs(

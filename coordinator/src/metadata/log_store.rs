@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::MetadataStoreError;
+use super::disk_full::until_written;
 use super::raft::MetadataRaft;
+use karnak_storage::error::io_is_disk_full;
 
 const LOG_FILE: &str = "raft.log";
 const STATE_FILE: &str = "raft-state.json";
@@ -170,10 +172,13 @@ impl Inner {
             .map_err(std::io::Error::other)
     }
 
-    fn append(&mut self, entries: Vec<Entry<MetadataRaft>>) -> Result<(), std::io::Error> {
+    /// Appends at the end; a failed try leaves the end where it was (a
+    /// short write past it is overwritten by the next try, or cut as a
+    /// torn tail on open).
+    fn append(&mut self, entries: &[Entry<MetadataRaft>]) -> Result<(), std::io::Error> {
         let mut buf = Vec::new();
         let mut at = Vec::with_capacity(entries.len());
-        for e in &entries {
+        for e in entries {
             at.push(self.len + buf.len() as u64);
             frame(e, &mut buf).map_err(std::io::Error::other)?;
         }
@@ -181,7 +186,7 @@ impl Inner {
         self.file.sync_data()?;
         self.len += buf.len() as u64;
         for (pos, e) in at.into_iter().zip(entries) {
-            self.entries.insert(e.get_log_id().index, (pos, e));
+            self.entries.insert(e.get_log_id().index, (pos, e.clone()));
         }
         Ok(())
     }
@@ -217,11 +222,13 @@ impl Inner {
     fn compact(&mut self) -> Result<(), std::io::Error> {
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let mut buf = Vec::new();
+        // The entries stay in place until the new file is: a failed try
+        // (a full disk) changes nothing.
         let mut moved = BTreeMap::new();
-        for (index, (_, e)) in std::mem::take(&mut self.entries) {
+        for (&index, (_, e)) in &self.entries {
             let pos = buf.len() as u64;
-            frame(&e, &mut buf).map_err(std::io::Error::other)?;
-            moved.insert(index, (pos, e));
+            frame(e, &mut buf).map_err(std::io::Error::other)?;
+            moved.insert(index, (pos, e.clone()));
         }
         let f = File::create(&tmp)?;
         f.write_all_at(&buf, 0)?;
@@ -276,8 +283,8 @@ impl RaftLogStorage<MetadataRaft> for RaftLogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), Err> {
         let mut inner = self.inner.lock().await;
         inner.state.vote = Some(*vote);
-        inner
-            .save_state()
+        until_written("raft vote", io_is_disk_full, || inner.save_state())
+            .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
@@ -288,8 +295,8 @@ impl RaftLogStorage<MetadataRaft> for RaftLogStore {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Err> {
         let mut inner = self.inner.lock().await;
         inner.state.committed = committed;
-        inner
-            .save_state()
+        until_written("raft commit index", io_is_disk_full, || inner.save_state())
+            .await
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -304,7 +311,11 @@ impl RaftLogStorage<MetadataRaft> for RaftLogStore {
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let mut inner = self.inner.lock().await;
-        match inner.append(entries) {
+        match until_written("raft log append", io_is_disk_full, || {
+            inner.append(&entries)
+        })
+        .await
+        {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -326,8 +337,8 @@ impl RaftLogStorage<MetadataRaft> for RaftLogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Err> {
         let mut inner = self.inner.lock().await;
-        inner
-            .purge(log_id)
+        until_written("raft log purge", io_is_disk_full, || inner.purge(log_id))
+            .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

@@ -13,6 +13,7 @@
 pub mod acls;
 mod balance;
 mod command;
+pub mod disk_full;
 mod elr;
 #[cfg(test)]
 mod elr_tests;

@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::MetadataStoreError;
 use super::command::MetadataReply;
+use super::disk_full::until_written;
 use super::raft::{MetadataRaft, MetadataResult};
 use super::state::ClusterMetadata;
 
@@ -103,13 +104,17 @@ impl MetadataStateMachine {
 }
 
 impl Inner {
-    fn store_snapshot(
-        &mut self,
-        meta: Meta,
-        bytes: Vec<u8>,
-    ) -> Result<(), karnak_storage::StorageError> {
-        karnak_storage::write_atomic(&self.dir.join(SNAPSHOT_FILE), &bytes)?;
-        self.snapshot = Some((meta, bytes));
+    /// Writes the snapshot file (waiting out a full disk) and keeps it.
+    async fn store_snapshot(&mut self, meta: &Meta, bytes: Vec<u8>) -> Result<(), Err> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        until_written(
+            "metadata snapshot",
+            karnak_storage::StorageError::is_disk_full,
+            || karnak_storage::write_atomic(&path, &bytes),
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.snapshot = Some((meta.clone(), bytes));
         Ok(())
     }
 }
@@ -133,9 +138,7 @@ impl RaftSnapshotBuilder<MetadataRaft> for MetadataStateMachine {
         };
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        inner
-            .store_snapshot(meta.clone(), bytes.clone())
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        inner.store_snapshot(&meta, bytes.clone()).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -192,9 +195,7 @@ impl RaftStateMachine<MetadataRaft> for MetadataStateMachine {
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut inner = self.inner.lock().await;
-        inner
-            .store_snapshot(meta.clone(), bytes)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        inner.store_snapshot(meta, bytes).await?;
         inner.state = file.state;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();

@@ -2,14 +2,12 @@
 //! is cleaned up to, so a restart does not clean everything again. Kafka's
 //! text layout: a version line (0), an entry count line, then one
 //! `<topic> <partition> <offset>` line per log. Written to a temporary
-//! file, fsynced and renamed into place.
+//! file, fsynced and renamed into place (`write_atomic`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, StorageError};
-use crate::log::sync_dir;
 
 pub const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// A checkpoint larger than this is not ours (10,000 partitions per topic
@@ -46,6 +44,10 @@ pub fn read_at(path: &Path) -> Result<Checkpoints, StorageError> {
         )));
     }
     let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
+    // Cut short, perhaps inside a number that still parses.
+    if !text.ends_with('\n') {
+        return Err(corrupt("no final newline".into()));
+    }
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("0") {
         return Err(corrupt("unknown version".into()));
@@ -81,18 +83,11 @@ pub fn write(data_dir: &Path, entries: &Checkpoints) -> Result<(), StorageError>
 
 /// Replaces the checkpoint file at `path` with `entries`.
 pub fn write_at(path: &Path, entries: &Checkpoints) -> Result<(), StorageError> {
-    let path = path.to_path_buf();
-    let tmp = path.with_extension("tmp");
     let mut text = format!("0\n{}\n", entries.len());
     for ((t, p), o) in entries {
         text.push_str(&format!("{t} {p} {o}\n"));
     }
-    let mut f = std::fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::checkpoint::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -113,6 +108,7 @@ mod tests {
             "0\n2\nt 0 1\n",
             "0\n1\nt x 1\n",
             "0\n1\nt 0 1 9\n",
+            "0\n1\nt 0 12",
             "",
         ] {
             std::fs::write(checkpoint_path(d.path()), bad).unwrap();

@@ -5,10 +5,11 @@
 //! KIP-279) rather than by the high watermark.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::error::StorageError;
+use crate::segment::LogSegment;
 
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 
@@ -62,6 +63,34 @@ impl LeaderEpochCache {
             path,
             entries: Mutex::new(entries),
         })
+    }
+
+    /// Rebuilds the cache from the leader epochs stamped in the batches of
+    /// `segments` (from `start` on), when the checkpoint is unreadable: the
+    /// file is written whole and renamed, so only a damaged disk gets here.
+    pub fn rebuild(
+        dir: &Path,
+        segments: &[Arc<LogSegment>],
+        start: i64,
+    ) -> Result<LeaderEpochCache, StorageError> {
+        let cache = LeaderEpochCache {
+            path: dir.join(LEADER_EPOCH_CHECKPOINT),
+            entries: Mutex::new(Vec::new()),
+        };
+        let mut latest = -1;
+        for seg in segments {
+            let (mut pos, end) = (0, seg.size());
+            while let Some(h) = seg.header_at(pos, end)? {
+                if h.partition_leader_epoch > latest && h.last_offset() >= start {
+                    latest = h.partition_leader_epoch;
+                    cache.assign(latest, h.base_offset.max(start))?;
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        let entries = cache.lock().clone();
+        cache.persist(&entries)?;
+        Ok(cache)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<EpochEntry>> {

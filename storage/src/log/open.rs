@@ -62,9 +62,14 @@ impl Log {
         let recovery_point = if clean {
             i64::MAX
         } else {
-            read_checkpoint(&dir.join(RECOVERY_POINT_FILE), 1)?
-                .and_then(|e| e.first().map(|e| e[0]))
-                .unwrap_or(0)
+            // Unreadable: every segment is checked, as with no file.
+            unless_corrupt(
+                read_checkpoint(&dir.join(RECOVERY_POINT_FILE), 1),
+                "checking every segment",
+            )?
+            .flatten()
+            .and_then(|e| e.first().map(|e| e[0]))
+            .unwrap_or(0)
         };
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
@@ -112,7 +117,10 @@ impl Log {
             None => {
                 // Empty: from the log start offset (a replica reset to its
                 // leader's start), else 0.
-                let base = retention::read_log_start_offset(dir)?.unwrap_or(0).max(0);
+                let base = unless_corrupt(retention::read_log_start_offset(dir), "starting at 0")?
+                    .flatten()
+                    .unwrap_or(0)
+                    .max(0);
                 let s = Arc::new(LogSegment::create(dir, base, index_bytes, -1)?);
                 segments.insert(base, s.clone());
                 s
@@ -129,13 +137,24 @@ impl Log {
         let leo = active.next_offset();
         let first_base = segments.first_key_value().map_or(0, |(b, _)| *b);
         // DeleteRecords may have moved the start inside the first segment.
-        let start = retention::read_log_start_offset(dir)?
-            .map_or(first_base, |s| s.max(first_base))
-            .min(leo);
-        let leader_epochs = LeaderEpochCache::load(dir)?;
+        // Unreadable: the log starts at its first segment, as Kafka resets it.
+        let start = unless_corrupt(
+            retention::read_log_start_offset(dir),
+            "starting at the first segment",
+        )?
+        .flatten()
+        .map_or(first_base, |s| s.max(first_base))
+        .min(leo);
+        let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
+        let leader_epochs = match unless_corrupt(
+            LeaderEpochCache::load(dir),
+            "rebuilding it from the batches",
+        )? {
+            Some(cache) => cache,
+            None => LeaderEpochCache::rebuild(dir, &seg_list, start)?,
+        };
         leader_epochs.truncate_from_start(start)?;
         leader_epochs.truncate_from_end(leo)?;
-        let seg_list: Vec<Arc<LogSegment>> = segments.values().cloned().collect();
         let (producers, completed) = producer_state::rebuild(dir, &seg_list, start, leo)?;
         let lso = producers.first_unstable_offset().unwrap_or(leo);
         let txn_index = TxnIndex::load(dir, &bases, leo)?;
@@ -211,4 +230,21 @@ pub(super) fn remove_segment_files(dir: &Path, base: i64) -> Result<(), StorageE
         }
     }
     Ok(())
+}
+
+/// A small metadata file that does not parse (they are written whole and
+/// renamed into place, so only a damaged disk makes one): reported, and
+/// `None` so the caller falls back to what the log itself says.
+fn unless_corrupt<T>(
+    read: Result<T, StorageError>,
+    fallback: &str,
+) -> Result<Option<T>, StorageError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(StorageError::Corrupt { path, reason }) => {
+            tracing::error!(file = %path.display(), %reason, "unreadable checkpoint; {fallback}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -69,25 +69,41 @@ impl Log {
                     end = pos;
                 }
             }
-            let Some((pos, h)) = seg.find_batch(offset, end)? else {
+            let Some((mut pos, mut h)) = seg.find_batch(offset, end)? else {
                 continue;
             };
-            let first = h.total_size() as u64;
-            let len = if end - pos <= max_bytes as u64 {
-                end - pos
-            } else if first > max_bytes as u64 {
-                if !min_one_batch {
-                    return Ok(result(None));
+            loop {
+                let first = h.total_size() as u64;
+                let mut len = if end - pos <= max_bytes as u64 {
+                    end - pos
+                } else if first > max_bytes as u64 {
+                    if !min_one_batch {
+                        return Ok(result(None));
+                    }
+                    first
+                } else {
+                    seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
+                };
+                // Bytes read back from disk unchecked are checked once; a
+                // corrupt batch is left out (see `segment::check`).
+                match seg.check_range(pos, pos + len)? {
+                    Some((bad, _)) if bad > pos => len = bad - pos,
+                    Some((_, resume)) => {
+                        let mut next = resume;
+                        match seg.next_header(&mut next, end)? {
+                            Some(n) => (pos, h) = (next, n),
+                            None => break,
+                        }
+                        continue;
+                    }
+                    None => {}
                 }
-                first
-            } else {
-                seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
-            };
-            return Ok(result(Some(FileSlice {
-                file: seg.file.clone(),
-                position: pos,
-                len: len as usize,
-            })));
+                return Ok(result(Some(FileSlice {
+                    file: seg.file.clone(),
+                    position: pos,
+                    len: len as usize,
+                })));
+            }
         }
         Ok(result(None))
     }
