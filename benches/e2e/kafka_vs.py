@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -286,8 +287,8 @@ def main():
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for warm in work.glob("warm-*"):
-            warm.unlink()
+        # Both brokers' data dirs (a run leaves gigabytes) and the warm files.
+        shutil.rmtree(work, ignore_errors=True)
 
     def rate(r):
         # MB = 10^6 bytes of record values (Kafka's tools print MiB: use their record rate).

@@ -12,7 +12,8 @@
 //! was not fsynced, and every create, rename and unlink whose directory was
 //! not: a test under it tells acks=all from acks=1. It also injects the
 //! faults a disk has ([`Faults`]): fsync EIO (with Linux's forgetting of the
-//! failed pages), write EIO, and a full disk (short writes, then ENOSPC).
+//! failed pages), write and read EIO, and a full disk (short writes, then
+//! ENOSPC).
 //!
 //! Needs `/dev/fuse` and the right to mount (root, as in CI).
 
@@ -44,6 +45,10 @@ pub struct Faults {
     pub fsync_eio: Option<String>,
     /// A write to a matching file fails with EIO.
     pub write_eio: Option<String>,
+    /// A read of a matching file fails with EIO (a bad sector). What the
+    /// kernel cached of those files is dropped when the fault is set, so
+    /// reads reach the file system.
+    pub read_eio: Option<String>,
     /// Bytes the file system holds at most: a write that crosses the limit
     /// writes what fits (a short write); one at the limit gets ENOSPC, as
     /// does a reservation (`fallocate`) past it.
@@ -181,7 +186,26 @@ impl PowerCut {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.lock().faults = faults;
+        let stale: Vec<u64> = {
+            let mut s = self.lock();
+            s.faults = faults;
+            match s.faults.read_eio.clone() {
+                Some(p) => s
+                    .names
+                    .keys()
+                    .copied()
+                    .filter(|&ino| s.path(ino).contains(&p))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        // Sent without the lock: the kernel may call back into the file system.
+        if let Some(session) = &self.session {
+            let notifier = session.notifier();
+            for ino in stale {
+                let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+            }
+        }
     }
 
     /// Bytes the files hold now (what `Faults::capacity` is measured against).
@@ -440,6 +464,10 @@ impl Filesystem for PowerCutFs {
         reply: ReplyData,
     ) {
         match self.on() {
+            Ok(mut s) if s.matches(&s.faults.read_eio.clone(), ino.0) => {
+                s.stats.faults_injected += 1;
+                reply.error(Errno::EIO)
+            }
             Ok(s) => match s.tree.read(ino.0, offset, size) {
                 Ok(d) => reply.data(d),
                 Err(e) => reply.error(err(e)),

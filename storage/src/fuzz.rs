@@ -41,7 +41,7 @@ pub fn producer_snapshot(data: &[u8]) {
 
 /// The files a partition directory may hold, by the tag byte that names
 /// them in a `partition_dir` input.
-const PARTITION_FILES: [&str; 10] = [
+const PARTITION_FILES: [&str; 11] = [
     "00000000000000000000.log",
     "00000000000000000000.index",
     "00000000000000000000.timeindex",
@@ -51,7 +51,9 @@ const PARTITION_FILES: [&str; 10] = [
     "00000000000000000100.index",
     "leader-epoch-checkpoint",
     "log-start-offset-checkpoint",
-    ".kafka_cleanshutdown",
+    // With the marker, segments are opened unchecked and read checks them.
+    crate::log::CLEAN_SHUTDOWN_FILE,
+    crate::log::RECOVERY_POINT_FILE,
 ];
 
 /// A partition directory as a crash or a bad disk may leave it: the input

@@ -554,7 +554,7 @@ impl Log {
         let mut off = lock(&self.offline_cause);
         if off.is_none() {
             tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
-                "partition taken offline: a failed fsync or write may have lost acknowledged-looking data; restart the broker once the disk is fixed");
+                "partition taken offline: the disk failed an fsync, a write or a read, so what it holds is in doubt; restart the broker once the disk is fixed");
             metrics::gauge!(OFFLINE_PARTITIONS).increment(1.0);
             *off = Some(e.to_string());
             self.offline.store(true, Ordering::Release);
@@ -690,7 +690,14 @@ impl Log {
         // A cleaning must not swap segments under a closing log.
         self.abort_cleaning();
         let mut st = lock(&self.append);
-        self.check_online()?;
+        if let Some(cause) = self.offline_cause() {
+            // Nothing more is written to a disk in doubt, and no clean
+            // marker: the next start checks this log as after a crash.
+            tracing::warn!(topic = %self.topic, partition = self.partition, %cause,
+                "closing an offline partition without marking it clean");
+            st.closed = true;
+            return Ok(());
+        }
         if st.closed {
             return Ok(());
         }

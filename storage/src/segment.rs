@@ -16,8 +16,8 @@ use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 
 mod check;
-pub use check::CORRUPT_BATCHES;
 use check::Checked;
+pub use check::{CORRUPT_BATCHES, Extent};
 
 /// Kafka's limit on iovecs per writev.
 const IOV_MAX: usize = 1024;

@@ -367,6 +367,57 @@ fn a_failed_write_takes_the_partition_offline() {
     assert!(rig.broker.log().contains("partition taken offline"));
 }
 
+/// A read the disk fails (a bad sector in a sealed segment): the fetch
+/// gets KAFKA_STORAGE_ERROR, the partition goes offline as after a failed
+/// write (so a replica elsewhere could lead it), the other partition keeps
+/// serving, and once the disk is good again a restart serves everything.
+#[test]
+fn a_failed_read_takes_the_partition_offline_and_the_rest_keeps_serving() {
+    let mut rig = Rig::start(&["--log-segment-bytes", "4096"]);
+    let mut c = rig.broker.connect();
+    create_topic(&mut c, "rd", 2);
+    let value = |i: usize| format!("{i}-{}", "r".repeat(1000));
+    for i in 0..12 {
+        for p in 0..2 {
+            let (code, _) = produce(&mut c, "rd", p, -1, batch(&[value(i)], None)).unwrap();
+            assert_eq!(code, 0);
+        }
+    }
+    rig.fs.set_faults(Faults {
+        read_eio: Some("rd-0/00000000000000000000.log".into()),
+        ..Default::default()
+    });
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("rd", 0, 0, 0));
+    assert_eq!(
+        r.responses[0].partitions[0].error_code, STORAGE_ERROR,
+        "a read the disk fails answers KAFKA_STORAGE_ERROR"
+    );
+    assert!(
+        rig.fs.stats().faults_injected > 0,
+        "the read reached the disk"
+    );
+    assert_eq!(
+        read_all(&mut c, "rd", 1).len(),
+        12,
+        "the other partition serves"
+    );
+    assert_eq!(
+        produce(&mut c, "rd", 0, -1, batch(&["after".into()], None)).map(|r| r.0),
+        Some(STORAGE_ERROR),
+        "the partition is offline, for produce too"
+    );
+    assert_eq!(rig.broker.metric("karnak_offline_partitions", &[]), 1.0);
+    assert!(rig.broker.log().contains("partition taken offline"));
+    // The disk is fixed; a restart brings the partition back whole.
+    rig.fs.set_faults(Faults::default());
+    assert!(rig.broker.stop());
+    rig.broker.spawn();
+    let mut c = rig.broker.connect();
+    let all = read_all(&mut c, "rd", 0);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all[&11], value(11));
+}
+
 /// Producer state (rebuilt from the producer snapshots written at rolls
 /// and the log after them) through cuts: the last acknowledged batch,
 /// retried, is a duplicate answered with its first offset; the next

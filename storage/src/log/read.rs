@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{FileSlice, Log, ReadResult};
 use crate::error::StorageError;
-use crate::segment::LogSegment;
+use crate::segment::{Extent, LogSegment};
 
 impl Log {
     fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
@@ -40,6 +40,22 @@ impl Log {
     ) -> Result<ReadResult, StorageError> {
         // An offline log's page cache may hold what the disk lost: serve none of it.
         self.check_online()?;
+        match self.read_checked(offset, max_bytes, min_one_batch, max_offset) {
+            // The disk failed a read (EIO): the partition goes offline, as
+            // Kafka takes a log dir offline on any I/O error, so a replica
+            // elsewhere can lead it.
+            Err(e @ StorageError::Io { .. }) => Err(self.take_offline(e)),
+            other => other,
+        }
+    }
+
+    fn read_checked(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        max_offset: i64,
+    ) -> Result<ReadResult, StorageError> {
         let leo = self.log_end_offset.load(Ordering::Acquire);
         let start = self.log_start_offset();
         let hw = self.high_watermark();
@@ -69,41 +85,49 @@ impl Log {
                     end = pos;
                 }
             }
-            let Some((mut pos, mut h)) = seg.find_batch(offset, end)? else {
+            let Some((mut pos, h)) = seg.find_batch(offset, end)? else {
                 continue;
             };
-            loop {
-                let first = h.total_size() as u64;
-                let mut len = if end - pos <= max_bytes as u64 {
-                    end - pos
-                } else if first > max_bytes as u64 {
-                    if !min_one_batch {
-                        return Ok(result(None));
-                    }
-                    first
-                } else {
-                    seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
-                };
-                // Bytes read back from disk unchecked are checked once; a
-                // corrupt batch is left out (see `segment::check`).
-                match seg.check_range(pos, pos + len)? {
-                    Some((bad, _)) if bad > pos => len = bad - pos,
-                    Some((_, resume)) => {
-                        let mut next = resume;
-                        match seg.next_header(&mut next, end)? {
-                            Some(n) => (pos, h) = (next, n),
-                            None => break,
+            if !seg.fully_checked() {
+                // Bytes read back from disk unchecked are checked once on
+                // the way out; a corrupt batch is left out (`segment::check`).
+                loop {
+                    match seg.checked_extent(pos, end, max_bytes as u64, min_one_batch)? {
+                        Extent::Batches(0) => return Ok(result(None)),
+                        Extent::Batches(len) => {
+                            return Ok(result(Some(FileSlice {
+                                file: seg.file.clone(),
+                                position: pos,
+                                len: len as usize,
+                            })));
                         }
-                        continue;
+                        Extent::CorruptAt { resume } => {
+                            let mut next = resume;
+                            if seg.next_header(&mut next, end)?.is_none() {
+                                break;
+                            }
+                            pos = next;
+                        }
                     }
-                    None => {}
                 }
-                return Ok(result(Some(FileSlice {
-                    file: seg.file.clone(),
-                    position: pos,
-                    len: len as usize,
-                })));
+                continue;
             }
+            let first = h.total_size() as u64;
+            let len = if end - pos <= max_bytes as u64 {
+                end - pos
+            } else if first > max_bytes as u64 {
+                if !min_one_batch {
+                    return Ok(result(None));
+                }
+                first
+            } else {
+                seg.batch_boundary_below(pos, pos + max_bytes as u64, end)? - pos
+            };
+            return Ok(result(Some(FileSlice {
+                file: seg.file.clone(),
+                position: pos,
+                len: len as usize,
+            })));
         }
         Ok(result(None))
     }

@@ -112,18 +112,6 @@ impl Checked {
             .map(|r| r.1)
     }
 
-    /// The first known corrupt range starting in [a, b).
-    fn first_corrupt_in(&self, a: u64, b: u64) -> Option<(u64, u64)> {
-        if !self.any_corrupt.load(Ordering::Acquire) {
-            return None;
-        }
-        lock(&self.corrupt)
-            .iter()
-            .filter(|(s, _)| a <= *s && *s < b)
-            .min()
-            .copied()
-    }
-
     fn add_corrupt(&self, start: u64, resume: u64) -> bool {
         let mut c = lock(&self.corrupt);
         if c.iter().any(|r| r.0 == start) {
@@ -193,65 +181,101 @@ impl LogSegment {
         }
     }
 
-    /// Checks the batches in [pos, end) that no read has checked yet and
-    /// returns the first corrupt range starting there, (start, resume).
-    pub fn check_range(&self, pos: u64, end: u64) -> Result<Option<(u64, u64)>, StorageError> {
-        if self.fully_checked() {
-            return Ok(None);
+    /// Checks the batch at `q` (header, offsets, CRC) unless a read did
+    /// before. Ok(None): good, with its size; Ok(Some(resume)): corrupt,
+    /// reported, reads go on at `resume`.
+    fn check_batch(&self, q: u64, buf: &mut Vec<u8>) -> Result<Result<u64, u64>, StorageError> {
+        if let Some(resume) = self.checked.skip(q) {
+            return Ok(Err(resume));
         }
+        let size = self.size();
+        let h = match self.header_at(q, size) {
+            Ok(Some(h)) => h,
+            // A torn header at the end of the file: nothing to serve there.
+            Ok(None) => return Ok(Err(size.max(q + 1))),
+            Err(StorageError::Corrupt { reason, .. }) => {
+                let resume = self.resume_after_bad_header(q);
+                self.report(q, resume, &reason);
+                self.checked.mark(q, resume);
+                return Ok(Err(resume));
+            }
+            Err(e) => return Err(e),
+        };
+        let total = h.total_size() as u64;
+        if self.checked.gaps(q, q + total).is_empty() {
+            return Ok(Ok(total));
+        }
+        buf.resize(total as usize, 0);
+        self.file
+            .read_exact_at(buf, q)
+            .ctx(|| format!("reading {total} bytes at {q} of {}", self.path.display()))?;
+        let bad = if h.base_offset < self.base_offset
+            || h.last_offset_delta < 0
+            || h.last_offset() >= self.next_offset()
+        {
+            Some(format!(
+                "offsets {}-{} outside the segment's {}-{}",
+                h.base_offset,
+                h.last_offset(),
+                self.base_offset,
+                self.next_offset()
+            ))
+        } else {
+            check_crc(buf, &h).err().map(|e| e.to_string())
+        };
+        let Some(what) = bad else {
+            self.checked.mark(q, q + total);
+            return Ok(Ok(total));
+        };
+        // The length may be what was damaged: trust it only if a batch
+        // starts where it says the next one does.
+        let mut resume = q + total;
+        if resume != size && !matches!(self.header_at(resume, size), Ok(Some(_))) {
+            resume = self.resume_after_bad_header(q);
+        }
+        self.report(q, resume, &what);
+        self.checked.mark(q, resume);
+        Ok(Err(resume))
+    }
+
+    /// For a read from `pos` (a batch start) of a segment not checked
+    /// whole: walks its batches up to `end` and `max_bytes` (the first one
+    /// whatever its size with `min_one_batch`, as KIP-74), checking each on
+    /// the way, and stops before a corrupt one. Batch boundaries come from
+    /// the batches themselves, not from an index that may be damaged too.
+    pub fn checked_extent(
+        &self,
+        pos: u64,
+        end: u64,
+        max_bytes: u64,
+        min_one_batch: bool,
+    ) -> Result<Extent, StorageError> {
         let mut buf = Vec::new();
-        for (a, b) in self.checked.gaps(pos, end) {
-            let mut q = a;
-            while q < b {
-                if let Some(resume) = self.checked.skip(q) {
-                    q = resume;
-                    continue;
-                }
-                let size = self.size();
-                let h = match self.header_at(q, size) {
-                    Ok(Some(h)) => h,
-                    Ok(None) => break,
-                    Err(StorageError::Corrupt { reason, .. }) => {
-                        let resume = self.resume_after_bad_header(q);
-                        self.report(q, resume, &reason);
-                        self.checked.mark(a, resume);
-                        q = resume;
-                        continue;
+        let mut q = pos;
+        while q < end {
+            match self.check_batch(q, &mut buf)? {
+                Err(resume) if q == pos => return Ok(Extent::CorruptAt { resume }),
+                Err(_) => break,
+                Ok(total) => {
+                    let first = q == pos;
+                    if q + total > end || (q + total - pos > max_bytes && !(first && min_one_batch))
+                    {
+                        break;
                     }
-                    Err(e) => return Err(e),
-                };
-                let total = h.total_size();
-                buf.resize(total, 0);
-                self.file
-                    .read_exact_at(&mut buf, q)
-                    .ctx(|| format!("reading {total} bytes at {q} of {}", self.path.display()))?;
-                let bad = if h.base_offset < self.base_offset
-                    || h.last_offset_delta < 0
-                    || h.last_offset() >= self.next_offset()
-                {
-                    Some(format!(
-                        "offsets {}-{} outside the segment's {}-{}",
-                        h.base_offset,
-                        h.last_offset(),
-                        self.base_offset,
-                        self.next_offset()
-                    ))
-                } else {
-                    check_crc(&buf, &h).err().map(|e| e.to_string())
-                };
-                let mut next = q + total as u64;
-                if let Some(what) = bad {
-                    // The length may be what was damaged: trust it only if
-                    // a batch starts where it says the next one does.
-                    if next != size && !matches!(self.header_at(next, size), Ok(Some(_))) {
-                        next = self.resume_after_bad_header(q);
-                    }
-                    self.report(q, next, &what);
+                    q += total;
                 }
-                self.checked.mark(a, next.max(q));
-                q = next;
             }
         }
-        Ok(self.checked.first_corrupt_in(pos, end))
+        Ok(Extent::Batches(q - pos))
     }
+}
+
+/// What a read from a position may serve of a segment not checked whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// This many bytes of whole, checked batches (0: the first batch is
+    /// larger than the read may take).
+    Batches(u64),
+    /// The batch there is corrupt: the next batch starts at `resume`.
+    CorruptAt { resume: u64 },
 }
