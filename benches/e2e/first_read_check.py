@@ -11,7 +11,8 @@ three raw-wire reads of the whole topic (karnak-bench consume):
 
 each with the broker's CPU per GB and the wall time, beside the machine's
 CRC-32C speed (karnak-bench limits). The page cache stays warm throughout
-(the restart keeps it), so the rows differ by the checking alone.
+(the restart keeps it) and Arrow faces are off (their background builds
+would share the CPU), so the rows differ by the checking alone.
 
   cargo build --release -p karnak-broker -p karnak-benches --bins
   compat-tests/.venv/bin/python benches/e2e/first_read_check.py [--records 2000000] [--rounds 3]
@@ -54,7 +55,7 @@ def main():
             work = Path(tmp) / f"r{rnd}"
             work.mkdir()
             broker = Broker(KARNAK, work / "data", work / "broker.log",
-                            "--log-segment-bytes", str(128 << 20))
+                            "--log-segment-bytes", str(128 << 20), "--sql-arrow-faces", "false")
             topic = f"frc-{rnd}"
             bench("produce", "--client", "rdkafka", "--bootstrap", broker.bootstrap,
                   "--topic", topic, "--partitions", "4", "--record-size", "1024",
@@ -64,7 +65,7 @@ def main():
                 if name == "restart":
                     broker.stop()
                     broker = Broker(KARNAK, work / "data", work / "broker.log",
-                                    "--log-segment-bytes", str(128 << 20))
+                                    "--log-segment-bytes", str(128 << 20), "--sql-arrow-faces", "false")
                     continue
                 result, cpu, wall = measured(broker.proc.pid,
                                              lambda: consume(broker.bootstrap, topic, a.records))
