@@ -1,0 +1,120 @@
+"""Seeds for the fuzz targets capture_corpus.py cannot record from traffic:
+
+  corpus/decompress/    the compressed record sections of the batches real
+                        producers sent (librdkafka's gzip, snappy, lz4 and
+                        zstd, from corpus/record_batches/), with the target's
+                        codec byte in front
+  corpus/message_set/   magic 0 and 1 message sets as clients before Kafka
+                        0.11 wrote them: plain and gzip-wrapped, keyed and
+                        not, null values, timestamps (built here to the
+                        format in Kafka's protocol guide, "Message sets")
+  corpus/subscription/  ConsumerProtocolSubscription v0 to v3 (topics, user
+                        data, owned partitions, generation, rack)
+
+Python's standard library only:
+  python3 fuzz/seed_corpus.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+import zlib
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+CORPUS = FUZZ / "corpus"
+HEADER = 61  # a v2 batch header
+# Kafka's codec ids (attributes & 7) to the decompress target's first byte.
+TARGET_CODEC = {1: 0, 2: 1, 3: 2, 4: 3}
+
+
+def save(target: str, data: bytes):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha1(data).hexdigest()).write_bytes(data)
+
+
+def record_sections():
+    """(codec, compressed records section) of every captured batch."""
+    for f in sorted((CORPUS / "record_batches").iterdir()):
+        b = f.read_bytes()
+        pos = 0
+        while pos + HEADER <= len(b):
+            length = struct.unpack(">i", b[pos + 8:pos + 12])[0]
+            if length < HEADER - 12 or pos + 12 + length > len(b):
+                break
+            codec = struct.unpack(">h", b[pos + 21:pos + 23])[0] & 7
+            if codec in TARGET_CODEC:
+                yield codec, b[pos + HEADER:pos + 12 + length]
+            pos += 12 + length
+
+
+def nbytes(b: bytes | None) -> bytes:
+    return struct.pack(">i", -1) if b is None else struct.pack(">i", len(b)) + b
+
+
+def message(offset: int, magic: int, key: bytes | None, value: bytes | None,
+            attributes: int = 0, timestamp: int = 1_700_000_000_000) -> bytes:
+    body = struct.pack(">bb", magic, attributes)
+    if magic == 1:
+        body += struct.pack(">q", timestamp)
+    body += nbytes(key) + nbytes(value)
+    inner = struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF) + body
+    return struct.pack(">qi", offset, len(inner)) + inner
+
+
+def message_sets():
+    for magic in (0, 1):
+        plain = b"".join(message(i, magic, f"k{i}".encode() if i % 2 else None,
+                                 None if i == 3 else f"value-{i}".encode() * (i + 1))
+                         for i in range(5))
+        yield plain
+        # A gzip wrapper: the inner set's offsets are relative (0..n-1) in
+        # magic 1, absolute in magic 0; the wrapper carries the last offset.
+        wrapped = gzip.compress(plain)
+        yield message(4, magic, None, wrapped, attributes=1)
+        # Two wrappers in a row, and a set cut inside its last message.
+        yield message(4, magic, None, wrapped, attributes=1) + message(9, magic, None, wrapped,
+                                                                        attributes=1)
+        yield plain[:-7]
+
+
+def string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def subscriptions():
+    topics = ["orders", "payments", "a" * 249]
+    for version in range(4):
+        out = struct.pack(">h", version)
+        out += struct.pack(">i", len(topics)) + b"".join(string(t) for t in topics)
+        out += nbytes(b"user-data" if version % 2 else None)
+        if version >= 1:
+            out += struct.pack(">i", 1) + string("orders") + struct.pack(">iii", 2, 0, 3)
+        if version >= 2:
+            out += struct.pack(">i", 7)
+        if version >= 3:
+            out += string("rack-a")
+        yield out
+    yield struct.pack(">hi", 0, 0) + nbytes(None)  # no topics
+
+
+def main():
+    n = {"decompress": 0, "message_set": 0, "subscription": 0}
+    for codec, section in record_sections():
+        save("decompress", bytes([TARGET_CODEC[codec]]) + section)
+        n["decompress"] += 1
+    for s in message_sets():
+        save("message_set", s)
+        n["message_set"] += 1
+    for s in subscriptions():
+        save("subscription", s)
+        n["subscription"] += 1
+    print(n)
+
+
+if __name__ == "__main__":
+    main()
