@@ -33,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -293,6 +294,7 @@ def main():
         for t in threads:
             t.join(60)
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of topic data
     if len(rows) >= 30:
         # The first minutes fill the topic up to retention.bytes (segments,
         # open files and mapped indexes grow until deletions start): the
