@@ -294,7 +294,8 @@ def main():
         for t in threads:
             t.join(60)
         broker.stop()
-        shutil.rmtree(work, ignore_errors=True)  # gigabytes of topic data
+        if not sys.exc_info()[0]:
+            shutil.rmtree(work, ignore_errors=True)  # gigabytes; kept with its log on failure
     if len(rows) >= 30:
         # The first minutes fill the topic up to retention.bytes (segments,
         # open files and mapped indexes grow until deletions start): the
