@@ -677,13 +677,9 @@ impl LogManager {
 
     /// The data dir's file system: (total bytes, bytes available to us).
     pub fn disk_space(&self) -> Result<(u64, u64), StorageError> {
-        let st = rustix::fs::statvfs(&self.data_dir).map_err(|e| {
-            StorageError::io(format!("statvfs {}", self.data_dir.display()), e.into())
-        })?;
-        Ok((
-            st.f_blocks.saturating_mul(st.f_frsize),
-            st.f_bavail.saturating_mul(st.f_frsize),
-        ))
+        let (available, total) = crate::disk_space::statvfs(&self.data_dir)
+            .map_err(|e| StorageError::io(format!("statvfs {}", self.data_dir.display()), e))?;
+        Ok((total, available))
     }
 
     /// Calls `flush_if_due` on every log.
