@@ -72,6 +72,21 @@ fn refused(what: &str, code: i16) -> Attempt {
 }
 
 impl BrokerRemote {
+    /// Whether this broker holds a replica of `t` to scan: the metadata
+    /// places one here *and* the log exists. Between the metadata applying
+    /// a new topic and this broker creating its replica (or while it
+    /// replaces one deleted and created again), the topic is read from
+    /// its leaders, not reported missing.
+    fn held_here(&self, name: &str, t: &karnak_coordinator::metadata::TopicRecord) -> bool {
+        let me = self.broker.node_id();
+        t.partitions.iter().any(|p| p.replicas.contains(&me))
+            && self
+                .broker
+                .logs
+                .topic(name)
+                .is_some_and(|l| l.meta.id == t.id)
+    }
+
     pub fn new(broker: Arc<Broker>) -> Self {
         let pool = PeerPool::new(
             format!("karnak-sql-{}", broker.node_id()),
@@ -291,22 +306,20 @@ impl RemotePartitions for BrokerRemote {
     }
 
     fn topics_elsewhere(&self) -> Vec<String> {
-        let me = self.broker.node_id();
         self.broker
             .cluster
             .metadata()
             .topics
             .iter()
-            .filter(|(_, t)| !t.partitions.iter().any(|p| p.replicas.contains(&me)))
+            .filter(|(name, t)| !self.held_here(name, t))
             .map(|(name, _)| name.clone())
             .collect()
     }
 
     fn topic_elsewhere(&self, name: &str) -> Option<RemoteTopic> {
-        let me = self.broker.node_id();
         let meta = self.broker.cluster.metadata();
         let t = meta.topics.get(name)?;
-        if t.partitions.iter().any(|p| p.replicas.contains(&me)) {
+        if self.held_here(name, t) {
             return None;
         }
         Some(RemoteTopic {
