@@ -161,6 +161,19 @@ else
     echo "fuzz targets: exit code $fuzz_rc in $(( $(date +%s) - FUZZ_START ))s"
 fi
 
+# ---------------------------------------------------------------- (h) simulation
+# The deterministic simulation (sim/: the metadata group on turmoil, with
+# crashes, partitions and delays), its fixed seeds and a replay check. Its
+# own workspace and target dir, built with --cfg tokio_unstable (the cfg
+# applies only when cargo runs inside sim/). More seeds: sim/run-seeds.sh.
+section "deterministic simulation (sim/, fixed seeds)"
+SIM_START=$(date +%s)
+set +e
+(cd "$ROOT/sim" && cargo test)
+sim_rc=$?
+set -e
+echo "simulation: exit code $sim_rc in $(( $(date +%s) - SIM_START ))s"
+
 section "done in $(( $(date +%s) - START ))s"
 fail=0
 if [ "$rc" -eq 5 ]; then
@@ -187,6 +200,12 @@ elif [ "$fuzz_rc" -ne 0 ]; then
     fail=1
 else
     echo "fuzz targets passed"
+fi
+if [ "$sim_rc" -ne 0 ]; then
+    echo "FAIL: the deterministic simulation failed (sim/)" >&2
+    fail=1
+else
+    echo "simulation seeds passed"
 fi
 if [ "$fail" -ne 0 ]; then
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use karnak_coordinator::metadata::wire::{read_frame, write_frame};
 use karnak_coordinator::metadata::{MetadataCommand, MetadataRaft};
 use openraft::BasicNode;
 use openraft::error::{
@@ -23,15 +24,13 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
 use crate::tls::{PeerStream, PeerTls};
 
 type NodeId = u64;
-/// Snapshot chunks are a few MiB; nothing else comes near this.
-const MAX_FRAME: usize = 64 << 20;
 /// How long a dial may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -60,40 +59,6 @@ pub(crate) enum RaftResponse {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
-}
-
-async fn write_frame<T: Serialize>(
-    w: &mut (impl AsyncWriteExt + Unpin),
-    msg: &T,
-) -> std::io::Result<()> {
-    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    if body.len() > MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "a {} byte raft frame",
-            body.len()
-        )));
-    }
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
-    w.write_all(&buf).await?;
-    w.flush().await
-}
-
-async fn read_frame<T: for<'de> Deserialize<'de>>(
-    r: &mut (impl AsyncReadExt + Unpin),
-) -> std::io::Result<T> {
-    let len = r.read_u32().await? as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a raft frame of {len} bytes (at most {MAX_FRAME})"),
-        ));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Who this node is, for the hello it sends and checks.

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::fs::{File, OpenOptions};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +27,7 @@ use tokio::sync::Mutex;
 
 use super::MetadataStoreError;
 use super::disk_full::until_written;
+use super::files::{self, File, OpenOptions};
 use super::raft::MetadataRaft;
 use karnak_storage::error::io_is_disk_full;
 
@@ -73,9 +73,9 @@ impl RaftLogStore {
             let path = path.to_path_buf();
             move |source| MetadataStoreError::Io { path, source }
         };
-        karnak_storage::create_dir_durable(dir)?;
+        files::create_dir_durable(dir)?;
         let state_path = dir.join(STATE_FILE);
-        let state: PersistedState = match std::fs::read(&state_path) {
+        let state: PersistedState = match files::read(&state_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| MetadataStoreError::Decode {
                 path: state_path.clone(),
                 source,
@@ -93,9 +93,9 @@ impl RaftLogStore {
             .open(&path)
             .map_err(io(&path))?;
         if !existed {
-            karnak_storage::sync_dir(dir)?;
+            files::sync_dir(dir)?;
         }
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = files::read(&path).map_err(io(&path))?;
         let (frames, good) = read_frames(&bytes);
         if good < bytes.len() as u64 {
             tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() as u64 - good,
@@ -168,8 +168,7 @@ fn frame(entry: &Entry<MetadataRaft>, out: &mut Vec<u8>) -> Result<(), serde_jso
 impl Inner {
     fn save_state(&self) -> Result<(), std::io::Error> {
         let json = serde_json::to_vec(&self.state).map_err(std::io::Error::other)?;
-        karnak_storage::write_atomic(&self.dir.join(STATE_FILE), &json)
-            .map_err(std::io::Error::other)
+        files::write_atomic(&self.dir.join(STATE_FILE), &json).map_err(std::io::Error::other)
     }
 
     /// Appends at the end; a failed try leaves the end where it was (a
@@ -233,8 +232,8 @@ impl Inner {
         let f = File::create(&tmp)?;
         f.write_all_at(&buf, 0)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
-        karnak_storage::sync_dir(&self.dir).map_err(std::io::Error::other)?;
+        files::rename(&tmp, self.dir.join(LOG_FILE))?;
+        files::sync_dir(&self.dir).map_err(std::io::Error::other)?;
         self.file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -17,6 +17,7 @@ pub mod disk_full;
 mod elr;
 #[cfg(test)]
 mod elr_tests;
+mod files;
 pub mod log_store;
 pub mod placement;
 pub mod quotas;
@@ -32,6 +33,7 @@ pub mod state_machine;
 #[cfg(test)]
 mod tests;
 mod topics;
+pub mod wire;
 
 pub use balance::MAX_ELECTIONS_PER_CHECK;
 pub use command::{

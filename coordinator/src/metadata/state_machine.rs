@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, watch};
 use super::MetadataStoreError;
 use super::command::MetadataReply;
 use super::disk_full::until_written;
+use super::files;
 use super::raft::{MetadataRaft, MetadataResult};
 use super::state::ClusterMetadata;
 
@@ -56,9 +57,9 @@ pub struct MetadataStateMachine {
 impl MetadataStateMachine {
     /// Opens the state machine in `dir`, from its snapshot if there is one.
     pub fn open(dir: &Path) -> Result<MetadataStateMachine, MetadataStoreError> {
-        karnak_storage::create_dir_durable(dir)?;
+        files::create_dir_durable(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
-        let (state, last_applied, membership, snapshot) = match std::fs::read(&path) {
+        let (state, last_applied, membership, snapshot) = match files::read(&path) {
             Ok(bytes) => {
                 let f: SnapshotFile = serde_json::from_slice(&bytes)
                     .map_err(|source| MetadataStoreError::Decode { path, source })?;
@@ -110,7 +111,7 @@ impl Inner {
         until_written(
             "metadata snapshot",
             karnak_storage::StorageError::is_disk_full,
-            || karnak_storage::write_atomic(&path, &bytes),
+            || files::write_atomic(&path, &bytes),
         )
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
