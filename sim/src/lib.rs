@@ -254,10 +254,6 @@ async fn client_main(
                         w.acks.push(a);
                     }
                     n += 1;
-                    if !registered && n == 2 * nodes {
-                        registered = true;
-                        n = 0;
-                    }
                 }
                 Ok(Ok(Err(refused))) => {
                     w.proposals[1] += 1;
@@ -276,6 +272,10 @@ async fn client_main(
                     w.event(format!("client {c}: node {target}: {e}"));
                 }
             }
+        }
+        if !registered && n >= 2 * nodes {
+            registered = true;
+            n = 0;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..150))).await;
     }

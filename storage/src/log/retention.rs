@@ -10,6 +10,7 @@ use super::{AppendState, Log, PRODUCER_ID_EXPIRATION_MS, lock};
 use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::config::CleanupPolicy;
 use crate::error::StorageError;
+use crate::segment::LogSegment;
 
 /// A log start offset inside the first segment (DeleteRecords), in the
 /// partition directory. Whole-segment deletions need no record of their own:
@@ -22,6 +23,23 @@ pub(super) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, StorageEr
 }
 
 impl Log {
+    /// Unlinks the files of segments already out of the segment map, with
+    /// the append lock released: unlinking a segment of a GiB frees its
+    /// blocks and cached pages, tens to hundreds of milliseconds that
+    /// produce to this partition would otherwise wait (a soak saw a
+    /// 110-230 ms produce p99 at each retention pass). Readers holding a
+    /// segment keep reading its open files. Still under `segment_removal`,
+    /// so passes do not overlap. A crash before the unlink brings those
+    /// segments back at restart (whole-segment deletions are recorded only
+    /// by the first segment's base), as a crash in the middle of a pass
+    /// always could; the next pass deletes them again.
+    fn delete_files_of(&self, gone: Vec<Arc<LogSegment>>) -> Result<(), StorageError> {
+        for seg in gone {
+            seg.delete_files(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Open transactions whose data was deleted can no longer hold the
     /// stable offset back.
     fn after_head_truncated(&self, st: &mut AppendState) -> Result<(), StorageError> {
@@ -60,6 +78,7 @@ impl Log {
         }
         write_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &[vec![offset]])?;
         self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
+        let mut gone = Vec::new();
         for seg in self.segment_list() {
             if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
                 break;
@@ -68,9 +87,11 @@ impl Log {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&seg.base_offset);
-            seg.delete_files(&self.dir)?;
+            gone.push(seg);
         }
         self.after_head_truncated(&mut st)?;
+        drop(st);
+        self.delete_files_of(gone)?;
         Ok(self.log_start_offset())
     }
 
@@ -80,7 +101,7 @@ impl Log {
     pub fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
         let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
-        let mut deleted = 0;
+        let mut gone = Vec::new();
         for seg in self.segment_list() {
             if Arc::ptr_eq(&seg, &st.active) || seg.next_offset() > offset {
                 break;
@@ -91,12 +112,14 @@ impl Log {
                 .remove(&seg.base_offset);
             self.log_start_offset
                 .fetch_max(seg.next_offset(), Ordering::AcqRel);
-            seg.delete_files(&self.dir)?;
-            deleted += 1;
+            gone.push(seg);
         }
+        let deleted = gone.len();
         if deleted > 0 {
             self.after_head_truncated(&mut st)?;
         }
+        drop(st);
+        self.delete_files_of(gone)?;
         Ok(deleted)
     }
 
@@ -113,7 +136,7 @@ impl Log {
         if cfg.cleanup_policy == CleanupPolicy::Compact {
             return Ok(0);
         }
-        let mut deleted = 0;
+        let mut gone: Vec<Arc<LogSegment>> = Vec::new();
         loop {
             let segs = self.segment_list();
             let total: u64 = segs.iter().map(|s| s.size()).sum();
@@ -138,12 +161,14 @@ impl Log {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&first.base_offset);
             self.log_start_offset.fetch_max(next, Ordering::AcqRel);
-            first.delete_files(&self.dir)?;
-            deleted += 1;
+            gone.push(first.clone());
         }
+        let deleted = gone.len();
         if deleted > 0 {
             self.after_head_truncated(&mut st)?;
         }
+        drop(st);
+        self.delete_files_of(gone)?;
         Ok(deleted)
     }
 }
