@@ -689,6 +689,10 @@ impl Log {
     pub fn close(&self) -> Result<(), StorageError> {
         // A cleaning must not swap segments under a closing log.
         self.abort_cleaning();
+        // A retention pass unlinks its segments' files after releasing the
+        // append lock: wait for it, so a log truncated or cleared after
+        // this close never has a new file removed under the old name.
+        let _removal = lock(&self.segment_removal);
         let mut st = lock(&self.append);
         if let Some(cause) = self.offline_cause() {
             // Nothing more is written to a disk in doubt, and no clean
