@@ -407,7 +407,7 @@ fn spawn_log_maintenance(broker: Arc<Broker>) {
                 }
                 if faces {
                     // A few segments per tick, so retention is never held up long.
-                    b.logs.attach_arrow_faces(4);
+                    b.logs.attach_arrow_faces(4, &b.free_space);
                 }
             })
             .await;

@@ -302,7 +302,11 @@ fn write_file(
 /// Opens or builds the Arrow face of each sealed segment of `log` that has
 /// none yet, oldest first, at most `budget` of them. Returns how many it
 /// attached. A file that does not check out is rebuilt.
-pub fn attach_missing(log: &Arc<Log>, budget: usize) -> Result<usize, StorageError> {
+pub fn attach_missing(
+    log: &Arc<Log>,
+    budget: usize,
+    space: &crate::FreeSpace,
+) -> Result<usize, StorageError> {
     let mut done = 0;
     for seg in log.sealed_segments() {
         if done >= budget {
@@ -323,7 +327,18 @@ pub fn attach_missing(log: &Arc<Log>, budget: usize) -> Result<usize, StorageErr
                 if path.exists() {
                     tracing::warn!("rebuilding {}: {e}", path.display());
                 }
-                ArrowFace::build(log, &seg).inspect_err(|_| seg.mark_arrow_face_failed())?
+                // A face is about 1.6 x its segment; built later if the
+                // disk has no room for it now.
+                if !space.room_for_derived(seg.size().saturating_mul(2)) {
+                    break;
+                }
+                ArrowFace::build(log, &seg).inspect_err(|e| {
+                    // A full disk is tried again later; anything else
+                    // (a segment that does not decode) is not.
+                    if !e.is_disk_full() {
+                        seg.mark_arrow_face_failed()
+                    }
+                })?
             }
         };
         // Retention may have deleted the segment while we built: then the

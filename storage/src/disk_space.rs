@@ -26,6 +26,10 @@ pub struct FreeSpace {
     /// Free bytes at the last measurement, less what was appended since.
     free: AtomicU64,
     measured_ms: AtomicI64,
+    /// What derived files (Arrow faces) leave free: the floor, or the
+    /// default floor when the floor is off, so a rebuildable file never
+    /// takes the space an operator freed for produce and metadata.
+    derived_reserve: u64,
 }
 
 fn now_ms() -> i64 {
@@ -48,14 +52,28 @@ impl FreeSpace {
     /// system, at most 1 GiB); Some(0) turns it off.
     pub fn new(dir: &Path, min_free: Option<u64>) -> FreeSpace {
         let (free, total) = statvfs(dir).unwrap_or((u64::MAX, 0));
-        let min = min_free.unwrap_or((total / 20).min(DEFAULT_MAX_MIN_FREE));
+        let default_min = (total / 20).min(DEFAULT_MAX_MIN_FREE);
+        let min = min_free.unwrap_or(default_min);
         metrics::gauge!(LOG_DIR_FREE_BYTES).set(free as f64);
         FreeSpace {
             dir: dir.to_path_buf(),
             min_free: AtomicU64::new(min),
             free: AtomicU64::new(free),
             measured_ms: AtomicI64::new(now_ms()),
+            derived_reserve: min.max(default_min),
         }
+    }
+
+    /// Whether a derived file of about `bytes` may be written now: it
+    /// leaves the floor (or, with the floor off, the default floor) free.
+    /// Measured now, not from the produce path's cached figure: builds
+    /// follow one another faster than it goes stale.
+    pub fn room_for_derived(&self, bytes: u64) -> bool {
+        let Ok((free, _)) = statvfs(&self.dir) else {
+            return false;
+        };
+        self.free.store(free, Ordering::Relaxed);
+        free.saturating_sub(bytes) >= self.derived_reserve
     }
 
     pub fn min_free(&self) -> u64 {

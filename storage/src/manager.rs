@@ -719,10 +719,11 @@ impl LogManager {
     }
 
     /// Builds (or opens) the Arrow face of sealed segments that lack one,
-    /// at most `budget` in all, skipping internal (`__`) topics. Returns how
+    /// at most `budget` in all, skipping internal (`__`) topics, and none
+    /// that `space` has no room for (deferred to a later call). Returns how
     /// many it attached. Slow (reads and writes whole segments): call from a
     /// background thread.
-    pub fn attach_arrow_faces(&self, budget: usize) -> usize {
+    pub fn attach_arrow_faces(&self, budget: usize, space: &crate::FreeSpace) -> usize {
         let mut done = 0;
         for t in self.topics() {
             if t.meta.name.starts_with("__") {
@@ -732,7 +733,7 @@ impl LogManager {
                 if done >= budget {
                     return done;
                 }
-                match crate::arrow_face::attach_missing(log, budget - done) {
+                match crate::arrow_face::attach_missing(log, budget - done, space) {
                     Ok(n) => done += n,
                     Err(e) => tracing::warn!(
                         topic = %t.meta.name,

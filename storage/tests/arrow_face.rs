@@ -10,7 +10,7 @@ use bytes::Bytes;
 use karnak_storage::arrow_face::{ArrowFace, arrow_path, attach_missing};
 use karnak_storage::columnar::PartitionScan;
 use karnak_storage::test_support::build_batch;
-use karnak_storage::{Log, LogConfig};
+use karnak_storage::{FreeSpace, Log, LogConfig};
 
 const T: i64 = 1_700_000_000_000;
 
@@ -28,6 +28,11 @@ fn log_with(dir: &Path, batches: usize) -> Arc<Log> {
         log.append(&Bytes::from(b), 0, None).unwrap();
     }
     log
+}
+
+/// Free space with no floor of its own: faces keep the default floor free.
+fn room(dir: &Path) -> FreeSpace {
+    FreeSpace::new(dir, Some(0))
 }
 
 /// (offset, value) of every row a scan of `[from, to)` returns.
@@ -57,7 +62,10 @@ fn faces_read_back_exactly_what_the_log_holds() {
     let log = log_with(d.path(), 40);
     let sealed = log.sealed_segments();
     assert!(sealed.len() >= 5, "{} sealed segments", sealed.len());
-    assert_eq!(attach_missing(&log, usize::MAX).unwrap(), sealed.len());
+    assert_eq!(
+        attach_missing(&log, usize::MAX, &room(d.path())).unwrap(),
+        sealed.len()
+    );
     for seg in &sealed {
         assert!(arrow_path(d.path(), seg.base_offset).exists());
         assert!(seg.arrow_face().is_some());
@@ -67,7 +75,10 @@ fn faces_read_back_exactly_what_the_log_holds() {
     assert!(active.arrow_face().is_none());
     assert!(!arrow_path(d.path(), active.base_offset).exists());
     // Nothing more to do on a second pass.
-    assert_eq!(attach_missing(&log, usize::MAX).unwrap(), 0);
+    assert_eq!(
+        attach_missing(&log, usize::MAX, &room(d.path())).unwrap(),
+        0
+    );
 
     let end = log.high_watermark();
     assert_eq!(end, 120);
@@ -94,7 +105,7 @@ fn faces_read_back_exactly_what_the_log_holds() {
 fn a_broken_face_is_rebuilt_and_stray_files_go_on_open() {
     let d = tempfile::tempdir().unwrap();
     let log = log_with(d.path(), 12);
-    attach_missing(&log, usize::MAX).unwrap();
+    attach_missing(&log, usize::MAX, &room(d.path())).unwrap();
     let first = log.sealed_segments()[0].clone();
     let path = arrow_path(d.path(), first.base_offset);
     let good = std::fs::read(&path).unwrap();
@@ -126,7 +137,7 @@ fn a_broken_face_is_rebuilt_and_stray_files_go_on_open() {
         );
         // A flipped byte in the data may pass the checks (no CRC in Arrow
         // IPC), but the scan must not panic; the other two are rebuilt.
-        attach_missing(&log, usize::MAX).unwrap();
+        attach_missing(&log, usize::MAX, &room(d.path())).unwrap();
         let got = rows(&mut scan(&log, 0, log.high_watermark()));
         if what != "flipped" {
             assert_eq!(got, want, "{what}");
@@ -143,7 +154,7 @@ fn a_broken_face_is_rebuilt_and_stray_files_go_on_open() {
 fn deleting_segments_under_a_running_scan_is_harmless() {
     let d = tempfile::tempdir().unwrap();
     let log = log_with(d.path(), 40);
-    attach_missing(&log, usize::MAX).unwrap();
+    attach_missing(&log, usize::MAX, &room(d.path())).unwrap();
     let mut s = scan(&log, 0, log.high_watermark());
     let first = s.next_batch().unwrap().unwrap();
     let held = first.column(5).clone();
@@ -168,7 +179,7 @@ fn a_face_reads_single_rows_and_stops_at_its_end() {
     let d = tempfile::tempdir().unwrap();
     let log = log_with(d.path(), 4);
     log.roll().unwrap();
-    attach_missing(&log, usize::MAX).unwrap();
+    attach_missing(&log, usize::MAX, &room(d.path())).unwrap();
     let got = rows(&mut scan(&log, 0, log.high_watermark()));
     assert_eq!(got.len(), 12);
     assert!(got.iter().map(|r| r.1.len()).all(|l| l > 0));
@@ -184,4 +195,24 @@ fn a_face_reads_single_rows_and_stops_at_its_end() {
     let (one, after) = face.read(1, 2).unwrap().unwrap();
     assert_eq!(pairs(&one), vec![(1, b"bb".to_vec())]);
     assert!(after > 1);
+}
+
+/// A face is rebuildable, so it never takes the space kept free: with no
+/// room above the floor the build waits (no file, still wanted) and happens
+/// once there is room.
+#[test]
+fn faces_wait_for_room_above_the_floor() {
+    let d = tempfile::tempdir().unwrap();
+    let log = log_with(d.path(), 40);
+    let sealed = log.sealed_segments();
+    let no_room = FreeSpace::new(d.path(), Some(u64::MAX / 2));
+    assert_eq!(attach_missing(&log, usize::MAX, &no_room).unwrap(), 0);
+    for seg in &sealed {
+        assert!(!arrow_path(d.path(), seg.base_offset).exists());
+        assert!(seg.wants_arrow_face(), "deferred, not given up");
+    }
+    assert_eq!(
+        attach_missing(&log, usize::MAX, &room(d.path())).unwrap(),
+        sealed.len()
+    );
 }

@@ -283,14 +283,17 @@ fn arrow_faces_of_replaced_segments_are_rebuilt() {
     let log = m.log("faces", 0).unwrap();
     fill(&log, T, 30, 3);
     let sealed = log.sealed_segments().len();
-    assert_eq!(m.attach_arrow_faces(100), sealed);
+    assert_eq!(
+        m.attach_arrow_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0))),
+        sealed
+    );
     let dir = d.path().join("faces-0");
     assert_eq!(files_with(&dir, &[".arrow"]).len(), sealed);
     assert_eq!(m.clean_now(T).len(), 1);
     // The replaced segments' faces went with them; the new ones have none.
     assert!(log.sealed_segments().iter().all(|s| s.wants_arrow_face()));
     assert!(files_with(&dir, &[".arrow"]).len() <= log.sealed_segments().len());
-    m.attach_arrow_faces(100);
+    m.attach_arrow_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0)));
     let mut scan = PartitionScan::new(Arc::clone(&log), 0, log.log_end_offset(), 1000, 1 << 20);
     let mut rows = 0;
     while let Some(b) = scan.next_batch().unwrap() {
