@@ -49,6 +49,11 @@ pub struct Faults {
     /// kernel cached of those files is dropped when the fault is set, so
     /// reads reach the file system.
     pub read_eio: Option<String>,
+    /// With `read_eio`: only reads that reach this byte of the file or past
+    /// it fail (a bad sector in the middle; 0: the whole file). The kernel
+    /// falls back to reading single pages after a failed readahead, so the
+    /// pages before it stay readable.
+    pub read_eio_from: u64,
     /// Bytes the file system holds at most: a write that crosses the limit
     /// writes what fits (a short write); one at the limit gets ENOSPC, as
     /// does a reservation (`fallocate`) past it.
@@ -464,7 +469,10 @@ impl Filesystem for PowerCutFs {
         reply: ReplyData,
     ) {
         match self.on() {
-            Ok(mut s) if s.matches(&s.faults.read_eio.clone(), ino.0) => {
+            Ok(mut s)
+                if s.matches(&s.faults.read_eio.clone(), ino.0)
+                    && offset + u64::from(size) > s.faults.read_eio_from =>
+            {
                 s.stats.faults_injected += 1;
                 reply.error(Errno::EIO)
             }

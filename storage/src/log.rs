@@ -18,6 +18,7 @@ use crate::error::{IoContext, StorageError};
 use crate::segment::{IndexCursor, LogSegment};
 
 mod compaction;
+mod health;
 pub mod leader_epoch;
 mod open;
 pub mod producer_state;
@@ -29,6 +30,7 @@ mod transactions;
 pub mod txn_index;
 
 pub use compaction::LastRecord;
+pub use health::PartitionHealth;
 use leader_epoch::LeaderEpochCache;
 use producer_state::{BatchInfo, Checked, CompletedTxn, ProducerStateManager};
 use transactions::aborted_entry;
@@ -53,6 +55,9 @@ pub struct FileSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: usize,
+    /// The partition's health: a read error while sending the slice takes
+    /// the partition offline ([`PartitionHealth::read_failed`]).
+    pub health: Arc<PartitionHealth>,
 }
 
 #[derive(Clone, Debug)]
@@ -113,10 +118,8 @@ pub struct Log {
     opened_after_crash: bool,
     /// The offset last written to the recovery-point file.
     recovery_point: AtomicI64,
-    /// Set by the first failed fsync or write; never cleared while running.
-    /// The flag is what append and read check (no lock on the hot path).
-    offline: AtomicBool,
-    offline_cause: Mutex<Option<String>>,
+    /// Offline after the first failed fsync, write or read.
+    health: Arc<PartitionHealth>,
     /// The high watermark: the log end offset unless replicated (then the
     /// leader's replication moves it). Fetch long polls wait on it.
     hw: tokio::sync::watch::Sender<i64>,
@@ -510,10 +513,7 @@ impl Log {
 
     /// Why the log is offline, if it is (a failed fsync or write).
     pub fn offline_cause(&self) -> Option<String> {
-        if !self.is_offline() {
-            return None;
-        }
-        lock(&self.offline_cause).clone()
+        self.health.cause()
     }
 
     /// Opened without its clean-shutdown marker (after a crash or kill).
@@ -522,7 +522,7 @@ impl Log {
     }
 
     pub fn is_offline(&self) -> bool {
-        self.offline.load(Ordering::Acquire)
+        self.health.is_offline()
     }
 
     pub(crate) fn check_online(&self) -> Result<(), StorageError> {
@@ -551,19 +551,7 @@ impl Log {
     /// Takes the log offline after `e` (once; the first cause is kept) and
     /// returns the error its caller reports.
     fn take_offline(&self, e: StorageError) -> StorageError {
-        let mut off = lock(&self.offline_cause);
-        if off.is_none() {
-            tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
-                "partition taken offline: the disk failed an fsync, a write or a read, so what it holds is in doubt; restart the broker once the disk is fixed");
-            metrics::gauge!(OFFLINE_PARTITIONS).increment(1.0);
-            *off = Some(e.to_string());
-            self.offline.store(true, Ordering::Release);
-        }
-        StorageError::Offline {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            cause: e.to_string(),
-        }
+        self.health.take_offline(&e)
     }
 
     /// Makes every offset < `offset` durable. Concurrent callers share one

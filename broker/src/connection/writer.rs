@@ -321,7 +321,14 @@ async fn send_file(
                 // Filesystems without sendfile support: copy through a buffer.
                 return copy_file(writer, slice, offset, remaining).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // EIO is the file's (a socket reports EPIPE, ECONNRESET):
+                // the disk failed a read the fetch had counted on.
+                if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+                    slice.health.read_failed(&e);
+                }
+                return Err(e.into());
+            }
         }
     }
     Ok(())
@@ -337,7 +344,10 @@ async fn copy_file(
     let mut buf = vec![0u8; remaining.min(256 * 1024)];
     while remaining > 0 {
         let want = remaining.min(buf.len());
-        let n = slice.file.read_at(&mut buf[..want], offset)?;
+        let n = slice
+            .file
+            .read_at(&mut buf[..want], offset)
+            .inspect_err(|e| slice.health.read_failed(e))?;
         if n == 0 {
             return Err(ConnError::ShortFile(remaining));
         }

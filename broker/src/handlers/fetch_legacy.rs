@@ -37,7 +37,15 @@ pub fn decode(body: &Bytes, version: i16) -> Result<FetchRequest, HandlerError> 
 
 fn read_slice(slice: &FileSlice) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; slice.len];
-    slice.file.read_exact_at(&mut buf, slice.position)?;
+    slice
+        .file
+        .read_exact_at(&mut buf, slice.position)
+        .inspect_err(|e| {
+            // Short is a segment truncated under the read, not a bad disk.
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                slice.health.read_failed(e)
+            }
+        })?;
     Ok(buf)
 }
 

@@ -418,6 +418,57 @@ fn a_failed_read_takes_the_partition_offline_and_the_rest_keeps_serving() {
     assert_eq!(all[&11], value(11));
 }
 
+/// A bad sector only `sendfile` meets: the fetch's read found its batch
+/// header fine and the disk failed the bytes being sent. The response is
+/// cut (the client's connection drops, as for any torn response) and the
+/// partition goes offline as after a failed read, rather than every retry
+/// meeting the same sector; the other partition keeps serving.
+#[test]
+fn a_bad_sector_met_while_sending_takes_the_partition_offline() {
+    let mut rig = Rig::start(&[]);
+    let mut c = rig.broker.connect();
+    create_topic(&mut c, "sf", 2);
+    let value = |i: usize| format!("{i}-{}", "s".repeat(2000));
+    for i in 0..40 {
+        for p in 0..2 {
+            let (code, _) = produce(&mut c, "sf", p, -1, batch(&[value(i)], None)).unwrap();
+            assert_eq!(code, 0);
+        }
+    }
+    rig.fs.set_faults(Faults {
+        read_eio: Some("sf-0/00000000000000000000.log".into()),
+        read_eio_from: 32 << 10,
+        ..Default::default()
+    });
+    let torn: Option<FetchResponse> = c.try_call(ApiKey::Fetch, 12, &fetch("sf", 0, 0, 0));
+    assert!(
+        torn.is_none(),
+        "the response was cut where the disk failed: {torn:?}"
+    );
+    assert!(
+        rig.fs.stats().faults_injected > 0,
+        "the send reached the disk"
+    );
+    let mut c = rig.broker.connect();
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("sf", 0, 0, 0));
+    assert_eq!(
+        r.responses[0].partitions[0].error_code, STORAGE_ERROR,
+        "the partition is offline"
+    );
+    assert_eq!(rig.broker.metric("karnak_offline_partitions", &[]), 1.0);
+    assert!(rig.broker.log().contains("sending a segment region"));
+    assert_eq!(
+        read_all(&mut c, "sf", 1).len(),
+        40,
+        "the other partition serves"
+    );
+    rig.fs.set_faults(Faults::default());
+    assert!(rig.broker.stop());
+    rig.broker.spawn();
+    let mut c = rig.broker.connect();
+    assert_eq!(read_all(&mut c, "sf", 0).len(), 40);
+}
+
 /// Producer state (rebuilt from the producer snapshots written at rolls
 /// and the log after them) through cuts: the last acknowledged batch,
 /// retried, is a duplicate answered with its first offset; the next

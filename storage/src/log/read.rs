@@ -99,6 +99,7 @@ impl Log {
                                 file: seg.file.clone(),
                                 position: pos,
                                 len: len as usize,
+                                health: self.health.clone(),
                             })));
                         }
                         Extent::CorruptAt { resume } => {
@@ -127,6 +128,7 @@ impl Log {
                 file: seg.file.clone(),
                 position: pos,
                 len: len as usize,
+                health: self.health.clone(),
             })));
         }
         Ok(result(None))
