@@ -204,6 +204,22 @@ def _started_session(b):
     return s
 
 
+def _read_until_closed(s):
+    """What the gateway sends until it closes the connection (within T)."""
+    s.settimeout(T)
+    got = b""
+    while True:
+        try:
+            chunk = s.recv(4096)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got
+
+
 @pytest.mark.parametrize("message", [
     b"p\x00\x00\x00\x00",                      # a password message whose length is under 4
     b"P\x00\x00\x00\x08\x00\x00\xff\xff",      # a Parse cut short
@@ -216,16 +232,28 @@ def test_malformed_frontend_messages_close_only_their_connection(shared_broker, 
     with connect(b) as other:
         s = _started_session(b)
         s.sendall(message)
-        s.settimeout(T)
-        while True:
-            try:
-                chunk = s.recv(4096)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-        s.close()
+        _read_until_closed(s)
         assert other.execute("select 4").fetchone() == (4,)
     with connect(b) as fresh:
         assert fresh.execute("select 5").fetchone() == (5,)
+    assert b.proc.poll() is None, "the broker exited"
+
+
+def test_a_message_over_the_limit_is_refused_at_its_header(shared_broker):
+    """--sql-max-message-bytes (16 MiB): pgwire would buffer up to
+    Postgres's 1 GiB for one message; a header claiming more than the limit
+    gets FATAL 54000 at once (before any body arrives) and only that
+    connection closes. A large query under the limit still runs."""
+    import struct
+    b = shared_broker
+    with connect(b) as other:
+        s = _started_session(b)
+        s.sendall(b"Q" + struct.pack(">i", (16 << 20) + 5))
+        got = _read_until_closed(s)
+        assert got[:1] == b"E", got
+        assert b"C54000\x00" in got and b"larger than the 16777216 allowed" in got, got
+        assert b"SFATAL\x00" in got, got
+        # 8 MiB of query text is under the limit.
+        big = "x" * (8 << 20)
+        assert other.execute(f"select length('{big}')").fetchone() == (8 << 20,)
     assert b.proc.poll() is None, "the broker exited"

@@ -14,6 +14,7 @@ pub mod ddl;
 pub mod errors;
 pub mod insert;
 pub mod json;
+pub mod message_guard;
 pub mod pushdown;
 pub mod remote;
 pub mod server;
@@ -51,6 +52,9 @@ pub enum SqlError {
 pub struct SqlConfig {
     pub addr: SocketAddr,
     pub max_connections: usize,
+    /// The largest frontend message (a query's text, a Bind's parameters)
+    /// read from a client; a larger one closes its connection (FATAL 54000).
+    pub max_message_bytes: u64,
     pub auth: auth::SqlAuthMethod,
     pub ssl: auth::SqlSsl,
     /// Partitions of a topic made by `CREATE TABLE` without `partitions`.
@@ -157,6 +161,13 @@ pub async fn start(
     };
     Ok((
         bound,
-        server::serve(listener, handlers, tls, cfg.max_connections, stop),
+        server::serve(
+            listener,
+            handlers,
+            tls,
+            cfg.max_connections,
+            cfg.max_message_bytes,
+            stop,
+        ),
     ))
 }

@@ -12,21 +12,28 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::ErrorHandler;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::{
+    ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
+};
+use datafusion_postgres::pgwire::error::ErrorInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::pgwire::tokio::TlsAcceptor;
+use datafusion_postgres::pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::Sink;
-use tokio::net::TcpListener;
+use futures::{Sink, SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::auth::{ScramStartup, SqlAuth, SqlSsl, check_ssl};
 use crate::ddl::DdlHook;
+use crate::message_guard::{Framing, MessageGuard, MessageTooLarge};
 use crate::session::KarnakSession;
 
 /// Trust authentication (as a fresh Postgres on loopback): any user and
@@ -165,6 +172,7 @@ pub async fn serve(
     handlers: Arc<Handlers>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    max_message_bytes: u64,
     mut stop: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -192,7 +200,7 @@ pub async fn serve(
             let _permit = permit;
             let _ = socket.set_nodelay(true);
             tokio::select! {
-                r = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers) => {
+                r = process_socket(socket, tls, handlers, max_message_bytes) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "SQL connection ended with an error");
                     }
@@ -201,6 +209,113 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// What a client has to finish TLS negotiation and log in (pgwire's own).
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// pgwire's connection loop (its `process_socket`), with the bound on one
+/// message's size ([`crate::message_guard`]) between the socket and
+/// pgwire's decoder. A message over it is answered FATAL 54000
+/// (program_limit_exceeded) and the connection closed.
+async fn process_socket<H: PgWireServerHandlers>(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: H,
+    max_message_bytes: u64,
+) -> std::io::Result<()> {
+    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_timeout);
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        s = negotiate_tls(socket, tls) => s?,
+    };
+    // A direct TLS connection without a certificate configured.
+    let Some(negotiated) = negotiated else {
+        return Ok(());
+    };
+    let old = negotiated.into_parts();
+    // What negotiation read past its own messages goes through the
+    // framing too.
+    let mut framing = Framing::new(max_message_bytes);
+    let early = framing.feed(&old.read_buf);
+    let mut parts = FramedParts::new(MessageGuard::new(old.io, framing), old.codec);
+    parts.read_buf = old.read_buf;
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
+    if let Err(e) = early {
+        return refuse_message(&mut socket, e).await;
+    }
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    loop {
+        let msg = if matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        ) {
+            tokio::select! {
+                _ = &mut startup_timeout => None,
+                msg = socket.next() => msg,
+            }
+        } else {
+            socket.next().await
+        };
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(PgWireError::IoError(e))) => {
+                match e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<MessageTooLarge>())
+                {
+                    Some(too_large) => {
+                        return refuse_message(&mut socket, *too_large).await;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            _ => return Ok(()),
+        };
+        // Terminate: close (asyncpg waits for the server to drop the socket).
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => msg.is_extended_query(),
+        };
+        if let Err(mut e) = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await
+        {
+            errors.on_error(&socket, &mut e);
+            process_error(&mut socket, e, extended_query).await?;
+        }
+    }
+}
+
+/// FATAL 54000 for a message over the bound; the connection then closes.
+async fn refuse_message<S>(socket: &mut S, e: MessageTooLarge) -> std::io::Result<()>
+where
+    S: Sink<PgWireBackendMessage> + Unpin,
+{
+    tracing::warn!(error = %e, "SQL connection closed: message too large");
+    let info = ErrorInfo::new("FATAL".to_string(), "54000".to_string(), e.to_string());
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+    Ok(())
 }
 
 /// Bytes of a startup packet read before answering a refused connection.

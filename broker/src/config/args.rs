@@ -121,6 +121,9 @@ pub struct Args {
     /// SQL connections served at once; more are refused. [default: 256]
     #[arg(long, env = "KARNAK_SQL_MAX_CONNECTIONS")]
     pub sql_max_connections: Option<usize>,
+    /// The largest message an SQL client may send (a query's text, a prepared statement's parameters); a larger one gets FATAL 54000 and its connection is closed. Postgres allows 1 GiB per message; this broker's SQL clients share its memory with its Kafka clients (CockroachDB's default is the same 16 MiB). [default: 16777216]
+    #[arg(long, env = "KARNAK_SQL_MAX_MESSAGE_BYTES")]
+    pub sql_max_message_bytes: Option<u64>,
     /// SQL authentication: `trust` (any user, no password, as a fresh Postgres on loopback) or `scram-sha-256` (the broker's users: the same SCRAM credentials Kafka clients log in with). [default: trust]
     #[arg(long, env = "KARNAK_SQL_AUTH")]
     pub sql_auth: Option<String>,
@@ -328,6 +331,7 @@ pub(super) struct FileConfig {
     pub(super) sql_enabled: Option<bool>,
     pub(super) sql_memory_limit_bytes: Option<i64>,
     pub(super) sql_max_connections: Option<usize>,
+    pub(super) sql_max_message_bytes: Option<u64>,
     pub(super) sql_auth: Option<String>,
     pub(super) sql_password_file: Option<PathBuf>,
     pub(super) sql_ssl: Option<String>,

@@ -259,6 +259,7 @@ impl Config {
             sql: sql_on.then(|| karnak_sql::SqlConfig {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
                 max_connections: pick!(sql_max_connections, 256),
+                max_message_bytes: pick!(sql_max_message_bytes, 16 << 20),
                 auth: sql_auth,
                 ssl: sql_ssl,
                 default_partitions: pick!(num_partitions, 1),
