@@ -355,6 +355,46 @@ def test_sql_on_any_broker_reads_every_partition_of_every_topic(karnak_bin, tmp_
                 # Every partition it does not lead, from its own replica.
                 return follower_reads(b) - before == followed
             wait_until(read_locally, 30, interval=0.2, msg=f"broker {b.node_id} reads its replicas")
+        # A topic created through one broker is a table on every other at
+        # once. A gateway that has not applied the creation yet (its broker
+        # frozen while the topic was made, and asked before it thaws) first
+        # applies what the metadata leader has committed (a read barrier),
+        # rather than answer "does not exist".
+        _sql_sees_a_topic_created_while_its_broker_was_frozen(nodes)
     finally:
         for b in nodes:
             b.kill9()
+
+
+def _sql_sees_a_topic_created_while_its_broker_was_frozen(nodes):
+    import signal
+    from test_sql_limits import _started_session
+    a = ck.admin(bootstrap(nodes))
+    controller = a.describe_cluster(request_timeout=10).result(10).controller.id
+    late = next(b for b in nodes if b.node_id != controller)
+    creator = next(b for b in nodes if b.node_id == controller)
+    fresh = unique_topic("sqllate")
+    s = _started_session(late)
+    late.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Its own admin client, bootstrapped from the leader alone (the
+        # frozen broker would answer nothing).
+        on_leader = ck.admin(creator.bootstrap)
+        on_leader.create_topics([NewTopic(fresh, num_partitions=1, replication_factor=3)],
+                                operation_timeout=30)[fresh].result(30)
+        query = f'SELECT count(*) FROM "{fresh}"\0'.encode()
+        s.sendall(b"Q" + (len(query) + 4).to_bytes(4, "big") + query)
+    finally:
+        late.proc.send_signal(signal.SIGCONT)
+    s.settimeout(30)
+    buf = b""
+    while b"Z\x00\x00\x00\x05" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, f"closed: {buf!r}"
+        buf += chunk
+    s.close()
+    raw, kinds = buf, []
+    while buf:
+        kinds.append(buf[:1])
+        buf = buf[1 + int.from_bytes(buf[1:5], "big"):]
+    assert b"E" not in kinds and b"D" in kinds, (late.node_id, raw)

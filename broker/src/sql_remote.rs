@@ -305,6 +305,14 @@ impl RemotePartitions for BrokerRemote {
             .unwrap_or_default()
     }
 
+    async fn catch_up(&self) {
+        // Bounded: with no metadata leader, "does not exist" comes late,
+        // not never.
+        if let Err(e) = self.broker.cluster.catch_up(Duration::from_secs(2)).await {
+            tracing::debug!(error = %e, "SQL catalog lookup without a read barrier");
+        }
+    }
+
     fn topics_elsewhere(&self) -> Vec<String> {
         self.broker
             .cluster

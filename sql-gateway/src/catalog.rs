@@ -207,14 +207,24 @@ impl SchemaProvider for TopicSchema {
         if !visible(name) {
             return Ok(None);
         }
-        let Some(topic) = self.logs.topic(name) else {
+        let mut caught_up = false;
+        let topic = loop {
+            if let Some(topic) = self.logs.topic(name) {
+                break topic;
+            }
             // No replica of it here: a cluster's other brokers hold it.
-            let Some((remote, rt)) = self
-                .remote
-                .as_ref()
-                .and_then(|r| Some((r, r.topic_elsewhere(name)?)))
-            else {
+            let Some(remote) = self.remote.as_ref() else {
                 return Ok(None);
+            };
+            let Some(rt) = remote.topic_elsewhere(name) else {
+                // Created through another broker a moment ago, perhaps:
+                // apply what the cluster has committed and look again.
+                if caught_up {
+                    return Ok(None);
+                }
+                remote.catch_up().await;
+                caught_up = true;
+                continue;
             };
             let json = self
                 .json_columns(name, rt.id, &rt.configs, Sample::Remote(&rt, remote))

@@ -76,6 +76,11 @@ pub trait RemotePartitions: Send + Sync {
         let _ = (topic, partition);
         Ok(None)
     }
+    /// Returns once this broker has applied every cluster metadata change
+    /// made before the call (a read barrier), so a table looked up and not
+    /// found is looked up once more before "does not exist": the topic may
+    /// have just been created through another broker.
+    async fn catch_up(&self) {}
     /// Topics of the cluster with no replica at all on this broker.
     fn topics_elsewhere(&self) -> Vec<String>;
     fn topic_elsewhere(&self, name: &str) -> Option<RemoteTopic>;

@@ -136,6 +136,15 @@ impl Controller {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The index a linearizable read waits for: the commit index, once a
+    /// quorum has confirmed this node still leads (openraft's read index).
+    pub async fn read_index(&self) -> Result<u64, String> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Commits `cmd` if this node leads; returns once it is applied here.
     /// A command the current state refuses is answered without logging it.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<Proposed, ProposeError> {

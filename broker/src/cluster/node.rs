@@ -265,6 +265,39 @@ impl ClusterNode {
         }
     }
 
+    /// A read barrier: returns once this broker has applied every metadata
+    /// change committed before the call (the Raft leader's read index).
+    /// For a lookup that missed, such as a topic another broker has just
+    /// created, before answering that it does not exist.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let index = match self.controller.leader() {
+                Some(l) if l == self.me.node_id => self.controller.read_index().await,
+                Some(l) => self.read_index_of(l).await,
+                None => Err("no metadata leader".to_string()),
+            };
+            match index {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(e) => tracing::debug!(error = %e, "no read index yet; trying again"),
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout(timeout));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn read_index_of(&self, leader: u64) -> Result<u64, String> {
+        let mut conns = self.forward.lock().await;
+        let peer = self.peer(&mut conns, leader).map_err(|e| e.to_string())?;
+        match peer.call(RaftRequest::ReadIndex, CALL_TIMEOUT).await {
+            Ok(RaftResponse::ReadIndex(r)) => r,
+            Ok(other) => Err(format!("node {leader} answered {other:?}")),
+            Err(e) => Err(format!("node {leader}: {e}")),
+        }
+    }
+
     async fn forward(&self, leader: u64, cmd: MetadataCommand) -> Result<Proposed, ProposeError> {
         let mut conns = self.forward.lock().await;
         let peer = self.peer(&mut conns, leader)?;

@@ -47,6 +47,9 @@ pub(crate) enum RaftRequest {
     Propose(MetadataCommand),
     /// A broker's liveness, to the Raft leader.
     Heartbeat(BrokerHeartbeat),
+    /// The leader's read index: the commit index once it has confirmed it
+    /// still leads (a follower's read barrier waits to apply it).
+    ReadIndex,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +62,7 @@ pub(crate) enum RaftResponse {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    ReadIndex(Result<u64, String>),
 }
 
 /// Who this node is, for the hello it sends and checks.
@@ -390,6 +394,7 @@ async fn serve_requests(
             }
             RaftRequest::Propose(cmd) => RaftResponse::Propose(controller.propose(cmd).await),
             RaftRequest::Heartbeat(hb) => RaftResponse::Heartbeat(controller.heartbeat(hb).await),
+            RaftRequest::ReadIndex => RaftResponse::ReadIndex(controller.read_index().await),
             RaftRequest::Hello { .. } => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
