@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Free bytes in the data dir's file system, as last measured.
 pub const LOG_DIR_FREE_BYTES: &str = "karnak_log_dir_free_bytes";
+/// Client produce requests' partitions refused at the floor.
+pub const PRODUCE_REFUSED: &str = "karnak_log_dir_produce_refused_total";
 
 /// The default floor: 5 % of the file system, at most 1 GiB.
 pub const DEFAULT_MAX_MIN_FREE: u64 = 1 << 30;
@@ -111,6 +113,7 @@ impl FreeSpace {
                 });
             return None;
         }
+        metrics::counter!(PRODUCE_REFUSED).increment(1);
         Some(format!(
             "the data dir {} has {free} bytes free, {min} are kept for metadata, \
              offsets and transactions (--log-dir-min-free-bytes)",

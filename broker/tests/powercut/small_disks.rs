@@ -279,6 +279,7 @@ fn full_disk(disk: SmallDisk) {
     let mut acked: Acked = vec![HashMap::new(), HashMap::new()];
     let refused = fill(&b, &mut c, "fill", &mut acked, "a");
     assert!(refused >= 4);
+    assert!(b.metric("karnak_log_dir_produce_refused_total", &[]) >= refused as f64);
     let floor = disk.total() / 20;
     let left = disk.available();
     assert!(
