@@ -257,3 +257,22 @@ def test_a_message_over_the_limit_is_refused_at_its_header(shared_broker):
         big = "x" * (8 << 20)
         assert other.execute(f"select length('{big}')").fetchone() == (8 << 20,)
     assert b.proc.poll() is None, "the broker exited"
+
+
+def test_a_message_sent_too_slowly_closes_its_connection_and_idle_ones_stay(broker_factory):
+    """--request-read-timeout-ms bounds an SQL message from its first byte
+    to its last (a slowloris holds a connection slot otherwise); a session
+    idle between messages for longer is not closed, as in Postgres."""
+    import struct
+    b = broker_factory("--request-read-timeout-ms", "500")
+    idle = connect(b)
+    slow = _started_session(b)
+    t0 = time.monotonic()
+    slow.sendall(b"Q" + struct.pack(">i", 100) + b"select")
+    assert _read_until_closed(slow) == b""
+    took = time.monotonic() - t0
+    assert 0.4 < took < T, took
+    # Idle for four times the timeout, between messages: still served.
+    wait_until(lambda: time.monotonic() - t0 > 2, T, msg="two seconds")
+    assert idle.execute("select 6").fetchone() == (6,)
+    idle.close()

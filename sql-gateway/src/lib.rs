@@ -55,6 +55,9 @@ pub struct SqlConfig {
     /// The largest frontend message (a query's text, a Bind's parameters)
     /// read from a client; a larger one closes its connection (FATAL 54000).
     pub max_message_bytes: u64,
+    /// Time from a message's first byte to its last (a slowloris is
+    /// disconnected); the time between messages is not bounded.
+    pub message_read_timeout: std::time::Duration,
     pub auth: auth::SqlAuthMethod,
     pub ssl: auth::SqlSsl,
     /// Partitions of a topic made by `CREATE TABLE` without `partitions`.
@@ -167,6 +170,7 @@ pub async fn start(
             tls,
             cfg.max_connections,
             cfg.max_message_bytes,
+            cfg.message_read_timeout,
             stop,
         ),
     ))

@@ -7,13 +7,20 @@
 //!
 //! The guard follows the framing: the first message after TLS negotiation
 //! (startup or cancel) is a 4-byte length and body; every later one a type
-//! byte, a 4-byte length (counting itself) and body.
+//! byte, a 4-byte length (counting itself) and body. It also bounds the
+//! time from a message's first byte to its last (a slowloris holds a
+//! connection slot, and pgwire its partial message, for as long as it
+//! likes otherwise); the time between messages is not bounded, as in
+//! Postgres (`idle_session_timeout` is off by default).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// A frontend message longer than the bound.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -32,11 +39,18 @@ enum At {
     Body { left: u64 },
 }
 
+/// A message begun and not finished within the read timeout.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a message was not sent whole within {0:?} of its first byte (--request-read-timeout-ms)")]
+pub struct MessageTimedOut(pub Duration);
+
 /// Checks the length of every frontend message read through it.
 #[derive(Debug, Clone, Copy)]
 pub struct Framing {
     at: At,
     max: u64,
+    /// Messages read to their end so far.
+    completed: u64,
 }
 
 impl Framing {
@@ -49,7 +63,13 @@ impl Framing {
                 len: 0,
             },
             max,
+            completed: 0,
         }
+    }
+
+    /// Part of a message has been read, not all of it.
+    pub fn mid_message(&self) -> bool {
+        !matches!(self.at, At::Header { have: 0, .. })
     }
 
     /// Follows `bytes`, the next ones of the stream.
@@ -61,6 +81,7 @@ impl Framing {
                     *left -= n;
                     bytes = &bytes[n as usize..];
                     if *left == 0 {
+                        self.completed += 1;
                         self.at = At::Header {
                             typed: true,
                             have: 0,
@@ -88,6 +109,7 @@ impl Framing {
                         // is pgwire's to refuse, so nothing is skipped.
                         let left = total.saturating_sub(4);
                         self.at = if left == 0 {
+                            self.completed += 1;
                             At::Header {
                                 typed: true,
                                 have: 0,
@@ -105,15 +127,29 @@ impl Framing {
 }
 
 /// A stream whose reads fail with [`MessageTooLarge`] (as
-/// `io::ErrorKind::InvalidData`) at the header of an oversized message.
+/// `io::ErrorKind::InvalidData`) at the header of an oversized message,
+/// and with [`MessageTimedOut`] (`io::ErrorKind::TimedOut`) when a message
+/// begun is not whole within `read_timeout`.
 pub struct MessageGuard<IO> {
     inner: IO,
     framing: Framing,
+    read_timeout: Duration,
+    /// When the message being read must be whole. Started when the
+    /// decoder first waits for the rest of a message, not when its first
+    /// byte arrived: bytes of the next message read along with the last
+    /// one wait, unread, while the gateway runs that one's query, and that
+    /// is not the client's time.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<IO> MessageGuard<IO> {
-    pub fn new(inner: IO, framing: Framing) -> MessageGuard<IO> {
-        MessageGuard { inner, framing }
+    pub fn new(inner: IO, framing: Framing, read_timeout: Duration) -> MessageGuard<IO> {
+        MessageGuard {
+            inner,
+            framing,
+            read_timeout,
+            deadline: None,
+        }
     }
 }
 
@@ -125,16 +161,39 @@ impl<IO: AsyncRead + Unpin> AsyncRead for MessageGuard<IO> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if this.framing.mid_message() && this.deadline.is_none() {
+            this.deadline = Some(Box::pin(tokio::time::sleep(this.read_timeout)));
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
+                let completed = this.framing.completed;
                 match this.framing.feed(new) {
-                    Ok(()) => Poll::Ready(Ok(())),
+                    Ok(()) => {
+                        if this.framing.completed != completed {
+                            this.deadline = None;
+                        }
+                        Poll::Ready(Ok(()))
+                    }
                     Err(e) => {
                         // Nothing of this read reaches the decoder.
                         buf.set_filled(before);
                         Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)))
                     }
+                }
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        MessageTimedOut(this.read_timeout),
+                    )))
+                } else {
+                    Poll::Pending
                 }
             }
             other => other,

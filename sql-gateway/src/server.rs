@@ -173,6 +173,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     max_message_bytes: u64,
+    message_read_timeout: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -200,7 +201,7 @@ pub async fn serve(
             let _permit = permit;
             let _ = socket.set_nodelay(true);
             tokio::select! {
-                r = process_socket(socket, tls, handlers, max_message_bytes) => {
+                r = process_socket(socket, tls, handlers, max_message_bytes, message_read_timeout) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "SQL connection ended with an error");
                     }
@@ -214,15 +215,17 @@ pub async fn serve(
 /// What a client has to finish TLS negotiation and log in (pgwire's own).
 const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// pgwire's connection loop (its `process_socket`), with the bound on one
-/// message's size ([`crate::message_guard`]) between the socket and
-/// pgwire's decoder. A message over it is answered FATAL 54000
-/// (program_limit_exceeded) and the connection closed.
+/// pgwire's connection loop (its `process_socket`), with the bounds on one
+/// message's size and read time ([`crate::message_guard`]) between the
+/// socket and pgwire's decoder. A message over the size is answered FATAL
+/// 54000 (program_limit_exceeded) and the connection closed; one not
+/// whole in time closes the connection.
 async fn process_socket<H: PgWireServerHandlers>(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     handlers: H,
     max_message_bytes: u64,
+    message_read_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
@@ -239,7 +242,8 @@ async fn process_socket<H: PgWireServerHandlers>(
     // framing too.
     let mut framing = Framing::new(max_message_bytes);
     let early = framing.feed(&old.read_buf);
-    let mut parts = FramedParts::new(MessageGuard::new(old.io, framing), old.codec);
+    let guard = MessageGuard::new(old.io, framing, message_read_timeout);
+    let mut parts = FramedParts::new(guard, old.codec);
     parts.read_buf = old.read_buf;
     parts.write_buf = old.write_buf;
     let mut socket = Framed::from_parts(parts);
@@ -275,7 +279,10 @@ async fn process_socket<H: PgWireServerHandlers>(
                     Some(too_large) => {
                         return refuse_message(&mut socket, *too_large).await;
                     }
-                    None => return Ok(()),
+                    None => {
+                        tracing::debug!(error = %e, "SQL connection closed");
+                        return Ok(());
+                    }
                 }
             }
             _ => return Ok(()),

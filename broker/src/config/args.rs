@@ -169,7 +169,7 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub connections_max_idle_ms: Option<i64>,
-    /// Time a client has to send the whole of a request once its first byte arrived; a slower one (a slowloris) is disconnected. Time waiting under --queued-max-request-bytes does not count. [default: 30000, Kafka clients' request.timeout.ms: such a client has given up on the request by then]
+    /// Time a client has to send the whole of a request once its first byte arrived; a slower one (a slowloris) is disconnected. Time waiting under --queued-max-request-bytes does not count. Bounds an SQL client's message the same way (the time between its messages is not bounded, as in Postgres). [default: 30000, Kafka clients' request.timeout.ms: such a client has given up on the request by then]
     #[arg(long, env = "KARNAK_REQUEST_READ_TIMEOUT_MS")]
     pub request_read_timeout_ms: Option<u64>,
     /// Largest request accepted, in bytes (Kafka `socket.request.max.bytes`). [default: 104857600]

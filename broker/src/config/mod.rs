@@ -246,6 +246,11 @@ impl Config {
                 "SASL or SQL logins without --sasl-users-file: only users created with AlterUserScramCredentials can log in"
             );
         }
+        // Kafka requests and SQL messages alike.
+        let request_read_timeout = match pick!(request_read_timeout_ms, 30_000) {
+            0 => bail!("--request-read-timeout-ms must be at least 1"),
+            n => std::time::Duration::from_millis(n),
+        };
         let config = Config {
             data_dir: pick!(data_dir, PathBuf::from("./data")),
             listeners,
@@ -260,6 +265,7 @@ impl Config {
                 addr: pick!(sql_addr, SocketAddr::from(([127, 0, 0, 1], 5433))),
                 max_connections: pick!(sql_max_connections, 256),
                 max_message_bytes: pick!(sql_max_message_bytes, 16 << 20),
+                message_read_timeout: request_read_timeout,
                 auth: sql_auth,
                 ssl: sql_ssl,
                 default_partitions: pick!(num_partitions, 1),
@@ -284,10 +290,7 @@ impl Config {
                 n if n > 0 => Some(std::time::Duration::from_millis(n as u64)),
                 n => bail!("--connections-max-idle-ms {n}: expected a positive time or -1"),
             },
-            request_read_timeout: match pick!(request_read_timeout_ms, 30_000) {
-                0 => bail!("--request-read-timeout-ms must be at least 1"),
-                n => std::time::Duration::from_millis(n),
-            },
+            request_read_timeout,
             flush_on_acks_all: pick!(flush_on_acks_all, true),
             log_retention_check_interval: std::time::Duration::from_millis(
                 pick!(log_retention_check_interval_ms, 300_000).max(1),
