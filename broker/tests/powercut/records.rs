@@ -367,6 +367,17 @@ fn a_failed_write_takes_the_partition_offline() {
     assert!(rig.broker.log().contains("partition taken offline"));
 }
 
+/// `n` one-record batches, `value(i)`, to each of partitions 0 and 1 in
+/// turn, every one acknowledged.
+fn produce_to_both(c: &mut Client, topic: &str, n: usize, value: impl Fn(usize) -> String) {
+    for i in 0..n {
+        for p in 0..2 {
+            let (code, _) = produce(c, topic, p, -1, batch(&[value(i)], None)).unwrap();
+            assert_eq!(code, 0);
+        }
+    }
+}
+
 /// A read the disk fails (a bad sector in a sealed segment): the fetch
 /// gets KAFKA_STORAGE_ERROR, the partition goes offline as after a failed
 /// write (so a replica elsewhere could lead it), the other partition keeps
@@ -377,12 +388,7 @@ fn a_failed_read_takes_the_partition_offline_and_the_rest_keeps_serving() {
     let mut c = rig.broker.connect();
     create_topic(&mut c, "rd", 2);
     let value = |i: usize| format!("{i}-{}", "r".repeat(1000));
-    for i in 0..12 {
-        for p in 0..2 {
-            let (code, _) = produce(&mut c, "rd", p, -1, batch(&[value(i)], None)).unwrap();
-            assert_eq!(code, 0);
-        }
-    }
+    produce_to_both(&mut c, "rd", 12, value);
     rig.fs.set_faults(Faults {
         read_eio: Some("rd-0/00000000000000000000.log".into()),
         ..Default::default()
@@ -428,13 +434,7 @@ fn a_bad_sector_met_while_sending_takes_the_partition_offline() {
     let mut rig = Rig::start(&[]);
     let mut c = rig.broker.connect();
     create_topic(&mut c, "sf", 2);
-    let value = |i: usize| format!("{i}-{}", "s".repeat(2000));
-    for i in 0..40 {
-        for p in 0..2 {
-            let (code, _) = produce(&mut c, "sf", p, -1, batch(&[value(i)], None)).unwrap();
-            assert_eq!(code, 0);
-        }
-    }
+    produce_to_both(&mut c, "sf", 40, |i| format!("{i}-{}", "s".repeat(2000)));
     rig.fs.set_faults(Faults {
         read_eio: Some("sf-0/00000000000000000000.log".into()),
         read_eio_from: 32 << 10,
