@@ -131,7 +131,9 @@ class Workload:
         self.committed = set()
         self.aborted = set()
         self.txn_outcomes = Counter()
+        self.txn_how = {}  # value -> how its transaction ended (for a failure's detail)
         self.seen_committed = set()
+        self.seen_at = {}  # value -> (partition, offset) read_committed read it at
         self.backwards = []
         self.threads = []
 
@@ -218,6 +220,7 @@ class Workload:
             values = [f"txn-{k}-{j}".encode() for j in range(4)]
             k += 1
             commit = self.rng.random() < 0.5
+            how = "commit" if commit else "abort"
             try:
                 p.begin_transaction()
                 for j, v in enumerate(values):
@@ -230,16 +233,19 @@ class Workload:
             except KafkaException as e:
                 err = e.args[0]
                 outcome = "uncertain"
+                how = f"{how} failed ({err.name()}: {err.str()})"
                 if err.txn_requires_abort():
                     try:
                         p.abort_transaction(30)
                         outcome = "aborted"
+                        how += ", then abort_transaction"
                     except KafkaException:
                         p = None
                 elif not err.retriable():
                     p = None  # fatal: a new producer fences this one
             with self.lock:
                 self.txn_outcomes[outcome] += 1
+                self.txn_how.update((v, how) for v in values)
                 if outcome == "committed":
                     self.committed.update(values)
                 elif outcome == "aborted":
@@ -266,6 +272,7 @@ class Workload:
                     if m.topic() == self.txn_topic:
                         with self.lock:
                             self.seen_committed.add(m.value())
+                            self.seen_at[m.value()] = (m.partition(), m.offset())
         finally:
             c.close()
 
@@ -398,6 +405,11 @@ class Workload:
                 if offs and sorted(offs) != list(range(min(offs), max(offs) + 1))]
         txn_values = {v for part in txn.values() for v in part.values()}
         aborted_seen = sorted((txn_values | seen) & aborted)
+        final_at = {v: (p, o) for p, part in txn.items() for o, v in part.items()}
+        with self.lock:
+            aborted_how = [(v, self.txn_how.get(v), "live" if v in seen else "",
+                            self.seen_at.get(v), "final" if v in txn_values else "",
+                            final_at.get(v)) for v in aborted_seen[:10]]
         committed_missing = sorted(committed - txn_values)
         diverged = []
         for t in (self.topic, self.txn_topic):
@@ -424,7 +436,7 @@ class Workload:
             "group_catch_up_s": group_catch_up_s,
             "diverged": diverged,
             "_detail": {"lost": lost[:10], "duplicated": duplicated[:10],
-                        "backwards": backwards[:10], "aborted_seen": aborted_seen[:10],
+                        "backwards": backwards[:10], "aborted_seen": aborted_how,
                         "committed_missing": committed_missing[:10],
                         "group_rewound": group_rewound[:10], "group_missing": group_missing[:10]},
         }

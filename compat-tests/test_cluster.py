@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import ck
@@ -195,6 +195,77 @@ def test_an_open_transaction_is_aborted_and_a_committed_one_kept_when_its_coordi
     second.commit_transaction(60)
     got = read_committed(survivors, topic, 3, 60)
     assert sorted(got) == sorted(f"{t}-{i}".encode() for t in ("kept", "after") for i in range(30))
+
+
+def test_a_commit_waits_until_the_coordinators_followers_hold_it(cluster):
+    """A transaction's coordinator acts on a commit (writes its markers)
+    only once the other replicas of its shard hold the prepare record, as
+    Kafka writes its transaction log with acks=all: else a coordinator
+    killed after some markers leaves its successor an open transaction it
+    may abort, with records already read as committed (what the fault
+    test's checker caught once as 'aborted_seen'). The shard's followers
+    are frozen: the commit must not show; thawed, it completes once."""
+    import signal
+    tid = unique_topic("rpt")
+    coord = None
+
+    def found():
+        nonlocal coord
+        coord = txn_coordinator(cluster[0].bootstrap, tid)
+        return coord is not None
+    wait_until(found, 30, msg=f"a coordinator for {tid}")
+    leader = next(b for b in cluster if b.node_id == coord)
+    others = [b for b in cluster if b.node_id != coord]
+    # The data partition lives on the coordinator alone: its marker needs
+    # nobody else, so only the coordinator's own log can hold the commit back.
+    topic = unique_topic("rp")
+    a = ck.admin(leader.bootstrap)
+    a.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[coord]],
+                              config={"min.insync.replicas": "1"})],
+                    operation_timeout=30)[topic].result(30)
+    p = ck.producer(leader.bootstrap, **{"transactional.id": tid})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"committed-once", partition=0)
+    assert p.flush(30) == 0
+
+    def visible(timeout):
+        c = ck.consumer(leader.bootstrap, **{"isolation.level": "read_committed",
+                                             "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                got += [m.value() for m in c.consume(10, 0.5) if not m.error()]
+        finally:
+            c.close()
+        return got
+
+    for b in others:
+        b.proc.send_signal(signal.SIGSTOP)
+    try:
+        try:
+            p.commit_transaction(5)
+            committed = True
+        except KafkaException as e:
+            assert e.args[0].retriable(), e
+            committed = False
+        shown = visible(3)
+    finally:
+        for b in others:
+            b.proc.send_signal(signal.SIGCONT)
+    assert not committed and shown == [], (
+        f"committed={committed}, read_committed saw {shown} while the shard's followers were frozen")
+    # librdkafka lets a commit that timed out be retried.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            p.commit_transaction(10)
+            break
+        except KafkaException as e:
+            assert e.args[0].retriable() and time.monotonic() < deadline, e
+    assert visible(3) == [b"committed-once"]
 
 
 def test_every_fault_in_random_order_loses_nothing_acknowledged(cluster):

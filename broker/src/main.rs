@@ -160,17 +160,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("opening the replication throttles")?,
         config.listeners.inter_broker.clone(),
     );
-    let on_append: karnak_coordinator::AppendHook = {
-        let replicas = replicas.clone();
-        Arc::new(move |log: &karnak_storage::Log| {
-            replicas.after_append(log.topic(), log.partition(), log)
-        })
-    };
     let groups = Arc::new(karnak_coordinator::GroupCoordinator::new(
         config.group_coordinator_shards,
         config.groups.clone(),
         cluster::shards::shard_leases(cluster.clone(), &config.data_dir),
-        Some(on_append),
+        Some(Arc::new(cluster::shards::ShardLogReplication(
+            replicas.clone(),
+        ))),
     ));
     let markers = Arc::new(cluster::markers::BrokerMarkers::new(cluster.peer_tls()));
     let txns = Arc::new(karnak_coordinator::TransactionCoordinator::new(

@@ -14,7 +14,7 @@ use karnak_storage::Log;
 use crate::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
 use crate::group::GroupConfig;
 use crate::obelisk::{LeaseStore, Sequencer, SequencerError};
-use crate::shard::{AppendHook, Shard, ShardError};
+use crate::shard::{Shard, ShardError, ShardReplication};
 
 /// The internal topic whose partition `i` is shard `i`'s log.
 pub const COORDINATOR_TOPIC: &str = "__karnak_coordinator";
@@ -80,7 +80,7 @@ pub struct GroupCoordinator {
     cfg: GroupConfig,
     slots: Vec<Mutex<Slot>>,
     leases: LeaseFactory,
-    on_append: Option<AppendHook>,
+    replication: Option<Arc<dyn ShardReplication>>,
 }
 
 fn lock(m: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
@@ -94,14 +94,14 @@ impl GroupCoordinator {
         shards: u32,
         cfg: GroupConfig,
         leases: LeaseFactory,
-        on_append: Option<AppendHook>,
+        replication: Option<Arc<dyn ShardReplication>>,
     ) -> Self {
         let shards = shards.clamp(1, 1024);
         GroupCoordinator {
             cfg,
             slots: (0..shards).map(|_| Mutex::new(Slot::Away)).collect(),
             leases,
-            on_append,
+            replication,
         }
     }
 
@@ -193,7 +193,7 @@ impl GroupCoordinator {
         let started = std::time::Instant::now();
         let mut shard = Shard::open(id, log, seq, self.cfg.clone())?;
         shard.leader_epoch = leader_epoch;
-        shard.on_append = self.on_append.clone();
+        shard.replication = self.replication.clone();
         let shard = Arc::new(shard);
         let mut slot = lock(slot);
         if matches!(&*slot, Slot::Loading(e) if *e == leader_epoch) {

@@ -31,7 +31,7 @@ pub use group::{
     GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
 };
 pub use obelisk::{FileLease, LeaseStore, Sequencer, SequencerError};
-pub use shard::{AppendHook, Committer, OffsetCommit, Shard, ShardError};
+pub use shard::{Committer, NotReplicated, OffsetCommit, Shard, ShardError, ShardReplication};
 pub use txn::{
     LocalMarkers, MarkerWriter, TransactionCoordinator, TxnConfig, TxnMarker, TxnMetadata,
     TxnState, append_marker,

@@ -234,3 +234,50 @@ pub async fn wait_loaded(broker: &Broker) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// How long a coordinator write waits for the in-sync replicas (with its
+/// shard's lock held): past it the request answers COORDINATOR_NOT_AVAILABLE
+/// and the client retries, by when a dead follower may have left the set.
+const SHARD_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shards' logs replicated as any partition: the high watermark moves
+/// after each append, and records a failover must not lose wait for the
+/// in-sync replicas (Kafka's acks=all on its transaction log).
+pub struct ShardLogReplication(pub Arc<crate::replication::ReplicaManager>);
+
+impl karnak_coordinator::ShardReplication for ShardLogReplication {
+    fn after_append(&self, log: &karnak_storage::Log) {
+        self.0.after_append(log.topic(), log.partition(), log)
+    }
+
+    fn wait_replicated(
+        &self,
+        log: &karnak_storage::Log,
+        end: i64,
+    ) -> Result<(), karnak_coordinator::NotReplicated> {
+        use kafka_protocol::error::ResponseError;
+        use karnak_coordinator::NotReplicated;
+        if !log.is_replicated() {
+            return Ok(());
+        }
+        // Fewer in-sync replicas than min.insync.replicas: refuse at once
+        // rather than hold the shard until the deadline.
+        if let Err(code) = self.0.leader_for_append(log.topic(), log.partition(), true) {
+            return Err(if code == ResponseError::NotEnoughReplicas.code() {
+                NotReplicated::Refused("fewer in-sync replicas than min.insync.replicas".into())
+            } else {
+                NotReplicated::NotLeader
+            });
+        }
+        let deadline = std::time::Instant::now() + SHARD_REPLICATION_TIMEOUT;
+        match block_on(self.0.wait_replicated(log, end, deadline)) {
+            0 => Ok(()),
+            code if code == ResponseError::NotLeaderOrFollower.code() => {
+                Err(NotReplicated::NotLeader)
+            }
+            _ => Err(NotReplicated::Refused(format!(
+                "not held by the in-sync replicas within {SHARD_REPLICATION_TIMEOUT:?}"
+            ))),
+        }
+    }
+}

@@ -45,11 +45,47 @@ pub enum ShardError {
     /// NOT_COORDINATOR for whoever asked.
     #[error("shard {shard} is no longer led here")]
     NotCoordinator { shard: u32 },
+    /// The in-sync replicas did not take the record in time (or are fewer
+    /// than min.insync.replicas): Kafka's COORDINATOR_NOT_AVAILABLE, which
+    /// clients retry. The record may still be replicated later; state in
+    /// memory did not move, so a retry writes it again.
+    #[error("shard {shard}: the in-sync replicas do not hold the record: {reason}")]
+    NotReplicated { shard: u32, reason: String },
 }
 
-/// Called after each append to a shard's log as its leader (the broker's
-/// replication moves the high watermark when no follower is in sync).
-pub type AppendHook = Arc<dyn Fn(&Log) + Send + Sync>;
+impl ShardError {
+    /// The Kafka error a coordinator request answers when persisting failed.
+    pub fn code(&self) -> i16 {
+        match self {
+            ShardError::NotCoordinator { .. } => NOT_COORDINATOR,
+            ShardError::NotReplicated { .. } => COORDINATOR_NOT_AVAILABLE,
+            ShardError::Storage { .. } | ShardError::Replay { .. } => KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+/// Why the in-sync replicas do not hold an append (see [`ShardReplication`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReplicated {
+    /// This broker no longer leads the shard's partition.
+    NotLeader,
+    /// Fewer in-sync replicas than min.insync.replicas, or they did not
+    /// catch up before the deadline.
+    Refused(String),
+}
+
+/// What the broker's replication does for a shard: its log is a partition
+/// of the coordinator topic, replicated as any other.
+pub trait ShardReplication: Send + Sync {
+    /// After each append as leader: the high watermark may move (at once
+    /// when no follower is in sync).
+    fn after_append(&self, log: &Log);
+    /// Blocks until the in-sync replicas hold `log` below `end` (Kafka
+    /// writes its transaction log with acks=all): state a new coordinator
+    /// must find after a failover is acted on only once it is there.
+    /// Called on the blocking pool.
+    fn wait_replicated(&self, log: &Log, end: i64) -> Result<(), NotReplicated>;
+}
 
 /// Deadlines of the shard's groups.
 #[derive(Default)]
@@ -92,8 +128,8 @@ pub struct Shard {
     /// The leader epoch of the shard's partition this broker leads it in,
     /// stamped into every batch it writes.
     pub leader_epoch: i32,
-    /// See [`AppendHook`].
-    pub on_append: Option<AppendHook>,
+    /// See [`ShardReplication`]; None on a single node.
+    pub replication: Option<Arc<dyn ShardReplication>>,
     /// Set when the shard is unloaded: nothing more is written, timers stop.
     fenced: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
@@ -308,7 +344,7 @@ impl Shard {
             timers: Mutex::new(Timers::default()),
             timer_changed: Notify::new(),
             leader_epoch: 0,
-            on_append: None,
+            replication: None,
             fenced: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
         };
@@ -351,9 +387,12 @@ impl Shard {
         self.arm(g);
     }
 
-    /// As [`Self::append`], then, with `sync`, fsynced before returning
-    /// (records others rely on across a crash: transaction state, the
-    /// offsets a transaction commits).
+    /// As [`Self::append`], then, with `sync`, fsynced, and in a cluster
+    /// held by the in-sync replicas, before returning: records others rely
+    /// on across a crash or a failover (transaction state, the offsets a
+    /// transaction commits). A transaction coordinator that wrote commit
+    /// markers after a prepare record only it held would leave its
+    /// successor free to abort the same transaction.
     pub(crate) fn append_durable(
         &self,
         records: Vec<(RecordKey, Option<Bytes>)>,
@@ -366,6 +405,16 @@ impl Shard {
                 .map_err(|source| ShardError::Storage {
                     shard: self.id,
                     source,
+                })?;
+        }
+        if let Some(r) = &self.replication {
+            r.wait_replicated(&self.log, last + 1)
+                .map_err(|e| match e {
+                    NotReplicated::NotLeader => ShardError::NotCoordinator { shard: self.id },
+                    NotReplicated::Refused(reason) => ShardError::NotReplicated {
+                        shard: self.id,
+                        reason,
+                    },
                 })?;
         }
         Ok(last)
@@ -407,8 +456,8 @@ impl Shard {
                 shard: self.id,
                 source,
             })?;
-        if let Some(hook) = &self.on_append {
-            hook(&self.log);
+        if let Some(r) = &self.replication {
+            r.after_append(&self.log);
         }
         Ok(info.last_offset)
     }

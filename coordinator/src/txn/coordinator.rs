@@ -231,20 +231,24 @@ impl TransactionCoordinator {
 
     /// Persists a transaction's metadata in its shard (lock held by caller),
     /// durably when the broker flushes acks=all writes.
+    /// Writes `m` to the shard's log: fsynced (unless configured off) and
+    /// held by the in-sync replicas before the state it records is acted on.
     pub(super) fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
-        self.persist_with(shard, m, self.cfg.durable)
+        let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
+        shard
+            .append_durable(vec![record], self.cfg.durable)
+            .map(drop)
+            .map_err(|e| persist_failed(shard, m, e))
     }
 
-    fn persist_with(&self, shard: &Shard, m: &TxnMetadata, sync: bool) -> Result<(), i16> {
+    /// Writes `m` without waiting for the disk or the replicas: for a
+    /// completion, which the durable prepare record redoes if it is lost.
+    fn persist_lazily(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
         let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
-        match shard.append_durable(vec![record], sync) {
-            Ok(_) => Ok(()),
-            Err(ShardError::NotCoordinator { .. }) => Err(NOT_COORDINATOR),
-            Err(e) => {
-                tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
-                Err(KAFKA_STORAGE_ERROR)
-            }
-        }
+        shard
+            .append(vec![record])
+            .map(drop)
+            .map_err(|e| persist_failed(shard, m, e))
     }
 
     /// InitProducerId. Without a transactional id: a fresh producer id
@@ -540,11 +544,18 @@ impl TransactionCoordinator {
         // Kafka keeps the finished transaction's start time (DescribeTransactions shows it).
         next.update_ms = now_ms();
         // Not fsynced: if lost, the durable prepare record completes it again.
-        self.persist_with(shard, &next, false)?;
+        self.persist_lazily(shard, &next)?;
         st.txns.insert(m.transactional_id.clone(), next);
         let result = if commit { "commit" } else { "abort" };
         metrics::counter!(TRANSACTIONS_METRIC, "result" => result).increment(1);
         shard.maybe_checkpoint(&mut st);
         Ok(())
     }
+}
+
+fn persist_failed(shard: &Shard, m: &TxnMetadata, e: ShardError) -> i16 {
+    if !matches!(e, ShardError::NotCoordinator { .. }) {
+        tracing::error!(shard = shard.id, txn = %m.transactional_id, error = %e, "could not persist transaction state");
+    }
+    e.code()
 }

@@ -5,7 +5,7 @@ use super::TransactionCoordinator;
 use crate::errors::*;
 use crate::group::Group;
 use crate::records::RecordKey;
-use crate::shard::{OffsetCommit, ShardError};
+use crate::shard::OffsetCommit;
 use crate::txn::TxnState;
 
 impl TransactionCoordinator {
@@ -65,9 +65,10 @@ impl TransactionCoordinator {
         // after a crash, or its records would show without its offsets.
         if let Err(e) = shard.append_durable(records, self.cfg.durable) {
             tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
+            let failed = e.code();
             return codes
                 .into_iter()
-                .map(|c| if c == NONE { KAFKA_STORAGE_ERROR } else { c })
+                .map(|c| if c == NONE { failed } else { c })
                 .collect();
         }
         st.txn_offsets
@@ -126,10 +127,7 @@ impl TransactionCoordinator {
         // crash could keep the completion and lose the offsets.
         if let Err(e) = shard.append_durable(records, self.cfg.durable) {
             tracing::error!(shard = shard.id, producer_id, error = %e, "could not settle transactional offsets");
-            return match e {
-                ShardError::NotCoordinator { .. } => NOT_COORDINATOR,
-                _ => KAFKA_STORAGE_ERROR,
-            };
+            return e.code();
         }
         for key in keys {
             let Some(pending) = st.txn_offsets.remove(&key) else {
