@@ -7,8 +7,11 @@
 #
 #   fuzz/run-all.sh            each target for 1 hour or 10 million runs,
 #                              whichever ends first; rows for fuzz/RESULTS.md
-#   fuzz/run-all.sh --ci       each target for 60 s (what .ci/run runs)
-#   fuzz/run-all.sh -t SECS [--runs N] [TARGET ...]
+#   fuzz/run-all.sh --ci       each target for 60 s, built unoptimised (what
+#                              .ci/run runs: the optimised ASan build takes
+#                              20 minutes here, the unoptimised one 5)
+#   fuzz/run-all.sh -t SECS [--runs N] [--dev] [TARGET ...]
+#                              (--dev: the CI build, see Cargo.toml)
 #
 # New inputs go to fuzz/work/<target>/ (not committed); fuzz/corpus/<target>/
 # holds the seeds. Exit status: 0 when no target found anything.
@@ -19,10 +22,13 @@ cd "$FUZZ"
 SECS=3600
 RUNS=10000000
 JOBS=2
+BUILD=(-O --debug-assertions)
+PROFILE=release
 targets=()
 while (($#)); do
     case "$1" in
-        --ci) SECS=60; RUNS=-1 ;;
+        --ci) SECS=60; RUNS=-1; BUILD=(--dev); PROFILE=debug ;;
+        --dev) BUILD=(--dev); PROFILE=debug ;;
         -t) SECS="$2"; shift ;;
         --runs) RUNS="$2"; shift ;;
         -j) JOBS="$2"; shift ;;
@@ -34,8 +40,8 @@ done
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 rustup toolchain list | grep -q '^nightly' \
     || { echo "FATAL: the nightly toolchain is needed (cargo fuzz builds with -Zsanitizer)" >&2; exit 1; }
-cargo +nightly fuzz build -O --debug-assertions
-BIN="$FUZZ/target/x86_64-unknown-linux-gnu/release"
+cargo +nightly fuzz build "${BUILD[@]}"
+BIN="$FUZZ/target/x86_64-unknown-linux-gnu/$PROFILE"
 ((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)
 
 mkdir -p work artifacts logs

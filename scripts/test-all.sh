@@ -25,8 +25,10 @@ COMPAT="$ROOT/compat-tests"
 VENV="$COMPAT/.venv"
 START=$(date +%s)
 
+# Each heading says when it starts (seconds into the run): CI's log then
+# shows what each stage cost.
 section() {
-    printf '\n==================== %s ====================\n' "$*"
+    printf '\n==================== %s (at %ss) ====================\n' "$*" "$(( $(date +%s) - START ))"
 }
 
 # ---------------------------------------------------------------- (a) tools
