@@ -229,14 +229,12 @@ impl TransactionCoordinator {
         }
     }
 
-    /// Persists a transaction's metadata in its shard (lock held by caller),
-    /// durably when the broker flushes acks=all writes.
-    /// Writes `m` to the shard's log: fsynced (unless configured off) and
-    /// held by the in-sync replicas before the state it records is acted on.
+    /// Writes `m` to its shard's log (lock held by the caller): fsynced
+    /// (unless configured off) and held by the in-sync replicas before the
+    /// state it records is acted on.
     pub(super) fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
-        let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
         shard
-            .append_durable(vec![record], self.cfg.durable)
+            .append_durable(vec![txn_record(m)], self.cfg.durable)
             .map(drop)
             .map_err(|e| persist_failed(shard, m, e))
     }
@@ -244,9 +242,8 @@ impl TransactionCoordinator {
     /// Writes `m` without waiting for the disk or the replicas: for a
     /// completion, which the durable prepare record redoes if it is lost.
     fn persist_lazily(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
-        let record = (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()));
         shard
-            .append(vec![record])
+            .append(vec![txn_record(m)])
             .map(drop)
             .map_err(|e| persist_failed(shard, m, e))
     }
@@ -551,6 +548,10 @@ impl TransactionCoordinator {
         shard.maybe_checkpoint(&mut st);
         Ok(())
     }
+}
+
+fn txn_record(m: &TxnMetadata) -> (RecordKey, Option<bytes::Bytes>) {
+    (RecordKey::Txn(m.transactional_id.clone()), Some(m.encode()))
 }
 
 fn persist_failed(shard: &Shard, m: &TxnMetadata, e: ShardError) -> i16 {
