@@ -12,6 +12,9 @@
 #                              20 minutes here, the unoptimised one 5)
 #   fuzz/run-all.sh -t SECS [--runs N] [--dev] [TARGET ...]
 #                              (--dev: the CI build, see Cargo.toml)
+#   fuzz/run-all.sh --ci --build-only
+#                              build and stop (scripts/test-all.sh builds in
+#                              the background, niced, while the compat tests run)
 #
 # New inputs go to fuzz/work/<target>/ (not committed); fuzz/corpus/<target>/
 # holds the seeds. Exit status: 0 when no target found anything.
@@ -24,11 +27,13 @@ RUNS=10000000
 JOBS=2
 BUILD=(-O --debug-assertions)
 PROFILE=release
+BUILD_ONLY=0
 targets=()
 while (($#)); do
     case "$1" in
         --ci) SECS=60; RUNS=-1; BUILD=(--dev); PROFILE=debug ;;
         --dev) BUILD=(--dev); PROFILE=debug ;;
+        --build-only) BUILD_ONLY=1 ;;
         -t) SECS="$2"; shift ;;
         --runs) RUNS="$2"; shift ;;
         -j) JOBS="$2"; shift ;;
@@ -41,6 +46,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --ver
 rustup toolchain list | grep -q '^nightly' \
     || { echo "FATAL: the nightly toolchain is needed (cargo fuzz builds with -Zsanitizer)" >&2; exit 1; }
 cargo +nightly fuzz build "${BUILD[@]}"
+[ "$BUILD_ONLY" = 1 ] && exit 0
 BIN="$FUZZ/target/x86_64-unknown-linux-gnu/$PROFILE"
 ((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)
 

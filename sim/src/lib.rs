@@ -1,6 +1,7 @@
 //! Deterministic simulation of Karnak's metadata group: three voters run
 //! openraft over Karnak's own Raft log store and metadata state machine,
-//! on turmoil's simulated network, clock and file system (one per node). Clients propose id-block leases and topic creations to random
+//! on turmoil's simulated network, clock and file system (one per node).
+//! Clients propose id-block leases and topic creations to random
 //! nodes while a seeded schedule crashes and restarts nodes, partitions
 //! them (both ways and one way) and holds links back so messages arrive
 //! late and out of order. Then every fault is healed and the nodes must
@@ -17,6 +18,14 @@
 //! directory. The Raft log store's fsyncs are what keeps acknowledged
 //! entries: without the one in `append`, seeds fail.
 
+// Without the cfg tokio seeds its scheduler from the OS and no seed
+// replays; a RUSTFLAGS variable replaces the workspace's config.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "build with --cfg tokio_unstable (.cargo/config.toml sets it; RUSTFLAGS replaces it)"
+);
+
+pub mod disk;
 pub mod net;
 pub mod world;
 
@@ -141,8 +150,8 @@ async fn node_main(
     world: Shared,
     nodes: Registry,
 ) -> turmoil::Result {
-    let log = RaftLogStore::open(&dir)?;
-    let sm = MetadataStateMachine::open(&dir)?;
+    let log = RaftLogStore::open_on(disk::SimDisk::shared(), &dir)?;
+    let sm = MetadataStateMachine::open_on(disk::SimDisk::shared(), &dir)?;
     let recorded = Recorded {
         inner: sm.clone(),
         node: id,

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,7 +26,7 @@ use tokio::sync::Mutex;
 
 use super::MetadataStoreError;
 use super::disk_full::until_written;
-use super::files::{self, File, OpenOptions};
+use super::files::{DiskFile, MetadataDisk, RealDisk};
 use super::raft::MetadataRaft;
 use karnak_storage::error::io_is_disk_full;
 
@@ -51,8 +50,9 @@ struct PersistedState {
 }
 
 struct Inner {
+    disk: Arc<dyn MetadataDisk>,
     dir: PathBuf,
-    file: File,
+    file: Box<dyn DiskFile>,
     /// Bytes of whole frames: where the next append goes.
     len: u64,
     /// Live entries by index, with their frame's position.
@@ -69,13 +69,21 @@ pub struct RaftLogStore {
 impl RaftLogStore {
     /// Opens the log in `dir` (created durably if missing), cutting a torn tail.
     pub fn open(dir: &Path) -> Result<RaftLogStore, MetadataStoreError> {
+        Self::open_on(RealDisk::shared(), dir)
+    }
+
+    /// As `open`, on the given file system (the simulation's).
+    pub fn open_on(
+        disk: Arc<dyn MetadataDisk>,
+        dir: &Path,
+    ) -> Result<RaftLogStore, MetadataStoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| MetadataStoreError::Io { path, source }
         };
-        files::create_dir_durable(dir)?;
+        disk.create_dir_durable(dir)?;
         let state_path = dir.join(STATE_FILE);
-        let state: PersistedState = match files::read(&state_path) {
+        let state: PersistedState = match disk.read(&state_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| MetadataStoreError::Decode {
                 path: state_path.clone(),
                 source,
@@ -84,18 +92,12 @@ impl RaftLogStore {
             Err(e) => return Err(io(&state_path)(e)),
         };
         let path = dir.join(LOG_FILE);
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        let existed = disk.exists(&path);
+        let file = disk.open_rw(&path, true).map_err(io(&path))?;
         if !existed {
-            files::sync_dir(dir)?;
+            disk.sync_dir(dir).map_err(io(dir))?;
         }
-        let bytes = files::read(&path).map_err(io(&path))?;
+        let bytes = disk.read(&path).map_err(io(&path))?;
         let (frames, good) = read_frames(&bytes);
         if good < bytes.len() as u64 {
             tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() as u64 - good,
@@ -112,6 +114,7 @@ impl RaftLogStore {
             .collect();
         Ok(RaftLogStore {
             inner: Arc::new(Mutex::new(Inner {
+                disk,
                 dir: dir.to_path_buf(),
                 file,
                 len: good,
@@ -168,7 +171,9 @@ fn frame(entry: &Entry<MetadataRaft>, out: &mut Vec<u8>) -> Result<(), serde_jso
 impl Inner {
     fn save_state(&self) -> Result<(), std::io::Error> {
         let json = serde_json::to_vec(&self.state).map_err(std::io::Error::other)?;
-        files::write_atomic(&self.dir.join(STATE_FILE), &json).map_err(std::io::Error::other)
+        self.disk
+            .write_atomic(&self.dir.join(STATE_FILE), &json)
+            .map_err(std::io::Error::other)
     }
 
     /// Appends at the end; a failed try leaves the end where it was (a
@@ -229,15 +234,12 @@ impl Inner {
             frame(e, &mut buf).map_err(std::io::Error::other)?;
             moved.insert(index, (pos, e.clone()));
         }
-        let f = File::create(&tmp)?;
+        let f = self.disk.create(&tmp)?;
         f.write_all_at(&buf, 0)?;
         f.sync_all()?;
-        files::rename(&tmp, self.dir.join(LOG_FILE))?;
-        files::sync_dir(&self.dir).map_err(std::io::Error::other)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(LOG_FILE))?;
+        self.disk.rename(&tmp, &self.dir.join(LOG_FILE))?;
+        self.disk.sync_dir(&self.dir)?;
+        self.file = self.disk.open_rw(&self.dir.join(LOG_FILE), false)?;
         self.len = buf.len() as u64;
         self.entries = moved;
         Ok(())

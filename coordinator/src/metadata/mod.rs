@@ -18,6 +18,7 @@ mod elr;
 #[cfg(test)]
 mod elr_tests;
 mod files;
+pub use files::{DiskFile, MetadataDisk, RealDisk};
 pub mod log_store;
 pub mod placement;
 pub mod quotas;

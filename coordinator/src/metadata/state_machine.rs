@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, watch};
 use super::MetadataStoreError;
 use super::command::MetadataReply;
 use super::disk_full::until_written;
-use super::files;
+use super::files::{MetadataDisk, RealDisk};
 use super::raft::{MetadataRaft, MetadataResult};
 use super::state::ClusterMetadata;
 
@@ -38,6 +38,7 @@ struct SnapshotFile {
 }
 
 struct Inner {
+    disk: Arc<dyn MetadataDisk>,
     dir: PathBuf,
     state: ClusterMetadata,
     last_applied: Option<LogId<NodeId>>,
@@ -57,9 +58,17 @@ pub struct MetadataStateMachine {
 impl MetadataStateMachine {
     /// Opens the state machine in `dir`, from its snapshot if there is one.
     pub fn open(dir: &Path) -> Result<MetadataStateMachine, MetadataStoreError> {
-        files::create_dir_durable(dir)?;
+        Self::open_on(RealDisk::shared(), dir)
+    }
+
+    /// As `open`, on the given file system (the simulation's).
+    pub fn open_on(
+        disk: Arc<dyn MetadataDisk>,
+        dir: &Path,
+    ) -> Result<MetadataStateMachine, MetadataStoreError> {
+        disk.create_dir_durable(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
-        let (state, last_applied, membership, snapshot) = match files::read(&path) {
+        let (state, last_applied, membership, snapshot) = match disk.read(&path) {
             Ok(bytes) => {
                 let f: SnapshotFile = serde_json::from_slice(&bytes)
                     .map_err(|source| MetadataStoreError::Decode { path, source })?;
@@ -82,6 +91,7 @@ impl MetadataStateMachine {
         let (tx, _) = watch::channel(Arc::new(state.clone()));
         Ok(MetadataStateMachine {
             inner: Arc::new(Mutex::new(Inner {
+                disk,
                 dir: dir.to_path_buf(),
                 state,
                 last_applied,
@@ -111,7 +121,7 @@ impl Inner {
         until_written(
             "metadata snapshot",
             karnak_storage::StorageError::is_disk_full,
-            || files::write_atomic(&path, &bytes),
+            || self.disk.write_atomic(&path, &bytes),
         )
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
@@ -44,9 +45,14 @@ class TlsTest {
         assertEquals(0, p.waitFor(), "openssl " + cmd + ": " + out);
     }
 
-    /** ca.pem, server.pem and server.key (127.0.0.1 and localhost) in a new directory. */
+    /**
+     * ca.pem, server.pem and server.key (127.0.0.1 and localhost) in a new directory under the harness's test
+     * directory (inside Maven's target/, as the brokers' own), not the system's temp dir, which it would litter.
+     */
     static Path certificates() throws Exception {
-        Path d = Files.createTempDirectory("karnak-tls-");
+        Path root = Paths.get(System.getProperty("karnak.test.dir", "target/karnak-test")).toAbsolutePath();
+        Files.createDirectories(root);
+        Path d = Files.createTempDirectory(root, "tls-");
         openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                 "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=karnak-test-ca");
         Files.writeString(d.resolve("server.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
