@@ -114,6 +114,17 @@ impl GroupCoordinator {
         shards: u32,
         cfg: GroupConfig,
     ) -> Result<Arc<Self>, CoordinatorError> {
+        Self::open_local_with(logs, data_dir, shards, cfg, None)
+    }
+
+    /// As `open_local`, the shards' writes held to `replication`.
+    pub fn open_local_with(
+        logs: &karnak_storage::LogManager,
+        data_dir: &std::path::Path,
+        shards: u32,
+        cfg: GroupConfig,
+        replication: Option<Arc<dyn ShardReplication>>,
+    ) -> Result<Arc<Self>, CoordinatorError> {
         let shards = shards.clamp(1, 1024);
         let topic = match logs.topic(COORDINATOR_TOPIC) {
             Some(t) => t,
@@ -144,7 +155,7 @@ impl GroupCoordinator {
                 crate::obelisk::FileLease::open(&dir.join(format!("group-shard-{i}.seq")), 1)?;
             Ok((Box::new(store) as Box<dyn LeaseStore>, first))
         });
-        let gc = Arc::new(GroupCoordinator::new(shards, cfg, leases, None));
+        let gc = Arc::new(GroupCoordinator::new(shards, cfg, leases, replication));
         for (i, log) in topic.logs.iter().enumerate() {
             gc.begin_load(i as u32, 0);
             gc.load(i as u32, log.clone(), 0)?;

@@ -110,6 +110,11 @@ pub struct ShardState {
     pub groups: HashMap<String, Group>,
     /// Transactions whose transactional id hashes to this shard.
     pub txns: HashMap<String, TxnMetadata>,
+    /// Transaction states written to the log and waiting, without the
+    /// shard lock, for the disk and the in-sync replicas; each becomes the
+    /// transaction's state in `txns` once held (Kafka's pendingState).
+    /// Requests for a transaction here answer CONCURRENT_TRANSACTIONS.
+    pub txn_writes: HashMap<String, TxnMetadata>,
     /// Transactional offset commits of groups that hash to this shard.
     pub txn_offsets: PendingTxnOffsets,
     /// Offsets written but not yet durable, by the log offset of the last
@@ -338,6 +343,7 @@ impl Shard {
             state: Mutex::new(ShardState {
                 groups,
                 txns,
+                txn_writes: HashMap::new(),
                 txn_offsets,
                 unflushed_offsets: BTreeMap::new(),
             }),
@@ -399,6 +405,33 @@ impl Shard {
         sync: bool,
     ) -> Result<i64, ShardError> {
         let last = self.append(records)?;
+        self.wait_durable(last, sync)?;
+        Ok(last)
+    }
+
+    /// As [`Self::append_durable`], with the shard lock released while the
+    /// disk and the replicas catch up (up to the replication timeout):
+    /// other groups and transactions of the shard are served meanwhile.
+    /// The caller has marked what it writes as pending, and gets the lock
+    /// back to make it current.
+    pub(crate) fn append_then_wait<'a>(
+        &'a self,
+        st: MutexGuard<'a, ShardState>,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+        sync: bool,
+    ) -> (MutexGuard<'a, ShardState>, Result<i64, ShardError>) {
+        let last = match self.append(records) {
+            Ok(last) => last,
+            Err(e) => return (st, Err(e)),
+        };
+        drop(st);
+        let held = self.wait_durable(last, sync).map(|()| last);
+        (self.lock(), held)
+    }
+
+    /// Waits until the record at `last` is fsynced (with `sync`) and, in a
+    /// cluster, held by the in-sync replicas.
+    fn wait_durable(&self, last: i64, sync: bool) -> Result<(), ShardError> {
         if sync {
             self.log
                 .flush_up_to(last + 1)
@@ -417,7 +450,7 @@ impl Shard {
                     },
                 })?;
         }
-        Ok(last)
+        Ok(())
     }
 
     pub(crate) fn append(
@@ -503,8 +536,16 @@ impl Shard {
                 ));
             }
         }
+        // A state still waiting for the replicas was appended before the
+        // rewrite, which would drop it: the rewrite carries it instead.
         for (tid, m) in &st.txns {
+            let m = st.txn_writes.get(tid).unwrap_or(m);
             records.push((RecordKey::Txn(tid.clone()), Some(m.encode())));
+        }
+        for (tid, m) in &st.txn_writes {
+            if !st.txns.contains_key(tid) {
+                records.push((RecordKey::Txn(tid.clone()), Some(m.encode())));
+            }
         }
         for ((group, producer_id), offsets) in &st.txn_offsets {
             for ((topic, partition), o) in offsets {

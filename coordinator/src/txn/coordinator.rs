@@ -8,7 +8,7 @@
 //! Every method here may write to logs (the shard's own, and markers into
 //! data partitions): call them off the async reactor.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use karnak_protocol::control::{ControlType, end_txn_marker};
 use karnak_storage::{Log, LogManager};
@@ -18,7 +18,7 @@ use crate::coordinator::{COORDINATOR_TOPIC, GroupCoordinator, shard_for};
 use crate::errors::*;
 use crate::obelisk::Sequencer;
 use crate::records::RecordKey;
-use crate::shard::{Shard, ShardError};
+use crate::shard::{Shard, ShardError, ShardState};
 
 /// Transactions ended, by `result` (commit, abort).
 pub const TRANSACTIONS_METRIC: &str = "karnak_transactions_total";
@@ -229,14 +229,42 @@ impl TransactionCoordinator {
         }
     }
 
-    /// Writes `m` to its shard's log (lock held by the caller): fsynced
-    /// (unless configured off) and held by the in-sync replicas before the
-    /// state it records is acted on.
-    pub(super) fn persist(&self, shard: &Shard, m: &TxnMetadata) -> Result<(), i16> {
-        shard
-            .append_durable(vec![txn_record(m)], self.cfg.durable)
-            .map(drop)
-            .map_err(|e| persist_failed(shard, m, e))
+    /// Writes `next` to its shard's log and makes it the transaction's
+    /// state once fsynced (unless configured off) and held by the in-sync
+    /// replicas: nothing acts on a state a failover could lose. The shard
+    /// lock is released meanwhile, the transaction pending (requests for
+    /// it answer CONCURRENT_TRANSACTIONS, as Kafka's pendingState), so a
+    /// slow follower delays this transaction, not the shard's others and
+    /// its groups. Takes the caller's lock and releases it.
+    pub(super) fn persist(
+        &self,
+        shard: &Shard,
+        mut st: MutexGuard<'_, ShardState>,
+        next: TxnMetadata,
+    ) -> Result<(), i16> {
+        let tid = next.transactional_id.clone();
+        if st.txn_writes.contains_key(&tid) {
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        st.txn_writes.insert(tid.clone(), next.clone());
+        let (mut st, held) = shard.append_then_wait(st, vec![txn_record(&next)], self.cfg.durable);
+        st.txn_writes.remove(&tid);
+        match held {
+            Ok(_) => {
+                st.txns.insert(tid, next);
+                Ok(())
+            }
+            Err(e) => Err(persist_failed(shard, &next, e)),
+        }
+    }
+
+    /// The lock on `tid`'s shard, unless a state of `tid` is being written.
+    fn lock_idle<'a>(shard: &'a Shard, tid: &str) -> Result<MutexGuard<'a, ShardState>, i16> {
+        let st = shard.lock();
+        if st.txn_writes.contains_key(tid) {
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        Ok(st)
     }
 
     /// Writes `m` without waiting for the disk or the replicas: for a
@@ -270,7 +298,7 @@ impl TransactionCoordinator {
         }
         let shard = &self.shard(tid)?;
         let now = now_ms();
-        let mut st = shard.lock();
+        let st = Self::lock_idle(shard, tid)?;
         let Some(m) = st.txns.get(tid).cloned() else {
             let m = TxnMetadata {
                 transactional_id: tid.to_string(),
@@ -284,8 +312,7 @@ impl TransactionCoordinator {
                 start_ms: -1,
                 update_ms: now,
             };
-            self.persist(shard, &m)?;
-            st.txns.insert(tid.to_string(), m.clone());
+            self.persist(shard, st, m.clone())?;
             return Ok((m.producer_id, m.producer_epoch));
         };
         if m.state.is_prepare() {
@@ -302,14 +329,13 @@ impl TransactionCoordinator {
             drop(st);
             // Fence the old producer: abort under a bumped epoch.
             let epoch = self.end(tid, false, true)?;
-            let mut st = shard.lock();
-            let m = st.txns.get_mut(tid).ok_or(CONCURRENT_TRANSACTIONS)?;
+            let st = Self::lock_idle(shard, tid)?;
+            let mut m = st.txns.get(tid).cloned().ok_or(CONCURRENT_TRANSACTIONS)?;
             m.timeout_ms = timeout_ms;
             m.state = TxnState::Empty;
             m.last_producer_epoch = -1;
             m.update_ms = now_ms();
-            let m = m.clone();
-            self.persist(shard, &m)?;
+            self.persist(shard, st, m.clone())?;
             return Ok((m.producer_id, epoch));
         }
         let mut next = m;
@@ -324,8 +350,7 @@ impl TransactionCoordinator {
         next.state = TxnState::Empty;
         next.last_producer_epoch = -1;
         next.update_ms = now;
-        self.persist(shard, &next)?;
-        st.txns.insert(tid.to_string(), next.clone());
+        self.persist(shard, st, next.clone())?;
         Ok((next.producer_id, next.producer_epoch))
     }
 
@@ -353,7 +378,7 @@ impl TransactionCoordinator {
             return Err(INVALID_REQUEST);
         }
         let shard = &self.shard(tid)?;
-        let mut st = shard.lock();
+        let st = Self::lock_idle(shard, tid)?;
         Self::check_producer(st.txns.get(tid), producer_id, epoch)?;
         let Some(m) = st.txns.get(tid) else {
             return Err(INVALID_PRODUCER_ID_MAPPING);
@@ -378,8 +403,7 @@ impl TransactionCoordinator {
             next.groups.insert(g.to_string());
         }
         next.update_ms = now;
-        self.persist(shard, &next)?;
-        st.txns.insert(tid.to_string(), next);
+        self.persist(shard, st, next)?;
         Ok(())
     }
 
@@ -422,7 +446,10 @@ impl TransactionCoordinator {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let st = shard.lock();
+            let st = match Self::lock_idle(&shard, tid) {
+                Ok(st) => st,
+                Err(code) => return code,
+            };
             if let Err(code) = Self::check_producer(st.txns.get(tid), producer_id, epoch) {
                 return code;
             }
@@ -452,7 +479,7 @@ impl TransactionCoordinator {
     pub(super) fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
         let shard = &self.shard(tid)?;
         let prepared = {
-            let mut st = shard.lock();
+            let st = Self::lock_idle(shard, tid)?;
             let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
             if m.state != TxnState::Ongoing {
                 return Err(CONCURRENT_TRANSACTIONS);
@@ -474,8 +501,7 @@ impl TransactionCoordinator {
                 TxnState::PrepareAbort
             };
             next.update_ms = now_ms();
-            self.persist(shard, &next)?;
-            st.txns.insert(tid.to_string(), next.clone());
+            self.persist(shard, st, next.clone())?;
             next
         };
         self.complete(&prepared)?;

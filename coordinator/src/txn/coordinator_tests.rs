@@ -194,3 +194,115 @@ fn idle_transactional_ids_expire_and_stay_expired() {
     assert!(tc.describe("idle").is_none());
     assert!(tc.describe("busy").is_some());
 }
+
+/// Replication that holds every wait until opened, counting the waits.
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    waits: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::ShardReplication for Gate {
+    fn after_append(&self, _: &karnak_storage::Log) {}
+    fn wait_replicated(&self, _: &karnak_storage::Log, _: i64) -> Result<(), crate::NotReplicated> {
+        self.waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.changed.wait(closed).unwrap();
+        }
+        Ok(())
+    }
+}
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.changed.notify_all();
+    }
+}
+
+/// Runs `f` on a thread and fails if it has not returned within 10 s (a
+/// call stuck behind a lock fails the test instead of hanging it).
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("blocked: the call did not return within 10 s")
+}
+
+#[test]
+fn a_state_waiting_for_the_replicas_holds_up_its_transaction_only() {
+    let e = env();
+    let logs = Arc::new(LogManager::open(&e.path, LogConfig::default()).unwrap());
+    logs.create_topic("data", 2, BTreeMap::new()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let groups = GroupCoordinator::open_local_with(
+        &logs,
+        &e.path,
+        4,
+        GroupConfig::default(),
+        Some(gate.clone()),
+    )
+    .unwrap();
+    let tc = Arc::new(
+        TransactionCoordinator::open_local(groups, logs, &e.path, TxnConfig::default()).unwrap(),
+    );
+    // Two transactional ids of one shard.
+    let shard_of = |t: &str| crate::coordinator::shard_for(t, 4);
+    let a = "tx-a".to_string();
+    let b = (0..)
+        .map(|i| format!("tx-b{i}"))
+        .find(|t| shard_of(t) == shard_of(&a))
+        .unwrap();
+    let (pid, epoch) = tc.init_producer_id(Some(&a), 60_000, -1, -1).unwrap();
+    tc.init_producer_id(Some(&b), 60_000, -1, -1).unwrap();
+
+    gate.set(true);
+    let waits = gate.waits.load(std::sync::atomic::Ordering::SeqCst);
+    let bump = {
+        let (tc, a) = (tc.clone(), a.clone());
+        std::thread::spawn(move || tc.init_producer_id(Some(&a), 60_000, pid, epoch))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gate.waits.load(std::sync::atomic::Ordering::SeqCst) == waits {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the epoch bump never waited"
+        );
+        std::thread::yield_now();
+    }
+    // While `a`'s new epoch waits: the shard answers for `b`, `a` still
+    // has its old epoch, and `a`'s other requests are told to retry.
+    let (tc2, a2, b2) = (tc.clone(), a.clone(), b.clone());
+    let (b_state, a_state, add, end) = within_10s(move || {
+        (
+            tc2.describe(&b2).map(|m| m.state),
+            tc2.describe(&a2).map(|m| m.producer_epoch),
+            tc2.add_to_txn(&a2, pid, epoch, &parts(), None),
+            tc2.end_txn(&a2, pid, epoch, true),
+        )
+    });
+    assert_eq!(b_state, Some(TxnState::Empty));
+    assert_eq!(
+        a_state,
+        Some(epoch),
+        "a state not yet replicated was made current"
+    );
+    assert_eq!(add, Err(CONCURRENT_TRANSACTIONS));
+    assert_eq!(end, CONCURRENT_TRANSACTIONS);
+
+    gate.set(false);
+    let (pid2, epoch2) = bump.join().unwrap().unwrap();
+    assert_eq!((pid2, epoch2), (pid, epoch + 1));
+    assert_eq!(tc.describe(&a).unwrap().producer_epoch, epoch + 1);
+    // The old epoch is fenced now; the new one works.
+    assert_eq!(
+        tc.add_to_txn(&a, pid, epoch, &parts(), None),
+        Err(PRODUCER_FENCED)
+    );
+    tc.add_to_txn(&a, pid, epoch + 1, &parts(), None).unwrap();
+    assert_eq!(tc.end_txn(&a, pid, epoch + 1, false), NONE);
+}

@@ -50,6 +50,8 @@ impl TransactionCoordinator {
                 .values()
                 .filter(|m| m.state != TxnState::Ongoing && !m.state.is_prepare())
                 .filter(|m| now.saturating_sub(m.update_ms) > self.cfg.id_expiration_ms)
+                // A state being written would land after the tombstone.
+                .filter(|m| !st.txn_writes.contains_key(&m.transactional_id))
                 .map(|m| m.transactional_id.clone())
                 .collect();
             if idle.is_empty() {
