@@ -538,14 +538,12 @@ impl Shard {
         }
         // A state still waiting for the replicas was appended before the
         // rewrite, which would drop it: the rewrite carries it instead.
-        for (tid, m) in &st.txns {
-            let m = st.txn_writes.get(tid).unwrap_or(m);
+        let settled = st
+            .txns
+            .iter()
+            .filter(|(tid, _)| !st.txn_writes.contains_key(*tid));
+        for (tid, m) in st.txn_writes.iter().chain(settled) {
             records.push((RecordKey::Txn(tid.clone()), Some(m.encode())));
-        }
-        for (tid, m) in &st.txn_writes {
-            if !st.txns.contains_key(tid) {
-                records.push((RecordKey::Txn(tid.clone()), Some(m.encode())));
-            }
         }
         for ((group, producer_id), offsets) in &st.txn_offsets {
             for ((topic, partition), o) in offsets {

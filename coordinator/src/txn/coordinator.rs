@@ -243,9 +243,8 @@ impl TransactionCoordinator {
         next: TxnMetadata,
     ) -> Result<(), i16> {
         let tid = next.transactional_id.clone();
-        if st.txn_writes.contains_key(&tid) {
-            return Err(CONCURRENT_TRANSACTIONS);
-        }
+        // Callers took the lock with `lock_idle` and kept it.
+        debug_assert!(!st.txn_writes.contains_key(&tid));
         st.txn_writes.insert(tid.clone(), next.clone());
         let (mut st, held) = shard.append_then_wait(st, vec![txn_record(&next)], self.cfg.durable);
         st.txn_writes.remove(&tid);
