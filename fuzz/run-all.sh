@@ -98,7 +98,27 @@ for t in "${targets[@]}"; do
     fi
     printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$runs" "$cov" "$ft" "$corp" "$result"
 done
+# What each failure was, short enough to survive a CI log's tail
+# (scripts/test-all.sh prints this file last): the sanitizer's or
+# libFuzzer's own error line, the panic, the input that did it, and that
+# input in base64 when it is small enough to paste into a regression file.
+rm -f logs/failures.txt
+for t in "${failed[@]}"; do
+    {
+        echo "== $t (fuzz/logs/$t.log)"
+        grep -m 8 -E 'ERROR: |panicked at|SUMMARY: |Test unit written|slowest unit|out-of-memory|malloc\(' "logs/$t.log" || tail -n 8 "logs/$t.log"
+        for a in artifacts/"$t"/*; do
+            [ -f "$a" ] || continue
+            if [ "$(stat -c %s "$a")" -le 3000 ]; then
+                echo "$a base64: $(base64 -w0 "$a")"
+            else
+                echo "$a: $(stat -c %s "$a") bytes"
+            fi
+        done
+    } >> logs/failures.txt
+done
 if ((${#failed[@]})); then
+    cat logs/failures.txt >&2
     echo "FAIL: ${failed[*]}" >&2
     exit 1
 fi

@@ -224,6 +224,7 @@ if [ "$fuzz_rc" = skipped ]; then
     echo "fuzz targets skipped (SKIP_FUZZ=1)"
 elif [ "$fuzz_rc" -ne 0 ]; then
     echo "FAIL: a fuzz target failed (fuzz/logs/, fuzz/artifacts/)" >&2
+    cat "$ROOT/fuzz/logs/failures.txt" >&2 2>/dev/null || true
     fail=1
 else
     echo "fuzz targets passed"

@@ -26,7 +26,7 @@ pub fn cleaner_records(data: &[u8]) {
         let Some(batch) = data.get(pos..pos + h.total_size()) else {
             return;
         };
-        if let Ok(records) = crate::cleaner::records::decode(batch, &h) {
+        if let Ok(records) = crate::cleaner::records::decode_within(batch, &h, 4 << 20) {
             for r in &records.records {
                 let _ = records.key(r);
             }
