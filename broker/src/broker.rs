@@ -37,6 +37,9 @@ pub struct Broker {
     pub request_memory: crate::connection::RequestMemory,
     /// The data dir's free space and `--log-dir-min-free-bytes`.
     pub free_space: karnak_storage::FreeSpace,
+    /// Coordinator shard loads under way (replay and the transactions it
+    /// finishes): the broker serves once none is.
+    pub shard_loads: std::sync::atomic::AtomicUsize,
 }
 
 /// A live broker as Metadata and DescribeCluster list it.

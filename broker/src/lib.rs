@@ -62,10 +62,27 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run(config))
+        .block_on(run(config, None))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// A broker run inside another program (the deterministic simulation):
+/// its one listener's connections come from `connections` instead of a
+/// socket, no metrics endpoint is served, no signal is listened for, and it
+/// shuts down cleanly when `shutdown` completes.
+pub struct Embedded {
+    pub connections: tokio::sync::mpsc::Receiver<(Box<dyn Duplex>, std::net::SocketAddr)>,
+    pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+}
+
+pub use connection::Duplex;
+
+/// Runs a broker configured by `args` (as on the command line) inside the
+/// caller's runtime until `embedded.shutdown`; see [`Embedded`].
+pub async fn run_embedded(args: Args, embedded: Embedded) -> anyhow::Result<()> {
+    run(Config::load(args)?, Some(embedded)).await
+}
+
+async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
     karnak_storage::create_dir_durable(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     if config.cluster.is_multi_node()
@@ -105,11 +122,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let mut listening = Vec::new();
+    let is_embedded = embedded.is_some();
+    let (mut embedded_connections, shutdown) = match embedded {
+        Some(e) => {
+            anyhow::ensure!(
+                config.listeners.specs.len() == 1,
+                "an embedded broker has one listener"
+            );
+            (Some(e.connections), e.shutdown)
+        }
+        None => (None, Box::pin(shutdown_signal()) as _),
+    };
     for spec in &config.listeners.specs {
-        let socket = TcpListener::bind(spec.bind).await.with_context(|| {
-            format!("binding the Kafka listener {} on {}", spec.name, spec.bind)
-        })?;
-        let addr = socket.local_addr()?;
+        let (socket, addr) = match embedded_connections.take() {
+            Some(rx) => (server::Acceptor::Embedded(rx), spec.bind),
+            None => {
+                let socket = TcpListener::bind(spec.bind).await.with_context(|| {
+                    format!("binding the Kafka listener {} on {}", spec.name, spec.bind)
+                })?;
+                let addr = socket.local_addr()?;
+                (server::Acceptor::Tcp(socket), addr)
+            }
+        };
         let advertised = spec
             .advertised
             .clone()
@@ -137,7 +171,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         t.spawn_reloader();
     }
     let bound: Vec<Arc<listeners::Bound>> = listening.iter().map(|l| l.info.clone()).collect();
-    metrics::install(config.admin_addr)?;
+    if !is_embedded {
+        metrics::install(config.admin_addr)?;
+    }
     metrics::record_log_end_offsets(&logs);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let cluster = cluster::ClusterNode::start(
@@ -192,6 +228,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         quotas: quotas::QuotaManager::new(config.quotas.clone()),
         request_memory: connection::RequestMemory::new(config.queued_max_request_bytes),
         free_space: karnak_storage::FreeSpace::new(&config.data_dir, config.log_dir_min_free_bytes),
+        shard_loads: Default::default(),
         sasl,
         groups,
         txns,
@@ -234,7 +271,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Roles known before the first request: no NOT_LEADER_OR_FOLLOWER at
     // start, and the shards led here replayed.
     let first = broker.clone();
-    tokio::task::spawn_blocking(move || first.reconciler.run(first.cluster.metadata())).await?;
+    karnak_storage::blocking::spawn(move || first.reconciler.run(first.cluster.metadata())).await?;
     cluster::shards::wait_loaded(&broker).await;
     sasl::bootstrap(&broker).await?;
     tokio::spawn(
@@ -343,7 +380,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         for n in 0u64.. {
             tick.tick().await;
             let b = flusher.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = karnak_storage::blocking::spawn(move || {
                 b.logs.flush_due(handlers::now_ms());
                 // The log-end-offset gauges, once a second here rather than
                 // per produce request (a label lookup and two allocations
@@ -363,7 +400,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     spawn_log_maintenance(broker.clone());
 
-    server::run(listening, broker, stop_tx, shutdown_signal()).await
+    server::run(listening, broker, stop_tx, shutdown).await
 }
 
 /// Retention, committed offsets' expiry, and the Arrow faces of newly sealed segments: slow file work
@@ -389,7 +426,7 @@ fn spawn_log_maintenance(broker: Arc<Broker>) {
                 last_offsets = tokio::time::Instant::now();
             }
             let b = broker.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = karnak_storage::blocking::spawn(move || {
                 if retention {
                     let n = b.logs.enforce_retention(handlers::now_ms());
                     if n > 0 {

@@ -3,6 +3,7 @@
 //! they stop accepting, connections answer what they have read, then every
 //! log is closed cleanly.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +13,41 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
-use crate::connection::{self, Stream};
+use crate::connection::{self, Duplex, Stream};
 use crate::listeners::Bound;
 use crate::quotas::{QuotaManager, Refused};
 
 /// A bound listener, ready to accept: with the TLS acceptor of an SSL one.
 pub struct Listening {
-    pub socket: TcpListener,
+    pub socket: Acceptor,
     pub info: Arc<Bound>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Where a listener's connections come from: its socket, or (a broker
+/// embedded in the deterministic simulation) whoever holds the sender.
+pub enum Acceptor {
+    Tcp(TcpListener),
+    Embedded(mpsc::Receiver<(Box<dyn Duplex>, SocketAddr)>),
+}
+
+/// An accepted connection, before TLS.
+enum Conn {
+    Tcp(TcpStream),
+    Embedded(Box<dyn Duplex>, SocketAddr),
+}
+
+impl Acceptor {
+    async fn accept(&mut self) -> std::io::Result<(Conn, SocketAddr)> {
+        match self {
+            Acceptor::Tcp(l) => l.accept().await.map(|(s, peer)| (Conn::Tcp(s), peer)),
+            Acceptor::Embedded(rx) => match rx.recv().await {
+                Some((s, peer)) => Ok((Conn::Embedded(s, peer), peer)),
+                // Nothing more will come: wait to be stopped.
+                None => std::future::pending().await,
+            },
+        }
+    }
 }
 
 /// How long a client has to finish its TLS handshake.
@@ -29,7 +56,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An accepted socket, with what its listener gives it and its place
 /// under `max.connections`.
 type Accepted = (
-    TcpStream,
+    Conn,
     Arc<Bound>,
     Option<tokio_rustls::TlsAcceptor>,
     Option<OwnedSemaphorePermit>,
@@ -43,7 +70,7 @@ type Accepted = (
 /// hanging until their connect timeout). Under
 /// `max.connection.creation.rate` it paces its accepts.
 async fn accept_loop(
-    l: Listening,
+    mut l: Listening,
     tx: mpsc::Sender<Accepted>,
     quotas: Arc<QuotaManager>,
     exempt: bool,
@@ -92,8 +119,12 @@ async fn connection(
     broker: Arc<Broker>,
     stop: watch::Receiver<bool>,
 ) {
-    let Ok(peer) = stream.peer_addr() else {
-        return;
+    let peer = match &stream {
+        Conn::Tcp(s) => match s.peer_addr() {
+            Ok(peer) => peer,
+            Err(_) => return,
+        },
+        Conn::Embedded(_, peer) => *peer,
     };
     // max.connections.per.ip and the address's connection_creation_rate.
     let _slot = match broker.quotas.admit(&broker.cluster.metadata(), peer.ip()) {
@@ -118,10 +149,18 @@ async fn connection(
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
-    let stream = match &tls {
-        None => Stream::Plain(stream),
-        Some(acceptor) => {
+    let stream = match (stream, &tls) {
+        (Conn::Embedded(s, _), None) => Stream::Other(s),
+        (Conn::Embedded(..), Some(_)) => {
+            warn!(%peer, listener = %info.name, "TLS is not served to embedded connections");
+            return;
+        }
+        (Conn::Tcp(stream), None) => {
+            let _ = stream.set_nodelay(true);
+            Stream::Plain(stream)
+        }
+        (Conn::Tcp(stream), Some(acceptor)) => {
+            let _ = stream.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
                 Ok(Err(e)) => {
@@ -198,7 +237,7 @@ pub async fn run(
     broker.replicas.stop_fetching();
     broker.cluster.stop_voter().await;
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.logs.shutdown()).await??;
+    karnak_storage::blocking::spawn(move || b.logs.shutdown()).await??;
     info!("all logs flushed and closed");
     Ok(())
 }

@@ -56,7 +56,7 @@ impl Producer for BrokerProducer {
         let (topic_name, index) = (topic.to_string(), partition);
         let fsync = self.broker.config.flush_on_acks_all;
         // Appends and fsync are file I/O: off the reactor.
-        let appended = tokio::task::spawn_blocking(move || {
+        let appended = karnak_storage::blocking::spawn(move || {
             let (log, info) = produce::append(&log, records, now_ms(), epoch, &|_| Ok(()))
                 .map_err(|(code, message)| ProduceError {
                     code,

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -35,6 +36,8 @@ pub enum TopicError {
     ReplicationFactor { factor: i32, brokers: usize },
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error("applying the change to this broker's logs: {0}")]
+    Apply(String),
 }
 
 impl TopicError {
@@ -44,6 +47,7 @@ impl TopicError {
             TopicError::Cluster(e) => e.code().code(),
             TopicError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor.code(),
             TopicError::Placement(e) => e.code().code(),
+            TopicError::Apply(_) => ResponseError::UnknownServerError.code(),
         }
     }
 }
@@ -135,7 +139,21 @@ fn rand_seed() -> u64 {
 /// Commits `cmd` and makes this broker's logs follow before returning.
 fn commit(broker: &Broker, cmd: MetadataCommand) -> Result<(), TopicError> {
     block_on(broker.cluster.propose(cmd, COMMIT_TIMEOUT))?;
-    let failures = broker.reconciler.run(broker.cluster.metadata());
+    first_failure(broker.reconciler.run(broker.cluster.metadata()))
+}
+
+/// [`commit`] awaiting the metadata group instead of blocking a runtime
+/// thread on it (the deterministic simulation has only one).
+async fn commit_async(broker: &Arc<Broker>, cmd: MetadataCommand) -> Result<(), TopicError> {
+    broker.cluster.propose(cmd, COMMIT_TIMEOUT).await?;
+    let b = broker.clone();
+    let failures = karnak_storage::blocking::spawn(move || b.reconciler.run(b.cluster.metadata()))
+        .await
+        .map_err(|e| TopicError::Apply(e.to_string()))?;
+    first_failure(failures)
+}
+
+fn first_failure(failures: crate::cluster::reconcile::Failures) -> Result<(), TopicError> {
     match failures.into_iter().next() {
         Some((_, e)) => Err(e.into()),
         None => Ok(()),
@@ -145,6 +163,29 @@ fn commit(broker: &Broker, cmd: MetadataCommand) -> Result<(), TopicError> {
 /// Creates a topic in the metadata; this broker's replicas of it (if it
 /// holds any) exist when this returns.
 pub fn create(broker: &Broker, t: NewTopic) -> Result<(), TopicError> {
+    let name = t.name.clone();
+    let cmd = creation(broker, t)?;
+    logged(&name, commit(broker, cmd))
+}
+
+/// [`create`], awaiting the metadata group (CreateTopics).
+pub async fn create_async(broker: &Arc<Broker>, t: NewTopic) -> Result<(), TopicError> {
+    let name = t.name.clone();
+    let cmd = creation(broker, t)?;
+    logged(&name, commit_async(broker, cmd).await)
+}
+
+fn logged(name: &str, done: Result<(), TopicError>) -> Result<(), TopicError> {
+    if let Err(e) = &done
+        && !matches!(e, TopicError::Cluster(ClusterError::Refused(_)))
+    {
+        warn!(topic = %name, "topic creation failed: {e}");
+    }
+    done
+}
+
+/// Checks a new topic and places its replicas: the command that creates it.
+fn creation(broker: &Broker, t: NewTopic) -> Result<MetadataCommand, TopicError> {
     karnak_storage::validate_topic_name(&t.name)?;
     if is_internal(&t.name) {
         return Err(StorageError::TopicAlreadyExists(t.name).into());
@@ -158,19 +199,12 @@ pub fn create(broker: &Broker, t: NewTopic) -> Result<(), TopicError> {
     };
     karnak_storage::manager::check_partition_count(assignments.len() as i32)?;
     broker.logs.defaults().with_overrides(&t.configs)?;
-    let cmd = MetadataCommand::CreateTopic {
-        name: t.name.clone(),
+    Ok(MetadataCommand::CreateTopic {
+        name: t.name,
         id: *uuid::Uuid::new_v4().as_bytes(),
         configs: t.configs,
         assignments,
-    };
-    if let Err(e) = commit(broker, cmd) {
-        if !matches!(e, TopicError::Cluster(ClusterError::Refused(_))) {
-            warn!(topic = %t.name, "topic creation failed: {e}");
-        }
-        return Err(e);
-    }
-    Ok(())
+    })
 }
 
 /// Deletes `name` everywhere; returns its id.

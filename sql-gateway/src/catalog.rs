@@ -109,7 +109,7 @@ impl TopicSchema {
         let fields = match sample {
             Sample::Local(topic) => {
                 let t = topic.clone();
-                tokio::task::spawn_blocking(move || sample_and_infer(&t))
+                karnak_storage::blocking::spawn(move || sample_and_infer(&t))
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))??
             }

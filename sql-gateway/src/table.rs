@@ -394,7 +394,7 @@ impl PartitionStream for PartitionReader {
         );
         let (text, schema) = (self.text, self.schema.clone());
         let (json, json_wanted) = (self.json.clone(), self.json_wanted.clone());
-        tokio::task::spawn_blocking(move || {
+        karnak_storage::blocking::spawn(move || {
             loop {
                 let item = match scan.next_batch() {
                     Ok(None) => return,

@@ -37,6 +37,9 @@ struct FlushJob {
 pub struct GroupCommit {
     tx: Mutex<Option<mpsc::Sender<FlushJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// No thread: each flush is a pass on the caller's thread (the
+    /// simulation, see [`crate::blocking`]); false once stopped.
+    inline: std::sync::atomic::AtomicBool,
     /// Taken by the flusher for each pass; a test holds it to queue many
     /// jobs first and see them served by one pass.
     gate: Arc<Mutex<()>>,
@@ -49,8 +52,16 @@ pub struct FlusherStopped;
 
 impl GroupCommit {
     pub fn start(name: &str) -> std::io::Result<GroupCommit> {
-        let (tx, rx) = mpsc::channel::<FlushJob>();
         let gate = Arc::new(Mutex::new(()));
+        if crate::blocking::inline() {
+            return Ok(GroupCommit {
+                tx: Mutex::new(None),
+                thread: Mutex::new(None),
+                inline: true.into(),
+                gate,
+            });
+        }
+        let (tx, rx) = mpsc::channel::<FlushJob>();
         let g = gate.clone();
         let thread = std::thread::Builder::new()
             .name(format!("flush-{name}"))
@@ -58,6 +69,7 @@ impl GroupCommit {
         Ok(GroupCommit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            inline: false.into(),
             gate,
         })
     }
@@ -77,11 +89,16 @@ impl GroupCommit {
     ) -> impl std::future::Future<Output = Result<FlushOutcome, FlusherStopped>> + Send + 'static
     {
         let (done, wait) = oneshot::channel();
-        let sent = match self.tx.lock() {
-            Ok(tx) => tx
-                .as_ref()
-                .is_some_and(|tx| tx.send(FlushJob { logs, done }).is_ok()),
-            Err(_) => false,
+        let sent = if self.inline.load(std::sync::atomic::Ordering::Acquire) {
+            pass(&mut vec![FlushJob { logs, done }], &mut Vec::new());
+            true
+        } else {
+            match self.tx.lock() {
+                Ok(tx) => tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(FlushJob { logs, done }).is_ok()),
+                Err(_) => false,
+            }
         };
         async move {
             if !sent {
@@ -93,6 +110,8 @@ impl GroupCommit {
 
     /// Stops taking jobs, lets the thread finish the queue, and joins it.
     pub fn stop(&self) {
+        self.inline
+            .store(false, std::sync::atomic::Ordering::Release);
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
@@ -109,42 +128,51 @@ impl Drop for GroupCommit {
     }
 }
 
+/// A log of the pass, the offset it is flushed to, and how that went.
+type FlushTarget = (Arc<Log>, i64, Option<Arc<StorageError>>);
+
 fn run(rx: mpsc::Receiver<FlushJob>, gate: &Mutex<()>) {
     let mut jobs = Vec::new();
-    let mut targets: Vec<(Arc<Log>, i64, Option<Arc<StorageError>>)> = Vec::new();
+    let mut targets = Vec::new();
     while let Ok(first) = rx.recv() {
         let _pass = gate.lock().unwrap_or_else(|e| e.into_inner());
         jobs.push(first);
         // Everything that queued up while the last pass ran joins this one.
         jobs.extend(rx.try_iter());
-        metrics::counter!(GROUP_COMMIT_PASSES).increment(1);
-        metrics::counter!(GROUP_COMMIT_REQUESTS).increment(jobs.len() as u64);
-        for (log, upto) in jobs.iter().flat_map(|j| &j.logs) {
-            match targets.iter_mut().find(|t| Arc::ptr_eq(&t.0, log)) {
-                Some(t) => t.1 = t.1.max(*upto),
-                None => targets.push((log.clone(), *upto, None)),
-            }
-        }
-        for (log, upto, failed) in &mut targets {
-            if let Err(e) = log.flush_up_to(*upto) {
-                *failed = Some(Arc::new(e));
-            }
-        }
-        for job in jobs.drain(..) {
-            let outcome = job
-                .logs
-                .iter()
-                .map(|(log, _)| {
-                    let failed = targets
-                        .iter()
-                        .find(|t| Arc::ptr_eq(&t.0, log))
-                        .and_then(|t| t.2.clone());
-                    failed.map_or(Ok(()), Err)
-                })
-                .collect();
-            // The requester may have gone (connection closed): nothing to tell.
-            let _ = job.done.send(outcome);
-        }
-        targets.clear();
+        pass(&mut jobs, &mut targets);
     }
+}
+
+/// One fsync per log up to the highest offset any of `jobs` waits for;
+/// each job is told how its logs fared. Leaves both vectors empty.
+fn pass(jobs: &mut Vec<FlushJob>, targets: &mut Vec<FlushTarget>) {
+    metrics::counter!(GROUP_COMMIT_PASSES).increment(1);
+    metrics::counter!(GROUP_COMMIT_REQUESTS).increment(jobs.len() as u64);
+    for (log, upto) in jobs.iter().flat_map(|j| &j.logs) {
+        match targets.iter_mut().find(|t| Arc::ptr_eq(&t.0, log)) {
+            Some(t) => t.1 = t.1.max(*upto),
+            None => targets.push((log.clone(), *upto, None)),
+        }
+    }
+    for (log, upto, failed) in targets.iter_mut() {
+        if let Err(e) = log.flush_up_to(*upto) {
+            *failed = Some(Arc::new(e));
+        }
+    }
+    for job in jobs.drain(..) {
+        let outcome = job
+            .logs
+            .iter()
+            .map(|(log, _)| {
+                let failed = targets
+                    .iter()
+                    .find(|t| Arc::ptr_eq(&t.0, log))
+                    .and_then(|t| t.2.clone());
+                failed.map_or(Ok(()), Err)
+            })
+            .collect();
+        // The requester may have gone (connection closed): nothing to tell.
+        let _ = job.done.send(outcome);
+    }
+    targets.clear();
 }

@@ -5,6 +5,7 @@
 //! `sendfile`; and the Arrow face of sealed segments for SQL scans.
 
 pub mod arrow_face;
+pub mod blocking;
 mod checkpoint;
 pub mod cleaner;
 pub mod columnar;

@@ -154,7 +154,7 @@ impl Reconciler {
         loop {
             let now = metadata.borrow_and_update().clone();
             let me = self.clone();
-            let _ = tokio::task::spawn_blocking(move || me.run(now)).await;
+            let _ = karnak_storage::blocking::spawn(move || me.run(now)).await;
             tokio::select! {
                 r = metadata.changed() => if r.is_err() { return },
                 _ = stopping.changed() => return,

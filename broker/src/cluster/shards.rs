@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use karnak_coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataReply};
@@ -192,10 +192,10 @@ pub fn follow(broker: &Arc<Broker>, meta: &ClusterMetadata) {
         if broker.groups.begin_load(i, p.leader_epoch) {
             let b = broker.clone();
             let epoch = p.leader_epoch;
-            LOADS.fetch_add(1, Ordering::AcqRel);
-            tokio::task::spawn_blocking(move || {
+            broker.shard_loads.fetch_add(1, Ordering::AcqRel);
+            karnak_storage::blocking::spawn(move || {
                 load(&b, i, epoch);
-                LOADS.fetch_sub(1, Ordering::AcqRel);
+                b.shard_loads.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }
@@ -223,14 +223,10 @@ fn load(broker: &Arc<Broker>, shard: u32, epoch: i32) {
     }
 }
 
-/// Shard loads under way, replay and the transactions it finishes: one
-/// broker per process, so one count.
-static LOADS: AtomicUsize = AtomicUsize::new(0);
-
 /// Waits until no shard this broker leads is still replaying or finishing
 /// the transactions it left prepared.
 pub async fn wait_loaded(broker: &Broker) {
-    while broker.groups.loading() > 0 || LOADS.load(Ordering::Acquire) > 0 {
+    while broker.groups.loading() > 0 || broker.shard_loads.load(Ordering::Acquire) > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

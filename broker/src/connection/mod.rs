@@ -17,6 +17,7 @@ pub use memory::RequestMemory;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
@@ -40,17 +41,25 @@ struct InFlight {
     reply: Reply,
 }
 
-/// A client's socket: plain TCP, or TLS over it.
+/// A client's socket: plain TCP, or TLS over it; or a byte stream the
+/// broker did not accept itself (the deterministic simulation's network),
+/// served as TLS is: buffered reads, record regions copied, not sent by
+/// `sendfile`.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Other(Box<dyn Duplex>),
 }
+
+/// Any connected byte stream (see [`Stream::Other`]).
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Duplex for T {}
 
 impl Stream {
     /// The client's certificate (the first of its chain), if it sent one.
     fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Other(_) => None,
             Stream::Tls(s) => s
                 .get_ref()
                 .1
@@ -68,7 +77,17 @@ impl Stream {
             }
             Stream::Tls(s) => {
                 let (r, w) = tokio::io::split(*s);
-                (ReadSide::Tls(r), WriteSide::Tls(w))
+                (
+                    ReadSide::Buffered(Box::new(r)),
+                    WriteSide::Buffered(Box::new(w)),
+                )
+            }
+            Stream::Other(s) => {
+                let (r, w) = tokio::io::split(s);
+                (
+                    ReadSide::Buffered(Box::new(r)),
+                    WriteSide::Buffered(Box::new(w)),
+                )
             }
         }
     }

@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use karnak_protocol::frame;
-use tokio::io::{AsyncReadExt, ReadHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 
 use super::ConnError;
 use super::memory::{Charged, RequestMemory};
@@ -23,9 +21,12 @@ const READ_MIN: usize = 64 << 10;
 /// The first read of a request over TLS (see FrameReader::next).
 const TLS_IDLE_READ: usize = 4 << 10;
 
+/// The reading half: a plain socket (read when readable, so an idle
+/// connection holds no buffer), or a stream read through a buffer (TLS,
+/// the simulation's network).
 pub(super) enum ReadSide {
     Plain(OwnedReadHalf),
-    Tls(ReadHalf<TlsStream<TcpStream>>),
+    Buffered(Box<dyn AsyncRead + Send + Unpin>),
 }
 
 /// Frames requests out of a read buffer: one `recv` brings in as many
@@ -185,7 +186,7 @@ impl FrameReader {
                         Err(e) => return Err(ConnError::Io(e)),
                     }
                 }
-                ReadSide::Tls(rd) => {
+                ReadSide::Buffered(rd) => {
                     // No readiness to wait on through TLS: an idle
                     // connection waits with a small buffer instead.
                     let want = if self.buf.is_empty() {
@@ -230,7 +231,7 @@ impl FrameReader {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn framed(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as i32).to_be_bytes().to_vec();

@@ -11,11 +11,10 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use karnak_protocol::fetch_response::Part;
 use karnak_storage::FileSlice;
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
 use super::{ConnError, InFlight};
@@ -25,11 +24,11 @@ use crate::response::{Reply, Response};
 /// Responses gathered into one `writev` at most (IOV_MAX is 1024 slices).
 const MAX_GATHERED: usize = 256;
 /// The writing half. Plain sockets take record regions by `sendfile`;
-/// TLS ones through a buffer (and need a flush: rustls holds what it
-/// has not yet written to the socket).
+/// other streams (TLS, the simulation's network) through a buffer, and
+/// need a flush (rustls holds what it has not yet written to the socket).
 pub(super) enum WriteSide {
     Plain(OwnedWriteHalf),
-    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Buffered(Box<dyn AsyncWrite + Send + Unpin>),
 }
 
 impl AsyncWrite for WriteSide {
@@ -40,7 +39,7 @@ impl AsyncWrite for WriteSide {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            WriteSide::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteSide::Buffered(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
 
@@ -51,28 +50,28 @@ impl AsyncWrite for WriteSide {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            WriteSide::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteSide::Buffered(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             WriteSide::Plain(w) => w.is_write_vectored(),
-            WriteSide::Tls(w) => w.is_write_vectored(),
+            WriteSide::Buffered(w) => w.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_flush(cx),
-            WriteSide::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteSide::Buffered(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            WriteSide::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteSide::Buffered(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
@@ -279,7 +278,7 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut slices, n);
     }
     bufs.clear();
-    if let WriteSide::Tls(w) = writer {
+    if let WriteSide::Buffered(w) = writer {
         w.flush().await?;
     }
     Ok(())
@@ -294,7 +293,9 @@ async fn send_file(
 ) -> Result<(), ConnError> {
     let plain = match writer {
         WriteSide::Plain(w) => w,
-        WriteSide::Tls(_) => return copy_file(writer, slice, slice.position, slice.len).await,
+        WriteSide::Buffered(_) => {
+            return copy_file(writer, slice, slice.position, slice.len).await;
+        }
     };
     let stream: &TcpStream = plain.as_ref();
     let mut offset = slice.position;

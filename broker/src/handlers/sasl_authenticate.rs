@@ -144,7 +144,7 @@ impl Token {
                         .map_err(|e| {
                             HandlerError::Internal(format!("waiting to check a password: {e}"))
                         })?;
-                    let checked = tokio::task::spawn_blocking(move || -> Outcome {
+                    let checked = karnak_storage::blocking::spawn(move || -> Outcome {
                         let _permit = permit;
                         let (user, password) = parse_plain(&token)
                             .ok_or_else(|| "a malformed PLAIN message".to_string())?;

@@ -10,7 +10,7 @@ where
     F: FnOnce() -> Result<Response, HandlerError> + Send + 'static,
 {
     Reply::Later(Box::pin(async move {
-        tokio::task::spawn_blocking(f)
+        karnak_storage::blocking::spawn(f)
             .await
             .map_err(|e| HandlerError::Internal(format!("transaction task: {e}")))?
     }))

@@ -300,10 +300,11 @@ async fn align(
             if target < leo {
                 let (topic, p) = key.clone();
                 let logs = manager.logs.clone();
-                let cut =
-                    tokio::task::spawn_blocking(move || logs.truncate_partition(&topic, p, target))
-                        .await
-                        .map_err(std::io::Error::other)?;
+                let cut = karnak_storage::blocking::spawn(move || {
+                    logs.truncate_partition(&topic, p, target)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
                 if let Err(e) = cut {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "could not truncate a diverged replica");
                     continue;
@@ -406,10 +407,11 @@ async fn fetch(
                     }
                     if !records.is_empty() {
                         let log2 = log.clone();
-                        let appended =
-                            tokio::task::spawn_blocking(move || log2.append_as_follower(&records))
-                                .await
-                                .map_err(std::io::Error::other)?;
+                        let appended = karnak_storage::blocking::spawn(move || {
+                            log2.append_as_follower(&records)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?;
                         if let Err(e) = appended {
                             tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not append a leader's records; checking where the logs agree");
                             if let Some(f) = lock(partitions).get_mut(&key) {
@@ -424,10 +426,11 @@ async fn fetch(
                     let start = p.log_start_offset.min(log.high_watermark());
                     if start > log.log_start_offset() {
                         let log2 = log.clone();
-                        let moved =
-                            tokio::task::spawn_blocking(move || log2.delete_records_before(start))
-                                .await
-                                .map_err(std::io::Error::other)?;
+                        let moved = karnak_storage::blocking::spawn(move || {
+                            log2.delete_records_before(start)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?;
                         if let Err(e) = moved {
                             tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not follow the leader's log start offset");
                         }
@@ -440,7 +443,7 @@ async fn fetch(
                     // there too; start again at its start.
                     let (logs, topic, start) =
                         (manager.logs.clone(), key.0.clone(), p.log_start_offset);
-                    let reset = tokio::task::spawn_blocking(move || {
+                    let reset = karnak_storage::blocking::spawn(move || {
                         logs.reset_partition(&topic, key.1, start)
                     })
                     .await

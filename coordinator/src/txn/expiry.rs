@@ -106,7 +106,7 @@ impl TransactionCoordinator {
                 _ = stop.changed() => return,
             }
             let tc = self.clone();
-            let _ = tokio::task::spawn_blocking(move || tc.abort_timed_out(now_ms())).await;
+            let _ = karnak_storage::blocking::spawn(move || tc.abort_timed_out(now_ms())).await;
         }
     }
 }

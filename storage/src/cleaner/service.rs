@@ -153,6 +153,12 @@ impl LogCleaner {
         if t.is_some() || self.shared.stop.is_stopped() {
             return Ok(());
         }
+        if crate::blocking::inline() {
+            // The simulation does not clean (a thread of its own would end
+            // each cleaning at a moment no seed chooses).
+            tracing::info!("log cleaner not started: blocking work runs inline");
+            return Ok(());
+        }
         let shared = self.shared.clone();
         *t = Some(
             std::thread::Builder::new()
