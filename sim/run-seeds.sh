@@ -5,11 +5,15 @@
 # the last events of its trace; replay it with
 #   cargo run --release -p karnak-sim -- --verbose SEED
 #
-# usage: sim/run-seeds.sh [FIRST [COUNT [JOBS]]]     (default 0 1000 $(nproc))
+# usage: sim/run-seeds.sh [--broker] [FIRST [COUNT [JOBS]]]   (default 0 1000 $(nproc))
+#   --broker            a whole broker (karnak_sim::broker) instead of the
+#                       metadata group
 #   SIM_PROFILE=debug   use the workspace's dev build, the one the tests use
 #                       (dependencies optimised; under 1 s a seed here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=()
+if [ "${1:-}" = --broker ]; then MODE=(--broker); shift; fi
 FIRST="${1:-0}"
 COUNT="${2:-1000}"
 JOBS="${3:-$(nproc)}"
@@ -30,7 +34,7 @@ for j in $(seq 0 $((JOBS - 1))); do
     [ "$a" -ge "$b" ] && continue
     log="$(mktemp -t karnak-sim-XXXXXX.log)"
     logs+=("$log")
-    "$BIN" --seeds "$a..$b" >"$log" 2>&1 &
+    "$BIN" "${MODE[@]}" --seeds "$a..$b" >"$log" 2>&1 &
     pids+=($!)
 done
 rc=0

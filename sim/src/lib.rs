@@ -25,8 +25,11 @@ compile_error!(
     "build with --cfg tokio_unstable (.cargo/config.toml sets it; RUSTFLAGS replaces it)"
 );
 
+pub mod broker;
 pub mod disk;
 pub mod net;
+pub mod os;
+pub mod wire;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -86,6 +89,18 @@ pub struct Failure {
     pub seed: u64,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// The violations and trace the world recorded, as a failure of `seed`.
+    pub fn of(seed: u64, world: &Shared) -> Failure {
+        let w = lock(world);
+        Failure {
+            seed,
+            violations: w.violations.clone(),
+            trace: w.trace.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -300,17 +315,41 @@ enum Fault {
     Hold(u64, u64),
 }
 
-/// Runs one seed; Ok when every check held.
+/// Runs one seed; Ok when every check held. On a thread of its own, whose
+/// clock and random bytes are the simulation's ([`os`]).
 pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
+    let opts = opts.clone();
+    on_sim_thread(seed, move || run_here(seed, &opts))
+}
+
+/// Runs `f` on a new thread whose clock and random bytes are the
+/// simulation's for `seed` ([`os::enter`]); a panic there is a failure.
+pub fn on_sim_thread<T: Send + 'static>(
+    seed: u64,
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .spawn(move || {
+            os::enter(seed);
+            f()
+        })
+        .and_then(|t| {
+            t.join()
+                .map_err(|_| std::io::Error::other("the simulation panicked"))
+        })
+        .unwrap_or_else(|e| {
+            Err(Failure {
+                seed,
+                violations: vec![format!("the simulation's thread: {e}")],
+                trace: Vec::new(),
+            })
+        })
+}
+
+fn run_here(seed: u64, opts: &Options) -> Result<Report, Failure> {
     let world: Shared = Arc::new(Mutex::new(World::default()));
-    let fail = |world: &Shared| {
-        let w = lock(world);
-        Failure {
-            seed,
-            violations: w.violations.clone(),
-            trace: w.trace.clone(),
-        }
-    };
+    let fail = |world: &Shared| Failure::of(seed, world);
     let mut rng = StdRng::seed_from_u64(seed);
     let total = opts.faults_for + opts.heal_within + Duration::from_secs(10);
     let mut builder = turmoil::Builder::new();

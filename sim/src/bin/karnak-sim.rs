@@ -1,14 +1,19 @@
-//! Runs many seeds of the simulation: `karnak-sim [--seeds A..B] [--faults-for SECS] [--verbose SEED]`.
+//! Runs many seeds of the simulation: `karnak-sim [--broker] [--seeds A..B] [--faults-for SECS] [--verbose SEED]`
+//! (`--broker`: a whole broker, `karnak_sim::broker`; else the metadata group).
 //! Prints one line per failing seed (with its violations and the trace's
 //! last events) and a summary; exits 1 when any seed failed.
 
 use std::time::{Duration, Instant};
+
+karnak_sim::interpose!();
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut seeds = 0..100u64;
     let mut opts = karnak_sim::Options::default();
     let mut verbose = None;
+    let mut broker = false;
+    let mut one = None;
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -22,27 +27,25 @@ fn main() {
             }
             "--faults-for" => opts.faults_for = Duration::from_secs(parse(&value())),
             "--verbose" => verbose = Some(parse(&value())),
+            "--broker" => broker = true,
+            "--one" => one = Some(parse(&value())),
             _ => usage(&format!("unknown argument {a}")),
         }
     }
+    if broker {
+        let mut b = karnak_sim::broker::BrokerOptions {
+            faults_for: opts.faults_for,
+            ..Default::default()
+        };
+        if let Some(seed) = one {
+            return run_broker_one(seed, &b);
+        }
+        return run_broker_seeds(seeds, verbose, &mut b);
+    }
     if let Some(seed) = verbose {
         opts.keep_trace = true;
-        match karnak_sim::run(seed, &opts) {
-            Ok(r) => {
-                for e in &r.trace {
-                    println!("{e}");
-                }
-                println!("seed {seed}: ok, trace hash {:016x}", r.trace_hash);
-            }
-            Err(f) => {
-                for e in &f.trace {
-                    println!("{e}");
-                }
-                println!("{f}");
-                std::process::exit(1);
-            }
-        }
-        return;
+        let run = karnak_sim::run(seed, &opts).map(|r| (r.trace, r.trace_hash));
+        return print_trace(seed, run);
     }
     let started = Instant::now();
     let (mut failed, mut acks, mut faults, mut terms) = (Vec::new(), 0, 0, 0);
@@ -70,12 +73,98 @@ fn main() {
     }
 }
 
+fn run_broker_seeds(
+    seeds: std::ops::Range<u64>,
+    verbose: Option<u64>,
+    opts: &mut karnak_sim::broker::BrokerOptions,
+) {
+    if let Some(seed) = verbose {
+        opts.keep_trace = true;
+        let run = karnak_sim::broker::run_broker(seed, opts).map(|r| (r.trace, r.trace_hash));
+        return print_trace(seed, run);
+    }
+    // Each seed in a process of its own: tokio numbers tasks process-wide,
+    // and a crash drops the broker's tasks (so closes its connections) in
+    // an order those numbers decide; a seed run after others would not
+    // replay alone.
+    let started = Instant::now();
+    let (mut failed, mut acks, mut crashes, mut faults) = (Vec::new(), 0, 0, 0);
+    let count = seeds.end.saturating_sub(seeds.start);
+    let me =
+        std::env::current_exe().unwrap_or_else(|e| usage(&format!("this program's path: {e}")));
+    for seed in seeds {
+        let out = std::process::Command::new(&me)
+            .args(["--broker", "--faults-for"])
+            .arg(opts.faults_for.as_secs().to_string())
+            .args(["--one", &seed.to_string()])
+            .output()
+            .unwrap_or_else(|e| usage(&format!("running seed {seed}: {e}")));
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.split_whitespace().collect::<Vec<_>>()[..] {
+            ["ok", a, c, f, ..] if out.status.success() => {
+                acks += a.parse::<usize>().unwrap_or(0);
+                crashes += c.parse::<usize>().unwrap_or(0);
+                faults += f.parse::<usize>().unwrap_or(0);
+            }
+            _ => {
+                print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+                failed.push(seed);
+            }
+        }
+    }
+    println!(
+        "{count} broker seeds in {:.0?}: {} failed {failed:?}; {acks} acknowledged commits, {crashes} broker crashes, {faults} faults",
+        started.elapsed(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+/// One seed, for the loop above: `ok ACKS CRASHES FAULTS HASH`, or the
+/// failure and exit status 1.
+fn run_broker_one(seed: u64, opts: &karnak_sim::broker::BrokerOptions) {
+    match karnak_sim::broker::run_broker(seed, opts) {
+        Ok(r) => println!(
+            "ok {} {} {} {:016x}",
+            r.acks, r.crashes, r.faults, r.trace_hash
+        ),
+        Err(f) => {
+            println!("{f}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--verbose`: the whole trace, then the outcome (exit status 1 on a
+/// failure).
+fn print_trace(seed: u64, run: Result<(Vec<String>, u64), karnak_sim::Failure>) {
+    match run {
+        Ok((trace, hash)) => {
+            for e in &trace {
+                println!("{e}");
+            }
+            println!("seed {seed}: ok, trace hash {hash:016x}");
+        }
+        Err(f) => {
+            for e in &f.trace {
+                println!("{e}");
+            }
+            println!("{f}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn parse(s: &str) -> u64 {
     s.parse()
         .unwrap_or_else(|_| usage(&format!("not a number: {s}")))
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("{why}\nusage: karnak-sim [--seeds A..B] [--faults-for SECS] [--verbose SEED]");
+    eprintln!(
+        "{why}\nusage: karnak-sim [--broker] [--seeds A..B] [--faults-for SECS] [--verbose SEED]"
+    );
     std::process::exit(2)
 }
