@@ -18,6 +18,11 @@ Workloads, each with Kafka's own ProducerPerformance (Java client 4.4.0):
               brokers' CPU (user+system summed over the brokers) per GB
   latency     1,000 records/s for --latency-seconds, acks=all, linger.ms=0,
               one partition: p50/p99/p99.9 produce latency
+  txn         transactional producers (confluent-kafka, librdkafka) back to
+              back for --txn-seconds each: 1 record to 1 partition, then
+              100 records over 4 partitions; transactions/s and commit
+              p50/p99 (the coordinator's state is replicated on both
+              clusters: transaction.state.log.replication.factor=3)
   idle        (once, after the rounds) 30 topics x 100 partitions,
               replication factor 3 (3,000 partitions, 9,000 replicas), all
               in sync, then --idle-seconds of nothing: each broker's CPU
@@ -53,6 +58,7 @@ from kafka_vs import (  # noqa: E402
     JAVA, KAFKA_JVM, PRODUCER_RE, classpath, cpu_seconds, java, top_up, wait_listening,
     write_log4j)
 from sql_bench import free_port  # noqa: E402
+from txn_bench import transactions  # noqa: E402
 
 KARNAK = Path(os.environ.get("KARNAK_BIN", ROOT / "target" / "release" / "karnak"))
 
@@ -225,6 +231,7 @@ def main():
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--latency-seconds", type=int, default=20)
     ap.add_argument("--idle-seconds", type=int, default=60)
+    ap.add_argument("--txn-seconds", type=int, default=10)
     ap.add_argument("--skip-idle", action="store_true")
     a = ap.parse_args()
     if not KARNAK.exists():
@@ -255,7 +262,15 @@ def main():
                 row = {"round": rnd, "setup": s.name, "workload": "latency", "result": res}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                delete_topics(cp, s, f"{topic}|{lat}")
+                txn = f"txn-{rnd}"
+                create_topic(cp, s, txn, 4)
+                for parts, per in ((1, 1), (4, 100)):
+                    res = transactions(s, txn, parts, per, a.txn_seconds,
+                                       f"bench-{s.name}-{rnd}-{per}")
+                    row = {"round": rnd, "setup": s.name, "workload": "txn", "result": res}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                delete_topics(cp, s, f"{topic}|{lat}|{txn}")
         if not a.skip_idle:
             for s in setups[:2]:
                 row = {"setup": s.name, "workload": "idle", "result": idle_cost(s, a.idle_seconds)}
@@ -278,6 +293,14 @@ def main():
               f"| {span([r['result']['latency_ms']['p50'] for r in lat])} "
               f"| {span([r['result']['latency_ms']['p99'] for r in lat])} "
               f"| {span([r['result']['latency_ms']['p99.9'] for r in lat])} |")
+    print("\n| setup | transaction | per second | commit p50 ms | commit p99 ms |")
+    print("|---|---|---|---|---|")
+    for s in setups:
+        for phase in ("txn_1p_1r", "txn_4p_100r"):
+            t = [r["result"] for r in by(s.name, "txn") if r["result"]["phase"] == phase]
+            print(f"| {s.name} | {phase} | {span([x['txn_per_s'] for x in t])} "
+                  f"| {span([x['commit_p50_ms'] for x in t])} "
+                  f"| {span([x['commit_p99_ms'] for x in t])} |")
     k3 = [r["result"]["mb_per_s"] for r in by("karnak-3", "throughput")]
     for other in ("kafka-3", "karnak-1"):
         o = [r["result"]["mb_per_s"] for r in by(other, "throughput")]

@@ -130,7 +130,7 @@ def produce(b: Broker, topic: str, records: int, idempotent: bool,
 def transactions(b: Broker, topic: str, partitions: int, per_txn: int, seconds: float,
                  tid: str) -> dict:
     p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": tid, "linger.ms": 0})
-    p.init_transactions(30)
+    p.init_transactions(60)
     value = b"t" * 100
     lat = []
     end = time.monotonic() + seconds
