@@ -196,6 +196,73 @@ fn fetch_long_poll_is_woken_by_a_produce() {
     assert!(!got.records.unwrap().is_empty());
 }
 
+/// A long poll behind another on its connection is first polled when that
+/// one answers; an append made in between must still wake it (the wait
+/// once marked it seen and slept to its deadline: followers' fetches did,
+/// holding acks=all and transactions ~500 ms).
+#[test]
+fn a_long_poll_queued_behind_another_sees_an_append_made_meanwhile() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    support::create_topic(&mut c, "queued", 2);
+    let poll = |partition: i32, max_wait: i32| {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(topic_name("queued"))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let mut body = BytesMut::new();
+        kafka_protocol::protocol::Encodable::encode(&req, &mut body, 12).unwrap();
+        body
+    };
+    let started = std::time::Instant::now();
+    // Both in one write: the second is read (empty) while the first waits.
+    let (first, second) = (poll(0, 3_000), poll(1, 30_000));
+    let mut both = c.frame(ApiKey::Fetch, 12, &first);
+    both.extend_from_slice(&c.frame(ApiKey::Fetch, 12, &second));
+    c.send_raw(&both);
+    wait_parked(&broker);
+    let mut p = broker.connect();
+    assert_eq!(
+        produce(
+            &mut p,
+            9,
+            "queued",
+            1,
+            batch(&[b"meanwhile"], Compression::None),
+            1
+        )
+        .error_code,
+        0
+    );
+    let decode = |mut frame: Bytes| {
+        use bytes::Buf;
+        frame.get_i32(); // correlation id
+        frame.get_u8(); // header tags
+        <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 12).unwrap()
+    };
+    let a = decode(c.read_frame().expect("the first poll's answer"));
+    assert_eq!(a.responses[0].partitions[0].high_watermark, 0);
+    let b = decode(c.read_frame().expect("the second poll's answer"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the second poll slept to its deadline through the append"
+    );
+    let got = &b.responses[0].partitions[0];
+    assert_eq!(got.high_watermark, 1);
+    assert!(!got.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
 /// Polls the purgatory gauge until a fetch is parked.
 fn wait_parked(broker: &Broker) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

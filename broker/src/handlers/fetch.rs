@@ -295,14 +295,20 @@ pub fn handle(
         let _parked = Parked::new();
         let follower = (replica >= 0).then_some(&broker.replicas.throttles.leader);
         loop {
-            for w in &mut watchers {
-                w.borrow_and_update();
-            }
+            // A change since the last read (from the subscription on,
+            // before the first) ends the wait at once: this future may
+            // first be polled long after that read, behind the earlier
+            // responses of its connection, and marking changes seen here
+            // would sleep through an append made meanwhile.
             let timed_out = tokio::select! {
                 r = tokio::time::timeout_at(deadline, any_changed(&mut watchers)) => r.is_err(),
                 // Shutting down: answer with what there is now.
                 _ = stopping.wait_for(|s| *s) => true,
             };
+            // Seen before reading: what moves during the read wakes the next wait.
+            for w in &mut watchers {
+                w.borrow_and_update();
+            }
             let (mut body, bytes, has_error) =
                 read_all(&topics, max_bytes, read_committed, follower);
             if timed_out || bytes >= min_bytes || has_error {
