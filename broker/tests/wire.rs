@@ -206,21 +206,8 @@ fn a_long_poll_queued_behind_another_sees_an_append_made_meanwhile() {
     let mut c = broker.connect();
     support::create_topic(&mut c, "queued", 2);
     let poll = |partition: i32, max_wait: i32| {
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(max_wait)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(topic_name("queued"))
-                    .with_partitions(vec![
-                        fetch_request::FetchPartition::default()
-                            .with_partition(partition)
-                            .with_fetch_offset(0)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
+        let mut req = support::fetch_request("queued", 0, max_wait);
+        req.topics[0].partitions[0].partition = partition;
         let mut body = BytesMut::new();
         kafka_protocol::protocol::Encodable::encode(&req, &mut body, 12).unwrap();
         body
