@@ -30,7 +30,7 @@ pub use coordinator::{
 pub use group::{
     GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
 };
-pub use obelisk::{FileLease, LeaseStore, Sequencer, SequencerError};
+pub use obelisk::{FileLease, LeaseFuture, LeaseStore, Sequencer, SequencerError};
 pub use shard::{Committer, NotReplicated, OffsetCommit, Shard, ShardError, ShardReplication};
 pub use txn::{
     LocalMarkers, MarkerWriter, TransactionCoordinator, TxnConfig, TxnMarker, TxnMetadata,

@@ -16,9 +16,11 @@
 //! CRC32C), so a write torn by a power cut leaves the other slot intact.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +40,10 @@ pub enum SequencerError {
     Lease { name: String, reason: String },
 }
 
+/// A lease being taken without blocking a thread on it.
+pub type LeaseFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Range<u64>, SequencerError>> + Send + 'a>>;
+
 /// Where a sequencer's leases are made durable.
 pub trait LeaseStore: Send + Sync {
     /// A name for errors and logs.
@@ -46,6 +52,12 @@ pub trait LeaseStore: Send + Sync {
     /// been handed out). Returns the leased range, at least one id long;
     /// once it returns, no later lease overlaps it, across crashes too.
     fn lease(&self, from: u64, size: u64) -> Result<Range<u64>, SequencerError>;
+    /// [`LeaseStore::lease`] awaited rather than blocking its thread: a
+    /// store that waits on other machines (the metadata group) overrides
+    /// it. The default takes the lease in place (a file's fsync).
+    fn lease_async(&self, from: u64, size: u64) -> LeaseFuture<'_> {
+        Box::pin(std::future::ready(self.lease(from, size)))
+    }
 }
 
 /// A lease in a file of its own: leases are contiguous, so ids are dense
@@ -201,20 +213,14 @@ impl Sequencer {
     }
 
     /// The next id. Never returns the same value twice, across crashes too.
+    /// Takes a lease in place when the current one is used up (see
+    /// [`Sequencer::reserve`] to take it without blocking).
     pub fn next(&self) -> Result<u64, SequencerError> {
         let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
         if lease.next >= lease.end && lease.next < self.limit {
             let size = self.block.min(self.limit - lease.next);
             let got = self.store.lease(lease.next, size)?;
-            if got.start < lease.next || got.end <= got.start {
-                return Err(SequencerError::Lease {
-                    name: self.store.name(),
-                    reason: format!("a lease {got:?} below {} or empty", lease.next),
-                });
-            }
-            self.fsyncs.fetch_add(1, Ordering::Relaxed);
-            lease.next = got.start;
-            lease.end = got.end;
+            self.install(&mut lease, got)?;
         }
         let id = lease.next;
         if id >= self.limit {
@@ -225,6 +231,43 @@ impl Sequencer {
         }
         lease.next += 1;
         Ok(id)
+    }
+
+    /// Makes sure the next [`Sequencer::next`] has an id leased, awaiting
+    /// the store if the current lease is used up, so a caller that cannot
+    /// block its thread (a single-threaded runtime) takes the lease first.
+    /// A lease that another call installed meanwhile wins; this one's ids
+    /// are skipped (a gap, never a repeat).
+    pub async fn reserve(&self) -> Result<(), SequencerError> {
+        let from = {
+            let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+            if lease.next < lease.end || lease.next >= self.limit {
+                return Ok(());
+            }
+            lease.next
+        };
+        let size = self.block.min(self.limit - from);
+        let got = self.store.lease_async(from, size).await?;
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        if lease.next < lease.end || got.start < lease.next {
+            return Ok(());
+        }
+        self.install(&mut lease, got)
+    }
+
+    /// Takes `got` as the current lease, after checking the store kept its
+    /// promise (the range is not below ids handed out, and not empty).
+    fn install(&self, lease: &mut Lease, got: Range<u64>) -> Result<(), SequencerError> {
+        if got.start < lease.next || got.end <= got.start {
+            return Err(SequencerError::Lease {
+                name: self.store.name(),
+                reason: format!("a lease {got:?} below {} or empty", lease.next),
+            });
+        }
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        lease.next = got.start;
+        lease.end = got.end;
+        Ok(())
     }
 
     /// Durable lease writes so far (one per block of ids).
@@ -307,5 +350,49 @@ mod tests {
         let ids: Vec<u64> = (0..7).map(|_| s.next().unwrap()).collect();
         assert_eq!(ids, [5, 6, 7, 1008, 1009, 1010, 2011]);
         assert_eq!(s.fsync_count(), 3);
+    }
+
+    /// A store whose leases can only be awaited: `lease` (the blocking
+    /// path) fails, so every id below came through `reserve`.
+    struct AwaitOnly(Blocks);
+    impl LeaseStore for AwaitOnly {
+        fn name(&self) -> String {
+            "await-only".into()
+        }
+        fn lease(&self, _: u64, _: u64) -> Result<Range<u64>, SequencerError> {
+            Err(SequencerError::Lease {
+                name: self.name(),
+                reason: "would block".into(),
+            })
+        }
+        fn lease_async(&self, from: u64, size: u64) -> LeaseFuture<'_> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                self.0.lease(from, size)
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reserve_takes_the_lease_next_would_have_blocked_on() {
+        let s = Sequencer::with_store(Box::new(AwaitOnly(Blocks(Mutex::new(5)))), 0, 2, u64::MAX);
+        assert!(s.next().is_err(), "no lease yet: next must lease in place");
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            s.reserve().await.unwrap();
+            ids.push(s.next().unwrap());
+        }
+        assert_eq!(ids, [5, 6, 1007, 1008, 2009]);
+        // Reserving with ids left takes no lease.
+        s.reserve().await.unwrap();
+        assert_eq!(s.fsync_count(), 3);
+        // Two reserves racing: one lease is kept, the other's ids skipped,
+        // and nothing repeats.
+        s.next().unwrap();
+        let (a, b) = tokio::join!(s.reserve(), s.reserve());
+        a.unwrap();
+        b.unwrap();
+        let next = s.next().unwrap();
+        assert!(next > 2010, "{next} repeats an id");
     }
 }

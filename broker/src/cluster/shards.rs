@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use karnak_coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataReply};
 use karnak_coordinator::{
-    COORDINATOR_TOPIC, CoordinatorError, FileLease, LeaseFactory, LeaseStore, Sequencer,
-    SequencerError, coordinator_topic_configs,
+    COORDINATOR_TOPIC, CoordinatorError, FileLease, LeaseFactory, LeaseFuture, LeaseStore,
+    Sequencer, SequencerError, coordinator_topic_configs,
 };
 
 use super::ClusterNode;
@@ -41,20 +41,26 @@ impl LeaseStore for MetadataLease {
     }
 
     fn lease(&self, from: u64, size: u64) -> Result<Range<u64>, SequencerError> {
-        let cmd = MetadataCommand::AllocateIdBlock {
-            sequencer: self.sequencer.clone(),
-            size,
-            from,
-        };
-        let failed = |reason: String| SequencerError::Lease {
-            name: self.sequencer.clone(),
-            reason,
-        };
-        match block_on(self.cluster.propose(cmd, LEASE_TIMEOUT)) {
-            Ok(MetadataReply::IdBlock { first }) => Ok(first..first.saturating_add(size)),
-            Ok(other) => Err(failed(format!("the metadata answered {other:?}"))),
-            Err(e) => Err(failed(e.to_string())),
-        }
+        block_on(self.lease_async(from, size))
+    }
+
+    fn lease_async(&self, from: u64, size: u64) -> LeaseFuture<'_> {
+        Box::pin(async move {
+            let cmd = MetadataCommand::AllocateIdBlock {
+                sequencer: self.sequencer.clone(),
+                size,
+                from,
+            };
+            let failed = |reason: String| SequencerError::Lease {
+                name: self.sequencer.clone(),
+                reason,
+            };
+            match self.cluster.propose(cmd, LEASE_TIMEOUT).await {
+                Ok(MetadataReply::IdBlock { first }) => Ok(first..first.saturating_add(size)),
+                Ok(other) => Err(failed(format!("the metadata answered {other:?}"))),
+                Err(e) => Err(failed(e.to_string())),
+            }
+        })
     }
 }
 

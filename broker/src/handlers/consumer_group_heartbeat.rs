@@ -33,44 +33,71 @@ pub fn handle(
     authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let req: ConsumerGroupHeartbeatRequest = decode(body, "ConsumerGroupHeartbeat", version)?;
-    let outcome = match bounds(&req) {
-        _ if !authz.group(AclOperation::Read, req.group_id.as_str()) => HeartbeatOutcome::error(
-            ResponseError::GroupAuthorizationFailed.code(),
-            "READ on the group is needed",
-        ),
-        Err(message) => HeartbeatOutcome::error(INVALID_REQUEST, message),
-        Ok(()) => {
-            let hb = ConsumerHeartbeat {
-                version,
-                group_id: req.group_id.to_string(),
-                member_id: req.member_id.to_string(),
-                member_epoch: req.member_epoch,
-                instance_id: req.instance_id.map(|i| i.to_string()),
-                rack_id: req.rack_id.map(|r| r.to_string()),
-                rebalance_timeout_ms: req.rebalance_timeout_ms,
-                subscribed_topic_names: req
-                    .subscribed_topic_names
-                    .map(|v| v.into_iter().map(|n| n.to_string()).collect()),
-                subscribed_topic_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
-                server_assignor: req.server_assignor.map(|a| a.to_string()),
-                owned: req.topic_partitions.map(|tps| {
-                    let mut a = karnak_coordinator::Assignment::new();
-                    for tp in tps {
-                        a.entry(*tp.topic_id.as_bytes())
-                            .or_default()
-                            .extend(tp.partitions);
-                    }
-                    a
-                }),
-                client_id: caller.client_id.clone(),
-                client_host: caller.host.clone(),
-            };
-            match broker.groups.shard(&hb.group_id) {
-                Ok(shard) => shard.consumer_heartbeat(&hb, &BrokerTopics(broker)),
-                Err(code) => HeartbeatOutcome::error(code, "the group's shard is not led here"),
+    let refused = match bounds(&req) {
+        _ if !authz.group(AclOperation::Read, req.group_id.as_str()) => {
+            Some(HeartbeatOutcome::error(
+                ResponseError::GroupAuthorizationFailed.code(),
+                "READ on the group is needed",
+            ))
+        }
+        Err(message) => Some(HeartbeatOutcome::error(INVALID_REQUEST, message)),
+        Ok(()) => None,
+    };
+    if let Some(outcome) = refused {
+        return encode(outcome, version).map(Reply::Ready);
+    }
+    let hb = ConsumerHeartbeat {
+        version,
+        group_id: req.group_id.to_string(),
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.map(|i| i.to_string()),
+        rack_id: req.rack_id.map(|r| r.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .map(|v| v.into_iter().map(|n| n.to_string()).collect()),
+        subscribed_topic_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
+        server_assignor: req.server_assignor.map(|a| a.to_string()),
+        owned: req.topic_partitions.map(|tps| {
+            let mut a = karnak_coordinator::Assignment::new();
+            for tp in tps {
+                a.entry(*tp.topic_id.as_bytes())
+                    .or_default()
+                    .extend(tp.partitions);
             }
+            a
+        }),
+        client_id: caller.client_id.clone(),
+        client_host: caller.host.clone(),
+    };
+    let shard = match broker.groups.shard(&hb.group_id) {
+        Ok(shard) => shard,
+        Err(code) => {
+            let outcome = HeartbeatOutcome::error(code, "the group's shard is not led here");
+            return encode(outcome, version).map(Reply::Ready);
         }
     };
+    if hb.member_id.is_empty() {
+        // The broker names a v0 member: its id may need a lease from the
+        // metadata group, awaited rather than taken under the shard lock.
+        let broker = broker.clone();
+        return Ok(Reply::Later(Box::pin(async move {
+            shard.reserve_member_id().await;
+            encode(
+                shard.consumer_heartbeat(&hb, &BrokerTopics(&broker)),
+                version,
+            )
+        })));
+    }
+    encode(
+        shard.consumer_heartbeat(&hb, &BrokerTopics(broker)),
+        version,
+    )
+    .map(Reply::Ready)
+}
+
+fn encode(outcome: HeartbeatOutcome, version: i16) -> Result<Response, HandlerError> {
     if outcome.error != 0 {
         tracing::debug!(
             code = outcome.error,
@@ -95,11 +122,7 @@ pub fn handle(
                     .collect(),
             )
         }));
-    Ok(Reply::Ready(Response::encode(
-        &resp,
-        version,
-        outcome.error,
-    )?))
+    Response::encode(&resp, version, outcome.error)
 }
 
 /// Bounds on what the request carries, before any of it is kept.

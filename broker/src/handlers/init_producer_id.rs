@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::txn_common::{blocking, fenced_for_version};
+use super::txn_common::{fenced_for_version, run_blocking};
 use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -46,7 +46,8 @@ pub fn handle(
         return Ok(Reply::Ready(Response::encode(&resp, version, e.code())?));
     }
     let broker = broker.clone();
-    Ok(blocking(move || {
+    let ids = broker.txns.clone();
+    let work = move || {
         let tid = req.transactional_id.as_ref().map(|t| t.as_str());
         let resp = match broker.txns.init_producer_id(
             tid,
@@ -67,5 +68,11 @@ pub fn handle(
         };
         let code = resp.error_code;
         Response::encode(&resp, version, if code == NONE { NONE } else { code })
-    }))
+    };
+    Ok(Reply::Later(Box::pin(async move {
+        // A new producer id may need a lease from the metadata group:
+        // awaited here, not on the thread the work below holds.
+        ids.reserve_producer_id().await;
+        run_blocking(work).await
+    })))
 }

@@ -49,9 +49,14 @@ pub fn handle(
         Ok(s) => s,
         Err(code) => return encode(JoinOutcome::error(code, ""), version).map(Reply::Ready),
     };
-    let rx = shard.join(join);
     let mut stopping = broker.stopping.clone();
     Ok(Reply::Later(Box::pin(async move {
+        if join.member_id.is_empty() {
+            // A member id may need a lease from the metadata group: awaited
+            // here rather than inside the join, which holds the shard.
+            shard.reserve_member_id().await;
+        }
+        let rx = shard.join(join);
         let outcome = tokio::select! {
             r = rx => r.unwrap_or_else(|_| JoinOutcome::error(karnak_coordinator::errors::COORDINATOR_NOT_AVAILABLE, "")),
             // A parked join answers at shutdown, so the client moves on.

@@ -9,11 +9,17 @@ pub fn blocking<F>(f: F) -> Reply
 where
     F: FnOnce() -> Result<Response, HandlerError> + Send + 'static,
 {
-    Reply::Later(Box::pin(async move {
-        karnak_storage::blocking::spawn(f)
-            .await
-            .map_err(|e| HandlerError::Internal(format!("transaction task: {e}")))?
-    }))
+    Reply::Later(Box::pin(run_blocking(f)))
+}
+
+/// [`blocking`]'s work, for a handler that awaits something first.
+pub async fn run_blocking<F>(f: F) -> Result<Response, HandlerError>
+where
+    F: FnOnce() -> Result<Response, HandlerError> + Send + 'static,
+{
+    karnak_storage::blocking::spawn(f)
+        .await
+        .map_err(|e| HandlerError::Internal(format!("transaction task: {e}")))?
 }
 
 /// Whether a topic-partition exists for a client (internal topics do not),

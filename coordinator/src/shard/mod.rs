@@ -577,6 +577,15 @@ impl Shard {
         Ok(())
     }
 
+    /// Leases member ids ahead if the shard's sequencer has none left, so
+    /// the join that follows mints one without blocking its thread on the
+    /// lease. A failure is left for the join to report.
+    pub async fn reserve_member_id(&self) {
+        if let Err(e) = self.seq.reserve().await {
+            tracing::warn!(shard = self.id, error = %e, "leasing member ids ahead failed");
+        }
+    }
+
     fn mint_member_id(&self, client_id: &str) -> Result<String, i16> {
         match self.seq.next() {
             // Kafka's form is "<client.id>-<uuid>"; ours carries the shard in

@@ -219,6 +219,15 @@ impl TransactionCoordinator {
         self.groups.shards()
     }
 
+    /// Leases producer ids ahead if none are left, so the InitProducerId
+    /// that follows does not block its thread on the lease. A failure is
+    /// left for that call to report.
+    pub async fn reserve_producer_id(&self) {
+        if let Err(e) = self.producer_ids.reserve().await {
+            tracing::warn!(error = %e, "leasing producer ids ahead failed");
+        }
+    }
+
     fn new_producer_id(&self) -> Result<i64, i16> {
         match self.producer_ids.next() {
             Ok(n) => i64::try_from(n).map_err(|_| COORDINATOR_NOT_AVAILABLE),
