@@ -17,10 +17,12 @@ fn karnak_sim(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn the_broker_keeps_every_acknowledged_offset_commit_through_crashes() {
+fn the_broker_keeps_every_acknowledged_commit_record_and_transaction_through_crashes() {
     let (ok, text) = karnak_sim(&["--broker", "--seeds", "0..4"]);
     assert!(ok, "{text}");
-    // "4 broker seeds in ...: 0 failed []; N acknowledged commits, C broker crashes, F faults"
+    // "4 broker seeds in ...: 0 failed []; N acknowledged commits, R
+    // acknowledged records, T acknowledged transaction commits, C broker
+    // crashes, F faults"
     let summary = text.lines().last().unwrap_or_default();
     // The number `back` words before the first word starting with `word`.
     let words: Vec<&str> = summary.split_whitespace().collect();
@@ -33,6 +35,8 @@ fn the_broker_keeps_every_acknowledged_offset_commit_through_crashes() {
             .unwrap_or(0)
     };
     assert!(count("acknowledged", 1) > 1000, "{summary}");
+    assert!(count("records,", 2) > 1000, "{summary}");
+    assert!(count("transaction", 2) > 100, "{summary}");
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
 }
 

@@ -6,23 +6,21 @@
 //! turmoil's TCP ([`crate::wire`]) while a seeded schedule crashes and
 //! restarts the broker and cuts or holds the clients' links.
 //!
-//! The workload: the clients create a topic (CreateTopics, through the
-//! broker's metadata group), then each commits ever larger offsets for it
-//! in a group of its own (OffsetCommit as a standalone consumer: the
-//! coordinator shard's log and its group commit) and reads them back
-//! (OffsetFetch). Checked as it happens and at the end:
-//! - no acknowledged commit is lost: a read (after restarts too) never
-//!   shows less than the last offset acknowledged before it was sent;
-//! - nothing is made up: it never shows more than the client has sent;
-//! - once faults end, every client's final read is served.
+//! The workloads, each with its own checks ([`offsets`], [`produce`],
+//! [`txn`]): clients commit consumer offsets through a coordinator shard,
+//! idempotent producers write and read back a partition each, and
+//! transactional producers commit or abort transactions on a partition
+//! each, read back with read_committed; all on one topic the clients
+//! create (CreateTopics, through the broker's metadata group).
 //!
 //! A crash here is the process's (the broker's files are real ones in a
 //! temporary directory, so what it wrote survives as the page cache would
 //! keep it); power cuts are the metadata simulation's ([`crate::run`]) and
-//! the power-cut tests'. Producing, fetching, groups and transactions come
-//! once the other metadata waits no longer block a runtime thread
-//! (auto-creation, id leases: `block_in_place`, which a single-threaded
-//! runtime cannot do; CreateTopics awaits).
+//! the power-cut tests'. Consumer groups (join, sync, rebalance) come next.
+
+mod offsets;
+mod produce;
+mod txn;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,14 +29,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, GroupId, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -46,19 +37,31 @@ use rand::{Rng, SeedableRng};
 use crate::Failure;
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, World, lock};
+use offsets::{Client, Clients, clients};
+use produce::{Producer, Producers, producers};
+use txn::{TxnProducer, TxnProducers, txn_producers};
 
 const BROKER: &str = "broker";
 const PORT: u16 = 9092;
-/// The topic the offsets are committed for (created by the clients).
+/// The topic the workloads use (created by the clients): the offsets are
+/// committed for partition 0, producer `p` writes partition `p`.
 const TOPIC: &str = "sim";
 /// How long a client waits for an answer before it reconnects (a held or
 /// cut link never answers).
+/// The topic's partitions: at most this many producers run (idempotent
+/// ones first, then transactional).
+const PARTITIONS: i32 = 4;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
+    /// Clients committing offsets.
     pub clients: u64,
+    /// Idempotent producers.
+    pub producers: u64,
+    /// Transactional producers.
+    pub transactional: u64,
     /// How long faults are injected (simulated time).
     pub faults_for: Duration,
     /// How long clients go on once every fault is healed.
@@ -70,6 +73,8 @@ impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             clients: 3,
+            producers: 2,
+            transactional: 1,
             faults_for: Duration::from_secs(20),
             settle: Duration::from_secs(10),
             keep_trace: false,
@@ -81,28 +86,17 @@ impl Default for BrokerOptions {
 pub struct BrokerReport {
     pub seed: u64,
     pub trace_hash: u64,
+    /// Offset commits acknowledged.
     pub acks: usize,
+    /// Records acknowledged.
+    pub records: usize,
+    /// Transactions whose commit was acknowledged.
+    pub transactions: usize,
     pub reads: usize,
     pub crashes: usize,
     pub faults: usize,
     pub simulated: Duration,
     pub trace: Vec<String>,
-}
-
-/// What each client sent, had acknowledged, and read last.
-#[derive(Debug, Default, Clone, Copy)]
-struct Client {
-    sent: i64,
-    acked: i64,
-    reads: usize,
-    last_read: Option<i64>,
-    done: bool,
-}
-
-type Clients = Arc<Mutex<Vec<Client>>>;
-
-fn clients(c: &Clients) -> std::sync::MutexGuard<'_, Vec<Client>> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs one seed of the broker simulation, on a thread of its own (see
@@ -158,7 +152,7 @@ async fn create_topic(conn: &mut Conn) -> Result<i16, Failed> {
         .with_topics(vec![
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_num_partitions(1)
+                .with_num_partitions(PARTITIONS)
                 .with_replication_factor(1),
         ])
         .with_timeout_ms(10_000);
@@ -175,50 +169,41 @@ async fn create_topic(conn: &mut Conn) -> Result<i16, Failed> {
     })
 }
 
-async fn commit(conn: &mut Conn, group: &str, offset: i64) -> Result<i16, Failed> {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![
-            OffsetCommitRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![
-                    OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset),
-                ]),
-        ]);
-    let resp: OffsetCommitResponse = timed(conn.call(ApiKey::OffsetCommit, 8, &req)).await?;
-    resp.topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .map(|p| p.error_code)
-        .ok_or_else(|| "an OffsetCommit answer without the partition".into())
+/// A connection to the broker on which the topic is known to exist
+/// (`topic`: seen before); None when either failed (the caller retries).
+async fn ensure_topic(
+    addr: &str,
+    who: &str,
+    world: &Shared,
+    rng: &mut StdRng,
+    topic: &mut bool,
+) -> Option<Conn> {
+    let mut conn = match Conn::connect(addr).await {
+        Ok(conn) => conn,
+        Err(_) => {
+            sleep_ms(rng, 10, 200).await;
+            return None;
+        }
+    };
+    while !*topic {
+        match create_topic(&mut conn).await {
+            Ok(0) => {
+                lock(world).event(format!("{who} sees topic {TOPIC}"));
+                *topic = true;
+            }
+            Ok(code) => {
+                lock(world).event(format!("{who}: topic creation refused ({code})"));
+                sleep_ms(rng, 10, 100).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(conn)
 }
 
-/// The group's committed offset (-1: none), or the error code.
-async fn fetch(conn: &mut Conn, group: &str) -> Result<Result<i64, i16>, Failed> {
-    let req = OffsetFetchRequest::default()
-        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-        .with_topics(Some(vec![
-            OffsetFetchRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partition_indexes(vec![0]),
-        ]));
-    let resp: OffsetFetchResponse = timed(conn.call(ApiKey::OffsetFetch, 7, &req)).await?;
-    if resp.error_code != 0 {
-        return Ok(Err(resp.error_code));
-    }
-    let p = resp
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or("an OffsetFetch answer without the partition")?;
-    Ok(if p.error_code != 0 {
-        Err(p.error_code)
-    } else {
-        Ok(p.committed_offset)
-    })
+/// Client `i`'s generator, one stream per kind of client.
+fn client_rng(seed: u64, kind: u64, i: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ kind.wrapping_mul(i as u64 + 1))
 }
 
 async fn timed<T>(f: impl std::future::Future<Output = Result<T, Failed>>) -> Result<T, Failed> {
@@ -231,118 +216,6 @@ async fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
     tokio::time::sleep(Duration::from_millis(rng.gen_range(lo..hi))).await;
 }
 
-/// One client: commits and reads back until told to stop, then reads once
-/// more until served.
-async fn client_main(
-    c: usize,
-    seed: u64,
-    world: Shared,
-    state: Clients,
-    stop: Arc<AtomicBool>,
-) -> turmoil::Result {
-    let mut rng =
-        StdRng::seed_from_u64(seed ^ (0x2545_f491_4f6c_dd1du64.wrapping_mul(c as u64 + 1)));
-    let group = format!("group-{c}");
-    let addr = format!("{BROKER}:{PORT}");
-    let mut next = 0i64;
-    let mut topic = false;
-    loop {
-        let mut conn = match Conn::connect(&addr).await {
-            Ok(conn) => conn,
-            Err(_) => {
-                sleep_ms(&mut rng, 10, 200).await;
-                continue;
-            }
-        };
-        while !topic {
-            match create_topic(&mut conn).await {
-                Ok(0) => {
-                    lock(&world).event(format!("client {c} sees topic {TOPIC}"));
-                    topic = true;
-                }
-                Ok(code) => {
-                    lock(&world).event(format!("client {c} topic creation refused ({code})"));
-                    sleep_ms(&mut rng, 10, 100).await;
-                }
-                Err(_) => break,
-            }
-        }
-        if !topic {
-            continue;
-        }
-        let mut fresh = true;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                // The final read: what stays once every fault is over.
-                match fetch(&mut conn, &group).await {
-                    Ok(Ok(v)) => {
-                        read(&world, &state, c, v, true);
-                        return Ok(());
-                    }
-                    Ok(Err(_)) => {
-                        sleep_ms(&mut rng, 10, 100).await;
-                        continue;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // A read first on every connection: after a crash, what the
-            // restarted broker recovered, before a new commit hides it.
-            if fresh || rng.gen_bool(0.3) {
-                match fetch(&mut conn, &group).await {
-                    Ok(Ok(v)) => read(&world, &state, c, v, false),
-                    Ok(Err(code)) => {
-                        lock(&world).event(format!("client {c} read refused ({code})"));
-                    }
-                    Err(_) => break,
-                }
-                fresh = false;
-            }
-            next += rng.gen_range(1..4);
-            clients(&state)[c].sent = next;
-            match commit(&mut conn, &group, next).await {
-                Ok(0) => {
-                    clients(&state)[c].acked = next;
-                    lock(&world).event(format!("client {c} commit {next} acknowledged"));
-                }
-                Ok(code) => {
-                    lock(&world).event(format!("client {c} commit {next} refused ({code})"));
-                    sleep_ms(&mut rng, 10, 100).await;
-                }
-                Err(e) => {
-                    lock(&world).event(format!("client {c} commit {next}: {e}"));
-                    break;
-                }
-            }
-            sleep_ms(&mut rng, 1, 30).await;
-        }
-        sleep_ms(&mut rng, 10, 100).await;
-    }
-}
-
-/// A read of client `c`'s committed offset: never below what was
-/// acknowledged before it, never above what was sent.
-fn read(world: &Shared, state: &Clients, c: usize, v: i64, last: bool) {
-    let mut s = clients(state);
-    let me = &mut s[c];
-    me.reads += 1;
-    me.last_read = Some(v);
-    me.done |= last;
-    let (acked, sent) = (me.acked, me.sent);
-    drop(s);
-    let mut w = lock(world);
-    w.event(format!(
-        "client {c} reads {v}{}",
-        if last { " (final)" } else { "" }
-    ));
-    w.check(v >= acked, || {
-        format!("client {c} read committed offset {v} after {acked} was acknowledged")
-    });
-    w.check(v <= sent, || {
-        format!("client {c} read committed offset {v} but sent at most {sent}")
-    });
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Crash,
@@ -350,16 +223,13 @@ enum Fault {
     Hold(usize),
 }
 
-fn client_host(c: usize) -> String {
-    format!("client{c}")
-}
-
-fn heal(sim: &mut turmoil::Sim, world: &Shared, f: Fault) {
+/// `Cut(i)` and `Hold(i)` name `hosts[i]`.
+fn heal(sim: &mut turmoil::Sim, world: &Shared, hosts: &[String], f: Fault) {
     lock(world).event(format!("healed {f:?}"));
     match f {
         Fault::Crash => sim.bounce(BROKER),
-        Fault::Cut(c) => sim.repair(client_host(c), BROKER),
-        Fault::Hold(c) => sim.release(client_host(c), BROKER),
+        Fault::Cut(c) => sim.repair(hosts[c].as_str(), BROKER),
+        Fault::Hold(c) => sim.release(hosts[c].as_str(), BROKER),
     }
 }
 
@@ -388,10 +258,36 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         };
         opts.clients as usize
     ]));
+    let producing = opts.producers.min(PARTITIONS as u64) as usize;
+    let made: Producers = Arc::new(Mutex::new(vec![Producer::default(); producing]));
     let stop = Arc::new(AtomicBool::new(false));
+    let mut hosts = Vec::new();
     for c in 0..opts.clients as usize {
         let (world, state, stop) = (world.clone(), state.clone(), stop.clone());
-        sim.client(client_host(c), client_main(c, seed, world, state, stop));
+        hosts.push(format!("client{c}"));
+        sim.client(
+            format!("client{c}"),
+            offsets::client_main(c, seed, world, state, stop),
+        );
+    }
+    for p in 0..producing {
+        let (world, made, stop) = (world.clone(), made.clone(), stop.clone());
+        hosts.push(format!("producer{p}"));
+        sim.client(
+            format!("producer{p}"),
+            produce::producer_main(p, seed, world, made, stop),
+        );
+    }
+    let transacting = (opts.transactional as usize).min(PARTITIONS as usize - producing);
+    let txns: TxnProducers = Arc::new(Mutex::new(vec![TxnProducer::default(); transacting]));
+    for t in 0..transacting {
+        let (world, txns, stop) = (world.clone(), txns.clone(), stop.clone());
+        let partition = (producing + t) as i32;
+        hosts.push(format!("txn{t}"));
+        sim.client(
+            format!("txn{t}"),
+            txn::txn_producer_main(t, partition, seed, world, txns, stop),
+        );
     }
 
     let mut undo: Vec<(Duration, Fault)> = Vec::new();
@@ -407,10 +303,10 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         let (due, later): (Vec<_>, Vec<_>) = undo.drain(..).partition(|(at, _)| *at <= now);
         undo = later;
         for (_, f) in due {
-            heal(&mut sim, &world, f);
+            heal(&mut sim, &world, &hosts, f);
         }
         if now > Duration::from_secs(1) && rng.gen_bool(per_step) {
-            let c = rng.gen_range(0..opts.clients as usize);
+            let c = rng.gen_range(0..hosts.len());
             let crashed = undo.iter().any(|(_, f)| matches!(f, Fault::Crash));
             let fault = match rng.gen_range(0..3) {
                 0 if !crashed => Fault::Crash,
@@ -423,9 +319,20 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
                 Fault::Crash => {
                     sim.crash(BROKER);
                     crashes += 1;
+                    // Half the crashes also cut a client off for as long,
+                    // which drops answers still on the wire: the broker
+                    // did the work (wrote a batch, a commit) and must
+                    // recognise the client's retry after it restarts.
+                    // A crash alone delivers what was sent before it, as
+                    // a real socket does, and that window is too short.
+                    if rng.gen_bool(0.5) {
+                        sim.partition(hosts[c].as_str(), BROKER);
+                        lock(&world).event(format!("and {} cut off", hosts[c]));
+                        undo.push((now + lasts, Fault::Cut(c)));
+                    }
                 }
-                Fault::Cut(c) => sim.partition(client_host(c), BROKER),
-                Fault::Hold(c) => sim.hold(client_host(c), BROKER),
+                Fault::Cut(c) => sim.partition(hosts[c].as_str(), BROKER),
+                Fault::Hold(c) => sim.hold(hosts[c].as_str(), BROKER),
             }
             faults += 1;
             undo.push((now + lasts, fault));
@@ -438,7 +345,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         }
     }
     for (_, f) in std::mem::take(&mut undo) {
-        heal(&mut sim, &world, f);
+        heal(&mut sim, &world, &hosts, f);
     }
     lock(&world).event("every fault healed");
     let stop_at = sim.elapsed() + opts.settle;
@@ -466,12 +373,28 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             format!("client {c}'s final read was never served")
         });
     }
-    let acks = w
-        .trace
-        .iter()
-        .filter(|e| e.contains("acknowledged"))
-        .count();
-    w.check(acks > 0, || "nothing was acknowledged".into());
+    let m = producers(&made).clone();
+    for (p, me) in m.iter().enumerate() {
+        w.check(me.done, || {
+            format!("producer {p}'s final read was never served")
+        });
+    }
+    let x = txn_producers(&txns).clone();
+    for (t, me) in x.iter().enumerate() {
+        w.check(me.done, || {
+            format!("txn producer {t}'s final read was never served")
+        });
+    }
+    let transactions = x.iter().map(|t| t.committed()).sum::<usize>();
+    w.check(transacting == 0 || transactions > 0, || {
+        "no transaction commit was acknowledged".into()
+    });
+    let acks = s.iter().map(|c| c.acked_count).sum::<usize>();
+    let records = m.iter().map(|p| p.acked.max(0) as usize).sum::<usize>();
+    w.check(acks > 0, || "no offset commit was acknowledged".into());
+    w.check(producing == 0 || records > 0, || {
+        "no record was acknowledged".into()
+    });
     if !w.violations.is_empty() {
         drop(w);
         return Err(fail(&world));
@@ -480,7 +403,11 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         seed,
         trace_hash: w.trace_hash(),
         acks,
-        reads: s.iter().map(|c| c.reads).sum(),
+        records,
+        transactions,
+        reads: s.iter().map(|c| c.reads).sum::<usize>()
+            + m.iter().map(|p| p.reads).sum::<usize>()
+            + x.iter().map(|t| t.reads).sum::<usize>(),
         crashes,
         faults,
         simulated: sim.elapsed(),
