@@ -582,6 +582,66 @@ fn two_members_rebalance_and_a_leader_that_never_syncs_is_dropped() {
     );
 }
 
+/// As Kafka's classic groups: a member of the current generation commits
+/// while a rebalance is being prepared (a consumer commits what it is about
+/// to give up before it rejoins), an older generation never does, and
+/// between the join and the sync the new generation is told to wait.
+#[test]
+fn a_member_commits_while_a_rebalance_is_prepared_as_kafka_allows() {
+    let b = start();
+    let port = b.kafka_port;
+    let mut c1 = b.connect();
+    create_topic(&mut c1, "t", 1);
+    let (gen1, m1) = stable_group(&mut c1, "revoke", "t");
+    assert_eq!(
+        commit(&mut c1, 8, "revoke", gen1, &m1, "t", &[(0, 3)]),
+        [NONE]
+    );
+    // A second member joins; its JoinGroup is parked until the first rejoins.
+    let t = thread::spawn(move || {
+        let mut c2 = support::connect(port);
+        let req = join_req("revoke", "", "consumer", &["t"]);
+        let r: JoinGroupResponse = c2.call(ApiKey::JoinGroup, 9, &req);
+        assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+        let j: JoinGroupResponse = c2.call(ApiKey::JoinGroup, 9, &req.with_member_id(r.member_id));
+        (c2, j)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heartbeat(&mut c1, "revoke", gen1, &m1) != REBALANCE_IN_PROGRESS {
+        assert!(Instant::now() < deadline, "no rebalance signalled");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // PreparingRebalance: the current generation's commit is taken.
+    assert_eq!(
+        commit(&mut c1, 8, "revoke", gen1, &m1, "t", &[(0, 5)]),
+        [NONE]
+    );
+    assert_eq!(
+        commit(&mut c1, 8, "revoke", gen1 + 1, &m1, "t", &[(0, 6)]),
+        [ILLEGAL_GENERATION]
+    );
+    // The first member rejoins: both are in the next generation, not synced.
+    let j1: JoinGroupResponse = c1.call(
+        ApiKey::JoinGroup,
+        9,
+        &join_req("revoke", &m1, "consumer", &["t"]),
+    );
+    let (_c2, j2) = t.join().unwrap();
+    assert_eq!((j1.error_code, j2.error_code), (NONE, NONE));
+    let gen2 = j1.generation_id;
+    assert_eq!(gen2, gen1 + 1);
+    // CompletingRebalance: the new generation waits, the old is fenced.
+    assert_eq!(
+        commit(&mut c1, 8, "revoke", gen2, &m1, "t", &[(0, 7)]),
+        [REBALANCE_IN_PROGRESS]
+    );
+    assert_eq!(
+        commit(&mut c1, 8, "revoke", gen1, &m1, "t", &[(0, 8)]),
+        [ILLEGAL_GENERATION]
+    );
+    assert_eq!(fetch_offsets(&mut c1, 8, "revoke", "t", &[0]), [5]);
+}
+
 #[test]
 fn offsets_and_groups_survive_restart_and_kill9() {
     let mut b = start();

@@ -402,7 +402,14 @@ impl Group {
 
     /// The earliest moment something in this group is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let members = self.members.values().map(|m| m.session_deadline);
+        // A member parked in JoinGroup does not expire (`on_timer`), so its
+        // session deadline arms nothing: it once armed the shard's timer in
+        // the past, and the timer task spun until the join completed.
+        let members = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.session_deadline);
         let pending = self.pending.values().copied();
         members
             .chain(pending)
@@ -454,10 +461,13 @@ impl Group {
         if code != NONE {
             return code;
         }
+        // While a rebalance is being prepared the current generation still
+        // commits, as Kafka allows: consumers commit what they are about to
+        // give up before they rejoin (onPartitionsRevoked, auto-commit), and
+        // a refusal there loses those offsets. Between the join and the
+        // sync a member holds no assignment yet.
         match self.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                REBALANCE_IN_PROGRESS
-            }
+            GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
             _ => NONE,
         }
     }

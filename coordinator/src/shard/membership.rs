@@ -186,6 +186,32 @@ mod tests {
         rx.try_recv().expect("answered at once")
     }
 
+    /// A member parked in JoinGroup longer than its session (others are
+    /// slow to rejoin: Kafka keeps it alive) arms no timer in the past.
+    /// Its expired session deadline once did, and the shard's timer task
+    /// fired, found nothing to do and re-armed at once until the join
+    /// completed: a core spinning through every slow rebalance.
+    #[test]
+    fn a_join_parked_past_its_session_arms_no_timer_in_the_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open(dir.path());
+        let first = join(&shard, "");
+        assert_eq!(sync(&shard, &first).error, 0);
+        let mut late = join_request("");
+        late.session_timeout_ms = shard.cfg.min_session_timeout_ms;
+        late.rebalance_timeout_ms = 60_000;
+        let _parked = shard.join(late);
+        let after =
+            Instant::now() + Duration::from_millis(shard.cfg.min_session_timeout_ms as u64 + 1_000);
+        let mut st = shard.lock();
+        let g = st.groups.get_mut("g").unwrap();
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        g.on_timer(&shard.cfg, after);
+        assert_eq!(g.members.len(), 2, "the parked member is kept");
+        let next = g.next_deadline().expect("the first member's session");
+        assert!(next > after, "a timer armed {:?} in the past", after - next);
+    }
+
     /// A coordinator that takes a shard over in the middle of a rebalance
     /// restores the group as it last settled (Kafka writes only then). It
     /// once restored a join in progress as Stable at generation 0 with no
