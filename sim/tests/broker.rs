@@ -17,12 +17,12 @@ fn karnak_sim(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn the_broker_keeps_every_acknowledged_commit_record_and_transaction_through_crashes() {
+fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes() {
     let (ok, text) = karnak_sim(&["--broker", "--seeds", "0..4"]);
     assert!(ok, "{text}");
     // "4 broker seeds in ...: 0 failed []; N acknowledged commits, R
-    // acknowledged records, T acknowledged transaction commits, C broker
-    // crashes, F faults"
+    // acknowledged records, T acknowledged transaction commits, G group
+    // member syncs, C broker crashes, F faults"
     let summary = text.lines().last().unwrap_or_default();
     // The number `back` words before the first word starting with `word`.
     let words: Vec<&str> = summary.split_whitespace().collect();
@@ -37,6 +37,7 @@ fn the_broker_keeps_every_acknowledged_commit_record_and_transaction_through_cra
     assert!(count("acknowledged", 1) > 1000, "{summary}");
     assert!(count("records,", 2) > 1000, "{summary}");
     assert!(count("transaction", 2) > 100, "{summary}");
+    assert!(count("group", 1) > 20, "too few group rebalances: {summary}");
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
 }
 

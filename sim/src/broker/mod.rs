@@ -10,14 +10,16 @@
 //! [`txn`]): clients commit consumer offsets through a coordinator shard,
 //! idempotent producers write and read back a partition each, and
 //! transactional producers commit or abort transactions on a partition
-//! each, read back with read_committed; all on one topic the clients
+//! each, read back with read_committed, and a consumer group rebalances
+//! as its members come and go ([`groups`]); all on one topic the clients
 //! create (CreateTopics, through the broker's metadata group).
 //!
 //! A crash here is the process's (the broker's files are real ones in a
 //! temporary directory, so what it wrote survives as the page cache would
 //! keep it); power cuts are the metadata simulation's ([`crate::run`]) and
-//! the power-cut tests'. Consumer groups (join, sync, rebalance) come next.
+//! the power-cut tests'.
 
+mod groups;
 mod offsets;
 mod produce;
 mod txn;
@@ -62,6 +64,8 @@ pub struct BrokerOptions {
     pub producers: u64,
     /// Transactional producers.
     pub transactional: u64,
+    /// Members of the consumer group.
+    pub members: u64,
     /// How long faults are injected (simulated time).
     pub faults_for: Duration,
     /// How long clients go on once every fault is healed.
@@ -75,6 +79,7 @@ impl Default for BrokerOptions {
             clients: 3,
             producers: 2,
             transactional: 1,
+            members: 3,
             faults_for: Duration::from_secs(20),
             settle: Duration::from_secs(10),
             keep_trace: false,
@@ -92,6 +97,9 @@ pub struct BrokerReport {
     pub records: usize,
     /// Transactions whose commit was acknowledged.
     pub transactions: usize,
+    /// SyncGroup answers the group's members got (one per member per
+    /// rebalance).
+    pub syncs: usize,
     pub reads: usize,
     pub crashes: usize,
     pub faults: usize,
@@ -134,6 +142,7 @@ async fn broker_main(dir: PathBuf, world: Shared) -> turmoil::Result {
         group_coordinator_shards: Some(2),
         log_preallocate_ahead_bytes: Some(0),
         log_cleaner_enable: Some(false),
+        group_min_session_timeout_ms: Some(1_000),
         ..Default::default()
     };
     let embedded = karnak_broker::Embedded {
@@ -278,6 +287,15 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             produce::producer_main(p, seed, world, made, stop),
         );
     }
+    let group = groups::new_group(opts.members as usize);
+    for i in 0..opts.members as usize {
+        let (world, group, stop) = (world.clone(), group.clone(), stop.clone());
+        hosts.push(format!("member{i}"));
+        sim.client(
+            format!("member{i}"),
+            groups::member_main(i, seed, world, group, stop),
+        );
+    }
     let transacting = (opts.transactional as usize).min(PARTITIONS as usize - producing);
     let txns: TxnProducers = Arc::new(Mutex::new(vec![TxnProducer::default(); transacting]));
     for t in 0..transacting {
@@ -313,29 +331,45 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
                 0 | 1 => Fault::Cut(c),
                 _ => Fault::Hold(c),
             };
-            let lasts = Duration::from_millis(rng.gen_range(50..3000));
-            lock(&world).event(format!("fault {fault:?} for {lasts:?}"));
-            match fault {
-                Fault::Crash => {
-                    sim.crash(BROKER);
-                    crashes += 1;
-                    // Half the crashes also cut a client off for as long,
-                    // which drops answers still on the wire: the broker
-                    // did the work (wrote a batch, a commit) and must
-                    // recognise the client's retry after it restarts.
-                    // A crash alone delivers what was sent before it, as
-                    // a real socket does, and that window is too short.
-                    if rng.gen_bool(0.5) {
-                        sim.partition(hosts[c].as_str(), BROKER);
-                        lock(&world).event(format!("and {} cut off", hosts[c]));
-                        undo.push((now + lasts, Fault::Cut(c)));
-                    }
+            // One fault per client link at a time: healing a second one
+            // would end the first early (a long hold would never last).
+            let busy = undo
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c));
+            if !busy || matches!(fault, Fault::Crash) {
+                let mut lasts = Duration::from_millis(rng.gen_range(50..3000));
+                if matches!(fault, Fault::Cut(_) | Fault::Hold(_))
+                    && hosts[c].starts_with("member")
+                    && rng.gen_bool(0.3)
+                {
+                    // Past the group's session timeout: the member is expelled
+                    // and comes back a zombie that must be fenced.
+                    let session = groups::SESSION_TIMEOUT_MS as u64;
+                    lasts = Duration::from_millis(rng.gen_range(session + 500..session * 3));
                 }
-                Fault::Cut(c) => sim.partition(hosts[c].as_str(), BROKER),
-                Fault::Hold(c) => sim.hold(hosts[c].as_str(), BROKER),
+                lock(&world).event(format!("fault {fault:?} for {lasts:?}"));
+                match fault {
+                    Fault::Crash => {
+                        sim.crash(BROKER);
+                        crashes += 1;
+                        // Half the crashes also cut a client off for as long,
+                        // which drops answers still on the wire: the broker
+                        // did the work (wrote a batch, a commit) and must
+                        // recognise the client's retry after it restarts.
+                        // A crash alone delivers what was sent before it, as
+                        // a real socket does, and that window is too short.
+                        if rng.gen_bool(0.5) && !busy {
+                            sim.partition(hosts[c].as_str(), BROKER);
+                            lock(&world).event(format!("and {} cut off", hosts[c]));
+                            undo.push((now + lasts, Fault::Cut(c)));
+                        }
+                    }
+                    Fault::Cut(c) => sim.partition(hosts[c].as_str(), BROKER),
+                    Fault::Hold(c) => sim.hold(hosts[c].as_str(), BROKER),
+                }
+                faults += 1;
+                undo.push((now + lasts, fault));
             }
-            faults += 1;
-            undo.push((now + lasts, fault));
         }
         if let Err(e) = step(&mut sim, &world) {
             lock(&world)
@@ -379,6 +413,13 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             format!("producer {p}'s final read was never served")
         });
     }
+    drop(w);
+    groups::check_settled(&world, &group);
+    let syncs = groups::ledger(&group).rebalances;
+    let mut w = lock(&world);
+    w.check(opts.members == 0 || syncs > 0, || {
+        "no group member completed SyncGroup".into()
+    });
     let x = txn_producers(&txns).clone();
     for (t, me) in x.iter().enumerate() {
         w.check(me.done, || {
@@ -405,6 +446,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         acks,
         records,
         transactions,
+        syncs,
         reads: s.iter().map(|c| c.reads).sum::<usize>()
             + m.iter().map(|p| p.reads).sum::<usize>()
             + x.iter().map(|t| t.reads).sum::<usize>(),
