@@ -37,7 +37,10 @@ fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes
     assert!(count("acknowledged", 1) > 1000, "{summary}");
     assert!(count("records,", 2) > 1000, "{summary}");
     assert!(count("transaction", 2) > 100, "{summary}");
-    assert!(count("group", 1) > 20, "too few group rebalances: {summary}");
+    assert!(
+        count("group", 1) > 20,
+        "too few group rebalances: {summary}"
+    );
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
 }
 

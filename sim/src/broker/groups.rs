@@ -62,8 +62,10 @@ pub(super) struct Ledger {
     /// Member `i`'s last heartbeat answered without error: (generation,
     /// partitions); cleared when it rejoins.
     steady: Vec<Option<(i32, Vec<i32>)>>,
+    /// OffsetCommits accepted.
     pub commits: usize,
-    pub rebalances: usize,
+    /// SyncGroup answers received (a member's share of a rebalance).
+    pub syncs: usize,
     pub done: Vec<bool>,
 }
 
@@ -266,7 +268,7 @@ async fn commit(
 /// A SyncGroup answer, checked against every other one for its generation.
 fn synced(world: &Shared, group: &Group, i: usize, generation: i32, member: &str, parts: &[i32]) {
     let mut g = ledger(group);
-    g.rebalances += 1;
+    g.syncs += 1;
     g.newest = g.newest.max(generation);
     let seen = g.synced.entry(generation).or_default();
     let mut w = lock(world);

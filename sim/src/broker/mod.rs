@@ -415,7 +415,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
     }
     drop(w);
     groups::check_settled(&world, &group);
-    let syncs = groups::ledger(&group).rebalances;
+    let syncs = groups::ledger(&group).syncs;
     let mut w = lock(&world);
     w.check(opts.members == 0 || syncs > 0, || {
         "no group member completed SyncGroup".into()
