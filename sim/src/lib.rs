@@ -435,9 +435,7 @@ fn run_here(seed: u64, opts: &Options) -> Result<Report, Failure> {
             undo.push((now + lasts, fault));
         }
         if let Err(e) = step(&mut sim, &world) {
-            lock(&world)
-                .violations
-                .push(format!("the simulation stopped: {e}"));
+            lock(&world).stopped(e);
             return Err(fail(&world));
         }
     }
@@ -458,9 +456,7 @@ fn run_here(seed: u64, opts: &Options) -> Result<Report, Failure> {
             }
         }
         if let Err(e) = step(&mut sim, &world) {
-            lock(&world)
-                .violations
-                .push(format!("the simulation stopped: {e}"));
+            lock(&world).stopped(e);
             return Err(fail(&world));
         }
     }

@@ -105,6 +105,11 @@ impl World {
         }
     }
 
+    /// turmoil stopped the run (a host's task failed, or time ran out).
+    pub fn stopped(&mut self, e: impl std::fmt::Display) {
+        self.violations.push(format!("the simulation stopped: {e}"));
+    }
+
     pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
             let what = what();

@@ -372,9 +372,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             }
         }
         if let Err(e) = step(&mut sim, &world) {
-            lock(&world)
-                .violations
-                .push(format!("the simulation stopped: {e}"));
+            lock(&world).stopped(e);
             return Err(fail(&world));
         }
     }
@@ -392,9 +390,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => {
-                lock(&world)
-                    .violations
-                    .push(format!("the simulation stopped: {e}"));
+                lock(&world).stopped(e);
                 return Err(fail(&world));
             }
         }
