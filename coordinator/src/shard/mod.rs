@@ -55,11 +55,16 @@ pub enum ShardError {
 
 impl ShardError {
     /// The Kafka error a coordinator request answers when persisting failed.
+    /// A failed disk answers NOT_COORDINATOR, as Kafka's coordinators map a
+    /// storage error of their log: clients find the coordinator again and
+    /// retry (to the Java client KAFKA_STORAGE_ERROR from a coordinator is
+    /// fatal), and the request's outcome stays open for that retry to learn.
     pub fn code(&self) -> i16 {
         match self {
-            ShardError::NotCoordinator { .. } => NOT_COORDINATOR,
+            ShardError::NotCoordinator { .. }
+            | ShardError::Storage { .. }
+            | ShardError::Replay { .. } => NOT_COORDINATOR,
             ShardError::NotReplicated { .. } => COORDINATOR_NOT_AVAILABLE,
-            ShardError::Storage { .. } | ShardError::Replay { .. } => KAFKA_STORAGE_ERROR,
         }
     }
 }

@@ -336,7 +336,13 @@ impl TransactionCoordinator {
         if m.state == TxnState::Ongoing {
             drop(st);
             // Fence the old producer: abort under a bumped epoch.
-            let epoch = self.end(tid, false, true)?;
+            let epoch = match self.end(tid, false, true) {
+                Ok(epoch) => epoch,
+                // Aborting, its markers not all written yet (the timer
+                // finishes it): the producer retries, as Kafka answers.
+                Err(_) if self.decided(tid, false) => return Err(CONCURRENT_TRANSACTIONS),
+                Err(code) => return Err(code),
+            };
             let st = Self::lock_idle(shard, tid)?;
             let mut m = st.txns.get(tid).cloned().ok_or(CONCURRENT_TRANSACTIONS)?;
             m.timeout_ms = timeout_ms;
@@ -476,8 +482,28 @@ impl TransactionCoordinator {
         }
         match self.end(tid, commit, false) {
             Ok(_) => NONE,
+            // The outcome is durable (the prepare record) though a marker or
+            // the completion failed: the timer retries them and a new leader
+            // finishes them at load, so the transaction will end as asked.
+            // Kafka answers once the prepare is written, for the same reason.
+            Err(code) if self.decided(tid, commit) => {
+                tracing::warn!(transactional_id = %tid, code, commit, "transaction prepared, its completion left to the coordinator's timer");
+                NONE
+            }
             Err(code) => code,
         }
+    }
+
+    /// Whether `tid`'s transaction is prepared (durably: the state moves only
+    /// once its record is written) to commit or, without `commit`, abort.
+    fn decided(&self, tid: &str, commit: bool) -> bool {
+        let want = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        self.shard(tid)
+            .is_ok_and(|shard| shard.lock().txns.get(tid).is_some_and(|m| m.state == want))
     }
 
     /// Moves an Ongoing transaction to Prepare*, writes its markers and

@@ -306,3 +306,79 @@ fn a_state_waiting_for_the_replicas_holds_up_its_transaction_only() {
     tc.add_to_txn(&a, pid, epoch + 1, &parts(), None).unwrap();
     assert_eq!(tc.end_txn(&a, pid, epoch + 1, false), NONE);
 }
+
+/// Markers into the local logs, refused while `failing` (a partition whose
+/// disk failed).
+struct FailingMarkers {
+    local: LocalMarkers,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MarkerWriter for FailingMarkers {
+    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return vec![KAFKA_STORAGE_ERROR; partitions.len()];
+        }
+        self.local.write_markers(marker, partitions)
+    }
+}
+
+#[test]
+fn a_prepared_transaction_whose_markers_fail_is_answered_as_decided_and_finished_later() {
+    let e = env();
+    let (logs, groups, _) = open(&e);
+    let markers = Arc::new(FailingMarkers {
+        local: LocalMarkers {
+            logs: logs.clone(),
+            durable: true,
+        },
+        failing: true.into(),
+    });
+    let ids = crate::obelisk::Sequencer::open(&e.path.join("ids.seq"), 0, 100, 1 << 40).unwrap();
+    let tc = TransactionCoordinator::new(groups, markers.clone(), ids, TxnConfig::default());
+    let (pid, epoch) = tc.init_producer_id(Some("tx"), 60_000, -1, -1).unwrap();
+    tc.add_to_txn("tx", pid, epoch, &parts(), None).unwrap();
+    // The prepare is written, the markers are not: the commit is decided,
+    // so EndTxn says so (Kafka answers once the prepare is in its log); an
+    // error here would have the client give up a commit that will happen.
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), NONE);
+    assert_eq!(tc.describe("tx").unwrap().state, TxnState::PrepareCommit);
+    assert_eq!(logs.log("data", 0).unwrap().log_end_offset(), 0);
+    // Until the markers are in, the producer waits.
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), CONCURRENT_TRANSACTIONS);
+    assert_eq!(
+        tc.init_producer_id(Some("tx"), 60_000, pid, epoch),
+        Err(CONCURRENT_TRANSACTIONS)
+    );
+    markers
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(tc.complete_prepared(), 1);
+    assert_eq!(tc.describe("tx").unwrap().state, TxnState::CompleteCommit);
+    for p in 0..2 {
+        assert_eq!(logs.log("data", p).unwrap().log_end_offset(), 1);
+    }
+    assert_eq!(tc.end_txn("tx", pid, epoch, true), NONE);
+
+    // Fencing an open transaction whose abort markers fail: the new
+    // producer retries until the coordinator has finished the abort.
+    tc.add_to_txn("tx", pid, epoch, &parts(), None).unwrap();
+    markers
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        tc.init_producer_id(Some("tx"), 60_000, -1, -1),
+        Err(CONCURRENT_TRANSACTIONS)
+    );
+    assert_eq!(tc.describe("tx").unwrap().state, TxnState::PrepareAbort);
+    markers
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(tc.complete_prepared(), 1);
+    let (pid2, epoch2) = tc.init_producer_id(Some("tx"), 60_000, -1, -1).unwrap();
+    assert_eq!(pid2, pid);
+    assert!(epoch2 > epoch + 1, "fenced at {}, then bumped", epoch + 1);
+    for p in 0..2 {
+        assert_eq!(logs.log("data", p).unwrap().log_end_offset(), 2);
+    }
+}
