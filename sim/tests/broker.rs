@@ -22,7 +22,7 @@ fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes
     assert!(ok, "{text}");
     // "4 broker seeds in ...: 0 failed []; N acknowledged commits, R
     // acknowledged records, T acknowledged transaction commits, G group
-    // member syncs, C broker crashes, F faults"
+    // member syncs, C broker crashes, D disk failures, F faults"
     let summary = text.lines().last().unwrap_or_default();
     // The number `back` words before the first word starting with `word`.
     let words: Vec<&str> = summary.split_whitespace().collect();
@@ -42,6 +42,7 @@ fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes
         "too few group rebalances: {summary}"
     );
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
+    assert!(count("disk", 1) > 0, "no disk failure: {summary}");
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn run_broker_seeds(
     // replay alone.
     let started = Instant::now();
     let (mut failed, mut acks, mut crashes, mut faults) = (Vec::new(), 0, 0, 0);
-    let (mut records, mut txns, mut syncs) = (0, 0, 0);
+    let (mut records, mut txns, mut syncs, mut disks) = (0, 0, 0, 0);
     let count = seeds.end.saturating_sub(seeds.start);
     let me =
         std::env::current_exe().unwrap_or_else(|e| usage(&format!("this program's path: {e}")));
@@ -102,8 +102,9 @@ fn run_broker_seeds(
             .unwrap_or_else(|e| usage(&format!("running seed {seed}: {e}")));
         let text = String::from_utf8_lossy(&out.stdout);
         match text.split_whitespace().collect::<Vec<_>>()[..] {
-            ["ok", a, c, f, r, t, g, ..] if out.status.success() => {
+            ["ok", a, c, f, r, t, g, d, ..] if out.status.success() => {
                 syncs += g.parse::<usize>().unwrap_or(0);
+                disks += d.parse::<usize>().unwrap_or(0);
                 acks += a.parse::<usize>().unwrap_or(0);
                 records += r.parse::<usize>().unwrap_or(0);
                 txns += t.parse::<usize>().unwrap_or(0);
@@ -117,7 +118,7 @@ fn run_broker_seeds(
         }
     }
     println!(
-        "{count} broker seeds in {:.0?}: {} failed {failed:?}; {acks} acknowledged commits, {records} acknowledged records, {txns} acknowledged transaction commits, {syncs} group member syncs, {crashes} broker crashes, {faults} faults",
+        "{count} broker seeds in {:.0?}: {} failed {failed:?}; {acks} acknowledged commits, {records} acknowledged records, {txns} acknowledged transaction commits, {syncs} group member syncs, {crashes} broker crashes, {disks} disk failures, {faults} faults",
         started.elapsed(),
         failed.len()
     );
@@ -126,13 +127,21 @@ fn run_broker_seeds(
     }
 }
 
-/// One seed, for the loop above: `ok COMMITS CRASHES FAULTS RECORDS TXNS SYNCS HASH`, or the
+/// One seed, for the loop above: `ok COMMITS CRASHES FAULTS RECORDS TXNS
+/// SYNCS DISK_FAILURES HASH`, or the
 /// failure and exit status 1.
 fn run_broker_one(seed: u64, opts: &karnak_sim::broker::BrokerOptions) {
     match karnak_sim::broker::run_broker(seed, opts) {
         Ok(r) => println!(
-            "ok {} {} {} {} {} {} {:016x}",
-            r.acks, r.crashes, r.faults, r.records, r.transactions, r.syncs, r.trace_hash
+            "ok {} {} {} {} {} {} {} {:016x}",
+            r.acks,
+            r.crashes,
+            r.faults,
+            r.records,
+            r.transactions,
+            r.syncs,
+            r.disk_failures,
+            r.trace_hash
         ),
         Err(f) => {
             println!("{f}");

@@ -33,6 +33,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use karnak_coordinator::COORDINATOR_TOPIC;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -102,6 +103,8 @@ pub struct BrokerReport {
     pub syncs: usize,
     pub reads: usize,
     pub crashes: usize,
+    /// Crashes that came when the disk failed (counted in `crashes`).
+    pub disk_failures: usize,
     pub faults: usize,
     pub simulated: Duration,
     pub trace: Vec<String>,
@@ -141,6 +144,9 @@ async fn broker_main(dir: PathBuf, world: Shared) -> turmoil::Result {
         sql_enabled: Some(false),
         group_coordinator_shards: Some(2),
         log_preallocate_ahead_bytes: Some(0),
+        // Small segments: rolls (with their producer snapshots, indexes
+        // and checkpoints) happen every few seconds, within the faults.
+        log_segment_bytes: Some(16 * 1024),
         log_cleaner_enable: Some(false),
         group_min_session_timeout_ms: Some(1_000),
         ..Default::default()
@@ -149,9 +155,15 @@ async fn broker_main(dir: PathBuf, world: Shared) -> turmoil::Result {
         connections: rx,
         shutdown: Box::pin(std::future::pending()),
     };
-    karnak_broker::run_embedded(args, embedded)
-        .await
-        .map_err(|e| format!("the broker stopped: {e:#}"))?;
+    if let Err(e) = karnak_broker::run_embedded(args, embedded).await {
+        if !crate::os::disk_failed() {
+            return Err(format!("the broker stopped: {e:#}").into());
+        }
+        // Stopping on a failed disk is allowed (as Kafka does when its
+        // last log dir fails); the harness crashes what is left.
+        lock(&world).event(format!("the broker stopped on the failed disk: {e:#}"));
+        std::future::pending::<()>().await;
+    }
     Ok(())
 }
 
@@ -228,6 +240,11 @@ async fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Crash,
+    /// The disk fails at a chosen file change: that one (perhaps torn)
+    /// and every later one get EIO, and the broker is crashed at the end
+    /// of the step in which it came, so the crash lands inside whatever
+    /// file work was under way; it restarts on a good disk.
+    Disk,
     Cut(usize),
     Hold(usize),
 }
@@ -237,8 +254,36 @@ fn heal(sim: &mut turmoil::Sim, world: &Shared, hosts: &[String], f: Fault) {
     lock(world).event(format!("healed {f:?}"));
     match f {
         Fault::Crash => sim.bounce(BROKER),
+        // Armed and never reached.
+        Fault::Disk => crate::os::heal_disk(),
         Fault::Cut(c) => sim.repair(hosts[c].as_str(), BROKER),
         Fault::Hold(c) => sim.release(hosts[c].as_str(), BROKER),
+    }
+}
+
+/// Crashes the broker (restarted at `back` by the caller's undo list). Half
+/// the crashes also cut a client off until then, which drops answers still
+/// on the wire: the broker did the work (wrote a batch, a commit) and must
+/// recognise the client's retry after it restarts. A crash alone delivers
+/// what was sent before it, as a real socket does, and that window is too
+/// short.
+fn crash(
+    sim: &mut turmoil::Sim,
+    world: &Shared,
+    rng: &mut StdRng,
+    hosts: &[String],
+    undo: &mut Vec<(Duration, Fault)>,
+    back: Duration,
+) {
+    sim.crash(BROKER);
+    let c = rng.gen_range(0..hosts.len());
+    let busy = undo
+        .iter()
+        .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c));
+    if rng.gen_bool(0.5) && !busy {
+        sim.partition(hosts[c].as_str(), BROKER);
+        lock(world).event(format!("and {} cut off", hosts[c]));
+        undo.push((back, Fault::Cut(c)));
     }
 }
 
@@ -308,8 +353,11 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         );
     }
 
+    // The partitions producers write (at least one: a failure aimed at an
+    // idle partition never comes).
+    let written = (producing + transacting).max(1) as i32;
     let mut undo: Vec<(Duration, Fault)> = Vec::new();
-    let (mut faults, mut crashes) = (0usize, 0usize);
+    let (mut faults, mut crashes, mut disk_failures) = (0usize, 0usize, 0usize);
     // A fault about every two simulated seconds, after a second to start.
     let per_step = TICK.as_secs_f64() / 2.0;
     let step = |sim: &mut turmoil::Sim, world: &Shared| -> Result<bool, String> {
@@ -325,8 +373,11 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         }
         if now > Duration::from_secs(1) && rng.gen_bool(per_step) {
             let c = rng.gen_range(0..hosts.len());
-            let crashed = undo.iter().any(|(_, f)| matches!(f, Fault::Crash));
+            let crashed = undo
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::Crash | Fault::Disk));
             let fault = match rng.gen_range(0..3) {
+                0 if !crashed && rng.gen_bool(0.5) => Fault::Disk,
                 0 if !crashed => Fault::Crash,
                 0 | 1 => Fault::Cut(c),
                 _ => Fault::Hold(c),
@@ -336,7 +387,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             let busy = undo
                 .iter()
                 .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c));
-            if !busy || matches!(fault, Fault::Crash) {
+            if !busy || matches!(fault, Fault::Crash | Fault::Disk) {
                 let mut lasts = Duration::from_millis(rng.gen_range(50..3000));
                 if matches!(fault, Fault::Cut(_) | Fault::Hold(_))
                     && hosts[c].starts_with("member")
@@ -350,19 +401,34 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
                 lock(&world).event(format!("fault {fault:?} for {lasts:?}"));
                 match fault {
                     Fault::Crash => {
-                        sim.crash(BROKER);
+                        crash(&mut sim, &world, &mut rng, &hosts, &mut undo, now + lasts);
                         crashes += 1;
-                        // Half the crashes also cut a client off for as long,
-                        // which drops answers still on the wire: the broker
-                        // did the work (wrote a batch, a commit) and must
-                        // recognise the client's retry after it restarts.
-                        // A crash alone delivers what was sent before it, as
-                        // a real socket does, and that window is too short.
-                        if rng.gen_bool(0.5) && !busy {
-                            sim.partition(hosts[c].as_str(), BROKER);
-                            lock(&world).event(format!("and {} cut off", hosts[c]));
-                            undo.push((now + lasts, Fault::Cut(c)));
-                        }
+                    }
+                    Fault::Disk => {
+                        let (after, tear) = (rng.gen_range(0..40), rng.gen_bool(0.5));
+                        // Any file, or one partition's (a transaction's
+                        // markers are a few of the writes, so aimed at its
+                        // partition a failure lands between its prepare and
+                        // its completion), or the coordinator's logs, or one
+                        // kind of file (the rare writes: an abort's index
+                        // entry, a producer snapshot, a checkpoint).
+                        const KINDS: [&str; 4] = [".txnindex", ".snapshot", "checkpoint", ".log"];
+                        let within = match rng.gen_range(0..5) {
+                            0 | 1 => None,
+                            2 => Some(format!("/{TOPIC}-{}/", rng.gen_range(0..written))),
+                            3 => Some(format!("/{COORDINATOR_TOPIC}-")),
+                            _ => Some(KINDS[rng.gen_range(0..KINDS.len())].to_string()),
+                        };
+                        lock(&world).event(format!(
+                            "the disk fails at file change {} from now{}{}",
+                            after + 1,
+                            within
+                                .as_deref()
+                                .map(|w| format!(" in {w}"))
+                                .unwrap_or_default(),
+                            if tear { ", torn" } else { "" }
+                        ));
+                        crate::os::fail_disk_after(after, tear, within);
                     }
                     Fault::Cut(c) => sim.partition(hosts[c].as_str(), BROKER),
                     Fault::Hold(c) => sim.hold(hosts[c].as_str(), BROKER),
@@ -374,6 +440,18 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         if let Err(e) = step(&mut sim, &world) {
             lock(&world).stopped(e);
             return Err(fail(&world));
+        }
+        if crate::os::disk_failed() {
+            // The crash comes within the step the disk failed in: the
+            // broker ran on only as far as its answers to the failure.
+            crate::os::heal_disk();
+            lock(&world).event("the disk failed: the broker crashes");
+            let back = sim.elapsed() + Duration::from_millis(rng.gen_range(50..3000));
+            undo.retain(|(_, f)| !matches!(f, Fault::Disk));
+            crash(&mut sim, &world, &mut rng, &hosts, &mut undo, back);
+            undo.push((back, Fault::Crash));
+            crashes += 1;
+            disk_failures += 1;
         }
     }
     for (_, f) in std::mem::take(&mut undo) {
@@ -447,6 +525,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             + m.iter().map(|p| p.reads).sum::<usize>()
             + x.iter().map(|t| t.reads).sum::<usize>(),
         crashes,
+        disk_failures,
         faults,
         simulated: sim.elapsed(),
         trace: if opts.keep_trace {

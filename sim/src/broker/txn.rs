@@ -36,6 +36,19 @@ use super::{BROKER, PORT, TOPIC, ensure_topic, sleep_ms, timed};
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, lock};
 
+/// Whether an EndTxn refused with `code` left the transaction as it was.
+fn untouched(code: i16) -> bool {
+    [
+        ResponseError::InvalidTxnState,
+        ResponseError::ProducerFenced,
+        ResponseError::InvalidProducerEpoch,
+        ResponseError::InvalidProducerIdMapping,
+        ResponseError::ConcurrentTransactions,
+    ]
+    .iter()
+    .any(|e| e.code() == code)
+}
+
 /// What became of a transaction, as its producer knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -414,9 +427,13 @@ pub(super) async fn txn_producer_main(
                     ));
                 }
                 Ok(code) => {
-                    // Refused: not committed by this request, and the next
-                    // InitProducerId aborts it.
-                    set(&state, t, txn, Outcome::Aborted);
+                    // Refused before anything was done: the next
+                    // InitProducerId aborts it. Any other error leaves the
+                    // outcome open (the prepare may be on disk, and a real
+                    // client would retry EndTxn to learn it): all or nothing.
+                    if !commit || untouched(code) {
+                        set(&state, t, txn, Outcome::Aborted);
+                    }
                     lock(&world).event(format!("{who} transaction {txn}: EndTxn refused ({code})"));
                     id = None;
                     continue;
