@@ -36,14 +36,14 @@ use super::{BROKER, PORT, TOPIC, ensure_topic, sleep_ms, timed};
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, lock};
 
-/// Whether an EndTxn refused with `code` left the transaction as it was.
+/// Whether an EndTxn refused with `code` did not end the transaction as
+/// asked (then the next InitProducerId aborts it, if a timeout has not).
 fn untouched(code: i16) -> bool {
     [
         ResponseError::InvalidTxnState,
         ResponseError::ProducerFenced,
         ResponseError::InvalidProducerEpoch,
         ResponseError::InvalidProducerIdMapping,
-        ResponseError::ConcurrentTransactions,
     ]
     .iter()
     .any(|e| e.code() == code)
@@ -416,7 +416,24 @@ pub(super) async fn txn_producer_main(
                     Outcome::Aborted
                 },
             );
-            match end_txn(&mut conn, &tid, pid, commit).await {
+            // As a real client does, EndTxn is retried with the same
+            // decision while the answer leaves it open (the coordinator
+            // busy finishing it, moved, or its log failing): a retry learns
+            // the outcome, which the checker then holds the broker to.
+            let mut tries = 0;
+            let answer = loop {
+                match end_txn(&mut conn, &tid, pid, commit).await {
+                    Ok(code) if code != 0 && !untouched(code) && tries < 20 => {
+                        tries += 1;
+                        lock(&world).event(format!(
+                            "{who} transaction {txn}: EndTxn answered {code}, retried"
+                        ));
+                        sleep_ms(&mut rng, 10, 100).await;
+                    }
+                    answer => break answer,
+                }
+            };
+            match answer {
                 Ok(0) => {
                     if commit {
                         set(&state, t, txn, Outcome::Committed);
@@ -428,9 +445,9 @@ pub(super) async fn txn_producer_main(
                 }
                 Ok(code) => {
                     // Refused before anything was done: the next
-                    // InitProducerId aborts it. Any other error leaves the
-                    // outcome open (the prepare may be on disk, and a real
-                    // client would retry EndTxn to learn it): all or nothing.
+                    // InitProducerId aborts it. Any other error, retried
+                    // without an answer, leaves the outcome open (the
+                    // prepare may be on disk): all or nothing.
                     if !commit || untouched(code) {
                         set(&state, t, txn, Outcome::Aborted);
                     }
