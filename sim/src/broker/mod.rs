@@ -261,6 +261,12 @@ fn heal(sim: &mut turmoil::Sim, world: &Shared, hosts: &[String], f: Fault) {
     }
 }
 
+/// Whether client `c`'s link is cut or held now.
+fn link_faulted(undo: &[(Duration, Fault)], c: usize) -> bool {
+    undo.iter()
+        .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c))
+}
+
 /// Crashes the broker (restarted at `back` by the caller's undo list). Half
 /// the crashes also cut a client off until then, which drops answers still
 /// on the wire: the broker did the work (wrote a batch, a commit) and must
@@ -277,10 +283,7 @@ fn crash(
 ) {
     sim.crash(BROKER);
     let c = rng.gen_range(0..hosts.len());
-    let busy = undo
-        .iter()
-        .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c));
-    if rng.gen_bool(0.5) && !busy {
+    if rng.gen_bool(0.5) && !link_faulted(undo, c) {
         sim.partition(hosts[c].as_str(), BROKER);
         lock(world).event(format!("and {} cut off", hosts[c]));
         undo.push((back, Fault::Cut(c)));
@@ -384,9 +387,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
             };
             // One fault per client link at a time: healing a second one
             // would end the first early (a long hold would never last).
-            let busy = undo
-                .iter()
-                .any(|(_, f)| matches!(f, Fault::Cut(x) | Fault::Hold(x) if *x == c));
+            let busy = link_faulted(&undo, c);
             if !busy || matches!(fault, Fault::Crash | Fault::Disk) {
                 let mut lasts = Duration::from_millis(rng.gen_range(50..3000));
                 if matches!(fault, Fault::Cut(_) | Fault::Hold(_))
