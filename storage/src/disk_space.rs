@@ -21,6 +21,12 @@ pub const DEFAULT_MAX_MIN_FREE: u64 = 1 << 30;
 /// one; between measurements, the bytes appended are subtracted.
 const STALE_MS: i64 = 100;
 
+/// Within this many bytes of the floor every produce measures afresh:
+/// blocks reserved ahead of a segment's write position (fallocate, up to
+/// half a segment) are taken between measurements without being counted,
+/// and near the floor they would carry produce past it.
+const NEAR_FLOOR: u64 = 64 << 20;
+
 pub struct FreeSpace {
     dir: PathBuf,
     /// The floor in bytes; 0: off.
@@ -102,7 +108,13 @@ impl FreeSpace {
         if min == 0 {
             return None;
         }
-        let free = self.free();
+        let mut free = self.free();
+        if free.saturating_sub(bytes as u64) < min.saturating_add(NEAR_FLOOR)
+            && let Ok((now, _)) = statvfs(&self.dir)
+        {
+            self.free.store(now, Ordering::Relaxed);
+            free = now;
+        }
         if free.saturating_sub(bytes as u64) >= min {
             // Counted until the next measurement, so a burst between two
             // cannot run past the floor.

@@ -262,6 +262,7 @@ impl Log {
         let active = st.active.clone();
         let interval = cfg.index_interval_bytes;
         let ahead = cfg.preallocate_ahead_bytes;
+        let roll_at = cfg.segment_bytes;
         match log_append_time {
             Some(t) => {
                 // LogAppendTime rewrites CRC'd fields, so this path copies.
@@ -270,7 +271,7 @@ impl Log {
                 set_log_append_time(&mut buf, t);
                 let mut iov = [IoSlice::new(&buf)];
                 active
-                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead)
+                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead, roll_at)
                     .map_err(|e| self.on_write_error(e))?;
             }
             None => {
@@ -288,7 +289,7 @@ impl Log {
                     iov.push(IoSlice::new(&records[pos + 16..end]));
                 }
                 active
-                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead)
+                    .append(&mut iov, &batches, interval, &mut st.cursor, ahead, roll_at)
                     .map_err(|e| self.on_write_error(e))?;
             }
         }

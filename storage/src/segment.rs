@@ -392,7 +392,8 @@ impl LogSegment {
     /// Writes `bufs` (whole batches, offsets assigned) at the end, then
     /// records index entries and publishes the new size. `batches` are
     /// (position within the append, header with final offsets). Up to
-    /// `reserve_ahead` bytes of blocks past the end are reserved first.
+    /// `reserve_ahead` bytes of blocks past the end are reserved first,
+    /// never past `segment_bytes` (the segment rolls there).
     pub fn append(
         &self,
         bufs: &mut [IoSlice<'_>],
@@ -400,6 +401,7 @@ impl LogSegment {
         interval: u32,
         cursor: &mut IndexCursor,
         reserve_ahead: u64,
+        segment_bytes: u64,
     ) -> Result<(), StorageError> {
         let start = self.size();
         if reserve_ahead > 0
@@ -407,7 +409,7 @@ impl LogSegment {
         {
             // The batches tile the write: the last one's end is its length.
             let len = (*rel + last.total_size()) as u64;
-            self.reserve_ahead(start, start + len, reserve_ahead);
+            self.reserve_ahead(start, start + len, reserve_ahead, segment_bytes);
         }
         if let Err(e) = write_all_vectored(&self.file, bufs) {
             // Put the file back so the next append does not land after garbage
@@ -447,17 +449,24 @@ impl LogSegment {
     }
 
     /// Once a write reaches past the current reservation, reserves blocks
-    /// up to `end` plus min(`cap`, `end`): a segment never holds more
+    /// up to `end` plus min(`cap`, `end`), and no further than `limit` (the
+    /// segment's roll size: blocks past it would never be written, only
+    /// taken from the disk until the seal). A segment never holds more
     /// reserved than written blocks, and a busy one calls fallocate once
     /// per `cap` bytes. Best effort: a file system without fallocate, or a
     /// full disk, leaves plain appends (the write itself reports ENOSPC).
-    fn reserve_ahead(&self, start: u64, end: u64, cap: u64) {
+    fn reserve_ahead(&self, start: u64, end: u64, cap: u64, limit: u64) {
         let reserved = self.reserved_to.load(Ordering::Relaxed);
         if end <= reserved || self.no_reserve.load(Ordering::Relaxed) {
             return;
         }
         let from = reserved.max(start);
-        let to = end + cap.min(end.max(4096));
+        let to = (end + cap.min(end.max(4096))).min(limit);
+        if to <= end {
+            // At (or, for one oversized batch, past) the roll size: the
+            // write takes its blocks itself.
+            return;
+        }
         match rustix::fs::fallocate(
             &*self.file,
             rustix::fs::FallocateFlags::KEEP_SIZE,

@@ -1,6 +1,6 @@
 //! Blocks reserved ahead of the active segment's write position: present
 //! while it is written, invisible in its length, never more than the
-//! segment holds nor more than the cap, released when the segment is sealed
+//! segment holds, the cap or the roll size, released when the segment is sealed
 //! (by a roll, a clean close, or after a crash left them behind).
 
 use std::os::unix::fs::MetadataExt;
@@ -70,6 +70,23 @@ fn active_segment_reserves_ahead_and_a_roll_releases() {
     assert_eq!(log.log_end_offset(), 10 + per_seg as i64);
     let r = log.read(0, 1 << 20, false).unwrap();
     assert_eq!(r.slice.unwrap().len as u64, per_seg * batch);
+}
+
+#[test]
+fn the_reservation_stops_at_the_roll_size() {
+    // Blocks past segment.bytes would never be written, only taken from a
+    // disk that may be nearly full until the segment is sealed.
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), "t", 0, cfg()).unwrap();
+    let batch = append(&log, 1);
+    for _ in 1..(64 << 10) / batch {
+        append(&log, 1);
+        let (len, alloc) = usage(&seg(d.path(), 0));
+        assert!(
+            alloc <= (64 << 10) + 4096,
+            "{alloc} bytes allocated for {len} written in a 64 KiB segment"
+        );
+    }
 }
 
 #[test]

@@ -132,6 +132,7 @@ impl Log {
                 cfg.index_interval_bytes,
                 &mut st.cursor,
                 cfg.preallocate_ahead_bytes,
+                cfg.segment_bytes,
             )
             .map_err(|e| self.on_write_error(e))?;
         if active.created_ms.load(Ordering::Relaxed) < 0 {
