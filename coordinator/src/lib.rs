@@ -31,8 +31,10 @@ pub use group::{
     GroupConfig, GroupState, JoinOutcome, JoinRequest, JoinedMember, SyncOutcome, SyncRequest,
 };
 pub use obelisk::{FileLease, LeaseFuture, LeaseStore, Sequencer, SequencerError};
-pub use shard::{Committer, NotReplicated, OffsetCommit, Shard, ShardError, ShardReplication};
+pub use shard::{
+    Committer, NotReplicated, OffsetCommit, ReplicatedFuture, Shard, ShardError, ShardReplication,
+};
 pub use txn::{
-    LocalMarkers, MarkerWriter, TransactionCoordinator, TxnConfig, TxnMarker, TxnMetadata,
-    TxnState, append_marker,
+    LocalMarkers, MarkerWriter, MarkersFuture, TransactionCoordinator, TxnConfig, TxnMarker,
+    TxnMetadata, TxnState, append_marker,
 };

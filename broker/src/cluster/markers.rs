@@ -18,12 +18,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::errors::{COORDINATOR_NOT_AVAILABLE, NONE};
 use karnak_coordinator::metadata::NO_LEADER;
-use karnak_coordinator::{COORDINATOR_TOPIC, MarkerWriter, TxnMarker, append_marker};
+use karnak_coordinator::{
+    COORDINATOR_TOPIC, MarkerWriter, MarkersFuture, TxnMarker, append_marker,
+};
 use karnak_protocol::control::ControlType;
 
 use crate::broker::Broker;
 use crate::replication::client::{PeerPool, PoolError};
-use crate::topics::block_on;
 
 /// Kafka's request.timeout.ms for the markers' requests and their acks=all.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,38 +52,63 @@ impl BrokerMarkers {
 }
 
 impl MarkerWriter for BrokerMarkers {
-    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16> {
+    fn write_markers(
+        &self,
+        marker: TxnMarker,
+        partitions: Vec<(String, i32)>,
+    ) -> MarkersFuture<'_> {
+        Box::pin(self.write(marker, partitions))
+    }
+}
+
+impl BrokerMarkers {
+    /// This broker's partitions written here, the others' sent to their
+    /// leaders, all at once; each partition's code in `partitions`' order.
+    async fn write(&self, marker: TxnMarker, partitions: Vec<(String, i32)>) -> Vec<i16> {
         let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
             return vec![COORDINATOR_NOT_AVAILABLE; partitions.len()];
         };
         let meta = broker.cluster.metadata();
         let mut out = vec![NONE; partitions.len()];
+        let mut local = Vec::new();
         let mut remote: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, (topic, p)) in partitions.iter().enumerate() {
             match meta.partition(topic, *p).map(|s| s.leader) {
                 None => out[i] = ResponseError::UnknownTopicOrPartition.code(),
-                Some(l) if l == broker.node_id() => {
-                    out[i] = write_local(&broker, marker, topic, *p)
-                }
+                Some(l) if l == broker.node_id() => local.push(i),
                 Some(NO_LEADER) => out[i] = NOT_LEADER,
                 Some(l) => remote.entry(l).or_default().push(i),
             }
         }
-        for (leader, idx) in remote {
+        let locals = futures::future::join_all(local.iter().map(|&i| {
+            let (topic, p) = &partitions[i];
+            write_local(&broker, &marker, topic, *p)
+        }));
+        let remotes = futures::future::join_all(remote.into_iter().map(|(leader, idx)| {
             let addr = meta
                 .brokers
                 .get(&leader)
                 .and_then(|b| crate::listeners::address_of(b, broker.inter_broker_listener()))
                 .map(|l| format!("{}:{}", l.host, l.port));
             let parts: Vec<(String, i32)> = idx.iter().map(|i| partitions[*i].clone()).collect();
-            let codes = match addr {
-                Some(addr) => block_on(send(&self.pool, &addr, marker, &parts))
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(leader, error = %e, "WriteTxnMarkers to a partition leader failed; the transaction stays prepared and is retried");
-                        vec![NOT_LEADER; parts.len()]
-                    }),
-                None => vec![NOT_LEADER; parts.len()],
-            };
+            async move {
+                let codes = match addr {
+                    Some(addr) => send(&self.pool, &addr, &marker, &parts)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(leader, error = %e, "WriteTxnMarkers to a partition leader failed; the transaction stays prepared and is retried");
+                            vec![NOT_LEADER; parts.len()]
+                        }),
+                    None => vec![NOT_LEADER; parts.len()],
+                };
+                (idx, codes)
+            }
+        }));
+        let (locals, remotes) = futures::future::join(locals, remotes).await;
+        for (i, code) in local.into_iter().zip(locals) {
+            out[i] = code;
+        }
+        for (idx, codes) in remotes {
             for (i, code) in idx.into_iter().zip(codes) {
                 out[i] = code;
             }
@@ -94,23 +120,31 @@ impl MarkerWriter for BrokerMarkers {
 /// Writes a marker this broker is asked to (its own transaction or a
 /// WriteTxnMarkers): into a partition it leads, with its leader epoch, and
 /// once the in-sync replicas hold it (markers are written with acks=all).
-pub fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, partition: i32) -> i16 {
+pub async fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, partition: i32) -> i16 {
     if topic == COORDINATOR_TOPIC {
         let commit = marker.kind == ControlType::Commit;
         return broker
             .txns
-            .settle_shard_offsets(partition as u32, marker.producer_id, commit);
+            .settle_shard_offsets(partition as u32, marker.producer_id, commit)
+            .await;
     }
     let (log, epoch) = match broker.replicas.leader_for_append(topic, partition, true) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (code, end) = append_marker(&log, marker, epoch, broker.config.transactions.durable);
+    let durable = broker.config.transactions.durable;
+    let (code, end) = {
+        let (log, marker) = (log.clone(), *marker);
+        // The append and its fsync: off the reactor.
+        karnak_storage::blocking::spawn(move || append_marker(&log, &marker, epoch, durable))
+            .await
+            .unwrap_or((ResponseError::KafkaStorageError.code(), None))
+    };
     broker.replicas.after_append(topic, partition, &log);
     match end {
         Some(end) if log.is_replicated() => {
             let deadline = std::time::Instant::now() + MARKER_TIMEOUT;
-            match block_on(broker.replicas.wait_replicated(&log, end, deadline)) {
+            match broker.replicas.wait_replicated(&log, end, deadline).await {
                 0 => code,
                 refused => refused,
             }

@@ -20,7 +20,6 @@ use karnak_coordinator::{
 
 use super::ClusterNode;
 use crate::broker::Broker;
-use crate::topics::block_on;
 
 const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Producer ids per metadata lease (Kafka's KIP-730 block size).
@@ -40,8 +39,13 @@ impl LeaseStore for MetadataLease {
         format!("metadata id lease {}", self.sequencer)
     }
 
-    fn lease(&self, from: u64, size: u64) -> Result<Range<u64>, SequencerError> {
-        block_on(self.lease_async(from, size))
+    /// Never blocks a thread on the metadata group: the coordinator takes
+    /// its ids with `Sequencer::reserve` and `try_next`, which await it.
+    fn lease(&self, _from: u64, _size: u64) -> Result<Range<u64>, SequencerError> {
+        Err(SequencerError::Lease {
+            name: self.sequencer.clone(),
+            reason: "a metadata lease is awaited (Sequencer::reserve), never taken in place".into(),
+        })
     }
 
     fn lease_async(&self, from: u64, size: u64) -> LeaseFuture<'_> {
@@ -199,32 +203,41 @@ pub fn follow(broker: &Arc<Broker>, meta: &ClusterMetadata) {
             let b = broker.clone();
             let epoch = p.leader_epoch;
             broker.shard_loads.fetch_add(1, Ordering::AcqRel);
-            karnak_storage::blocking::spawn(move || {
-                load(&b, i, epoch);
+            tokio::spawn(async move {
+                let replay = b.clone();
+                // The replay reads the shard's log: off the reactor.
+                let loaded = karnak_storage::blocking::spawn(move || load(&replay, i, epoch))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(s) = loaded {
+                    tokio::spawn(s.clone().run_timers(b.stopping.clone()));
+                    b.txns.shard_loaded(&s).await;
+                }
                 b.shard_loads.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }
 }
 
-fn load(broker: &Arc<Broker>, shard: u32, epoch: i32) {
+/// Replays shard `shard`'s log; the shard, unless leadership moved on
+/// meanwhile or it could not be loaded.
+fn load(broker: &Arc<Broker>, shard: u32, epoch: i32) -> Option<Arc<karnak_coordinator::Shard>> {
     let Some(log) = broker.logs.log(COORDINATOR_TOPIC, shard as i32) else {
         tracing::error!(
             shard,
             "no local log for a coordinator shard this broker leads"
         );
         broker.groups.abandon_load(shard, epoch);
-        return;
+        return None;
     };
     match broker.groups.load(shard, log, epoch) {
-        Ok(s) if !s.is_fenced() => {
-            tokio::spawn(s.clone().run_timers(broker.stopping.clone()));
-            broker.txns.shard_loaded(&s);
-        }
-        Ok(_) => {} // leadership moved on while it replayed
+        Ok(s) if !s.is_fenced() => Some(s),
+        Ok(_) => None, // leadership moved on while it replayed
         Err(e) => {
             tracing::error!(shard, error = %e, "could not load a coordinator shard");
             broker.groups.abandon_load(shard, epoch);
+            None
         }
     }
 }
@@ -237,9 +250,10 @@ pub async fn wait_loaded(broker: &Broker) {
     }
 }
 
-/// How long a coordinator write waits for the in-sync replicas (with its
-/// shard's lock held): past it the request answers COORDINATOR_NOT_AVAILABLE
-/// and the client retries, by when a dead follower may have left the set.
+/// How long a coordinator write waits for the in-sync replicas (without
+/// its shard's lock; what it wrote is pending meanwhile): past it the
+/// request answers COORDINATOR_NOT_AVAILABLE and the client retries, by
+/// when a dead follower may have left the set.
 const SHARD_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shards' logs replicated as any partition: the high watermark moves
@@ -252,7 +266,17 @@ impl karnak_coordinator::ShardReplication for ShardLogReplication {
         self.0.after_append(log.topic(), log.partition(), log)
     }
 
-    fn wait_replicated(
+    fn wait_replicated<'a>(
+        &'a self,
+        log: &'a karnak_storage::Log,
+        end: i64,
+    ) -> karnak_coordinator::ReplicatedFuture<'a> {
+        Box::pin(self.wait(log, end))
+    }
+}
+
+impl ShardLogReplication {
+    async fn wait(
         &self,
         log: &karnak_storage::Log,
         end: i64,
@@ -272,7 +296,7 @@ impl karnak_coordinator::ShardReplication for ShardLogReplication {
             });
         }
         let deadline = std::time::Instant::now() + SHARD_REPLICATION_TIMEOUT;
-        match block_on(self.0.wait_replicated(log, end, deadline)) {
+        match self.0.wait_replicated(log, end, deadline).await {
             0 => Ok(()),
             code if code == ResponseError::NotLeaderOrFollower.code() => {
                 Err(NotReplicated::NotLeader)

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use karnak_coordinator::errors::NONE;
 
 use super::group_common::check_group;
-use super::txn_common::{blocking, fenced_for_version};
+use super::txn_common::{fenced_for_version, later};
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -23,7 +23,7 @@ pub fn handle(
     let req: AddOffsetsToTxnRequest = decode(body, "AddOffsetsToTxn", version)?;
     let broker = broker.clone();
     let authz = authz.clone();
-    Ok(blocking(move || {
+    Ok(later(async move {
         let group = req.group_id.as_str();
         let code = if !authz.transactional_id(AclOperation::Write, req.transactional_id.as_str()) {
             Err(ResponseError::TransactionalIdAuthorizationFailed.code())
@@ -32,13 +32,17 @@ pub fn handle(
         };
         let code = match code {
             Err(code) => code,
-            Ok(()) => match broker.txns.add_to_txn(
-                req.transactional_id.as_str(),
-                req.producer_id.0,
-                req.producer_epoch,
-                &[],
-                Some(group),
-            ) {
+            Ok(()) => match broker
+                .txns
+                .add_to_txn(
+                    req.transactional_id.as_str(),
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    &[],
+                    Some(group),
+                )
+                .await
+            {
                 Ok(()) => NONE,
                 Err(code) => code,
             },

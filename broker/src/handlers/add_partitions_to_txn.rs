@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use karnak_coordinator::errors::{NONE, OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION};
 
-use super::txn_common::{blocking, fenced_for_version, partition_exists};
+use super::txn_common::{fenced_for_version, later, partition_exists};
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -29,7 +29,7 @@ struct Txn<'a> {
     epoch: i16,
 }
 
-fn add(
+async fn add(
     broker: &Broker,
     version: i16,
     txn: Txn<'_>,
@@ -97,6 +97,7 @@ fn add(
         let code = broker
             .txns
             .add_to_txn(tid, producer_id, epoch, &wanted, None)
+            .await
             .err()
             .unwrap_or(NONE);
         vec![code; wanted.len()]
@@ -134,7 +135,7 @@ pub fn handle(
     let req: AddPartitionsToTxnRequest = decode(body, "AddPartitionsToTxn", version)?;
     let broker = broker.clone();
     let authz = authz.clone();
-    Ok(blocking(move || {
+    Ok(later(async move {
         let mut resp = AddPartitionsToTxnResponse::default();
         if version >= 4 && !authz.cluster(AclOperation::ClusterAction) {
             let code = ResponseError::ClusterAuthorizationFailed.code();
@@ -153,28 +154,29 @@ pub fn handle(
                 false,
                 &req.v3_and_below_topics,
                 &authz,
-            );
+            )
+            .await;
         } else {
-            resp.results_by_transaction = req
-                .transactions
-                .iter()
-                .map(|t| {
+            for t in &req.transactions {
+                let topic_results = add(
+                    &broker,
+                    version,
+                    Txn {
+                        id: t.transactional_id.as_str(),
+                        producer_id: t.producer_id.0,
+                        epoch: t.producer_epoch,
+                    },
+                    t.verify_only,
+                    &t.topics,
+                    &authz,
+                )
+                .await;
+                resp.results_by_transaction.push(
                     AddPartitionsToTxnResult::default()
                         .with_transactional_id(TransactionalId(t.transactional_id.0.clone()))
-                        .with_topic_results(add(
-                            &broker,
-                            version,
-                            Txn {
-                                id: t.transactional_id.as_str(),
-                                producer_id: t.producer_id.0,
-                                epoch: t.producer_epoch,
-                            },
-                            t.verify_only,
-                            &t.topics,
-                            &authz,
-                        ))
-                })
-                .collect();
+                        .with_topic_results(topic_results),
+                );
+            }
         }
         Response::encode(&resp, version, NONE)
     }))

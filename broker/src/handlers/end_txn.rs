@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
-use super::txn_common::{blocking, fenced_for_version};
+use super::txn_common::{fenced_for_version, later};
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -22,16 +22,19 @@ pub fn handle(
     let req: EndTxnRequest = decode(body, "EndTxn", version)?;
     let denied = !authz.transactional_id(AclOperation::Write, req.transactional_id.as_str());
     let broker = broker.clone();
-    Ok(blocking(move || {
+    Ok(later(async move {
         let code = if denied {
             ResponseError::TransactionalIdAuthorizationFailed.code()
         } else {
-            broker.txns.end_txn(
-                req.transactional_id.as_str(),
-                req.producer_id.0,
-                req.producer_epoch,
-                req.committed,
-            )
+            broker
+                .txns
+                .end_txn(
+                    req.transactional_id.as_str(),
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    req.committed,
+                )
+                .await
         };
         let code = fenced_for_version(code, version, 2);
         let resp = EndTxnResponse::default()

@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use karnak_coordinator::errors::NONE;
 
-use super::txn_common::{fenced_for_version, run_blocking};
+use super::txn_common::{fenced_for_version, later};
 use crate::authz::{AclOperation, Authz, ResourceType};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -46,15 +46,18 @@ pub fn handle(
         return Ok(Reply::Ready(Response::encode(&resp, version, e.code())?));
     }
     let broker = broker.clone();
-    let ids = broker.txns.clone();
-    let work = move || {
+    Ok(later(async move {
         let tid = req.transactional_id.as_ref().map(|t| t.as_str());
-        let resp = match broker.txns.init_producer_id(
-            tid,
-            req.transaction_timeout_ms,
-            req.producer_id.0,
-            req.producer_epoch,
-        ) {
+        let resp = match broker
+            .txns
+            .init_producer_id(
+                tid,
+                req.transaction_timeout_ms,
+                req.producer_id.0,
+                req.producer_epoch,
+            )
+            .await
+        {
             Ok((pid, epoch)) => {
                 tracing::debug!(transactional_id = ?tid, producer_id = pid, epoch, "producer id assigned");
                 InitProducerIdResponse::default()
@@ -68,11 +71,5 @@ pub fn handle(
         };
         let code = resp.error_code;
         Response::encode(&resp, version, if code == NONE { NONE } else { code })
-    };
-    Ok(Reply::Later(Box::pin(async move {
-        // A new producer id may need a lease from the metadata group:
-        // awaited here, not on the thread the work below holds.
-        ids.reserve_producer_id().await;
-        run_blocking(work).await
-    })))
+    }))
 }

@@ -1,25 +1,17 @@
 //! What the transaction handlers share: coordinator calls write logs (their
-//! own shard's and markers into data partitions), so they run on the
-//! blocking pool and answer later.
+//! own shard's and markers into data partitions) and await the disk and
+//! the in-sync replicas, so they answer later.
+
+use std::future::Future;
 
 use crate::response::{HandlerError, Reply, Response};
 
-/// Runs `f` off the reactor; its response goes out in request order.
-pub fn blocking<F>(f: F) -> Reply
+/// Awaits `f`; its response goes out in request order.
+pub fn later<F>(f: F) -> Reply
 where
-    F: FnOnce() -> Result<Response, HandlerError> + Send + 'static,
+    F: Future<Output = Result<Response, HandlerError>> + Send + 'static,
 {
-    Reply::Later(Box::pin(run_blocking(f)))
-}
-
-/// [`blocking`]'s work, for a handler that awaits something first.
-pub async fn run_blocking<F>(f: F) -> Result<Response, HandlerError>
-where
-    F: FnOnce() -> Result<Response, HandlerError> + Send + 'static,
-{
-    karnak_storage::blocking::spawn(f)
-        .await
-        .map_err(|e| HandlerError::Internal(format!("transaction task: {e}")))?
+    Reply::Later(Box::pin(f))
 }
 
 /// Whether a topic-partition exists for a client (internal topics do not),

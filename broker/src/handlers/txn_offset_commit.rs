@@ -13,7 +13,7 @@ use karnak_coordinator::OffsetCommit;
 use karnak_coordinator::errors::{NONE, UNKNOWN_SERVER_ERROR};
 
 use super::group_common::check_group;
-use super::txn_common::{blocking, partition_exists};
+use super::txn_common::{later, partition_exists};
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::response::{HandlerError, Reply, Response, decode};
@@ -27,7 +27,7 @@ pub fn handle(
     let req: TxnOffsetCommitRequest = decode(body, "TxnOffsetCommit", version)?;
     let broker = broker.clone();
     let authz = authz.clone();
-    Ok(blocking(move || {
+    Ok(later(async move {
         let readable = authz.per_partition(
             AclOperation::Read,
             req.topics
@@ -64,14 +64,17 @@ pub fn handle(
             Err(code) => vec![code; readable.len()],
             Ok(()) => super::offset_commit::merge_refused(
                 &readable,
-                broker.txns.txn_offset_commit(
-                    req.transactional_id.as_str(),
-                    group,
-                    req.producer_id.0,
-                    req.producer_epoch,
-                    commits,
-                    &|t, p| partition_exists(&broker, t, p),
-                ),
+                broker
+                    .txns
+                    .txn_offset_commit(
+                        req.transactional_id.as_str(),
+                        group,
+                        req.producer_id.0,
+                        req.producer_epoch,
+                        commits,
+                        &|t, p| partition_exists(&broker, t, p),
+                    )
+                    .await,
             ),
         };
         let mut it = codes.into_iter();

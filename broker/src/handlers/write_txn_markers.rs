@@ -15,7 +15,7 @@ use karnak_coordinator::TxnMarker;
 use karnak_coordinator::errors::NONE;
 use karnak_protocol::control::ControlType;
 
-use super::txn_common::blocking;
+use super::txn_common::later;
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
 use crate::cluster::markers::write_local;
@@ -31,50 +31,51 @@ pub fn handle(
     // Sent by transaction coordinators, never by clients.
     let denied = !authz.cluster(AclOperation::ClusterAction);
     let broker = broker.clone();
-    Ok(blocking(move || {
-        let markers = req
-            .markers
-            .iter()
-            .map(|m| {
-                let kind = if m.transaction_result {
-                    ControlType::Commit
-                } else {
-                    ControlType::Abort
-                };
-                let topics = m
-                    .topics
-                    .iter()
-                    .map(|t| {
-                        let marker = TxnMarker {
-                            producer_id: m.producer_id.0,
-                            producer_epoch: m.producer_epoch,
-                            kind,
-                            coordinator_epoch: m.coordinator_epoch,
+    Ok(later(async move {
+        let mut markers = Vec::with_capacity(req.markers.len());
+        for m in &req.markers {
+            let kind = if m.transaction_result {
+                ControlType::Commit
+            } else {
+                ControlType::Abort
+            };
+            let marker = TxnMarker {
+                producer_id: m.producer_id.0,
+                producer_epoch: m.producer_epoch,
+                kind,
+                coordinator_epoch: m.coordinator_epoch,
+            };
+            let mut topics = Vec::with_capacity(m.topics.len());
+            for t in &m.topics {
+                // Every partition's marker appended, then their replication
+                // awaited together.
+                let results = futures::future::join_all(t.partition_indexes.iter().map(|p| {
+                    let marker = &marker;
+                    let broker = &broker;
+                    async move {
+                        let code = if denied {
+                            ResponseError::ClusterAuthorizationFailed.code()
+                        } else {
+                            write_local(broker, marker, t.name.as_str(), *p).await
                         };
-                        let results = t
-                            .partition_indexes
-                            .iter()
-                            .map(|p| {
-                                let code = if denied {
-                                    ResponseError::ClusterAuthorizationFailed.code()
-                                } else {
-                                    write_local(&broker, &marker, t.name.as_str(), *p)
-                                };
-                                WritableTxnMarkerPartitionResult::default()
-                                    .with_partition_index(*p)
-                                    .with_error_code(code)
-                            })
-                            .collect();
-                        WritableTxnMarkerTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(results)
-                    })
-                    .collect();
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(*p)
+                            .with_error_code(code)
+                    }
+                }))
+                .await;
+                topics.push(
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(results),
+                );
+            }
+            markers.push(
                 WritableTxnMarkerResult::default()
                     .with_producer_id(m.producer_id)
-                    .with_topics(topics)
-            })
-            .collect();
+                    .with_topics(topics),
+            );
+        }
         let resp = WriteTxnMarkersResponse::default().with_markers(markers);
         Response::encode(&resp, version, NONE)
     }))

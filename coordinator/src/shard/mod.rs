@@ -85,12 +85,16 @@ pub trait ShardReplication: Send + Sync {
     /// After each append as leader: the high watermark may move (at once
     /// when no follower is in sync).
     fn after_append(&self, log: &Log);
-    /// Blocks until the in-sync replicas hold `log` below `end` (Kafka
+    /// Resolves once the in-sync replicas hold `log` below `end` (Kafka
     /// writes its transaction log with acks=all): state a new coordinator
     /// must find after a failover is acted on only once it is there.
-    /// Called on the blocking pool.
-    fn wait_replicated(&self, log: &Log, end: i64) -> Result<(), NotReplicated>;
+    /// Awaited without the shard lock, as Kafka's coordinator runtime
+    /// completes a write's response when the high watermark passes it.
+    fn wait_replicated<'a>(&'a self, log: &'a Log, end: i64) -> ReplicatedFuture<'a>;
 }
+
+pub type ReplicatedFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), NotReplicated>> + Send + 'a>>;
 
 /// Deadlines of the shard's groups.
 #[derive(Default)]
@@ -398,48 +402,26 @@ impl Shard {
         self.arm(g);
     }
 
-    /// As [`Self::append`], then, with `sync`, fsynced, and in a cluster
-    /// held by the in-sync replicas, before returning: records others rely
-    /// on across a crash or a failover (transaction state, the offsets a
+    /// Resolves once the record at `last` is fsynced (with `sync`) and, in
+    /// a cluster, held by the in-sync replicas: for records others rely on
+    /// across a crash or a failover (transaction state, the offsets a
     /// transaction commits). A transaction coordinator that wrote commit
     /// markers after a prepare record only it held would leave its
-    /// successor free to abort the same transaction.
-    pub(crate) fn append_durable(
-        &self,
-        records: Vec<(RecordKey, Option<Bytes>)>,
-        sync: bool,
-    ) -> Result<i64, ShardError> {
-        let last = self.append(records)?;
-        self.wait_durable(last, sync)?;
-        Ok(last)
-    }
-
-    /// As [`Self::append_durable`], with the shard lock released while the
-    /// disk and the replicas catch up (up to the replication timeout):
-    /// other groups and transactions of the shard are served meanwhile.
-    /// The caller has marked what it writes as pending, and gets the lock
-    /// back to make it current.
-    pub(crate) fn append_then_wait<'a>(
-        &'a self,
-        st: MutexGuard<'a, ShardState>,
-        records: Vec<(RecordKey, Option<Bytes>)>,
-        sync: bool,
-    ) -> (MutexGuard<'a, ShardState>, Result<i64, ShardError>) {
-        let last = match self.append(records) {
-            Ok(last) => last,
-            Err(e) => return (st, Err(e)),
-        };
-        drop(st);
-        let held = self.wait_durable(last, sync).map(|()| last);
-        (self.lock(), held)
-    }
-
-    /// Waits until the record at `last` is fsynced (with `sync`) and, in a
-    /// cluster, held by the in-sync replicas.
-    fn wait_durable(&self, last: i64, sync: bool) -> Result<(), ShardError> {
+    /// successor free to abort the same transaction. Awaited without the
+    /// shard lock: the caller appended under it and marked what it wrote
+    /// as pending, so other groups and transactions of the shard are
+    /// served meanwhile.
+    pub(crate) async fn wait_durable(&self, last: i64, sync: bool) -> Result<(), ShardError> {
         if sync {
-            self.log
-                .flush_up_to(last + 1)
+            let log = self.log.clone();
+            karnak_storage::blocking::spawn(move || log.flush_up_to(last + 1))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(karnak_storage::StorageError::Io {
+                        context: "the fsync task of a coordinator shard".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
                 .map_err(|source| ShardError::Storage {
                     shard: self.id,
                     source,
@@ -447,6 +429,7 @@ impl Shard {
         }
         if let Some(r) = &self.replication {
             r.wait_replicated(&self.log, last + 1)
+                .await
                 .map_err(|e| match e {
                     NotReplicated::NotLeader => ShardError::NotCoordinator { shard: self.id },
                     NotReplicated::Refused(reason) => ShardError::NotReplicated {
@@ -591,6 +574,11 @@ impl Shard {
         }
     }
 
+    /// A fresh member id, from the ids leased ahead
+    /// ([`Self::reserve_member_id`]) when the lease is the cluster
+    /// metadata's: that one is never taken in place, so joins that used the
+    /// ids up meanwhile get COORDINATOR_NOT_AVAILABLE (retried by clients)
+    /// rather than block the runtime.
     fn mint_member_id(&self, client_id: &str) -> Result<String, i16> {
         match self.seq.next() {
             // Kafka's form is "<client.id>-<uuid>"; ours carries the shard in

@@ -5,9 +5,12 @@
 //! sequencer whose blocks are leased in the cluster metadata (KIP-730's
 //! producer-id blocks), so no two brokers ever hand out the same id.
 //!
-//! Every method here may write to logs (the shard's own, and markers into
-//! data partitions): call them off the async reactor.
+//! A request's state change is appended under its shard's lock and
+//! awaited without it (the disk, the in-sync replicas, the markers), as
+//! Kafka's coordinator runtime does: no thread waits on a follower.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, MutexGuard};
 
 use karnak_protocol::control::{ControlType, end_txn_marker};
@@ -28,11 +31,14 @@ pub const TIMED_OUT_METRIC: &str = "karnak_transactions_timed_out_total";
 /// Where a transaction's COMMIT/ABORT markers go: each partition's leader
 /// (this broker's log, or WriteTxnMarkers to another broker).
 pub trait MarkerWriter: Send + Sync {
-    /// Writes one marker per partition; returns each partition's error code.
-    /// A partition of [`COORDINATOR_TOPIC`] names a shard whose pending
-    /// transactional offsets of the producer are settled instead.
-    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16>;
+    /// Writes one marker per partition; resolves to each partition's error
+    /// code. A partition of [`COORDINATOR_TOPIC`] names a shard whose
+    /// pending transactional offsets of the producer are settled instead.
+    fn write_markers(&self, marker: TxnMarker, partitions: Vec<(String, i32)>)
+    -> MarkersFuture<'_>;
 }
+
+pub type MarkersFuture<'a> = Pin<Box<dyn Future<Output = Vec<i16>> + Send + 'a>>;
 
 /// One transaction's end, as WriteTxnMarkers carries it.
 #[derive(Debug, Clone, Copy)]
@@ -94,17 +100,30 @@ pub struct LocalMarkers {
 }
 
 impl MarkerWriter for LocalMarkers {
-    fn write_markers(&self, marker: &TxnMarker, partitions: &[(String, i32)]) -> Vec<i16> {
-        partitions
-            .iter()
-            .map(|(topic, p)| match self.logs.log(topic, *p) {
-                // Shards are all loaded in this process: settled already.
-                _ if topic == COORDINATOR_TOPIC => NOT_COORDINATOR,
-                // Deleted since it joined the transaction: nothing to mark.
-                None => UNKNOWN_TOPIC_OR_PARTITION,
-                Some(log) => append_marker(&log, marker, log.latest_epoch(), self.durable).0,
-            })
-            .collect()
+    fn write_markers(
+        &self,
+        marker: TxnMarker,
+        partitions: Vec<(String, i32)>,
+    ) -> MarkersFuture<'_> {
+        let (logs, durable, n) = (self.logs.clone(), self.durable, partitions.len());
+        // Appends and fsyncs: off the reactor.
+        let write = move || -> Vec<i16> {
+            partitions
+                .iter()
+                .map(|(topic, p)| match logs.log(topic, *p) {
+                    // Shards are all loaded in this process: settled already.
+                    _ if topic == COORDINATOR_TOPIC => NOT_COORDINATOR,
+                    // Deleted since it joined the transaction: nothing to mark.
+                    None => UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(log) => append_marker(&log, &marker, log.latest_epoch(), durable).0,
+                })
+                .collect()
+        };
+        Box::pin(async move {
+            karnak_storage::blocking::spawn(write)
+                .await
+                .unwrap_or_else(|_| vec![KAFKA_STORAGE_ERROR; n])
+        })
     }
 }
 
@@ -166,7 +185,7 @@ impl TransactionCoordinator {
     /// One process owning every shard and partition (tests, tools): markers
     /// go to `logs`, producer ids come from a sequencer file in the data
     /// dir, and transactions left prepared are finished now.
-    pub fn open_local(
+    pub async fn open_local(
         groups: Arc<GroupCoordinator>,
         logs: Arc<LogManager>,
         data_dir: &std::path::Path,
@@ -184,14 +203,14 @@ impl TransactionCoordinator {
         });
         let tc = TransactionCoordinator::new(groups, markers, ids, cfg);
         for s in tc.shards() {
-            tc.shard_loaded(&s);
+            tc.shard_loaded(&s).await;
         }
         Ok(tc)
     }
 
     /// A shard was loaded here: finishes the transactions it left prepared
     /// (their markers may be partly written) before it serves.
-    pub fn shard_loaded(&self, shard: &Shard) {
+    pub async fn shard_loaded(&self, shard: &Shard) {
         let (mut prepared, mut ongoing) = (Vec::new(), 0);
         for m in shard.lock().txns.values() {
             if m.state.is_prepare() {
@@ -199,7 +218,10 @@ impl TransactionCoordinator {
             }
             ongoing += (m.state == TxnState::Ongoing) as usize;
         }
-        let finished = prepared.iter().filter(|m| self.complete(m).is_ok()).count();
+        let mut finished = 0;
+        for m in &prepared {
+            finished += self.complete(m).await.is_ok() as usize;
+        }
         if !prepared.is_empty() || ongoing > 0 {
             tracing::info!(
                 shard = shard.id,
@@ -228,6 +250,10 @@ impl TransactionCoordinator {
         }
     }
 
+    /// A producer id, from those leased ahead ([`Self::reserve_producer_id`])
+    /// when the lease is the cluster metadata's: that one is never taken in
+    /// place, so requests that used the ids up meanwhile get
+    /// COORDINATOR_NOT_AVAILABLE (retried) rather than block the runtime.
     fn new_producer_id(&self) -> Result<i64, i16> {
         match self.producer_ids.next() {
             Ok(n) => i64::try_from(n).map_err(|_| COORDINATOR_NOT_AVAILABLE),
@@ -238,28 +264,40 @@ impl TransactionCoordinator {
         }
     }
 
-    /// Writes `next` to its shard's log and makes it the transaction's
-    /// state once fsynced (unless configured off) and held by the in-sync
-    /// replicas: nothing acts on a state a failover could lose. The shard
-    /// lock is released meanwhile, the transaction pending (requests for
-    /// it answer CONCURRENT_TRANSACTIONS, as Kafka's pendingState), so a
-    /// slow follower delays this transaction, not the shard's others and
-    /// its groups. Takes the caller's lock and releases it.
-    pub(super) fn persist(
+    /// Writes `next` to its shard's log under the caller's lock (taken with
+    /// `lock_idle`, released here) and marks it pending: requests for the
+    /// transaction answer CONCURRENT_TRANSACTIONS (Kafka's pendingState)
+    /// until [`Self::finish_write`] makes it the transaction's state.
+    /// Returns the record's offset.
+    fn begin_write(
         &self,
         shard: &Shard,
         mut st: MutexGuard<'_, ShardState>,
-        next: TxnMetadata,
-    ) -> Result<(), i16> {
-        let tid = next.transactional_id.clone();
-        // Callers took the lock with `lock_idle` and kept it.
-        debug_assert!(!st.txn_writes.contains_key(&tid));
-        st.txn_writes.insert(tid.clone(), next.clone());
-        let (mut st, held) = shard.append_then_wait(st, vec![txn_record(&next)], self.cfg.durable);
-        st.txn_writes.remove(&tid);
+        next: &TxnMetadata,
+    ) -> Result<i64, i16> {
+        let tid = &next.transactional_id;
+        debug_assert!(!st.txn_writes.contains_key(tid));
+        match shard.append(vec![txn_record(next)]) {
+            Ok(last) => {
+                st.txn_writes.insert(tid.clone(), next.clone());
+                Ok(last)
+            }
+            Err(e) => Err(persist_failed(shard, next, e)),
+        }
+    }
+
+    /// Awaits the record [`Self::begin_write`] wrote at `last` on the disk
+    /// (unless configured off) and on the in-sync replicas, then makes
+    /// `next` the transaction's state: nothing acts on a state a failover
+    /// could lose. The shard lock is free meanwhile, so a slow follower
+    /// delays this transaction, not the shard's others and its groups.
+    async fn finish_write(&self, shard: &Shard, next: TxnMetadata, last: i64) -> Result<(), i16> {
+        let held = shard.wait_durable(last, self.cfg.durable).await;
+        let mut st = shard.lock();
+        st.txn_writes.remove(&next.transactional_id);
         match held {
-            Ok(_) => {
-                st.txns.insert(tid, next);
+            Ok(()) => {
+                st.txns.insert(next.transactional_id.clone(), next);
                 Ok(())
             }
             Err(e) => Err(persist_failed(shard, &next, e)),
@@ -288,13 +326,14 @@ impl TransactionCoordinator {
     /// (idempotence only; KIP-360 re-inits get a fresh one too, as in
     /// Kafka). With one: the id's producer, epoch bumped, which fences any
     /// older producer and aborts its open transaction.
-    pub fn init_producer_id(
+    pub async fn init_producer_id(
         &self,
         transactional_id: Option<&str>,
         timeout_ms: i32,
         producer_id: i64,
         producer_epoch: i16,
     ) -> Result<ProducerIdAndEpoch, i16> {
+        self.reserve_producer_id().await;
         let Some(tid) = transactional_id else {
             return Ok((self.new_producer_id()?, 0));
         };
@@ -305,6 +344,40 @@ impl TransactionCoordinator {
             return Err(INVALID_TRANSACTION_TIMEOUT);
         }
         let shard = &self.shard(tid)?;
+        let (next, last) =
+            match self.begin_init(shard, tid, timeout_ms, producer_id, producer_epoch)? {
+                Some(written) => written,
+                None => {
+                    // Fence the old producer: abort under a bumped epoch.
+                    let epoch = match self.end(tid, false, true).await {
+                        Ok(epoch) => epoch,
+                        // Aborting, its markers not all written yet (the timer
+                        // finishes it): the producer retries, as Kafka answers.
+                        Err(_) if self.decided(tid, false) => return Err(CONCURRENT_TRANSACTIONS),
+                        Err(code) => return Err(code),
+                    };
+                    let (m, last) = self.begin_reset(shard, tid, timeout_ms)?;
+                    let id = m.producer_id;
+                    self.finish_write(shard, m, last).await?;
+                    return Ok((id, epoch));
+                }
+            };
+        let (id, epoch) = (next.producer_id, next.producer_epoch);
+        self.finish_write(shard, next, last).await?;
+        Ok((id, epoch))
+    }
+
+    /// InitProducerId's state change, begun under the shard lock: the
+    /// state written and its offset, or None when an open transaction must
+    /// be aborted (fencing its producer) first.
+    fn begin_init(
+        &self,
+        shard: &Shard,
+        tid: &str,
+        timeout_ms: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<Option<(TxnMetadata, i64)>, i16> {
         let now = now_ms();
         let st = Self::lock_idle(shard, tid)?;
         let Some(m) = st.txns.get(tid).cloned() else {
@@ -320,8 +393,8 @@ impl TransactionCoordinator {
                 start_ms: -1,
                 update_ms: now,
             };
-            self.persist(shard, st, m.clone())?;
-            return Ok((m.producer_id, m.producer_epoch));
+            let last = self.begin_write(shard, st, &m)?;
+            return Ok(Some((m, last)));
         };
         if m.state.is_prepare() {
             return Err(CONCURRENT_TRANSACTIONS);
@@ -334,23 +407,7 @@ impl TransactionCoordinator {
             return Err(PRODUCER_FENCED);
         }
         if m.state == TxnState::Ongoing {
-            drop(st);
-            // Fence the old producer: abort under a bumped epoch.
-            let epoch = match self.end(tid, false, true) {
-                Ok(epoch) => epoch,
-                // Aborting, its markers not all written yet (the timer
-                // finishes it): the producer retries, as Kafka answers.
-                Err(_) if self.decided(tid, false) => return Err(CONCURRENT_TRANSACTIONS),
-                Err(code) => return Err(code),
-            };
-            let st = Self::lock_idle(shard, tid)?;
-            let mut m = st.txns.get(tid).cloned().ok_or(CONCURRENT_TRANSACTIONS)?;
-            m.timeout_ms = timeout_ms;
-            m.state = TxnState::Empty;
-            m.last_producer_epoch = -1;
-            m.update_ms = now_ms();
-            self.persist(shard, st, m.clone())?;
-            return Ok((m.producer_id, epoch));
+            return Ok(None);
         }
         let mut next = m;
         if next.producer_epoch >= i16::MAX - 1 {
@@ -364,8 +421,26 @@ impl TransactionCoordinator {
         next.state = TxnState::Empty;
         next.last_producer_epoch = -1;
         next.update_ms = now;
-        self.persist(shard, st, next.clone())?;
-        Ok((next.producer_id, next.producer_epoch))
+        let last = self.begin_write(shard, st, &next)?;
+        Ok(Some((next, last)))
+    }
+
+    /// After a fencing abort: the transaction, at the epoch the abort
+    /// bumped it to, made empty for the new producer.
+    fn begin_reset(
+        &self,
+        shard: &Shard,
+        tid: &str,
+        timeout_ms: i32,
+    ) -> Result<(TxnMetadata, i64), i16> {
+        let st = Self::lock_idle(shard, tid)?;
+        let mut m = st.txns.get(tid).cloned().ok_or(CONCURRENT_TRANSACTIONS)?;
+        m.timeout_ms = timeout_ms;
+        m.state = TxnState::Empty;
+        m.last_producer_epoch = -1;
+        m.update_ms = now_ms();
+        let last = self.begin_write(shard, st, &m)?;
+        Ok((m, last))
     }
 
     /// Checks a request's producer id and epoch against the transaction.
@@ -380,7 +455,7 @@ impl TransactionCoordinator {
 
     /// AddPartitionsToTxn / AddOffsetsToTxn: the partitions (and groups)
     /// join the transaction, which starts if it was not open.
-    pub fn add_to_txn(
+    pub async fn add_to_txn(
         &self,
         tid: &str,
         producer_id: i64,
@@ -392,6 +467,25 @@ impl TransactionCoordinator {
             return Err(INVALID_REQUEST);
         }
         let shard = &self.shard(tid)?;
+        if let Some((next, last)) =
+            self.begin_add(shard, tid, producer_id, epoch, partitions, group)?
+        {
+            self.finish_write(shard, next, last).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::add_to_txn`]'s state change, begun under the shard lock;
+    /// None when the transaction has every partition and group already.
+    fn begin_add(
+        &self,
+        shard: &Shard,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        group: Option<&str>,
+    ) -> Result<Option<(TxnMetadata, i64)>, i16> {
         let st = Self::lock_idle(shard, tid)?;
         Self::check_producer(st.txns.get(tid), producer_id, epoch)?;
         let Some(m) = st.txns.get(tid) else {
@@ -404,7 +498,7 @@ impl TransactionCoordinator {
             && partitions.iter().all(|p| m.partitions.contains(p))
             && group.is_none_or(|g| m.groups.contains(g));
         if known {
-            return Ok(());
+            return Ok(None);
         }
         let mut next = m.clone();
         let now = now_ms();
@@ -417,8 +511,8 @@ impl TransactionCoordinator {
             next.groups.insert(g.to_string());
         }
         next.update_ms = now;
-        self.persist(shard, st, next)?;
-        Ok(())
+        let last = self.begin_write(shard, st, &next)?;
+        Ok(Some((next, last)))
     }
 
     /// Whether `partition` is in the producer's open transaction: what a
@@ -451,7 +545,7 @@ impl TransactionCoordinator {
     }
 
     /// EndTxn: commits or aborts the open transaction.
-    pub fn end_txn(&self, tid: &str, producer_id: i64, epoch: i16, commit: bool) -> i16 {
+    pub async fn end_txn(&self, tid: &str, producer_id: i64, epoch: i16, commit: bool) -> i16 {
         if tid.is_empty() {
             return INVALID_REQUEST;
         }
@@ -480,7 +574,7 @@ impl TransactionCoordinator {
                 _ => return INVALID_TXN_STATE,
             }
         }
-        match self.end(tid, commit, false) {
+        match self.end(tid, commit, false).await {
             Ok(_) => NONE,
             // The outcome is durable (the prepare record) though a marker or
             // the completion failed: the timer retries them and a new leader
@@ -510,9 +604,13 @@ impl TransactionCoordinator {
     /// settles its offsets, then Complete*. With `fence`, the epoch is
     /// bumped first so the current producer can write nothing more.
     /// Returns the epoch the markers carry.
-    pub(super) fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
+    pub(super) async fn end(&self, tid: &str, commit: bool, fence: bool) -> Result<i16, i16> {
         let shard = &self.shard(tid)?;
-        let prepared = {
+        if fence {
+            // A fence may retire the producer id for a new one.
+            self.reserve_producer_id().await;
+        }
+        let (prepared, last) = {
             let st = Self::lock_idle(shard, tid)?;
             let m = st.txns.get(tid).ok_or(INVALID_PRODUCER_ID_MAPPING)?;
             if m.state != TxnState::Ongoing {
@@ -535,16 +633,17 @@ impl TransactionCoordinator {
                 TxnState::PrepareAbort
             };
             next.update_ms = now_ms();
-            self.persist(shard, st, next.clone())?;
-            next
+            let last = self.begin_write(shard, st, &next)?;
+            (next, last)
         };
-        self.complete(&prepared)?;
+        self.finish_write(shard, prepared.clone(), last).await?;
+        self.complete(&prepared).await?;
         Ok(prepared.producer_epoch)
     }
 
     /// Writes the markers of a prepared transaction and settles its group
     /// offsets, then records it complete. Safe to repeat after a crash.
-    pub(super) fn complete(&self, m: &TxnMetadata) -> Result<(), i16> {
+    pub(super) async fn complete(&self, m: &TxnMetadata) -> Result<(), i16> {
         let commit = m.state == TxnState::PrepareCommit;
         let kind = if commit {
             ControlType::Commit
@@ -568,14 +667,16 @@ impl TransactionCoordinator {
         let mut failed = 0;
         for s in shards {
             if self.groups.shard_by_id(s).is_ok() {
-                failed += (self.settle_shard_offsets(s, m.producer_id, commit) != NONE) as usize;
+                failed +=
+                    (self.settle_shard_offsets(s, m.producer_id, commit).await != NONE) as usize;
             } else {
                 partitions.push((COORDINATOR_TOPIC.to_string(), s as i32));
             }
         }
         failed += self
             .markers
-            .write_markers(&marker, &partitions)
+            .write_markers(marker, partitions)
+            .await
             .into_iter()
             .filter(|code| *code != NONE && *code != UNKNOWN_TOPIC_OR_PARTITION)
             .count();

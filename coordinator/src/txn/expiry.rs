@@ -11,7 +11,7 @@ impl TransactionCoordinator {
     /// Aborts transactions open longer than their timeout (bumping the
     /// epoch, so the producer is fenced) and retries prepared ones whose
     /// markers could not all be written. Returns how many it finished.
-    pub fn abort_timed_out(&self, now: i64) -> usize {
+    pub async fn abort_timed_out(&self, now: i64) -> usize {
         let mut expired = Vec::new();
         for s in &self.shards() {
             for m in s.lock().txns.values() {
@@ -25,7 +25,7 @@ impl TransactionCoordinator {
         }
         let mut done = 0;
         for tid in expired {
-            match self.end(&tid, false, true) {
+            match self.end(&tid, false, true).await {
                 Ok(epoch) => {
                     tracing::info!(transactional_id = %tid, epoch, "aborted a transaction past its timeout");
                     metrics::counter!(TIMED_OUT_METRIC).increment(1);
@@ -36,7 +36,7 @@ impl TransactionCoordinator {
                 }
             }
         }
-        done + self.complete_prepared() + self.expire_ids(now)
+        done + self.complete_prepared().await + self.expire_ids(now)
     }
 
     /// Forgets transactional ids idle past `id_expiration_ms` (a tombstone
@@ -78,7 +78,7 @@ impl TransactionCoordinator {
         expired
     }
 
-    pub(super) fn complete_prepared(&self) -> usize {
+    pub(super) async fn complete_prepared(&self) -> usize {
         let mut prepared = Vec::new();
         for s in &self.shards() {
             prepared.extend(
@@ -89,7 +89,11 @@ impl TransactionCoordinator {
                     .cloned(),
             );
         }
-        prepared.iter().filter(|m| self.complete(m).is_ok()).count()
+        let mut done = 0;
+        for m in &prepared {
+            done += self.complete(m).await.is_ok() as usize;
+        }
+        done
     }
 
     /// The timer task: aborts timed-out transactions every `interval`.
@@ -105,8 +109,7 @@ impl TransactionCoordinator {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let tc = self.clone();
-            let _ = karnak_storage::blocking::spawn(move || tc.abort_timed_out(now_ms())).await;
+            self.abort_timed_out(now_ms()).await;
         }
     }
 }

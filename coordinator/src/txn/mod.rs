@@ -22,8 +22,8 @@ mod expiry;
 mod offsets;
 
 pub use coordinator::{
-    LocalMarkers, MarkerWriter, TIMED_OUT_METRIC, TRANSACTIONS_METRIC, TransactionCoordinator,
-    TxnConfig, TxnMarker, append_marker,
+    LocalMarkers, MarkerWriter, MarkersFuture, TIMED_OUT_METRIC, TRANSACTIONS_METRIC,
+    TransactionCoordinator, TxnConfig, TxnMarker, append_marker,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

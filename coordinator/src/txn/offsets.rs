@@ -3,21 +3,20 @@
 
 use super::TransactionCoordinator;
 use crate::errors::*;
-use crate::group::Group;
 use crate::records::RecordKey;
 use crate::shard::OffsetCommit;
 use crate::txn::TxnState;
 
 impl TransactionCoordinator {
     /// TxnOffsetCommit: offsets held back until the transaction ends.
-    pub fn txn_offset_commit(
+    pub async fn txn_offset_commit(
         &self,
         tid: &str,
         group: &str,
         producer_id: i64,
         epoch: i16,
         offsets: Vec<OffsetCommit>,
-        partition_exists: &dyn Fn(&str, i32) -> bool,
+        partition_exists: &(dyn Fn(&str, i32) -> bool + Sync),
     ) -> Vec<i16> {
         // The transaction's shard may be led by another broker: then this
         // group coordinator takes the producer's word, as Kafka's did
@@ -41,106 +40,132 @@ impl TransactionCoordinator {
             Ok(s) => s,
             Err(code) => return vec![code; offsets.len()],
         };
-        let mut st = shard.lock();
-        let (codes, accepted) = shard.accept_offsets(offsets, partition_exists);
-        let records: Vec<_> = accepted
-            .iter()
-            .map(|((topic, partition), stored)| {
-                (
-                    RecordKey::TxnOffset {
-                        group: group.to_string(),
-                        producer_id,
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    Some(stored.encode()),
-                )
-            })
-            .collect();
-        if records.is_empty() {
-            return codes;
-        }
+        let failed = |codes: Vec<i16>, e: crate::shard::ShardError| -> Vec<i16> {
+            tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
+            let failed = e.code();
+            codes
+                .into_iter()
+                .map(|c| if c == NONE { failed } else { c })
+                .collect()
+        };
+        let (codes, last) = {
+            let mut st = shard.lock();
+            let (codes, accepted) = shard.accept_offsets(offsets, partition_exists);
+            let records: Vec<_> = accepted
+                .iter()
+                .map(|((topic, partition), stored)| {
+                    (
+                        RecordKey::TxnOffset {
+                            group: group.to_string(),
+                            producer_id,
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        Some(stored.encode()),
+                    )
+                })
+                .collect();
+            if records.is_empty() {
+                return codes;
+            }
+            let last = match shard.append(records) {
+                Ok(last) => last,
+                Err(e) => return failed(codes, e),
+            };
+            // Pending from the append on, in the log's order: they are what a
+            // replay of this leader's log would find, and nobody reads them
+            // before the transaction ends.
+            st.txn_offsets
+                .entry((group.to_string(), producer_id))
+                .or_default()
+                .extend(accepted);
+            (codes, last)
+        };
         // Durable before the answer (Kafka writes it with acks=all): a
         // transaction committed after it must find these offsets again
         // after a crash, or its records would show without its offsets.
-        if let Err(e) = shard.append_durable(records, self.cfg.durable) {
-            tracing::error!(shard = shard.id, group, error = %e, "could not persist transactional offsets");
-            let failed = e.code();
-            return codes
-                .into_iter()
-                .map(|c| if c == NONE { failed } else { c })
-                .collect();
+        match shard.wait_durable(last, self.cfg.durable).await {
+            Ok(()) => codes,
+            Err(e) => failed(codes, e),
         }
-        st.txn_offsets
-            .entry((group.to_string(), producer_id))
-            .or_default()
-            .extend(accepted);
-        codes
     }
 
     /// At a transaction's end: the producer's offsets pending in shard
     /// `id` (any of its groups) become the groups' (commit) or are dropped;
     /// either way their pending records are tombstoned. What a marker on a
     /// shard's partition does (Kafka's markers on __consumer_offsets).
-    pub fn settle_shard_offsets(&self, id: u32, producer_id: i64, commit: bool) -> i16 {
+    pub async fn settle_shard_offsets(&self, id: u32, producer_id: i64, commit: bool) -> i16 {
         let shard = match self.groups.shard_by_id(id) {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let mut st = shard.lock();
-        let keys: Vec<(String, i64)> = st
-            .txn_offsets
-            .keys()
-            .filter(|(_, pid)| *pid == producer_id)
-            .cloned()
-            .collect();
-        let mut records = Vec::new();
-        for key in &keys {
-            let group = &key.0;
-            for ((topic, partition), o) in &st.txn_offsets[key] {
-                if commit {
+        let last = {
+            let mut st = shard.lock();
+            let keys: Vec<(String, i64)> = st
+                .txn_offsets
+                .keys()
+                .filter(|(_, pid)| *pid == producer_id)
+                .cloned()
+                .collect();
+            let mut records = Vec::new();
+            for key in &keys {
+                let group = &key.0;
+                for ((topic, partition), o) in &st.txn_offsets[key] {
+                    if commit {
+                        records.push((
+                            RecordKey::Offset {
+                                group: group.clone(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                            },
+                            Some(o.encode()),
+                        ));
+                    }
                     records.push((
-                        RecordKey::Offset {
+                        RecordKey::TxnOffset {
                             group: group.clone(),
+                            producer_id,
                             topic: topic.clone(),
                             partition: *partition,
                         },
-                        Some(o.encode()),
+                        None,
                     ));
                 }
-                records.push((
-                    RecordKey::TxnOffset {
-                        group: group.clone(),
-                        producer_id,
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    None,
-                ));
             }
-        }
-        if records.is_empty() {
-            return NONE;
-        }
+            if records.is_empty() {
+                return NONE;
+            }
+            let last = match shard.append(records) {
+                Ok(last) => last,
+                Err(e) => {
+                    tracing::error!(shard = shard.id, producer_id, error = %e, "could not settle transactional offsets");
+                    return e.code();
+                }
+            };
+            for key in keys {
+                let Some(pending) = st.txn_offsets.remove(&key) else {
+                    continue;
+                };
+                if commit {
+                    // Shown as any commit is, once durable, in the log's order
+                    // with the group's other commits.
+                    let group = key.0;
+                    st.unflushed_offsets
+                        .entry(last)
+                        .or_default()
+                        .extend(pending.into_iter().map(|(tp, o)| (group.clone(), tp, o)));
+                }
+            }
+            last
+        };
         // Durable before the transaction is recorded complete (that record
         // is in another shard and may reach the disk first): otherwise a
         // crash could keep the completion and lose the offsets.
-        if let Err(e) = shard.append_durable(records, self.cfg.durable) {
+        if let Err(e) = shard.wait_durable(last, self.cfg.durable).await {
             tracing::error!(shard = shard.id, producer_id, error = %e, "could not settle transactional offsets");
             return e.code();
         }
-        for key in keys {
-            let Some(pending) = st.txn_offsets.remove(&key) else {
-                continue;
-            };
-            if commit {
-                st.groups
-                    .entry(key.0.clone())
-                    .or_insert_with(|| Group::new(&key.0))
-                    .offsets
-                    .extend(pending);
-            }
-        }
+        shard.show_durable_offsets(&mut shard.lock());
         NONE
     }
 
