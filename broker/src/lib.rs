@@ -21,6 +21,7 @@ mod fetch_session;
 mod handlers;
 mod listeners;
 mod metrics;
+pub mod peer_net;
 mod quotas;
 mod replication;
 mod response;
@@ -67,10 +68,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
 /// A broker run inside another program (the deterministic simulation):
 /// its one listener's connections come from `connections` instead of a
-/// socket, no metrics endpoint is served, no signal is listened for, and it
-/// shuts down cleanly when `shutdown` completes.
+/// socket, and those of its cluster listener (a node of a cluster) from
+/// `cluster_connections`; it dials its peers through
+/// [`peer_net::set_dialer`]'s dialer. No metrics endpoint is served, no
+/// signal is listened for, and it shuts down cleanly when `shutdown`
+/// completes.
 pub struct Embedded {
     pub connections: tokio::sync::mpsc::Receiver<(Box<dyn Duplex>, std::net::SocketAddr)>,
+    pub cluster_connections: Option<peer_net::PeerConnections>,
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
 }
 
@@ -123,15 +128,15 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
     };
     let mut listening = Vec::new();
     let is_embedded = embedded.is_some();
-    let (mut embedded_connections, shutdown) = match embedded {
+    let (mut embedded_connections, peer_connections, shutdown) = match embedded {
         Some(e) => {
             anyhow::ensure!(
                 config.listeners.specs.len() == 1,
                 "an embedded broker has one listener"
             );
-            (Some(e.connections), e.shutdown)
+            (Some(e.connections), e.cluster_connections, e.shutdown)
         }
-        None => (None, Box::pin(shutdown_signal()) as _),
+        None => (None, None, Box::pin(shutdown_signal()) as _),
     };
     for spec in &config.listeners.specs {
         let (socket, addr) = match embedded_connections.take() {
@@ -182,6 +187,7 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
             node_id: config.node_id,
             cluster_id: &cluster_id,
             peer_tls,
+            peer_connections,
         },
         &config.data_dir,
         bound.iter().map(|l| l.registration()).collect(),

@@ -342,7 +342,7 @@ impl PeerTls {
     pub async fn connect(
         &self,
         addr: &str,
-        stream: tokio::net::TcpStream,
+        stream: Box<dyn PeerStream>,
     ) -> std::io::Result<Box<dyn PeerStream>> {
         let host = addr
             .rsplit_once(':')
@@ -367,7 +367,7 @@ impl PeerTls {
     /// certificate fails here.
     pub async fn accept(
         &self,
-        stream: tokio::net::TcpStream,
+        stream: Box<dyn PeerStream>,
     ) -> std::io::Result<Box<dyn PeerStream>> {
         let tls = tokio::time::timeout(PEER_HANDSHAKE, self.acceptor.accept(stream))
             .await
@@ -380,8 +380,7 @@ impl PeerTls {
 
 /// Dials another broker: plain TCP, or mutual TLS when brokers use it.
 pub async fn dial_peer(addr: &str, tls: Option<&PeerTls>) -> std::io::Result<Box<dyn PeerStream>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    let stream = crate::peer_net::dial(addr).await?;
     match tls {
         Some(t) => t.connect(addr, stream).await,
         None => Ok(Box::new(stream)),

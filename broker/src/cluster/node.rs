@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use super::config::ClusterConfig;
 use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
 use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, TcpPeer};
+use crate::peer_net::ClusterAcceptor;
 
 /// Where the metadata group keeps its log and snapshots, in the data dir.
 pub const RAFT_DIR: &str = "__karnak_meta/raft";
@@ -74,6 +75,9 @@ pub struct Joining<'a> {
     pub cluster_id: &'a str,
     /// Mutual TLS with the other brokers (an SSL inter-broker listener).
     pub peer_tls: Option<Arc<crate::tls::PeerTls>>,
+    /// An embedded broker's cluster listener: its connections come from
+    /// here instead of a socket.
+    pub peer_connections: Option<crate::peer_net::PeerConnections>,
 }
 
 impl ClusterNode {
@@ -96,6 +100,7 @@ impl ClusterNode {
             node_id,
             cluster_id,
             peer_tls,
+            peer_connections,
         } = joining;
         let dir = data_dir.join(RAFT_DIR);
         let log = RaftLogStore::open(&dir).context("opening the metadata log")?;
@@ -154,12 +159,21 @@ impl ClusterNode {
                 unclean_leader_election: config.unclean_leader_election,
             },
         ));
-        if let Some(addr) = config.bind_addr(node_id)? {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the cluster listener on {addr}"))?;
-            tracing::info!("serving cluster peers on {addr}");
-            tokio::spawn(raft_net::serve(listener, controller.clone()));
+        let acceptor = match peer_connections {
+            Some(rx) => Some(ClusterAcceptor::Embedded(rx)),
+            None => match config.bind_addr(node_id)? {
+                Some(addr) => {
+                    let listener = TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding the cluster listener on {addr}"))?;
+                    tracing::info!("serving cluster peers on {addr}");
+                    Some(ClusterAcceptor::Tcp(listener))
+                }
+                None => None,
+            },
+        };
+        if let Some(acceptor) = acceptor {
+            tokio::spawn(raft_net::serve(acceptor, controller.clone()));
         }
         let fresh = !raft.is_initialized().await.context("the metadata group")?;
         if !fresh {

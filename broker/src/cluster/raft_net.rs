@@ -25,7 +25,6 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::BufReader;
-use tokio::net::{TcpListener, TcpStream};
 
 use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
 use crate::tls::{PeerStream, PeerTls};
@@ -166,7 +165,7 @@ impl TcpPeer {
     }
 
     async fn connect(&mut self) -> Result<(), CallError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::peer_net::dial(&self.addr))
             .await
             .map_err(|_| {
                 CallError::Unreachable(std::io::Error::new(
@@ -175,13 +174,12 @@ impl TcpPeer {
                 ))
             })?
             .map_err(CallError::Unreachable)?;
-        stream.set_nodelay(true).map_err(CallError::Network)?;
         let stream: Box<dyn PeerStream> = match &self.me.tls {
             Some(tls) => tls
                 .connect(&self.addr, stream)
                 .await
                 .map_err(CallError::Network)?,
-            None => Box::new(stream),
+            None => stream,
         };
         let mut conn = BufReader::new(stream);
         let hello = RaftRequest::Hello {
@@ -305,7 +303,7 @@ impl RaftNetwork<MetadataRaft> for TcpPeer {
 
 /// Serves the metadata group's peers on `listener` until the task is
 /// dropped: each connection in its own task, so one bad peer harms no other.
-pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
+pub async fn serve(mut listener: crate::peer_net::ClusterAcceptor, controller: Arc<Controller>) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(c) => c,
@@ -317,7 +315,6 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
         };
         let controller = controller.clone();
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
             let stream: Box<dyn PeerStream> = match &controller.me.tls {
                 Some(tls) => match tls.accept(stream).await {
                     Ok(s) => s,
@@ -326,7 +323,7 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
                         return;
                     }
                 },
-                None => Box::new(stream),
+                None => stream,
             };
             if let Err(e) = serve_peer(stream, &controller).await
                 && e.kind() != std::io::ErrorKind::UnexpectedEof

@@ -59,7 +59,10 @@ async fn start(
         Duration::from_millis(250),
         Default::default(),
     ));
-    let server = tokio::spawn(serve(listener, controller));
+    let server = tokio::spawn(serve(
+        crate::peer_net::ClusterAcceptor::Tcp(listener),
+        controller,
+    ));
     Node { raft, sm, server }
 }
 

@@ -153,6 +153,7 @@ async fn broker_main(dir: PathBuf, world: Shared) -> turmoil::Result {
     };
     let embedded = karnak_broker::Embedded {
         connections: rx,
+        cluster_connections: None,
         shutdown: Box::pin(std::future::pending()),
     };
     if let Err(e) = karnak_broker::run_embedded(args, embedded).await {
