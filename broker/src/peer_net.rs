@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::tls::PeerStream;
+pub use crate::tls::PeerStream;
 
 /// A connection being dialled.
 pub type Dialing = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn PeerStream>>> + Send>>;

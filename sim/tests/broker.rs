@@ -16,6 +16,18 @@ fn karnak_sim(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The number `back` words before the first word of `summary` starting
+/// with `word` (0 when there is none).
+fn count(summary: &str, word: &str, back: usize) -> u64 {
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| w.starts_with(word))
+        .and_then(|i| words.get(i.checked_sub(back)?))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes() {
     let (ok, text) = karnak_sim(&["--broker", "--seeds", "0..4"]);
@@ -24,16 +36,7 @@ fn the_broker_keeps_what_it_acknowledged_and_fences_what_it_must_through_crashes
     // acknowledged records, T acknowledged transaction commits, G group
     // member syncs, C broker crashes, D disk failures, F faults"
     let summary = text.lines().last().unwrap_or_default();
-    // The number `back` words before the first word starting with `word`.
-    let words: Vec<&str> = summary.split_whitespace().collect();
-    let count = |word: &str, back: usize| -> u64 {
-        words
-            .iter()
-            .position(|w| w.starts_with(word))
-            .and_then(|i| words.get(i.checked_sub(back)?))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let count = |word: &str, back: usize| count(summary, word, back);
     assert!(count("acknowledged", 1) > 1000, "{summary}");
     assert!(count("records,", 2) > 1000, "{summary}");
     assert!(count("transaction", 2) > 100, "{summary}");
@@ -61,4 +64,23 @@ fn a_broker_seed_replays_bit_for_bit() {
     assert!(a.lines().count() > 1000, "a short trace:\n{a}");
     let (_, c) = karnak_sim(&["--broker", "--verbose", "78"]);
     assert_ne!(a, c, "two seeds ran the same");
+}
+
+/// Three brokers replicating every partition (see
+/// `karnak_sim::broker::cluster`): idempotent producers keep what a leader
+/// acknowledged with acks=all through crashes of leaders, links cut
+/// between brokers and clients cut off, exactly once and in order. With
+/// acks=all answered before the followers held the batch, 5 of seeds 0-15
+/// lose acknowledged records.
+#[test]
+fn a_cluster_keeps_what_its_leaders_acknowledged_through_crashes_and_splits() {
+    let (ok, text) = karnak_sim(&["--cluster", "--seeds", "0..4"]);
+    assert!(ok, "{text}");
+    let summary = text.lines().last().unwrap_or_default();
+    let count = |word: &str, back: usize| count(summary, word, back);
+    assert!(count("records,", 2) > 1000, "{summary}");
+    assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
+    // Not yet asserted: that a cluster seed replays bit for bit. Most do;
+    // seed 5 differed once in three runs by a millisecond 31 s in (see
+    // the cluster module's notes).
 }

@@ -1,5 +1,6 @@
 //! Runs many seeds of the simulation: `karnak-sim [--broker] [--seeds A..B] [--faults-for SECS] [--verbose SEED]`
-//! (`--broker`: a whole broker, `karnak_sim::broker`; else the metadata group).
+//! (`--broker`: a whole broker, `karnak_sim::broker`; `--cluster`: three
+//! replicating brokers; else the metadata group).
 //! Prints one line per failing seed (with its violations and the trace's
 //! last events) and a summary; exits 1 when any seed failed.
 
@@ -13,6 +14,7 @@ fn main() {
     let mut opts = karnak_sim::Options::default();
     let mut verbose = None;
     let mut broker = false;
+    let mut cluster = false;
     let mut one = None;
     while let Some(a) = args.next() {
         let mut value = || {
@@ -28,13 +30,15 @@ fn main() {
             "--faults-for" => opts.faults_for = Duration::from_secs(parse(&value())),
             "--verbose" => verbose = Some(parse(&value())),
             "--broker" => broker = true,
+            "--cluster" => cluster = true,
             "--one" => one = Some(parse(&value())),
             _ => usage(&format!("unknown argument {a}")),
         }
     }
-    if broker {
+    if broker || cluster {
         let mut b = karnak_sim::broker::BrokerOptions {
             faults_for: opts.faults_for,
+            cluster,
             ..Default::default()
         };
         if let Some(seed) = one {
@@ -95,7 +99,12 @@ fn run_broker_seeds(
         std::env::current_exe().unwrap_or_else(|e| usage(&format!("this program's path: {e}")));
     for seed in seeds {
         let out = std::process::Command::new(&me)
-            .args(["--broker", "--faults-for"])
+            .arg(if opts.cluster {
+                "--cluster"
+            } else {
+                "--broker"
+            })
+            .arg("--faults-for")
             .arg(opts.faults_for.as_secs().to_string())
             .args(["--one", &seed.to_string()])
             .output()

@@ -306,7 +306,8 @@ pub(super) async fn member_main(
     let mut current: Option<(i32, Vec<i32>)> = None;
     let mut offset = 0i64;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic).await else {
+        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        else {
             continue;
         };
         loop {

@@ -19,6 +19,7 @@
 //! keep it); power cuts are the metadata simulation's ([`crate::run`]) and
 //! the power-cut tests'.
 
+mod cluster;
 mod groups;
 mod offsets;
 mod produce;
@@ -72,6 +73,9 @@ pub struct BrokerOptions {
     /// How long clients go on once every fault is healed.
     pub settle: Duration,
     pub keep_trace: bool,
+    /// Three brokers replicating every partition ([`cluster`]) instead
+    /// of one: idempotent producers only, for now.
+    pub cluster: bool,
 }
 
 impl Default for BrokerOptions {
@@ -84,6 +88,7 @@ impl Default for BrokerOptions {
             faults_for: Duration::from_secs(20),
             settle: Duration::from_secs(10),
             keep_trace: false,
+            cluster: false,
         }
     }
 }
@@ -113,6 +118,9 @@ pub struct BrokerReport {
 /// Runs one seed of the broker simulation, on a thread of its own (see
 /// [`crate::run`]).
 pub fn run_broker(seed: u64, opts: &BrokerOptions) -> Result<BrokerReport, Failure> {
+    if opts.cluster {
+        return cluster::run_cluster(seed, opts);
+    }
     let opts = opts.clone();
     crate::on_sim_thread(seed, move || {
         karnak_storage::blocking::run_inline();
@@ -168,14 +176,15 @@ async fn broker_main(dir: PathBuf, world: Shared) -> turmoil::Result {
     Ok(())
 }
 
-/// CreateTopics for [`TOPIC`]: Ok once it exists (made now or before).
-async fn create_topic(conn: &mut Conn) -> Result<i16, Failed> {
+/// CreateTopics for [`TOPIC`] with `replicas` replicas per partition: Ok
+/// once it exists (made now or before).
+async fn create_topic(conn: &mut Conn, replicas: i16) -> Result<i16, Failed> {
     let req = CreateTopicsRequest::default()
         .with_topics(vec![
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_num_partitions(PARTITIONS)
-                .with_replication_factor(1),
+                .with_replication_factor(replicas),
         ])
         .with_timeout_ms(10_000);
     let resp: CreateTopicsResponse = timed(conn.call(ApiKey::CreateTopics, 5, &req)).await?;
@@ -199,6 +208,7 @@ async fn ensure_topic(
     world: &Shared,
     rng: &mut StdRng,
     topic: &mut bool,
+    replicas: i16,
 ) -> Option<Conn> {
     let mut conn = match Conn::connect(addr).await {
         Ok(conn) => conn,
@@ -208,7 +218,7 @@ async fn ensure_topic(
         }
     };
     while !*topic {
-        match create_topic(&mut conn).await {
+        match create_topic(&mut conn, replicas).await {
             Ok(0) => {
                 lock(world).event(format!("{who} sees topic {TOPIC}"));
                 *topic = true;
@@ -221,6 +231,77 @@ async fn ensure_topic(
         }
     }
     Some(conn)
+}
+
+/// Where a client's requests go.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Target {
+    /// The one broker.
+    One,
+    /// A cluster of this many brokers (`broker0`, `broker1`, ...): a
+    /// partition's requests go to its leader, found with Metadata.
+    Cluster(usize),
+}
+
+impl Target {
+    fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    /// Whether a partition's answer `code` says to ask again where its
+    /// leader is (a Kafka client refreshes its metadata on these).
+    fn moved(&self, code: i16) -> bool {
+        self.is_cluster()
+            && [
+                ResponseError::NotLeaderOrFollower,
+                ResponseError::LeaderNotAvailable,
+                ResponseError::UnknownTopicOrPartition,
+                ResponseError::FencedLeaderEpoch,
+                ResponseError::UnknownLeaderEpoch,
+            ]
+            .iter()
+            .any(|e| e.code() == code)
+    }
+
+    /// A connection to `partition`'s leader, the topic known to exist;
+    /// None when that failed (the caller retries).
+    async fn connect_leader(
+        &self,
+        partition: i32,
+        who: &str,
+        world: &Shared,
+        rng: &mut StdRng,
+        topic: &mut bool,
+    ) -> Option<Conn> {
+        let brokers = match self {
+            Target::One => {
+                return ensure_topic(&format!("{BROKER}:{PORT}"), who, world, rng, topic, 1).await;
+            }
+            Target::Cluster(n) => *n,
+        };
+        let any = format!("broker{}:{PORT}", rng.gen_range(0..brokers));
+        let replicas = brokers.min(3) as i16;
+        let mut conn = ensure_topic(&any, who, world, rng, topic, replicas).await?;
+        let leader = match timed(cluster::leader_of(&mut conn, partition)).await {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                lock(world).event(format!("{who}: partition {partition} has no leader"));
+                sleep_ms(rng, 50, 200).await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if leader == any {
+            return Some(conn);
+        }
+        match Conn::connect(&leader).await {
+            Ok(c) => Some(c),
+            Err(_) => {
+                sleep_ms(rng, 10, 200).await;
+                None
+            }
+        }
+    }
 }
 
 /// Client `i`'s generator, one stream per kind of client.
@@ -333,7 +414,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         hosts.push(format!("producer{p}"));
         sim.client(
             format!("producer{p}"),
-            produce::producer_main(p, seed, world, made, stop),
+            produce::producer_main(p, seed, world, made, stop, Target::One),
         );
     }
     let group = groups::new_group(opts.members as usize);

@@ -105,7 +105,8 @@ pub(super) async fn client_main(
     let mut next = 0i64;
     let mut topic = false;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic).await else {
+        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        else {
             continue;
         };
         let mut fresh = true;

@@ -324,7 +324,8 @@ pub(super) async fn txn_producer_main(
     let mut id: Option<(i64, i16)> = None;
     let mut seq = 0i32;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic).await else {
+        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        else {
             continue;
         };
         let mut fresh = true;

@@ -1,0 +1,303 @@
+//! A cluster of Karnak brokers under the simulation: three embedded
+//! brokers (`broker0`..`broker2`), each a voter of the metadata group and a
+//! replica of every partition (replication factor 3, min.insync.replicas
+//! 2), their Raft and replication traffic on turmoil's network
+//! (`karnak_broker::peer_net`). Idempotent producers find each partition's
+//! leader with Metadata and write with acks=all, with the checks of
+//! [`super::produce`] (nothing acknowledged lost across leader changes,
+//! exactly once and in order, nothing made up) while a seeded schedule
+//! crashes and restarts one broker at a time, cuts or holds the links
+//! between two brokers, and cuts clients off brokers.
+//!
+//! Not yet: group members, offset commits and transactions across the
+//! cluster (their clients would find coordinators with FindCoordinator),
+//! disk failures aimed at one broker, and bit-for-bit replay: most seeds
+//! replay, but seed 5 once ran a millisecond differently 31 s in, so some
+//! timing still escapes the seed (a thread of the broker's own, or a clock
+//! read off the simulation's thread, is the suspect).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use karnak_broker::peer_net::PeerStream;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::produce::{self, Producer, Producers, producers};
+use super::{BrokerOptions, BrokerReport, PORT, TICK, TOPIC, Target};
+use crate::Failure;
+use crate::wire::{Conn, Failed};
+use crate::world::{Shared, World, lock};
+
+const BROKERS: usize = 3;
+const RAFT_PORT: u16 = 9093;
+
+fn host(i: usize) -> String {
+    format!("broker{i}")
+}
+
+/// `partition`'s leader as `host:port`, from a Metadata answer; None while
+/// it has none.
+pub(super) async fn leader_of(conn: &mut Conn, partition: i32) -> Result<Option<String>, Failed> {
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC)))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = conn.call(ApiKey::Metadata, 12, &req).await?;
+    let leader = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
+        .map(|p| p.leader_id);
+    Ok(leader.and_then(|l| {
+        resp.brokers
+            .iter()
+            .find(|b| b.node_id == l)
+            .map(|b| format!("{}:{}", b.host, b.port))
+    }))
+}
+
+/// Broker `i`'s software: turmoil's listeners (Kafka and cluster) feeding
+/// the embedded broker.
+async fn broker_main(i: usize, dir: PathBuf, world: Shared) -> turmoil::Result {
+    let kafka = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let cluster = turmoil::net::TcpListener::bind(("0.0.0.0", RAFT_PORT)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::task::spawn_local(async move {
+        while let Ok((stream, peer)) = kafka.accept().await {
+            let stream: Box<dyn karnak_broker::Duplex> = Box::new(stream);
+            if tx.send((stream, peer)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (peer_tx, peer_rx) = tokio::sync::mpsc::channel(64);
+    tokio::task::spawn_local(async move {
+        while let Ok((stream, peer)) = cluster.accept().await {
+            let stream: Box<dyn PeerStream> = Box::new(stream);
+            if peer_tx.send((stream, peer)).await.is_err() {
+                break;
+            }
+        }
+    });
+    lock(&world).event(format!("broker {i} starts"));
+    let voters = (0..BROKERS)
+        .map(|b| format!("{b}@{}:{RAFT_PORT}", host(b)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = karnak_broker::Args {
+        data_dir: Some(dir),
+        node_id: Some(i as i32),
+        cluster_id: Some("karnak-sim".into()),
+        cluster_peers: Some(voters),
+        kafka_addr: Some(([0, 0, 0, 0], PORT).into()),
+        advertised_kafka_addr: Some(format!("{}:{PORT}", host(i))),
+        min_insync_replicas: Some(2),
+        replica_lag_time_max_ms: Some(3_000),
+        sql_enabled: Some(false),
+        group_coordinator_shards: Some(2),
+        log_preallocate_ahead_bytes: Some(0),
+        log_segment_bytes: Some(16 * 1024),
+        log_cleaner_enable: Some(false),
+        ..Default::default()
+    };
+    let embedded = karnak_broker::Embedded {
+        connections: rx,
+        cluster_connections: Some(peer_rx),
+        shutdown: Box::pin(std::future::pending()),
+    };
+    karnak_broker::run_embedded(args, embedded)
+        .await
+        .map_err(|e| format!("broker {i} stopped: {e:#}"))?;
+    Ok(())
+}
+
+/// Runs one seed of the cluster simulation on a thread of its own.
+pub fn run_cluster(seed: u64, opts: &BrokerOptions) -> Result<BrokerReport, Failure> {
+    let opts = opts.clone();
+    crate::on_sim_thread(seed, move || {
+        karnak_storage::blocking::run_inline();
+        // turmoil's connect dials from whichever simulated host runs it.
+        karnak_broker::peer_net::set_dialer(Arc::new(|addr: &str| {
+            let addr = addr.to_string();
+            Box::pin(async move {
+                let s = turmoil::net::TcpStream::connect(addr).await?;
+                Ok(Box::new(s) as Box<dyn PeerStream>)
+            })
+        }));
+        let dir =
+            std::env::temp_dir().join(format!("karnak-sim-cluster-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = run_here(seed, &opts, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Broker `i` crashes; restarted when healed.
+    Crash(usize),
+    /// The links between brokers `i` and `j` are cut.
+    Split(usize, usize),
+    /// Client `c`'s links to broker `i` are cut.
+    Cut(usize, usize),
+}
+
+fn heal(sim: &mut turmoil::Sim, world: &Shared, clients: &[String], f: Fault) {
+    lock(world).event(format!("healed {f:?}"));
+    match f {
+        Fault::Crash(i) => sim.bounce(host(i)),
+        Fault::Split(i, j) => sim.repair(host(i), host(j)),
+        Fault::Cut(c, i) => sim.repair(clients[c].as_str(), host(i)),
+    }
+}
+
+fn run_here(
+    seed: u64,
+    opts: &BrokerOptions,
+    dir: &std::path::Path,
+) -> Result<BrokerReport, Failure> {
+    let world: Shared = Arc::new(Mutex::new(World::default()));
+    let fail = |world: &Shared| Failure::of(seed, world);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total = opts.faults_for + opts.settle + Duration::from_secs(120);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(total)
+        .tick_duration(TICK)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(rng.gen_range(2..10)))
+        .rng_seed(seed);
+    let mut sim = builder.build();
+    for i in 0..BROKERS {
+        let (dir, world) = (dir.join(host(i)), world.clone());
+        sim.host(host(i), move || broker_main(i, dir.clone(), world.clone()));
+    }
+    let producing = opts.producers.clamp(1, super::PARTITIONS as u64) as usize;
+    let made: Producers = Arc::new(Mutex::new(vec![Producer::default(); producing]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for p in 0..producing {
+        let (world, made, stop) = (world.clone(), made.clone(), stop.clone());
+        clients.push(format!("producer{p}"));
+        sim.client(
+            format!("producer{p}"),
+            produce::producer_main(p, seed, world, made, stop, Target::Cluster(BROKERS)),
+        );
+    }
+
+    let mut undo: Vec<(Duration, Fault)> = Vec::new();
+    let (mut faults, mut crashes) = (0usize, 0usize);
+    let per_step = TICK.as_secs_f64() / 2.0;
+    let step = |sim: &mut turmoil::Sim, world: &Shared| -> Result<bool, String> {
+        lock(world).now = sim.elapsed();
+        sim.step().map_err(|e| e.to_string())
+    };
+    // The cluster elects its metadata leader and places the coordinator
+    // shards before the first fault.
+    let quiet = Duration::from_secs(5);
+    while sim.elapsed() < opts.faults_for + quiet {
+        let now = sim.elapsed();
+        let (due, later): (Vec<_>, Vec<_>) = undo.drain(..).partition(|(at, _)| *at <= now);
+        undo = later;
+        for (_, f) in due {
+            heal(&mut sim, &world, &clients, f);
+        }
+        if now > quiet && rng.gen_bool(per_step) {
+            let (i, j) = (rng.gen_range(0..BROKERS), rng.gen_range(0..BROKERS));
+            // One broker down or cut off at a time: two of three stay in
+            // sync, so acks=all can be answered.
+            let broker_fault = undo
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::Crash(_) | Fault::Split(..)));
+            let fault = match rng.gen_range(0..3) {
+                0 if !broker_fault => Some(Fault::Crash(i)),
+                1 if !broker_fault && i != j => Some(Fault::Split(i, j)),
+                _ if !clients.is_empty() => {
+                    let c = rng.gen_range(0..clients.len());
+                    let busy = undo
+                        .iter()
+                        .any(|(_, f)| matches!(f, Fault::Cut(x, y) if *x == c && *y == i));
+                    (!busy).then_some(Fault::Cut(c, i))
+                }
+                _ => None,
+            };
+            if let Some(fault) = fault {
+                let lasts = Duration::from_millis(rng.gen_range(100..4000));
+                lock(&world).event(format!("fault {fault:?} for {lasts:?}"));
+                match fault {
+                    Fault::Crash(i) => {
+                        sim.crash(host(i));
+                        crashes += 1;
+                    }
+                    Fault::Split(i, j) => sim.partition(host(i), host(j)),
+                    Fault::Cut(c, i) => sim.partition(clients[c].as_str(), host(i)),
+                }
+                faults += 1;
+                undo.push((now + lasts, fault));
+            }
+        }
+        if let Err(e) = step(&mut sim, &world) {
+            lock(&world).stopped(e);
+            return Err(fail(&world));
+        }
+    }
+    for (_, f) in std::mem::take(&mut undo) {
+        heal(&mut sim, &world, &clients, f);
+    }
+    lock(&world).event("every fault healed");
+    let stop_at = sim.elapsed() + opts.settle;
+    loop {
+        if sim.elapsed() >= stop_at {
+            stop.store(true, Ordering::Relaxed);
+        }
+        match step(&mut sim, &world) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                lock(&world).stopped(e);
+                return Err(fail(&world));
+            }
+        }
+    }
+    let m = producers(&made).clone();
+    let mut w = lock(&world);
+    w.now = sim.elapsed();
+    for (p, me) in m.iter().enumerate() {
+        w.check(me.done, || {
+            format!("producer {p}'s final read was never served")
+        });
+    }
+    let records = m.iter().map(|p| p.acked.max(0) as usize).sum::<usize>();
+    w.check(records > 0, || "no record was acknowledged".into());
+    if !w.violations.is_empty() {
+        drop(w);
+        return Err(fail(&world));
+    }
+    Ok(BrokerReport {
+        seed,
+        trace_hash: w.trace_hash(),
+        acks: 0,
+        records,
+        transactions: 0,
+        syncs: 0,
+        reads: m.iter().map(|p| p.reads).sum::<usize>(),
+        crashes,
+        disk_failures: 0,
+        faults,
+        simulated: sim.elapsed(),
+        trace: if opts.keep_trace {
+            w.trace.clone()
+        } else {
+            Vec::new()
+        },
+    })
+}
