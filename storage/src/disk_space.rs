@@ -77,11 +77,22 @@ impl FreeSpace {
     /// Measured now, not from the produce path's cached figure: builds
     /// follow one another faster than it goes stale.
     pub fn room_for_derived(&self, bytes: u64) -> bool {
-        let Ok((free, _)) = statvfs(&self.dir) else {
-            return false;
-        };
+        self.measure()
+            .is_some_and(|free| free.saturating_sub(bytes) >= self.derived_reserve)
+    }
+
+    /// Measures the free bytes now and keeps the figure; None when the
+    /// file system cannot be asked.
+    fn measure(&self) -> Option<u64> {
+        self.measured_ms.store(now_ms(), Ordering::Relaxed);
+        let (free, _) = statvfs(&self.dir).ok()?;
         self.free.store(free, Ordering::Relaxed);
-        free.saturating_sub(bytes) >= self.derived_reserve
+        metrics::gauge!(LOG_DIR_FREE_BYTES).set(free as f64);
+        Some(free)
+    }
+
+    fn stale(&self) -> bool {
+        now_ms() - self.measured_ms.load(Ordering::Relaxed) >= STALE_MS
     }
 
     pub fn min_free(&self) -> u64 {
@@ -90,13 +101,8 @@ impl FreeSpace {
 
     /// Free bytes now (measured at most `STALE_MS` ago, less appends since).
     pub fn free(&self) -> u64 {
-        let now = now_ms();
-        if now - self.measured_ms.load(Ordering::Relaxed) >= STALE_MS {
-            self.measured_ms.store(now, Ordering::Relaxed);
-            if let Ok((free, _)) = statvfs(&self.dir) {
-                self.free.store(free, Ordering::Relaxed);
-                metrics::gauge!(LOG_DIR_FREE_BYTES).set(free as f64);
-            }
+        if self.stale() {
+            self.measure();
         }
         self.free.load(Ordering::Relaxed)
     }
@@ -108,13 +114,13 @@ impl FreeSpace {
         if min == 0 {
             return None;
         }
-        let mut free = self.free();
-        if free.saturating_sub(bytes as u64) < min.saturating_add(NEAR_FLOOR)
-            && let Ok((now, _)) = statvfs(&self.dir)
-        {
-            self.free.store(now, Ordering::Relaxed);
-            free = now;
-        }
+        let cached = self.free.load(Ordering::Relaxed);
+        let near = cached.saturating_sub(bytes as u64) < min.saturating_add(NEAR_FLOOR);
+        let free = if near || self.stale() {
+            self.measure().unwrap_or(cached)
+        } else {
+            cached
+        };
         if free.saturating_sub(bytes as u64) >= min {
             // Counted until the next measurement, so a burst between two
             // cannot run past the floor.

@@ -17,7 +17,7 @@
 //! read off the simulation's thread, is the suspect).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -169,14 +169,7 @@ fn run_here(
     let fail = |world: &Shared| Failure::of(seed, world);
     let mut rng = StdRng::seed_from_u64(seed);
     let total = opts.faults_for + opts.settle + Duration::from_secs(120);
-    let mut builder = turmoil::Builder::new();
-    builder
-        .simulation_duration(total)
-        .tick_duration(TICK)
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(rng.gen_range(2..10)))
-        .rng_seed(seed);
-    let mut sim = builder.build();
+    let mut sim = super::new_sim(seed, &mut rng, total, 2..10);
     for i in 0..BROKERS {
         let (dir, world) = (dir.join(host(i)), world.clone());
         sim.host(host(i), move || broker_main(i, dir.clone(), world.clone()));
@@ -197,10 +190,6 @@ fn run_here(
     let mut undo: Vec<(Duration, Fault)> = Vec::new();
     let (mut faults, mut crashes) = (0usize, 0usize);
     let per_step = TICK.as_secs_f64() / 2.0;
-    let step = |sim: &mut turmoil::Sim, world: &Shared| -> Result<bool, String> {
-        lock(world).now = sim.elapsed();
-        sim.step().map_err(|e| e.to_string())
-    };
     // The cluster elects its metadata leader and places the coordinator
     // shards before the first fault.
     let quiet = Duration::from_secs(5);
@@ -245,7 +234,7 @@ fn run_here(
                 undo.push((now + lasts, fault));
             }
         }
-        if let Err(e) = step(&mut sim, &world) {
+        if let Err(e) = super::step(&mut sim, &world) {
             lock(&world).stopped(e);
             return Err(fail(&world));
         }
@@ -253,31 +242,13 @@ fn run_here(
     for (_, f) in std::mem::take(&mut undo) {
         heal(&mut sim, &world, &clients, f);
     }
-    lock(&world).event("every fault healed");
-    let stop_at = sim.elapsed() + opts.settle;
-    loop {
-        if sim.elapsed() >= stop_at {
-            stop.store(true, Ordering::Relaxed);
-        }
-        match step(&mut sim, &world) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                lock(&world).stopped(e);
-                return Err(fail(&world));
-            }
-        }
+    if super::settle(&mut sim, &world, &stop, opts.settle).is_err() {
+        return Err(fail(&world));
     }
     let m = producers(&made).clone();
     let mut w = lock(&world);
     w.now = sim.elapsed();
-    for (p, me) in m.iter().enumerate() {
-        w.check(me.done, || {
-            format!("producer {p}'s final read was never served")
-        });
-    }
-    let records = m.iter().map(|p| p.acked.max(0) as usize).sum::<usize>();
-    w.check(records > 0, || "no record was acknowledged".into());
+    let records = super::check_producers(&mut w, &m);
     if !w.violations.is_empty() {
         drop(w);
         return Err(fail(&world));
