@@ -80,7 +80,6 @@ fn a_cluster_keeps_what_its_leaders_acknowledged_through_crashes_and_splits() {
     let count = |word: &str, back: usize| count(summary, word, back);
     assert!(count("records,", 2) > 1000, "{summary}");
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
-    // Not yet asserted: that a cluster seed replays bit for bit. Most do;
-    // seed 5 differed once in three runs by a millisecond 31 s in (see
-    // the cluster module's notes).
+    // Not yet asserted: that a cluster seed replays bit for bit. It does
+    // not yet (see the cluster module's notes).
 }
