@@ -28,6 +28,7 @@ mod raft_tests;
 mod reassign;
 #[cfg(test)]
 mod reassign_tests;
+mod runtime;
 mod scram;
 mod state;
 pub mod state_machine;

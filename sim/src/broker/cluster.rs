@@ -9,13 +9,13 @@
 //! crashes and restarts one broker at a time, cuts or holds the links
 //! between two brokers, and cuts clients off brokers.
 //!
+//! A seed replays bit for bit, elections included (the metadata group's
+//! election timeouts are drawn through `std`, see
+//! `karnak_coordinator::metadata`'s runtime, so [`crate::os`] seeds them).
+//!
 //! Not yet: group members, offset commits and transactions across the
 //! cluster (their clients would find coordinators with FindCoordinator),
-//! disk failures aimed at one broker, and bit-for-bit replay: five runs
-//! each of seeds 1, 5 and 9 gave two or three different traces (the first
-//! difference a Metadata answer a few milliseconds later after a
-//! reconnect), so some timing still escapes the seed in the cluster's
-//! paths.
+//! and disk failures aimed at one broker.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
