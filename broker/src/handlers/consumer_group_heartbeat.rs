@@ -78,23 +78,28 @@ pub fn handle(
             return encode(outcome, version).map(Reply::Ready);
         }
     };
-    if hb.member_id.is_empty() {
-        // The broker names a v0 member: its id may need a lease from the
-        // metadata group, awaited rather than taken under the shard lock.
-        let broker = broker.clone();
-        return Ok(Reply::Later(Box::pin(async move {
+    let broker = broker.clone();
+    // A v0 member is named by the broker: its id may need a lease from the
+    // metadata group, awaited rather than taken under the shard lock.
+    let named_here = hb.member_id.is_empty();
+    Ok(Reply::Later(Box::pin(async move {
+        if named_here {
             shard.reserve_member_id().await;
-            encode(
-                shard.consumer_heartbeat(&hb, &BrokerTopics(&broker)),
+        }
+        let outcome = shard.consumer_heartbeat(&hb, &BrokerTopics(&broker));
+        if outcome.error != 0 || outcome.assignment.is_none() {
+            return encode(outcome, version);
+        }
+        // A new assignment (and member epoch) goes out once the group's
+        // record holding it is durable, as SyncGroup's does.
+        match shard.group_durable(&hb.group_id).await {
+            Ok(()) => encode(outcome, version),
+            Err(e) => encode(
+                HeartbeatOutcome::error(e.code(), "the group's assignment is not durable"),
                 version,
-            )
-        })));
-    }
-    encode(
-        shard.consumer_heartbeat(&hb, &BrokerTopics(broker)),
-        version,
-    )
-    .map(Reply::Ready)
+            ),
+        }
+    })))
 }
 
 fn encode(outcome: HeartbeatOutcome, version: i16) -> Result<Response, HandlerError> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
-use karnak_coordinator::errors::COORDINATOR_NOT_AVAILABLE;
+use karnak_coordinator::errors::{COORDINATOR_NOT_AVAILABLE, NONE};
 use karnak_coordinator::{SyncOutcome, SyncRequest};
 
 use super::group_common::{check_group, s};
@@ -26,8 +26,9 @@ pub fn handle(
         Ok(s) => s,
         Err(code) => return encode(SyncOutcome::error(code), version).map(Reply::Ready),
     };
+    let group_id = req.group_id.to_string();
     let rx = shard.sync(SyncRequest {
-        group_id: req.group_id.to_string(),
+        group_id: group_id.clone(),
         generation: req.generation_id,
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|i| i.to_string()),
@@ -41,8 +42,25 @@ pub fn handle(
     });
     let mut stopping = broker.stopping.clone();
     Ok(Reply::Later(Box::pin(async move {
+        let answered = async {
+            let outcome = rx
+                .await
+                .unwrap_or_else(|_| SyncOutcome::error(COORDINATOR_NOT_AVAILABLE));
+            if outcome.error != NONE {
+                return outcome;
+            }
+            // The assignment goes out once the group's record holding it
+            // is durable (with a cluster: on the in-sync replicas).
+            match shard.group_durable(&group_id).await {
+                Ok(()) => outcome,
+                Err(e) => {
+                    tracing::warn!(group = %group_id, error = %e, "SyncGroup: the group's assignment is not durable");
+                    SyncOutcome::error(e.code())
+                }
+            }
+        };
         let outcome = tokio::select! {
-            r = rx => r.unwrap_or_else(|_| SyncOutcome::error(COORDINATOR_NOT_AVAILABLE)),
+            o = answered => o,
             _ = stopping.wait_for(|s| *s) => SyncOutcome::error(COORDINATOR_NOT_AVAILABLE),
         };
         encode(outcome, version)

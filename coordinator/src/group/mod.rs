@@ -205,6 +205,10 @@ pub struct Group {
     /// restored in the middle of a join would answer its members' rejoins
     /// with a generation that has no protocol or leader.
     persisted: Option<Bytes>,
+    /// Where the shard's log holds `persisted`: Ok(offset of its record),
+    /// Err once writing the newest failed; None before the first. What a
+    /// SyncGroup answer waits on (see `Shard::group_durable`).
+    pub(crate) record: Option<Result<i64, ()>>,
     /// Some: a KIP-848 group (ConsumerGroupHeartbeat), whose members live
     /// there; `members` above is then empty. Offsets are shared.
     pub consumer: Option<ConsumerGroup>,
@@ -237,6 +241,7 @@ impl Group {
             sync_deadline: None,
             dirty: false,
             persisted: None,
+            record: None,
             consumer: None,
         }
     }

@@ -394,12 +394,30 @@ impl Shard {
     /// Persists what changed and re-arms the group's timer. Called with
     /// the shard lock held, so records land in the order changes happened.
     fn after_change(&self, g: &mut Group) {
-        if let Some(value) = g.take_persistable()
-            && let Err(e) = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))])
-        {
-            tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
+        if let Some(value) = g.take_persistable() {
+            let written = self.append(vec![(RecordKey::Group(g.id.clone()), Some(value))]);
+            if let Err(e) = &written {
+                tracing::error!(shard = self.id, group = %g.id, error = %e, "could not persist group metadata");
+            }
+            g.record = Some(written.map_err(|_| ()));
         }
         self.arm(g);
+    }
+
+    /// Resolves once the group's newest record is durable (see
+    /// [`Self::wait_durable`]): awaited before a SyncGroup answer goes
+    /// out, as Kafka's coordinator answers only once the group's
+    /// assignment is written with acks=all. A coordinator that failed over
+    /// to a replica without it would hand the same generation out again,
+    /// with other assignments, and take commits from members it had
+    /// fenced.
+    pub async fn group_durable(&self, group_id: &str) -> Result<(), ShardError> {
+        let record = self.lock().groups.get(group_id).and_then(|g| g.record);
+        match record {
+            None => Ok(()),
+            Some(Ok(last)) => self.wait_durable(last, self.cfg.durable_commits).await,
+            Some(Err(())) => Err(ShardError::NotCoordinator { shard: self.id }),
+        }
     }
 
     /// Resolves once the record at `last` is fsynced (with `sync`) and, in
