@@ -5,15 +5,16 @@
 # the last events of its trace; replay it with
 #   cargo run --release -p karnak-sim -- --verbose SEED
 #
-# usage: sim/run-seeds.sh [--broker] [FIRST [COUNT [JOBS]]]   (default 0 1000 $(nproc))
+# usage: sim/run-seeds.sh [--broker|--cluster] [FIRST [COUNT [JOBS]]]   (default 0 1000 $(nproc))
 #   --broker            a whole broker (karnak_sim::broker) instead of the
 #                       metadata group
+#   --cluster           three replicating brokers (karnak_sim::broker::cluster)
 #   SIM_PROFILE=debug   use the workspace's dev build, the one the tests use
 #                       (dependencies optimised; under 1 s a seed here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=()
-if [ "${1:-}" = --broker ]; then MODE=(--broker); shift; fi
+case "${1:-}" in --broker|--cluster) MODE=("$1"); shift ;; esac
 FIRST="${1:-0}"
 COUNT="${2:-1000}"
 JOBS="${3:-$(nproc)}"

@@ -81,17 +81,23 @@ fn a_cluster_seed_replays_bit_for_bit() {
 }
 
 /// Three brokers replicating every partition (see
-/// `karnak_sim::broker::cluster`): idempotent producers keep what a leader
-/// acknowledged with acks=all through crashes of leaders, links cut
-/// between brokers and clients cut off, exactly once and in order. With
-/// acks=all answered before the followers held the batch, 5 of seeds 0-15
-/// lose acknowledged records.
+/// `karnak_sim::broker::cluster`): every workload keeps its checks
+/// through crashes of leaders and coordinators, failed disks, links cut
+/// between brokers and clients cut off. With acks=all answered before the
+/// followers held the batch, 5 of seeds 0-15 lose acknowledged records;
+/// with SyncGroup answered before the group's record was replicated, seed
+/// 9 of 0-15 hands generation 6 out twice (a new coordinator restored the
+/// group without it).
 #[test]
 fn a_cluster_keeps_what_its_leaders_acknowledged_through_crashes_and_splits() {
     let (ok, text) = karnak_sim(&["--cluster", "--seeds", "0..4"]);
     assert!(ok, "{text}");
     let summary = text.lines().last().unwrap_or_default();
     let count = |word: &str, back: usize| count(summary, word, back);
+    assert!(count("acknowledged", 1) > 1000, "{summary}");
     assert!(count("records,", 2) > 1000, "{summary}");
+    assert!(count("transaction", 2) > 100, "{summary}");
+    assert!(count("group", 1) > 20, "too few rebalances: {summary}");
     assert!(count("crashes", 2) > 4, "too few broker crashes: {summary}");
+    assert!(count("disk", 1) > 0, "no disk failure: {summary}");
 }

@@ -2,13 +2,25 @@
 //! (`--broker`: a whole broker, `karnak_sim::broker`; `--cluster`: three
 //! replicating brokers; else the metadata group).
 //! Prints one line per failing seed (with its violations and the trace's
-//! last events) and a summary; exits 1 when any seed failed.
+//! last events) and a summary; exits 1 when any seed failed. With
+//! `KARNAK_SIM_LOG` set (an `EnvFilter`, e.g. `info` or
+//! `karnak_broker=debug`), the brokers' own logs go to stderr, each line
+//! under turmoil's `node{name=...}` span and stamped with the simulated
+//! clock (the same seed may then run differently: the logger's own hash
+//! maps draw from the seeded keys).
 
 use std::time::{Duration, Instant};
 
 karnak_sim::interpose!();
 
 fn main() {
+    if let Ok(filter) = std::env::var("KARNAK_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = std::env::args().skip(1);
     let mut seeds = 0..100u64;
     let mut opts = karnak_sim::Options::default();

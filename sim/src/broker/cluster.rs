@@ -2,20 +2,19 @@
 //! brokers (`broker0`..`broker2`), each a voter of the metadata group and a
 //! replica of every partition (replication factor 3, min.insync.replicas
 //! 2), their Raft and replication traffic on turmoil's network
-//! (`karnak_broker::peer_net`). Idempotent producers find each partition's
-//! leader with Metadata and write with acks=all, with the checks of
-//! [`super::produce`] (nothing acknowledged lost across leader changes,
-//! exactly once and in order, nothing made up) while a seeded schedule
-//! crashes and restarts one broker at a time, cuts or holds the links
-//! between two brokers, and cuts clients off brokers.
+//! (`karnak_broker::peer_net`). The single broker's workloads run against
+//! it as Kafka clients would ([`Target::Cluster`]): producers find each
+//! partition's leader with Metadata, offset clients, group members and
+//! transactional producers find their coordinator with FindCoordinator,
+//! and all follow leader and coordinator changes; their checks hold
+//! across failovers while a seeded schedule crashes and restarts one
+//! broker at a time, fails one broker's disk (crashed within that step,
+//! restarted on a good disk), cuts the links between two brokers,
+//! and cuts clients off brokers.
 //!
 //! A seed replays bit for bit, elections included (the metadata group's
 //! election timeouts are drawn through `std`, see
 //! `karnak_coordinator::metadata`'s runtime, so [`crate::os`] seeds them).
-//!
-//! Not yet: group members, offset commits and transactions across the
-//! cluster (their clients would find coordinators with FindCoordinator),
-//! and disk failures aimed at one broker.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -26,11 +25,14 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use karnak_broker::peer_net::PeerStream;
+use karnak_coordinator::COORDINATOR_TOPIC;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::offsets::{self, Clients};
 use super::produce::{self, Producer, Producers, producers};
-use super::{BrokerOptions, BrokerReport, PORT, TICK, TOPIC, Target};
+use super::txn::{self, TxnProducer, TxnProducers};
+use super::{BrokerOptions, BrokerReport, PORT, TICK, TOPIC, Target, groups};
 use crate::Failure;
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, World, lock};
@@ -104,6 +106,7 @@ async fn broker_main(i: usize, dir: PathBuf, world: Shared) -> turmoil::Result {
         replica_lag_time_max_ms: Some(3_000),
         sql_enabled: Some(false),
         group_coordinator_shards: Some(2),
+        group_min_session_timeout_ms: Some(1_000),
         log_preallocate_ahead_bytes: Some(0),
         log_segment_bytes: Some(16 * 1024),
         log_cleaner_enable: Some(false),
@@ -114,9 +117,14 @@ async fn broker_main(i: usize, dir: PathBuf, world: Shared) -> turmoil::Result {
         cluster_connections: Some(peer_rx),
         shutdown: Box::pin(std::future::pending()),
     };
-    karnak_broker::run_embedded(args, embedded)
-        .await
-        .map_err(|e| format!("broker {i} stopped: {e:#}"))?;
+    if let Err(e) = karnak_broker::run_embedded(args, embedded).await {
+        if !crate::os::disk_failed() {
+            return Err(format!("broker {i} stopped: {e:#}").into());
+        }
+        // As the single broker may: the harness crashes what is left.
+        lock(&world).event(format!("broker {i} stopped on its failed disk: {e:#}"));
+        std::future::pending::<()>().await;
+    }
     Ok(())
 }
 
@@ -146,6 +154,10 @@ pub fn run_cluster(seed: u64, opts: &BrokerOptions) -> Result<BrokerReport, Fail
 enum Fault {
     /// Broker `i` crashes; restarted when healed.
     Crash(usize),
+    /// Broker `i`'s disk fails at a chosen file change (see the single
+    /// broker's `Fault::Disk`): it is crashed at the end of that step and
+    /// restarted on a good disk.
+    Disk(usize),
     /// The links between brokers `i` and `j` are cut.
     Split(usize, usize),
     /// Client `c`'s links to broker `i` are cut.
@@ -156,9 +168,30 @@ fn heal(sim: &mut turmoil::Sim, world: &Shared, clients: &[String], f: Fault) {
     lock(world).event(format!("healed {f:?}"));
     match f {
         Fault::Crash(i) => sim.bounce(host(i)),
+        // Armed and never reached.
+        Fault::Disk(_) => crate::os::heal_disk(),
         Fault::Split(i, j) => sim.repair(host(i), host(j)),
         Fault::Cut(c, i) => sim.repair(clients[c].as_str(), host(i)),
     }
+}
+
+/// Arms a failure of broker `i`'s disk: its whole directory, one
+/// partition's or its coordinator shards' logs (see the single broker's
+/// choices).
+fn arm_disk(world: &Shared, rng: &mut StdRng, i: usize) {
+    let (after, tear) = (rng.gen_range(0..40), rng.gen_bool(0.5));
+    let dir = format!("/{}/", host(i));
+    let within = match rng.gen_range(0..4) {
+        0 | 1 => dir,
+        2 => format!("{dir}{TOPIC}-{}/", rng.gen_range(0..super::PARTITIONS)),
+        _ => format!("{dir}{COORDINATOR_TOPIC}-"),
+    };
+    lock(world).event(format!(
+        "broker {i}'s disk fails at file change {} from now in {within}{}",
+        after + 1,
+        if tear { ", torn" } else { "" }
+    ));
+    crate::os::fail_disk_after(after, tear, Some(within));
 }
 
 fn run_here(
@@ -179,6 +212,43 @@ fn run_here(
     let made: Producers = Arc::new(Mutex::new(vec![Producer::default(); producing]));
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
+    let state: Clients = offsets::new_clients(opts.clients as usize);
+    for c in 0..opts.clients as usize {
+        let (world, state, stop) = (world.clone(), state.clone(), stop.clone());
+        clients.push(format!("client{c}"));
+        sim.client(
+            format!("client{c}"),
+            offsets::client_main(c, seed, world, state, stop, Target::Cluster(BROKERS)),
+        );
+    }
+    let transacting = (opts.transactional as usize).min(super::PARTITIONS as usize - producing);
+    let txns: TxnProducers = Arc::new(Mutex::new(vec![TxnProducer::default(); transacting]));
+    for t in 0..transacting {
+        let (world, txns, stop) = (world.clone(), txns.clone(), stop.clone());
+        let partition = (producing + t) as i32;
+        clients.push(format!("txn{t}"));
+        sim.client(
+            format!("txn{t}"),
+            txn::txn_producer_main(
+                t,
+                partition,
+                seed,
+                world,
+                txns,
+                stop,
+                Target::Cluster(BROKERS),
+            ),
+        );
+    }
+    let group = groups::new_group(opts.members as usize);
+    for i in 0..opts.members as usize {
+        let (world, group, stop) = (world.clone(), group.clone(), stop.clone());
+        clients.push(format!("member{i}"));
+        sim.client(
+            format!("member{i}"),
+            groups::member_main(i, seed, world, group, stop, Target::Cluster(BROKERS)),
+        );
+    }
     for p in 0..producing {
         let (world, made, stop) = (world.clone(), made.clone(), stop.clone());
         clients.push(format!("producer{p}"));
@@ -189,7 +259,7 @@ fn run_here(
     }
 
     let mut undo: Vec<(Duration, Fault)> = Vec::new();
-    let (mut faults, mut crashes) = (0usize, 0usize);
+    let (mut faults, mut crashes, mut disk_failures) = (0usize, 0usize, 0usize);
     let per_step = TICK.as_secs_f64() / 2.0;
     // The cluster elects its metadata leader and places the coordinator
     // shards before the first fault.
@@ -207,8 +277,9 @@ fn run_here(
             // sync, so acks=all can be answered.
             let broker_fault = undo
                 .iter()
-                .any(|(_, f)| matches!(f, Fault::Crash(_) | Fault::Split(..)));
+                .any(|(_, f)| matches!(f, Fault::Crash(_) | Fault::Disk(_) | Fault::Split(..)));
             let fault = match rng.gen_range(0..3) {
+                0 if !broker_fault && rng.gen_bool(0.5) => Some(Fault::Disk(i)),
                 0 if !broker_fault => Some(Fault::Crash(i)),
                 1 if !broker_fault && i != j => Some(Fault::Split(i, j)),
                 _ if !clients.is_empty() => {
@@ -228,6 +299,7 @@ fn run_here(
                         sim.crash(host(i));
                         crashes += 1;
                     }
+                    Fault::Disk(i) => arm_disk(&world, &mut rng, i),
                     Fault::Split(i, j) => sim.partition(host(i), host(j)),
                     Fault::Cut(c, i) => sim.partition(clients[c].as_str(), host(i)),
                 }
@@ -239,6 +311,25 @@ fn run_here(
             lock(&world).stopped(e);
             return Err(fail(&world));
         }
+        if crate::os::disk_failed() {
+            // Crashed within the step its disk failed in (the single
+            // broker's rule), and back on a good disk later.
+            crate::os::heal_disk();
+            let Some(i) = undo.iter().find_map(|(_, f)| match f {
+                Fault::Disk(i) => Some(*i),
+                _ => None,
+            }) else {
+                lock(&world).stopped("a disk failed with no broker's failure armed");
+                return Err(fail(&world));
+            };
+            lock(&world).event(format!("broker {i}'s disk failed: it crashes"));
+            sim.crash(host(i));
+            let back = sim.elapsed() + Duration::from_millis(rng.gen_range(100..3000));
+            undo.retain(|(_, f)| !matches!(f, Fault::Disk(_)));
+            undo.push((back, Fault::Crash(i)));
+            crashes += 1;
+            disk_failures += 1;
+        }
     }
     for (_, f) in std::mem::take(&mut undo) {
         heal(&mut sim, &world, &clients, f);
@@ -246,10 +337,13 @@ fn run_here(
     if super::settle(&mut sim, &world, &stop, opts.settle).is_err() {
         return Err(fail(&world));
     }
+    lock(&world).now = sim.elapsed();
+    let (s, acks) = offsets::check_clients(&world, &state);
+    let syncs = groups::check_settled(&world, &group);
     let m = producers(&made).clone();
     let mut w = lock(&world);
-    w.now = sim.elapsed();
     let records = super::check_producers(&mut w, &m);
+    let (x, transactions) = txn::check_txn_producers(&mut w, &txns);
     if !w.violations.is_empty() {
         drop(w);
         return Err(fail(&world));
@@ -257,13 +351,15 @@ fn run_here(
     Ok(BrokerReport {
         seed,
         trace_hash: w.trace_hash(),
-        acks: 0,
+        acks,
         records,
-        transactions: 0,
-        syncs: 0,
-        reads: m.iter().map(|p| p.reads).sum::<usize>(),
+        transactions,
+        syncs,
+        reads: s.iter().map(|c| c.reads).sum::<usize>()
+            + m.iter().map(|p| p.reads).sum::<usize>()
+            + x.iter().map(|t| t.reads).sum::<usize>(),
         crashes,
-        disk_failures: 0,
+        disk_failures,
         faults,
         simulated: sim.elapsed(),
         trace: if opts.keep_trace {

@@ -35,7 +35,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rand::Rng;
 
-use super::{BROKER, PARTITIONS, PORT, TOPIC, ensure_topic, sleep_ms, timed};
+use super::{PARTITIONS, TOPIC, Target, coordinator_moved, sleep_ms, timed};
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, lock};
 
@@ -162,6 +162,7 @@ async fn join(conn: &mut Conn, member_id: &str) -> Result<Joined, Failed> {
                 .map(|m| m.member_id.to_string())
                 .collect(),
         ),
+        c if coordinator_moved(c) => return Err(format!("JoinGroup: the coordinator moved ({c})")),
         MEMBER_ID_REQUIRED => Joined::Again(resp.member_id.to_string()),
         UNKNOWN_MEMBER_ID => Joined::Again(String::new()),
         _ => Joined::Again(member_id.to_string()),
@@ -296,17 +297,19 @@ pub(super) async fn member_main(
     world: Shared,
     group: Group,
     stop: Arc<AtomicBool>,
+    target: Target,
 ) -> turmoil::Result {
     let mut rng = super::client_rng(seed, 0x94d0_49bb_1331_11eb, i);
     let who = format!("member {i}");
-    let addr = format!("{BROKER}:{PORT}");
     let mut topic = false;
     let mut member_id = String::new();
     // (generation, partitions) once synced; None: join (again).
     let mut current: Option<(i32, Vec<i32>)> = None;
     let mut offset = 0i64;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        let Some(mut conn) = target
+            .connect_coordinator(GROUP, 0, &who, &world, &mut rng, &mut topic)
+            .await
         else {
             continue;
         };
@@ -340,6 +343,9 @@ pub(super) async fn member_main(
                             member_id.clear();
                         }
                         lock(&world).event(format!("{who} SyncGroup refused ({code})"));
+                        if coordinator_moved(code) {
+                            break;
+                        }
                     }
                     Err(_) => break,
                 }
@@ -366,6 +372,12 @@ pub(super) async fn member_main(
                     }
                     Ok(code) => {
                         lock(&world).event(format!("{who} commit refused ({code})"));
+                        // A moved coordinator is asked again where it is;
+                        // the member's generation stands until it says
+                        // otherwise.
+                        if coordinator_moved(code) {
+                            break;
+                        }
                         current = None;
                         continue;
                     }
@@ -380,6 +392,9 @@ pub(super) async fn member_main(
                     }
                     if code != REBALANCE_IN_PROGRESS {
                         lock(&world).event(format!("{who} heartbeat refused ({code})"));
+                    }
+                    if coordinator_moved(code) {
+                        break;
                     }
                     current = None;
                     continue;
@@ -402,16 +417,20 @@ pub(super) async fn member_main(
     }
 }
 
-/// At the end: the settled generation's assignments cover every
-/// partition once.
-pub(super) fn check_settled(world: &Shared, group: &Group) {
+/// At the end: every member saw the group settle, some member completed
+/// SyncGroup (when there are members), and the settled generation's
+/// assignments cover every partition once. Returns the SyncGroup answers.
+pub(super) fn check_settled(world: &Shared, group: &Group) -> usize {
     let g = ledger(group);
     let mut w = lock(world);
     for (i, done) in g.done.iter().enumerate() {
         w.check(*done, || format!("member {i} never saw the group settle"));
     }
+    w.check(g.done.is_empty() || g.syncs > 0, || {
+        "no group member completed SyncGroup".into()
+    });
     if !g.settled() {
-        return;
+        return g.syncs;
     }
     let mut all: Vec<i32> = g
         .steady
@@ -423,4 +442,5 @@ pub(super) fn check_settled(world: &Shared, group: &Group) {
     w.check(all.iter().copied().eq(0..PARTITIONS), || {
         format!("the settled group holds partitions {all:?}")
     });
+    g.syncs
 }

@@ -32,7 +32,10 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use karnak_coordinator::COORDINATOR_TOPIC;
 use rand::rngs::StdRng;
@@ -41,9 +44,9 @@ use rand::{Rng, SeedableRng};
 use crate::Failure;
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, World, lock};
-use offsets::{Client, Clients, clients};
+use offsets::Clients;
 use produce::{Producer, Producers, producers};
-use txn::{TxnProducer, TxnProducers, txn_producers};
+use txn::{TxnProducer, TxnProducers};
 
 const BROKER: &str = "broker";
 const PORT: u16 = 9092;
@@ -263,6 +266,26 @@ impl Target {
             .any(|e| e.code() == code)
     }
 
+    /// A connection to any broker (the one, or one drawn at random), the
+    /// topic known to exist, and that broker's address.
+    async fn connect_any(
+        &self,
+        who: &str,
+        world: &Shared,
+        rng: &mut StdRng,
+        topic: &mut bool,
+    ) -> Option<(Conn, String)> {
+        let (addr, replicas) = match self {
+            Target::One => (format!("{BROKER}:{PORT}"), 1),
+            Target::Cluster(n) => (
+                format!("broker{}:{PORT}", rng.gen_range(0..*n)),
+                (*n).min(3) as i16,
+            ),
+        };
+        let conn = ensure_topic(&addr, who, world, rng, topic, replicas).await?;
+        Some((conn, addr))
+    }
+
     /// A connection to `partition`'s leader, the topic known to exist;
     /// None when that failed (the caller retries).
     async fn connect_leader(
@@ -273,35 +296,90 @@ impl Target {
         rng: &mut StdRng,
         topic: &mut bool,
     ) -> Option<Conn> {
-        let brokers = match self {
-            Target::One => {
-                return ensure_topic(&format!("{BROKER}:{PORT}"), who, world, rng, topic, 1).await;
-            }
-            Target::Cluster(n) => *n,
-        };
-        let any = format!("broker{}:{PORT}", rng.gen_range(0..brokers));
-        let replicas = brokers.min(3) as i16;
-        let mut conn = ensure_topic(&any, who, world, rng, topic, replicas).await?;
-        let leader = match timed(cluster::leader_of(&mut conn, partition)).await {
-            Ok(Some(addr)) => addr,
-            Ok(None) => {
-                lock(world).event(format!("{who}: partition {partition} has no leader"));
-                sleep_ms(rng, 50, 200).await;
-                return None;
-            }
-            Err(_) => return None,
-        };
-        if leader == any {
+        let (mut conn, at) = self.connect_any(who, world, rng, topic).await?;
+        if !self.is_cluster() {
             return Some(conn);
         }
-        match Conn::connect(&leader).await {
-            Ok(c) => Some(c),
-            Err(_) => {
-                sleep_ms(rng, 10, 200).await;
-                None
-            }
+        let found = timed(cluster::leader_of(&mut conn, partition)).await;
+        let what = format!("leader of partition {partition}");
+        follow(conn, &at, found, &what, who, world, rng).await
+    }
+
+    /// A connection to the coordinator of `key` (see [`coordinator_of`]),
+    /// the topic known to exist; None when that failed (the caller
+    /// retries).
+    async fn connect_coordinator(
+        &self,
+        key: &str,
+        key_type: i8,
+        who: &str,
+        world: &Shared,
+        rng: &mut StdRng,
+        topic: &mut bool,
+    ) -> Option<Conn> {
+        let (mut conn, at) = self.connect_any(who, world, rng, topic).await?;
+        if !self.is_cluster() {
+            return Some(conn);
+        }
+        let found = timed(coordinator_of(&mut conn, key, key_type)).await;
+        let what = format!("coordinator of {key}");
+        follow(conn, &at, found, &what, who, world, rng).await
+    }
+}
+
+/// Where `found` (the broker's answer to where the `what` is) says to go:
+/// `conn` (to `at`) when it is there already, a new connection otherwise;
+/// None while there is none, or when asking or connecting failed.
+async fn follow(
+    conn: Conn,
+    at: &str,
+    found: Result<Option<String>, Failed>,
+    what: &str,
+    who: &str,
+    world: &Shared,
+    rng: &mut StdRng,
+) -> Option<Conn> {
+    let there = match found {
+        Ok(Some(there)) => there,
+        Ok(None) => {
+            lock(world).event(format!("{who}: no {what} yet"));
+            sleep_ms(rng, 50, 200).await;
+            return None;
+        }
+        Err(_) => return None,
+    };
+    lock(world).event(format!("{who}: the {what} is {there}"));
+    if there == at {
+        return Some(conn);
+    }
+    match Conn::connect(&there).await {
+        Ok(c) => Some(c),
+        Err(_) => {
+            sleep_ms(rng, 10, 200).await;
+            None
         }
     }
+}
+
+/// Whether an answer `code` from a coordinator says to ask FindCoordinator
+/// again (as a Kafka client does): the key's shard moved or is not placed.
+fn coordinator_moved(code: i16) -> bool {
+    code == ResponseError::NotCoordinator.code()
+        || code == ResponseError::CoordinatorNotAvailable.code()
+}
+
+/// The coordinator of `key` (`key_type` 0: a group, 1: a transactional id)
+/// as `host:port`, from a FindCoordinator answer; None while it has none.
+async fn coordinator_of(
+    conn: &mut Conn,
+    key: &str,
+    key_type: i8,
+) -> Result<Option<String>, Failed> {
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(key.to_string()))
+        .with_key_type(key_type);
+    let resp: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &req).await?;
+    Ok((resp.error_code == 0).then(|| format!("{}:{}", resp.host, resp.port)))
 }
 
 /// Client `i`'s generator, one stream per kind of client.
@@ -449,14 +527,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         let (dir, world) = (dir.clone(), world.clone());
         sim.host(BROKER, move || broker_main(dir.clone(), world.clone()));
     }
-    let state: Clients = Arc::new(Mutex::new(vec![
-        Client {
-            sent: -1,
-            acked: -1,
-            ..Client::default()
-        };
-        opts.clients as usize
-    ]));
+    let state: Clients = offsets::new_clients(opts.clients as usize);
     let producing = opts.producers.min(PARTITIONS as u64) as usize;
     let made: Producers = Arc::new(Mutex::new(vec![Producer::default(); producing]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -466,7 +537,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         hosts.push(format!("client{c}"));
         sim.client(
             format!("client{c}"),
-            offsets::client_main(c, seed, world, state, stop),
+            offsets::client_main(c, seed, world, state, stop, Target::One),
         );
     }
     for p in 0..producing {
@@ -483,7 +554,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         hosts.push(format!("member{i}"));
         sim.client(
             format!("member{i}"),
-            groups::member_main(i, seed, world, group, stop),
+            groups::member_main(i, seed, world, group, stop, Target::One),
         );
     }
     let transacting = (opts.transactional as usize).min(PARTITIONS as usize - producing);
@@ -494,7 +565,7 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
         hosts.push(format!("txn{t}"));
         sim.client(
             format!("txn{t}"),
-            txn::txn_producer_main(t, partition, seed, world, txns, stop),
+            txn::txn_producer_main(t, partition, seed, world, txns, stop, Target::One),
         );
     }
 
@@ -599,35 +670,13 @@ fn run_here(seed: u64, opts: &BrokerOptions, dir: PathBuf) -> Result<BrokerRepor
     if settle(&mut sim, &world, &stop, opts.settle).is_err() {
         return Err(fail(&world));
     }
-    let s = clients(&state).clone();
+    lock(&world).now = sim.elapsed();
+    let (s, acks) = offsets::check_clients(&world, &state);
+    let syncs = groups::check_settled(&world, &group);
     let mut w = lock(&world);
-    w.now = sim.elapsed();
-    for (c, me) in s.iter().enumerate() {
-        w.check(me.done, || {
-            format!("client {c}'s final read was never served")
-        });
-    }
     let m = producers(&made).clone();
     let records = check_producers(&mut w, &m);
-    drop(w);
-    groups::check_settled(&world, &group);
-    let syncs = groups::ledger(&group).syncs;
-    let mut w = lock(&world);
-    w.check(opts.members == 0 || syncs > 0, || {
-        "no group member completed SyncGroup".into()
-    });
-    let x = txn_producers(&txns).clone();
-    for (t, me) in x.iter().enumerate() {
-        w.check(me.done, || {
-            format!("txn producer {t}'s final read was never served")
-        });
-    }
-    let transactions = x.iter().map(|t| t.committed()).sum::<usize>();
-    w.check(transacting == 0 || transactions > 0, || {
-        "no transaction commit was acknowledged".into()
-    });
-    let acks = s.iter().map(|c| c.acked_count).sum::<usize>();
-    w.check(acks > 0, || "no offset commit was acknowledged".into());
+    let (x, transactions) = txn::check_txn_producers(&mut w, &txns);
     if !w.violations.is_empty() {
         drop(w);
         return Err(fail(&world));

@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
 
-use super::{BROKER, PORT, TOPIC, ensure_topic, sleep_ms, timed};
+use super::{TOPIC, Target, coordinator_moved, sleep_ms, timed};
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, lock};
 
@@ -89,6 +89,18 @@ async fn fetch(conn: &mut Conn, group: &str) -> Result<Result<i64, i16>, Failed>
     })
 }
 
+/// `n` clients' states before they start.
+pub(super) fn new_clients(n: usize) -> Clients {
+    Arc::new(Mutex::new(vec![
+        Client {
+            sent: -1,
+            acked: -1,
+            ..Client::default()
+        };
+        n
+    ]))
+}
+
 /// One client: commits and reads back until told to stop, then reads once
 /// more until served.
 pub(super) async fn client_main(
@@ -97,15 +109,17 @@ pub(super) async fn client_main(
     world: Shared,
     state: Clients,
     stop: Arc<AtomicBool>,
+    target: Target,
 ) -> turmoil::Result {
     let mut rng = super::client_rng(seed, 0x2545_f491_4f6c_dd1d, c);
     let group = format!("group-{c}");
     let who = format!("client {c}");
-    let addr = format!("{BROKER}:{PORT}");
     let mut next = 0i64;
     let mut topic = false;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        let Some(mut conn) = target
+            .connect_coordinator(&group, 0, &who, &world, &mut rng, &mut topic)
+            .await
         else {
             continue;
         };
@@ -118,6 +132,7 @@ pub(super) async fn client_main(
                         read(&world, &state, c, v, true);
                         return Ok(());
                     }
+                    Ok(Err(code)) if coordinator_moved(code) => break,
                     Ok(Err(_)) => {
                         sleep_ms(&mut rng, 10, 100).await;
                         continue;
@@ -132,6 +147,9 @@ pub(super) async fn client_main(
                     Ok(Ok(v)) => read(&world, &state, c, v, false),
                     Ok(Err(code)) => {
                         lock(&world).event(format!("client {c} read refused ({code})"));
+                        if coordinator_moved(code) {
+                            break;
+                        }
                     }
                     Err(_) => break,
                 }
@@ -149,6 +167,9 @@ pub(super) async fn client_main(
                 }
                 Ok(code) => {
                     lock(&world).event(format!("client {c} commit {next} refused ({code})"));
+                    if coordinator_moved(code) {
+                        break;
+                    }
                     sleep_ms(&mut rng, 10, 100).await;
                 }
                 Err(e) => {
@@ -183,4 +204,22 @@ fn read(world: &Shared, state: &Clients, c: usize, v: i64, last: bool) {
     w.check(v <= sent, || {
         format!("client {c} read committed offset {v} but sent at most {sent}")
     });
+}
+
+/// The clients' end: each one's final read was served, and some commit was
+/// acknowledged (when there are clients). Returns their states and the
+/// commits acknowledged.
+pub(super) fn check_clients(world: &Shared, state: &Clients) -> (Vec<Client>, usize) {
+    let s = clients(state).clone();
+    let mut w = lock(world);
+    for (c, me) in s.iter().enumerate() {
+        w.check(me.done, || {
+            format!("client {c}'s final read was never served")
+        });
+    }
+    let acks = s.iter().map(|c| c.acked_count).sum::<usize>();
+    w.check(s.is_empty() || acks > 0, || {
+        "no offset commit was acknowledged".into()
+    });
+    (s, acks)
 }

@@ -460,6 +460,19 @@ pub(super) async fn producer_main(
                         base + count
                     ));
                 }
+                Ok(code) if forgot_producer(code) && target.is_cluster() => {
+                    // A stale leader (one that has not yet learnt another
+                    // took over, and so lacks what it acknowledged since)
+                    // answers so, as Kafka's does: asked again at the
+                    // leader. One that really forgot would answer so
+                    // forever, and the final read would never come.
+                    lock(&world).event(format!(
+                        "{who}'s batch {base}..{} refused with {code}: asking the leader again",
+                        base + count
+                    ));
+                    sleep_ms(&mut rng, 10, 100).await;
+                    break;
+                }
                 Ok(code) if forgot_producer(code) => {
                     let mut w = lock(&world);
                     w.check(false, || {

@@ -32,7 +32,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use rand::Rng;
 
 use super::produce::{batch, fetch, init_producer_id, produce, whole_batches};
-use super::{BROKER, PORT, TOPIC, ensure_topic, sleep_ms, timed};
+use super::{TOPIC, Target, coordinator_moved, sleep_ms, timed};
 use crate::wire::{Conn, Failed};
 use crate::world::{Shared, lock};
 
@@ -296,6 +296,26 @@ async fn read(
     Ok(Ok(settled))
 }
 
+/// The transactional producers' end: each one's final read was served,
+/// and some commit was acknowledged (when there are any). Returns their
+/// states and the commits acknowledged.
+pub(super) fn check_txn_producers(
+    w: &mut crate::world::World,
+    txns: &TxnProducers,
+) -> (Vec<TxnProducer>, usize) {
+    let x = txn_producers(txns).clone();
+    for (t, me) in x.iter().enumerate() {
+        w.check(me.done, || {
+            format!("txn producer {t}'s final read was never served")
+        });
+    }
+    let transactions = x.iter().map(|t| t.committed()).sum::<usize>();
+    w.check(x.is_empty() || transactions > 0, || {
+        "no transaction commit was acknowledged".into()
+    });
+    (x, transactions)
+}
+
 /// A read found the partition wrong (a violation is recorded): nothing
 /// after it is checkable.
 const BROKEN: i16 = i16::MIN;
@@ -313,25 +333,36 @@ pub(super) async fn txn_producer_main(
     world: Shared,
     state: TxnProducers,
     stop: Arc<AtomicBool>,
+    target: Target,
 ) -> turmoil::Result {
     let mut rng = super::client_rng(seed, 0xbf58_476d_1ce4_e5b9, t);
     let who = format!("txn producer {t}");
     let tid = format!("sim-txn-{t}");
-    let addr = format!("{BROKER}:{PORT}");
     let mut topic = false;
     // The producer's id and epoch, and its next sequence number; None:
     // InitProducerId first (at the start and after anything went wrong).
     let mut id: Option<(i64, i16)> = None;
     let mut seq = 0i32;
     loop {
-        let Some(mut conn) = ensure_topic(&addr, &who, &world, &mut rng, &mut topic, 1).await
+        // The transaction coordinator's connection (InitProducerId,
+        // AddPartitionsToTxn, EndTxn) and the partition leader's (Produce,
+        // Fetch), as a Kafka producer keeps one per broker it talks to.
+        let Some(mut coord) = target
+            .connect_coordinator(&tid, 1, &who, &world, &mut rng, &mut topic)
+            .await
+        else {
+            continue;
+        };
+        let Some(mut conn) = target
+            .connect_leader(partition, &who, &world, &mut rng, &mut topic)
+            .await
         else {
             continue;
         };
         let mut fresh = true;
         'conn: loop {
             if id.is_none() {
-                match init_producer_id(&mut conn, Some(&tid)).await {
+                match init_producer_id(&mut coord, Some(&tid)).await {
                     Ok(Ok(got)) => {
                         lock(&world)
                             .event(format!("{who} is producer id {} epoch {}", got.0, got.1));
@@ -341,6 +372,9 @@ pub(super) async fn txn_producer_main(
                     Ok(Err(code)) => {
                         lock(&world).event(format!("{who} InitProducerId refused ({code})"));
                         sleep_ms(&mut rng, 10, 100).await;
+                        if coordinator_moved(code) {
+                            break;
+                        }
                         continue;
                     }
                     Err(_) => break,
@@ -355,6 +389,7 @@ pub(super) async fn txn_producer_main(
                         return Ok(());
                     }
                     Ok(Ok(true)) if last => return Ok(()),
+                    Ok(Err(code)) if target.moved(code) => break,
                     Ok(_) if last => {
                         sleep_ms(&mut rng, 10, 100).await;
                         continue;
@@ -373,7 +408,7 @@ pub(super) async fn txn_producer_main(
             // next InitProducerId ends it.
             let mut tries = 0;
             loop {
-                match add_partition(&mut conn, &tid, pid, partition).await {
+                match add_partition(&mut coord, &tid, pid, partition).await {
                     Ok(0) => break,
                     Ok(code) if retriable(code) && tries < 50 => {
                         tries += 1;
@@ -384,6 +419,9 @@ pub(super) async fn txn_producer_main(
                             "{who} transaction {txn}: AddPartitionsToTxn refused ({code})"
                         ));
                         id = None;
+                        if coordinator_moved(code) {
+                            break 'conn;
+                        }
                         continue 'conn;
                     }
                     Err(_) => {
@@ -399,6 +437,9 @@ pub(super) async fn txn_producer_main(
                     lock(&world)
                         .event(format!("{who} transaction {txn}: Produce refused ({code})"));
                     id = None;
+                    if target.moved(code) {
+                        break;
+                    }
                     continue;
                 }
                 Err(_) => {
@@ -423,13 +464,23 @@ pub(super) async fn txn_producer_main(
             // the outcome, which the checker then holds the broker to.
             let mut tries = 0;
             let answer = loop {
-                match end_txn(&mut conn, &tid, pid, commit).await {
+                match end_txn(&mut coord, &tid, pid, commit).await {
                     Ok(code) if code != 0 && !untouched(code) && tries < 20 => {
                         tries += 1;
                         lock(&world).event(format!(
                             "{who} transaction {txn}: EndTxn answered {code}, retried"
                         ));
                         sleep_ms(&mut rng, 10, 100).await;
+                        if coordinator_moved(code) {
+                            // Retried where the transactional id's
+                            // coordinator is now.
+                            if let Some(c) = target
+                                .connect_coordinator(&tid, 1, &who, &world, &mut rng, &mut topic)
+                                .await
+                            {
+                                coord = c;
+                            }
+                        }
                     }
                     answer => break answer,
                 }
