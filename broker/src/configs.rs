@@ -4,6 +4,7 @@
 //! them changeable on a live broker (dynamic broker configs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use karnak_storage::config::{BROKER_LOG_CONFIGS, topic_config_for_broker_config};
@@ -401,10 +402,38 @@ fn known_topic_config(name: &str) -> Result<&'static str, AlterError> {
         .map_err(|_| invalid_config(format!("Unknown topic config name: {name}")))
 }
 
-/// Alters one resource of an AlterConfigs (`replace`) or
-/// IncrementalAlterConfigs request.
-pub fn alter_resource(
-    broker: &Broker,
+/// One resource of an AlterConfigs or IncrementalAlterConfigs request:
+/// its operations, or why they were refused before any change.
+pub struct ResourceChange {
+    pub resource_type: i8,
+    pub name: String,
+    pub ops: Result<Vec<ConfigOp>, AlterError>,
+}
+
+/// Alters each resource of an AlterConfigs (`replace`) or
+/// IncrementalAlterConfigs request in request order, a topic's change
+/// awaited through the metadata group; one (type, name, outcome) per
+/// resource.
+pub async fn alter_resources(
+    broker: &Arc<Broker>,
+    changes: Vec<ResourceChange>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<(i8, String, Result<(), AlterError>)> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for c in changes {
+        let (kind, name) = (c.resource_type, c.name.as_str());
+        let outcome = match c.ops {
+            Ok(ops) => alter_resource(broker, kind, name, &ops, replace, validate_only).await,
+            Err(e) => Err(e),
+        };
+        outcomes.push((c.resource_type, c.name, outcome));
+    }
+    outcomes
+}
+
+async fn alter_resource(
+    broker: &Arc<Broker>,
     resource_type: i8,
     name: &str,
     ops: &[ConfigOp],
@@ -412,7 +441,7 @@ pub fn alter_resource(
     validate_only: bool,
 ) -> Result<(), AlterError> {
     match resource_type {
-        RESOURCE_TOPIC => alter_topic(broker, name, ops, replace, validate_only),
+        RESOURCE_TOPIC => alter_topic(broker, name, ops, replace, validate_only).await,
         RESOURCE_BROKER => alter_broker(broker, name, ops, replace, validate_only),
         other => Err((
             ResponseError::InvalidRequest,
@@ -423,8 +452,8 @@ pub fn alter_resource(
 
 /// Alters a topic's configs: incrementally (`replace` false) or, for the
 /// legacy AlterConfigs, replacing every override with `ops`' SETs.
-fn alter_topic(
-    broker: &Broker,
+async fn alter_topic(
+    broker: &Arc<Broker>,
     name: &str,
     ops: &[ConfigOp],
     replace: bool,
@@ -453,7 +482,7 @@ fn alter_topic(
     if validate_only {
         return Ok(());
     }
-    match crate::topics::set_configs(broker, name, configs) {
+    match crate::topics::set_configs(broker, name, configs).await {
         Ok(_) => Ok(()),
         Err(crate::topics::TopicError::Storage(e)) => Err(storage_refusal(e)),
         Err(crate::topics::TopicError::Cluster(e)) => Err((e.code(), e.to_string())),

@@ -115,8 +115,9 @@ fn admin_error(e: crate::topics::TopicError) -> karnak_sql::ddl::AdminError {
     }
 }
 
+#[async_trait::async_trait]
 impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
-    fn create_topic(
+    async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -130,11 +131,12 @@ impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
             configs,
         };
         crate::topics::create(&self.0, new)
+            .await
             .map(|_| ())
             .map_err(admin_error)
     }
 
-    fn alter_topic_configs(
+    async fn alter_topic_configs(
         &self,
         name: &str,
         set: &std::collections::BTreeMap<String, String>,
@@ -149,6 +151,7 @@ impl karnak_sql::ddl::TopicAdmin for BrokerTopicAdmin {
             .ok_or_else(|| karnak_storage::StorageError::UnknownTopic(name.to_string()))?;
         configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
         crate::topics::set_configs(&self.0, name, configs)
+            .await
             .map(|_| ())
             .map_err(admin_error)
     }

@@ -4,12 +4,10 @@
 //! the metadata log, committed through the Raft leader; the call returns
 //! once this broker has applied it and its logs follow (reconcile.rs).
 //!
-//! Handlers are synchronous: these calls block their thread
-//! (`block_in_place`) while the metadata group commits, which admin
-//! requests can afford.
+//! Every change is awaited: no runtime thread is held while the metadata
+//! group commits (a handler making one answers later).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,11 +50,6 @@ impl TopicError {
     }
 }
 
-/// Runs an async cluster call from a synchronous handler.
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
-}
-
 /// What CreateTopics (or auto-creation) asks for.
 pub struct NewTopic {
     pub name: String,
@@ -71,7 +64,7 @@ pub struct NewTopic {
 /// Creates `name` with the broker's `num.partitions` and replication
 /// factor, as Kafka's `auto.create.topics.enable` does. A concurrent
 /// creation is not an error.
-pub fn auto_create(broker: &Broker, name: &str) -> Result<(), i16> {
+pub async fn auto_create(broker: &Arc<Broker>, name: &str) -> Result<(), i16> {
     let new = NewTopic {
         name: name.to_string(),
         partitions: broker.config.num_partitions,
@@ -79,7 +72,7 @@ pub fn auto_create(broker: &Broker, name: &str) -> Result<(), i16> {
         assignments: None,
         configs: BTreeMap::new(),
     };
-    match create(broker, new) {
+    match create(broker, new).await {
         Ok(()) => Ok(()),
         Err(TopicError::Cluster(ClusterError::Refused(
             karnak_coordinator::metadata::MetadataError::TopicExists(_),
@@ -136,15 +129,9 @@ fn rand_seed() -> u64 {
     )
 }
 
-/// Commits `cmd` and makes this broker's logs follow before returning.
-fn commit(broker: &Broker, cmd: MetadataCommand) -> Result<(), TopicError> {
-    block_on(broker.cluster.propose(cmd, COMMIT_TIMEOUT))?;
-    first_failure(broker.reconciler.run(broker.cluster.metadata()))
-}
-
-/// [`commit`] awaiting the metadata group instead of blocking a runtime
-/// thread on it (the deterministic simulation has only one).
-async fn commit_async(broker: &Arc<Broker>, cmd: MetadataCommand) -> Result<(), TopicError> {
+/// Commits `cmd` and makes this broker's logs follow before returning:
+/// the metadata group awaited, the logs' changes on the blocking pool.
+async fn commit(broker: &Arc<Broker>, cmd: MetadataCommand) -> Result<(), TopicError> {
     broker.cluster.propose(cmd, COMMIT_TIMEOUT).await?;
     let b = broker.clone();
     let failures = karnak_storage::blocking::spawn(move || b.reconciler.run(b.cluster.metadata()))
@@ -162,17 +149,10 @@ fn first_failure(failures: crate::cluster::reconcile::Failures) -> Result<(), To
 
 /// Creates a topic in the metadata; this broker's replicas of it (if it
 /// holds any) exist when this returns.
-pub fn create(broker: &Broker, t: NewTopic) -> Result<(), TopicError> {
+pub async fn create(broker: &Arc<Broker>, t: NewTopic) -> Result<(), TopicError> {
     let name = t.name.clone();
     let cmd = creation(broker, t)?;
-    logged(&name, commit(broker, cmd))
-}
-
-/// [`create`], awaiting the metadata group (CreateTopics).
-pub async fn create_async(broker: &Arc<Broker>, t: NewTopic) -> Result<(), TopicError> {
-    let name = t.name.clone();
-    let cmd = creation(broker, t)?;
-    logged(&name, commit_async(broker, cmd).await)
+    logged(&name, commit(broker, cmd).await)
 }
 
 fn logged(name: &str, done: Result<(), TopicError>) -> Result<(), TopicError> {
@@ -208,7 +188,7 @@ fn creation(broker: &Broker, t: NewTopic) -> Result<MetadataCommand, TopicError>
 }
 
 /// Deletes `name` everywhere; returns its id.
-pub fn delete(broker: &Broker, name: &str) -> Result<[u8; 16], TopicError> {
+pub async fn delete(broker: &Arc<Broker>, name: &str) -> Result<[u8; 16], TopicError> {
     let id = broker
         .cluster
         .metadata()
@@ -221,14 +201,15 @@ pub fn delete(broker: &Broker, name: &str) -> Result<[u8; 16], TopicError> {
         MetadataCommand::DeleteTopic {
             name: name.to_string(),
         },
-    )?;
+    )
+    .await?;
     Ok(id)
 }
 
 /// Grows `name` to `total` partitions, placed by us unless `assignments`
 /// names the new partitions' replicas.
-pub fn add_partitions(
-    broker: &Broker,
+pub async fn add_partitions(
+    broker: &Arc<Broker>,
     name: &str,
     total: i32,
     assignments: Option<Vec<Vec<i32>>>,
@@ -262,11 +243,12 @@ pub fn add_partitions(
             assignments,
         },
     )
+    .await
 }
 
 /// Replaces a topic's config overrides with `configs` (validated first).
-pub fn set_configs(
-    broker: &Broker,
+pub async fn set_configs(
+    broker: &Arc<Broker>,
     name: &str,
     configs: BTreeMap<String, String>,
 ) -> Result<(), TopicError> {
@@ -290,6 +272,7 @@ pub fn set_configs(
             changes,
         },
     )
+    .await
 }
 
 /// Topics the broker keeps for itself (the coordinator shards' logs).

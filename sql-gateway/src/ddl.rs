@@ -47,24 +47,27 @@ pub enum AdminError {
 }
 
 /// Where DDL creates and alters topics: the broker sends these through its
-/// metadata log; a bare [`LogManager`] does them on its own disk.
+/// metadata log (awaited, so no runtime thread waits on it); a bare
+/// [`LogManager`] does them on its own disk.
+#[async_trait::async_trait]
 pub trait TopicAdmin: Send + Sync {
-    fn create_topic(
+    async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<(), AdminError>;
     /// Sets `set` over the topic's current overrides.
-    fn alter_topic_configs(
+    async fn alter_topic_configs(
         &self,
         name: &str,
         set: &BTreeMap<String, String>,
     ) -> Result<(), AdminError>;
 }
 
+#[async_trait::async_trait]
 impl TopicAdmin for LogManager {
-    fn create_topic(
+    async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -74,7 +77,7 @@ impl TopicAdmin for LogManager {
         Ok(())
     }
 
-    fn alter_topic_configs(
+    async fn alter_topic_configs(
         &self,
         name: &str,
         set: &BTreeMap<String, String>,
@@ -97,15 +100,15 @@ impl DdlHook {
         }
     }
 
-    fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+    async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         match statement {
-            Statement::CreateTable(ct) => Some(self.create(ct)),
-            Statement::AlterTable(at) => Some(self.alter(at)),
+            Statement::CreateTable(ct) => Some(self.create(ct).await),
+            Statement::AlterTable(at) => Some(self.alter(at).await),
             _ => None,
         }
     }
 
-    fn create(&self, ct: &CreateTable) -> PgWireResult<Response> {
+    async fn create(&self, ct: &CreateTable) -> PgWireResult<Response> {
         let name = table_name(&ct.name)?;
         if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
             return Err(error(
@@ -158,7 +161,7 @@ impl DdlHook {
             configs.insert(json::FORMAT_KEY.into(), "json".into());
             configs.insert(json::SCHEMA_KEY.into(), schema);
         }
-        match self.admin.create_topic(&name, partitions, configs) {
+        match self.admin.create_topic(&name, partitions, configs).await {
             Ok(_) => Ok(Response::Execution(Tag::new("CREATE TABLE"))),
             Err(AdminError::Storage(StorageError::TopicAlreadyExists(_))) if ct.if_not_exists => {
                 Ok(Response::Execution(Tag::new("CREATE TABLE")))
@@ -167,7 +170,7 @@ impl DdlHook {
         }
     }
 
-    fn alter(&self, at: &AlterTable) -> PgWireResult<Response> {
+    async fn alter(&self, at: &AlterTable) -> PgWireResult<Response> {
         let name = table_name(&at.name)?;
         let mut set = BTreeMap::new();
         for op in &at.operations {
@@ -191,7 +194,7 @@ impl DdlHook {
         if let Some(declared) = set.get(json::SCHEMA_KEY) {
             json::parse_declared(declared).map_err(|e| error("42704", e))?;
         }
-        match self.admin.alter_topic_configs(&name, &set) {
+        match self.admin.alter_topic_configs(&name, &set).await {
             Ok(_) => Ok(Response::Execution(Tag::new("ALTER TABLE"))),
             Err(AdminError::Storage(StorageError::UnknownTopic(_))) if at.if_exists => {
                 Ok(Response::Execution(Tag::new("ALTER TABLE")))
@@ -297,7 +300,7 @@ impl QueryHook for DdlHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.run(statement)
+        self.run(statement).await
     }
 
     async fn handle_extended_parse_query(
@@ -322,7 +325,7 @@ impl QueryHook for DdlHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.run(statement)
+        self.run(statement).await
     }
 }
 
@@ -351,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let logs = Arc::new(LogManager::open(dir.path(), Default::default()).unwrap());
         let h = DdlHook::new(logs.clone(), 2);
-        let create = |sql: &str| h.run(&parse(sql)).unwrap();
+        let create = |sql: &str| futures::executor::block_on(h.run(&parse(sql))).unwrap();
         assert_eq!(
             code(create(
                 "CREATE TABLE Orders (key bytea, total DOUBLE PRECISION, \"Status\" text) \
@@ -430,6 +433,6 @@ mod tests {
             )),
             "ok"
         );
-        assert!(h.run(&parse("SELECT 1")).is_none());
+        assert!(futures::executor::block_on(h.run(&parse("SELECT 1"))).is_none());
     }
 }

@@ -31,17 +31,19 @@ pub fn handle(
         .filter(|t| !names.insert(t.name.as_str()))
         .map(|t| t.name.as_str().to_string())
         .collect();
-    let results = request
+    // Each topic is either answered now or grown through the metadata
+    // group below (awaited in request order).
+    let steps: Vec<Step> = request
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.as_str().to_string();
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let fail = |e: ResponseError, msg: String| {
-                result
+                Step::Answered(result
                     .clone()
                     .with_error_code(e.code())
-                    .with_error_message(Some(StrBytes::from_string(msg)))
+                    .with_error_message(Some(StrBytes::from_string(msg))))
             };
             if duplicates.contains(&name) {
                 return fail(
@@ -102,26 +104,60 @@ pub fn handle(
                 }
             }
             if request.validate_only {
-                return match karnak_storage::manager::check_partition_count(t.count) {
+                return Step::Answered(match karnak_storage::manager::check_partition_count(t.count) {
                     Ok(()) => result,
                     Err(e) => fail_storage(result, &e),
-                };
+                });
             }
             let assignments = t.assignments.filter(|a| !a.is_empty()).map(|a| {
                 a.into_iter()
                     .map(|p| p.broker_ids.into_iter().map(|b| b.0).collect())
                     .collect()
             });
-            match crate::topics::add_partitions(broker, &name, t.count, assignments) {
-                Ok(()) => result,
-                Err(e) => result
-                    .with_error_code(e.code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            }
+            Step::Grow(Growth {
+                result,
+                name,
+                count: t.count,
+                assignments,
+            })
         })
         .collect();
-    let response = CreatePartitionsResponse::default().with_results(results);
-    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    let broker = broker.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut results = Vec::with_capacity(steps.len());
+        for step in steps {
+            results.push(match step {
+                Step::Answered(done) => done,
+                Step::Grow(g) => {
+                    match crate::topics::add_partitions(&broker, &g.name, g.count, g.assignments)
+                        .await
+                    {
+                        Ok(()) => g.result,
+                        Err(e) => g
+                            .result
+                            .with_error_code(e.code())
+                            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                    }
+                }
+            });
+        }
+        let response = CreatePartitionsResponse::default().with_results(results);
+        Response::encode(&response, version, 0)
+    })))
+}
+
+/// A topic of the request: answered at once, or to grow.
+enum Step {
+    Answered(CreatePartitionsTopicResult),
+    Grow(Growth),
+}
+
+/// A topic's partitions to add, once the request's checks passed.
+struct Growth {
+    result: CreatePartitionsTopicResult,
+    name: String,
+    count: i32,
+    assignments: Option<Vec<Vec<i32>>>,
 }
 
 fn fail_storage(

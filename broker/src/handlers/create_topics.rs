@@ -162,7 +162,7 @@ async fn one(
             assignments,
             configs: configs.clone(),
         };
-        if let Err(e) = crate::topics::create_async(broker, new).await {
+        if let Err(e) = crate::topics::create(broker, new).await {
             return fail(e.code(), e.to_string());
         }
         match broker.cluster.metadata().topics.get(&name) {

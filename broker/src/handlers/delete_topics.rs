@@ -34,7 +34,9 @@ pub fn handle(
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
-    let responses = wanted
+    // Each topic is either answered now or deleted through the metadata
+    // group below (awaited in request order).
+    let steps: Vec<Step> = wanted
         .into_iter()
         .map(|(name, id)| {
             let resolved = match &name {
@@ -53,35 +55,55 @@ pub fn handle(
                 .with_topic_id(id);
             let name = match resolved {
                 Ok(n) => n,
-                Err(code) => return result.with_error_code(code),
+                Err(code) => return Step::Answered(result.with_error_code(code)),
             };
             // DESCRIBE, then DELETE, as Kafka checks (either refusal is
             // TOPIC_AUTHORIZATION_FAILED, telling nothing of existence).
             if !authz.topic(AclOperation::Describe, &name)
                 || !authz.topic(AclOperation::Delete, &name)
             {
-                return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                return Step::Answered(
+                    result.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                );
             }
             if crate::topics::is_internal(&name) {
-                return result
-                    .with_error_code(ResponseError::InvalidTopicException.code())
-                    .with_error_message(Some(StrBytes::from_string(format!(
-                        "{name} is an internal topic and cannot be deleted"
-                    ))));
-            }
-            match crate::topics::delete(broker, &name) {
-                Ok(id) => {
-                    info!(topic = name, "deleted topic");
+                return Step::Answered(
                     result
-                        .with_name(Some(TopicName(StrBytes::from_string(name))))
-                        .with_topic_id(Uuid::from_bytes(id))
-                }
-                Err(e) => result
-                    .with_error_code(e.code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                        .with_error_code(ResponseError::InvalidTopicException.code())
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "{name} is an internal topic and cannot be deleted"
+                        )))),
+                );
             }
+            Step::Delete(result, name)
         })
         .collect();
-    let response = DeleteTopicsResponse::default().with_responses(responses);
-    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    let broker = broker.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(steps.len());
+        for step in steps {
+            responses.push(match step {
+                Step::Answered(done) => done,
+                Step::Delete(result, name) => match crate::topics::delete(&broker, &name).await {
+                    Ok(id) => {
+                        info!(topic = name, "deleted topic");
+                        result
+                            .with_name(Some(TopicName(StrBytes::from_string(name))))
+                            .with_topic_id(Uuid::from_bytes(id))
+                    }
+                    Err(e) => result
+                        .with_error_code(e.code())
+                        .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                },
+            });
+        }
+        let response = DeleteTopicsResponse::default().with_responses(responses);
+        Response::encode(&response, version, 0)
+    })))
+}
+
+/// A topic of the request: answered at once, or to delete (by name).
+enum Step {
+    Answered(DeletableTopicResult),
+    Delete(DeletableTopicResult, String),
 }

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
-use crate::configs::{self, ConfigOp, OpType};
+use crate::configs::{self, ConfigOp, OpType, ResourceChange};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(
@@ -22,7 +22,7 @@ pub fn handle(
     authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let request: IncrementalAlterConfigsRequest = decode(body, "IncrementalAlterConfigs", version)?;
-    let responses = request
+    let changes: Vec<ResourceChange> = request
         .resources
         .into_iter()
         .map(|r| {
@@ -44,35 +44,39 @@ pub fn handle(
                         })
                 })
                 .collect();
-            let outcome = authz
+            let ops = authz
                 .config_resource(
                     AclOperation::AlterConfigs,
                     r.resource_type,
                     r.resource_name.as_str(),
                 )
                 .map_err(|e| (e, e.to_string()))
-                .and(ops)
-                .and_then(|ops| {
-                    configs::alter_resource(
-                        broker,
-                        r.resource_type,
-                        r.resource_name.as_str(),
-                        &ops,
-                        false,
-                        request.validate_only,
-                    )
-                });
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match outcome {
-                Ok(()) => response,
-                Err((code, msg)) => response
-                    .with_error_code(code.code())
-                    .with_error_message(Some(StrBytes::from_string(msg))),
+                .and(ops);
+            ResourceChange {
+                resource_type: r.resource_type,
+                name: r.resource_name.as_str().to_string(),
+                ops,
             }
         })
         .collect();
-    let response = IncrementalAlterConfigsResponse::default().with_responses(responses);
-    Ok(Reply::Ready(Response::encode(&response, version, 0)?))
+    let (broker, validate_only) = (broker.clone(), request.validate_only);
+    Ok(Reply::Later(Box::pin(async move {
+        let responses = configs::alter_resources(&broker, changes, false, validate_only)
+            .await
+            .into_iter()
+            .map(|(resource_type, name, outcome)| {
+                let response = AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(StrBytes::from_string(name));
+                match outcome {
+                    Ok(()) => response,
+                    Err((code, msg)) => response
+                        .with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_string(msg))),
+                }
+            })
+            .collect();
+        let response = IncrementalAlterConfigsResponse::default().with_responses(responses);
+        Response::encode(&response, version, 0)
+    })))
 }

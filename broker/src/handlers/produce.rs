@@ -3,6 +3,7 @@
 //! v0-2 (clients before Kafka 0.11) send message sets, converted to one v2
 //! batch per partition first, as Kafka 3.x did.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +41,7 @@ pub fn handle(
 ) -> Result<Reply, HandlerError> {
     // producer_byte_rate counts the request's size.
     let request_bytes = body.len() as f64;
-    let legacy = version < 3;
-    let request: ProduceRequest = if legacy {
+    let request: ProduceRequest = if version < 3 {
         legacy::produce::decode_request(body, version).map_err(|e| HandlerError::Decode {
             api: "Produce",
             version,
@@ -50,6 +50,108 @@ pub fn handle(
     } else {
         decode(body, "Produce", version)?
     };
+    let to_create = to_auto_create(broker, &request, authz);
+    if to_create.is_empty() {
+        let none = HashMap::new();
+        return produce(
+            broker,
+            request,
+            request_bytes,
+            version,
+            listener,
+            authz,
+            client,
+            &none,
+        );
+    }
+    // Topics to auto-create first, through the metadata group: awaited,
+    // then the request is served as if they had been there.
+    let acks = request.acks;
+    let (broker, listener) = (broker.clone(), listener.to_string());
+    let (authz, client) = (authz.clone(), client.cloned());
+    let answer = async move {
+        let mut refused = HashMap::new();
+        for name in to_create {
+            if let Err(code) = crate::topics::auto_create(&broker, &name).await {
+                refused.insert(name, code);
+            }
+        }
+        let reply = produce(
+            &broker,
+            request,
+            request_bytes,
+            version,
+            &listener,
+            &authz,
+            client.as_ref(),
+            &refused,
+        )?;
+        match reply {
+            Reply::Ready(r) => Ok(Some(r)),
+            Reply::Later(f) => f.await.map(Some),
+            Reply::Nothing => Ok(None),
+        }
+    };
+    if acks == 0 {
+        // Nothing is answered: the append happens once the topic exists.
+        tokio::spawn(async move {
+            if let Err(e) = answer.await {
+                tracing::debug!(error = %e, "acks=0 produce after auto-creation");
+            }
+        });
+        return Ok(Reply::Nothing);
+    }
+    Ok(Reply::Later(Box::pin(async move {
+        answer
+            .await?
+            .ok_or_else(|| HandlerError::Internal("a Produce with acks answered nothing".into()))
+    })))
+}
+
+/// The request's topics to auto-create before it is served: unknown,
+/// writable by the caller, and creatable (Kafka's Metadata rules).
+fn to_auto_create(broker: &Broker, request: &ProduceRequest, authz: &Authz) -> Vec<String> {
+    if !broker.config.auto_create_topics
+        || request
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| !authz.transactional_id(AclOperation::Write, id))
+    {
+        return Vec::new();
+    }
+    let meta = broker.cluster.metadata();
+    let mut names: Vec<String> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| {
+            !crate::topics::is_internal(name)
+                && !meta.topics.contains_key(*name)
+                && karnak_storage::validate_topic_name(name).is_ok()
+                && authz.topic(AclOperation::Write, name)
+                && authz.may_create_topic(name)
+        })
+        .map(str::to_string)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Serves a decoded Produce request; `refused`: topics whose
+/// auto-creation was just refused, with the error.
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    request_bytes: f64,
+    version: i16,
+    listener: &str,
+    authz: &Authz,
+    client: Option<&QuotaClient>,
+    refused: &HashMap<String, i16>,
+) -> Result<Reply, HandlerError> {
+    let legacy = version < 3;
     let acks = request.acks;
     let now = now_ms();
     let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
@@ -70,7 +172,7 @@ pub fn handle(
         } else if !authz.topic(AclOperation::Write, name) {
             Err(ResponseError::TopicAuthorizationFailed.code())
         } else {
-            resolve_topic(broker, name, authz)
+            resolve_topic(broker, name, refused)
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
@@ -238,9 +340,10 @@ fn up_convert(records: Bytes) -> Result<Bytes, Refusal> {
         .map_err(|e| (e.kafka_error_code(), Some(e.to_string())))
 }
 
-/// Whether the topic exists (auto-creating it if allowed); which broker
-/// leads each partition is checked per partition.
-fn resolve_topic(broker: &Broker, name: &str, authz: &Authz) -> Result<(), i16> {
+/// Whether the topic exists (auto-created before, if it could be: see
+/// [`to_auto_create`]); which broker leads each partition is checked per
+/// partition.
+fn resolve_topic(broker: &Broker, name: &str, refused: &HashMap<String, i16>) -> Result<(), i16> {
     if crate::topics::is_internal(name) {
         // Only the coordinator writes its own partitions, as in Kafka.
         return Err(ResponseError::InvalidTopicException.code());
@@ -251,14 +354,11 @@ fn resolve_topic(broker: &Broker, name: &str, authz: &Authz) -> Result<(), i16> 
     if let Err(e) = karnak_storage::validate_topic_name(name) {
         return Err(storage_error_code(&e));
     }
-    if !broker.config.auto_create_topics || !authz.may_create_topic(name) {
-        return Err(UNKNOWN_TOPIC_OR_PARTITION);
-    }
-    match crate::topics::auto_create(broker, name) {
-        Ok(_) => Ok(()),
+    match refused.get(name) {
         // Created, with no replica here: the client asks the leader.
-        Err(code) if code == ResponseError::LeaderNotAvailable.code() => Ok(()),
-        Err(code) => Err(code),
+        Some(&code) if code == ResponseError::LeaderNotAvailable.code() => Ok(()),
+        Some(&code) => Err(code),
+        None => Err(UNKNOWN_TOPIC_OR_PARTITION),
     }
 }
 
