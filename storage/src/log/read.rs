@@ -10,13 +10,12 @@ use crate::error::StorageError;
 use crate::segment::{Extent, LogSegment};
 
 impl Log {
-    fn segments_from(&self, offset: i64) -> Vec<Arc<LogSegment>> {
+    /// The segment holding `offset` and those after it; None when no
+    /// segment starts at or below it.
+    fn segments_from(&self, offset: i64) -> Option<Vec<Arc<LogSegment>>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let first = segs
-            .range(..=offset)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
-        segs.range(first..).map(|(_, s)| s.clone()).collect()
+        let (&first, _) = segs.range(..=offset).next_back()?;
+        Some(segs.range(first..).map(|(_, s)| s.clone()).collect())
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (KIP-74 aware).
@@ -74,7 +73,19 @@ impl Log {
         if offset == leo || offset >= max_offset {
             return Ok(result(None));
         }
-        for seg in self.segments_from(offset) {
+        let Some(segments) = self.segments_from(offset) else {
+            // Retention or DeleteRecords removed the segment holding
+            // `offset` after the start was checked: it is below the log
+            // start now. Serving the next segment would skip records
+            // silently (a follower would get a hole in its log); Kafka
+            // answers OFFSET_OUT_OF_RANGE when that segment is gone.
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: leo,
+            });
+        };
+        for seg in segments {
             if seg.base_offset >= max_offset {
                 break;
             }
