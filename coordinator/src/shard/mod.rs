@@ -430,7 +430,9 @@ impl Shard {
     /// as pending, so other groups and transactions of the shard are
     /// served meanwhile.
     pub(crate) async fn wait_durable(&self, last: i64, sync: bool) -> Result<(), ShardError> {
-        if sync {
+        // Already covered by an earlier fsync (a group flush, another
+        // waiter's): no hop through the blocking pool.
+        if sync && self.log.durable_offset() <= last {
             let log = self.log.clone();
             karnak_storage::blocking::spawn(move || log.flush_up_to(last + 1))
                 .await
