@@ -23,6 +23,10 @@ Workloads, each with Kafka's own ProducerPerformance (Java client 4.4.0):
               100 records over 4 partitions; transactions/s and commit
               p50/p99 (the coordinator's state is replicated on both
               clusters: transaction.state.log.replication.factor=3)
+  rebalance   --rebalances times, a classic consumer group of two members
+              (librdkafka, heartbeat.interval.ms=100) on the throughput
+              topic: a second member joining, then leaving; milliseconds
+              until every member holds its new assignment
   idle        (once, after the rounds) 30 topics x 100 partitions,
               replication factor 3 (3,000 partitions, 9,000 replicas), all
               in sync, then --idle-seconds of nothing: each broker's CPU
@@ -198,6 +202,53 @@ def producer_perf(cp, s: Setup, topic, n, *props, throughput=-1) -> dict:
                            "p99.9": int(p999), "max": float(mx)}}
 
 
+def rebalances(s: Setup, topic: str, group: str, times: int) -> dict:
+    """Classic-protocol rebalances of a stable group (librdkafka, eager
+    range assignor, heartbeat.interval.ms=100): member A holds the topic's
+    4 partitions; B joins (join: B.subscribe() until A and B both hold
+    their new 2 partitions) and closes (leave: B's LeaveGroup until A
+    holds all 4 again), `times` times. The first join of an empty group
+    (group.initial.rebalance.delay.ms, 3 s on both brokers) is not timed."""
+    from confluent_kafka import Consumer
+
+    def member(name, log):
+        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": group,
+                      "client.id": name, "enable.auto.commit": False,
+                      "session.timeout.ms": 10000, "heartbeat.interval.ms": 100,
+                      "partition.assignment.strategy": "range"})
+        c.subscribe([topic], on_assign=lambda _c, ps: log.append((time.perf_counter(), len(ps))))
+        return c
+
+    def until(members, done, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{s.name}: {what} not done in {timeout} s")
+            for c in members:
+                c.poll(0.005)
+
+    a_log: list = []
+    a = member("a", a_log)
+    until([a], lambda: a_log and a_log[-1][1] == 4, "the first assignment")
+    joins, leaves = [], []
+    try:
+        for i in range(times):
+            b_log: list = []
+            t0 = time.perf_counter()
+            b = member(f"b{i}", b_log)
+            until([a, b], lambda: b_log and b_log[-1][1] == 2
+                  and any(t > t0 and n == 2 for t, n in a_log), f"join {i}")
+            joins.append(max(b_log[-1][0], a_log[-1][0]) - t0)
+            t1 = time.perf_counter()
+            b.close()
+            until([a], lambda: any(t > t1 and n == 4 for t, n in a_log), f"leave {i}")
+            leaves.append(a_log[-1][0] - t1)
+    finally:
+        a.close()
+    ms = lambda v: [round(x * 1000, 1) for x in sorted(v)]  # noqa: E731
+    return {"join_ms": ms(joins), "leave_ms": ms(leaves)}
+
+
 def measured(s: Setup, fn):
     c0 = s.cpu()
     result = fn()
@@ -232,6 +283,7 @@ def main():
     ap.add_argument("--latency-seconds", type=int, default=20)
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--txn-seconds", type=int, default=10)
+    ap.add_argument("--rebalances", type=int, default=5)
     ap.add_argument("--skip-idle", action="store_true")
     a = ap.parse_args()
     if not KARNAK.exists():
@@ -270,6 +322,10 @@ def main():
                     row = {"round": rnd, "setup": s.name, "workload": "txn", "result": res}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+                res = rebalances(s, topic, f"rebalance-{rnd}", a.rebalances)
+                row = {"round": rnd, "setup": s.name, "workload": "rebalance", "result": res}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
                 delete_topics(cp, s, f"{topic}|{lat}|{txn}")
         if not a.skip_idle:
             for s in setups[:2]:
@@ -301,6 +357,15 @@ def main():
             print(f"| {s.name} | {phase} | {span([x['txn_per_s'] for x in t])} "
                   f"| {span([x['commit_p50_ms'] for x in t])} "
                   f"| {span([x['commit_p99_ms'] for x in t])} |")
+    print("\n| setup | join ms (median, max) | leave ms (median, max) |")
+    print("|---|---|---|")
+    for s in setups:
+        r = by(s.name, "rebalance")
+        j = [x for row in r for x in row["result"]["join_ms"]]
+        lv = [x for row in r for x in row["result"]["leave_ms"]]
+        if j:
+            print(f"| {s.name} | {statistics.median(j):.0f}, {max(j):.0f} "
+                  f"| {statistics.median(lv):.0f}, {max(lv):.0f} |")
     k3 = [r["result"]["mb_per_s"] for r in by("karnak-3", "throughput")]
     for other in ("kafka-3", "karnak-1"):
         o = [r["result"]["mb_per_s"] for r in by(other, "throughput")]
