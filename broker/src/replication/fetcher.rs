@@ -278,6 +278,7 @@ async fn align(
             let key = (t.topic.as_str().to_string(), r.partition);
             if r.error_code != 0 {
                 // A newer leader or epoch is on its way through the metadata.
+                tracing::debug!(topic = %key.0, partition = key.1, code = r.error_code, epoch = ?lock(partitions).get(&key).map(|f| f.epoch), "the leader refused OffsetForLeaderEpoch");
                 continue;
             }
             let Some(log) = manager.logs.log(&key.0, key.1) else {
