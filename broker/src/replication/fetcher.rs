@@ -152,6 +152,7 @@ impl Fetchers {
                     };
                 }
             }
+            tracing::debug!(leader, partitions = ?current.iter().map(|(k, f)| (k, f.epoch, f.aligned)).collect::<Vec<_>>(), "following");
             drop(current);
             source.wake.notify_one();
         }
@@ -220,6 +221,8 @@ async fn run(
                 failures += 1;
                 if failures % 50 == 1 {
                     tracing::warn!(leader, %addr, error = %e, "replica fetch failed");
+                } else {
+                    tracing::debug!(leader, %addr, error = %e, failures, "replica fetch failed");
                 }
                 manager.leader_unreachable(leader);
                 conn = None;
