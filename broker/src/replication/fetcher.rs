@@ -458,6 +458,7 @@ async fn fetch(
                 }
                 code if code == ResponseError::OffsetOutOfRange.code() => {
                     // Ahead of the leader: find where the logs agree again.
+                    tracing::debug!(topic = %key.0, partition = key.1, leo = log.log_end_offset(), leader_start = p.log_start_offset, leader_hw = p.high_watermark, "ahead of the leader: aligning again");
                     if let Some(f) = lock(partitions).get_mut(&key) {
                         f.aligned = false;
                     }
