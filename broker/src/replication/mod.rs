@@ -354,6 +354,7 @@ impl ReplicaManager {
             f.caught_up = Instant::now();
         }
         let hw = update_hw(&log, r, self.node);
+        tracing::trace!(topic, partition, replica, fetch_offset, leo, hw, isr = ?r.state.isr, "follower fetch");
         // Kafka's rule to join: caught up to the high watermark, and to
         // where this leader's epoch began.
         let epoch_start = log.end_offset_for_epoch(r.state.leader_epoch - 1).1;
