@@ -143,7 +143,7 @@ pub async fn write_local(broker: &Broker, marker: &TxnMarker, topic: &str, parti
     broker.replicas.after_append(topic, partition, &log);
     match end {
         Some(end) if log.is_replicated() => {
-            let deadline = std::time::Instant::now() + MARKER_TIMEOUT;
+            let deadline = tokio::time::Instant::now() + MARKER_TIMEOUT;
             match broker.replicas.wait_replicated(&log, end, deadline).await {
                 0 => code,
                 refused => refused,

@@ -295,14 +295,17 @@ impl ShardLogReplication {
                 NotReplicated::NotLeader
             });
         }
-        let deadline = std::time::Instant::now() + SHARD_REPLICATION_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + SHARD_REPLICATION_TIMEOUT;
         match self.0.wait_replicated(log, end, deadline).await {
             0 => Ok(()),
             code if code == ResponseError::NotLeaderOrFollower.code() => {
                 Err(NotReplicated::NotLeader)
             }
             _ => Err(NotReplicated::Refused(format!(
-                "not held by the in-sync replicas within {SHARD_REPLICATION_TIMEOUT:?}"
+                "not held by the in-sync replicas within {SHARD_REPLICATION_TIMEOUT:?} \
+                 (waiting for offset {end}; high watermark {}, log end {})",
+                log.high_watermark(),
+                log.log_end_offset()
             ))),
         }
     }

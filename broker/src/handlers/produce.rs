@@ -285,7 +285,7 @@ fn produce(
                     }
                 }
             }
-            let deadline = std::time::Instant::now() + timeout;
+            let deadline = tokio::time::Instant::now() + timeout;
             for ((log, target), (t, p)) in to_flush.iter().zip(&slots) {
                 if !replicated.iter().any(|(l, _)| Arc::ptr_eq(l, log)) {
                     continue;

@@ -118,7 +118,15 @@ impl ReplicaManager {
     /// no longer leads the partition (as Kafka's delayed produce: a leader
     /// that steps down, in a controlled shutdown or after a lost session,
     /// answers at once rather than at the timeout).
-    pub async fn wait_replicated(&self, log: &Log, target: i64, deadline: Instant) -> i16 {
+    /// The deadline is tokio's instant, the clock the wait runs on: a
+    /// std one converted drifts from it where tokio's time is not the
+    /// system's (paused, or the simulation's), and ended waits at once.
+    pub async fn wait_replicated(
+        &self,
+        log: &Log,
+        target: i64,
+        deadline: tokio::time::Instant,
+    ) -> i16 {
         let mut hw = log.subscribe();
         let stepped_down = async {
             loop {
@@ -129,7 +137,7 @@ impl ReplicaManager {
             }
         };
         tokio::select! {
-            r = tokio::time::timeout_at(deadline.into(), hw.wait_for(|h| *h >= target)) => {
+            r = tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= target)) => {
                 if matches!(r, Ok(Ok(_))) { 0 } else { ResponseError::RequestTimedOut.code() }
             }
             _ = stepped_down => NOT_LEADER,
