@@ -410,6 +410,33 @@ pub struct ResourceChange {
     pub ops: Result<Vec<ConfigOp>, AlterError>,
 }
 
+/// The per-resource answers of AlterConfigs and IncrementalAlterConfigs
+/// from [`alter_resources`]' outcomes: the two responses' resource types
+/// are distinct generated structs with the same fields.
+macro_rules! resource_responses {
+    ($ty:ty, $outcomes:expr) => {
+        $outcomes
+            .into_iter()
+            .map(|(resource_type, name, outcome)| {
+                let response = <$ty>::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(kafka_protocol::protocol::StrBytes::from_string(name));
+                match outcome {
+                    Ok(()) => response,
+                    Err((code, msg)) => {
+                        response
+                            .with_error_code(code.code())
+                            .with_error_message(Some(
+                                kafka_protocol::protocol::StrBytes::from_string(msg),
+                            ))
+                    }
+                }
+            })
+            .collect()
+    };
+}
+pub(crate) use resource_responses;
+
 /// Alters each resource of an AlterConfigs (`replace`) or
 /// IncrementalAlterConfigs request in request order, a topic's change
 /// awaited through the metadata group; one (type, name, outcome) per

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
-use kafka_protocol::protocol::StrBytes;
 
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
@@ -61,21 +60,8 @@ pub fn handle(
         .collect();
     let (broker, validate_only) = (broker.clone(), request.validate_only);
     Ok(Reply::Later(Box::pin(async move {
-        let responses = configs::alter_resources(&broker, changes, false, validate_only)
-            .await
-            .into_iter()
-            .map(|(resource_type, name, outcome)| {
-                let response = AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource_type)
-                    .with_resource_name(StrBytes::from_string(name));
-                match outcome {
-                    Ok(()) => response,
-                    Err((code, msg)) => response
-                        .with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(msg))),
-                }
-            })
-            .collect();
+        let outcomes = configs::alter_resources(&broker, changes, false, validate_only).await;
+        let responses = configs::resource_responses!(AlterConfigsResourceResponse, outcomes);
         let response = IncrementalAlterConfigsResponse::default().with_responses(responses);
         Response::encode(&response, version, 0)
     })))
