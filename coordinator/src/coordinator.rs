@@ -267,6 +267,9 @@ impl GroupCoordinator {
     }
 
     pub fn shard_by_id(&self, id: u32) -> Result<Arc<Shard>, i16> {
+        if self.replication.as_ref().is_some_and(|r| !r.may_serve()) {
+            return Err(NOT_COORDINATOR);
+        }
         match self.slots.get(id as usize).map(|s| {
             let slot = lock(s);
             match &*slot {

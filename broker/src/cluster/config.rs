@@ -81,9 +81,12 @@ impl ClusterConfig {
         if self.leader_imbalance_check_interval.is_zero() {
             bail!("leader_imbalance_check_interval_seconds must be at least 1");
         }
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+        // A broker's lease on its roles is 3/4 of the session, renewed by
+        // each heartbeat: at half of it or more, one slow answer would
+        // lapse the lease of a healthy broker.
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 > self.session_timeout {
             bail!(
-                "broker_heartbeat_interval_ms must be at least 1 and below broker_session_timeout_ms"
+                "broker_heartbeat_interval_ms must be at least 1 and at most half of broker_session_timeout_ms"
             );
         }
         Ok(())

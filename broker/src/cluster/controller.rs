@@ -67,6 +67,12 @@ pub struct BrokerHeartbeat {
 pub enum HeartbeatAnswer {
     Ok {
         fenced: bool,
+        /// A metadata log index committed after the heartbeat arrived, with
+        /// a quorum confirming this node led then: the broker's lease runs
+        /// once it has followed the metadata that far (0 from a node
+        /// before leases: at once).
+        #[serde(default)]
+        index: u64,
     },
     NotLeader {
         leader: Option<u64>,
@@ -202,11 +208,31 @@ impl Controller {
             Some(MetadataCommand::UnfenceBroker { id: hb.broker })
         };
         let Some(cmd) = want else {
-            return HeartbeatAnswer::Ok { fenced };
+            if fenced {
+                return HeartbeatAnswer::Ok { fenced, index: 0 };
+            }
+            // A leader cut off from the quorum may not know yet that it
+            // was deposed: it answers only once a quorum confirms it still
+            // leads, after this heartbeat came in. Then no successor can
+            // have started this broker's session (and its fencing clock)
+            // before the broker sent it.
+            return match tokio::time::timeout(self.heartbeat_interval * 2, self.read_index()).await
+            {
+                Ok(Ok(index)) => HeartbeatAnswer::Ok { fenced, index },
+                Ok(Err(e)) => HeartbeatAnswer::Failed(format!("leadership not confirmed: {e}")),
+                Err(_) => HeartbeatAnswer::Failed(format!(
+                    "no quorum confirmed this leader within {:?}",
+                    self.heartbeat_interval * 2
+                )),
+            };
         };
         match self.propose(cmd).await {
-            Ok(Proposed { result: Ok(_), .. }) => HeartbeatAnswer::Ok {
+            Ok(Proposed {
+                result: Ok(_),
+                index,
+            }) => HeartbeatAnswer::Ok {
                 fenced: hb.want_fence,
+                index,
             },
             Ok(Proposed { result: Err(e), .. }) => HeartbeatAnswer::Failed(e.to_string()),
             Err(ProposeError::NotLeader { leader }) => HeartbeatAnswer::NotLeader { leader },

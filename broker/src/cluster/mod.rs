@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod lease;
 pub mod markers;
 pub mod node;
 pub mod raft_net;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::config::ClusterConfig;
 use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
+use super::lease::RoleLease;
 use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, TcpPeer};
 use crate::peer_net::ClusterAcceptor;
 
@@ -67,6 +68,9 @@ pub struct ClusterNode {
     me: Identity,
     /// How long one heartbeat may wait for its answer.
     heartbeat_timeout: Duration,
+    /// While held, this broker answers as the leader and coordinator the
+    /// metadata names it.
+    lease: RoleLease,
 }
 
 /// Who joins the cluster, and how it talks to the other brokers.
@@ -204,7 +208,9 @@ impl ClusterNode {
                     .run_leader_rebalance(config.leader_imbalance_check_interval, stopping.clone()),
             );
         }
+        let lease = RoleLease::new(config.session_timeout, peers.len() <= 1);
         let node = Arc::new(ClusterNode {
+            lease,
             node_id,
             fresh,
             controller,
@@ -225,6 +231,18 @@ impl ClusterNode {
         ));
         node.wait_unfenced().await;
         Ok(node)
+    }
+
+    /// This broker may answer as a partition leader or coordinator: it
+    /// holds its lease (see [`RoleLease`]).
+    pub fn holds_lease(&self) -> bool {
+        self.lease.holds()
+    }
+
+    /// The replicas and coordinator shards took their roles from the
+    /// metadata at `index`.
+    pub fn roles_follow(&self, index: u64) {
+        self.lease.followed(index);
     }
 
     /// The metadata as this broker has applied it.
@@ -459,9 +477,18 @@ impl ClusterNode {
                 _ = tick.tick() => {}
                 _ = stopping.changed() => return,
             }
+            let sent = tokio::time::Instant::now();
             match self.heartbeat_once(&mut peer).await {
-                HeartbeatAnswer::Ok { .. } | HeartbeatAnswer::NotLeader { .. } => {}
-                HeartbeatAnswer::NotRegistered => self.register(&kafka, rack.clone(), false).await,
+                HeartbeatAnswer::Ok { fenced: true, .. } => self.lease.revoke(),
+                HeartbeatAnswer::Ok {
+                    fenced: false,
+                    index,
+                } => self.lease.confirmed(sent, index),
+                HeartbeatAnswer::NotLeader { .. } => {}
+                HeartbeatAnswer::NotRegistered => {
+                    self.lease.revoke();
+                    self.register(&kafka, rack.clone(), false).await
+                }
                 HeartbeatAnswer::Failed(why) => {
                     tracing::debug!("heartbeat to the metadata leader failed: {why}");
                 }

@@ -96,6 +96,7 @@ impl Reconciler {
         if let Some(f) = self.on_applied.get() {
             f(&now);
         }
+        self.replicas.roles_follow(now.applied_index);
         *last = Some(now);
         failures
     }

@@ -273,6 +273,10 @@ impl karnak_coordinator::ShardReplication for ShardLogReplication {
     ) -> karnak_coordinator::ReplicatedFuture<'a> {
         Box::pin(self.wait(log, end))
     }
+
+    fn may_serve(&self) -> bool {
+        self.0.holds_lease()
+    }
 }
 
 impl ShardLogReplication {

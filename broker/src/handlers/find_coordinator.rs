@@ -67,6 +67,18 @@ fn coordinator(
         Some((l, (a.host.clone(), i32::from(a.port))))
     });
     tracing::debug!(key, key_type, shard, ?leader, "coordinator lookup");
+    if leader == Some(broker.node_id()) && !broker.cluster.holds_lease() {
+        // Its shard answers NOT_COORDINATOR until the lease is back: the
+        // client looks again (elsewhere, or here once the metadata moved).
+        return refused(
+            key,
+            COORDINATOR_NOT_AVAILABLE,
+            format!(
+                "coordinator shard {shard} is led here as far as this broker knows, \
+                 but it has lost touch with the metadata quorum"
+            ),
+        );
+    }
     match address {
         Some((node, (host, port))) => Coordinator::default()
             .with_key(s(key))

@@ -20,6 +20,13 @@ pub fn handle(
     authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let req: ListGroupsRequest = decode(body, "ListGroups", version)?;
+    if !broker.cluster.holds_lease() {
+        // Cut off from the metadata quorum, it may list groups whose
+        // shards moved on: the client asks again (as while shards load).
+        let resp = ListGroupsResponse::default()
+            .with_error_code(karnak_coordinator::errors::COORDINATOR_NOT_AVAILABLE);
+        return Ok(Reply::Ready(Response::encode(&resp, version, NONE)?));
+    }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();

@@ -144,6 +144,17 @@ impl ReplicaManager {
         }
     }
 
+    /// This broker may answer as a leader or coordinator (its lease).
+    pub fn holds_lease(&self) -> bool {
+        self.cluster.holds_lease()
+    }
+
+    /// The replicas, and after them the coordinator shards, took their
+    /// roles from the metadata at `index` (the lease counts from then).
+    pub fn roles_follow(&self, index: u64) {
+        self.cluster.roles_follow(index);
+    }
+
     /// Shutting down: the fetchers stop before the logs close.
     pub fn stop_fetching(&self) {
         self.fetchers.stop();
@@ -240,8 +251,22 @@ impl ReplicaManager {
     /// fetch or offset request. `epoch`: the client's current leader epoch
     /// (-1: unknown), checked as Kafka does.
     pub fn leader_log(&self, topic: &str, partition: i32, epoch: i32) -> Result<Arc<Log>, i16> {
-        self.leader(topic, partition, epoch, false)
+        self.leased(self.leader(topic, partition, epoch, false))
             .map(|(log, _)| log)
+    }
+
+    /// [`Self::leader`]'s answer for clients and coordinators: refused
+    /// while this broker's lease on its roles has lapsed (it may have been
+    /// fenced and replaced without hearing of it). Followers' fetches are
+    /// not: a leader that was replaced gets none but from followers as
+    /// stale as it, and its high watermark cannot pass what its successor
+    /// (one of its in-sync replicas) holds.
+    fn leased<T>(&self, leader: Result<T, i16>) -> Result<T, i16> {
+        let leader = leader?;
+        if !self.cluster.holds_lease() {
+            return Err(NOT_LEADER);
+        }
+        Ok(leader)
     }
 
     /// For an append: the leader's log and the epoch to stamp; with
@@ -252,7 +277,7 @@ impl ReplicaManager {
         partition: i32,
         acks_all: bool,
     ) -> Result<(Arc<Log>, i32), i16> {
-        self.leader(topic, partition, -1, acks_all)
+        self.leased(self.leader(topic, partition, -1, acks_all))
     }
 
     fn leader(
@@ -343,7 +368,7 @@ impl ReplicaManager {
         fetch_offset: i64,
         epoch: i32,
     ) -> Result<Arc<Log>, i16> {
-        let log = self.leader_log(topic, partition, epoch)?;
+        let (log, _) = self.leader(topic, partition, epoch, false)?;
         let key = (topic.to_string(), partition);
         let mut replicas = lock(&self.replicas);
         let Some(r) = replicas.get_mut(&key) else {

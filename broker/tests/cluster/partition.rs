@@ -129,7 +129,8 @@ fn an_isolated_leader_acknowledges_nothing_and_loses_nothing_after_healing() {
     let cut_at = Instant::now();
 
     // Its clients still reach it: each acks=all write waits out the
-    // produce timeout and is refused, never acknowledged.
+    // produce timeout or (once its lease lapsed) is refused at once, never
+    // acknowledged.
     let old_port = c.nodes[old].kafka_port;
     let isolated = std::thread::spawn(move || {
         (0..3)
@@ -141,12 +142,24 @@ fn an_isolated_leader_acknowledges_nothing_and_loses_nothing_after_healing() {
             .collect::<Vec<_>>()
     });
 
-    // The others fence it, elect one of themselves and take writes.
+    // The others fence it, elect one of themselves and take writes. Before
+    // they may, its lease on its roles lapses: it refuses acks=1 writes
+    // (and reads) rather than take them for a partition that moves on
+    // without it, as a Kafka leader would until it hears of its successor.
     let mut new = None;
+    let mut stale_acked = 0;
+    let mut refused_after = None;
     poll(
         "the others elect a new leader",
         Duration::from_secs(30),
         || {
+            if refused_after.is_none() {
+                match produce_acks1(old_port, &format!("stale-{stale_acked}")) {
+                    Some(0) => stale_acked += 1,
+                    Some(NOT_LEADER) => refused_after = Some(cut_at.elapsed()),
+                    other => panic!("the cut-off leader answered an acks=1 write {other:?}"),
+                }
+            }
             let views: Vec<_> = others
                 .iter()
                 .filter_map(|o| topic_view(&c.nodes[*o], "iso"))
@@ -161,8 +174,18 @@ fn an_isolated_leader_acknowledges_nothing_and_loses_nothing_after_healing() {
     );
     let new = new.unwrap() as usize;
     println!(
-        "leader {old} cut off; {new} leads after {:?}",
+        "leader {old} cut off; it refused acks=1 writes after {refused_after:?} \
+         ({stale_acked} taken before); {new} leads after {:?}",
         cut_at.elapsed()
+    );
+    assert!(
+        refused_after.is_some(),
+        "the others elected a new leader while the cut-off one still took acks=1 writes"
+    );
+    assert_eq!(
+        fetch_code(old_port),
+        Some(NOT_LEADER),
+        "the cut-off leader served a fetch"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = 0;
@@ -208,6 +231,29 @@ fn an_isolated_leader_acknowledges_nothing_and_loses_nothing_after_healing() {
             "{v}, which only the cut-off leader had, survived"
         );
     }
+}
+
+const NOT_LEADER: i16 = kafka_protocol::error::ResponseError::NotLeaderOrFollower.code();
+
+/// acks=1 produce of one record straight to a Kafka port: the error code.
+fn produce_acks1(port: u16, value: &str) -> Option<i16> {
+    let records = super::support::batch(
+        &[value.as_bytes()],
+        kafka_protocol::records::Compression::None,
+    );
+    let mut c = super::support::connect(port);
+    super::support::try_produce(&mut c, "iso", 0, 1, records).map(|(code, _)| code)
+}
+
+/// A consumer's fetch of partition 0 from offset 0 at a Kafka port: its error code.
+fn fetch_code(port: u16) -> Option<i16> {
+    let mut c = super::support::connect(port);
+    let resp: kafka_protocol::messages::FetchResponse = c.try_call(
+        kafka_protocol::messages::ApiKey::Fetch,
+        12,
+        &super::support::fetch_request("iso", 0, 0),
+    )?;
+    Some(resp.responses.first()?.partitions.first()?.error_code)
 }
 
 /// acks=all produce of one record straight to a Kafka port: the error code.

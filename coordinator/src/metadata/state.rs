@@ -149,6 +149,11 @@ pub struct ClusterMetadata {
     pub acls: super::acls::AclStore,
     #[serde(default)]
     pub quotas: super::quotas::QuotaStore,
+    /// The metadata log index this state is as of (0: none applied). A
+    /// broker's lease on its roles counts only once it has followed the
+    /// metadata to the index the controller answered its heartbeat with.
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 type Applied = Result<MetadataReply, MetadataError>;

@@ -68,7 +68,7 @@ impl MetadataStateMachine {
     ) -> Result<MetadataStateMachine, MetadataStoreError> {
         disk.create_dir_durable(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
-        let (state, last_applied, membership, snapshot) = match disk.read(&path) {
+        let (mut state, last_applied, membership, snapshot) = match disk.read(&path) {
             Ok(bytes) => {
                 let f: SnapshotFile = serde_json::from_slice(&bytes)
                     .map_err(|source| MetadataStoreError::Decode { path, source })?;
@@ -88,6 +88,8 @@ impl MetadataStateMachine {
             ),
             Err(source) => return Err(MetadataStoreError::Io { path, source }),
         };
+        // Snapshots from before the field: the snapshot's own index.
+        state.applied_index = last_applied.map_or(0, |l| l.index);
         let (tx, _) = watch::channel(Arc::new(state.clone()));
         Ok(MetadataStateMachine {
             inner: Arc::new(Mutex::new(Inner {
@@ -176,6 +178,7 @@ impl RaftStateMachine<MetadataRaft> for MetadataStateMachine {
         let mut out = Vec::new();
         for e in entries {
             inner.last_applied = Some(e.log_id);
+            inner.state.applied_index = e.log_id.index;
             out.push(match e.payload {
                 EntryPayload::Blank => Ok(MetadataReply::Done),
                 EntryPayload::Normal(cmd) => inner.state.apply(&cmd),
@@ -209,6 +212,7 @@ impl RaftStateMachine<MetadataRaft> for MetadataStateMachine {
         inner.store_snapshot(meta, bytes).await?;
         inner.state = file.state;
         inner.last_applied = meta.last_log_id;
+        inner.state.applied_index = meta.last_log_id.map_or(0, |l| l.index);
         inner.membership = meta.last_membership.clone();
         self.published.send_replace(Arc::new(inner.state.clone()));
         Ok(())

@@ -91,6 +91,12 @@ pub trait ShardReplication: Send + Sync {
     /// Awaited without the shard lock, as Kafka's coordinator runtime
     /// completes a write's response when the high watermark passes it.
     fn wait_replicated<'a>(&'a self, log: &'a Log, end: i64) -> ReplicatedFuture<'a>;
+    /// This broker may answer as a coordinator now: a broker cut off from
+    /// the cluster may have lost its shards without hearing of it, and
+    /// must not answer from the state it was left with.
+    fn may_serve(&self) -> bool {
+        true
+    }
 }
 
 pub type ReplicatedFuture<'a> =
