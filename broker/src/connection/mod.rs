@@ -146,7 +146,9 @@ pub async fn serve(
         if let Some(until) = session.gate.muted_until() {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tokio::time::sleep_until(until.into()) => {}
+                // A span, not the std instant: tokio's clock is not the
+                // system's in the simulation.
+                _ = tokio::time::sleep(until.saturating_duration_since(Instant::now())) => {}
             }
         }
         let frame = tokio::select! {
