@@ -95,6 +95,24 @@ impl Authz {
         })))
     }
 
+    /// Why this caller may not use an ACL API that needs `op` on the
+    /// cluster (`needed`: the message for a caller without it), as Kafka
+    /// answers; None when it may.
+    pub fn acl_api_refusal(
+        &self,
+        op: AclOperation,
+        needed: &str,
+    ) -> Option<(kafka_protocol::error::ResponseError, String)> {
+        use kafka_protocol::error::ResponseError;
+        if !self.enabled() {
+            return Some((
+                ResponseError::SecurityDisabled,
+                "No Authorizer is configured.".into(),
+            ));
+        }
+        (!self.cluster(op)).then(|| (ResponseError::ClusterAuthorizationFailed, needed.into()))
+    }
+
     /// Whether an authorizer is on (handlers skip filtering work otherwise).
     pub fn enabled(&self) -> bool {
         self.0.is_some()

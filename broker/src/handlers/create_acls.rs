@@ -41,17 +41,11 @@ pub fn handle(
         let response = CreateAclsResponse::default().with_results(results);
         Ok(Reply::Ready(Response::encode(&response, version, 0)?))
     };
-    if !authz.enabled() {
-        return refuse_all(
-            ResponseError::SecurityDisabled,
-            "No Authorizer is configured.",
-        );
-    }
-    if !authz.cluster(AclOperation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed,
-            "ALTER on the cluster is needed to create ACLs",
-        );
+    if let Some((code, message)) = authz.acl_api_refusal(
+        AclOperation::Alter,
+        "ALTER on the cluster is needed to create ACLs",
+    ) {
+        return refuse_all(code, &message);
     }
     let checked: Vec<Result<AclBinding, String>> = request
         .creations

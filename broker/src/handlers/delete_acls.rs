@@ -44,17 +44,11 @@ pub fn handle(
         let response = DeleteAclsResponse::default().with_filter_results(results);
         Ok(Reply::Ready(Response::encode(&response, version, 0)?))
     };
-    if !authz.enabled() {
-        return refuse_all(
-            ResponseError::SecurityDisabled,
-            "No Authorizer is configured.",
-        );
-    }
-    if !authz.cluster(AclOperation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed,
-            "ALTER on the cluster is needed to delete ACLs",
-        );
+    if let Some((code, message)) = authz.acl_api_refusal(
+        AclOperation::Alter,
+        "ALTER on the cluster is needed to delete ACLs",
+    ) {
+        return refuse_all(code, &message);
     }
     let checked: Vec<Result<AclFilter, String>> = request
         .filters

@@ -34,17 +34,11 @@ pub fn handle(
             e.code(),
         )?))
     };
-    if !authz.enabled() {
-        return refuse(
-            ResponseError::SecurityDisabled,
-            "No Authorizer is configured.".into(),
-        );
-    }
-    if !authz.cluster(AclOperation::Describe) {
-        return refuse(
-            ResponseError::ClusterAuthorizationFailed,
-            "DESCRIBE on the cluster is needed to list ACLs".into(),
-        );
+    if let Some((code, message)) = authz.acl_api_refusal(
+        AclOperation::Describe,
+        "DESCRIBE on the cluster is needed to list ACLs",
+    ) {
+        return refuse(code, message);
     }
     let filter = match AclFilter::from_wire(
         r.resource_type_filter,
