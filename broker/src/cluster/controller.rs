@@ -19,13 +19,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use karnak_coordinator::metadata::wire::{
+    BrokerHeartbeat, HeartbeatAnswer, ProposeError, Proposed,
+};
 use karnak_coordinator::metadata::{
     ClusterMetadata, ControllerDefaults, ElectionKind, MetadataCommand, MetadataRaft,
-    MetadataResult, MetadataStateMachine,
+    MetadataStateMachine,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::raft_net::{self, Identity, Liveness};
@@ -38,49 +40,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// openraft's own timers.
 const CAMPAIGN_PACE: Duration = Duration::from_millis(80);
 const CAMPAIGN_FOR: Duration = Duration::from_secs(3);
-
-/// A committed change: what applying it answered, and its log index (the
-/// proposer waits for its own state machine to reach it).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Proposed {
-    pub result: MetadataResult,
-    pub index: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this node is not the metadata leader (the leader is {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error("the metadata group failed: {0}")]
-    Raft(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BrokerHeartbeat {
-    pub broker: i32,
-    pub incarnation: [u8; 16],
-    /// false: the broker is ready to lead and be in sync (Kafka's `WantFence`).
-    pub want_fence: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum HeartbeatAnswer {
-    Ok {
-        fenced: bool,
-        /// A metadata log index committed after the heartbeat arrived, with
-        /// a quorum confirming this node led then: the broker's lease runs
-        /// once it has followed the metadata that far (0 from a node
-        /// before leases: at once).
-        #[serde(default)]
-        index: u64,
-    },
-    NotLeader {
-        leader: Option<u64>,
-    },
-    /// No registration with this incarnation: register again.
-    NotRegistered,
-    Failed(String),
-}
 
 struct Sessions {
     /// The Raft term this node leads in, and since when: a new term

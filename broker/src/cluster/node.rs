@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use karnak_coordinator::metadata::wire::{
+    BrokerHeartbeat, HeartbeatAnswer, ProposeError, Proposed, RaftRequest, RaftResponse,
+};
 use karnak_coordinator::metadata::{
     ClusterMetadata, ControllerDefaults, Listener, MetadataCommand, MetadataError, MetadataReply,
     MetadataStateMachine, RaftLogStore,
@@ -18,9 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::config::ClusterConfig;
-use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
+use super::controller::Controller;
 use super::lease::RoleLease;
-use super::raft_net::{self, Identity, RaftRequest, RaftResponse, TcpNetwork, TcpPeer};
+use super::raft_net::{self, Identity, TcpNetwork, TcpPeer};
 use crate::peer_net::ClusterAcceptor;
 
 /// Where the metadata group keeps its log and snapshots, in the data dir.

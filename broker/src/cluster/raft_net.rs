@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karnak_coordinator::metadata::wire::{read_frame, write_frame};
-use karnak_coordinator::metadata::{MetadataCommand, MetadataRaft};
+use karnak_coordinator::metadata::MetadataRaft;
+use karnak_coordinator::metadata::wire::{RaftRequest, RaftResponse, read_frame, write_frame};
 use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -23,46 +23,14 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::{Deserialize, Serialize};
 use tokio::io::BufReader;
 
-use super::controller::{BrokerHeartbeat, Controller, HeartbeatAnswer, ProposeError, Proposed};
+use super::controller::Controller;
 use crate::tls::{PeerStream, PeerTls};
 
 type NodeId = u64;
 /// How long a dial may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RaftRequest {
-    Hello {
-        cluster_id: String,
-        from: NodeId,
-    },
-    AppendEntries(AppendEntriesRequest<MetadataRaft>),
-    Vote(VoteRequest<NodeId>),
-    InstallSnapshot(InstallSnapshotRequest<MetadataRaft>),
-    /// A metadata change forwarded to the Raft leader.
-    Propose(MetadataCommand),
-    /// A broker's liveness, to the Raft leader.
-    Heartbeat(BrokerHeartbeat),
-    /// The leader's read index: the commit index once it has confirmed it
-    /// still leads (a follower's read barrier waits to apply it).
-    ReadIndex,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RaftResponse {
-    Hello(Result<(), String>),
-    Propose(Result<Proposed, ProposeError>),
-    Heartbeat(HeartbeatAnswer),
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
-    ReadIndex(Result<u64, String>),
-}
 
 /// Who this node is, for the hello it sends and checks.
 #[derive(Clone)]

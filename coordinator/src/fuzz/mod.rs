@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` and their regression tests:
 //! the coordinator shards' records as read back from `__karnak_coordinator`,
-//! the consumer protocol bytes clients send in JoinGroup, and the metadata
-//! group's Raft log, state and snapshot files as a crash may leave them.
+//! the consumer protocol bytes clients send in JoinGroup, the metadata
+//! group's Raft log, state and snapshot files as a crash may leave them,
+//! and the messages metadata peers send each other.
 
 use std::path::Path;
 
@@ -10,6 +11,9 @@ use tokio::time::{Duration, Instant};
 
 use crate::metadata::{MetadataStateMachine, RaftLogStore};
 use crate::records::{RecordKey, StoredGroup, StoredOffset};
+
+mod raft;
+pub use raft::{raft_message, raft_message_seeds};
 
 /// One shard record: a u16 key length, the key, then the value, which is
 /// decoded as every kind of value a key may carry.
