@@ -335,10 +335,15 @@ async fn serve_peer(
             ));
         }
     };
-    let served = serve_requests(&mut conn, controller, from).await;
+    let mut requests = 0u64;
+    let served = serve_requests(&mut conn, controller, from, &mut requests).await;
     // A peer's connection closing is the first sign that its process died:
-    // look now rather than a session later.
-    controller.clone().peer_lost(from);
+    // look now rather than a session later. Not when it carried no request:
+    // that was the peer's own look at this node (a probe is a hello, then
+    // closed), and looking back would answer every look with one, forever.
+    if requests > 0 {
+        controller.clone().peer_lost(from);
+    }
     served
 }
 
@@ -346,10 +351,13 @@ async fn serve_requests(
     conn: &mut Conn,
     controller: &Controller,
     from: NodeId,
+    requests: &mut u64,
 ) -> std::io::Result<()> {
     let raft = &controller.raft;
     loop {
-        let answer = match read_frame(conn).await? {
+        let request = read_frame(conn).await?;
+        *requests += 1;
+        let answer = match request {
             RaftRequest::AppendEntries(r) => {
                 RaftResponse::AppendEntries(raft.append_entries(r).await)
             }

@@ -18,6 +18,7 @@ use super::raft_net::{Identity, TcpNetwork, serve};
 struct Node {
     raft: Raft<MetadataRaft>,
     sm: MetadataStateMachine,
+    controller: Arc<super::controller::Controller>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -61,9 +62,14 @@ async fn start(
     ));
     let server = tokio::spawn(serve(
         crate::peer_net::ClusterAcceptor::Tcp(listener),
-        controller,
+        controller.clone(),
     ));
-    Node { raft, sm, server }
+    Node {
+        raft,
+        sm,
+        controller,
+        server,
+    }
 }
 
 async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
@@ -227,6 +233,83 @@ async fn strangers_and_garbage_are_refused_without_harming_the_voter() {
         .unwrap()
         .data;
     assert_eq!(r, Ok(MetadataReply::IdBlock { first: 0 }));
+    node.server.abort();
+    node.raft.shutdown().await.unwrap();
+}
+
+/// A probe (a hello, then the connection closed) does not make the probed
+/// node look back: when it did, each look answered the last and three
+/// idle brokers dialled each other about a thousand times a second. A
+/// closed connection that carried requests does make it look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_not_answered_with_a_probe() {
+    use karnak_coordinator::metadata::Listener;
+    use karnak_coordinator::metadata::wire::{RaftRequest, RaftResponse, read_frame, write_frame};
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // Broker 2 is a listener counting the dials it gets.
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let voters = BTreeMap::from([
+        (1u64, addr.to_string()),
+        (2, peer.local_addr().unwrap().to_string()),
+    ]);
+    let node = start(1, dir.path(), l, &voters).await;
+    node.raft
+        .initialize(BTreeMap::from([(1u64, BasicNode::new(addr.to_string()))]))
+        .await
+        .unwrap();
+    node.raft
+        .wait(Some(Duration::from_secs(10)))
+        .current_leader(1, "leader")
+        .await
+        .unwrap();
+    let register = MetadataCommand::RegisterBroker {
+        id: 2,
+        incarnation: [2; 16],
+        listeners: vec![Listener {
+            name: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            security_protocol: "PLAINTEXT".into(),
+        }],
+        rack: None,
+        unclean_shutdown: false,
+    };
+    for cmd in [register, MetadataCommand::UnfenceBroker { id: 2 }] {
+        let done = node.controller.propose(cmd).await.unwrap();
+        assert!(done.result.is_ok(), "{done:?}");
+    }
+    let connect_as_2 = || async {
+        let mut s = tokio::io::BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let hello = RaftRequest::Hello {
+            cluster_id: "test-cluster".into(),
+            from: 2,
+        };
+        write_frame(&mut s, &hello).await.unwrap();
+        let answer: RaftResponse = read_frame(&mut s).await.unwrap();
+        assert!(matches!(answer, RaftResponse::Hello(Ok(()))), "{answer:?}");
+        s
+    };
+    drop(connect_as_2().await);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), peer.accept())
+            .await
+            .is_err(),
+        "a probe of node 1 made it dial broker 2"
+    );
+    let mut s = connect_as_2().await;
+    write_frame(&mut s, &RaftRequest::ReadIndex).await.unwrap();
+    let answer: RaftResponse = read_frame(&mut s).await.unwrap();
+    assert!(
+        matches!(answer, RaftResponse::ReadIndex(Ok(_))),
+        "{answer:?}"
+    );
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(5), peer.accept())
+        .await
+        .expect("a closed connection that carried requests makes node 1 dial broker 2")
+        .unwrap();
     node.server.abort();
     node.raft.shutdown().await.unwrap();
 }
