@@ -149,7 +149,7 @@ impl ClusterNode {
                     .validate()
                     .context("the metadata group's settings")?,
             ),
-            TcpNetwork { me: me.clone() },
+            TcpNetwork::new(me.clone()),
             log,
             sm.clone(),
         )

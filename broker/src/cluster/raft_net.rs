@@ -86,16 +86,57 @@ pub async fn probe(me: &Identity, target: NodeId, within: Duration) -> Liveness 
     }
 }
 
-/// openraft's factory of peer clients.
+/// openraft's factory of peer clients. openraft asks for a new client for
+/// every read-index confirmation and election, not only per replication
+/// stream: their connections are kept for the next client to the same
+/// peer instead of dialled afresh (each broker heartbeat confirms the
+/// leadership once, so that was two dials per heartbeat).
 pub struct TcpNetwork {
-    pub me: Identity,
+    me: Identity,
+    idle: Arc<Idle>,
+}
+
+impl TcpNetwork {
+    pub fn new(me: Identity) -> TcpNetwork {
+        TcpNetwork {
+            me,
+            idle: Arc::default(),
+        }
+    }
+}
+
+/// Connections whose last exchange went well, per peer.
+#[derive(Default)]
+struct Idle(std::sync::Mutex<BTreeMap<NodeId, Vec<Conn>>>);
+
+/// Idle connections kept per peer: as many as openraft calls it at once.
+const IDLE_PER_PEER: usize = 4;
+
+impl Idle {
+    fn take(&self, target: NodeId) -> Option<Conn> {
+        self.lock().get_mut(&target)?.pop()
+    }
+
+    fn put(&self, target: NodeId, conn: Conn) {
+        let mut idle = self.lock();
+        let kept = idle.entry(target).or_default();
+        if kept.len() < IDLE_PER_PEER {
+            kept.push(conn);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Vec<Conn>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl RaftNetworkFactory<MetadataRaft> for TcpNetwork {
     type Network = TcpPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpPeer {
-        TcpPeer::new(self.me.clone(), target, node.addr.clone())
+        let mut peer = TcpPeer::new(self.me.clone(), target, node.addr.clone());
+        peer.idle = Some(self.idle.clone());
+        peer
     }
 }
 
@@ -104,6 +145,16 @@ pub struct TcpPeer {
     target: NodeId,
     addr: String,
     conn: Option<Conn>,
+    /// Where its connection goes when it is dropped (openraft's clients).
+    idle: Option<Arc<Idle>>,
+}
+
+impl Drop for TcpPeer {
+    fn drop(&mut self) {
+        if let (Some(idle), Some(conn)) = (&self.idle, self.conn.take()) {
+            idle.put(self.target, conn);
+        }
+    }
 }
 
 pub(crate) enum CallError {
@@ -129,6 +180,7 @@ impl TcpPeer {
             target,
             addr,
             conn: None,
+            idle: None,
         }
     }
 
@@ -182,13 +234,20 @@ impl TcpPeer {
     ) -> Result<RaftResponse, CallError> {
         let exchange = async {
             if self.conn.is_none() {
+                self.conn = self.idle.as_ref().and_then(|idle| idle.take(self.target));
+                // A kept connection the peer has closed meanwhile (it
+                // restarted) fails at once: then dial. The metadata
+                // group's requests may be sent twice (Raft's are
+                // idempotent; openraft's clients send nothing else).
+                if self.conn.is_some() {
+                    match self.exchange(&req).await {
+                        Err(CallError::Network(_)) => self.conn = None,
+                        done => return done,
+                    }
+                }
                 self.connect().await?;
             }
-            let conn = self.conn.as_mut().ok_or_else(|| {
-                CallError::Network(std::io::Error::other("no connection after connecting"))
-            })?;
-            write_frame(conn, &req).await.map_err(CallError::Network)?;
-            read_frame(conn).await.map_err(CallError::Network)
+            self.exchange(&req).await
         };
         let out = match tokio::time::timeout(ttl, exchange).await {
             Ok(r) => r,
@@ -201,6 +260,14 @@ impl TcpPeer {
             self.conn = None;
         }
         out
+    }
+
+    async fn exchange(&mut self, req: &RaftRequest) -> Result<RaftResponse, CallError> {
+        let conn = self.conn.as_mut().ok_or_else(|| {
+            CallError::Network(std::io::Error::other("no connection after connecting"))
+        })?;
+        write_frame(conn, req).await.map_err(CallError::Network)?;
+        read_frame(conn).await.map_err(CallError::Network)
     }
 
     fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, BasicNode, E> {

@@ -46,7 +46,7 @@ async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        TcpNetwork { me: me.clone() },
+        TcpNetwork::new(me.clone()),
         log,
         sm.clone(),
     )
@@ -312,4 +312,63 @@ async fn a_probe_is_not_answered_with_a_probe() {
         .unwrap();
     node.server.abort();
     node.raft.shutdown().await.unwrap();
+}
+
+/// openraft asks for a new client per read-index confirmation: the
+/// clients of one network share their connections (one dial for many
+/// calls in turn), and a kept connection the peer closed meanwhile is
+/// replaced by a dial within the same call.
+#[tokio::test]
+async fn clients_in_turn_share_one_connection() {
+    use karnak_coordinator::metadata::wire::{RaftRequest, RaftResponse, read_frame, write_frame};
+    use openraft::network::RaftNetworkFactory;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A peer answering every read index, closing its connection on "close".
+    let (close_tx, mut close_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let counted = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut s = tokio::io::BufReader::new(s);
+            let _: RaftRequest = read_frame(&mut s).await.unwrap();
+            write_frame(&mut s, &RaftResponse::Hello(Ok(())))
+                .await
+                .unwrap();
+            loop {
+                tokio::select! {
+                    // A close asked for before a request came is done first.
+                    biased;
+                    _ = close_rx.recv() => break,
+                    r = read_frame::<RaftRequest>(&mut s) => {
+                        if r.is_err() { break; }
+                        write_frame(&mut s, &RaftResponse::ReadIndex(Ok(7))).await.unwrap();
+                    }
+                }
+            }
+        }
+    });
+    let me = Identity {
+        cluster_id: "test-cluster".into(),
+        node_id: 2,
+        voters: Arc::new(BTreeMap::from([(1u64, addr.clone())])),
+        tls: None,
+    };
+    let mut net = TcpNetwork::new(me);
+    let node = BasicNode::new(addr.clone());
+    let read_index = |mut p: super::raft_net::TcpPeer| async move {
+        let r = p.call(RaftRequest::ReadIndex, Duration::from_secs(5)).await;
+        assert!(matches!(r, Ok(RaftResponse::ReadIndex(Ok(7)))));
+    };
+    for _ in 0..5 {
+        read_index(net.new_client(1, &node).await).await;
+    }
+    let dials = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(dials(), 1, "five clients in turn, one connection");
+    close_tx.send(()).await.unwrap();
+    read_index(net.new_client(1, &node).await).await;
+    assert_eq!(dials(), 2, "the closed connection replaced by a dial");
+    server.abort();
 }
