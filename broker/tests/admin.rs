@@ -102,6 +102,62 @@ fn create_partitions_grows_topics_and_never_shrinks_them() {
     assert_eq!(partition_count(&mut c, "grow"), 3, "kept over a restart");
 }
 
+/// As Kafka's controller: no request may create more than 10,000
+/// metadata records (a topic, its partitions, its configs) at once; the
+/// whole request is refused with POLICY_VIOLATION and nothing is made.
+#[test]
+fn requests_creating_over_ten_thousand_partitions_are_refused_whole() {
+    let mut broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    let topic = |n: &str, partitions: i32| {
+        create_topics_request::CreatableTopic::default()
+            .with_name(name(n))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+    };
+    let create = |c: &mut Client, topics| {
+        let req = CreateTopicsRequest::default()
+            .with_topics(topics)
+            .with_timeout_ms(5000);
+        let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+        resp.topics
+            .iter()
+            .map(|t| {
+                (
+                    t.error_code,
+                    t.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // 1 + 5,000 and 1 + 4,999 records: 10,001 in all.
+    let refused = create(&mut c, vec![topic("big-a", 5_000), topic("big-b", 4_999)]);
+    assert_eq!(refused.len(), 2);
+    for (code, msg) in &refused {
+        assert_eq!(*code, ResponseError::PolicyViolation.code());
+        assert_eq!(
+            msg.as_deref(),
+            Some("Unable to perform excessively large batch operation.")
+        );
+    }
+    let meta: MetadataResponse = c.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(meta.topics.is_empty(), "nothing created: {:?}", meta.topics);
+    let dirs: Vec<_> = std::fs::read_dir(broker.data_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("big-"))
+        .collect();
+    assert!(dirs.is_empty(), "no partition directory: {dirs:?}");
+    let made = create(&mut c, vec![topic("big-a", 2)]);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].0, 0, "a request within the bound is made: {made:?}");
+    let (code, msg) = create_partitions(&mut c, "big-a", 2 + 10_001, false);
+    assert_eq!(code, ResponseError::PolicyViolation.code(), "{msg}");
+    assert_eq!(partition_count(&mut c, "big-a"), 2);
+    broker.stop();
+}
+
 #[test]
 fn delete_records_moves_the_log_start_offset_durably() {
     let mut broker = Broker::start(&["--log-segment-bytes", "1024"]);

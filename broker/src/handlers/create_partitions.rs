@@ -14,7 +14,7 @@ use karnak_storage::StorageError;
 
 use crate::authz::{AclOperation, Authz};
 use crate::broker::Broker;
-use crate::handlers::storage_error_code;
+use crate::handlers::{storage_error_code, topic_common};
 use crate::response::{HandlerError, Reply, Response, decode};
 
 pub fn handle(
@@ -31,6 +31,34 @@ pub fn handle(
         .filter(|t| !names.insert(t.name.as_str()))
         .map(|t| t.name.as_str().to_string())
         .collect();
+    let meta = broker.cluster.metadata();
+    let added: u64 = request
+        .topics
+        .iter()
+        .map(|t| {
+            let current = meta
+                .topics
+                .get(t.name.as_str())
+                .map_or(0, |t| t.partitions.len());
+            u64::try_from(i64::from(t.count) - current as i64).unwrap_or(0)
+        })
+        .sum();
+    if added > topic_common::MAX_RECORDS_PER_REQUEST {
+        let refused = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(ResponseError::PolicyViolation.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        topic_common::EXCESSIVE_BATCH,
+                    )))
+            })
+            .collect();
+        let response = CreatePartitionsResponse::default().with_results(refused);
+        return Ok(Reply::Ready(Response::encode(&response, version, 0)?));
+    }
     // Each topic is either answered now or grown through the metadata
     // group below (awaited in request order).
     let steps: Vec<Step> = request

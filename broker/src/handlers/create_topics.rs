@@ -31,6 +31,38 @@ pub fn handle(
     authz: &Authz,
 ) -> Result<Reply, HandlerError> {
     let request: CreateTopicsRequest = decode(body, "CreateTopics", version)?;
+    let records: u64 = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = if !t.assignments.is_empty() {
+                t.assignments.len() as u64
+            } else if t.num_partitions == -1 {
+                u64::try_from(broker.config.num_partitions).unwrap_or(0)
+            } else {
+                u64::try_from(t.num_partitions).unwrap_or(0)
+            };
+            1 + partitions + t.configs.len() as u64
+        })
+        .sum();
+    if records > topic_common::MAX_RECORDS_PER_REQUEST {
+        let refused = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                CreatableTopicResult::default()
+                    .with_name(t.name)
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_error_code(ResponseError::PolicyViolation.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        topic_common::EXCESSIVE_BATCH,
+                    )))
+            })
+            .collect();
+        let response = CreateTopicsResponse::default().with_topics(refused);
+        return Ok(Reply::Ready(Response::encode(&response, version, 0)?));
+    }
     let (broker, authz) = (broker.clone(), authz.clone());
     Ok(Reply::Later(Box::pin(async move {
         let mut seen = std::collections::HashSet::new();

@@ -11,6 +11,13 @@ use karnak_coordinator::metadata::{ClusterMetadata, NO_LEADER};
 use crate::broker::Broker;
 use crate::topics::is_internal;
 
+/// Kafka's controller refuses an operation that would write more than
+/// 10,000 metadata records at once (a topic, each partition and each
+/// config one record; its `MAX_RECORDS_PER_USER_OP`): CreateTopics and
+/// CreatePartitions asking for more get POLICY_VIOLATION with its message.
+pub const MAX_RECORDS_PER_REQUEST: u64 = 10_000;
+pub const EXCESSIVE_BATCH: &str = "Unable to perform excessively large batch operation.";
+
 pub struct TopicView {
     pub name: String,
     pub id: [u8; 16],
