@@ -58,7 +58,12 @@ run_one() {
     # any one allocation (the broker's allocator maps blocks of 64 MiB and
     # more without reserve, see karnak_protocol::alloc: those are address
     # space, not memory, and do not count here).
-    "$BIN/$t" "work/$t" "corpus/$t" \
+    local extra=()
+    # A whole broker keeps its runtime's threads and state between inputs:
+    # LeakSanitizer's check after an input sees other threads' buffers in
+    # flight as leaks. Its memory is bounded by -rss_limit_mb instead.
+    [ "$t" = broker_requests ] && extra+=(-detect_leaks=0)
+    "$BIN/$t" "work/$t" "corpus/$t" "${extra[@]}" \
         -max_total_time="$SECS" -runs="$RUNS" \
         -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 \

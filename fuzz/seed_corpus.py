@@ -10,6 +10,14 @@
                         format in Kafka's protocol guide, "Message sets")
   corpus/subscription/  ConsumerProtocolSubscription v0 to v3 (topics, user
                         data, owned partitions, generation, rack)
+  corpus/broker_requests/
+                        a byte choosing the broker (0: PLAINTEXT, 1: SASL),
+                        then one connection's bytes: each captured request
+                        frame (corpus/request/) with its size prefix, per
+                        client id all of its frames in one connection
+                        (ApiVersions first); on the SASL broker, PLAIN
+                        logins as admin and alice before such a
+                        connection, and SCRAM client-first messages
 
 Python's standard library only:
   python3 fuzz/seed_corpus.py
@@ -102,8 +110,52 @@ def subscriptions():
     yield struct.pack(">hi", 0, 0) + nbytes(None)  # no topics
 
 
+def request(key: int, version: int, body: bytes, correlation: int = 1) -> bytes:
+    """A size-prefixed request frame with a v1 header (client id "seed")."""
+    frame = struct.pack(">hhi", key, version, correlation) + string("seed") + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def sasl_login(mechanism: str, token: bytes) -> bytes:
+    """SaslHandshake v1, then SaslAuthenticate v1 carrying `token`."""
+    return (request(17, 1, string(mechanism))
+            + request(36, 1, struct.pack(">i", len(token)) + token, 2))
+
+
+def connections():
+    """(broker, bytes) of connections as clients open them."""
+    frames = [p.read_bytes() for p in sorted((CORPUS / "request").iterdir())]
+    framed = [struct.pack(">i", len(f)) + f for f in frames]
+    sessions = []
+    by_client: dict[bytes, list[tuple[int, bytes]]] = {}
+    for f, whole in zip(frames, framed):
+        if len(f) < 10:
+            continue
+        (key,) = struct.unpack(">h", f[:2])
+        (id_len,) = struct.unpack(">h", f[8:10])
+        client = f[10:10 + id_len] if id_len > 0 else b""
+        # ApiVersions (18) first, as clients open with it.
+        by_client.setdefault(client, []).append((key != 18, whole))
+    for requests in by_client.values():
+        if len(requests) > 1:
+            sessions.append(b"".join(w for _, w in sorted(requests, key=lambda r: r[0])))
+    for c in framed + sessions:
+        yield 0, c
+    for user in ("admin", "alice"):
+        login = sasl_login("PLAIN", f"\0{user}\0{user}-secret".encode())
+        yield 1, login
+        for c in sessions:
+            yield 1, login + c
+    yield 1, sasl_login("PLAIN", b"\0alice\0wrong")
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        yield 1, sasl_login(mechanism, b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL")
+
+
 def main():
-    n = {"decompress": 0, "message_set": 0, "subscription": 0}
+    n = {"decompress": 0, "message_set": 0, "subscription": 0, "broker_requests": 0}
+    for which, c in connections():
+        save("broker_requests", bytes([which]) + c)
+        n["broker_requests"] += 1
     for codec, section in record_sections():
         save("decompress", bytes([TARGET_CODEC[codec]]) + section)
         n["decompress"] += 1

@@ -18,6 +18,7 @@ mod config_throttles;
 mod configs;
 mod connection;
 mod fetch_session;
+pub mod fuzz;
 mod handlers;
 mod listeners;
 mod metrics;
