@@ -4,10 +4,8 @@
 //! coordinator, the logs), as a socket would give them. An input's first
 //! byte picks the broker: even, a PLAINTEXT listener; odd, a SASL_PLAINTEXT
 //! one (PLAIN and SCRAM, users `admin` a super user and `alice` with no
-//! ACL, the ACL authorizer on): what a client reaches before and while it
-//! logs in. (Not after: an input is sent whole, and a request pipelined
-//! behind SaslAuthenticate is refused, see fuzz/RESULTS.md.) After each
-//! input that broker must still
+//! ACL, the ACL authorizer on); requests sent behind a login are served
+//! after it, as Kafka does. After each input that broker must still
 //! answer ApiVersions on a new connection: a handler that panics aborts the
 //! fuzzer (libFuzzer's panic hook), one that wedges the broker fails the
 //! check.

@@ -64,14 +64,21 @@ fn error_code(answers: &[u8], correlation: i32) -> Option<i16> {
     None
 }
 
-/// The SASL broker logs its users in (so the fuzzer reaches the login
-/// checks), and refuses a wrong password.
+/// The SASL broker logs its users in and serves what follows a login (so
+/// the fuzzer reaches the authorized handlers), and refuses a wrong
+/// password.
 #[test]
 fn the_sasl_broker_logs_its_users_in() {
     let metadata = frame(3, 1, 3, &(-1i32).to_be_bytes());
     assert!(
-        !fuzz::answers(&[vec![0], metadata].concat()).is_empty(),
+        !fuzz::answers(&[vec![0], metadata.clone()].concat()).is_empty(),
         "Metadata is answered on the PLAINTEXT broker"
+    );
+    let behind_login = fuzz::answers(&[plain_login("alice", "alice-secret"), metadata].concat());
+    assert_eq!(
+        error_code(&behind_login, 3),
+        Some(0),
+        "Metadata sent behind alice's login"
     );
     let failed = kafka_protocol::error::ResponseError::SaslAuthenticationFailed.code();
     for (user, password, code) in [

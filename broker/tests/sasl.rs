@@ -97,6 +97,49 @@ fn only_the_exchange_is_served_before_a_login_and_plain_logs_in() {
     assert!(metadata(&mut p).is_some());
 }
 
+/// A client may send requests behind its SaslAuthenticate without waiting
+/// for the answer: they are served after the login, in order, as Kafka
+/// reads them; behind a failed login nothing more is served.
+#[test]
+fn requests_pipelined_behind_a_login_are_served_after_it() {
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let (_b, port) = start(&[]);
+    for (password, logged_in) in [("wonder land", true), ("wonderland", false)] {
+        let mut c = support::connect(port);
+        let mut body = bytes::BytesMut::new();
+        SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str("PLAIN"))
+            .encode(&mut body, 1)
+            .unwrap();
+        let mut pipelined = c.frame(ApiKey::SaslHandshake, 1, &body);
+        let mut body = bytes::BytesMut::new();
+        SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("\0alice\0{password}")))
+            .encode(&mut body, 1)
+            .unwrap();
+        pipelined.extend_from_slice(&c.frame(ApiKey::SaslAuthenticate, 1, &body));
+        let mut body = bytes::BytesMut::new();
+        MetadataRequest::default().encode(&mut body, 1).unwrap();
+        pipelined.extend_from_slice(&c.frame(ApiKey::Metadata, 1, &body));
+        c.send_raw(&pipelined);
+        // Answers in order: the handshake's (correlation 1), the login's (2).
+        for correlation in [1i32, 2] {
+            let answer = c.read_frame().expect("an answer");
+            assert_eq!(answer[..4], correlation.to_be_bytes());
+        }
+        match c.read_frame() {
+            Some(mut answer) if logged_in => {
+                assert_eq!(answer[..4], 3i32.to_be_bytes());
+                let _ = bytes::Buf::get_i32(&mut answer);
+                let m = MetadataResponse::decode(&mut answer, 1).unwrap();
+                assert_eq!(m.brokers[0].port, port as i32);
+            }
+            None if !logged_in => {}
+            other => panic!("{password}: after the login's answer {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn wrong_passwords_and_unknown_users_look_the_same_and_close() {
     let (b, port) = start(&[]);

@@ -188,6 +188,20 @@ pub async fn serve(
             }
         };
         first = false;
+        // A request pipelined behind a login still being checked waits for
+        // its outcome, as Kafka reads it after the login.
+        if session.auth.is_checking() {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = session.auth.closing() => break,
+                checked = tokio::time::timeout(LOGIN_CHECK_WAIT, session.auth.checked()) => {
+                    if checked.is_err() {
+                        warn!(%peer, "closing connection: a login still checked after {LOGIN_CHECK_WAIT:?}");
+                        break;
+                    }
+                }
+            }
+        }
         bytes_in.increment(bytes.len() as u64 + 4);
         let started = Instant::now();
         let dispatched = handlers::dispatch(&broker, bytes, &session);
@@ -251,6 +265,9 @@ pub enum ConnError {
     #[error("segment file ended {0} bytes early while sending records")]
     ShortFile(usize),
 }
+/// How long a request pipelined behind a login waits for the login's check
+/// (a password hash, an OAUTHBEARER token: milliseconds).
+const LOGIN_CHECK_WAIT: Duration = Duration::from_secs(30);
 /// How long a connection answers in-flight requests at shutdown before it
 /// says which request it is waiting on.
 const SLOW_DRAIN_NOTICE: Duration = Duration::from_secs(2);

@@ -240,8 +240,10 @@ enum State {
     Plain,
     Scram(Box<ScramServer>),
     OAuth,
-    /// A PLAIN password being checked (off the reactor).
+    /// A SaslAuthenticate token being checked (off the reactor).
     Checking,
+    /// A failed login: nothing more is served; the connection closes.
+    Failed,
     Authenticated {
         expires: Option<Instant>,
     },
@@ -258,6 +260,8 @@ pub struct ConnAuth {
     /// The mechanism chosen in the last handshake.
     mechanism: Mutex<Option<Mechanism>>,
     close: tokio::sync::Notify,
+    /// Told when a token's check ends (the state leaves `Checking`).
+    checked: tokio::sync::Notify,
 }
 
 /// What the gate says about a request.
@@ -281,7 +285,34 @@ impl ConnAuth {
             principal: Mutex::new(None),
             mechanism: Mutex::new(None),
             close: tokio::sync::Notify::new(),
+            checked: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Returns once no SaslAuthenticate token is being checked. A request
+    /// pipelined behind one is handled after the login, as Kafka reads it:
+    /// gated before, it was refused as unauthenticated.
+    pub async fn checked(&self) {
+        loop {
+            let notified = self.checked.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_checking() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A SaslAuthenticate token is being checked now.
+    pub fn is_checking(&self) -> bool {
+        matches!(*lock(&self.state), State::Checking)
+    }
+
+    /// The state leaves `Checking`: wake the connection's reader.
+    fn set_checked(&self, state: State) {
+        *lock(&self.state) = state;
+        self.checked.notify_waiters();
     }
 
     /// Whether a request with this API key may be served now.
@@ -362,7 +393,7 @@ impl ConnAuth {
 
     /// Puts a SCRAM exchange back, waiting for the client's next message.
     pub fn resume(&self, s: Box<ScramServer>) {
-        *lock(&self.state) = State::Scram(s);
+        self.set_checked(State::Scram(s));
     }
 
     /// Logged in as `user` for `lifetime` (None: for good). Err(()) when it
@@ -374,15 +405,15 @@ impl ConnAuth {
             return Err(());
         }
         *p = Some(Arc::from(principal));
-        *lock(&self.state) = State::Authenticated {
+        self.set_checked(State::Authenticated {
             expires: lifetime.map(|l| Instant::now() + l),
-        };
+        });
         Ok(())
     }
 
     /// A failed login: nothing more is served; the connection closes.
     pub fn failed(&self) {
-        *lock(&self.state) = State::Checking;
+        self.set_checked(State::Failed);
         self.close_after_answers();
     }
 }
