@@ -35,12 +35,10 @@ pub fn handle(
         .topics
         .iter()
         .map(|t| {
-            let partitions = if !t.assignments.is_empty() {
-                t.assignments.len() as u64
-            } else if t.num_partitions == -1 {
-                u64::try_from(broker.config.num_partitions).unwrap_or(0)
+            let partitions = if t.assignments.is_empty() {
+                u64::try_from(asked_partitions(broker, t)).unwrap_or(0)
             } else {
-                u64::try_from(t.num_partitions).unwrap_or(0)
+                t.assignments.len() as u64
             };
             1 + partitions + t.configs.len() as u64
         })
@@ -132,12 +130,7 @@ async fn one(
             .collect();
         (lists.len() as i32, Some(lists))
     } else {
-        let n = if t.num_partitions == -1 {
-            broker.config.num_partitions
-        } else {
-            t.num_partitions
-        };
-        (n, None)
+        (asked_partitions(broker, &t), None)
     };
     let mut configs = BTreeMap::new();
     for c in &t.configs {
@@ -228,5 +221,14 @@ async fn one(
         result.with_configs(Some(described))
     } else {
         result.with_topic_config_error_code(ResponseError::TopicAuthorizationFailed.code())
+    }
+}
+
+/// The partitions a topic without assignments asks for (-1: the default).
+fn asked_partitions(broker: &Broker, t: &CreatableTopic) -> i32 {
+    if t.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        t.num_partitions
     }
 }

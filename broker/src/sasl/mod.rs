@@ -260,6 +260,9 @@ pub struct ConnAuth {
     /// The mechanism chosen in the last handshake.
     mechanism: Mutex<Option<Mechanism>>,
     close: tokio::sync::Notify,
+    /// The state is `Checking`: read without the lock by the connection
+    /// before every request.
+    checking: std::sync::atomic::AtomicBool,
     /// Told when a token's check ends (the state leaves `Checking`).
     checked: tokio::sync::Notify,
 }
@@ -285,6 +288,7 @@ impl ConnAuth {
             principal: Mutex::new(None),
             mechanism: Mutex::new(None),
             close: tokio::sync::Notify::new(),
+            checking: std::sync::atomic::AtomicBool::new(false),
             checked: tokio::sync::Notify::new(),
         })
     }
@@ -306,12 +310,14 @@ impl ConnAuth {
 
     /// A SaslAuthenticate token is being checked now.
     pub fn is_checking(&self) -> bool {
-        matches!(*lock(&self.state), State::Checking)
+        self.checking.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The state leaves `Checking`: wake the connection's reader.
     fn set_checked(&self, state: State) {
         *lock(&self.state) = state;
+        self.checking
+            .store(false, std::sync::atomic::Ordering::Release);
         self.checked.notify_waiters();
     }
 
@@ -380,15 +386,18 @@ impl ConnAuth {
     /// Takes the exchange in progress for a SaslAuthenticate token.
     pub fn take_exchange(&self) -> Option<Exchange> {
         let mut st = lock(&self.state);
-        match std::mem::replace(&mut *st, State::Checking) {
-            State::Plain => Some(Exchange::Plain),
-            State::Scram(s) => Some(Exchange::Scram(s)),
-            State::OAuth => Some(Exchange::OAuth),
+        let exchange = match std::mem::replace(&mut *st, State::Checking) {
+            State::Plain => Exchange::Plain,
+            State::Scram(s) => Exchange::Scram(s),
+            State::OAuth => Exchange::OAuth,
             other => {
                 *st = other;
-                None
+                return None;
             }
-        }
+        };
+        self.checking
+            .store(true, std::sync::atomic::Ordering::Release);
+        Some(exchange)
     }
 
     /// Puts a SCRAM exchange back, waiting for the client's next message.
