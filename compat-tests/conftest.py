@@ -279,6 +279,24 @@ class Broker:
     def log_tail(self, n=200) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
 
+    def log_report(self, n=200) -> str:
+        """A failed test's view of the log: the lines that usually explain a
+        failure (warnings, errors, panics, each log file's last line) first,
+        then the tail. CI shows a failure's output cut in the middle, and a
+        start logs a line per coordinator partition."""
+        notable = []
+        for p in self.log_paths:
+            try:
+                lines = p.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            picked = [ln for ln in lines if _NOTABLE.search(ln)]
+            notable.append(f"--- {p.name}: {len(lines)} lines, {len(picked)} notable ---")
+            notable.extend(picked[-40:])
+            if lines:
+                notable.append(f"(last) {lines[-1]}")
+        return "\n".join(notable) + "\n===== tail =====\n" + self.log_tail(n)
+
     def metrics_text(self, timeout=10.0) -> str:
         with urllib.request.urlopen(self.admin_url + "/metrics", timeout=timeout) as r:
             assert r.status == 200, r.status
@@ -289,6 +307,10 @@ class Broker:
 
     def __repr__(self):
         return f"<Broker {self.bootstrap} data={self.data_dir}>"
+
+
+# Lines worth showing first when a test fails.
+_NOTABLE = re.compile(r" (WARN|ERROR) |panicked|^Error:|RUST_BACKTRACE|Caused by|exit")
 
 
 class BrokerStartError(Exception):
@@ -311,9 +333,9 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"skip is a failure in this suite: {rep.longrepr}"
     if rep.failed:
         for b in getattr(item, "_karnak_brokers", []):
-            rep.sections.append((f"karnak log {b.bootstrap}", b.log_tail(300)))
+            rep.sections.append((f"karnak log {b.bootstrap}", b.log_report(300)))
         for b in getattr(item.module, "_karnak_module_brokers", []) if item.module else []:
-            rep.sections.append((f"karnak (module) log {b.bootstrap}", b.log_tail(300)))
+            rep.sections.append((f"karnak (module) log {b.bootstrap}", b.log_report(300)))
 
 
 @pytest.fixture

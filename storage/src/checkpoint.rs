@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use crate::error::{IoContext, StorageError};
 use crate::log::sync_dir;
@@ -13,7 +14,10 @@ use crate::log::sync_dir;
 const MAX_CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// Write tmp, fsync, rename, fsync dir: readers see the old or the new file.
+/// Writers of one path take turns (it has one tmp file, so a crash leaves
+/// at most one behind); writers of different paths do not wait.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    let _turn = WriterTurn::take(path);
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     f.write_all(data)
@@ -21,6 +25,34 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StorageError> {
     f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The paths being written by [`write_atomic`] now, in this process.
+static WRITING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static WRITTEN: Condvar = Condvar::new();
+
+/// A path's turn to be written: held from the tmp file's creation to the
+/// rename, so no other writer truncates or renames that tmp file meanwhile.
+struct WriterTurn(PathBuf);
+
+impl WriterTurn {
+    fn take(path: &Path) -> Self {
+        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        while writing.iter().any(|p| p == path) {
+            writing = WRITTEN.wait(writing).unwrap_or_else(|e| e.into_inner());
+        }
+        writing.push(path.to_path_buf());
+        WriterTurn(path.to_path_buf())
+    }
+}
+
+impl Drop for WriterTurn {
+    fn drop(&mut self) {
+        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        writing.retain(|p| *p != self.0);
+        drop(writing);
+        WRITTEN.notify_all();
+    }
 }
 
 /// Writes `entries` as a version-0 checkpoint.
@@ -123,5 +155,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A log's recovery point is written by the flush timer and by close,
+    /// the high-watermark checkpoint by the timer and by shutdown: writers of
+    /// one file at once must each succeed, and the file be one of theirs.
+    /// (They shared one tmp file: a writer's rename could find it renamed
+    /// away, and a clean shutdown failed.)
+    #[test]
+    fn writers_of_one_file_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("recovery-point-offset-checkpoint");
+        let written: Vec<Vec<i64>> = (0..4).map(|t| vec![t]).collect();
+        std::thread::scope(|s| {
+            for w in &written {
+                let p = &p;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        if let Err(e) = write_checkpoint(p, std::slice::from_ref(w)) {
+                            panic!("writer {w:?}, write {i}: {e}");
+                        }
+                    }
+                });
+            }
+        });
+        let last = read_checkpoint(&p, 1).unwrap().unwrap();
+        assert!(written.contains(&last[0]), "{last:?}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "only the checkpoint is left: {names:?}");
     }
 }
