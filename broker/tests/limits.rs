@@ -60,6 +60,40 @@ fn past_max_connections_new_connections_are_closed_and_open_ones_served() {
     });
 }
 
+/// A client that closes its connection while its fetch waits on a long
+/// poll is gone at once, as Kafka drops it: its place under
+/// max.connections is not held for the rest of the client's wait.
+#[test]
+fn a_client_gone_during_a_long_poll_frees_its_place_at_once() {
+    let b = Broker::start(&["--max-connections", "2"]);
+    let mut setup = b.connect();
+    create_topic(&mut setup, "gone", 1);
+    drop(setup);
+    let mut polling = b.connect();
+    assert!(api_versions(&mut polling).is_some());
+    let mut body = BytesMut::new();
+    support::fetch_request("gone", 0, 60_000)
+        .encode(&mut body, 12)
+        .unwrap();
+    let frame = polling.frame(ApiKey::Fetch, 12, &body);
+    polling.send_raw(&frame);
+    // The fetch is parked (nothing to read for a minute): then the client goes.
+    eventually(10, "the fetch parked", || {
+        b.metric("karnak_fetch_purgatory_size", &[]) >= 1.0
+    });
+    drop(polling);
+    let t = Instant::now();
+    eventually(
+        10,
+        "two new connections served after the poller left",
+        || {
+            let mut two: Vec<Client> = (0..2).map(|_| b.connect()).collect();
+            two.iter_mut().all(|c| api_versions(c).is_some())
+        },
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
 fn empty_fetch(c: &mut Client, topic: &str, max_wait_ms: i32) -> FetchResponse {
     c.call(
         ApiKey::Fetch,

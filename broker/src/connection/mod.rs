@@ -117,6 +117,7 @@ pub async fn serve(
             }
         }
     };
+    let (hangup, hangup_rx) = watch::channel(false);
     let session = Session {
         peer: peer_addr,
         listener: Arc::from(listener.name.as_str()),
@@ -124,6 +125,7 @@ pub async fn serve(
         tls_principal,
         host: Arc::from(peer_addr.ip().to_string()),
         gate: Default::default(),
+        hangup: hangup_rx,
     };
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let (reader, writer) = stream.split();
@@ -233,7 +235,9 @@ pub async fn serve(
             }
         }
     }
-    // Let responses already owed go out (a clean shutdown answers in-flight requests).
+    // Let responses already owed go out (a clean shutdown answers in-flight
+    // requests), long polls answering at once: nothing more is read.
+    let _ = hangup.send(true);
     drop(tx);
     if *shutdown.borrow()
         && tokio::time::timeout(SLOW_DRAIN_NOTICE, &mut writer_task)

@@ -97,6 +97,7 @@ pub fn handle(
     listener: &Arc<str>,
     authz: &Authz,
     client: Option<&QuotaClient>,
+    hangup: &watch::Receiver<bool>,
 ) -> Result<Reply, HandlerError> {
     // v0-3 read as v4 (same meaning), answered in their own format.
     let legacy = (version < 4).then_some(version);
@@ -288,6 +289,7 @@ pub fn handle(
     drop(body);
     let deadline = Instant::now() + wait;
     let mut stopping = broker.stopping.clone();
+    let mut hangup = hangup.clone();
     let broker = broker.clone();
     let listener = listener.clone();
     let client = client.cloned();
@@ -304,6 +306,10 @@ pub fn handle(
                 r = tokio::time::timeout_at(deadline, any_changed(&mut watchers)) => r.is_err(),
                 // Shutting down: answer with what there is now.
                 _ = stopping.wait_for(|s| *s) => true,
+                // The client has gone (Kafka drops its connection at once):
+                // the answer is not waited for, so the connection and its
+                // place under max.connections are freed now.
+                _ = hangup.wait_for(|h| *h) => true,
             };
             // Seen before reading: what moves during the read wakes the next wait.
             for w in &mut watchers {

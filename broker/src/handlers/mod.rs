@@ -173,6 +173,10 @@ pub struct Session {
     pub host: Arc<str>,
     /// Closed while the client is throttled (KIP-219).
     pub gate: Arc<crate::quotas::MuteGate>,
+    /// True once the connection stops reading (the client closed it, or it
+    /// is being closed): a fetch parked on a long poll answers at once
+    /// instead of holding the connection open for its client's wait.
+    pub hangup: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
@@ -353,6 +357,7 @@ fn route(
             listener,
             authz,
             quota_client.as_ref(),
+            &session.hangup,
         )?,
         ApiKey::ListOffsets => list_offsets::handle(broker, body, version, authz)?,
         ApiKey::CreateTopics => create_topics::handle(broker, body, version, authz)?,
