@@ -82,7 +82,7 @@ fn a_client_gone_during_a_long_poll_frees_its_place_at_once() {
         b.metric("karnak_fetch_purgatory_size", &[]) >= 1.0
     });
     drop(polling);
-    let t = Instant::now();
+    // Before, the place was held for the poll's whole minute.
     eventually(
         10,
         "two new connections served after the poller left",
@@ -91,7 +91,6 @@ fn a_client_gone_during_a_long_poll_frees_its_place_at_once() {
             two.iter_mut().all(|c| api_versions(c).is_some())
         },
     );
-    assert!(t.elapsed() < Duration::from_secs(10));
 }
 
 fn empty_fetch(c: &mut Client, topic: &str, max_wait_ms: i32) -> FetchResponse {
