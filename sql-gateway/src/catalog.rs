@@ -29,7 +29,7 @@ fn visible(name: &str) -> bool {
 const INFER_SAMPLE: i64 = 1000;
 const INFER_TTL: Duration = Duration::from_secs(10);
 
-type Inferred = Arc<Vec<(String, DataType)>>;
+type InferredFields = Arc<Vec<(String, DataType)>>;
 
 pub struct TopicSchema {
     logs: Arc<LogManager>,
@@ -37,7 +37,7 @@ pub struct TopicSchema {
     /// In a cluster: what has no replica here, and how to read it.
     remote: Option<Arc<dyn RemotePartitions>>,
     /// Inferred JSON fields by topic id, with when they were inferred.
-    inferred: Mutex<HashMap<[u8; 16], (Instant, Inferred)>>,
+    inferred: Mutex<HashMap<[u8; 16], (Instant, InferredFields)>>,
 }
 
 impl std::fmt::Debug for TopicSchema {
@@ -89,7 +89,11 @@ impl TopicSchema {
                     json::SCHEMA_KEY
                 ))
             })?,
-            None => self.inferred_fields(id, sample).await?.as_ref().clone(),
+            None => self
+                .inferred_fields(name, id, sample)
+                .await?
+                .as_ref()
+                .clone(),
         };
         let fixed: Vec<String> = topic_schema()
             .fields()
@@ -100,13 +104,18 @@ impl TopicSchema {
         Ok(json::columns(fields, &fixed))
     }
 
-    async fn inferred_fields(&self, id: [u8; 16], sample: Sample<'_>) -> Result<Inferred> {
+    async fn inferred_fields(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        sample: Sample<'_>,
+    ) -> Result<InferredFields> {
         if let Some((at, fields)) = lock(&self.inferred).get(&id)
             && at.elapsed() < INFER_TTL
         {
             return Ok(fields.clone());
         }
-        let fields = match sample {
+        let inferred = match sample {
             Sample::Local(topic) => {
                 let t = topic.clone();
                 karnak_storage::blocking::spawn(move || sample_and_infer(&t))
@@ -115,7 +124,17 @@ impl TopicSchema {
             }
             Sample::Remote(topic, remote) => sample_remote_and_infer(topic, remote).await?,
         };
-        let fields = Arc::new(fields);
+        if inferred.dropped > 0 {
+            tracing::warn!(
+                topic = %name,
+                "JSON values of topic {name} have {} more top-level fields than the {} made columns (first: {}); declare {} to choose them",
+                inferred.dropped,
+                json::MAX_INFERRED_COLUMNS,
+                inferred.dropped_names.join(", "),
+                json::SCHEMA_KEY
+            );
+        }
+        let fields = Arc::new(inferred.fields);
         lock(&self.inferred).insert(id, (Instant::now(), fields.clone()));
         Ok(fields)
     }
@@ -126,7 +145,7 @@ impl TopicSchema {
 async fn sample_remote_and_infer(
     topic: &RemoteTopic,
     remote: &Arc<dyn RemotePartitions>,
-) -> Result<Vec<(String, DataType)>> {
+) -> Result<json::Inferred> {
     let per_partition = (INFER_SAMPLE / i64::from(topic.partitions.max(1))).max(50);
     let mut values: Vec<Vec<u8>> = Vec::new();
     for partition in 0..topic.partitions {
@@ -163,7 +182,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads the newest records of every partition and infers JSON fields.
-fn sample_and_infer(topic: &Topic) -> Result<Vec<(String, DataType)>> {
+fn sample_and_infer(topic: &Topic) -> Result<json::Inferred> {
     let per_partition = (INFER_SAMPLE / topic.logs.len().max(1) as i64).max(50);
     let mut values: Vec<Vec<u8>> = Vec::new();
     for log in &topic.logs {

@@ -13,7 +13,8 @@ pub mod compat;
 pub mod ddl;
 pub mod errors;
 pub mod insert;
-pub mod json;
+/// JSON values as typed columns (storage builds them into segment faces).
+pub use karnak_storage::value_format::json;
 pub mod message_guard;
 pub mod pushdown;
 pub mod remote;

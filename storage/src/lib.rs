@@ -20,6 +20,7 @@ pub mod log;
 pub mod manager;
 pub mod segment;
 pub mod topic;
+pub mod value_format;
 
 pub use checkpoint::write_atomic;
 pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig};

@@ -20,7 +20,6 @@ use datafusion::arrow::array::{
     TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -158,24 +157,7 @@ async fn main() -> Result<()> {
     ctx.register_parquet("t", &a.out, ParquetReadOptions::default())
         .await?;
     for (name, sql) in &a.queries {
-        let mut secs = Vec::with_capacity(a.runs);
-        let mut answer = Vec::new();
-        for _ in 0..a.runs {
-            let t = Instant::now();
-            let batches = ctx.sql(sql).await?.collect().await?;
-            secs.push(t.elapsed().as_secs_f64());
-            answer.clear();
-            for b in &batches {
-                for row in 0..b.num_rows() {
-                    let cells: Result<Vec<String>, _> = b
-                        .columns()
-                        .iter()
-                        .map(|c| array_value_to_string(c, row))
-                        .collect();
-                    answer.push(cells?);
-                }
-            }
-        }
+        let (secs, answer) = karnak_benches::timed_query(&ctx, sql, a.runs).await?;
         println!(
             "{}",
             serde_json::json!({"query": name, "seconds": secs, "answer": answer})
