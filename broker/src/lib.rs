@@ -290,13 +290,16 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
     // Kafka checks for lagging followers every replica.lag.time.max.ms / 2.
     let shrinker = broker.replicas.clone();
     let every = (broker.config.cluster.replica_lag_time_max / 2).max(Duration::from_millis(100));
-    tokio::spawn(async move {
+    let mut stop = stopping.clone();
+    let mut background = vec![tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
-            shrinker.shrink_lagging();
+            tokio::select! {
+                _ = tick.tick() => shrinker.shrink_lagging(),
+                _ = stop.changed() => return,
+            }
         }
-    });
+    })];
     // Said once registered: until then the listener only queues connections.
     let listed: Vec<String> = broker
         .listeners
@@ -368,7 +371,7 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
             admin,
             Some(remote as Arc<dyn karnak_sql::remote::RemotePartitions>),
             security,
-            stopping,
+            stopping.clone(),
         )
         .await
         .context("starting the SQL gateway")?;
@@ -381,11 +384,15 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
     }
 
     let flusher = broker.clone();
-    tokio::spawn(async move {
+    let mut stop = stopping.clone();
+    background.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for n in 0u64.. {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
             let b = flusher.clone();
             let _ = karnak_storage::blocking::spawn(move || {
                 b.logs.flush_due(handlers::now_ms());
@@ -404,15 +411,18 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
             })
             .await;
         }
-    });
-    spawn_log_maintenance(broker.clone());
+    }));
+    background.push(spawn_log_maintenance(broker.clone(), stopping));
 
-    server::run(listening, broker, stop_tx, shutdown).await
+    server::run(listening, broker, stop_tx, shutdown, background).await
 }
 
 /// Retention, committed offsets' expiry, and the Arrow faces of newly sealed segments: slow file work
 /// on one blocking thread at a time, off the produce path.
-fn spawn_log_maintenance(broker: Arc<Broker>) {
+fn spawn_log_maintenance(
+    broker: Arc<Broker>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let retention_every = broker.config.log_retention_check_interval;
     let offsets_every = broker.config.offsets_retention_check_interval;
     let offsets_retention_ms = broker.config.offsets_retention_ms;
@@ -423,7 +433,10 @@ fn spawn_log_maintenance(broker: Arc<Broker>) {
         let mut last_retention = tokio::time::Instant::now();
         let mut last_offsets = tokio::time::Instant::now();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
             let retention = last_retention.elapsed() >= retention_every;
             if retention {
                 last_retention = tokio::time::Instant::now();
@@ -455,7 +468,7 @@ fn spawn_log_maintenance(broker: Arc<Broker>) {
             })
             .await;
         }
-    });
+    })
 }
 
 async fn shutdown_signal() {

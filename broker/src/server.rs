@@ -185,12 +185,16 @@ async fn connection(
 
 /// How long shutdown waits for connections to finish in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for a background round (a flush, a retention
+/// pass, a face build) to end before closing the logs.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(
     listeners: Vec<Listening>,
     broker: Arc<Broker>,
     stop_tx: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()>,
+    mut background: Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let stop_rx = stop_tx.subscribe();
     let mut connections = JoinSet::new();
@@ -236,6 +240,20 @@ pub async fn run(
     }
     broker.replicas.stop_fetching();
     broker.cluster.stop_voter().await;
+    // The timers (flush, retention, faces, ISR) saw the stop: each ends
+    // after the round it is in, so none touches a log while they close,
+    // and none keeps the broker (its open files) alive after it, as an
+    // embedding process would see.
+    let stopped = tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, async {
+        for task in &mut background {
+            let _ = task.await;
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        warn!("a background task did not stop within {BACKGROUND_STOP_TIMEOUT:?}; aborting it");
+        background.iter().for_each(|t| t.abort());
+    }
     let b = broker.clone();
     karnak_storage::blocking::spawn(move || b.logs.shutdown()).await??;
     info!("all logs flushed and closed");

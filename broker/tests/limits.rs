@@ -398,3 +398,63 @@ fn requests_claiming_billions_of_elements_do_not_stop_the_broker() {
     );
     assert!(!b.log().contains("memory allocation of"));
 }
+
+/// This process's open files under `dir`.
+fn files_open_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A broker embedded in a process that goes on (the simulation, the fuzz
+/// harness, a test) lets go of everything when it stops: its timers (flush,
+/// retention, faces, ISR checks) used to run on after shutdown, holding
+/// the broker and every segment file open; the fuzz harness, which starts
+/// a broker per thousand inputs, ran out of file descriptors.
+#[test]
+fn an_embedded_broker_closes_every_file_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_connect, connections) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let args = karnak_broker::Args {
+        data_dir: Some(dir.path().to_path_buf()),
+        kafka_addr: Some(([127, 0, 0, 1], 9092).into()),
+        advertised_kafka_addr: Some("127.0.0.1:9092".into()),
+        sql_enabled: Some(false),
+        group_coordinator_shards: Some(2),
+        ..Default::default()
+    };
+    let handle = rt.handle().clone();
+    let broker = std::thread::spawn(move || {
+        handle.block_on(karnak_broker::run_embedded(
+            args,
+            karnak_broker::Embedded {
+                connections,
+                cluster_connections: None,
+                shutdown: Box::pin(async move {
+                    let _ = stopped.await;
+                }),
+            },
+        ))
+    });
+    eventually(30, "the broker opened its logs", || {
+        files_open_under(dir.path()) > 0
+    });
+    stop.send(()).unwrap();
+    // Promptly: a timer that ignored the stop would hold shutdown until
+    // it is aborted (30 s).
+    eventually(20, "the broker stopped", || broker.is_finished());
+    broker.join().unwrap().unwrap();
+    eventually(10, "every file of the stopped broker closed", || {
+        files_open_under(dir.path()) == 0
+    });
+}
