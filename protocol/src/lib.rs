@@ -5,7 +5,8 @@
 //! table of APIs and versions we serve, a zero-copy view of v2 record batches
 //! (validation and in-place offset assignment), and a Fetch response encoder
 //! that leaves the records as file regions so they can be `sendfile`d; the
-//! record codecs; and the old request versions Kafka 4.0 dropped ([`legacy`]).
+//! record codecs and a checked, borrowing decoder of the records inside a
+//! batch ([`records`]); and the old request versions Kafka 4.0 dropped ([`legacy`]).
 
 pub mod alloc;
 pub mod api_versions;
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod fuzz;
 pub mod legacy;
 pub mod record_batch;
+pub mod records;
 
 pub use error::ProtocolError;
 pub use kafka_protocol;

@@ -17,8 +17,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use karnak_protocol::kafka_protocol::records::RecordBatchDecoder;
 use karnak_protocol::record_batch::{BatchIter, TimestampType};
+use karnak_protocol::records::BatchRecords;
 
 use crate::StorageError;
 use crate::arrow_face::ArrowFace;
@@ -148,9 +148,8 @@ impl RecordsBuilder {
             {
                 continue;
             }
-            let mut batch = buf.slice(pos..pos + h.total_size());
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| corrupt(format!("batch at offset {}: {e:#}", h.base_offset)))?;
+            let set = BatchRecords::decode(&buf[pos..pos + h.total_size()], &h)
+                .map_err(|e| corrupt(e.to_string()))?;
             // LogAppendTime: every record carries the broker's time, which
             // the batch header holds (the records keep the producer's).
             let append_time =
@@ -159,25 +158,26 @@ impl RecordsBuilder {
                 TimestampType::LogAppendTime => "LogAppendTime",
                 TimestampType::CreateTime => "CreateTime",
             };
-            for r in set.records {
-                if r.offset < from || r.offset >= to || r.control {
+            for r in &set.records {
+                let offset = set.offset(r);
+                if offset < from || offset >= to {
                     continue;
                 }
                 self.partition.append_value(partition);
-                self.offset.append_value(r.offset);
+                self.offset.append_value(offset);
                 self.timestamp
-                    .append_value(append_time.unwrap_or(r.timestamp));
+                    .append_value(append_time.unwrap_or_else(|| set.timestamp(r)));
                 self.timestamp_type.append_value(ts_type);
-                self.key.append_option(r.key.as_deref());
-                self.value.append_option(r.value.as_deref());
+                self.key.append_option(set.key(r));
+                self.value.append_option(set.value(r));
                 let hb = self.headers.values();
-                for (k, v) in &r.headers {
+                for (k, v) in set.headers(r) {
                     hb.field_builder::<StringBuilder>(0)
                         .ok_or_else(|| corrupt("header builder".into()))?
-                        .append_value(k.as_str());
+                        .append_value(String::from_utf8_lossy(k));
                     hb.field_builder::<BinaryBuilder>(1)
                         .ok_or_else(|| corrupt("header builder".into()))?
-                        .append_option(v.as_deref());
+                        .append_option(v);
                     hb.append(true);
                 }
                 self.headers.append(true);

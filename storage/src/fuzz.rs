@@ -26,9 +26,11 @@ pub fn cleaner_records(data: &[u8]) {
         let Some(batch) = data.get(pos..pos + h.total_size()) else {
             return;
         };
-        if let Ok(records) = crate::cleaner::records::decode_within(batch, &h, 4 << 20) {
+        if let Ok(records) =
+            karnak_protocol::records::BatchRecords::decode_within(batch, &h, 4 << 20)
+        {
             for r in &records.records {
-                let _ = records.key(r);
+                let _ = (records.key(r), records.value(r), records.headers(r).count());
             }
         }
     }

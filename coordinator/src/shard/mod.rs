@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use karnak_storage::Log;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -26,7 +24,8 @@ use crate::group::{Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome, Sy
 use crate::obelisk::Sequencer;
 use crate::records::{RecordKey, StoredGroup, StoredOffset};
 use crate::txn::TxnMetadata;
-use karnak_protocol::record_batch::plain_record;
+use karnak_protocol::record_batch::{BatchIter, plain_record};
+use karnak_protocol::records::BatchRecords;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -234,17 +233,24 @@ impl Shard {
                 .file
                 .read_exact_at(&mut buf, slice.position)
                 .map_err(|e| replay(e.to_string()))?;
-            let mut bytes = Bytes::from(buf);
-            let sets =
-                RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| replay(format!("{e:#}")))?;
             let mut last = offset - 1;
-            for set in sets {
-                for r in set.records {
-                    last = last.max(r.offset);
-                    let Some(key) = r.key else { continue };
+            for item in BatchIter::new(&buf) {
+                let (pos, h) = item.map_err(|e| replay(e.to_string()))?;
+                last = last.max(h.last_offset());
+                // Markers carry no coordinator state.
+                if h.is_control() {
+                    continue;
+                }
+                let set = BatchRecords::decode(&buf[pos..pos + h.total_size()], &h)
+                    .map_err(|e| replay(e.to_string()))?;
+                for r in &set.records {
+                    let Some(key) = set.key(r) else { continue };
+                    let key = Bytes::copy_from_slice(key);
+                    let value = set.value(r).map(Bytes::copy_from_slice);
+                    let at = set.offset(r);
                     match RecordKey::decode(key) {
                         Ok(RecordKey::Group(g)) => {
-                            let v = match r.value {
+                            let v = match value {
                                 Some(v) if consumer::stored::is_consumer_value(&v) => {
                                     let c = ConsumerGroup::decode(v, now, session)
                                         .map_err(|e| replay(e.to_string()))?;
@@ -258,7 +264,7 @@ impl Shard {
                                 None => None,
                             };
                             if v.is_none() {
-                                deleted_at.insert(g.clone(), r.offset);
+                                deleted_at.insert(g.clone(), at);
                             }
                             stored_groups.insert(g, v);
                         }
@@ -267,15 +273,15 @@ impl Shard {
                             topic,
                             partition,
                         }) => {
-                            let v = match r.value {
+                            let v = match value {
                                 Some(v) => Some(
                                     StoredOffset::decode(v).map_err(|e| replay(e.to_string()))?,
                                 ),
                                 None => None,
                             };
-                            offsets.push((group, (topic, partition), v, r.offset));
+                            offsets.push((group, (topic, partition), v, at));
                         }
-                        Ok(RecordKey::Txn(tid)) => match r.value {
+                        Ok(RecordKey::Txn(tid)) => match value {
                             Some(v) => {
                                 let m = TxnMetadata::decode(&tid, v)
                                     .map_err(|e| replay(e.to_string()))?;
@@ -292,7 +298,7 @@ impl Shard {
                             partition,
                         }) => {
                             let k = (group, producer_id);
-                            match r.value {
+                            match value {
                                 Some(v) => {
                                     let o = StoredOffset::decode(v)
                                         .map_err(|e| replay(e.to_string()))?;
@@ -312,7 +318,7 @@ impl Shard {
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(shard = id, offset = r.offset, error = %e, "skipping unreadable coordinator record")
+                            tracing::warn!(shard = id, offset = at, error = %e, "skipping unreadable coordinator record")
                         }
                     }
                 }

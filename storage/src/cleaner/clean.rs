@@ -243,9 +243,10 @@ fn build_offset_map(
                 let kind = parse_marker(bytes, &h).map(|(k, _)| k);
                 txns.on_control(&h, kind, h.record_count == 0);
             } else if !txns.on_batch(&h) {
-                let recs = records::decode(bytes, &h).map_err(|e| corrupt(seg, pos, e))?;
+                let recs = BatchRecords::decode(bytes, &h)
+                    .map_err(|e| corrupt(seg, pos, e.to_string()))?;
                 for r in &recs.records {
-                    let offset = h.base_offset + r.offset_delta as i64;
+                    let offset = recs.offset(r);
                     if let Some(key) = recs.key(r)
                         && offset >= from
                     {
@@ -338,7 +339,7 @@ impl Filter<'_> {
         stats: &mut CleanStats,
     ) -> bool {
         let r = &recs.records[i];
-        let offset = h.base_offset + r.offset_delta as i64;
+        let offset = recs.offset(r);
         if offset > self.map.latest_offset() {
             return true;
         }
@@ -348,7 +349,7 @@ impl Filter<'_> {
         };
         let newest = offset >= self.map.get(key);
         let keep_tombstone = delete_horizon(h).is_none_or(|t| self.now_ms < t);
-        newest && (r.has_value || keep_tombstone)
+        newest && (r.has_value() || keep_tombstone)
     }
 
     fn batch(
@@ -378,7 +379,7 @@ impl Filter<'_> {
             return Ok(Kept::Dropped);
         }
         check_crc(bytes, h).map_err(|e| e.to_string())?;
-        let recs = records::decode(bytes, h)?;
+        let recs = BatchRecords::decode(bytes, h).map_err(|e| e.to_string())?;
         let n = recs.records.len();
         stats.records_read += n as u64;
         let keep: Vec<bool> = (0..n)
@@ -397,7 +398,7 @@ impl Filter<'_> {
             .records
             .iter()
             .zip(&keep)
-            .any(|(r, k)| *k && !r.has_value);
+            .any(|(r, k)| *k && !r.has_value());
         // The first cleaning to keep a tombstone (or a removable marker)
         // starts its delete.retention.ms.
         let set_horizon = (tombstones || (can_discard && control)) && horizon.is_none();

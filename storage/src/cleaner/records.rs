@@ -1,154 +1,24 @@
-//! The records inside a v2 batch, as the cleaner and the compacted-topic
-//! produce check need them: each record's offset and timestamp deltas, key
-//! and whether it has a value; and batches rebuilt from a subset of their
-//! records with every header field kept (base offset, last offset delta,
-//! producer id/epoch, base sequence, leader epoch, codec).
-//!
-//! Record layout (after the batch header, possibly compressed): length
-//! varint, attributes i8, timestamp delta varlong, offset delta varint, key
-//! length varint (-1: null) and key, value length varint (-1: null) and
-//! value, headers. The headers are never parsed: a kept record's bytes
-//! after its timestamp delta are copied as they are.
+//! The cleaner's side of a batch's records: batches rebuilt from a subset
+//! of their records with every header field kept (base offset, last offset
+//! delta, producer id/epoch, base sequence, leader epoch, codec), and the
+//! compacted-topic produce check. The records are read with
+//! [`karnak_protocol::records`]; a kept record's bytes after its timestamp
+//! delta are copied as they are.
 
-use std::borrow::Cow;
+use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, TimestampType};
+pub use karnak_protocol::records::BatchRecords;
 
-use karnak_protocol::record_batch::{
-    BatchHeader, Compression, HEADER_LEN, LOG_OVERHEAD, TimestampType, read_varint,
-};
-
-use karnak_protocol::codec::{self, MAX_RECORDS_BYTES};
+use karnak_protocol::codec;
 
 /// Attributes bit 6 (KIP-534): the batch's base timestamp holds the time
 /// after which its tombstones and its marker may be removed.
 pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const CRC_START: usize = 21;
-/// The smallest record: length, attributes, three deltas/lengths and a
-/// header count of one byte each.
-const MIN_RECORD_BYTES: usize = 7;
-
-/// One record of a batch, by position in the decompressed section.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView {
-    pub offset_delta: i32,
-    pub timestamp_delta: i64,
-    /// (start, len) of the key; None for a null key.
-    key: Option<(usize, usize)>,
-    pub has_value: bool,
-    /// Position of the attributes byte, of the offset delta (right after
-    /// the timestamp delta), and of the record's end.
-    attrs_at: usize,
-    rest_at: usize,
-    end: usize,
-}
-
-/// The decoded records of one batch.
-pub struct BatchRecords<'a> {
-    section: Cow<'a, [u8]>,
-    pub records: Vec<RecordView>,
-}
-
-impl BatchRecords<'_> {
-    pub fn key(&self, r: &RecordView) -> Option<&[u8]> {
-        r.key.map(|(at, len)| &self.section[at..at + len])
-    }
-}
-
-fn varint_at(buf: &[u8], at: usize, end: usize, what: &str) -> Result<(i64, usize), String> {
-    buf.get(at..end)
-        .and_then(read_varint)
-        .map(|(v, n)| (v, at + n))
-        .ok_or_else(|| format!("truncated {what} at position {at}"))
-}
 
 /// The delete horizon of a batch (KIP-534), if one was set.
 pub fn delete_horizon(h: &BatchHeader) -> Option<i64> {
     (h.attributes & ATTR_DELETE_HORIZON != 0).then_some(h.base_timestamp)
-}
-
-/// Decodes the records of `batch` (the whole batch, header `h`);
-/// compressed sections are decompressed, at most [`MAX_RECORDS_BYTES`].
-pub fn decode<'a>(batch: &'a [u8], h: &BatchHeader) -> Result<BatchRecords<'a>, String> {
-    decode_within(batch, h, MAX_RECORDS_BYTES)
-}
-
-/// [`decode`] with the decompressed section bounded at `limit` bytes (the
-/// fuzz target's bound is smaller: each input then costs milliseconds, not
-/// a 256 MiB buffer, and the same paths are taken).
-pub fn decode_within<'a>(
-    batch: &'a [u8],
-    h: &BatchHeader,
-    limit: usize,
-) -> Result<BatchRecords<'a>, String> {
-    let codec = h.compression().map_err(|e| e.to_string())?;
-    let raw = batch
-        .get(HEADER_LEN..h.total_size())
-        .ok_or_else(|| "batch is shorter than its length field".to_string())?;
-    let section: Cow<'a, [u8]> = match codec {
-        Compression::None => Cow::Borrowed(raw),
-        c => Cow::Owned(codec::decompress(c, raw, limit).map_err(|e| e.to_string())?),
-    };
-    let count = usize::try_from(h.record_count)
-        .map_err(|_| format!("negative record count {}", h.record_count))?;
-    if count > section.len() / MIN_RECORD_BYTES {
-        return Err(format!(
-            "{count} records cannot fit a {}-byte records section",
-            section.len()
-        ));
-    }
-    // The count is the batch's word: room for it is made as records are
-    // found, not up front (a 20-byte section may claim millions).
-    let mut records = Vec::with_capacity(count.min(4096));
-    let mut at = 0;
-    for _ in 0..count {
-        let (len, body) = varint_at(&section, at, section.len(), "record length")?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| body.checked_add(l))
-            .filter(|e| *e <= section.len())
-            .ok_or_else(|| format!("record of length {len} at {at} runs past the section"))?;
-        if body >= end {
-            return Err(format!("empty record at {at}"));
-        }
-        let (timestamp_delta, p) = varint_at(&section, body + 1, end, "timestamp delta")?;
-        let rest_at = p;
-        let (offset_delta, p) = varint_at(&section, p, end, "offset delta")?;
-        let offset_delta = i32::try_from(offset_delta)
-            .ok()
-            .filter(|d| (0..=h.last_offset_delta).contains(d))
-            .ok_or_else(|| format!("offset delta {offset_delta} outside the batch"))?;
-        let (key_len, p) = varint_at(&section, p, end, "key length")?;
-        let (key, p) = match key_len {
-            -1 => (None, p),
-            n if n >= 0 && (n as u64) <= (end - p) as u64 => {
-                (Some((p, n as usize)), p + n as usize)
-            }
-            n => return Err(format!("key length {n} at {p} is invalid")),
-        };
-        let (value_len, p) = varint_at(&section, p, end, "value length")?;
-        let has_value = match value_len {
-            -1 => false,
-            n if n >= 0 && (n as u64) <= (end - p) as u64 => true,
-            n => return Err(format!("value length {n} at {p} is invalid")),
-        };
-        records.push(RecordView {
-            offset_delta,
-            timestamp_delta,
-            key,
-            has_value,
-            attrs_at: body,
-            rest_at,
-            end,
-        });
-        at = end;
-    }
-    if at != section.len() {
-        return Err(format!(
-            "{} bytes left after the batch's {count} records",
-            section.len() - at
-        ));
-    }
-    Ok(BatchRecords { section, records })
 }
 
 /// Whether a data batch holds a record with a null key (refused on
@@ -157,8 +27,13 @@ pub fn has_keyless_record(batch: &[u8], h: &BatchHeader) -> Result<bool, String>
     if h.is_control() {
         return Ok(false);
     }
-    let recs = decode(batch, h)?;
-    Ok(recs.records.iter().any(|r| r.key.is_none()))
+    // A produced batch's base offset is the client's, not assigned yet.
+    let unassigned = BatchHeader {
+        base_offset: 0,
+        ..*h
+    };
+    let recs = BatchRecords::decode(batch, &unassigned).map_err(|e| e.to_string())?;
+    Ok(recs.records.iter().any(|r| !r.has_key()))
 }
 
 fn put_varint(out: &mut Vec<u8>, v: i64) {
@@ -219,17 +94,17 @@ pub fn rebuild(
     if horizon.is_some() {
         attributes |= ATTR_DELETE_HORIZON;
     }
-    let mut raw = Vec::with_capacity(recs.section.len());
+    let mut raw = Vec::with_capacity(recs.section_len());
     let mut body = Vec::new();
     let mut count = 0i32;
     let mut max_ts = -1i64;
     for (r, _) in recs.records.iter().zip(keep).filter(|(_, k)| **k) {
-        let ts = h.base_timestamp.wrapping_add(r.timestamp_delta);
+        let ts = recs.timestamp(r);
         max_ts = max_ts.max(ts);
         body.clear();
-        body.push(recs.section[r.attrs_at]);
+        body.push(recs.attributes(r));
         put_varint(&mut body, ts.wrapping_sub(base_ts));
-        body.extend_from_slice(&recs.section[r.rest_at..r.end]);
+        body.extend_from_slice(recs.after_timestamp(r));
         put_varint(&mut raw, body.len() as i64);
         raw.extend_from_slice(&body);
         count += 1;
@@ -258,6 +133,7 @@ mod tests {
         Compression as KCompression, Record, RecordBatchDecoder, RecordBatchEncoder,
         RecordEncodeOptions, TimestampType as KTs,
     };
+    use karnak_protocol::record_batch::Compression;
     use karnak_protocol::record_batch::check_crc;
 
     pub(crate) fn batch(
@@ -317,10 +193,10 @@ mod tests {
                 c,
             );
             let h = BatchHeader::parse(&b).unwrap();
-            let recs = decode(&b, &h).unwrap();
+            let recs = BatchRecords::decode(&b, &h).unwrap();
             assert_eq!(recs.records.len(), 3);
             assert_eq!(recs.key(&recs.records[1]), Some(&b"b"[..]));
-            assert!(!recs.records[1].has_value);
+            assert!(!recs.records[1].has_value());
             for horizon in [None, Some(5_000)] {
                 let out = rebuild(&h, &recs, &[false, true, true], horizon).unwrap();
                 let nh = BatchHeader::parse(&out).unwrap();
@@ -362,7 +238,7 @@ mod tests {
         );
         assert_eq!((nh.record_count, nh.total_size()), (0, HEADER_LEN));
         assert_eq!(nh.compression(), Ok(Compression::None));
-        assert_eq!(decode(&e, &nh).unwrap().records.len(), 0);
+        assert_eq!(BatchRecords::decode(&e, &nh).unwrap().records.len(), 0);
     }
 
     #[test]
@@ -374,18 +250,6 @@ mod tests {
             assert!(!has_keyless_record(&keyed, &h).unwrap());
             let h = BatchHeader::parse(&keyless).unwrap();
             assert!(has_keyless_record(&keyless, &h).unwrap());
-        }
-    }
-
-    #[test]
-    fn garbage_sections_are_errors_not_panics() {
-        let b = batch(&[Some("key")], &[Some("value")], KCompression::None);
-        for cut in HEADER_LEN..b.len() {
-            let mut t = b[..cut].to_vec();
-            let len = (t.len() - LOG_OVERHEAD) as i32;
-            t[8..12].copy_from_slice(&len.to_be_bytes());
-            let h = BatchHeader::parse(&t).unwrap();
-            assert!(decode(&t, &h).is_err(), "{cut}");
         }
     }
 }

@@ -5,9 +5,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use karnak_protocol::kafka_protocol::records::RecordBatchDecoder;
 use karnak_protocol::record_batch::{BatchHeader, TimestampType};
+use karnak_protocol::records::BatchRecords;
 
 use super::Log;
 use crate::error::{IoContext, StorageError};
@@ -49,15 +48,13 @@ impl Log {
         }
         let mut buf = vec![0u8; h.total_size()];
         seg.file.read_exact_at_ctx(&mut buf, pos, &seg.path)?;
-        let mut bytes = Bytes::from(buf);
-        match RecordBatchDecoder::decode(&mut bytes) {
+        match BatchRecords::decode(&buf, h) {
             Ok(set) => Ok(set
                 .records
                 .iter()
-                .find(|r| r.timestamp >= ts)
-                .map_or((h.base_offset, h.max_timestamp), |r| {
-                    (r.offset, r.timestamp)
-                })),
+                .map(|r| (set.offset(r), set.timestamp(r)))
+                .find(|(_, t)| *t >= ts)
+                .unwrap_or((h.base_offset, h.max_timestamp))),
             Err(e) => {
                 tracing::warn!(topic = %self.topic, partition = self.partition, offset = h.base_offset, error = %e, "timestamp lookup: batch does not decode");
                 Ok((h.base_offset, h.max_timestamp))
