@@ -417,7 +417,7 @@ async fn run(config: Config, embedded: Option<Embedded>) -> anyhow::Result<()> {
     server::run(listening, broker, stop_tx, shutdown, background).await
 }
 
-/// Retention, committed offsets' expiry, and the Arrow faces of newly sealed segments: slow file work
+/// Retention, committed offsets' expiry, and the SQL faces of newly sealed segments: slow file work
 /// on one blocking thread at a time, off the produce path.
 fn spawn_log_maintenance(
     broker: Arc<Broker>,
@@ -463,7 +463,7 @@ fn spawn_log_maintenance(
                 }
                 if faces {
                     // A few segments per tick, so retention is never held up long.
-                    b.logs.attach_arrow_faces(4, &b.free_space);
+                    b.logs.attach_faces(4, &b.free_space);
                 }
             })
             .await;

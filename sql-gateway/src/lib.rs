@@ -2,7 +2,9 @@
 //!
 //! `psql -h 127.0.0.1 -p 5433` lists topics as tables in `public` and
 //! queries them with DataFusion, reading the same partition logs the Kafka
-//! side serves (their Arrow face, `karnak_storage::columnar`). Depends on
+//! side serves: sealed segments through their Parquet faces
+//! (`karnak_storage::face`), the rest decoded from the log
+//! (`karnak_storage::columnar`). Depends on
 //! storage only, never on the broker: INSERTs go through the [`Producer`]
 //! the broker hands in (its own produce path).
 
@@ -12,6 +14,7 @@ pub mod catalog;
 pub mod compat;
 pub mod ddl;
 pub mod errors;
+mod faces;
 pub mod insert;
 /// JSON values as typed columns (storage builds them into segment faces).
 pub use karnak_storage::value_format::json;

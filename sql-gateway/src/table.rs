@@ -1,8 +1,11 @@
-//! `TopicTable`: a topic as a DataFusion table over the Arrow face of its
-//! partitions. Each Kafka partition is one scan partition, read up to the
-//! high watermark taken when the scan is planned (a query sees every record
-//! acknowledged before it started, and nothing produced while it runs).
-//! Predicates on `partition`, `offset` and `timestamp` narrow what is read.
+//! `TopicTable`: a topic as a DataFusion table over its partitions, read up
+//! to the last stable offset taken when the scan is planned (a query sees
+//! every record acknowledged before it started, and nothing produced while
+//! it runs). Sealed segments with a face are read by DataFusion's Parquet
+//! scan ([`crate::faces`]), which prunes on every column's statistics; the
+//! rest of each partition (its newest records above all) is decoded from
+//! the log. Predicates on `partition`, `offset` and `timestamp` narrow what
+//! is read from the log.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -20,7 +23,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::union::UnionExec;
 use karnak_storage::columnar::{self, PartitionScan};
+use karnak_storage::face::{Face, ValueFormat};
 use karnak_storage::{Log, Topic};
 
 use crate::insert::{InsertError, Producer, TopicSink};
@@ -28,8 +33,7 @@ use crate::json::{self, JsonColumn};
 use crate::pushdown::{Ranges, is_pushable};
 use crate::remote::{RemotePartitions, RemoteRange, RemoteReader, RemoteTopic};
 
-pub const COL_KEY_TEXT: &str = "key_text";
-pub const COL_VALUE_TEXT: &str = "value_text";
+pub use karnak_storage::columnar::{COL_KEY_TEXT, COL_VALUE_TEXT};
 
 /// Rows per Arrow batch a scan hands to DataFusion, and bytes per log read
 /// (or per Fetch of a remote partition).
@@ -60,6 +64,8 @@ pub struct TopicTable {
     /// Columns from JSON values (`karnak.value.format=json`), after the
     /// fixed ones.
     json: Arc<Vec<JsonColumn>>,
+    /// The topic's value format, which a face must have been built for.
+    format: ValueFormat,
     schema: SchemaRef,
 }
 
@@ -158,6 +164,7 @@ impl TopicTable {
             producer,
             schema: table_schema(&json),
             json: Arc::new(json),
+            format: ValueFormat::from_configs(&topic.config.other),
         }
     }
 
@@ -175,6 +182,8 @@ impl TopicTable {
             producer,
             schema: table_schema(&json),
             json: Arc::new(json),
+            // Nothing is read from faces here.
+            format: ValueFormat::Raw,
         }
     }
 
@@ -213,8 +222,9 @@ impl TableProvider for TopicTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: the scan narrows the range it reads; DataFusion still
-        // applies the predicate to what comes back.
+        // Inexact: the scan narrows the range it reads from the log;
+        // DataFusion still applies the predicate to what comes back (and
+        // pushes its filters into the faces' Parquet scan itself).
         Ok(filters
             .iter()
             .map(|f| {
@@ -244,6 +254,7 @@ impl TableProvider for TopicTable {
             Arc::new((0..self.json.len()).map(|j| wanted(fixed + j)).collect());
         let bounds = self.follower_bounds(&ranges).await?;
         let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        let mut faces: Vec<Arc<Face>> = Vec::new();
         for (index, source) in self.sources.iter().enumerate() {
             let partition = index as i32;
             if !ranges.partition_matches(partition) {
@@ -310,18 +321,32 @@ impl TableProvider for TopicTable {
             if start >= end {
                 continue;
             }
-            partitions.push(Arc::new(PartitionReader {
-                log: log.clone(),
-                start,
-                end,
-                text,
-                json: self.json.clone(),
-                json_wanted: json_wanted.clone(),
-                schema: schema.clone(),
-            }));
+            // Records below the log start are gone, whatever a face holds.
+            let hard_start = log.log_start_offset().max(leader_start);
+            for (from, to) in self.split_by_faces(log, start, end, hard_start, &mut faces) {
+                partitions.push(Arc::new(PartitionReader {
+                    log: log.clone(),
+                    start: from,
+                    end: to,
+                    text,
+                    json: self.json.clone(),
+                    json_wanted: json_wanted.clone(),
+                    schema: schema.clone(),
+                }));
+            }
         }
-        let exec = StreamingTableExec::try_new(schema, partitions, projection, [], false, limit)?;
-        Ok(Arc::new(exec))
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !faces.is_empty() {
+            inputs.push(crate::faces::scan(
+                faces, &schema, &self.json, projection, limit,
+            )?);
+        }
+        if !partitions.is_empty() || inputs.is_empty() {
+            let exec =
+                StreamingTableExec::try_new(schema, partitions, projection, [], false, limit)?;
+            inputs.push(Arc::new(exec));
+        }
+        UnionExec::try_new(inputs)
     }
 
     async fn insert_into(
@@ -350,6 +375,51 @@ impl TableProvider for TopicTable {
             self.json.clone(),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+impl TopicTable {
+    /// Splits `[start, end)` of `log` into the faces that stand in for
+    /// whole sealed segments (added to `faces`) and the ranges left to
+    /// decode from the log. A face is used only inside `[hard_start, end)`
+    /// (the log start and the stable end are not predicates a later filter
+    /// re-applies) and only when built for this table's columns.
+    fn split_by_faces(
+        &self,
+        log: &Arc<Log>,
+        start: i64,
+        end: i64,
+        hard_start: i64,
+        faces: &mut Vec<Arc<Face>>,
+    ) -> Vec<(i64, i64)> {
+        let mut ranges = Vec::new();
+        let mut pos = start;
+        for seg in log.sealed_segments() {
+            let (base, next) = (seg.base_offset, seg.next_offset());
+            if next <= pos {
+                continue;
+            }
+            if base >= end {
+                break;
+            }
+            let Some(face) = seg.face() else { continue };
+            if base < hard_start
+                || next > end
+                || face.next_offset() != next
+                || !crate::faces::usable(&face, &self.format, &self.json)
+            {
+                continue;
+            }
+            if pos < base {
+                ranges.push((pos, base));
+            }
+            faces.push(face);
+            pos = next;
+        }
+        if pos < end {
+            ranges.push((pos, end));
+        }
+        ranges
     }
 }
 

@@ -10,18 +10,19 @@
 
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::AsArray;
 use arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use karnak_protocol::record_batch::{BatchIter, TimestampType};
 use karnak_protocol::records::BatchRecords;
 
 use crate::StorageError;
-use crate::arrow_face::ArrowFace;
+use crate::face::{Face, FaceRows};
 use crate::log::Log;
 use crate::log::txn_index::AbortedTxn;
 
@@ -32,6 +33,26 @@ pub const COL_TIMESTAMP_TYPE: &str = "timestamp_type";
 pub const COL_KEY: &str = "key";
 pub const COL_VALUE: &str = "value";
 pub const COL_HEADERS: &str = "headers";
+/// The SQL gateway's text views of key and value: not stored, but a typed
+/// value column may not take their names.
+pub const COL_KEY_TEXT: &str = "key_text";
+pub const COL_VALUE_TEXT: &str = "value_text";
+
+/// Names a typed column of the value may not take (it becomes
+/// `value_<name>`): the fixed columns and the text views.
+pub fn reserved_names() -> Vec<&'static str> {
+    vec![
+        COL_PARTITION,
+        COL_OFFSET,
+        COL_TIMESTAMP,
+        COL_TIMESTAMP_TYPE,
+        COL_KEY,
+        COL_VALUE,
+        COL_HEADERS,
+        COL_KEY_TEXT,
+        COL_VALUE_TEXT,
+    ]
+}
 
 fn header_fields() -> Fields {
     Fields::from(vec![
@@ -205,7 +226,7 @@ impl RecordsBuilder {
 }
 
 /// Reads a partition's records in `[from, to)` as Arrow batches of about
-/// `rows` rows: from the memory-mapped Arrow face where a sealed segment has
+/// `rows` rows (fixed columns): from the face where a sealed segment has
 /// one, else decoding the log in chunks of `chunk_bytes`. Blocking file
 /// I/O: call from a blocking context.
 pub struct PartitionScan {
@@ -217,6 +238,8 @@ pub struct PartitionScan {
     use_faces: bool,
     /// Aborted transactions in the range: their batches are never rows.
     aborted: Vec<AbortedTxn>,
+    /// The face being read, and the offset after its segment.
+    reading: Option<(FaceRows, i64)>,
 }
 
 impl PartitionScan {
@@ -231,6 +254,7 @@ impl PartitionScan {
             chunk_bytes: chunk_bytes.max(64 << 10),
             rows: rows.max(1),
             use_faces: true,
+            reading: None,
         }
     }
 
@@ -246,15 +270,15 @@ impl PartitionScan {
         self.next
     }
 
-    /// The Arrow face covering the next offset, if any.
-    fn face(&self) -> Option<Arc<ArrowFace>> {
+    /// The face covering the next offset, if any.
+    fn face(&self) -> Option<Arc<Face>> {
         if !self.use_faces {
             return None;
         }
         let seg = self.log.segment_for(self.next)?;
-        let face = seg.arrow_face()?;
-        // A face built before a transaction in it was aborted still holds
-        // its records: read such a segment from the log instead.
+        let face = seg.face()?;
+        // Faces are built once every transaction in them is decided; should
+        // an abort still fall inside one, the log is read instead.
         let aborted_inside = self
             .aborted
             .iter()
@@ -268,20 +292,45 @@ impl PartitionScan {
         let partition = self.log.partition();
         let mut b = RecordsBuilder::new();
         while self.next < self.end && b.rows() < self.rows {
+            if self.reading.is_some() {
+                // Retention or DeleteRecords moved the start past what the
+                // face still holds: go on from the new start, as from the log.
+                let start = self.log.log_start_offset();
+                if start > self.next {
+                    self.reading = None;
+                    self.next = start;
+                    continue;
+                }
+            }
+            if let Some((rows, face_next)) = &mut self.reading {
+                match rows.next() {
+                    Some(Ok(batch)) => {
+                        let offsets = batch.column(1).as_primitive::<Int64Type>();
+                        if let Some(&last) = offsets.values().last() {
+                            self.next = self.next.max(last + 1);
+                        }
+                        return Ok(Some(batch));
+                    }
+                    Some(Err(e)) => {
+                        self.reading = None;
+                        return Err(e);
+                    }
+                    None => {
+                        self.next = self.next.max(*face_next);
+                        self.reading = None;
+                        continue;
+                    }
+                }
+            }
             if let Some(face) = self.face() {
                 if b.rows() > 0 {
                     // Hand over what the log gave first; the face is next.
                     break;
                 }
-                match face.read(self.next, self.end)? {
-                    Some((batch, after)) => {
-                        self.next = after.max(self.next + 1);
-                        if batch.num_rows() > 0 {
-                            return Ok(Some(batch));
-                        }
-                    }
-                    None => self.next = face.next_offset(),
-                }
+                self.reading = Some((
+                    face.rows(self.next, self.end, self.rows)?,
+                    face.next_offset(),
+                ));
                 continue;
             }
             let read = match self.log.read(self.next, self.chunk_bytes, true) {

@@ -4,7 +4,6 @@
 //! active segment's tail, a flush policy, and reads as file slices for
 //! `sendfile`; and the Arrow face of sealed segments for SQL scans.
 
-pub mod arrow_face;
 pub mod blocking;
 mod checkpoint;
 pub mod cleaner;
@@ -12,6 +11,7 @@ pub mod columnar;
 pub mod config;
 pub mod disk_space;
 pub mod error;
+pub mod face;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod group_commit;

@@ -718,28 +718,30 @@ impl LogManager {
         self.cleaner.clean_now(now_ms)
     }
 
-    /// Builds (or opens) the Arrow face of sealed segments that lack one,
-    /// at most `budget` in all, skipping internal (`__`) topics, and none
-    /// that `space` has no room for (deferred to a later call). Returns how
-    /// many it attached. Slow (reads and writes whole segments): call from a
-    /// background thread.
-    pub fn attach_arrow_faces(&self, budget: usize, space: &crate::FreeSpace) -> usize {
+    /// Builds (or opens) the SQL face of sealed segments that lack one (or
+    /// whose face was built for another value format), at most `budget` in
+    /// all, skipping internal (`__`) topics, and none that `space` has no
+    /// room for (deferred to a later call). Returns how many it attached.
+    /// Slow (reads and writes whole segments): call from a background
+    /// thread.
+    pub fn attach_faces(&self, budget: usize, space: &crate::FreeSpace) -> usize {
         let mut done = 0;
         for t in self.topics() {
             if t.meta.name.starts_with("__") {
                 continue;
             }
+            let format = crate::face::ValueFormat::from_configs(&t.config.other);
             for log in &t.logs {
                 if done >= budget {
                     return done;
                 }
-                match crate::arrow_face::attach_missing(log, budget - done, space) {
+                match crate::face::attach_missing(log, budget - done, space, &format) {
                     Ok(n) => done += n,
                     Err(e) => tracing::warn!(
                         topic = %t.meta.name,
                         partition = log.partition(),
                         error = %e,
-                        "building the Arrow face of a segment (scans read the log instead)"
+                        "building the SQL face of a segment (scans read the log instead)"
                     ),
                 }
             }

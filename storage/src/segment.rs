@@ -7,12 +7,12 @@ use std::io::{BufReader, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, check_crc};
 
-use crate::arrow_face::{ArrowFace, arrow_path};
 use crate::error::{IoContext, StorageError};
+use crate::face::{Face, ValueFormat, face_files};
 use crate::index::{OffsetIndex, TimeIndex};
 
 mod check;
@@ -65,10 +65,10 @@ pub struct LogSegment {
     max_ts: Mutex<MaxTs>,
     /// Wall time of the first append (ms), -1 before; drives segment.ms.
     pub created_ms: AtomicI64,
-    /// The memory-mapped `<base>.arrow`, once built (sealed segments only).
-    arrow_face: OnceLock<Arc<ArrowFace>>,
-    /// Building the face failed once: scans read the log, no retry loop.
-    arrow_failed: AtomicBool,
+    /// The SQL face (`<base>.parquet`), once built (sealed segments only),
+    /// and the value format a build failed for (scans read the log; no
+    /// retry loop until the topic's format changes).
+    face: Mutex<FaceSlot>,
     /// Blocks below this position are reserved (see [`PREALLOCATE_AHEAD`]);
     /// 0 after a seal.
     reserved_to: AtomicU64,
@@ -84,6 +84,16 @@ pub struct IndexCursor {
     pub bytes_since_entry: u64,
 }
 
+/// A segment's face and the format a build failed for.
+#[derive(Default)]
+struct FaceSlot {
+    face: Option<Arc<Face>>,
+    failed_for: Option<ValueFormat>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 fn rlock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep serving.
     l.read().unwrap_or_else(|e| e.into_inner())
@@ -129,8 +139,7 @@ impl LogSegment {
                 offset: base,
             }),
             created_ms: AtomicI64::new(-1),
-            arrow_face: OnceLock::new(),
-            arrow_failed: AtomicBool::new(false),
+            face: Mutex::new(FaceSlot::default()),
             reserved_to: AtomicU64::new(0),
             no_reserve: AtomicBool::new(false),
             checked: Checked::all(),
@@ -616,33 +625,42 @@ impl LogSegment {
         }
     }
 
+    /// The segment's face, once built.
+    pub fn face(&self) -> Option<Arc<Face>> {
+        lock(&self.face).face.clone()
+    }
+
+    /// Attaches a face, in place of one built for another value format.
+    pub fn set_face(&self, face: Arc<Face>) {
+        let mut slot = lock(&self.face);
+        slot.face = Some(face);
+        slot.failed_for = None;
+    }
+
+    /// Whether a face is wanted for the topic's value format: none yet, or
+    /// one built for another format, and no build failed for this format.
+    pub fn wants_face(&self, format: &ValueFormat) -> bool {
+        let slot = lock(&self.face);
+        slot.failed_for.as_ref() != Some(format)
+            && slot
+                .face
+                .as_ref()
+                .is_none_or(|f| &f.manifest().value_format != format)
+    }
+
+    pub fn mark_face_failed(&self, format: &ValueFormat) {
+        lock(&self.face).failed_for = Some(format.clone());
+    }
+
     /// Deletes the segment's files.
-    /// The segment's Arrow face, once built.
-    pub fn arrow_face(&self) -> Option<Arc<ArrowFace>> {
-        self.arrow_face.get().cloned()
-    }
-
-    pub fn set_arrow_face(&self, face: Arc<ArrowFace>) {
-        let _ = self.arrow_face.set(face);
-    }
-
-    /// Whether a face is still wanted: none yet and no failed attempt.
-    pub fn wants_arrow_face(&self) -> bool {
-        self.arrow_face.get().is_none() && !self.arrow_failed.load(Ordering::Relaxed)
-    }
-
-    pub fn mark_arrow_face_failed(&self) {
-        self.arrow_failed.store(true, Ordering::Relaxed);
-    }
-
     pub fn delete_files(&self, dir: &Path) -> Result<(), StorageError> {
-        for p in [
-            arrow_path(dir, self.base_offset),
+        let face = face_files(dir, self.base_offset);
+        for p in face.iter().cloned().chain([
             log_path(dir, self.base_offset),
             index_path(dir, self.base_offset),
             time_index_path(dir, self.base_offset),
             txn_index_path(dir, self.base_offset),
-        ] {
+        ]) {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

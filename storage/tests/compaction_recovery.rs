@@ -276,7 +276,7 @@ fn the_cleaner_thread_cleans_by_itself_and_stops_with_the_manager() {
 }
 
 #[test]
-fn arrow_faces_of_replaced_segments_are_rebuilt() {
+fn faces_of_replaced_segments_are_rebuilt() {
     let d = tempfile::tempdir().unwrap();
     let m = manager(d.path(), 15_000, false);
     m.create_topic("faces", 1, topic_cfg(&[])).unwrap();
@@ -284,16 +284,21 @@ fn arrow_faces_of_replaced_segments_are_rebuilt() {
     fill(&log, T, 30, 3);
     let sealed = log.sealed_segments().len();
     assert_eq!(
-        m.attach_arrow_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0))),
+        m.attach_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0))),
         sealed
     );
     let dir = d.path().join("faces-0");
-    assert_eq!(files_with(&dir, &[".arrow"]).len(), sealed);
+    assert_eq!(files_with(&dir, &[".parquet"]).len(), sealed);
+    assert_eq!(files_with(&dir, &[".face"]).len(), sealed);
     assert_eq!(m.clean_now(T).len(), 1);
     // The replaced segments' faces went with them; the new ones have none.
-    assert!(log.sealed_segments().iter().all(|s| s.wants_arrow_face()));
-    assert!(files_with(&dir, &[".arrow"]).len() <= log.sealed_segments().len());
-    m.attach_arrow_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0)));
+    assert!(
+        log.sealed_segments()
+            .iter()
+            .all(|s| s.wants_face(&karnak_storage::face::ValueFormat::Raw))
+    );
+    assert!(files_with(&dir, &[".parquet"]).len() <= log.sealed_segments().len());
+    m.attach_faces(100, &karnak_storage::FreeSpace::new(d.path(), Some(0)));
     let mut scan = PartitionScan::new(Arc::clone(&log), 0, log.log_end_offset(), 1000, 1 << 20);
     let mut rows = 0;
     while let Some(b) = scan.next_batch().unwrap() {

@@ -18,5 +18,5 @@ fn every_kept_input_of_the_storage_targets() {
     replay("producer_snapshot", fuzz::producer_snapshot);
     let scratch = tempfile::tempdir().unwrap();
     replay("partition_dir", |d| fuzz::partition_dir(scratch.path(), d));
-    replay("arrow_face", |d| fuzz::arrow_face(scratch.path(), d));
+    replay("face", |d| fuzz::face(scratch.path(), d));
 }

@@ -211,7 +211,7 @@ pub struct Args {
     /// Kafka `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning. [default: 15000]
     #[arg(long, env = "KARNAK_LOG_CLEANER_BACKOFF_MS")]
     pub log_cleaner_backoff_ms: Option<u64>,
-    /// Build the Arrow face (`<base>.arrow`) of sealed segments for SQL scans; off: scans decode the log. [default: true when SQL is on]
+    /// Build the SQL face (`<base>.parquet`: Parquet with typed value columns) of sealed segments; off: scans decode the log. [default: true when SQL is on]
     #[arg(long, env = "KARNAK_SQL_ARROW_FACES")]
     pub sql_arrow_faces: Option<bool>,
     /// fsync before answering an acks=all produce (group commit). [default: true]

@@ -52,7 +52,7 @@ pub struct Config {
     pub request_read_timeout: std::time::Duration,
     pub flush_on_acks_all: bool,
     pub log_retention_check_interval: std::time::Duration,
-    /// Build Arrow faces of sealed segments (only with SQL on).
+    /// Build SQL faces of sealed segments (only with SQL on).
     pub arrow_faces: bool,
     pub log_defaults: karnak_storage::LogConfig,
     pub cleaner: karnak_storage::CleanerConfig,

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use karnak_protocol::record_batch::{BatchHeader, HEADER_LEN};
 
 use super::segment_io::{CLEANED_SUFFIX, SWAP_SUFFIX, segment_files, suffixed};
-use crate::arrow_face::arrow_path;
 use crate::error::{IoContext, StorageError};
+use crate::face::face_files;
 use crate::log::sync_dir;
 use crate::segment::log_path;
 
@@ -61,9 +61,11 @@ pub fn install_swap(dir: &Path, base: i64) -> Result<(), StorageError> {
     sync_dir(dir)
 }
 
-/// Every file of the segment at `base`, the Arrow face included.
+/// Every file of the segment at `base`, the face included.
 fn remove_segment(dir: &Path, base: i64) -> Result<(), StorageError> {
-    remove_if_exists(&arrow_path(dir, base))?;
+    for p in face_files(dir, base) {
+        remove_if_exists(&p)?;
+    }
     for p in segment_files(dir, base) {
         remove_if_exists(&p)?;
     }
@@ -159,10 +161,12 @@ pub fn recover_swaps(dir: &Path) -> Result<(), StorageError> {
             );
             remove_segment(dir, *old)?;
         }
-        // The base's own files: the Arrow face and any index without a swap
+        // The base's own files: the face and any index without a swap
         // file of its own (old, or new and already renamed: either way it is
         // rebuilt from the log rather than trusted).
-        remove_if_exists(&arrow_path(dir, base))?;
+        for p in face_files(dir, base) {
+            remove_if_exists(&p)?;
+        }
         for p in segment_files(dir, base) {
             let kind_has_swap = suffixed(&p, SWAP_SUFFIX).exists();
             if !kind_has_swap && p != log_path(dir, base) {

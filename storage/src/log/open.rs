@@ -31,23 +31,22 @@ impl Log {
             let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            let face = crate::face::is_face_file(name);
             if name.ends_with(".deleted")
-                || name.ends_with(".arrow.tmp")
                 || name.ends_with(".snapshot.tmp")
+                || face.is_some_and(|(_, temporary)| temporary)
             {
                 std::fs::remove_file(entry.path()).ctx(|| format!("removing stray {name}"))?;
             } else if let Some(stem) = name.strip_suffix(".log")
                 && let Ok(base) = stem.parse::<i64>()
             {
                 bases.push(base);
-            } else if let Some(stem) = name.strip_suffix(".arrow")
-                && let Ok(base) = stem.parse::<i64>()
-            {
+            } else if let Some((base, _)) = face {
                 faces.push((base, entry.path()));
             }
         }
         bases.sort_unstable();
-        // An Arrow face whose segment is gone (deleted before a crash).
+        // A face whose segment is gone (deleted before a crash).
         for (base, path) in faces {
             if bases.binary_search(&base).is_err() {
                 std::fs::remove_file(&path)
@@ -213,15 +212,17 @@ impl Log {
     }
 }
 
-/// Removes a segment's files (log, indexes, Arrow face), whichever exist.
+/// Removes a segment's files (log, indexes, face), whichever exist.
 pub(super) fn remove_segment_files(dir: &Path, base: i64) -> Result<(), StorageError> {
     for path in [
         crate::segment::log_path(dir, base),
         crate::segment::index_path(dir, base),
         crate::segment::time_index_path(dir, base),
         crate::segment::txn_index_path(dir, base),
-        crate::arrow_face::arrow_path(dir, base),
-    ] {
+    ]
+    .into_iter()
+    .chain(crate::face::face_files(dir, base))
+    {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

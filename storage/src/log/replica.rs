@@ -284,7 +284,9 @@ pub(crate) fn truncate_files(dir: &std::path::Path, offset: i64) -> Result<(), S
             .ctx(|| format!("truncating {}", path.display()))?;
         remove(index_path(dir, base))?;
         remove(time_index_path(dir, base))?;
-        remove(crate::arrow_face::arrow_path(dir, base))?;
+        for p in crate::face::face_files(dir, base) {
+            remove(p)?;
+        }
     }
     for snap in super::producer_state::list_snapshots(dir)? {
         if snap > offset {

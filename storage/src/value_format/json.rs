@@ -243,11 +243,29 @@ pub struct Inferred {
 /// Infers top-level fields and their types from sample values, in order of
 /// first appearance. Values that are not JSON objects are skipped.
 pub fn infer<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Inferred {
-    let mut fields: Vec<(String, Seen)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut dropped: HashSet<String> = HashSet::new();
-    let mut dropped_names = Vec::new();
-    for v in values {
+    let mut inferrer = Inferrer::default();
+    values.into_iter().for_each(|v| inferrer.add(v));
+    inferrer.finish()
+}
+
+/// [`infer`] one value at a time, for values that do not all stay in
+/// memory (a whole segment's, when its face is built).
+#[derive(Default)]
+pub struct Inferrer {
+    fields: Vec<(String, Seen)>,
+    index: HashMap<String, usize>,
+    dropped: HashSet<String>,
+    dropped_names: Vec<String>,
+}
+
+impl Inferrer {
+    pub fn add(&mut self, v: &[u8]) {
+        let Inferrer {
+            fields,
+            index,
+            dropped,
+            dropped_names,
+        } = self;
         for_each_field(v, |k, cell| match index.get(k.as_ref()) {
             Some(&i) => fields[i].1.add(&cell),
             None if fields.len() < MAX_INFERRED_COLUMNS => {
@@ -266,13 +284,17 @@ pub fn infer<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Inferred {
             }
         });
     }
-    Inferred {
-        fields: fields
-            .into_iter()
-            .map(|(n, s)| (n, s.data_type()))
-            .collect(),
-        dropped: dropped.len(),
-        dropped_names,
+
+    pub fn finish(self) -> Inferred {
+        Inferred {
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(n, s)| (n, s.data_type()))
+                .collect(),
+            dropped: self.dropped.len(),
+            dropped_names: self.dropped_names,
+        }
     }
 }
 

@@ -1,10 +1,14 @@
-"""Sealed segments get an Arrow face (`<base>.arrow`, Arrow IPC) built in the
-background; SQL answers the same before and after, for every codec; retention
-runs on its schedule and takes the faces with the segments."""
+"""Sealed segments get a SQL face (`<base>.parquet` and its record
+`<base>.face`) built in the background; SQL answers the same before and after,
+for every codec, and reads the faces through DataFusion's Parquet scan
+(pruning on their statistics); typed JSON columns come from the faces;
+retention runs on its schedule and takes the faces with the segments."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
 
 import ck
@@ -26,17 +30,20 @@ def value(p, i):
 
 
 def faces(broker, topic, partition):
+    """The partition's segments and its committed faces (a record beside a
+    Parquet file)."""
     d = broker.data_dir / f"{topic}-{partition}"
     logs = sorted(d.glob("*.log"))
-    arrows = sorted(d.glob("*.arrow"))
-    return logs, arrows
+    committed = sorted(f for f in d.glob("*.parquet")
+                       if f.with_suffix(".face").exists())
+    return logs, committed
 
 
 def all_sealed_faced(broker, topic, partitions):
     for p in range(partitions):
-        logs, arrows = faces(broker, topic, p)
+        logs, faced = faces(broker, topic, p)
         # Every segment but the active (last) one has its face.
-        if len(logs) < 2 or [a.stem for a in arrows] != [l.stem for l in logs[:-1]]:
+        if len(logs) < 2 or [a.stem for a in faced] != [l.stem for l in logs[:-1]]:
             return False
     return True
 
@@ -58,7 +65,7 @@ def answers(conn, topic, ts_from):
     }
 
 
-def test_sealed_segments_get_arrow_faces_and_sql_agrees(shared_broker):
+def test_sealed_segments_get_faces_and_sql_agrees(shared_broker):
     b = shared_broker
     topic = unique_topic("sqlarrow")
     n = 2000
@@ -83,13 +90,16 @@ def test_sealed_segments_get_arrow_faces_and_sql_agrees(shared_broker):
         assert first["keys"] == [(f"k3-{i}", value(3, i)) for i in (0, 999, 1999)]
         assert first["headers"] == [("codec",)]
         wait_until(lambda: all_sealed_faced(b, topic, len(CODECS)), 60,
-                   msg="an Arrow face beside every sealed segment")
+                   msg="a face beside every sealed segment")
         for p in range(len(CODECS)):
-            logs, arrows = faces(b, topic, p)
-            assert len(arrows) >= 3, (p, logs, arrows)
-            assert all(a.stat().st_size > 0 for a in arrows)
+            logs, faced = faces(b, topic, p)
+            assert len(faced) >= 3, (p, logs, faced)
+            assert all(a.stat().st_size > 0 for a in faced)
         # Read from the faces now: the same answers, to the row.
         assert answers(conn, topic, ts_from) == first
+        plan = "\n".join(r[1] for r in conn.execute(
+            f'explain select count(*) from "{topic}" where "offset" < 100').fetchall())
+        assert "DataSourceExec" in plan and ".parquet" in plan, plan
         # The active tail is still decoded from the log, and new records are
         # visible at once.
         ck.produce_and_wait(b.bootstrap, topic, [{"partition": 0, "value": b"tail"}])
@@ -117,9 +127,10 @@ def test_retention_runs_on_schedule_and_takes_faces_along(broker_factory):
                msg=f"the log start offset to move to {keep}")
     low, high = ck.watermarks(b.bootstrap, topic, 0)
     assert (low, high) == (keep, 1010)
-    logs, arrows = faces(b, topic, 0)
-    assert len(arrows) < len(logs)
-    assert {a.stem for a in arrows} <= {lg.stem for lg in logs}, "no orphan faces"
+    d = b.data_dir / f"{topic}-0"
+    logs = sorted(d.glob("*.log"))
+    face_files = sorted(d.glob("*.parquet")) + sorted(d.glob("*.face"))
+    assert {a.stem for a in face_files} <= {lg.stem for lg in logs}, "no orphan faces"
     with connect(b) as conn:
         assert conn.execute(f'select count(*), min("offset") from "{topic}"'
                             ).fetchone() == (high - low, low)
@@ -127,3 +138,60 @@ def test_retention_runs_on_schedule_and_takes_faces_along(broker_factory):
                             ).fetchone()[0] == 10
     got = ck.consume_range(b.bootstrap, topic, 0, low, high)
     assert [m.offset() for m in got] == list(range(low, high))
+
+
+def test_json_columns_come_from_the_faces_and_predicates_prune_them(shared_broker):
+    b = shared_broker
+    topic = unique_topic("sqlfacejson")
+    n = 6000
+    ck.create_topic(b.bootstrap, topic, partitions=1,
+                    config={"karnak.value.format": "json", "segment.bytes": "65536"})
+    base_ts = int(time.time() * 1000) - 10 * n
+    msgs = [{"partition": 0, "key": f"k{i}".encode(), "timestamp": base_ts + 10 * i,
+             "value": json.dumps({"id": i, "status": f"s{i % 4}", "total": i * 1.5,
+                                  "pad": padding(0, i)}).encode()}
+            for i in range(n)]
+    msgs.append({"partition": 0, "value": b"not json", "timestamp": base_ts + 10 * n})
+    ck.produce_and_wait(b.bootstrap, topic, msgs, **{"batch.num.messages": 200})
+    q = {
+        "groups": f'select status, count(*), sum(total) from "{topic}" '
+                  f"group by status order by status",
+        "selective": f'select count(*), min(id), max(id) from "{topic}" '
+                     f"where id between 1234 and 1333",
+        "time": f'select count(*) from "{topic}" where timestamp >= to_timestamp(%s) '
+                f"and timestamp < to_timestamp(%s)",
+        "nulls": f'select count(*) from "{topic}" where id is null',
+        "text": f"select key_text, status from \"{topic}\" where id = 4321",
+    }
+    lo, hi = (base_ts + 10 * 2000) / 1000, (base_ts + 10 * 2500) / 1000
+    want = {
+        # The value that is not JSON is a NULL status, last.
+        "groups": [(f"s{r}", n // 4, sum(i * 1.5 for i in range(r, n, 4))) for r in range(4)]
+        + [(None, 1, None)],
+        "selective": [(100, 1234, 1333)],
+        "time": [(500,)],
+        "nulls": [(1,)],
+        "text": [("k4321", "s1")],
+    }
+
+    def ask(conn):
+        return {name: conn.execute(sql, (lo, hi) if name == "time" else ()).fetchall()
+                for name, sql in q.items()}
+
+    with connect(b) as conn:
+        assert ask(conn) == want, "from the log"
+        wait_until(lambda: all_sealed_faced(b, topic, 1), 60,
+                   msg="a face beside every sealed segment")
+        logs, faced = faces(b, topic, 0)
+        assert len(faced) >= 5, (logs, faced)
+        log_bytes = sum(f.stat().st_size for f in logs[:-1])
+        face_bytes = sum(f.stat().st_size for f in faced)
+        assert face_bytes < log_bytes, (face_bytes, log_bytes)
+        assert ask(conn) == want, "from the faces"
+        # The selective predicate reads one face's row groups, not all.
+        plan = "\n".join(r[1] for r in conn.execute(
+            "explain analyze " + q["selective"]).fetchall())
+        m = re.search(r"row_groups_pruned_statistics=(\d+) total \S+ (\d+) matched", plan)
+        assert m, plan
+        total, matched = int(m.group(1)), int(m.group(2))
+        assert total >= len(faced) and matched <= 2, plan

@@ -1,6 +1,0 @@
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| karnak_storage::fuzz::arrow_face(
-    karnak_fuzz::scratch(),
-    data
-));
