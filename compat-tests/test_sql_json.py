@@ -76,3 +76,36 @@ def test_bad_value_format_config_is_rejected(shared_broker):
         ck.create_topic(shared_broker.bootstrap, unique_topic("sqljsonbad"),
                         config={"karnak.value.format": "xml"})
     assert "INVALID_CONFIG" in str(e.value) or "karnak.value.format" in str(e.value)
+
+
+def test_a_value_schema_that_does_not_parse_is_refused_with_its_reason(shared_broker):
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewTopic, ResourceType)
+
+    a = ck.admin(shared_broker.bootstrap)
+    bad = unique_topic("sqljsonschema")
+    f = a.create_topics([NewTopic(bad, num_partitions=1, replication_factor=1, config={
+        "karnak.value.format": "json", "karnak.value.schema": "total dollars"})],
+        request_timeout=30)[bad]
+    with pytest.raises(KafkaException) as e:
+        f.result(timeout=30)
+    err = e.value.args[0]
+    assert err.code() == KafkaError.INVALID_CONFIG, err
+    assert "karnak.value.schema" in err.str() and "dollars" in err.str(), err.str()
+    assert bad not in a.list_topics(timeout=10).topics
+
+    # On an existing topic: refused, and the topic keeps its schema.
+    topic = unique_topic("sqljsonschema")
+    ck.create_topic(shared_broker.bootstrap, topic, config={
+        "karnak.value.format": "json", "karnak.value.schema": "total double precision"})
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("karnak.value.schema", "total double precision, total text",
+                    incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        a.incremental_alter_configs([res], request_timeout=30)[res].result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG, e.value
+    assert "repeated" in e.value.args[0].str(), e.value.args[0].str()
+    desc = ConfigResource(ResourceType.TOPIC, topic)
+    cfg = a.describe_configs([desc], request_timeout=30)[desc].result(timeout=30)
+    assert cfg["karnak.value.schema"].value == "total double precision"

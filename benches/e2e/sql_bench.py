@@ -10,15 +10,17 @@ release broker, then times three queries through the Postgres wire
   time_range the last 1% of the topic's time span
 
 in two modes of the same data: `faces` (sealed segments read from their
-Arrow face, only the active tail decoded) and `log` (the broker restarted
-with --sql-arrow-faces false: every segment decoded from the Kafka log at
-query time, as the tail always is). The reference is DataFusion reading the
+Parquet face with DataFusion's Parquet scan, only the active tail decoded)
+and `log` (the broker restarted with --sql-arrow-faces false: every segment
+decoded from the Kafka log at query time, as the tail always is). For the
+faces, also the bytes the Parquet scan read per query (EXPLAIN ANALYZE's
+bytes_scanned) and the faces' size against the log's. The reference is DataFusion reading the
 same records from a Parquet file (`sql-reference`, same DataFusion version),
 and the machine's own page-cache read and fdatasync write rates, all in the
 same run. Last, produce→visible latency: one record produced (acks=all), then
 queried by its offset until it shows.
 
-  cargo build --release --bin karnak --bin sql-reference
+  cargo build --release -p karnak-broker --bin karnak -p karnak-benches --bin sql-reference
   compat-tests/.venv/bin/python benches/e2e/sql_bench.py [--records 10000000]
 
 Bounded: fixed record count, every wait has a deadline. Prints JSON lines
@@ -157,7 +159,7 @@ def sealed_faced(data: Path) -> tuple[int, int]:
         d = data / f"{TOPIC}-{p}"
         logs = sorted(d.glob("*.log"))[:-1]
         sealed += len(logs)
-        faced += sum(1 for lg in logs if lg.with_suffix(".arrow").exists())
+        faced += sum(1 for lg in logs if lg.with_suffix(".face").exists())
     return sealed, faced
 
 
@@ -171,6 +173,20 @@ def time_queries(broker: Broker, qs: dict[str, str], runs: int) -> dict:
                 answer = conn.execute(sql.format(t=TOPIC)).fetchall()
                 secs.append(time.monotonic() - t)
             out[name] = {"seconds": secs, "answer": [[str(c) for c in row] for row in answer]}
+    return out
+
+
+def scanned_bytes(broker: Broker, qs: dict[str, str]) -> dict:
+    """Bytes each query's Parquet scan of the faces read (EXPLAIN ANALYZE)."""
+    out = {}
+    with broker.connect() as conn:
+        for name, sql in qs.items():
+            plan = "\n".join(r[1] for r in conn.execute(
+                "explain analyze " + sql.format(t=TOPIC)).fetchall())
+            # A count, shown human-readable: "bytes_scanned=2.34 M".
+            units = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+            out[name] = int(sum(float(n) * units[u] for n, u in re.findall(
+                r"bytes_scanned=([\d.]+)(?: ([KMBT]))?", plan)))
     return out
 
 
@@ -265,10 +281,16 @@ def main():
             if time.monotonic() > deadline:
                 sys.exit(f"faces: {faced} of {sealed} sealed segments after 600 s")
             time.sleep(0.5)
-        face_bytes = sum(f.stat().st_size for f in data.glob(f"{TOPIC}-*/*.arrow"))
-        emit({"sealed_segments": sealed, "faced": faced, "face_bytes": face_bytes})
+        face_bytes = sum(f.stat().st_size for f in data.glob(f"{TOPIC}-*/*.parquet"))
+        sealed_log_bytes = sum(sorted(data.glob(f"{TOPIC}-{p}/*.log"))[i].stat().st_size
+                               for p in range(PARTITIONS)
+                               for i in range(len(list(data.glob(f"{TOPIC}-{p}/*.log"))) - 1))
+        emit({"sealed_segments": sealed, "faced": faced, "face_bytes": face_bytes,
+              "sealed_log_bytes": sealed_log_bytes,
+              "face_to_log": round(face_bytes / max(1, sealed_log_bytes), 3)})
 
         results = {"faces": time_queries(b, qs, a.runs)}
+        emit({"faces_bytes_scanned": scanned_bytes(b, qs)})
         b.stop()
         b = Broker(Path(a.karnak), data, log, "--sql-arrow-faces", "false")
         results["log"] = time_queries(b, qs, a.runs)

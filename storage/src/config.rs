@@ -146,7 +146,7 @@ const PASSTHROUGH: &[(&str, &str, Kind)] = &[
         "binary",
         Kind::OneOf(&["binary", "json"]),
     ),
-    ("karnak.value.schema", "", Kind::Any),
+    ("karnak.value.schema", "", Kind::ValueSchema),
 ];
 
 /// Topic configs Kafka 4.0 removed. Stored overrides of them (a topic
@@ -248,6 +248,8 @@ enum Kind {
     Bool,
     OneOf(&'static [&'static str]),
     Any,
+    /// `name type, ...` as `karnak.value.schema` takes it (empty: inferred).
+    ValueSchema,
 }
 
 /// A refused value, in Kafka's words: "Invalid value X for configuration
@@ -313,6 +315,16 @@ fn check_kind(name: &str, value: &str, kind: Kind) -> Result<(), StorageError> {
         Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
         Kind::OneOf(options) => options.contains(&v),
         Kind::Any => true,
+        Kind::ValueSchema => {
+            // Refused here, with the parser's reason, rather than failing
+            // every later query of the topic.
+            if !v.is_empty()
+                && let Err(why) = crate::value_format::json::parse_declared(v)
+            {
+                return Err(invalid(name, value, why));
+            }
+            true
+        }
     };
     if ok {
         return Ok(());
@@ -322,7 +334,7 @@ fn check_kind(name: &str, value: &str, kind: Kind) -> Result<(), StorageError> {
         Kind::Long => "Not a number of type LONG".to_string(),
         Kind::Bool => "Expected value to be either true or false".to_string(),
         Kind::OneOf(options) => format!("String must be one of: {}", options.join(", ")),
-        Kind::Any => String::new(),
+        Kind::Any | Kind::ValueSchema => String::new(),
     };
     Err(invalid(name, value, why))
 }
@@ -561,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn a_value_schema_is_parsed_when_set() {
+        let c = LogConfig::default()
+            .with_overrides(&o(&[
+                ("karnak.value.format", "json"),
+                (
+                    "karnak.value.schema",
+                    "total double precision, at timestamptz",
+                ),
+            ]))
+            .unwrap();
+        assert_eq!(c.other["karnak.value.format"], "json");
+        let StorageError::InvalidConfig { reason, .. } = LogConfig::default()
+            .with_overrides(&o(&[("karnak.value.schema", "total dollars")]))
+            .unwrap_err()
+        else {
+            panic!("not InvalidConfig");
+        };
+        assert!(
+            reason
+                .starts_with("Invalid value total dollars for configuration karnak.value.schema: "),
+            "{reason}"
+        );
+        assert!(
+            LogConfig::default()
+                .with_overrides(&o(&[("karnak.value.schema", " ")]))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn bad_overrides_are_rejected() {
         for (k, v) in [
             ("no.such.config", "1"),
@@ -573,6 +615,9 @@ mod tests {
             ("min.cleanable.dirty.ratio", "NaN"),
             ("max.compaction.lag.ms", "0"),
             ("delete.retention.ms", "-1"),
+            ("karnak.value.format", "xml"),
+            ("karnak.value.schema", "total dollars"),
+            ("karnak.value.schema", "a bigint, a text"),
         ] {
             let err = LogConfig::default()
                 .with_overrides(&o(&[(k, v)]))

@@ -15,7 +15,10 @@
 //!   with IPC body compression;
 //! - `parquet_typed_{snappy,lz4,zstd}`: Parquet with the typed columns,
 //!   column statistics per row group and page, read by DataFusion's Parquet
-//!   scan.
+//!   scan;
+//! - `karnak_face`: the face the broker builds (`karnak_storage::face`,
+//!   Parquet, ZSTD) from the same records as one sealed segment on disk,
+//!   timed end to end (read, decode, type, write, check).
 //!
 //! Prints one JSON line per form; every form's answers must agree.
 
@@ -336,26 +339,7 @@ async fn main() -> Result<()> {
         } else {
             ctx.register_arrow("t", p, Default::default()).await?;
         }
-        let mut results = serde_json::Map::new();
-        for (q, sql) in &queries {
-            if *q == "json_group_by" && !is_typed {
-                continue;
-            }
-            let (secs, rows) = karnak_benches::timed_query(&ctx, sql, a.runs).await?;
-            let mut answer: Vec<String> = rows.iter().map(|r| r.join("|")).collect();
-            answer.sort();
-            match answers.iter().find(|(n, _)| n == q) {
-                Some((_, first)) if *first != answer => {
-                    bail!("{name}: {q} answered {answer:?}, another form {first:?}")
-                }
-                Some(_) => {}
-                None => answers.push((q.to_string(), answer)),
-            }
-            results.insert(
-                q.to_string(),
-                serde_json::json!({"median_s": median(secs.clone()), "seconds": secs}),
-            );
-        }
+        let results = run_queries(&ctx, &queries, a.runs, *is_typed, name, &mut answers).await?;
         println!(
             "{}",
             serde_json::json!({"form": name, "bytes": size as u64,
@@ -364,5 +348,85 @@ async fn main() -> Result<()> {
         );
         std::fs::remove_file(&path).ok();
     }
+
+    // The face Karnak builds (storage::face) from a sealed segment on disk:
+    // read back from the file, decoded, typed, written, then checked (its
+    // CRC read once more) as the broker opens it.
+    let (build_s, face) = karnak_face(&a.dir, &log)?;
+    let ctx = SessionContext::new();
+    let p = face.path().to_str().context("path is not UTF-8")?;
+    ctx.register_parquet("t", p, ParquetReadOptions::default())
+        .await?;
+    let results = run_queries(&ctx, &queries, a.runs, true, "karnak_face", &mut answers).await?;
+    println!(
+        "{}",
+        serde_json::json!({"form": "karnak_face", "bytes": face.size_bytes(),
+            "vs_log": face.size_bytes() as f64 / log_len,
+            "build_log_mb_s": log_len / build_s / 1e6, "queries": results})
+    );
     Ok(())
+}
+
+/// Runs each query `runs` times over table `t`; every form must answer as
+/// the first did.
+async fn run_queries(
+    ctx: &SessionContext,
+    queries: &[(&str, String)],
+    runs: usize,
+    is_typed: bool,
+    name: &str,
+    answers: &mut Vec<(String, Vec<String>)>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut results = serde_json::Map::new();
+    for (q, sql) in queries {
+        if *q == "json_group_by" && !is_typed {
+            continue;
+        }
+        let (secs, rows) = karnak_benches::timed_query(ctx, sql, runs).await?;
+        let mut answer: Vec<String> = rows.iter().map(|r| r.join("|")).collect();
+        answer.sort();
+        match answers.iter().find(|(n, _)| n == q) {
+            Some((_, first)) if *first != answer => {
+                bail!("{name}: {q} answered {answer:?}, another form {first:?}")
+            }
+            Some(_) => {}
+            None => answers.push((q.to_string(), answer)),
+        }
+        results.insert(
+            q.to_string(),
+            serde_json::json!({"median_s": median(secs.clone()), "seconds": secs}),
+        );
+    }
+    Ok(results)
+}
+
+/// The log as one sealed segment of a partition on disk, and the seconds
+/// `karnak_storage::face::build_face` takes over it.
+fn karnak_face(dir: &Path, log: &Bytes) -> Result<(f64, karnak_storage::face::Face)> {
+    use karnak_protocol::record_batch::BatchIter;
+    use karnak_storage::face::{ValueFormat, build_face};
+    use karnak_storage::{Log, LogConfig};
+    let ldir = dir.join("karnak-face-0");
+    let _ = std::fs::remove_dir_all(&ldir);
+    let cfg = LogConfig {
+        segment_bytes: log.len() as u64 * 2 + (1 << 20),
+        ..Default::default()
+    };
+    let l = Arc::new(Log::open(&ldir, "bench", 0, cfg)?);
+    for item in BatchIter::new(log) {
+        let (pos, h) = item?;
+        l.append(&log.slice(pos..pos + h.total_size()), 0, None)?;
+    }
+    l.roll()?;
+    let seg = l
+        .sealed_segments()
+        .first()
+        .cloned()
+        .context("no sealed segment")?;
+    let format = ValueFormat::Json {
+        declared: Some("uid bigint, amount bigint, kind text".into()),
+    };
+    let t = Instant::now();
+    let face = build_face(&l, &seg, &format)?;
+    Ok((t.elapsed().as_secs_f64(), face))
 }
