@@ -47,6 +47,9 @@ fn read_bounded(
     Ok(out)
 }
 
+/// Bound on a raw snappy block's expansion (64 / 3, rounded up generously).
+const SNAPPY_MAX_RATIO: usize = 32;
+
 /// Kafka's snappy is xerial's framing (a 16-byte magic header, then blocks
 /// of u32 length + raw snappy), or raw snappy when the header is absent.
 fn snappy(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
@@ -79,6 +82,16 @@ fn snappy(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
         let n = snap::raw::decompress_len(block).map_err(|e| corrupt(e.to_string()))?;
         if out.len() + n > limit {
             return Err(CodecError::TooLarge { codec, limit });
+        }
+        // No snappy op writes more than 64 bytes from 3 (a 2-byte-offset
+        // copy), so a claim past that ratio is a lie: refuse it before
+        // zeroing the claimed size (fuzz finding 8, a 352-byte batch
+        // claiming 256 MiB).
+        if n > block.len().saturating_mul(SNAPPY_MAX_RATIO) {
+            return Err(corrupt(format!(
+                "a block of {} bytes claims {n} bytes, more than snappy expands to",
+                block.len()
+            )));
         }
         let at = out.len();
         out.resize(at + n, 0);
@@ -178,6 +191,31 @@ mod tests {
                 "{c:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_snappy_block_claiming_more_than_it_can_expand_to_is_corrupt() {
+        // Varint 200 MiB, then one literal byte: raw snappy's header.
+        let mut block = Vec::new();
+        let mut n = 200u32 << 20;
+        while n >= 0x80 {
+            block.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        block.extend([n as u8, 0, b'x']);
+        match decompress(Compression::Snappy, &block, MAX_RECORDS_BYTES) {
+            Err(CodecError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("claims"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The real encoder's best case (all zeroes) stays inside the bound.
+        let zeros = vec![0u8; 8 << 20];
+        let packed = compress(Compression::Snappy, &zeros).unwrap();
+        assert_eq!(
+            decompress(Compression::Snappy, &packed, MAX_RECORDS_BYTES).unwrap(),
+            zeros
+        );
     }
 
     #[test]
