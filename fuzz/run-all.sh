@@ -15,6 +15,9 @@
 #   fuzz/run-all.sh --ci --build-only
 #                              build and stop (scripts/test-all.sh builds in
 #                              the background, niced, while the compat tests run)
+#   fuzz/run-all.sh --no-build ...
+#                              run what the last build left (a long run of a
+#                              commit while the tree moves on)
 #
 # New inputs go to fuzz/work/<target>/ (not committed); fuzz/corpus/<target>/
 # holds the seeds. Exit status: 0 when no target found anything.
@@ -28,12 +31,14 @@ JOBS=2
 BUILD=(-O --debug-assertions)
 PROFILE=release
 BUILD_ONLY=0
+NO_BUILD=0
 targets=()
 while (($#)); do
     case "$1" in
         --ci) SECS=60; RUNS=-1; BUILD=(--dev); PROFILE=debug ;;
         --dev) BUILD=(--dev); PROFILE=debug ;;
         --build-only) BUILD_ONLY=1 ;;
+        --no-build) NO_BUILD=1 ;;
         -t) SECS="$2"; shift ;;
         --runs) RUNS="$2"; shift ;;
         -j) JOBS="$2"; shift ;;
@@ -45,7 +50,7 @@ done
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 rustup toolchain list | grep -q '^nightly' \
     || { echo "FATAL: the nightly toolchain is needed (cargo fuzz builds with -Zsanitizer)" >&2; exit 1; }
-cargo +nightly fuzz build "${BUILD[@]}"
+[ "$NO_BUILD" = 1 ] || cargo +nightly fuzz build "${BUILD[@]}"
 [ "$BUILD_ONLY" = 1 ] && exit 0
 BIN="$FUZZ/target/x86_64-unknown-linux-gnu/$PROFILE"
 ((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)

@@ -10,15 +10,18 @@ release broker, then times three queries through the Postgres wire
   time_range the last 1% of the topic's time span
 
 in two modes of the same data: `faces` (sealed segments read from their
-Parquet face with DataFusion's Parquet scan, only the active tail decoded)
-and `log` (the broker restarted with --sql-arrow-faces false: every segment
-decoded from the Kafka log at query time, as the tail always is). For the
+Parquet face with DataFusion's Parquet scan, the active tail from the SQL
+tail cache) and `log` (the broker restarted with --sql-arrow-faces false
+--sql-tail-cache-bytes 0: every segment decoded from the Kafka log at query
+time). The tail on its own: the json_agg over a second topic whose records
+(a tenth, at most 1 M) are all in active segments, its first query (which
+decodes them into the cache) and the next ones, per row against the faces. For the
 faces, also the bytes the Parquet scan read per query (EXPLAIN ANALYZE's
 bytes_scanned) and the faces' size against the log's. The reference is DataFusion reading the
 same records from a Parquet file (`sql-reference`, same DataFusion version),
 and the machine's own page-cache read and fdatasync write rates, all in the
-same run. Last, produce→visible latency: one record produced (acks=all), then
-queried by its offset until it shows.
+same run. Last, produce→visible latency: one record produced (acks=all) to
+the tail topic, then queried by its offset until it shows.
 
   cargo build --release -p karnak-broker --bin karnak -p karnak-benches --bin sql-reference
   compat-tests/.venv/bin/python benches/e2e/sql_bench.py [--records 10000000]
@@ -51,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 KINDS = ["click", "view", "buy", "share"]
 TOPIC = "events"
+# The same records, all in each partition's active segment: the tail,
+# read from the SQL tail cache.
+TAIL_TOPIC = "events_tail"
 
 
 def free_port() -> int:
@@ -108,7 +114,7 @@ class Broker:
                                dbname="karnak", autocommit=True)
 
 
-def produce_worker(bootstrap: str, records: int, t0: int, parts: list[int], out):
+def produce_worker(bootstrap: str, topic: str, records: int, t0: int, parts: list[int], out):
     p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 5,
                   "batch.size": 1 << 20, "enable.idempotence": False,
                   "queue.buffering.max.messages": 1_000_000,
@@ -127,7 +133,7 @@ def produce_worker(bootstrap: str, records: int, t0: int, parts: list[int], out)
         key, value, ts = record(i, t0)
         while True:
             try:
-                p.produce(TOPIC, value.encode(), key.encode(), partition=part, timestamp=ts,
+                p.produce(topic, value.encode(), key.encode(), partition=part, timestamp=ts,
                           on_delivery=report)
                 break
             except BufferError:
@@ -137,11 +143,11 @@ def produce_worker(bootstrap: str, records: int, t0: int, parts: list[int], out)
     out.put((errors[0], p.flush(600)))
 
 
-def produce(bootstrap: str, records: int, t0: int) -> float:
+def produce(bootstrap: str, records: int, t0: int, topic: str = TOPIC) -> float:
     t = time.monotonic()
     out = mp.Queue()
     workers = [mp.Process(target=produce_worker,
-                          args=(bootstrap, records, t0, list(range(w, PARTITIONS, 2)), out))
+                          args=(bootstrap, topic, records, t0, list(range(w, PARTITIONS, 2)), out))
                for w in range(2)]
     for w in workers:
         w.start()
@@ -163,14 +169,14 @@ def sealed_faced(data: Path) -> tuple[int, int]:
     return sealed, faced
 
 
-def time_queries(broker: Broker, qs: dict[str, str], runs: int) -> dict:
+def time_queries(broker: Broker, qs: dict[str, str], runs: int, topic: str = TOPIC) -> dict:
     out = {}
     with broker.connect() as conn:
         for name, sql in qs.items():
             secs, answer = [], None
             for _ in range(runs):
                 t = time.monotonic()
-                answer = conn.execute(sql.format(t=TOPIC)).fetchall()
+                answer = conn.execute(sql.format(t=topic)).fetchall()
                 secs.append(time.monotonic() - t)
             out[name] = {"seconds": secs, "answer": [[str(c) for c in row] for row in answer]}
     return out
@@ -190,14 +196,22 @@ def scanned_bytes(broker: Broker, qs: dict[str, str]) -> dict:
     return out
 
 
-def latency(broker: Broker, samples: int) -> dict:
+def metric(broker: Broker, name: str) -> float:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def latency(broker: Broker, samples: int, topic: str) -> dict:
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
     acked, visible, polls_max = [], [], 0
     with broker.connect() as conn:
         for i in range(samples):
             got = {}
             t0 = time.monotonic()
-            p.produce(TOPIC, f'{{"uid": -1, "amount": {i}, "kind": "probe"}}'.encode(),
+            p.produce(topic, f'{{"uid": -1, "amount": {i}, "kind": "probe"}}'.encode(),
                       partition=i % PARTITIONS,
                       on_delivery=lambda err, m: got.update(err=err, offset=m.offset()))
             p.flush(10)
@@ -207,7 +221,7 @@ def latency(broker: Broker, samples: int) -> dict:
             polls, deadline = 0, t1 + 10
             while True:
                 polls += 1
-                n = conn.execute(f'select count(*) from {TOPIC} where partition = {i % PARTITIONS}'
+                n = conn.execute(f'select count(*) from {topic} where partition = {i % PARTITIONS}'
                                  f' and "offset" = {got["offset"]}').fetchone()[0]
                 if n == 1:
                     break
@@ -268,6 +282,12 @@ def main():
             "segment.bytes": str(16 << 20), "karnak.value.format": "json",
             "karnak.value.schema": "uid bigint, amount bigint, kind text"})])
         fut[TOPIC].result(30)
+        tail_records = min(a.records // 10, 1_000_000)
+        fut = admin.create_topics([NewTopic(TAIL_TOPIC, PARTITIONS, 1, config={
+            "segment.bytes": str(1 << 30), "karnak.value.format": "json",
+            "karnak.value.schema": "uid bigint, amount bigint, kind text"})])
+        fut[TAIL_TOPIC].result(30)
+        produce(b.bootstrap, tail_records, t0, TAIL_TOPIC)
         secs = produce(b.bootstrap, a.records, t0)
         log_bytes = sum(f.stat().st_size for f in data.glob(f"{TOPIC}-*/*.log"))
         emit({"produced": a.records, "seconds": round(secs, 1),
@@ -291,12 +311,31 @@ def main():
 
         results = {"faces": time_queries(b, qs, a.runs)}
         emit({"faces_bytes_scanned": scanned_bytes(b, qs)})
+        # The tail: the first query decodes it into the cache, the next
+        # ones read it from there; per row against the faces' json_agg.
+        decoded0 = metric(b, "karnak_sql_tail_rows_total")
+        with b.connect() as conn:
+            t = time.monotonic()
+            conn.execute(qs["json_agg"].format(t=TAIL_TOPIC)).fetchall()
+            first = time.monotonic() - t
+        tail = time_queries(b, {"json_agg": qs["json_agg"]}, a.runs, TAIL_TOPIC)["json_agg"]
+        per_row = lambda secs, rows: statistics.median(secs) / rows  # noqa: E731
+        emit({"tail_records": tail_records, "tail_first_query_s": round(first, 4),
+              "tail_json_agg_s": tail["seconds"],
+              "tail_rows_per_s": round(tail_records / statistics.median(tail["seconds"])),
+              "tail_per_row_vs_faces": round(
+                  per_row(tail["seconds"], tail_records)
+                  / per_row(results["faces"]["json_agg"]["seconds"], a.records), 2),
+              "tail_cache_bytes": metric(b, "karnak_sql_tail_cache_bytes"),
+              "tail_rows_counted": metric(b, "karnak_sql_tail_rows_total") - decoded0})
+        # A new record is in the active segment: read from the tail cache
+        # once the query has added it (probes go to the tail topic, so the
+        # modes' answers on the main one stay comparable).
+        emit({"produce_to_visible": latency(b, a.latency_samples, TAIL_TOPIC)})
         b.stop()
-        b = Broker(Path(a.karnak), data, log, "--sql-arrow-faces", "false")
+        b = Broker(Path(a.karnak), data, log, "--sql-arrow-faces", "false",
+                   "--sql-tail-cache-bytes", "0")
         results["log"] = time_queries(b, qs, a.runs)
-        # Last, as it adds records: a new record is in the active segment,
-        # decoded from the log whether faces are on or not.
-        emit({"produce_to_visible": latency(b, a.latency_samples)})
         b.stop()
 
         out = subprocess.run(

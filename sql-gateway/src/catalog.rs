@@ -18,6 +18,7 @@ use crate::insert::Producer;
 use crate::json::{self, JsonColumn};
 use crate::remote::{RemotePartitions, RemoteRange, RemoteRead, RemoteTopic};
 use crate::table::{TopicTable, topic_schema};
+use crate::tail::TailCache;
 
 /// Topics the broker keeps for itself are not tables.
 fn visible(name: &str) -> bool {
@@ -38,6 +39,7 @@ pub struct TopicSchema {
     remote: Option<Arc<dyn RemotePartitions>>,
     /// Inferred JSON fields by topic id, with when they were inferred.
     inferred: Mutex<HashMap<[u8; 16], (Instant, InferredFields)>>,
+    tail: Arc<TailCache>,
 }
 
 impl std::fmt::Debug for TopicSchema {
@@ -57,12 +59,14 @@ impl TopicSchema {
         logs: Arc<LogManager>,
         producer: Option<Arc<dyn Producer>>,
         remote: Option<Arc<dyn RemotePartitions>>,
+        tail: Arc<TailCache>,
     ) -> Self {
         TopicSchema {
             logs,
             producer,
             remote,
             inferred: Mutex::new(HashMap::new()),
+            tail,
         }
     }
 
@@ -263,7 +267,7 @@ impl SchemaProvider for TopicSchema {
                 Sample::Local(&topic),
             )
             .await?;
-        let mut table = TopicTable::new(topic, self.producer.clone(), json);
+        let mut table = TopicTable::new(topic, self.producer.clone(), json, self.tail.clone());
         if let Some(remote) = &self.remote {
             table = table.with_remote(remote.clone(), &remote.partitions_led_elsewhere(name));
         }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog;
 pub mod compat;
 pub mod ddl;
+mod decode;
 pub mod errors;
 mod faces;
 pub mod insert;
@@ -24,6 +25,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod table;
+pub mod tail;
 pub mod visible;
 
 use std::net::SocketAddr;
@@ -70,6 +72,9 @@ pub struct SqlConfig {
     /// past their share they spill to temporary files, and a query that
     /// cannot spill fails with `53200 out of memory` (None: no bound).
     pub memory_limit: Option<usize>,
+    /// Bytes of partitions' newest records kept decoded for every query
+    /// (the tail cache; 0: none).
+    pub tail_cache_bytes: usize,
 }
 
 /// The DataFusion context every connection shares: topics in
@@ -82,6 +87,7 @@ pub fn session_context(
     producer: Option<Arc<dyn Producer>>,
     remote: Option<Arc<dyn remote::RemotePartitions>>,
     memory_limit: Option<usize>,
+    tail_cache_bytes: usize,
 ) -> Result<Arc<SessionContext>, SqlError> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
@@ -111,7 +117,12 @@ pub fn session_context(
     catalog
         .register_schema(
             "public",
-            Arc::new(catalog::TopicSchema::new(logs, producer, remote)),
+            Arc::new(catalog::TopicSchema::new(
+                logs,
+                producer,
+                remote,
+                Arc::new(tail::TailCache::new(tail_cache_bytes)),
+            )),
         )
         .map_err(|e| SqlError::Catalog(e.to_string()))?;
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
@@ -156,7 +167,13 @@ pub async fn start(
         source,
     })?;
     let handlers = Arc::new(server::Handlers::new(
-        session_context(logs.clone(), Some(producer), remote, cfg.memory_limit)?,
+        session_context(
+            logs.clone(),
+            Some(producer),
+            remote,
+            cfg.memory_limit,
+            cfg.tail_cache_bytes,
+        )?,
         security.auth,
         cfg.ssl,
         ddl::DdlHook::new(admin, cfg.default_partitions),

@@ -22,8 +22,9 @@ use karnak_protocol::record_batch::BatchIter;
 use karnak_storage::columnar::RecordsBuilder;
 use karnak_storage::log::txn_index::AbortedTxn;
 
+use crate::decode::derived_columns;
 use crate::json::JsonColumn;
-use crate::table::{SCAN_CHUNK_BYTES, SCAN_ROWS, derived_columns};
+use crate::table::{SCAN_CHUNK_BYTES, SCAN_ROWS};
 
 /// A topic with no replica on this broker, as the cluster's metadata has it.
 #[derive(Debug, Clone)]

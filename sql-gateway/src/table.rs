@@ -2,36 +2,40 @@
 //! to the last stable offset taken when the scan is planned (a query sees
 //! every record acknowledged before it started, and nothing produced while
 //! it runs). Sealed segments with a face are read by DataFusion's Parquet
-//! scan ([`crate::faces`]), which prunes on every column's statistics; the
-//! rest of each partition (its newest records above all) is decoded from
-//! the log. Predicates on `partition`, `offset` and `timestamp` narrow what
-//! is read from the log.
+//! scan ([`crate::faces`]), which prunes on every column's statistics; each
+//! partition's tail (its newest records, no face yet) comes from the shared
+//! [`crate::tail`] cache; what neither holds is decoded from the log by the
+//! query ([`crate::decode`]). Predicates on `partition`, `offset` and
+//! `timestamp` narrow what is read from the log.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray, new_null_array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::DataSinkExec;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
-use karnak_storage::columnar::{self, PartitionScan};
+use karnak_storage::columnar;
 use karnak_storage::face::{Face, ValueFormat};
+use karnak_storage::segment::LogSegment;
 use karnak_storage::{Log, Topic};
 
+use crate::decode::{PartitionReader, table_batch};
 use crate::insert::{InsertError, Producer, TopicSink};
-use crate::json::{self, JsonColumn};
+use crate::json::JsonColumn;
 use crate::pushdown::{Ranges, is_pushable};
 use crate::remote::{RemotePartitions, RemoteRange, RemoteReader, RemoteTopic};
+use crate::tail::{TailCache, TailRows};
 
 pub use karnak_storage::columnar::{COL_KEY_TEXT, COL_VALUE_TEXT};
 
@@ -66,6 +70,8 @@ pub struct TopicTable {
     json: Arc<Vec<JsonColumn>>,
     /// The topic's value format, which a face must have been built for.
     format: ValueFormat,
+    /// Partitions' newest records, decoded once for every query.
+    tail: Arc<TailCache>,
     schema: SchemaRef,
 }
 
@@ -95,16 +101,7 @@ fn table_schema(json: &[JsonColumn]) -> SchemaRef {
     if json.is_empty() {
         return topic_schema();
     }
-    let mut fields: Vec<Field> = topic_schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.extend(
-        json.iter()
-            .map(|c| Field::new(&c.name, c.data_type.clone(), true)),
-    );
-    Arc::new(Schema::new(fields))
+    crate::tail::with_json_fields(&topic_schema(), json)
 }
 
 /// `karnak_sql_partition_reads_total{source}`: partitions a scan read
@@ -156,8 +153,10 @@ impl TopicTable {
         topic: Arc<Topic>,
         producer: Option<Arc<dyn Producer>>,
         json: Vec<JsonColumn>,
+        tail: Arc<TailCache>,
     ) -> Self {
         TopicTable {
+            tail,
             name: topic.meta.name.clone(),
             sources: topic.logs.iter().cloned().map(Source::Local).collect(),
             remote: None,
@@ -182,8 +181,9 @@ impl TopicTable {
             producer,
             schema: table_schema(&json),
             json: Arc::new(json),
-            // Nothing is read from faces here.
+            // Nothing is read from faces or cached here.
             format: ValueFormat::Raw,
+            tail: Arc::new(TailCache::new(0)),
         }
     }
 
@@ -255,6 +255,10 @@ impl TableProvider for TopicTable {
         let bounds = self.follower_bounds(&ranges).await?;
         let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
         let mut faces: Vec<Arc<Face>> = Vec::new();
+        // Ranges decoded from the log by this query, and tail ranges asked
+        // of the cache: (log, where its tail starts, from, to).
+        let mut logs: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        let mut tails: Vec<(Arc<Log>, i64, i64, i64)> = Vec::new();
         for (index, source) in self.sources.iter().enumerate() {
             let partition = index as i32;
             if !ranges.partition_matches(partition) {
@@ -323,23 +327,55 @@ impl TableProvider for TopicTable {
             }
             // Records below the log start are gone, whatever a face holds.
             let hard_start = log.log_start_offset().max(leader_start);
-            for (from, to) in self.split_by_faces(log, start, end, hard_start, &mut faces) {
-                partitions.push(Arc::new(PartitionReader {
-                    log: log.clone(),
-                    start: from,
-                    end: to,
-                    text,
-                    json: self.json.clone(),
-                    json_wanted: json_wanted.clone(),
-                    schema: schema.clone(),
-                }));
+            let sealed = log.sealed_segments();
+            let tail_start = self.tail_start(&sealed);
+            for (from, to) in self.split_by_faces(&sealed, start, end, hard_start, &mut faces) {
+                // Below the tail (a segment whose face is missing): decoded
+                // by this query; the tail from the shared cache.
+                if from < tail_start.min(to) {
+                    logs.push(self.reader(log, from, to.min(tail_start), text, &json_wanted));
+                }
+                if to > tail_start {
+                    tails.push((log.clone(), tail_start, from.max(tail_start), to));
+                }
             }
         }
+        // LIMIT without a filter reads what is cached and decodes the rest
+        // for itself: filling a long tail would cost more than the query.
+        let fill = limit.is_none();
+        let mut cached: Vec<Vec<RecordBatch>> = Vec::new();
+        for (ask, rows) in tails.iter().zip(self.read_tails(&tails, fill).await?) {
+            let (log, _, from, to) = ask;
+            let covered = match rows {
+                Some(TailRows { batches, covered }) => {
+                    let batches = batches
+                        .into_iter()
+                        .map(|b| table_batch(b, &schema, text))
+                        .collect::<Result<Vec<_>>>()?;
+                    if !batches.is_empty() {
+                        cached.push(batches);
+                    }
+                    covered
+                }
+                None => *from,
+            };
+            if covered < *to {
+                logs.push(self.reader(log, covered, *to, text, &json_wanted));
+            }
+        }
+        partitions.extend(logs);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !faces.is_empty() {
             inputs.push(crate::faces::scan(
                 faces, &schema, &self.json, projection, limit,
             )?);
+        }
+        if !cached.is_empty() {
+            // In memory, with exact row counts: `count(*)` over faces and
+            // cached tails is answered from them without reading a row.
+            let source = MemorySourceConfig::try_new(&cached, schema.clone(), projection.cloned())?
+                .with_limit(limit);
+            inputs.push(DataSourceExec::from_data_source(source));
         }
         if !partitions.is_empty() || inputs.is_empty() {
             let exec =
@@ -379,14 +415,15 @@ impl TableProvider for TopicTable {
 }
 
 impl TopicTable {
-    /// Splits `[start, end)` of `log` into the faces that stand in for
-    /// whole sealed segments (added to `faces`) and the ranges left to
-    /// decode from the log. A face is used only inside `[hard_start, end)`
-    /// (the log start and the stable end are not predicates a later filter
-    /// re-applies) and only when built for this table's columns.
+    /// Splits `[start, end)` of a log with `sealed` segments into the
+    /// faces that stand in for whole sealed segments (added to `faces`) and
+    /// the ranges left to decode from the log. A face is used only inside
+    /// `[hard_start, end)` (the log start and the stable end are not
+    /// predicates a later filter re-applies) and only when built for this
+    /// table's columns.
     fn split_by_faces(
         &self,
-        log: &Arc<Log>,
+        sealed: &[Arc<LogSegment>],
         start: i64,
         end: i64,
         hard_start: i64,
@@ -394,7 +431,7 @@ impl TopicTable {
     ) -> Vec<(i64, i64)> {
         let mut ranges = Vec::new();
         let mut pos = start;
-        for seg in log.sealed_segments() {
+        for seg in sealed {
             let (base, next) = (seg.base_offset, seg.next_offset());
             if next <= pos {
                 continue;
@@ -402,12 +439,10 @@ impl TopicTable {
             if base >= end {
                 break;
             }
-            let Some(face) = seg.face() else { continue };
-            if base < hard_start
-                || next > end
-                || face.next_offset() != next
-                || !crate::faces::usable(&face, &self.format, &self.json)
-            {
+            let Some(face) = self.face_of(seg) else {
+                continue;
+            };
+            if base < hard_start || next > end {
                 continue;
             }
             if pos < base {
@@ -421,108 +456,72 @@ impl TopicTable {
         }
         ranges
     }
-}
 
-/// One Kafka partition's share of a scan.
-struct PartitionReader {
-    log: Arc<Log>,
-    start: i64,
-    end: i64,
-    /// Whether key_text / value_text are wanted (else left null: the
-    /// projection drops them).
-    text: (bool, bool),
-    json: Arc<Vec<JsonColumn>>,
-    json_wanted: Arc<Vec<bool>>,
-    schema: SchemaRef,
-}
-
-impl std::fmt::Debug for PartitionReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionReader")
-            .field("partition", &self.log.partition())
-            .field("start", &self.start)
-            .field("end", &self.end)
-            .finish()
-    }
-}
-
-impl PartitionStream for PartitionReader {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
+    /// The segment's face, if it can stand in for the segment here.
+    fn face_of(&self, seg: &LogSegment) -> Option<Arc<Face>> {
+        seg.face().filter(|face| {
+            face.next_offset() == seg.next_offset()
+                && crate::faces::usable(face, &self.format, &self.json)
+        })
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        // File reads block: a blocking thread fills a small channel, so a
-        // client that stops reading (or a LIMIT) stops the scan.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-        let mut scan = PartitionScan::new(
-            self.log.clone(),
-            self.start,
-            self.end,
-            SCAN_ROWS,
-            SCAN_CHUNK_BYTES,
-        );
-        let (text, schema) = (self.text, self.schema.clone());
-        let (json, json_wanted) = (self.json.clone(), self.json_wanted.clone());
-        karnak_storage::blocking::spawn(move || {
-            loop {
-                let item = match scan.next_batch() {
-                    Ok(None) => return,
-                    Ok(Some(b)) => derived_columns(b, &schema, text, &json, &json_wanted),
-                    Err(e) => Err(DataFusionError::External(Box::new(e))),
-                };
-                let stop = item.is_err();
-                if tx.blocking_send(item).is_err() || stop {
-                    return;
-                }
+    /// Where a partition's tail starts: after its last face, or lower when
+    /// no face is built yet, but never further back than the cache holds
+    /// (the newest sealed segments without a face, and the active one).
+    fn tail_start(&self, sealed: &[Arc<LogSegment>]) -> i64 {
+        let Some(newest) = sealed.last() else {
+            return i64::MIN;
+        };
+        let mut start = newest.next_offset();
+        let mut bytes = 0;
+        for seg in sealed.iter().rev() {
+            bytes += seg.size();
+            if bytes > self.tail.tail_log_bytes() || self.face_of(seg).is_some() {
+                break;
             }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+            start = seg.base_offset;
+        }
+        start
     }
-}
 
-/// Adds key_text / value_text (the bytes as text where they are UTF-8) and
-/// the JSON columns, computing only those the query reads.
-pub(crate) fn derived_columns(
-    b: RecordBatch,
-    schema: &SchemaRef,
-    text: (bool, bool),
-    json: &[JsonColumn],
-    json_wanted: &[bool],
-) -> Result<RecordBatch> {
-    let n = b.num_rows();
-    let as_text = |col: &ArrayRef, wanted: bool| -> ArrayRef {
-        match (wanted, col.as_any().downcast_ref::<BinaryArray>()) {
-            (true, Some(bin)) => Arc::new(
-                bin.iter()
-                    .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
-                    .collect::<StringArray>(),
-            ),
-            _ => new_null_array(&DataType::Utf8, n),
-        }
-    };
-    let key = b.column_by_name(columnar::COL_KEY).cloned();
-    let value = b.column_by_name(columnar::COL_VALUE).cloned();
-    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-    cols.push(key.map_or_else(
-        || new_null_array(&DataType::Utf8, n),
-        |k| as_text(&k, text.0),
-    ));
-    cols.push(value.as_ref().map_or_else(
-        || new_null_array(&DataType::Utf8, n),
-        |v| as_text(v, text.1),
-    ));
-    if !json.is_empty() {
-        match value
-            .as_ref()
-            .and_then(|v| v.as_any().downcast_ref::<BinaryArray>())
-        {
-            Some(values) => cols.extend(json::decode(values, json, json_wanted)),
-            None => cols.extend(json.iter().map(|c| new_null_array(&c.data_type, n))),
-        }
+    /// A stream decoding `[from, to)` of `log` for this query alone.
+    fn reader(
+        &self,
+        log: &Arc<Log>,
+        from: i64,
+        to: i64,
+        text: (bool, bool),
+        json_wanted: &Arc<Vec<bool>>,
+    ) -> Arc<dyn PartitionStream> {
+        Arc::new(PartitionReader {
+            log: log.clone(),
+            start: from,
+            end: to,
+            text,
+            json: self.json.clone(),
+            json_wanted: json_wanted.clone(),
+            schema: self.schema.clone(),
+        })
     }
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+
+    /// The cache's rows for each tail range (filled first with `fill`),
+    /// all partitions at once on blocking threads.
+    async fn read_tails(
+        &self,
+        tails: &[(Arc<Log>, i64, i64, i64)],
+        fill: bool,
+    ) -> Result<Vec<Option<TailRows>>> {
+        let reads = tails.iter().map(|(log, tail_start, from, to)| {
+            let (cache, log, json) = (self.tail.clone(), log.clone(), self.json.clone());
+            let (tail_start, from, to) = (*tail_start, *from, *to);
+            karnak_storage::blocking::spawn(move || {
+                cache.read(&log, tail_start, &json, from, to, fill)
+            })
+        });
+        futures::future::try_join_all(reads)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .into_iter()
+            .collect()
+    }
 }

@@ -139,6 +139,9 @@ pub struct Log {
     segment_removal: Mutex<()>,
     /// A cleaning failed: the cleaner thread skips this log until restart.
     uncleanable: AtomicBool,
+    /// Cleaned segments swapped in: records below the log end changed in
+    /// place (what a cache of decoded records must notice).
+    rewrites: AtomicU64,
 }
 
 pub(crate) fn now_ms() -> i64 {

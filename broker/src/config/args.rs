@@ -140,6 +140,9 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub sql_memory_limit_bytes: Option<i64>,
+    /// Memory for partitions' newest records (those no Parquet face covers yet) kept decoded for every SQL query: decoded once, extended as they grow, least recently used dropped first; one partition takes at most a quarter. 0: each query decodes them itself. [default: 268435456]
+    #[arg(long, env = "KARNAK_SQL_TAIL_CACHE_BYTES")]
+    pub sql_tail_cache_bytes: Option<u64>,
     /// This broker's node id (Kafka `node.id`). [default: 0]
     #[arg(long, env = "KARNAK_NODE_ID")]
     pub node_id: Option<i32>,
@@ -330,6 +333,7 @@ pub(super) struct FileConfig {
     pub(super) sql_addr: Option<SocketAddr>,
     pub(super) sql_enabled: Option<bool>,
     pub(super) sql_memory_limit_bytes: Option<i64>,
+    pub(super) sql_tail_cache_bytes: Option<u64>,
     pub(super) sql_max_connections: Option<usize>,
     pub(super) sql_max_message_bytes: Option<u64>,
     pub(super) sql_auth: Option<String>,

@@ -140,6 +140,8 @@ impl Config {
             n if n > 0 => Some(usize::try_from(n).context("--sql-memory-limit-bytes")?),
             n => bail!("--sql-memory-limit-bytes {n}: expected a positive size or -1"),
         };
+        let sql_tail_cache_bytes = usize::try_from(pick!(sql_tail_cache_bytes, 256 << 20))
+            .context("--sql-tail-cache-bytes")?;
         let sql_tls = sql_on && sql_ssl != karnak_sql::auth::SqlSsl::Off;
         let tls = crate::tls::settings(
             &listeners,
@@ -270,6 +272,7 @@ impl Config {
                 ssl: sql_ssl,
                 default_partitions: pick!(num_partitions, 1),
                 memory_limit: sql_memory_limit,
+                tail_cache_bytes: sql_tail_cache_bytes,
             }),
             node_id: pick!(node_id, 0),
             cluster_id: args.cluster_id.or(file.cluster_id),

@@ -65,6 +65,13 @@ impl Log {
 
     /// A cleaning of this log failed: the cleaner thread leaves it alone
     /// until restart (Kafka's uncleanable partitions).
+    /// How many times cleaned segments replaced records in place: a reader
+    /// that kept decoded records (the SQL tail cache) drops them when this
+    /// moves.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::Acquire)
+    }
+
     pub fn is_uncleanable(&self) -> bool {
         self.uncleanable.load(Ordering::Relaxed)
     }
@@ -165,6 +172,7 @@ impl Log {
             segs.insert(base, Arc::new(new));
         }
         self.txn_index.replace_range(base, end, txns);
+        self.rewrites.fetch_add(1, Ordering::Release);
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = base,
             replaced = old.len(), "swapped in a cleaned segment");
         Ok(true)

@@ -208,6 +208,7 @@ impl Log {
             clean_abort: AtomicBool::new(false),
             segment_removal: Mutex::new(()),
             uncleanable: AtomicBool::new(false),
+            rewrites: AtomicU64::new(0),
         })
     }
 }
