@@ -195,3 +195,37 @@ def test_json_columns_come_from_the_faces_and_predicates_prune_them(shared_broke
         assert m, plan
         total, matched = int(m.group(1)), int(m.group(2))
         assert total >= len(faced) and matched <= 2, plan
+
+
+def test_a_field_whose_type_changes_reads_the_same_from_faces_as_from_the_log(shared_broker):
+    """A JSON field that is a number in the older segments and text in the
+    newer: each face types it as its segment holds it; the table takes the
+    type of the newest records, and a face typed otherwise is not used (its
+    segment is decoded from the log), so answers do not depend on which
+    segments have faces."""
+    b = shared_broker
+    topic = unique_topic("sqlfacetype")
+    ck.create_topic(b.bootstrap, topic, partitions=1,
+                    config={"karnak.value.format": "json", "segment.bytes": "16384"})
+    msgs = [{"partition": 0,
+             "value": json.dumps({"n": i if i < 600 else f"t{i}", "pad": padding(0, i)}).encode()}
+            for i in range(1500)]
+    ck.produce_and_wait(b.bootstrap, topic, msgs, **{"batch.num.messages": 50})
+    q = {
+        "counts": f'select count(n), count(*) from "{topic}"',
+        "old": f'select n from "{topic}" where "offset" = 5',
+        "new": f'select n from "{topic}" where "offset" = 1400',
+        "types": "select data_type from information_schema.columns "
+                 f"where table_name = '{topic}' and column_name = 'n'",
+    }
+    with connect(b) as conn:
+        before = {k: conn.execute(sql).fetchall() for k, sql in q.items()}
+        # Text: a number reads as its JSON text under it.
+        assert before == {"counts": [(1500, 1500)], "old": [("5",)], "new": [("t1400",)],
+                          "types": [("Utf8",)]}, before
+        wait_until(lambda: all_sealed_faced(b, topic, 1), 60,
+                   msg="a face beside every sealed segment")
+        assert {k: conn.execute(sql).fetchall() for k, sql in q.items()} == before
+        plan = "\n".join(r[1] for r in conn.execute(
+            f'explain select count(n) from "{topic}"').fetchall())
+        assert ".parquet" in plan, plan

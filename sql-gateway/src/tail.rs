@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -27,6 +28,11 @@ use karnak_storage::value_format::json::{self, JsonColumn};
 /// Rows per cached batch, and bytes per log read while filling.
 const FILL_ROWS: usize = 8192;
 const FILL_CHUNK_BYTES: usize = 4 << 20;
+
+/// An entry unused this long may make room for another; one used since
+/// is kept, and the other partition's query decodes its tail itself (so
+/// tails that do not fit together do not push each other out in turn).
+const IDLE_AFTER: Duration = Duration::from_secs(10);
 
 /// `karnak_sql_tail_cache_bytes`: Arrow bytes the cache holds.
 const CACHE_BYTES: &str = "karnak_sql_tail_cache_bytes";
@@ -41,12 +47,12 @@ pub struct TailCache {
     /// dropped, also one evicted while a query still held it).
     used: Arc<AtomicUsize>,
     entries: Mutex<HashMap<usize, Arc<Mutex<Entry>>>>,
-    /// Tick of the last use, for least-recently-used eviction.
-    clock: AtomicUsize,
     /// Rows per cached batch (at most) and
     /// bytes per log read while filling.
     fill_rows: usize,
     fill_chunk_bytes: usize,
+    /// [`IDLE_AFTER`].
+    idle_after: Duration,
 }
 
 impl std::fmt::Debug for TailCache {
@@ -69,7 +75,7 @@ struct Entry {
     end: i64,
     batches: VecDeque<Cached>,
     bytes: usize,
-    last_used: usize,
+    last_used: Instant,
     used: Arc<AtomicUsize>,
 }
 
@@ -141,9 +147,9 @@ impl TailCache {
             budget,
             used: Arc::new(AtomicUsize::new(0)),
             entries: Mutex::new(HashMap::new()),
-            clock: AtomicUsize::new(0),
             fill_rows: FILL_ROWS,
             fill_chunk_bytes: FILL_CHUNK_BYTES,
+            idle_after: IDLE_AFTER,
         }
     }
 
@@ -152,6 +158,12 @@ impl TailCache {
     fn with_fill(mut self, rows: usize, chunk_bytes: usize) -> Self {
         self.fill_rows = rows;
         self.fill_chunk_bytes = chunk_bytes;
+        self
+    }
+
+    #[cfg(test)]
+    fn with_idle_after(mut self, idle_after: Duration) -> Self {
+        self.idle_after = idle_after;
         self
     }
 
@@ -202,7 +214,7 @@ impl TailCache {
                     end: start,
                     batches: VecDeque::new(),
                     bytes: 0,
-                    last_used: 0,
+                    last_used: Instant::now(),
                     used: self.used.clone(),
                 }))
             })
@@ -210,7 +222,7 @@ impl TailCache {
         // Held while filling: a second query on this partition waits for
         // the first's decode instead of doing it again.
         let mut e = lock(&entry);
-        e.last_used = self.clock.fetch_add(1, Ordering::Relaxed);
+        e.last_used = Instant::now();
         let same_log = e.log.upgrade().is_some_and(|l| Arc::ptr_eq(&l, log));
         if !same_log || e.rewrites != log.rewrites() || e.json != json || start < e.start {
             self.reset(&mut e, log, json, start);
@@ -263,6 +275,9 @@ impl TailCache {
         );
         let cap = self.entry_cap();
         while e.bytes < cap {
+            if self.bytes() >= self.budget && !self.evict_idle(Some(Arc::as_ptr(log) as usize)) {
+                break;
+            }
             let next = scan
                 .next_batch()
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -275,11 +290,12 @@ impl TailCache {
             let decoded = with_json(b, &schema, &e.json, &all)?;
             metrics::counter!(TAIL_ROWS, "from" => "log").increment(decoded.num_rows() as u64);
             // A log read decodes into one batch of every record it held:
-            // cut into batches of a query's size, each its own buffers
-            // (DataFusion sizes what it holds by the buffers).
+            // cut into batches of a query's size, each copied into its own
+            // buffers (a slice would keep, and be counted with, the whole).
             for at in (0..decoded.num_rows()).step_by(self.fill_rows) {
-                let part = decoded.slice(at, self.fill_rows.min(decoded.num_rows() - at));
-                let cached = arrow::compute::concat_batches(&schema, [&part])?;
+                let n = self.fill_rows.min(decoded.num_rows() - at);
+                let rows = arrow::array::UInt32Array::from_iter_values(at as u32..(at + n) as u32);
+                let cached = arrow::compute::take_record_batch(&decoded, &rows)?;
                 let Some((first, last)) = offsets(&cached)
                     .map(|o| o.values())
                     .and_then(|o| Some((*o.first()?, *o.last()?)))
@@ -301,24 +317,30 @@ impl TailCache {
         Ok(())
     }
 
-    /// Over budget: empties the least recently used entries (never `keep`,
-    /// nor one a query is filling) until under it; drops entries of logs
-    /// that are gone.
-    fn evict(&self, keep: usize) {
+    /// Empties the least recently used entry idle for [`IDLE_AFTER`] (never
+    /// `keep`, nor one a query holds). False when there is none.
+    fn evict_idle(&self, keep: Option<usize>) -> bool {
         let mut entries = lock(&self.entries);
-        entries.retain(|_, e| !e.try_lock().is_ok_and(|e| e.log.strong_count() == 0));
-        while self.bytes() > self.budget {
-            let victim = entries
-                .iter()
-                .filter(|(k, _)| **k != keep)
-                .filter_map(|(k, e)| e.try_lock().ok().map(|e| (*k, e.last_used, e.bytes)))
-                .filter(|(_, _, bytes)| *bytes > 0)
-                .min_by_key(|(_, used, _)| *used);
-            let Some((k, _, _)) = victim else { break };
-            // Its bytes come back when the last holder lets go (now,
-            // unless a query is just about to read it).
-            entries.remove(&k);
-        }
+        let victim = entries
+            .iter()
+            .filter(|(k, _)| Some(**k) != keep)
+            .filter_map(|(k, e)| e.try_lock().ok().map(|e| (*k, e.last_used, e.bytes)))
+            .filter(|(_, used, bytes)| *bytes > 0 && used.elapsed() >= self.idle_after)
+            .min_by_key(|(_, used, _)| *used);
+        let Some((k, _, _)) = victim else {
+            return false;
+        };
+        // Its bytes come back when the last holder lets go (now, unless a
+        // query is just about to read it).
+        entries.remove(&k);
+        true
+    }
+
+    /// Drops the entries of logs that are gone and, over budget (a fill
+    /// may pass it by one log read), idle ones.
+    fn evict(&self, keep: usize) {
+        lock(&self.entries).retain(|_, e| !e.try_lock().is_ok_and(|e| e.log.strong_count() == 0));
+        while self.bytes() > self.budget && self.evict_idle(Some(keep)) {}
         metrics::gauge!(CACHE_BYTES).set(self.bytes() as f64);
     }
 }
@@ -525,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_stay_within_the_budget() {
+    fn entries_stay_within_the_budget_and_busy_ones_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::open(dir.path(), LogConfig::default()).unwrap();
         let topic = logs.create_topic("t", 6, BTreeMap::new()).unwrap();
@@ -543,23 +565,46 @@ mod tests {
                 .unwrap();
             probe.bytes()
         };
-        // A quarter of that per partition: the six do not all fit.
-        let cache = TailCache::new(one).with_fill(1000, 64 << 10);
-        for log in &topic.logs {
-            let rows = cache
-                .read(log, i64::MIN, &json, 0, 20_000, true)
-                .unwrap()
+        // A quarter of that per partition, and room for four quarters.
+        let slack = one / 10;
+        let fill = |idle: Duration| {
+            let cache = TailCache::new(one)
+                .with_fill(1000, 64 << 10)
+                .with_idle_after(idle);
+            let covered: Vec<i64> = topic
+                .logs
+                .iter()
+                .map(|log| {
+                    let rows = cache
+                        .read(log, i64::MIN, &json, 0, 20_000, true)
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(uids(&rows), (0..rows.covered).collect::<Vec<_>>());
+                    assert!(cache.bytes() <= one + slack, "{} of {one}", cache.bytes());
+                    rows.covered
+                })
+                .collect();
+            let first = cache
+                .read(&topic.logs[0], i64::MIN, &json, 0, 20_000, false)
                 .unwrap();
-            assert!(rows.covered < 20_000, "capped at a quarter of the budget");
-            assert_eq!(uids(&rows), (0..rows.covered).collect::<Vec<_>>());
-            assert!(cache.bytes() <= one, "{} of {one}", cache.bytes());
-        }
-        // The first partition was used least recently: it went first.
-        let rows = cache
-            .read(&topic.logs[0], i64::MIN, &json, 0, 20_000, false)
-            .unwrap()
-            .unwrap();
-        assert_eq!((rows.covered, rows.batches.len()), (0, 0));
+            (covered, first.unwrap().covered)
+        };
+        // All in use: the first four keep their quarter, the last two get
+        // nothing (their queries decode for themselves).
+        let (covered, first) = fill(Duration::from_secs(3600));
+        assert!(
+            covered[..4].iter().all(|c| (4000..20_000).contains(c)),
+            "{covered:?}"
+        );
+        assert_eq!(&covered[4..], [0, 0]);
+        assert_eq!(first, covered[0]);
+        // Idle entries make room, least recently used first.
+        let (covered, first) = fill(Duration::ZERO);
+        assert!(
+            covered.iter().all(|c| (4000..20_000).contains(c)),
+            "{covered:?}"
+        );
+        assert_eq!(first, 0, "the first partition went first");
         // Nothing at all with no budget.
         let none = TailCache::new(0);
         let read = none.read(&topic.logs[0], i64::MIN, &json, 0, 20_000, true);

@@ -125,22 +125,12 @@ fn read_all(log: &Log) {
 /// the writer could leave; a disk's damage fails the record's CRC first):
 /// opened and read as a scan would.
 pub fn face(scratch: &Path, data: &[u8]) {
-    use crate::face::{FORMAT_VERSION, Face, Manifest, ValueFormat, manifest_path, parquet_path};
+    use crate::face::{Face, Manifest, ValueFormat, manifest_path, parquet_path};
     let dir = scratch.join(format!("face-{}", std::process::id()));
     if std::fs::create_dir_all(&dir).is_err() {
         return;
     }
-    let manifest = Manifest {
-        version: FORMAT_VERSION,
-        base_offset: 0,
-        next_offset: 1_000,
-        log_bytes: 0,
-        parquet_bytes: data.len() as u64,
-        crc32c: crc32c::crc32c(data),
-        rows: 0,
-        value_format: ValueFormat::Raw,
-        dropped_fields: 0,
-    };
+    let manifest = Manifest::vouching_for(data, 0, 1_000);
     let written = std::fs::write(parquet_path(&dir, 0), data)
         .and_then(|()| std::fs::write(manifest_path(&dir, 0), manifest.encode()));
     if written.is_ok()

@@ -15,7 +15,6 @@ use karnak_storage::columnar::PartitionScan;
 use karnak_storage::face::{self, Face, ValueFormat, manifest_path, parquet_path};
 use karnak_storage::test_support::{build_batch, producer_batch};
 use karnak_storage::{FreeSpace, Log, LogConfig};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const T: i64 = 1_700_000_000_000;
 
@@ -258,14 +257,7 @@ fn faces_wait_for_room_above_the_floor() {
 
 /// Every column of a face, as the Parquet reader gives it.
 fn face_batches(face: &Face) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::new_with_metadata(
-        face.bytes().clone(),
-        face.metadata().clone(),
-    )
-    .build()
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+    face.batches().unwrap()
 }
 
 fn json_log(dir: &Path) -> Arc<Log> {

@@ -140,7 +140,7 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub sql_memory_limit_bytes: Option<i64>,
-    /// Memory for partitions' newest records (those no Parquet face covers yet) kept decoded for every SQL query: decoded once, extended as they grow, least recently used dropped first; one partition takes at most a quarter. 0: each query decodes them itself. [default: 268435456]
+    /// Memory for partitions' newest records (those no Parquet face covers yet) kept decoded for every SQL query: decoded once, extended as they grow; one partition takes at most a quarter, and a full cache makes room only from tails unused for 10 s. 0: each query decodes them itself. [default: 268435456]
     #[arg(long, env = "KARNAK_SQL_TAIL_CACHE_BYTES")]
     pub sql_tail_cache_bytes: Option<u64>,
     /// This broker's node id (Kafka `node.id`). [default: 0]

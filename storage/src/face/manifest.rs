@@ -38,6 +38,23 @@ struct Stored {
 }
 
 impl Manifest {
+    /// A record vouching for `parquet` (its length and CRC32C) as the raw
+    /// face of `[base, next)`: what a test or fuzz target writes beside a
+    /// file it made up, so the file reaches the Parquet reader.
+    pub fn vouching_for(parquet: &[u8], base: i64, next: i64) -> Manifest {
+        Manifest {
+            version: super::FORMAT_VERSION,
+            base_offset: base,
+            next_offset: next,
+            log_bytes: 0,
+            parquet_bytes: parquet.len() as u64,
+            crc32c: crc32c::crc32c(parquet),
+            rows: 0,
+            value_format: ValueFormat::Raw,
+            dropped_fields: 0,
+        }
+    }
+
     pub fn encode(&self) -> String {
         let (format, schema) = match &self.value_format {
             ValueFormat::Raw => ("raw", None),

@@ -19,6 +19,7 @@
 //! the `.log` stays the only source of truth.
 
 mod build;
+mod footer;
 mod manifest;
 mod read;
 
@@ -192,6 +193,9 @@ impl Face {
                 manifest.crc32c
             )));
         }
+        // Only a writer with this CRC gets here; still, the Thrift parser
+        // is not handed a footer it would spin on.
+        footer::check(&map).map_err(corrupt)?;
         let data = Bytes::from_owner(map);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let metadata = ArrowReaderMetadata::load(&data, options)

@@ -95,3 +95,20 @@ impl Iterator for FaceRows {
         }
     }
 }
+
+impl Face {
+    /// Every row and column of the face, in batches of 8 Ki rows.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>, StorageError> {
+        let corrupt = |e: parquet::errors::ParquetError| StorageError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("reading: {e}"),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.data.clone(),
+            self.metadata.clone(),
+        )
+        .build()
+        .map_err(corrupt)?;
+        reader.map(|b| b.map_err(|e| corrupt(e.into()))).collect()
+    }
+}
