@@ -203,7 +203,13 @@ impl TailCache {
         }
         let start = tail_start.max(log.log_start_offset());
         let key = Arc::as_ptr(log) as usize;
-        let entry = lock(&self.entries)
+        let mut entries = lock(&self.entries);
+        if !entries.contains_key(&key) {
+            // Entries of logs that are gone go when a new one comes, not
+            // on every read (a sweep is a pass over every partition).
+            entries.retain(|_, e| !e.try_lock().is_ok_and(|e| e.log.strong_count() == 0));
+        }
+        let entry = entries
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(Entry {
@@ -219,6 +225,7 @@ impl TailCache {
                 }))
             })
             .clone();
+        drop(entries);
         // Held while filling: a second query on this partition waits for
         // the first's decode instead of doing it again.
         let mut e = lock(&entry);
@@ -336,10 +343,9 @@ impl TailCache {
         true
     }
 
-    /// Drops the entries of logs that are gone and, over budget (a fill
-    /// may pass it by one log read), idle ones.
+    /// Over budget (a fill may pass it by one log read), drops idle
+    /// entries.
     fn evict(&self, keep: usize) {
-        lock(&self.entries).retain(|_, e| !e.try_lock().is_ok_and(|e| e.log.strong_count() == 0));
         while self.bytes() > self.budget && self.evict_idle(Some(keep)) {}
         metrics::gauge!(CACHE_BYTES).set(self.bytes() as f64);
     }
